@@ -1,0 +1,34 @@
+//! Domain types of the failed-task store.
+//!
+//! This crate holds what a failed task *is* and what a question about failed tasks
+//! *looks like*, with nothing about where tasks are kept or how they travel.
+//!
+//! # Layout
+//! - [`task`]: [`FailedTask`] (the 11 fields of the contract) and the validated values it is
+//!   made of ([`TaskId`], [`TaskType`], [`ClientId`], [`ErrorCode`], [`Timestamp`], ...).
+//! - [`category`]: [`ErrorCategory`], the five failure classes, and a classifier from error codes.
+//! - [`query`]: [`ListQuery`], [`TaskFilter`], [`PageSize`], [`Cursor`] and the [`SortKey`]
+//!   that defines the one listing order.
+//! - [`error`]: [`ValidationError`], the only error this crate produces.
+//!
+//! # Invariants
+//! - No IO, no async, no dependency on a runtime, an HTTP stack or a Redis driver.
+//! - Anything that comes from outside is a newtype with a validating `parse`; an invalid
+//!   value cannot be constructed, so adapters never re-check.
+//! - The listing order is [`SortKey`]'s: `FailTime` newest first, then `TaskId` descending
+//!   (byte-wise). It is a total order, so a cursor names exactly one position.
+
+#![forbid(unsafe_code)]
+
+pub mod category;
+pub mod error;
+pub mod query;
+pub mod task;
+
+pub use category::ErrorCategory;
+pub use error::ValidationError;
+pub use query::{Cursor, ListQuery, PageLimits, PageSize, SortKey, TaskFilter};
+pub use task::{
+    ClientId, CodebasePath, ErrorCode, ErrorMessage, FailedTask, NewFailedTask, TaskId, TaskType,
+    Timestamp,
+};

@@ -1,0 +1,339 @@
+//! Questions about failed tasks: which ones (a [`TaskFilter`]), how many at a time
+//! ([`PageSize`]) and from where ([`Cursor`]), in the one listing order ([`SortKey`]).
+
+use std::cmp::Ordering;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::{
+    ClientId, ErrorCategory, ErrorCode, FailedTask, TaskId, TaskType, Timestamp, ValidationError,
+};
+
+/// A task's place in the listing: `FailTime` newest first, then `TaskId` descending.
+///
+/// `Ord` is the listing order itself: sorting ascending by `SortKey` lists newest first.
+/// The task id is compared byte-wise, which is also how Redis orders sorted-set members, so
+/// every store lists in exactly this order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SortKey {
+    fail_time: Timestamp,
+    task_id: TaskId,
+}
+
+impl SortKey {
+    /// The position of the task `task_id` that failed at `fail_time`.
+    pub fn new(fail_time: Timestamp, task_id: TaskId) -> Self {
+        Self { fail_time, task_id }
+    }
+    /// The fail time at this position.
+    pub fn fail_time(&self) -> Timestamp {
+        self.fail_time
+    }
+    /// The task id at this position.
+    pub fn task_id(&self) -> &TaskId {
+        &self.task_id
+    }
+}
+
+impl Ord for SortKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.fail_time.cmp(&self.fail_time).then_with(|| {
+            other
+                .task_id
+                .as_str()
+                .as_bytes()
+                .cmp(self.task_id.as_str().as_bytes())
+        })
+    }
+}
+
+impl PartialOrd for SortKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Where the next page starts: just after the last task of the previous page.
+///
+/// Opaque to clients (URL-safe base64 of a versioned position). Because it names a
+/// position rather than an offset, tasks recorded between two page requests never shift
+/// the next page: it is complete and free of duplicates for the tasks that existed before.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    after: SortKey,
+}
+
+impl Cursor {
+    const VERSION: &'static str = "v1";
+
+    /// A cursor that continues after `key`.
+    pub fn after(key: SortKey) -> Self {
+        Self { after: key }
+    }
+
+    /// The last position already served.
+    pub fn position(&self) -> &SortKey {
+        &self.after
+    }
+
+    /// The opaque text form handed to clients.
+    pub fn encode(&self) -> String {
+        let raw = format!(
+            "{}:{}:{}",
+            Self::VERSION,
+            self.after.fail_time.unix_millis(),
+            self.after.task_id
+        );
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Decode a cursor a client sent back; anything not made by [`Cursor::encode`] is an
+    /// error on `cursor`.
+    pub fn decode(text: &str) -> Result<Self, ValidationError> {
+        let bad = || ValidationError::new("cursor", "is not a cursor this service issued");
+        if text.is_empty() || text.len() > 1024 {
+            return Err(bad());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+        let raw = String::from_utf8(bytes).map_err(|_| bad())?;
+        let rest = raw
+            .strip_prefix(Self::VERSION)
+            .and_then(|r| r.strip_prefix(':'))
+            .ok_or_else(bad)?;
+        let (millis, id) = rest.split_once(':').ok_or_else(bad)?;
+        if millis.is_empty() || !millis.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let millis: i64 = millis.parse().map_err(|_| bad())?;
+        let fail_time = Timestamp::from_unix_millis(millis).map_err(|_| bad())?;
+        let task_id = TaskId::parse(id).map_err(|_| bad())?;
+        Ok(Self::after(SortKey::new(fail_time, task_id)))
+    }
+}
+
+/// The configured bounds of a page: the size used when none is asked for, and the largest allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimits {
+    default: u32,
+    max: u32,
+}
+
+impl PageLimits {
+    /// The contract's defaults: 100 per page, at most 1000.
+    pub const DEFAULT: PageLimits = PageLimits {
+        default: 100,
+        max: 1000,
+    };
+
+    /// Limits with `1 <= default <= max`.
+    pub fn new(default: u32, max: u32) -> Result<Self, ValidationError> {
+        if default == 0 || default > max {
+            return Err(ValidationError::new(
+                "page size limits",
+                format!("need 1 <= default ({default}) <= max ({max})"),
+            ));
+        }
+        Ok(Self { default, max })
+    }
+
+    /// The page size used when a request names none.
+    pub fn default_size(self) -> PageSize {
+        PageSize(self.default)
+    }
+
+    /// The largest page a request may ask for.
+    pub fn max(self) -> u32 {
+        self.max
+    }
+}
+
+impl Default for PageLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// How many tasks one page holds: between 1 and the configured maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PageSize(u32);
+
+impl PageSize {
+    /// Parse a requested page size (decimal text) against `limits`; errors name `pageSize`.
+    pub fn parse(text: &str, limits: PageLimits) -> Result<Self, ValidationError> {
+        let n: u32 = text.parse().map_err(|_| {
+            ValidationError::new("pageSize", format!("{text:?} is not a whole number"))
+        })?;
+        Self::new(n, limits)
+    }
+
+    /// A page size within `limits`; errors name `pageSize`.
+    pub fn new(n: u32, limits: PageLimits) -> Result<Self, ValidationError> {
+        if n == 0 || n > limits.max {
+            return Err(ValidationError::new(
+                "pageSize",
+                format!(
+                    "{n} is out of range; it must be between 1 and {}",
+                    limits.max
+                ),
+            ));
+        }
+        Ok(Self(n))
+    }
+
+    /// The size as a number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The size as a `usize`, for slicing.
+    pub fn as_usize(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Which failed tasks a question is about; every set field must match (AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only this category.
+    pub category: Option<ErrorCategory>,
+    /// Only this task type.
+    pub task_type: Option<TaskType>,
+    /// Only this client.
+    pub client_id: Option<ClientId>,
+    /// Only this error code.
+    pub error_code: Option<ErrorCode>,
+    /// Only tasks that failed at or after this time.
+    pub since: Option<Timestamp>,
+    /// Only tasks that failed at or before this time.
+    pub until: Option<Timestamp>,
+}
+
+impl TaskFilter {
+    /// Every failed task.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Check the cross-field rule: `since` is not after `until`.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let (Some(since), Some(until)) = (self.since, self.until) {
+            if since > until {
+                return Err(ValidationError::new(
+                    "since",
+                    format!("{since} is after until {until}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `task` matches every set field.
+    pub fn matches(&self, task: &FailedTask) -> bool {
+        self.category.is_none_or(|c| c == task.error_category())
+            && self
+                .task_type
+                .as_ref()
+                .is_none_or(|t| t == task.task_type())
+            && self
+                .client_id
+                .as_ref()
+                .is_none_or(|c| c == task.client_id())
+            && self
+                .error_code
+                .as_ref()
+                .is_none_or(|c| c == task.error_code())
+            && self.matches_time(task.fail_time())
+    }
+
+    /// Whether `fail_time` lies within `since..=until`.
+    pub fn matches_time(&self, fail_time: Timestamp) -> bool {
+        self.since.is_none_or(|s| fail_time >= s) && self.until.is_none_or(|u| fail_time <= u)
+    }
+}
+
+/// One request for a page of failed tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Which tasks.
+    pub filter: TaskFilter,
+    /// How many per page.
+    pub page_size: PageSize,
+    /// Where to start; `None` for the first page.
+    pub cursor: Option<Cursor>,
+}
+
+impl ListQuery {
+    /// The first page of every failed task, with the default page size of `limits`.
+    pub fn first_page(limits: PageLimits) -> Self {
+        Self {
+            filter: TaskFilter::all(),
+            page_size: limits.default_size(),
+            cursor: None,
+        }
+    }
+
+    /// Whether `key` comes after the cursor (or there is no cursor).
+    pub fn is_after_cursor(&self, key: &SortKey) -> bool {
+        self.cursor.as_ref().is_none_or(|c| key > c.position())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ms: i64, id: &str) -> SortKey {
+        SortKey::new(
+            Timestamp::from_unix_millis(ms).unwrap(),
+            TaskId::parse(id).unwrap(),
+        )
+    }
+
+    #[test]
+    fn order_is_newest_first_then_id_descending() {
+        let mut keys = vec![key(1, "a"), key(3, "a"), key(2, "b"), key(2, "c")];
+        keys.sort();
+        let ids: Vec<_> = keys
+            .iter()
+            .map(|k| (k.fail_time().unix_millis(), k.task_id().as_str()))
+            .collect();
+        assert_eq!(ids, vec![(3, "a"), (2, "c"), (2, "b"), (1, "a")]);
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_tampering() {
+        let c = Cursor::after(key(1_737_709_300_000, "task:with:colons"));
+        assert_eq!(Cursor::decode(&c.encode()), Ok(c.clone()));
+        for bad in ["", "!!!", "djE6", "djI6MTox", "djE6LTE6eA", "djE6MTo"] {
+            assert_eq!(Cursor::decode(bad).unwrap_err().field, "cursor", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn page_size_bounds() {
+        let limits = PageLimits::DEFAULT;
+        assert_eq!(PageSize::parse("1", limits).unwrap().get(), 1);
+        assert_eq!(PageSize::parse("1000", limits).unwrap().get(), 1000);
+        for bad in ["0", "1001", "-1", "ten", "", "1.5"] {
+            assert_eq!(PageSize::parse(bad, limits).unwrap_err().field, "pageSize");
+        }
+        assert!(PageLimits::new(0, 10).is_err());
+        assert!(PageLimits::new(11, 10).is_err());
+    }
+
+    #[test]
+    fn since_after_until_is_rejected() {
+        let f = TaskFilter {
+            since: Some(Timestamp::from_unix_millis(2).unwrap()),
+            until: Some(Timestamp::from_unix_millis(1).unwrap()),
+            ..TaskFilter::default()
+        };
+        assert_eq!(f.validate().unwrap_err().field, "since");
+    }
+}

@@ -1,0 +1,53 @@
+//! The port itself.
+
+use async_trait::async_trait;
+use failed_tasks_domain::{Cursor, FailedTask, ListQuery, TaskId};
+
+use crate::StoreError;
+
+/// One page of failed tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailedTaskPage {
+    /// How many stored failed tasks match the query's filter (all pages, not this one).
+    pub total: u64,
+    /// This page, newest first, at most the query's page size.
+    pub tasks: Vec<FailedTask>,
+    /// Where the next page starts, or `None` when this is the last page.
+    pub next_cursor: Option<Cursor>,
+    /// Records in this page's range that could not be decoded and were left out.
+    pub skipped_corrupt: u64,
+}
+
+/// What `record` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// The task id was new.
+    Created,
+    /// A task with this id existed and was replaced.
+    Updated,
+}
+
+/// Where failed tasks are kept.
+///
+/// Implementations must be safe under concurrent use from many tasks, and must bound every
+/// call in time themselves (a command timeout); the use cases add their own deadlines on top.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait StatusStore: Send + Sync {
+    /// Check that the store answers (a Redis `PING`). Answers at once with
+    /// [`StoreError::Unavailable`] when the adapter already knows the link is down.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// One page of the failed tasks matching `query.filter`, newest first, starting after
+    /// `query.cursor`, with the total count of matches.
+    async fn list(&self, query: &ListQuery) -> Result<FailedTaskPage, StoreError>;
+
+    /// The failed task with this id, if stored.
+    async fn get(&self, task_id: &TaskId) -> Result<Option<FailedTask>, StoreError>;
+
+    /// Store `task`, replacing any task with the same id, atomically with every index.
+    async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError>;
+
+    /// Remove the task with this id and every index entry of it; `false` when it was absent.
+    async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError>;
+}
