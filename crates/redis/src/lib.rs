@@ -1,0 +1,2 @@
+//! The Redis status store (work in progress).
+#![forbid(unsafe_code)]

@@ -1,0 +1,390 @@
+//! The behaviour every [`StatusStore`] adapter must show, as reusable async checks.
+//!
+//! Enabled by the `conformance` feature, for adapters' own test suites: each check takes an
+//! **empty** store and panics (like an assertion) when the adapter misbehaves. Run them all
+//! with [`run_all`], giving a function that makes a fresh empty store per check.
+//!
+//! ```text
+//! failed_tasks_store::conformance::run_all(|| async { my_fresh_store().await }).await;
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::collections::HashSet;
+use std::future::Future;
+
+use failed_tasks_domain::{
+    ClientId, Cursor, ErrorCategory, ErrorCode, FailedTask, ListQuery, NewFailedTask, PageLimits,
+    PageSize, TaskFilter, TaskId, TaskType, Timestamp,
+};
+
+use crate::{RecordOutcome, StatusStore};
+
+/// A base time for generated tasks: 2025-01-24T09:00:00Z.
+pub const BASE_MS: i64 = 1_737_709_200_000;
+
+/// A valid task with the given id, fail time offset (ms after [`BASE_MS`]), category,
+/// task type, client and error code; the other fields are fixed.
+pub fn task(
+    id: &str,
+    fail_offset_ms: i64,
+    category: ErrorCategory,
+    task_type: &str,
+    client: &str,
+    code: &str,
+) -> FailedTask {
+    FailedTask::new(NewFailedTask {
+        task_id: id.into(),
+        task_type: task_type.into(),
+        client_id: client.into(),
+        codebase_path: format!("/projects/{client}"),
+        start_time_ms: BASE_MS - 60_000,
+        fail_time_ms: BASE_MS + fail_offset_ms,
+        error_code: code.into(),
+        error_message: format!("{code} while working on {id}"),
+        retry_count: 1,
+        processed_files: 10,
+        error_category: Some(category),
+    })
+    .expect("conformance task is valid")
+}
+
+/// A deterministic mixed set of `n` tasks: 4 categories, 3 task types, 5 clients, 6 codes,
+/// fail times with many ties.
+pub fn mixed_tasks(n: usize) -> Vec<FailedTask> {
+    let types = ["embedding", "indexing", "cleaning"];
+    let codes = [
+        "TIMEOUT_ERROR",
+        "PERMISSION_DENIED",
+        "STORAGE_ERROR",
+        "PARSE_ERROR",
+        "INTERNAL",
+        "DEADLINE_EXCEEDED",
+    ];
+    (0..n)
+        .map(|i| {
+            let cat = ErrorCategory::ALL[i % 4];
+            task(
+                &format!("t{:05}", (i * 7919) % 100_000),
+                ((i * 37) % (n / 3 + 1)) as i64 * 1000,
+                cat,
+                types[i % 3],
+                &format!("client{}", i % 5),
+                codes[i % 6],
+            )
+        })
+        .collect()
+}
+
+fn query(filter: TaskFilter, size: u32, cursor: Option<Cursor>) -> ListQuery {
+    ListQuery {
+        filter,
+        page_size: PageSize::new(size, PageLimits::DEFAULT).unwrap(),
+        cursor,
+    }
+}
+
+/// Walk every page of `filter` with `size` per page; returns the ids in order and the
+/// totals each page reported.
+pub async fn walk(
+    store: &dyn StatusStore,
+    filter: &TaskFilter,
+    size: u32,
+) -> (Vec<String>, Vec<u64>) {
+    let mut ids = Vec::new();
+    let mut totals = Vec::new();
+    let mut cursor = None;
+    for _ in 0..100_000 {
+        let page = store
+            .list(&query(filter.clone(), size, cursor))
+            .await
+            .unwrap();
+        assert!(page.tasks.len() <= size as usize, "page larger than asked");
+        totals.push(page.total);
+        ids.extend(page.tasks.iter().map(|t| t.task_id().to_string()));
+        match page.next_cursor {
+            Some(c) => {
+                assert!(!page.tasks.is_empty(), "a cursor after an empty page");
+                cursor = Some(c);
+            }
+            None => return (ids, totals),
+        }
+    }
+    panic!("paging did not end");
+}
+
+/// The expected listing of `tasks` under `filter`, by brute force.
+pub fn expected(tasks: &[FailedTask], filter: &TaskFilter) -> Vec<String> {
+    let mut matching: Vec<&FailedTask> = tasks.iter().filter(|t| filter.matches(t)).collect();
+    matching.sort_by_key(|t| t.sort_key());
+    matching.iter().map(|t| t.task_id().to_string()).collect()
+}
+
+/// Record, get, upsert, remove.
+pub async fn record_get_remove(store: &dyn StatusStore) {
+    store.ping().await.unwrap();
+    let seed = FailedTask::seed_examples();
+    for t in &seed {
+        assert_eq!(store.record(t).await.unwrap(), RecordOutcome::Created);
+    }
+    let got = store.get(seed[1].task_id()).await.unwrap();
+    assert_eq!(got.as_ref(), Some(&seed[1]));
+    assert_eq!(
+        store.get(&TaskId::parse("nope").unwrap()).await.unwrap(),
+        None
+    );
+
+    let page = store
+        .list(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap();
+    assert_eq!(page.total, 3);
+    let ids: Vec<_> = page.tasks.iter().map(|t| t.task_id().as_str()).collect();
+    assert_eq!(ids, ["task_003", "task_002", "task_001"]);
+    assert_eq!(
+        page.tasks,
+        vec![seed[2].clone(), seed[1].clone(), seed[0].clone()]
+    );
+    assert_eq!(page.next_cursor, None);
+
+    assert!(store.remove(seed[0].task_id()).await.unwrap());
+    assert!(!store.remove(seed[0].task_id()).await.unwrap());
+    assert_eq!(store.get(seed[0].task_id()).await.unwrap(), None);
+    let page = store
+        .list(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap();
+    assert_eq!(page.total, 2);
+}
+
+/// Recording an id again replaces it, moves it in every index, never duplicates it.
+pub async fn upsert_moves_every_index(store: &dyn StatusStore) {
+    let first = task(
+        "same",
+        0,
+        ErrorCategory::ServiceTimeout,
+        "embedding",
+        "alice",
+        "TIMEOUT_ERROR",
+    );
+    let second = task(
+        "same",
+        5_000,
+        ErrorCategory::Authorization,
+        "indexing",
+        "bob",
+        "PERMISSION_DENIED",
+    );
+    let other = task(
+        "other",
+        1_000,
+        ErrorCategory::ServiceTimeout,
+        "embedding",
+        "alice",
+        "TIMEOUT_ERROR",
+    );
+    assert_eq!(store.record(&first).await.unwrap(), RecordOutcome::Created);
+    store.record(&other).await.unwrap();
+    assert_eq!(store.record(&second).await.unwrap(), RecordOutcome::Updated);
+    assert_eq!(
+        store.get(second.task_id()).await.unwrap(),
+        Some(second.clone())
+    );
+
+    let all = [first.clone(), second.clone(), other.clone()];
+    let now = [second.clone(), other.clone()];
+    let filters = [
+        TaskFilter::all(),
+        TaskFilter {
+            category: Some(ErrorCategory::ServiceTimeout),
+            ..Default::default()
+        },
+        TaskFilter {
+            category: Some(ErrorCategory::Authorization),
+            ..Default::default()
+        },
+        TaskFilter {
+            client_id: Some(ClientId::parse("alice").unwrap()),
+            ..Default::default()
+        },
+        TaskFilter {
+            client_id: Some(ClientId::parse("bob").unwrap()),
+            ..Default::default()
+        },
+        TaskFilter {
+            task_type: Some(TaskType::embedding()),
+            ..Default::default()
+        },
+        TaskFilter {
+            error_code: Some(ErrorCode::parse("PERMISSION_DENIED").unwrap()),
+            ..Default::default()
+        },
+        TaskFilter {
+            since: Some(Timestamp::from_unix_millis(BASE_MS + 2_000).unwrap()),
+            ..Default::default()
+        },
+    ];
+    let _ = all;
+    for f in filters {
+        let (ids, totals) = walk(store, &f, 10).await;
+        assert_eq!(ids, expected(&now, &f), "filter {f:?}");
+        assert_eq!(totals[0] as usize, ids.len(), "total for {f:?}");
+    }
+}
+
+/// Every filter, alone and combined, lists exactly what brute force finds, in order, with
+/// a matching total, across pages of several sizes.
+pub async fn filters_match_brute_force(store: &dyn StatusStore) {
+    let tasks = mixed_tasks(300);
+    // Ids repeat in mixed_tasks only if (i*7919)%100000 collides: it does not for 300.
+    for t in &tasks {
+        store.record(t).await.unwrap();
+    }
+    let ts = |off: i64| Some(Timestamp::from_unix_millis(BASE_MS + off).unwrap());
+    let filters = [
+        TaskFilter::all(),
+        TaskFilter {
+            category: Some(ErrorCategory::DataError),
+            ..Default::default()
+        },
+        TaskFilter {
+            category: Some(ErrorCategory::SystemError),
+            ..Default::default()
+        },
+        TaskFilter {
+            task_type: Some(TaskType::indexing()),
+            ..Default::default()
+        },
+        TaskFilter {
+            client_id: Some(ClientId::parse("client3").unwrap()),
+            ..Default::default()
+        },
+        TaskFilter {
+            client_id: Some(ClientId::parse("nobody").unwrap()),
+            ..Default::default()
+        },
+        TaskFilter {
+            error_code: Some(ErrorCode::parse("PARSE_ERROR").unwrap()),
+            ..Default::default()
+        },
+        TaskFilter {
+            since: ts(20_000),
+            ..Default::default()
+        },
+        TaskFilter {
+            until: ts(20_000),
+            ..Default::default()
+        },
+        TaskFilter {
+            since: ts(10_000),
+            until: ts(10_000),
+            ..Default::default()
+        },
+        TaskFilter {
+            since: ts(10_000),
+            until: ts(60_000),
+            client_id: Some(ClientId::parse("client1").unwrap()),
+            ..Default::default()
+        },
+        TaskFilter {
+            category: Some(ErrorCategory::ServiceTimeout),
+            task_type: Some(TaskType::embedding()),
+            ..Default::default()
+        },
+        TaskFilter {
+            category: Some(ErrorCategory::ServiceTimeout),
+            client_id: Some(ClientId::parse("client0").unwrap()),
+            error_code: Some(ErrorCode::parse("TIMEOUT_ERROR").unwrap()),
+            task_type: Some(TaskType::embedding()),
+            since: ts(0),
+            until: ts(90_000),
+        },
+    ];
+    for f in &filters {
+        let want = expected(&tasks, f);
+        for size in [1, 7, 100, 1000] {
+            let (ids, totals) = walk(store, f, size).await;
+            assert_eq!(ids, want, "filter {f:?} page size {size}");
+            assert!(
+                totals.iter().all(|t| *t as usize == want.len()),
+                "totals {totals:?} for {f:?}"
+            );
+        }
+    }
+}
+
+/// Paging by cursor stays complete and duplicate-free while newer failures (and updates of
+/// not-yet-listed tasks to newer times) arrive between pages.
+pub async fn paging_is_stable_under_writes(store: &dyn StatusStore) {
+    let tasks = mixed_tasks(120);
+    for t in &tasks {
+        store.record(t).await.unwrap();
+    }
+    let before = expected(&tasks, &TaskFilter::all());
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut fresh = 0;
+    loop {
+        let page = store
+            .list(&query(TaskFilter::all(), 11, cursor))
+            .await
+            .unwrap();
+        seen.extend(page.tasks.iter().map(|t| t.task_id().to_string()));
+        // Newer failures arrive between pages.
+        for _ in 0..3 {
+            fresh += 1;
+            let t = task(
+                &format!("new{fresh:04}"),
+                10_000_000 + fresh,
+                ErrorCategory::SystemError,
+                "embedding",
+                "late",
+                "INTERNAL",
+            );
+            store.record(&t).await.unwrap();
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a task was listed twice");
+    assert_eq!(
+        seen, before,
+        "paging lost or reordered tasks that existed before it started"
+    );
+}
+
+/// A tie on fail time is broken by task id, descending, and the cursor lands between ties.
+pub async fn ties_are_ordered_by_id(store: &dyn StatusStore) {
+    for id in ["b", "a", "c", "ab", "ba"] {
+        store
+            .record(&task(
+                id,
+                0,
+                ErrorCategory::DataError,
+                "embedding",
+                "c",
+                "X",
+            ))
+            .await
+            .unwrap();
+    }
+    let (ids, _) = walk(store, &TaskFilter::all(), 2).await;
+    assert_eq!(ids, ["c", "ba", "b", "ab", "a"]);
+}
+
+/// Run every check, each on a fresh empty store from `fresh`.
+pub async fn run_all<S, F, Fut>(mut fresh: F)
+where
+    S: StatusStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    record_get_remove(&fresh().await).await;
+    upsert_moves_every_index(&fresh().await).await;
+    filters_match_brute_force(&fresh().await).await;
+    paging_is_stable_under_writes(&fresh().await).await;
+    ties_are_ordered_by_id(&fresh().await).await;
+}

@@ -1,0 +1,63 @@
+//! The in-memory adapter against the shared conformance checks, plus what is particular to it.
+
+use std::sync::Arc;
+
+use failed_tasks_domain::{ErrorCategory, ListQuery, PageLimits};
+use failed_tasks_store::conformance::{self, task};
+use failed_tasks_store::{MemoryStore, StatusStore};
+
+#[tokio::test]
+async fn memory_store_passes_conformance() {
+    conformance::run_all(|| async { MemoryStore::new() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_recorders_lose_nothing() {
+    let store = Arc::new(MemoryStore::new());
+    let mut handles = Vec::new();
+    for w in 0..16 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..500 {
+                // Ids repeat across workers: 16 workers share 2000 ids.
+                let id = format!("id{}", (w * 500 + i) % 2000);
+                let cat = ErrorCategory::ALL[(w + i) % 5];
+                store
+                    .record(&task(
+                        &id,
+                        (i as i64) * 10,
+                        cat,
+                        "embedding",
+                        &format!("c{w}"),
+                        "X",
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(store.len(), 2000);
+    let (ids, _) = conformance::walk(store.as_ref(), &Default::default(), 1000).await;
+    assert_eq!(ids.len(), 2000);
+    let mut per_category = 0;
+    for c in ErrorCategory::ALL {
+        let f = failed_tasks_domain::TaskFilter {
+            category: Some(c),
+            ..Default::default()
+        };
+        let (ids, _) = conformance::walk(store.as_ref(), &f, 1000).await;
+        per_category += ids.len();
+    }
+    assert_eq!(
+        per_category, 2000,
+        "category indexes disagree with the records"
+    );
+    let page = store
+        .list(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap();
+    assert_eq!(page.total, 2000);
+}
