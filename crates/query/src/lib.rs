@@ -1,0 +1,21 @@
+//! Use cases of the failed-task store, independent of how requests arrive.
+//!
+//! [`FailedTaskService`] answers "which tasks failed?" the way the contract describes:
+//! check the store's connection under a short deadline (5 s by default), then run the query,
+//! both under a whole-request deadline, and map every failure to one of the contract's kinds
+//! ([`QueryError`]).
+//!
+//! # Invariants
+//! - No call outlives its deadline, whatever the store does: every store call is wrapped in
+//!   `tokio::time::timeout`, so a store that never answers yields
+//!   [`QueryError::Unavailable`] when the deadline passes.
+//! - "The store is not there" ([`QueryError::Unavailable`], HTTP 503) is kept apart from
+//!   "the store answered but the query failed" ([`QueryError::Internal`], HTTP 500); the
+//!   internal detail travels in the error for logs, never to clients.
+//! - No transport types: HTTP, gRPC or a CLI can sit on top.
+
+#![forbid(unsafe_code)]
+
+mod service;
+
+pub use service::{Deadlines, FailedTaskService, QueryError};

@@ -1,0 +1,158 @@
+//! The failed-task service: deadlines around a [`StatusStore`] and error mapping.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use failed_tasks_domain::{FailedTask, ListQuery, TaskId, ValidationError};
+use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
+
+/// How long the service waits for the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// The connection check (the source's `checkRedisConnection`): 5 s by default.
+    pub health_check: Duration,
+    /// The whole request, connection check included: 10 s by default.
+    pub request: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            health_check: Duration::from_secs(5),
+            request: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a use case could not answer, in the contract's terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The store is unreachable or did not answer within a deadline. HTTP answers 503 with
+    /// the source's message; `reason` is for logs.
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// What happened, for the log.
+        reason: String,
+    },
+    /// The store answered but the operation failed. HTTP answers 500 with a fixed message;
+    /// `detail` is for logs only and must never reach a client.
+    #[error("internal error: {detail}")]
+    Internal {
+        /// What happened, for the log.
+        detail: String,
+    },
+    /// The request itself is invalid; the message names the parameter.
+    #[error("bad request: {0}")]
+    BadRequest(#[from] ValidationError),
+    /// The task asked for is not stored.
+    #[error("not found")]
+    NotFound,
+}
+
+impl QueryError {
+    fn from_store(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            QueryError::Unavailable {
+                reason: err.to_string(),
+            }
+        } else {
+            QueryError::Internal {
+                detail: err.to_string(),
+            }
+        }
+    }
+}
+
+/// The use cases over one [`StatusStore`]. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct FailedTaskService {
+    store: Arc<dyn StatusStore>,
+    deadlines: Deadlines,
+}
+
+impl std::fmt::Debug for FailedTaskService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailedTaskService")
+            .field("deadlines", &self.deadlines)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FailedTaskService {
+    /// A service over `store` with the given deadlines.
+    pub fn new(store: Arc<dyn StatusStore>, deadlines: Deadlines) -> Self {
+        Self { store, deadlines }
+    }
+
+    /// The store, for wiring that needs it directly (demo data, background jobs).
+    pub fn store(&self) -> &Arc<dyn StatusStore> {
+        &self.store
+    }
+
+    /// The deadlines in force.
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
+    }
+
+    /// Check the store answers, under the health-check deadline.
+    pub async fn check_connection(&self) -> Result<(), QueryError> {
+        match tokio::time::timeout(self.deadlines.health_check, self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            // A failed ping means the store is not usable, whatever the failure kind.
+            Ok(Err(e)) => Err(QueryError::Unavailable {
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(QueryError::Unavailable {
+                reason: format!(
+                    "connection check exceeded its {:?} deadline",
+                    self.deadlines.health_check
+                ),
+            }),
+        }
+    }
+
+    /// Run `work` after a connection check, the whole under the request deadline.
+    async fn checked<T, F>(&self, work: F) -> Result<T, QueryError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let run = async {
+            self.check_connection().await?;
+            work.await.map_err(QueryError::from_store)
+        };
+        match tokio::time::timeout(self.deadlines.request, run).await {
+            Ok(result) => result,
+            Err(_) => Err(QueryError::Unavailable {
+                reason: format!("request exceeded its {:?} deadline", self.deadlines.request),
+            }),
+        }
+    }
+
+    /// One page of failed tasks (the contract's `GET /tasks/failed`).
+    pub async fn list_failed(&self, query: &ListQuery) -> Result<FailedTaskPage, QueryError> {
+        query.filter.validate()?;
+        self.checked(self.store.list(query)).await
+    }
+
+    /// One failed task by id; [`QueryError::NotFound`] when absent.
+    pub async fn get_failed(&self, task_id: &TaskId) -> Result<FailedTask, QueryError> {
+        self.checked(self.store.get(task_id))
+            .await?
+            .ok_or(QueryError::NotFound)
+    }
+
+    /// Record a failure: an upsert by task id.
+    pub async fn record_failure(&self, task: &FailedTask) -> Result<RecordOutcome, QueryError> {
+        self.checked(self.store.record(task)).await
+    }
+
+    /// Remove a failed task; [`QueryError::NotFound`] when absent.
+    pub async fn remove_failed(&self, task_id: &TaskId) -> Result<(), QueryError> {
+        if self.checked(self.store.remove(task_id)).await? {
+            Ok(())
+        } else {
+            Err(QueryError::NotFound)
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The use cases against mocked stores: mapping, order, deadlines (paused time, no sleeps).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use failed_tasks_domain::{FailedTask, ListQuery, PageLimits, TaskFilter, TaskId, Timestamp};
+use failed_tasks_query::{Deadlines, FailedTaskService, QueryError};
+use failed_tasks_store::{FailedTaskPage, MockStatusStore, StoreError};
+
+fn service(store: MockStatusStore) -> FailedTaskService {
+    FailedTaskService::new(Arc::new(store), Deadlines::default())
+}
+
+fn seed_page() -> FailedTaskPage {
+    let mut tasks = FailedTask::seed_examples();
+    tasks.sort_by_key(FailedTask::sort_key);
+    FailedTaskPage {
+        total: 3,
+        tasks,
+        next_cursor: None,
+        skipped_corrupt: 0,
+    }
+}
+
+#[tokio::test]
+async fn success_passes_the_page_through_in_order() {
+    let mut store = MockStatusStore::new();
+    store.expect_ping().times(1).returning(|| Ok(()));
+    store
+        .expect_list()
+        .times(1)
+        .withf(|q| q.page_size.get() == 100 && q.cursor.is_none())
+        .returning(|_| Ok(seed_page()));
+    let page = service(store)
+        .list_failed(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap();
+    assert_eq!(page.total, 3);
+    let ids: Vec<_> = page.tasks.iter().map(|t| t.task_id().as_str()).collect();
+    assert_eq!(ids, ["task_003", "task_002", "task_001"]);
+}
+
+#[tokio::test]
+async fn connection_error_is_unavailable_and_skips_the_query() {
+    let mut store = MockStatusStore::new();
+    store
+        .expect_ping()
+        .returning(|| Err(StoreError::Unavailable("connection refused".into())));
+    store.expect_list().never();
+    let err = service(store)
+        .list_failed(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Unavailable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_rejected_ping_is_unavailable_too() {
+    let mut store = MockStatusStore::new();
+    store
+        .expect_ping()
+        .returning(|| Err(StoreError::Rejected("NOAUTH".into())));
+    store.expect_list().never();
+    let err = service(store)
+        .list_failed(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Unavailable { .. }), "{err:?}");
+}
+
+/// A store that answers like `inner`, but only after a delay (or never): mockall's
+/// expectations answer synchronously, so the lateness is added around the mock.
+struct Late {
+    inner: MockStatusStore,
+    ping_delay: Option<Duration>,
+    list_delay: Option<Duration>,
+}
+
+async fn after(delay: Option<Duration>) {
+    match delay {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[async_trait::async_trait]
+impl failed_tasks_store::StatusStore for Late {
+    async fn ping(&self) -> Result<(), StoreError> {
+        after(self.ping_delay).await;
+        self.inner.ping().await
+    }
+    async fn list(&self, q: &ListQuery) -> Result<FailedTaskPage, StoreError> {
+        after(self.list_delay).await;
+        self.inner.list(q).await
+    }
+    async fn get(&self, id: &TaskId) -> Result<Option<FailedTask>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn record(
+        &self,
+        t: &FailedTask,
+    ) -> Result<failed_tasks_store::RecordOutcome, StoreError> {
+        self.inner.record(t).await
+    }
+    async fn remove(&self, id: &TaskId) -> Result<bool, StoreError> {
+        self.inner.remove(id).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ping_that_never_answers_is_unavailable_at_the_health_deadline() {
+    let mut inner = MockStatusStore::new();
+    inner.expect_ping().never();
+    inner.expect_list().never();
+    let svc = FailedTaskService::new(
+        Arc::new(Late {
+            inner,
+            ping_delay: None,
+            list_delay: Some(Duration::ZERO),
+        }),
+        Deadlines::default(),
+    );
+    let started = tokio::time::Instant::now();
+    let err = svc
+        .list_failed(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Unavailable { .. }), "{err:?}");
+    // Paused time: exactly the 5 s health deadline passed, no more.
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_query_is_cut_at_the_request_deadline() {
+    let mut inner = MockStatusStore::new();
+    inner.expect_ping().returning(|| Ok(()));
+    inner.expect_list().never();
+    let deadlines = Deadlines {
+        health_check: Duration::from_secs(5),
+        request: Duration::from_secs(8),
+    };
+    let svc = FailedTaskService::new(
+        Arc::new(Late {
+            inner,
+            ping_delay: Some(Duration::from_secs(1)),
+            list_delay: None,
+        }),
+        deadlines,
+    );
+    let started = tokio::time::Instant::now();
+    let err = svc
+        .list_failed(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Unavailable { .. }), "{err:?}");
+    assert_eq!(started.elapsed(), Duration::from_secs(8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_but_timely_store_is_served() {
+    let mut inner = MockStatusStore::new();
+    inner.expect_ping().returning(|| Ok(()));
+    inner.expect_list().returning(|_| Ok(seed_page()));
+    let svc = FailedTaskService::new(
+        Arc::new(Late {
+            inner,
+            ping_delay: Some(Duration::from_millis(4_900)),
+            list_delay: Some(Duration::from_secs(4)),
+        }),
+        Deadlines::default(),
+    );
+    let page = svc
+        .list_failed(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap();
+    assert_eq!(page.tasks.len(), 3);
+}
+
+#[tokio::test]
+async fn query_error_is_internal_and_keeps_the_detail_for_logs_only() {
+    let mut store = MockStatusStore::new();
+    store.expect_ping().returning(|| Ok(()));
+    store.expect_list().returning(|_| {
+        Err(StoreError::Rejected(
+            "WRONGTYPE Operation against a key".into(),
+        ))
+    });
+    let err = service(store)
+        .list_failed(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap_err();
+    match err {
+        QueryError::Internal { detail } => assert!(detail.contains("WRONGTYPE"), "{detail}"),
+        other => panic!("expected Internal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_store_lost_mid_query_is_unavailable() {
+    let mut store = MockStatusStore::new();
+    store.expect_ping().returning(|| Ok(()));
+    store
+        .expect_list()
+        .returning(|_| Err(StoreError::Timeout("command timed out".into())));
+    let err = service(store)
+        .list_failed(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Unavailable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn since_after_until_is_a_bad_request_before_any_store_call() {
+    let mut store = MockStatusStore::new();
+    store.expect_ping().never();
+    store.expect_list().never();
+    let mut q = ListQuery::first_page(PageLimits::DEFAULT);
+    q.filter = TaskFilter {
+        since: Some(Timestamp::from_unix_millis(2).unwrap()),
+        until: Some(Timestamp::from_unix_millis(1).unwrap()),
+        ..TaskFilter::default()
+    };
+    let err = service(store).list_failed(&q).await.unwrap_err();
+    assert!(
+        matches!(err, QueryError::BadRequest(ref e) if e.field == "since"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn get_absent_is_not_found_and_remove_absent_too() {
+    let mut store = MockStatusStore::new();
+    store.expect_ping().returning(|| Ok(()));
+    store.expect_get().returning(|_| Ok(None));
+    store.expect_remove().returning(|_| Ok(false));
+    let svc = service(store);
+    let id = TaskId::parse("missing").unwrap();
+    assert_eq!(svc.get_failed(&id).await.unwrap_err(), QueryError::NotFound);
+    assert_eq!(
+        svc.remove_failed(&id).await.unwrap_err(),
+        QueryError::NotFound
+    );
+}
