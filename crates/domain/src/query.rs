@@ -297,7 +297,7 @@ mod tests {
 
     #[test]
     fn order_is_newest_first_then_id_descending() {
-        let mut keys = vec![key(1, "a"), key(3, "a"), key(2, "b"), key(2, "c")];
+        let mut keys = [key(1, "a"), key(3, "a"), key(2, "b"), key(2, "c")];
         keys.sort();
         let ids: Vec<_> = keys
             .iter()

@@ -171,7 +171,7 @@ impl Indexes {
         let mut walk = index
             .range((page_start, Bound::Unbounded))
             .take_while(in_window)
-            .filter_map(|k| matches(k));
+            .filter_map(matches);
         let tasks: Vec<FailedTask> = walk.by_ref().take(size).cloned().collect();
         let next_cursor = match (tasks.last(), walk.next()) {
             (Some(last), Some(_)) => Some(Cursor::after(last.sort_key())),

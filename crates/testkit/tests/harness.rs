@@ -1,4 +1,6 @@
 //! The harness itself works: start, kill, restart, pause, resume.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 use std::time::Duration;
 
 use failed_tasks_testkit::{raw_command, RedisServer};

@@ -1,5 +1,7 @@
 //! The use cases against mocked stores: mapping, order, deadlines (paused time, no sleeps).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 use std::sync::Arc;
 use std::time::Duration;
 

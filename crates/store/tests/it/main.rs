@@ -1,5 +1,7 @@
 //! The in-memory adapter against the shared conformance checks, plus what is particular to it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
 use std::sync::Arc;
 
 use failed_tasks_domain::{ErrorCategory, ListQuery, PageLimits};

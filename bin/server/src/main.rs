@@ -1,0 +1,248 @@
+//! `failed-tasks-server`: serves the failed-task API over HTTP.
+//!
+//! Only wiring lives here: flags (each also an environment variable), logging, the chosen
+//! store, the use cases, the HTTP adapter, and shutdown on SIGINT/SIGTERM. Defaults live in
+//! the flag definitions and nowhere else.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use failed_tasks_domain::{FailedTask, PageLimits};
+use failed_tasks_http::{App, HttpConfig};
+use failed_tasks_query::{Deadlines, FailedTaskService};
+use failed_tasks_store::{MemoryStore, StatusStore};
+
+/// Where failed tasks are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// In process memory: the embedded default; nothing survives a restart.
+    Memory,
+    /// The indexed Redis store.
+    Redis,
+    /// Read-only view of the original Go service's `request:id:*` records in Redis.
+    Compat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Serve the failed tasks of a codebase-embedder deployment over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "failed-tasks-server", version, about)]
+struct Flags {
+    /// Address to listen on.
+    #[arg(long, env = "FAILED_TASKS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Where failed tasks are kept.
+    #[arg(long, env = "FAILED_TASKS_STORE", value_enum, default_value_t = StoreKind::Memory)]
+    store: StoreKind,
+
+    /// Redis URL for `--store redis|compat` (redis://, rediss://, redis-sentinel://, redis-cluster://).
+    #[arg(
+        long,
+        env = "FAILED_TASKS_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
+
+    /// Record the source document's three example tasks at start.
+    #[arg(long, env = "FAILED_TASKS_DEMO")]
+    demo: bool,
+
+    /// Deadline of the store connection check (e.g. `5s`, `500ms`).
+    #[arg(long, env = "FAILED_TASKS_HEALTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    health_timeout: Duration,
+
+    /// Deadline of a whole request, connection check included.
+    #[arg(long, env = "FAILED_TASKS_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+
+    /// How long a client may take to send a complete request head.
+    #[arg(long, env = "FAILED_TASKS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+
+    /// Largest accepted request body in bytes (413 beyond).
+    #[arg(long, env = "FAILED_TASKS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: u64,
+
+    /// Largest accepted request head in bytes (431 beyond).
+    #[arg(long, env = "FAILED_TASKS_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    max_header_bytes: usize,
+
+    /// Most connections served at once.
+    #[arg(long, env = "FAILED_TASKS_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+
+    /// Page size when a request names none.
+    #[arg(long, env = "FAILED_TASKS_PAGE_SIZE_DEFAULT", default_value_t = 100)]
+    page_size_default: u32,
+
+    /// Largest page size a request may ask for.
+    #[arg(long, env = "FAILED_TASKS_PAGE_SIZE_MAX", default_value_t = 1000)]
+    page_size_max: u32,
+
+    /// `Retry-After` seconds sent with 503 answers.
+    #[arg(long, env = "FAILED_TASKS_RETRY_AFTER", default_value_t = 5)]
+    retry_after_secs: u32,
+
+    /// How long shutdown waits for in-flight requests.
+    #[arg(long, env = "FAILED_TASKS_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "FAILED_TASKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+fn open_store(flags: &Flags) -> anyhow::Result<Arc<dyn StatusStore>> {
+    match flags.store {
+        StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreKind::Redis | StoreKind::Compat => bail!(
+            "--store {} is not available in this build yet; use --store memory",
+            if flags.store == StoreKind::Redis {
+                "redis"
+            } else {
+                "compat"
+            }
+        ),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let page_limits = PageLimits::new(flags.page_size_default, flags.page_size_max)
+        .map_err(|e| anyhow::anyhow!("--page-size-default/--page-size-max: {}", e.reason))?;
+    if flags.health_timeout.is_zero() || flags.request_timeout.is_zero() {
+        bail!("--health-timeout and --request-timeout must be greater than zero");
+    }
+    let store = open_store(&flags)?;
+    let deadlines = Deadlines {
+        health_check: flags.health_timeout,
+        request: flags.request_timeout,
+    };
+    let service = FailedTaskService::new(store, deadlines);
+    if flags.demo {
+        for task in FailedTask::seed_examples() {
+            service
+                .record_failure(&task)
+                .await
+                .with_context(|| format!("recording demo task {}", task.task_id()))?;
+        }
+        tracing::info!("recorded the 3 demo tasks");
+    }
+    let app = Arc::new(App {
+        service,
+        config: HttpConfig {
+            page_limits,
+            header_read_timeout: flags.header_read_timeout,
+            max_body_bytes: flags.max_body_bytes,
+            max_header_bytes: flags.max_header_bytes,
+            max_connections: flags.max_connections,
+            retry_after_secs: flags.retry_after_secs,
+        },
+    });
+    let listener = tokio::net::TcpListener::bind(flags.listen)
+        .await
+        .with_context(|| format!("binding {}", flags.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, store = ?flags.store, "listening");
+
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(failed_tasks_http::serve(listener, app, async move {
+        shutdown_signal().await;
+        let _ = stopped_tx.send(());
+    }));
+    let mut server = server;
+    tokio::select! {
+        res = &mut server => return res.context("server task failed")?.context("server failed"),
+        _ = stopped_rx => {}
+    }
+    match tokio::time::timeout(flags.shutdown_grace, server).await {
+        Ok(res) => res
+            .context("server task failed")?
+            .context("server failed")?,
+        Err(_) => {
+            tracing::warn!(grace = ?flags.shutdown_grace, "in-flight requests did not finish within the grace period")
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    init_logging(flags.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("failed-tasks-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("failed-tasks-server: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The HTTP adapter of the failed-task store, on raw hyper 1.x and hyper-util.
+//!
+//! # Layout
+//! - [`server`]: [`serve`] takes a bound listener, the shared [`App`] and a shutdown future;
+//!   it applies the connection limits (first-byte and header-read timeouts, header size,
+//!   connection count) and drains in-flight requests on shutdown.
+//! - `router`: maps method and path to a handler; every non-GET method on the task routes
+//!   answers 405 with `Allow: GET`, unknown paths 404.
+//! - `handlers`: one function per route, calling the query use cases.
+//! - `params`: query-string parsing into validated domain queries.
+//! - [`wire`]: the JSON types with the contract's exact field names and the envelope. They
+//!   are converted explicitly from domain types, so renaming a Rust field cannot change the API.
+//!
+//! # Invariants
+//! - Every response, error or not, carries the envelope (`Code`, `Message`, `Success`, `Data`)
+//!   and an `X-Request-Id` header; every log line of a request carries the same id.
+//! - Internal error detail goes to the log, never into a response body.
+//! - No request outlives the use case's deadlines; no connection outlives the header-read
+//!   timeout without sending a complete request head.
+
+#![forbid(unsafe_code)]
+
+mod handlers;
+mod params;
+mod router;
+pub mod server;
+pub mod wire;
+
+pub use router::{App, HttpConfig, BASE_PATH};
+pub use server::serve;

@@ -1,0 +1,123 @@
+//! Query strings to validated domain queries; every problem names its parameter.
+
+use failed_tasks_domain::{
+    ClientId, Cursor, ErrorCategory, ErrorCode, ListQuery, PageLimits, PageSize, TaskFilter,
+    TaskType, Timestamp, ValidationError,
+};
+
+/// The parameters the listing understands, as the contract spells them.
+const LIST_PARAMS: [&str; 8] = [
+    "pageSize",
+    "cursor",
+    "category",
+    "taskType",
+    "clientId",
+    "errorCode",
+    "since",
+    "until",
+];
+
+/// Parse the listing's query string. Unknown or repeated parameters are errors too, so a
+/// typo (`pagesize`) is reported instead of silently ignored.
+pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, ValidationError> {
+    let mut q = ListQuery::first_page(limits);
+    let mut seen: Vec<String> = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let name = name.into_owned();
+        if !LIST_PARAMS.contains(&name.as_str()) {
+            return Err(ValidationError::new(
+                name,
+                format!(
+                    "unknown parameter; known ones are {}",
+                    LIST_PARAMS.join(", ")
+                ),
+            ));
+        }
+        if seen.contains(&name) {
+            return Err(ValidationError::new(name, "given more than once"));
+        }
+        let value = value.as_ref();
+        let named = |e: ValidationError| e.for_field(name.clone());
+        match name.as_str() {
+            "pageSize" => q.page_size = PageSize::parse(value, limits)?,
+            "cursor" => q.cursor = Some(Cursor::decode(value)?),
+            "category" => q.filter.category = Some(ErrorCategory::parse(value)?),
+            "taskType" => q.filter.task_type = Some(TaskType::parse(value).map_err(named)?),
+            "clientId" => q.filter.client_id = Some(ClientId::parse(value).map_err(named)?),
+            "errorCode" => q.filter.error_code = Some(ErrorCode::parse(value).map_err(named)?),
+            "since" => q.filter.since = Some(time_param("since", value)?),
+            "until" => q.filter.until = Some(time_param("until", value)?),
+            _ => {}
+        }
+        seen.push(name);
+    }
+    TaskFilter::validate(&q.filter)?;
+    Ok(q)
+}
+
+/// An RFC 3339 time from a query string. An unencoded `+` of an offset arrives as a space
+/// (form encoding); RFC 3339 times never contain spaces, so it is read back as `+`.
+fn time_param(name: &str, value: &str) -> Result<Timestamp, ValidationError> {
+    Timestamp::parse_rfc3339(name, &value.replace(' ', "+"))
+}
+
+/// Reject any query string on routes that take no parameters.
+pub fn no_params(query: Option<&str>) -> Result<(), ValidationError> {
+    match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {
+        Some((name, _)) => Err(ValidationError::new(
+            name.into_owned(),
+            "unknown parameter; this route takes none",
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(q: &str) -> ValidationError {
+        list_query(Some(q), PageLimits::DEFAULT).unwrap_err()
+    }
+
+    #[test]
+    fn every_bad_parameter_is_named() {
+        let table = [
+            ("pageSize=0", "pageSize"),
+            ("pageSize=1001", "pageSize"),
+            ("pageSize=abc", "pageSize"),
+            ("category=nope", "category"),
+            ("since=yesterday", "since"),
+            ("until=2025-13-01T00:00:00Z", "until"),
+            ("cursor=zzz", "cursor"),
+            ("pagesize=10", "pagesize"),
+            ("pageSize=1&pageSize=2", "pageSize"),
+            ("taskType=", "taskType"),
+            ("clientId=a%00b", "clientId"),
+            (
+                "since=2025-01-02T00:00:00Z&until=2025-01-01T00:00:00Z",
+                "since",
+            ),
+        ];
+        for (q, field) in table {
+            assert_eq!(err(q).field, field, "{q}");
+        }
+    }
+
+    #[test]
+    fn good_parameters_are_decoded() {
+        let q = list_query(
+            Some("pageSize=5&category=data_error&clientId=client%20one&since=2025-01-24T09%3A00%3A00Z"),
+            PageLimits::DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(q.page_size.get(), 5);
+        assert_eq!(q.filter.category, Some(ErrorCategory::DataError));
+        assert_eq!(q.filter.client_id.unwrap().as_str(), "client one");
+        assert_eq!(q.filter.since.unwrap().to_rfc3339(), "2025-01-24T09:00:00Z");
+        let q = list_query(Some("until=2025-01-24T17:00:00+08:00"), PageLimits::DEFAULT).unwrap();
+        assert_eq!(q.filter.until.unwrap().to_rfc3339(), "2025-01-24T09:00:00Z");
+        let q = list_query(None, PageLimits::DEFAULT).unwrap();
+        assert_eq!(q, ListQuery::first_page(PageLimits::DEFAULT));
+    }
+}

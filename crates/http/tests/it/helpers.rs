@@ -1,0 +1,108 @@
+//! A real server on an ephemeral loopback port, and a real HTTP client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use failed_tasks_http::{App, HttpConfig};
+use failed_tasks_query::{Deadlines, FailedTaskService};
+use failed_tasks_store::StatusStore;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+
+/// A running server; stopped (gracefully) when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn test_config() -> HttpConfig {
+    HttpConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..HttpConfig::default()
+    }
+}
+
+pub async fn spawn_app(
+    store: Arc<dyn StatusStore>,
+    deadlines: Deadlines,
+    config: HttpConfig,
+) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(App {
+        service: FailedTaskService::new(store, deadlines),
+        config,
+    });
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(failed_tasks_http::serve(listener, app, async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        addr,
+        stop: Some(tx),
+    }
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn request(
+    server: &TestServer,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{}", server.addr, path_and_query));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub async fn get(server: &TestServer, path_and_query: &str) -> Answer {
+    request(server, Method::GET, path_and_query, &[]).await
+}
