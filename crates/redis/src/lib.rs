@@ -1,2 +1,43 @@
-//! The Redis status store (work in progress).
+//! The Redis status store on fred, and (soon) the compatibility source for the original Go
+//! service's records.
+//!
+//! # Responsibility
+//! [`RedisStore`] implements the [`StatusStore`](failed_tasks_store::StatusStore) port on
+//! Redis (single server, Sentinel or Cluster): one string record per task plus sorted-set
+//! indexes, written atomically by Lua scripts, trimmed by a background janitor. The full key
+//! layout, with the command and complexity of every query, is in `docs/redis-layout.md`.
+//!
+//! # Layout
+//! - [`config`]: [`RedisConfig`], with defaults.
+//! - `conn`: the fred client (timeouts, reconnect policy, fail-fast) and the error mapping.
+//! - `layout`: key names, index members `{fail_ms:015}:{task_id}`, lex bounds.
+//! - `record`: the stored value (header line + the contract's JSON wire form).
+//! - `scripts`: the Lua scripts (record, remove, trim, lock release).
+//! - [`store`]: [`RedisStore`] and its `StatusStore` implementation.
+//! - [`janitor`]: retention by age and count, with archiving, under a Redis lock.
+//!
+//! # Invariants
+//! - Every key starts with the configured prefix, which holds exactly one hash tag: all keys
+//!   share one cluster slot, so every script is atomic on a cluster too.
+//! - A record and its five index entries are only ever written or removed together, inside
+//!   one script; an upsert finds the old entries from the old record's header.
+//! - Index members sort byte-wise in exactly the domain's `SortKey` order (newest first, then
+//!   task id descending), so a cursor is an exclusive lex bound: O(log N + page) per page.
+//! - No call waits longer than the command timeout (fred's timeout plus `tokio::time::timeout`
+//!   around every call); while disconnected, calls fail at once with `Unavailable`.
+//! - Connecting never fails because Redis is down; the client reconnects by itself.
+//! - No `unwrap`/`expect` on anything from Redis, the network or configuration.
+
 #![forbid(unsafe_code)]
+
+pub mod config;
+mod conn;
+pub mod janitor;
+mod layout;
+mod record;
+mod scripts;
+pub mod store;
+
+pub use config::RedisConfig;
+pub use janitor::{JanitorHandle, TrimReport};
+pub use store::RedisStore;

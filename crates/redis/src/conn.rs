@@ -1,0 +1,237 @@
+//! The fred client, built so that no call can hang and no start-up failure is fatal, and the
+//! mapping of fred's errors into [`StoreError`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use fred::prelude::{
+    ClientLike, Config, ConnectionConfig, Error as FredError, ErrorKind, LuaInterface, Options,
+    PerformanceConfig, ReconnectPolicy,
+};
+use fred::types::config::UnresponsiveConfig;
+use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
+use fred::{clients::Client, types::Builder};
+use failed_tasks_store::StoreError;
+
+use crate::config::{redact_url, RedisConfig};
+
+/// Map a fred error into the port's error, with what we were doing.
+///
+/// Most server error replies (`ERR`, `OOM`, `NOSCRIPT`, ...) reach us as `ErrorKind::Unknown`
+/// with the reply text as details, so transient replies are recognised by their prefix first.
+pub(crate) fn map_error(doing: &str, e: &FredError) -> StoreError {
+    let detail = format!("{doing}: {} ({:?})", e.details(), e.kind());
+    const TRANSIENT: &[&str] = &[
+        "LOADING",
+        "BUSY",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+        "READONLY",
+    ];
+    if TRANSIENT.iter().any(|p| e.details().starts_with(p)) {
+        return StoreError::Unavailable(detail);
+    }
+    match e.kind() {
+        ErrorKind::IO
+        | ErrorKind::Canceled
+        | ErrorKind::Routing
+        | ErrorKind::Sentinel
+        | ErrorKind::Backpressure => StoreError::Unavailable(detail),
+        ErrorKind::Timeout => StoreError::Timeout(detail),
+        // Router states such as "Client is not initialized": the link is not there.
+        ErrorKind::Unknown if e.details().contains("not initialized") => {
+            StoreError::Unavailable(detail)
+        }
+        // A server error reply: Redis answered and refused.
+        ErrorKind::Unknown
+        | ErrorKind::Auth
+        | ErrorKind::InvalidArgument
+        | ErrorKind::InvalidCommand
+        | ErrorKind::Config
+        | ErrorKind::Url
+        | ErrorKind::Cluster
+        | ErrorKind::NotFound => StoreError::Rejected(detail),
+        ErrorKind::Parse | ErrorKind::Protocol => StoreError::Internal(detail),
+        // The set of kinds depends on fred's features (Tls, Replica, ...).
+        #[allow(unreachable_patterns)]
+        _ => StoreError::Internal(detail),
+    }
+}
+
+/// A Lua script with its SHA1, sent with EVALSHA and loaded on `NOSCRIPT`.
+#[derive(Debug)]
+pub(crate) struct Script {
+    lua: String,
+    sha: String,
+    name: &'static str,
+}
+
+impl Script {
+    pub(crate) fn new(name: &'static str, lua: String) -> Self {
+        Self {
+            sha: fred::util::sha1_hash(&lua),
+            lua,
+            name,
+        }
+    }
+}
+
+/// The fred client plus the one cluster slot every key of the store lives in.
+#[derive(Debug, Clone)]
+pub(crate) struct Conn {
+    client: Client,
+    /// Every key shares the prefix's hash tag, so every command goes to this slot.
+    slot: u16,
+    timeout: Duration,
+    options: Options,
+}
+
+impl Conn {
+    /// Build the client and start connecting in the background; never waits for Redis.
+    pub(crate) fn start(config: &RedisConfig) -> Result<Self, StoreError> {
+        config.validate()?;
+        let mut fred_config = Config::from_url(&config.url).map_err(|e| {
+            StoreError::Rejected(format!(
+                "redis url {}: {}",
+                redact_url(&config.url),
+                e.details()
+            ))
+        })?;
+        // Retry the first connection too, so a Redis that is down at start is picked up later
+        // instead of failing the whole process. Calls still fail fast (per-call option below).
+        fred_config.fail_fast = false;
+        let timeout = config.command_timeout;
+        let client = Builder::from_config(fred_config)
+            .with_performance_config(|perf: &mut PerformanceConfig| {
+                perf.default_command_timeout = timeout;
+            })
+            .with_connection_config(|conn: &mut ConnectionConfig| {
+                conn.connection_timeout = timeout;
+                conn.internal_command_timeout = timeout;
+                // A frozen server keeps the socket open: drop such a connection and redial.
+                conn.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(timeout * 2),
+                    interval: (timeout / 2).max(Duration::from_millis(50)),
+                };
+                conn.max_command_attempts = 2;
+            })
+            // Forever, every 100 ms doubling up to 2 s: recovers by itself, never a hot loop.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build()
+            .map_err(|e| map_error("building the redis client", &e))?;
+        // Drives the connection (and reconnections) in the background; its handle is not
+        // needed because `quit` on drop ends it.
+        let _connection_task = client.connect();
+        let slot = fred::util::redis_keyslot(config.key_prefix.as_bytes());
+        Ok(Self {
+            client,
+            slot,
+            timeout,
+            options: Options {
+                timeout: Some(timeout),
+                fail_fast: true,
+                max_attempts: Some(2),
+                ..Options::default()
+            },
+        })
+    }
+
+    /// Whether fred currently believes it is connected.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// The underlying client, for the few calls that need it (SCAN streams).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Bound `fut` by the command timeout (plus a little, so fred's own timeout normally
+    /// wins and reports the precise error), whatever fred does.
+    pub(crate) async fn bounded<T>(
+        &self,
+        doing: &str,
+        fut: impl Future<Output = Result<T, FredError>>,
+    ) -> Result<T, StoreError> {
+        if !self.client.is_connected() {
+            return Err(StoreError::Unavailable(format!(
+                "{doing}: not connected to redis"
+            )));
+        }
+        let limit = self.timeout + Duration::from_millis(100);
+        match tokio::time::timeout(limit, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_error(doing, &e)),
+            Err(_) => Err(StoreError::Timeout(format!(
+                "{doing}: no answer from redis within {limit:?}"
+            ))),
+        }
+    }
+
+    /// Run one command on the store's slot.
+    pub(crate) async fn cmd<R: FromValue>(
+        &self,
+        doing: &str,
+        name: &'static str,
+        args: Vec<Value>,
+    ) -> Result<R, StoreError> {
+        let command = CustomCommand::new_static(name, ClusterHash::Custom(self.slot), false);
+        let client = self.client.with_options(&self.options);
+        self.bounded(doing, async move { client.custom(command, args).await })
+            .await
+    }
+
+    /// Run one command routed by its first key (for keys outside the store's slot).
+    pub(crate) async fn cmd_by_key<R: FromValue>(
+        &self,
+        doing: &str,
+        name: &'static str,
+        args: Vec<Value>,
+    ) -> Result<R, StoreError> {
+        let command = CustomCommand::new_static(name, ClusterHash::FirstKey, false);
+        let client = self.client.with_options(&self.options);
+        self.bounded(doing, async move { client.custom(command, args).await })
+            .await
+    }
+
+    /// PING, answering at once when the link is known to be down.
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        let _: Value = self.cmd("pinging redis", "PING", vec![]).await?;
+        Ok(())
+    }
+
+    /// EVALSHA `script`, loading it (on every primary) and retrying once on `NOSCRIPT`.
+    /// The whole exchange is bounded by [`Conn::bounded`] (fred issue #353: per-call
+    /// timeouts are not applied to scripts).
+    pub(crate) async fn eval<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<Value>,
+        args: Vec<Value>,
+    ) -> Result<R, StoreError> {
+        let mut full = Vec::with_capacity(2 + keys.len() + args.len());
+        full.push(Value::from(script.sha.as_str()));
+        full.push(Value::from(keys.len() as i64));
+        full.extend(keys);
+        full.extend(args);
+        let doing = format!("running the {} script", script.name);
+        let first: Result<R, StoreError> = self.cmd(&doing, "EVALSHA", full.clone()).await;
+        match first {
+            Err(StoreError::Rejected(msg)) if msg.contains(": NOSCRIPT") => {
+                let client = self.client.clone();
+                let lua = script.lua.clone();
+                self.bounded(&format!("loading the {} script", script.name), async move {
+                    client.script_load_cluster::<(), _>(lua).await
+                })
+                .await?;
+                self.cmd(&doing, "EVALSHA", full).await
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Key names, index members and lexicographic bounds (see `docs/redis-layout.md`).
+//!
+//! An index member is `{fail_ms:015}:{task_id}`. All scores are 0, so Redis orders members
+//! byte-wise; reading in reverse lists newest first and, within one millisecond, task ids in
+//! descending byte order: exactly [`SortKey`]'s order. Fifteen digits hold every
+//! [`Timestamp`] up to 9999-12-31 ([`Timestamp::MAX_MILLIS`] has 15 digits).
+
+use failed_tasks_domain::{
+    ClientId, ErrorCategory, ErrorCode, FailedTask, SortKey, TaskType, Timestamp,
+};
+
+/// Width of the zero-padded fail time at the start of every member.
+pub(crate) const MS_DIGITS: usize = 15;
+
+/// Every key of the store, derived from one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+/// The four equality filters that have their own index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexKind {
+    Category,
+    TaskType,
+    Client,
+    ErrorCode,
+}
+
+impl IndexKind {
+    /// The key segment, also used by the Lua scripts.
+    pub(crate) fn segment(self) -> &'static str {
+        match self {
+            IndexKind::Category => "category",
+            IndexKind::TaskType => "type",
+            IndexKind::Client => "client",
+            IndexKind::ErrorCode => "code",
+        }
+    }
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `PREFIX:task:ID`: the record (string).
+    pub(crate) fn record(&self, id: &str) -> String {
+        format!("{}:task:{id}", self.prefix)
+    }
+
+    /// `PREFIX:idx:all`: every task.
+    pub(crate) fn all(&self) -> String {
+        format!("{}:idx:all", self.prefix)
+    }
+
+    /// `PREFIX:idx:SEGMENT:VALUE`: the tasks with one filter value.
+    pub(crate) fn index(&self, kind: IndexKind, value: &str) -> String {
+        format!("{}:idx:{}:{value}", self.prefix, kind.segment())
+    }
+
+    /// `PREFIX:janitor:lock`: held by the janitor that is trimming.
+    pub(crate) fn janitor_lock(&self) -> String {
+        format!("{}:janitor:lock", self.prefix)
+    }
+
+    pub(crate) fn category(&self, c: ErrorCategory) -> String {
+        self.index(IndexKind::Category, c.as_str())
+    }
+    pub(crate) fn task_type(&self, t: &TaskType) -> String {
+        self.index(IndexKind::TaskType, t.as_str())
+    }
+    pub(crate) fn client(&self, c: &ClientId) -> String {
+        self.index(IndexKind::Client, c.as_str())
+    }
+    pub(crate) fn error_code(&self, c: &ErrorCode) -> String {
+        self.index(IndexKind::ErrorCode, c.as_str())
+    }
+}
+
+/// `{fail_ms:015}` — the time part of a member; also a lex bound.
+pub(crate) fn ms_part(ms: i64) -> String {
+    format!("{ms:0width$}", width = MS_DIGITS)
+}
+
+/// The index member of a position.
+pub(crate) fn member(fail_ms: i64, task_id: &str) -> String {
+    format!("{}:{task_id}", ms_part(fail_ms))
+}
+
+/// The index member of a task.
+pub(crate) fn task_member(task: &FailedTask) -> String {
+    member(task.fail_time().unix_millis(), task.task_id().as_str())
+}
+
+/// Split a member back into its position; `None` when it is not one of ours.
+#[cfg(test)]
+pub(crate) fn parse_member(m: &str) -> Option<SortKey> {
+    if m.len() <= MS_DIGITS + 1 || !m.is_char_boundary(MS_DIGITS) {
+        return None;
+    }
+    let (ms, rest) = m.split_at(MS_DIGITS);
+    let id = rest.strip_prefix(':')?;
+    if !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms: i64 = ms.parse().ok()?;
+    Some(SortKey::new(
+        Timestamp::from_unix_millis(ms).ok()?,
+        failed_tasks_domain::TaskId::parse(id).ok()?,
+    ))
+}
+
+/// The task id of a member without validating it (the part after the time).
+pub(crate) fn member_id(m: &str) -> Option<&str> {
+    m.get(MS_DIGITS + 1..).filter(|id| !id.is_empty())
+}
+
+/// Lexicographic bounds of a reverse walk (`ZRANGE key max min BYLEX REV`): `max` is where
+/// the walk starts (newest), `min` where it stops (oldest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LexRange {
+    pub(crate) max: String,
+    pub(crate) min: String,
+}
+
+impl LexRange {
+    /// Members with `since <= fail time <= until`, strictly after `cursor` in listing order.
+    pub(crate) fn new(
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        cursor: Option<&SortKey>,
+    ) -> Self {
+        // Every member with fail_ms <= until sorts below the bare time part of until + 1.
+        let until_bound = until.map(|u| format!("({}", ms_part(u.unix_millis() + 1)));
+        let cursor_bound = cursor.map(|c| {
+            format!(
+                "({}",
+                member(c.fail_time().unix_millis(), c.task_id().as_str())
+            )
+        });
+        let max = match (until_bound, cursor_bound) {
+            // Both exclusive: the smaller one is the tighter start.
+            (Some(u), Some(c)) => {
+                if c[1..] < u[1..] {
+                    c
+                } else {
+                    u
+                }
+            }
+            (Some(u), None) => u,
+            (None, Some(c)) => c,
+            (None, None) => "+".to_owned(),
+        };
+        // Every member with fail_ms >= since sorts above the bare time part of since.
+        let min = since
+            .map(|s| format!("[{}", ms_part(s.unix_millis())))
+            .unwrap_or_else(|| "-".to_owned());
+        Self { max, min }
+    }
+
+    /// The bounds for a forward walk (`ZRANGE key min max BYLEX`) of members strictly older
+    /// than `cutoff_ms`.
+    pub(crate) fn older_than(cutoff_ms: i64) -> Self {
+        Self {
+            max: format!("({}", ms_part(cutoff_ms.max(0))),
+            min: "-".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ms: i64, id: &str) -> SortKey {
+        SortKey::new(
+            Timestamp::from_unix_millis(ms).unwrap(),
+            TaskId::parse(id).unwrap(),
+        )
+    }
+
+    /// Redis compares members byte-wise; descending member order must be SortKey order.
+    #[test]
+    fn member_order_is_sort_key_order() {
+        let keys = [
+            key(1, "a"),
+            key(3, "a"),
+            key(2, "b"),
+            key(2, "ba"),
+            key(2, "c"),
+            key(2, "a:b"),
+            key(2, "a"),
+            key(Timestamp::MAX_MILLIS, "z"),
+            key(0, "x"),
+            key(10, "é"),
+        ];
+        let mut by_sort = keys.to_vec();
+        by_sort.sort();
+        let mut by_member = keys.to_vec();
+        by_member.sort_by(|x, y| {
+            let mx = member(x.fail_time().unix_millis(), x.task_id().as_str());
+            let my = member(y.fail_time().unix_millis(), y.task_id().as_str());
+            my.as_bytes().cmp(mx.as_bytes())
+        });
+        assert_eq!(by_sort, by_member);
+        for k in &keys {
+            let m = member(k.fail_time().unix_millis(), k.task_id().as_str());
+            assert_eq!(parse_member(&m).as_ref(), Some(k));
+            assert_eq!(member_id(&m), Some(k.task_id().as_str()));
+        }
+        assert_eq!(parse_member("nonsense"), None);
+        assert_eq!(parse_member("00000000000000x:a"), None);
+    }
+
+    #[test]
+    fn lex_bounds() {
+        let t = |ms| Some(Timestamp::from_unix_millis(ms).unwrap());
+        let r = LexRange::new(None, None, None);
+        assert_eq!((r.max.as_str(), r.min.as_str()), ("+", "-"));
+        let r = LexRange::new(t(5), t(9), None);
+        assert_eq!(r.max, "(000000000000010");
+        assert_eq!(r.min, "[000000000000005");
+        // A cursor older than until wins; a newer one does not.
+        let c = key(7, "x");
+        assert_eq!(
+            LexRange::new(None, t(9), Some(&c)).max,
+            "(000000000000007:x"
+        );
+        let c = key(12, "x");
+        assert_eq!(LexRange::new(None, t(9), Some(&c)).max, "(000000000000010");
+        assert_eq!(LexRange::older_than(42).max, "(000000000000042");
+    }
+}

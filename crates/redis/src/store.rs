@@ -1,0 +1,437 @@
+//! [`RedisStore`]: the [`StatusStore`] port on Redis.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use failed_tasks_domain::{Cursor, FailedTask, ListQuery, TaskFilter, TaskId};
+use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
+use fred::types::Value;
+
+use crate::config::RedisConfig;
+use crate::conn::Conn;
+use crate::layout::{member_id, task_member, Keys, LexRange};
+use crate::record;
+use crate::scripts::Scripts;
+
+/// Records skipped because they could not be decoded, since the process started.
+static CORRUPT_SKIPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Members read per round trip when walking an index with more than one equality filter.
+const COMBINED_BATCH: usize = 500;
+
+/// The Redis status store. Cheap to clone: clones share one connection.
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) conn: Conn,
+    pub(crate) keys: Keys,
+    pub(crate) config: RedisConfig,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn millis_of(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A reply value as text, if it is one.
+pub(crate) fn value_text(v: Value) -> Option<Result<String, Vec<u8>>> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(Ok(s.to_string())),
+        Value::Bytes(b) => Some(String::from_utf8(b.to_vec()).map_err(|e| e.into_bytes())),
+        Value::Integer(i) => Some(Ok(i.to_string())),
+        Value::Double(d) => Some(Ok(d.to_string())),
+        other => Some(Err(format!("{other:?}").into_bytes())),
+    }
+}
+
+/// Count a corrupt record and log it with its key.
+pub(crate) fn note_corrupt(key: &str, reason: &str) {
+    CORRUPT_SKIPPED.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(key, reason, "skipping corrupt failed-task record");
+}
+
+/// A lazy walk over one index, newest first, optionally keeping only members that are also
+/// in every one of `others`.
+struct Walk {
+    index: String,
+    others: Vec<String>,
+    max: String,
+    min: String,
+    done: bool,
+}
+
+impl Walk {
+    async fn next_batch(&mut self, conn: &Conn, n: usize) -> Result<Vec<String>, StoreError> {
+        if self.done || n == 0 {
+            return Ok(Vec::new());
+        }
+        let members: Vec<String> = conn
+            .cmd(
+                "reading an index",
+                "ZRANGE",
+                vec![
+                    self.index.as_str().into(),
+                    self.max.as_str().into(),
+                    self.min.as_str().into(),
+                    "BYLEX".into(),
+                    "REV".into(),
+                    "LIMIT".into(),
+                    0i64.into(),
+                    (n as i64).into(),
+                ],
+            )
+            .await?;
+        if members.len() < n {
+            self.done = true;
+        }
+        if let Some(last) = members.last() {
+            self.max = format!("({last}");
+        }
+        if self.others.is_empty() || members.is_empty() {
+            return Ok(members);
+        }
+        let mut keep = vec![true; members.len()];
+        let checks = self.others.iter().map(|other| {
+            let mut args: Vec<Value> = Vec::with_capacity(members.len() + 1);
+            args.push(other.as_str().into());
+            args.extend(members.iter().map(|m| Value::from(m.as_str())));
+            conn.cmd::<Vec<Value>>("checking an index", "ZMSCORE", args)
+        });
+        for scores in futures_util::future::join_all(checks).await {
+            for (k, s) in keep.iter_mut().zip(scores?) {
+                *k &= !matches!(s, Value::Null);
+            }
+        }
+        Ok(members
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(m, k)| k.then_some(m))
+            .collect())
+    }
+}
+
+impl RedisStore {
+    /// Build the store and start connecting in the background.
+    ///
+    /// Fails only on a configuration problem (bad URL or scheme, a prefix without exactly
+    /// one hash tag); never because Redis is down: calls answer
+    /// [`StoreError::Unavailable`] until the client has (re)connected by itself.
+    pub async fn connect(config: RedisConfig) -> Result<RedisStore, StoreError> {
+        let conn = Conn::start(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                keys: Keys::new(&config.key_prefix),
+                config,
+            }),
+        })
+    }
+
+    /// How many malformed records `list` skipped in this process, across all stores.
+    pub fn corrupt_records_skipped() -> u64 {
+        CORRUPT_SKIPPED.load(Ordering::Relaxed)
+    }
+
+    /// The configuration the store was built with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// Whether the client currently holds a working connection.
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.is_connected()
+    }
+
+    /// Wait (at most `within`) until the client is connected; for start-up logs and tests.
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.is_connected() && self.inner.conn.ping().await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    fn conn(&self) -> &Conn {
+        &self.inner.conn
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// Index keys of the filter's equality conditions.
+    fn equality_indexes(&self, f: &TaskFilter) -> Vec<String> {
+        let k = self.keys();
+        let mut out = Vec::new();
+        if let Some(c) = f.category {
+            out.push(k.category(c));
+        }
+        if let Some(t) = &f.task_type {
+            out.push(k.task_type(t));
+        }
+        if let Some(c) = &f.client_id {
+            out.push(k.client(c));
+        }
+        if let Some(c) = &f.error_code {
+            out.push(k.error_code(c));
+        }
+        out
+    }
+
+    /// The walk for `filter` from `cursor`, over the narrowest index.
+    async fn plan(
+        &self,
+        filter: &TaskFilter,
+        cursor: Option<&Cursor>,
+    ) -> Result<(Walk, Option<u64>), StoreError> {
+        let mut indexes = self.equality_indexes(filter);
+        let range = LexRange::new(filter.since, filter.until, cursor.map(Cursor::position));
+        let total_range = LexRange::new(filter.since, filter.until, None);
+        if indexes.len() <= 1 {
+            let index = indexes.pop().unwrap_or_else(|| self.keys().all());
+            let total: u64 = self
+                .conn()
+                .cmd(
+                    "counting an index",
+                    "ZLEXCOUNT",
+                    vec![
+                        index.as_str().into(),
+                        total_range.min.as_str().into(),
+                        total_range.max.as_str().into(),
+                    ],
+                )
+                .await?;
+            let walk = Walk {
+                index,
+                others: Vec::new(),
+                max: range.max,
+                min: range.min,
+                done: false,
+            };
+            return Ok((walk, Some(total)));
+        }
+        // Several equality filters: walk the smallest index, check the others by membership.
+        let cards = indexes
+            .iter()
+            .map(|i| self.conn().cmd::<u64>("sizing an index", "ZCARD", vec![i.as_str().into()]));
+        let cards = futures_util::future::join_all(cards).await;
+        let mut sized = Vec::with_capacity(indexes.len());
+        for (i, c) in indexes.into_iter().zip(cards) {
+            sized.push((c?, i));
+        }
+        sized.sort();
+        let mut names = sized.into_iter().map(|(_, i)| i);
+        let index = names.next().unwrap_or_else(|| self.keys().all());
+        let others: Vec<String> = names.collect();
+        let walk = Walk {
+            index,
+            others,
+            max: range.max,
+            min: range.min,
+            done: false,
+        };
+        Ok((walk, None))
+    }
+
+    /// Count the members of a combined-filter walk over the whole time window: O(M) in the
+    /// size M of the narrowest index within the window, in batches of [`COMBINED_BATCH`].
+    async fn count_combined(&self, filter: &TaskFilter, template: &Walk) -> Result<u64, StoreError> {
+        let range = LexRange::new(filter.since, filter.until, None);
+        let mut walk = Walk {
+            index: template.index.clone(),
+            others: template.others.clone(),
+            max: range.max,
+            min: range.min,
+            done: false,
+        };
+        let mut total = 0u64;
+        while !walk.done {
+            total += walk.next_batch(self.conn(), COMBINED_BATCH).await?.len() as u64;
+        }
+        Ok(total)
+    }
+
+    /// Load and check the records of `members`, in order.
+    async fn load(&self, members: &[String]) -> Result<Vec<Loaded>, StoreError> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = members
+            .iter()
+            .map(|m| self.keys().record(member_id(m).unwrap_or_default()))
+            .collect();
+        let values: Vec<Value> = self
+            .conn()
+            .cmd(
+                "reading records",
+                "MGET",
+                keys.iter().map(|k| Value::from(k.as_str())).collect(),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(members.len());
+        for ((m, key), v) in members.iter().zip(&keys).zip(values) {
+            let loaded = match value_text(v) {
+                None => Loaded::Missing,
+                Some(Err(_)) => {
+                    note_corrupt(key, "record is not UTF-8 text");
+                    Loaded::Corrupt
+                }
+                Some(Ok(text)) => match record::decode(&text) {
+                    Ok(task) if task_member(&task) == *m => Loaded::Task(task),
+                    // The record moved (re-recorded over a corrupt one): a stale entry.
+                    Ok(_) => Loaded::Missing,
+                    Err(reason) => {
+                        note_corrupt(key, &reason);
+                        Loaded::Corrupt
+                    }
+                },
+            };
+            out.push(loaded);
+        }
+        Ok(out)
+    }
+}
+
+enum Loaded {
+    Task(FailedTask),
+    /// No record, or one that no longer belongs to this index entry.
+    Missing,
+    Corrupt,
+}
+
+#[async_trait]
+impl StatusStore for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.conn().ping().await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<FailedTaskPage, StoreError> {
+        let filter = &query.filter;
+        let (mut walk, total) = self.plan(filter, query.cursor.as_ref()).await?;
+        let combined = !walk.others.is_empty();
+        let total = match total {
+            Some(t) => t,
+            None => self.count_combined(filter, &walk).await?,
+        };
+
+        let size = query.page_size.as_usize();
+        let want = size + 1;
+        let mut tasks: Vec<FailedTask> = Vec::with_capacity(want);
+        let mut corrupt = 0u64;
+        let mut missing = 0u64;
+        while tasks.len() < want && !walk.done {
+            let need = want - tasks.len();
+            let n = if combined { need.max(COMBINED_BATCH) } else { need };
+            let batch = walk.next_batch(self.conn(), n).await?;
+            for loaded in self.load(&batch).await? {
+                match loaded {
+                    Loaded::Task(t) if filter.matches(&t) => tasks.push(t),
+                    Loaded::Task(_) | Loaded::Missing => missing += 1,
+                    Loaded::Corrupt => corrupt += 1,
+                }
+                if tasks.len() >= want {
+                    break;
+                }
+            }
+        }
+        let next_cursor = if tasks.len() > size {
+            tasks.truncate(size);
+            tasks.last().map(|t| Cursor::after(t.sort_key()))
+        } else {
+            None
+        };
+        if missing > 0 {
+            tracing::debug!(missing, "skipped index entries without a matching record");
+        }
+        Ok(FailedTaskPage {
+            // Skipped entries are counted by the indexes; leave them out of the total too.
+            total: total.saturating_sub(corrupt + missing),
+            tasks,
+            next_cursor,
+            skipped_corrupt: corrupt,
+        })
+    }
+
+    async fn get(&self, task_id: &TaskId) -> Result<Option<FailedTask>, StoreError> {
+        let key = self.keys().record(task_id.as_str());
+        let value: Value = self
+            .conn()
+            .cmd("reading a record", "GET", vec![key.as_str().into()])
+            .await?;
+        match value_text(value) {
+            None => Ok(None),
+            Some(Err(_)) => Err(StoreError::Corrupt {
+                key,
+                reason: "record is not UTF-8 text".to_owned(),
+            }),
+            Some(Ok(text)) => record::decode(&text)
+                .map(Some)
+                .map_err(|reason| StoreError::Corrupt { key, reason }),
+        }
+    }
+
+    async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
+        let k = self.keys();
+        let cfg = &self.inner.config;
+        let slack = millis_of(cfg.record_ttl_slack).max(1_000);
+        let expires_at = task
+            .fail_time()
+            .unix_millis()
+            .saturating_add(millis_of(cfg.max_age))
+            .saturating_add(slack);
+        let ttl = expires_at.saturating_sub(now_ms()).max(slack);
+        let keys: Vec<Value> = [
+            k.record(task.task_id().as_str()),
+            k.all(),
+            k.category(task.error_category()),
+            k.task_type(task.task_type()),
+            k.client(task.client_id()),
+            k.error_code(task.error_code()),
+        ]
+        .into_iter()
+        .map(Value::from)
+        .collect();
+        let args: Vec<Value> = vec![
+            k.prefix().into(),
+            record::encode(task).into(),
+            ttl.into(),
+            task_member(task).into(),
+        ];
+        let created: i64 = self.conn().eval(&Scripts::get().record, keys, args).await?;
+        Ok(if created == 1 {
+            RecordOutcome::Created
+        } else {
+            RecordOutcome::Updated
+        })
+    }
+
+    async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {
+        let k = self.keys();
+        let removed: i64 = self
+            .conn()
+            .eval(
+                &Scripts::get().remove,
+                vec![k.record(task_id.as_str()).into()],
+                vec![k.prefix().into()],
+            )
+            .await?;
+        Ok(removed == 1)
+    }
+}
+

@@ -1,0 +1,69 @@
+//! Shared set-up: stores on fresh prefixes, a raw fred client for checks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use failed_tasks_redis::{RedisConfig, RedisStore};
+use fred::prelude::{ClientLike, Config};
+use fred::types::{ClusterHash, CustomCommand, Value};
+
+/// A prefix no other store of this process uses.
+pub fn unique_prefix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{{ft-{}-{}}}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A test configuration: short timeouts, a fresh prefix.
+pub fn config(url: &str) -> RedisConfig {
+    RedisConfig {
+        url: url.to_owned(),
+        key_prefix: unique_prefix(),
+        command_timeout: Duration::from_millis(1000),
+        ..RedisConfig::default()
+    }
+}
+
+/// A connected store on `config`.
+pub async fn store_with(config: RedisConfig) -> RedisStore {
+    let store = RedisStore::connect(config).await.expect("connect");
+    assert!(
+        store.wait_connected(Duration::from_secs(10)).await,
+        "store did not connect"
+    );
+    store
+}
+
+/// A connected store on a fresh prefix.
+pub async fn store(url: &str) -> RedisStore {
+    store_with(config(url)).await
+}
+
+/// A raw client for set-up and checks.
+pub async fn raw(url: &str) -> fred::clients::Client {
+    let client = fred::clients::Client::new(Config::from_url(url).unwrap(), None, None, None);
+    client.init().await.expect("raw client connects");
+    client
+}
+
+/// Run a raw command routed by the hash slot of `slot_key`.
+pub async fn cmd<R: fred::types::FromValue>(
+    client: &fred::clients::Client,
+    slot_key: &str,
+    name: &'static str,
+    args: Vec<Value>,
+) -> R {
+    let slot = fred::util::redis_keyslot(slot_key.as_bytes());
+    let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
+    client.custom(command, args).await.unwrap()
+}
+
+/// All keys of `prefix` (on its slot).
+pub async fn keys_of(client: &fred::clients::Client, prefix: &str) -> Vec<String> {
+    // KEYS is fine in tests: the data sets are small. The prefix's tag pins the slot.
+    let pattern = format!("{}*", prefix.replace('{', "\\{").replace('}', "\\}"));
+    cmd(client, prefix, "KEYS", vec![pattern.into()]).await
+}

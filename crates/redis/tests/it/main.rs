@@ -1,0 +1,12 @@
+//! Integration tests of the Redis store against private redis-server processes (never the
+//! machine's 127.0.0.1:6379): conformance (single server and cluster), retention, atomicity,
+//! faults and malformed records.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod conformance;
+mod faults;
+mod integrity;
+mod retention;
