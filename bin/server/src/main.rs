@@ -95,7 +95,7 @@ struct Flags {
     page_size_max: u32,
 
     /// `Retry-After` seconds sent with 503 answers.
-    #[arg(long, env = "FAILED_TASKS_RETRY_AFTER", default_value_t = 5)]
+    #[arg(long, env = "FAILED_TASKS_RETRY_AFTER_SECS", default_value_t = 5)]
     retry_after_secs: u32,
 
     /// How long shutdown waits for in-flight requests.

@@ -1,0 +1,128 @@
+//! The binary as an operator runs it: flags and env vars, `--demo`, bad configuration,
+//! and a clean exit on SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_failed-tasks-server");
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the server on port 0 with JSON logs and read the bound address from its log.
+fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(20)).expect("server logged nothing for 20 s");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "listening" {
+            let addr = v["addr"].as_str().expect("addr field").parse().unwrap();
+            // Keep draining so the server never blocks on a full pipe.
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return Running { child, addr };
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
+    let status = head[9..12].parse().unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[test]
+fn demo_serves_the_seed_tasks_and_sigterm_exits_cleanly() {
+    let mut server = start(&["--demo"], &[]);
+    let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+    assert_eq!(status, 200);
+    let ids: Vec<_> = body["Data"]["Tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["TaskId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["task_003", "task_002", "task_001"]);
+    assert_eq!(body["Data"]["TotalTasks"], 3);
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn settings_come_from_env_vars_and_flags_win() {
+    let server = start(&["--demo"], &[("FAILED_TASKS_PAGE_SIZE_DEFAULT", "2")]);
+    let (_, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+    assert_eq!(body["Data"]["Tasks"].as_array().unwrap().len(), 2);
+    assert!(body["Data"]["NextCursor"].is_string());
+
+    let server = start(&["--demo", "--page-size-default", "1"], &[("FAILED_TASKS_PAGE_SIZE_DEFAULT", "2")]);
+    let (_, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+    assert_eq!(body["Data"]["Tasks"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn without_demo_the_store_starts_empty() {
+    let server = start(&[], &[]);
+    let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+    assert_eq!(status, 200);
+    assert_eq!(body["Data"]["TotalTasks"], 0);
+    assert_eq!(body["Data"]["Tasks"], serde_json::json!([]));
+}
+
+#[test]
+fn bad_configuration_exits_with_a_message_naming_the_setting() {
+    let table: [(&[&str], &str); 3] = [
+        (&["--page-size-default", "0"], "--page-size-default"),
+        (&["--health-timeout", "soon"], "--health-timeout"),
+        (&["--listen", "not-an-address"], "--listen"),
+    ];
+    for (args, name) in table {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(name), "{args:?}: {stderr}");
+    }
+}
