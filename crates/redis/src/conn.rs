@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use failed_tasks_store::StoreError;
 use fred::prelude::{
     ClientLike, Config, ConnectionConfig, Error as FredError, ErrorKind, LuaInterface, Options,
     PerformanceConfig, ReconnectPolicy,
@@ -11,7 +12,6 @@ use fred::prelude::{
 use fred::types::config::UnresponsiveConfig;
 use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
 use fred::{clients::Client, types::Builder};
-use failed_tasks_store::StoreError;
 
 use crate::config::{redact_url, RedisConfig};
 
@@ -143,6 +143,7 @@ impl Conn {
     }
 
     /// The underlying client, for the few calls that need it (SCAN streams).
+    #[allow(dead_code)] // used by the compat source
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }
@@ -187,6 +188,7 @@ impl Conn {
     }
 
     /// Run one command routed by its first key (for keys outside the store's slot).
+    #[allow(dead_code)] // used by the compat source
     pub(crate) async fn cmd_by_key<R: FromValue>(
         &self,
         doing: &str,

@@ -67,7 +67,11 @@ impl RedisStore {
     /// dropped or stopped. Errors are logged and the next tick tries again.
     pub fn spawn_janitor(&self) -> JanitorHandle {
         let store = self.clone();
-        let every = self.inner.config.janitor_interval.max(Duration::from_millis(10));
+        let every = self
+            .inner
+            .config
+            .janitor_interval
+            .max(Duration::from_millis(10));
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -230,7 +234,11 @@ impl RedisStore {
         let removed: i64 = self
             .inner
             .conn
-            .eval(&Scripts::get().trim, vec![self.inner.keys.all().into()], args)
+            .eval(
+                &Scripts::get().trim,
+                vec![self.inner.keys.all().into()],
+                args,
+            )
             .await?;
         Ok(u64::try_from(removed).unwrap_or(0))
     }

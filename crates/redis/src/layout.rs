@@ -178,6 +178,7 @@ impl LexRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use failed_tasks_domain::TaskId;
 
     fn key(ms: i64, id: &str) -> SortKey {
         SortKey::new(

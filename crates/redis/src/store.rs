@@ -227,9 +227,10 @@ impl RedisStore {
             return Ok((walk, Some(total)));
         }
         // Several equality filters: walk the smallest index, check the others by membership.
-        let cards = indexes
-            .iter()
-            .map(|i| self.conn().cmd::<u64>("sizing an index", "ZCARD", vec![i.as_str().into()]));
+        let cards = indexes.iter().map(|i| {
+            self.conn()
+                .cmd::<u64>("sizing an index", "ZCARD", vec![i.as_str().into()])
+        });
         let cards = futures_util::future::join_all(cards).await;
         let mut sized = Vec::with_capacity(indexes.len());
         for (i, c) in indexes.into_iter().zip(cards) {
@@ -251,7 +252,11 @@ impl RedisStore {
 
     /// Count the members of a combined-filter walk over the whole time window: O(M) in the
     /// size M of the narrowest index within the window, in batches of [`COMBINED_BATCH`].
-    async fn count_combined(&self, filter: &TaskFilter, template: &Walk) -> Result<u64, StoreError> {
+    async fn count_combined(
+        &self,
+        filter: &TaskFilter,
+        template: &Walk,
+    ) -> Result<u64, StoreError> {
         let range = LexRange::new(filter.since, filter.until, None);
         let mut walk = Walk {
             index: template.index.clone(),
@@ -337,7 +342,11 @@ impl StatusStore for RedisStore {
         let mut missing = 0u64;
         while tasks.len() < want && !walk.done {
             let need = want - tasks.len();
-            let n = if combined { need.max(COMBINED_BATCH) } else { need };
+            let n = if combined {
+                need.max(COMBINED_BATCH)
+            } else {
+                need
+            };
             let batch = walk.next_batch(self.conn(), n).await?;
             for loaded in self.load(&batch).await? {
                 match loaded {
@@ -434,4 +443,3 @@ impl StatusStore for RedisStore {
         Ok(removed == 1)
     }
 }
-

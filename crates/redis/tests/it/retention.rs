@@ -1,1 +1,214 @@
-//! retention
+//! The janitor: trimming by age and count, archiving first, one trim under two janitors.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use failed_tasks_domain::{ErrorCategory, FailedTask, NewFailedTask, TaskId};
+use failed_tasks_redis::RedisStore;
+use failed_tasks_store::StatusStore;
+use failed_tasks_testkit::RedisServer;
+
+use crate::helpers;
+
+const NOW: i64 = 1_750_000_000_000;
+const HOUR: i64 = 3_600_000;
+
+fn task_at(id: &str, fail_ms: i64, i: usize) -> FailedTask {
+    FailedTask::new(NewFailedTask {
+        task_id: id.into(),
+        task_type: ["embedding", "indexing"][i % 2].into(),
+        client_id: format!("client{}", i % 3),
+        codebase_path: "/p".into(),
+        start_time_ms: fail_ms - 1000,
+        fail_time_ms: fail_ms,
+        error_code: "TIMEOUT_ERROR".into(),
+        error_message: "slow".into(),
+        retry_count: 0,
+        processed_files: 1,
+        error_category: Some(ErrorCategory::ALL[i % 5]),
+    })
+    .unwrap()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ft-archive-{}-{name}-{}",
+        std::process::id(),
+        helpers::unique_prefix().replace(['{', '}'], "")
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn archived_ids(dir: &std::path::Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return ids;
+    };
+    for e in entries {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("failed-tasks-") && name.ends_with(".jsonl"),
+            "{name}"
+        );
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("archive line is JSON");
+            ids.push(v["TaskId"].as_str().expect("TaskId").to_owned());
+            assert!(v["FailTime"].as_str().unwrap().ends_with('Z'));
+        }
+    }
+    ids
+}
+
+async fn assert_no_leftovers(store: &RedisStore, url: &str, live: usize) {
+    let raw = helpers::raw(url).await;
+    let prefix = &store.config().key_prefix;
+    let keys = helpers::keys_of(&raw, prefix).await;
+    let records = keys.iter().filter(|k| k.contains(":task:")).count();
+    assert_eq!(records, live, "records left");
+    let mut index_entries = 0u64;
+    for k in keys.iter().filter(|k| k.contains(":idx:")) {
+        let n: u64 = helpers::cmd(&raw, prefix, "ZCARD", vec![k.as_str().into()]).await;
+        index_entries += n;
+    }
+    assert_eq!(index_entries, 5 * live as u64, "index entries left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trims_by_age_and_archives_first() {
+    let server = RedisServer::start();
+    let dir = temp_dir("age");
+    let mut config = helpers::config(&server.url());
+    config.max_age = Duration::from_millis(10 * HOUR as u64);
+    config.archive_dir = Some(dir.clone());
+    let store = helpers::store_with(config).await;
+    // 30 tasks one hour apart: the 20 older than 10 h go.
+    for i in 0..30 {
+        let t = task_at(&format!("t{i:02}"), NOW - (i as i64) * HOUR - 1, i);
+        store.record(&t).await.unwrap();
+    }
+    let report = store.trim_once(NOW).await.unwrap();
+    assert!(!report.locked_out);
+    assert_eq!(report.removed_by_age, 20);
+    assert_eq!(report.removed_by_count, 0);
+    assert_eq!(report.archived, 20);
+    let mut ids = archived_ids(&dir);
+    ids.sort();
+    let want: Vec<String> = (10..30).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(ids, want);
+    assert!(store
+        .get(&TaskId::parse("t15").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .get(&TaskId::parse("t05").unwrap())
+        .await
+        .unwrap()
+        .is_some());
+    assert_no_leftovers(&store, &server.url(), 10).await;
+    // A second run finds nothing.
+    let again = store.trim_once(NOW).await.unwrap();
+    assert_eq!(again.removed_by_age + again.removed_by_count, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trims_by_count_oldest_first() {
+    let server = RedisServer::start();
+    let mut config = helpers::config(&server.url());
+    config.max_count = 10;
+    let store = helpers::store_with(config).await;
+    for i in 0..25 {
+        let t = task_at(&format!("c{i:02}"), NOW - (i as i64) * 1000, i);
+        store.record(&t).await.unwrap();
+    }
+    let report = store.trim_once(NOW).await.unwrap();
+    assert_eq!(report.removed_by_count, 15);
+    assert_eq!(report.archived, 0, "no archive configured");
+    let (ids, totals) =
+        failed_tasks_store::conformance::walk(&store, &failed_tasks_domain::TaskFilter::all(), 100)
+            .await;
+    let want: Vec<String> = (0..10).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(ids, want);
+    assert_eq!(totals, vec![10]);
+    assert_no_leftovers(&store, &server.url(), 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_janitors_trim_each_task_once() {
+    let server = RedisServer::start();
+    let dir = temp_dir("two");
+    let mut config = helpers::config(&server.url());
+    config.max_age = Duration::from_millis(HOUR as u64);
+    config.archive_dir = Some(dir.clone());
+    let a = helpers::store_with(config.clone()).await;
+    let b = helpers::store_with(config).await;
+    // 1,200 old tasks: more than two batches of 500.
+    let writes = (0..1200).map(|i| {
+        let a = a.clone();
+        async move {
+            let t = task_at(&format!("old{i:04}"), NOW - 2 * HOUR - i as i64, i);
+            a.record(&t).await.unwrap();
+        }
+    });
+    futures_util::future::join_all(writes).await;
+    a.record(&task_at("fresh", NOW - 1, 0)).await.unwrap();
+
+    let (ra, rb) = tokio::join!(a.trim_once(NOW), b.trim_once(NOW));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.removed_by_age + rb.removed_by_age, 1200, "{ra:?} {rb:?}");
+    assert_eq!(ra.archived + rb.archived, 1200, "{ra:?} {rb:?}");
+    let ids = archived_ids(&dir);
+    assert_eq!(ids.len(), 1200);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        1200,
+        "archived twice"
+    );
+    assert_no_leftovers(&a, &server.url(), 1).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawned_janitor_runs_on_its_interval() {
+    let server = RedisServer::start();
+    let mut config = helpers::config(&server.url());
+    config.max_count = 3;
+    config.janitor_interval = Duration::from_millis(50);
+    let store = helpers::store_with(config).await;
+    let now = failed_tasks_store_now();
+    for i in 0..8 {
+        store
+            .record(&task_at(&format!("j{i}"), now - i as i64 * 1000, i))
+            .await
+            .unwrap();
+    }
+    let janitor = store.spawn_janitor();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let page = store
+            .list(&failed_tasks_domain::ListQuery::first_page(
+                Default::default(),
+            ))
+            .await
+            .unwrap();
+        if page.total == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "janitor did not trim"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    janitor.stop();
+}
+
+fn failed_tasks_store_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
