@@ -143,7 +143,6 @@ impl Conn {
     }
 
     /// The underlying client, for the few calls that need it (SCAN streams).
-    #[allow(dead_code)] // used by the compat source
     pub(crate) fn client(&self) -> &Client {
         &self.client
     }
@@ -188,7 +187,6 @@ impl Conn {
     }
 
     /// Run one command routed by its first key (for keys outside the store's slot).
-    #[allow(dead_code)] // used by the compat source
     pub(crate) async fn cmd_by_key<R: FromValue>(
         &self,
         doing: &str,

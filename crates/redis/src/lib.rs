@@ -1,4 +1,4 @@
-//! The Redis status store on fred, and (soon) the compatibility source for the original Go
+//! The Redis status store on fred, and the compatibility source for the original Go
 //! service's records.
 //!
 //! # Responsibility
@@ -15,6 +15,8 @@
 //! - `scripts`: the Lua scripts (record, remove, trim, lock release).
 //! - [`store`]: [`RedisStore`] and its `StatusStore` implementation.
 //! - [`janitor`]: retention by age and count, with archiving, under a Redis lock.
+//! - [`compat`]: [`CompatStore`], a read-only `StatusStore` over the Go service's
+//!   `request:id:{id}` records (SCAN + MGET; O(keyspace) per request, documented there).
 //!
 //! # Invariants
 //! - Every key starts with the configured prefix, which holds exactly one hash tag: all keys
@@ -30,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod compat;
 pub mod config;
 mod conn;
 pub mod janitor;
@@ -38,6 +41,7 @@ mod record;
 mod scripts;
 pub mod store;
 
+pub use compat::{CompatConfig, CompatStore};
 pub use config::RedisConfig;
 pub use janitor::{JanitorHandle, TrimReport};
 pub use store::RedisStore;

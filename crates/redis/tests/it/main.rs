@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod compat;
 mod conformance;
 mod faults;
 mod integrity;
