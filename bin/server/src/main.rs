@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use failed_tasks_domain::{FailedTask, PageLimits};
-use failed_tasks_http::{App, HttpConfig};
+use failed_tasks_http::{App, HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_store::{MemoryStore, StatusStore};
 
@@ -74,6 +74,18 @@ struct Flags {
     #[arg(long, env = "FAILED_TASKS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
 
+    /// How long a client may take to send a request body.
+    #[arg(long, env = "FAILED_TASKS_BODY_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    body_read_timeout: Duration,
+
+    /// Bearer token of the admin routes (recording, removal). Unset: admin routes answer 403.
+    #[arg(long, env = "FAILED_TASKS_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    admin_token: Option<Token>,
+
+    /// Bearer token the read routes require, when set (the admin token is accepted too).
+    #[arg(long, env = "FAILED_TASKS_READ_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    read_token: Option<Token>,
+
     /// Largest accepted request body in bytes (413 beyond).
     #[arg(long, env = "FAILED_TASKS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: u64,
@@ -105,6 +117,11 @@ struct Flags {
     /// Log line format.
     #[arg(long, env = "FAILED_TASKS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
+}
+
+/// A bearer token from a flag or env var; its `Debug` is redacted, so `Flags` can be logged.
+fn parse_token(value: &str) -> Result<Token, String> {
+    Token::new(value).ok_or_else(|| "must not be empty".to_owned())
 }
 
 fn init_logging(format: LogFormat) {
@@ -190,6 +207,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         config: HttpConfig {
             page_limits,
             header_read_timeout: flags.header_read_timeout,
+            body_read_timeout: flags.body_read_timeout,
+            admin_token: flags.admin_token.clone(),
+            read_token: flags.read_token.clone(),
             max_body_bytes: flags.max_body_bytes,
             max_header_bytes: flags.max_header_bytes,
             max_connections: flags.max_connections,
@@ -200,7 +220,13 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", flags.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, store = ?flags.store, "listening");
+    tracing::info!(
+        %addr,
+        store = ?flags.store,
+        admin_api = if app.config.admin_token.is_some() { "enabled" } else { "disabled" },
+        read_auth = app.config.read_token.is_some(),
+        "listening"
+    );
 
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(failed_tasks_http::serve(listener, app, async move {

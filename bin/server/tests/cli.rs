@@ -41,22 +41,33 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
             let _ = tx.send(line);
         }
     });
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("server logged nothing for 20 s");
+    let addr = loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            break None;
+        };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if v["message"] == "listening" {
-            let addr = v["addr"].as_str().expect("addr field").parse().unwrap();
-            // Keep draining so the server never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return Running { child, addr };
+            break v["addr"].as_str().and_then(|a| a.parse().ok());
         }
-    }
+    };
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server did not log its listening address within 20 s");
+    };
+    // Keep draining so the server never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Running { child, addr }
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
@@ -79,14 +90,21 @@ fn demo_serves_the_seed_tasks_and_sigterm_exits_cleanly() {
     assert_eq!(body["Data"]["TotalTasks"], 3);
 
     let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "still running 10 s after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -98,7 +116,10 @@ fn settings_come_from_env_vars_and_flags_win() {
     assert_eq!(body["Data"]["Tasks"].as_array().unwrap().len(), 2);
     assert!(body["Data"]["NextCursor"].is_string());
 
-    let server = start(&["--demo", "--page-size-default", "1"], &[("FAILED_TASKS_PAGE_SIZE_DEFAULT", "2")]);
+    let server = start(
+        &["--demo", "--page-size-default", "1"],
+        &[("FAILED_TASKS_PAGE_SIZE_DEFAULT", "2")],
+    );
     let (_, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
     assert_eq!(body["Data"]["Tasks"].as_array().unwrap().len(), 1);
 }

@@ -4,13 +4,16 @@ use bytes::Bytes;
 use failed_tasks_domain::{TaskId, ValidationError};
 use failed_tasks_query::QueryError;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
-use crate::params;
 use crate::router::App;
-use crate::wire::{Envelope, Health, TaskList, WireTask, MSG_QUERY_FAILED, MSG_STORE_UNAVAILABLE};
+use crate::wire::{
+    Envelope, Health, Recorded, Removed, TaskList, WireTask, MSG_QUERY_FAILED,
+    MSG_STORE_UNAVAILABLE,
+};
+use crate::{ingest, params};
 
 /// The header carrying the request id, on every response.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -20,7 +23,8 @@ pub(crate) const REQUEST_ID: &str = "x-request-id";
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     body: Bytes,
-    allow_get: bool,
+    allow: Option<&'static [&'static str]>,
+    challenge: bool,
     retry_after: Option<u32>,
 }
 
@@ -37,7 +41,8 @@ impl Reply {
         Reply {
             status,
             body,
-            allow_get: false,
+            allow: None,
+            challenge: false,
             retry_after: None,
         }
     }
@@ -50,9 +55,19 @@ impl Reply {
         Self::json(status, &Envelope::error(code, message))
     }
 
-    pub(crate) fn method_not_allowed() -> Reply {
+    pub(crate) fn method_not_allowed(allowed: &'static [&'static str]) -> Reply {
         let mut r = Self::error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed");
-        r.allow_get = true;
+        r.allow = Some(allowed);
+        r
+    }
+
+    pub(crate) fn unauthorized() -> Reply {
+        let mut r = Self::error(
+            StatusCode::UNAUTHORIZED,
+            401,
+            "a valid bearer token is required (Authorization: Bearer <token>)",
+        );
+        r.challenge = true;
         r
     }
 
@@ -62,6 +77,10 @@ impl Reply {
             400,
             format!("invalid parameter {e}"),
         )
+    }
+
+    fn bad_body(e: &ValidationError) -> Reply {
+        Self::error(StatusCode::BAD_REQUEST, 400, format!("invalid body: {e}"))
     }
 
     fn unavailable(retry_after: u32) -> Reply {
@@ -92,8 +111,16 @@ impl Reply {
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if self.allow_get {
-            h.insert(ALLOW, HeaderValue::from_static("GET"));
+        if let Some(methods) = self.allow {
+            if let Ok(v) = HeaderValue::from_str(&methods.join(", ")) {
+                h.insert(ALLOW, v);
+            }
+        }
+        if self.challenge {
+            h.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"failed-tasks\""),
+            );
         }
         if let Some(secs) = self.retry_after {
             h.insert(RETRY_AFTER, HeaderValue::from(secs));
@@ -173,6 +200,88 @@ pub(crate) async fn readyz(app: &App, query: Option<&str>) -> Reply {
         Ok(()) => Reply::ok(Health {
             status: "ready".to_owned(),
         }),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// A task id from a path segment, percent-decoded and validated.
+fn task_id(raw: &str) -> Result<TaskId, ValidationError> {
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ValidationError::new("taskId", "is not valid UTF-8 once percent-decoded"))?;
+    TaskId::parse(decoded.as_ref()).map_err(|e| e.for_field("taskId"))
+}
+
+/// `POST /codebase-embedder/api/v1/admin/failed-tasks`: one task or an array, all or nothing.
+pub(crate) async fn record_tasks(app: &App, query: Option<&str>, body: &[u8]) -> Reply {
+    if let Err(e) = params::no_params(query) {
+        return Reply::bad_request(&e);
+    }
+    let tasks = match ingest::parse_tasks(body) {
+        Ok(tasks) => tasks,
+        Err(e) => return Reply::bad_body(&e),
+    };
+    match app.service.record_failures(&tasks).await {
+        Ok(outcomes) => {
+            let created = outcomes
+                .iter()
+                .filter(|o| **o == failed_tasks_store::RecordOutcome::Created)
+                .count();
+            tracing::info!(recorded = tasks.len(), created, "failures recorded");
+            Reply::ok(Recorded {
+                recorded: tasks.len() as u64,
+                created: created as u64,
+                updated: (tasks.len() - created) as u64,
+            })
+        }
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `DELETE /codebase-embedder/api/v1/admin/failed-tasks/{taskId}`
+pub(crate) async fn remove_task(app: &App, raw_id: &str, query: Option<&str>) -> Reply {
+    if let Err(e) = params::no_params(query) {
+        return Reply::bad_request(&e);
+    }
+    let id = match task_id(raw_id) {
+        Ok(id) => id,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.remove_failed(&id).await {
+        Ok(()) => {
+            tracing::info!(task_id = %id, "failed task removed");
+            Reply::ok(Removed {
+                removed: 1,
+                complete: true,
+            })
+        }
+        Err(QueryError::NotFound) => Reply::error(
+            StatusCode::NOT_FOUND,
+            404,
+            format!("failed task {id} not found"),
+        ),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `DELETE /codebase-embedder/api/v1/admin/failed-tasks?filters`: bulk removal.
+pub(crate) async fn remove_matching(app: &App, query: Option<&str>) -> Reply {
+    let filter = match params::filter_only(query) {
+        Ok(f) => f,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.remove_matching(&filter).await {
+        Ok(done) => {
+            tracing::info!(
+                removed = done.removed,
+                complete = done.complete,
+                "bulk removal"
+            );
+            Reply::ok(Removed {
+                removed: done.removed,
+                complete: done.complete,
+            })
+        }
         Err(e) => Reply::from_query_error(app, e),
     }
 }

@@ -4,8 +4,9 @@
 //! - [`server`]: [`serve`] takes a bound listener, the shared [`App`] and a shutdown future;
 //!   it applies the connection limits (first-byte and header-read timeouts, header size,
 //!   connection count) and drains in-flight requests on shutdown.
-//! - `router`: maps method and path to a handler; every non-GET method on the task routes
-//!   answers 405 with `Allow: GET`, unknown paths 404.
+//! - `router`: maps method and path to a handler ([`ROUTES`] lists them); a method a route
+//!   does not answer gets 405 with `Allow`, unknown paths 404; bearer-token checks.
+//! - [`ingest`]: request bodies of the admin API, validated field by field.
 //! - `handlers`: one function per route, calling the query use cases.
 //! - `params`: query-string parsing into validated domain queries.
 //! - [`wire`]: the JSON types with the contract's exact field names and the envelope. They
@@ -20,11 +21,14 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod handlers;
+pub mod ingest;
 mod params;
 mod router;
 pub mod server;
 pub mod wire;
 
-pub use router::{App, HttpConfig, BASE_PATH};
+pub use auth::Token;
+pub use router::{App, HttpConfig, BASE_PATH, ROUTES};
 pub use server::serve;

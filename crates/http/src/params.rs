@@ -61,6 +61,27 @@ fn time_param(name: &str, value: &str) -> Result<Timestamp, ValidationError> {
     Timestamp::parse_rfc3339(name, &value.replace(' ', "+"))
 }
 
+/// Parse the filters of a bulk removal: the listing's filters only, at least one of them,
+/// so a bare `DELETE` can never wipe the store by accident.
+pub fn filter_only(query: Option<&str>) -> Result<TaskFilter, ValidationError> {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    if let Some((name, _)) = pairs.iter().find(|(n, _)| n == "pageSize" || n == "cursor") {
+        return Err(ValidationError::new(
+            name.clone(),
+            "not accepted by a bulk removal",
+        ));
+    }
+    if pairs.is_empty() {
+        return Err(ValidationError::new(
+            "filter",
+            "a bulk removal needs at least one of category, taskType, clientId, errorCode, since, until",
+        ));
+    }
+    Ok(list_query(query, PageLimits::DEFAULT)?.filter)
+}
+
 /// Reject any query string on routes that take no parameters.
 pub fn no_params(query: Option<&str>) -> Result<(), ValidationError> {
     match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {

@@ -1,17 +1,34 @@
-//! Routing: method and path to a handler, and the state every handler shares.
+//! Routing: method and path to a handler, auth, and the state every handler shares.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use failed_tasks_domain::PageLimits;
 use failed_tasks_query::FailedTaskService;
-use http_body_util::Full;
-use hyper::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::{Method, Request, StatusCode};
 
+use crate::auth::{self, Token};
 use crate::handlers::{self, Reply};
 
 /// The contract's path prefix.
 pub const BASE_PATH: &str = "/codebase-embedder/api/v1";
+
+/// Every route served: its path template (OpenAPI style) and the methods it answers.
+/// `docs/openapi.yaml` documents exactly this set (a test checks it).
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/codebase-embedder/api/v1/tasks/failed", &["GET"]),
+    ("/codebase-embedder/api/v1/tasks/failed/{taskId}", &["GET"]),
+    (
+        "/codebase-embedder/api/v1/admin/failed-tasks",
+        &["POST", "DELETE"],
+    ),
+    (
+        "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}",
+        &["DELETE"],
+    ),
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
+];
 
 /// Limits and settings of the HTTP adapter. Defaults live in the binary's flags.
 #[derive(Debug, Clone)]
@@ -20,6 +37,8 @@ pub struct HttpConfig {
     pub page_limits: PageLimits,
     /// How long a client may take to send a complete request head (and its first byte).
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request body.
+    pub body_read_timeout: Duration,
     /// Largest accepted request body, in bytes (413 beyond).
     pub max_body_bytes: u64,
     /// Largest accepted request head, in bytes (431 beyond).
@@ -28,6 +47,10 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// The `Retry-After` value sent with 503, in seconds.
     pub retry_after_secs: u32,
+    /// Bearer token of the admin routes; `None` disables them (403), never opens them.
+    pub admin_token: Option<Token>,
+    /// Bearer token the read routes require, when set (the admin token is accepted too).
+    pub read_token: Option<Token>,
 }
 
 impl Default for HttpConfig {
@@ -35,10 +58,13 @@ impl Default for HttpConfig {
         Self {
             page_limits: PageLimits::DEFAULT,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_connections: 4096,
             retry_after_secs: 5,
+            admin_token: None,
+            read_token: None,
         }
     }
 }
@@ -57,9 +83,19 @@ pub struct App {
 pub(crate) enum Route {
     ListFailed,
     GetFailed(String),
+    AdminTasks,
+    AdminTask(String),
     Healthz,
     Readyz,
     NotFound,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Open,
+    Read,
+    Admin,
 }
 
 impl Route {
@@ -73,12 +109,23 @@ impl Route {
         let Some(rest) = path.strip_prefix(BASE_PATH) else {
             return Route::NotFound;
         };
+        let item = |prefix: &str| {
+            rest.strip_prefix(prefix)
+                .filter(|id| !id.is_empty() && !id.contains('/'))
+                .map(str::to_owned)
+        };
         match rest {
             "/tasks/failed" | "/tasks/failed/" => Route::ListFailed,
-            _ => match rest.strip_prefix("/tasks/failed/") {
-                Some(id) if !id.is_empty() && !id.contains('/') => Route::GetFailed(id.to_owned()),
-                _ => Route::NotFound,
-            },
+            "/admin/failed-tasks" | "/admin/failed-tasks/" => Route::AdminTasks,
+            _ => {
+                if let Some(id) = item("/tasks/failed/") {
+                    Route::GetFailed(id)
+                } else if let Some(id) = item("/admin/failed-tasks/") {
+                    Route::AdminTask(id)
+                } else {
+                    Route::NotFound
+                }
+            }
         }
     }
 
@@ -87,9 +134,36 @@ impl Route {
         match self {
             Route::ListFailed => "list_failed",
             Route::GetFailed(_) => "get_failed",
+            Route::AdminTasks => "admin_tasks",
+            Route::AdminTask(_) => "admin_task",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::NotFound => "not_found",
+        }
+    }
+
+    /// The methods the route answers (what `Allow` lists on 405).
+    pub(crate) fn methods(&self) -> &'static [&'static str] {
+        let template = match self {
+            Route::ListFailed => ROUTES[0].0,
+            Route::GetFailed(_) => ROUTES[1].0,
+            Route::AdminTasks => ROUTES[2].0,
+            Route::AdminTask(_) => ROUTES[3].0,
+            Route::Healthz => ROUTES[4].0,
+            Route::Readyz => ROUTES[5].0,
+            Route::NotFound => return &[],
+        };
+        ROUTES
+            .iter()
+            .find(|(t, _)| *t == template)
+            .map_or(&[], |(_, m)| *m)
+    }
+
+    fn access(&self) -> Access {
+        match self {
+            Route::ListFailed | Route::GetFailed(_) => Access::Read,
+            Route::AdminTasks | Route::AdminTask(_) => Access::Admin,
+            Route::Healthz | Route::Readyz | Route::NotFound => Access::Open,
         }
     }
 }
@@ -98,30 +172,102 @@ impl Route {
 pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> Reply {
     let route = Route::of(req.uri().path());
     if route == Route::NotFound {
-        return Reply::error(hyper::StatusCode::NOT_FOUND, 404, "not found");
+        return Reply::error(StatusCode::NOT_FOUND, 404, "not found");
     }
-    if req.method() != Method::GET {
-        return Reply::method_not_allowed();
+    let methods = route.methods();
+    if !methods.contains(&req.method().as_str()) {
+        return Reply::method_not_allowed(methods);
     }
-    if let Some(len) = content_length(&req) {
-        if len > app.config.max_body_bytes {
-            return Reply::error(
-                hyper::StatusCode::PAYLOAD_TOO_LARGE,
-                413,
-                format!(
-                    "request body of {len} bytes exceeds the {} byte limit",
-                    app.config.max_body_bytes
-                ),
-            );
+    if let Some(denied) = check_access(app, route.access(), req.headers()) {
+        return denied;
+    }
+    let declared = content_length(&req);
+    if declared.is_some_and(|len| len > app.config.max_body_bytes) {
+        return too_large(app);
+    }
+    let query = req.uri().query().map(str::to_owned);
+    let query = query.as_deref();
+    let method = req.method().clone();
+    match (route, method) {
+        (Route::ListFailed, _) => handlers::list_failed(app, query).await,
+        (Route::GetFailed(id), _) => handlers::get_failed(app, &id, query).await,
+        (Route::Healthz, _) => handlers::healthz(query),
+        (Route::Readyz, _) => handlers::readyz(app, query).await,
+        (Route::AdminTasks, Method::POST) => {
+            if !is_json(&req) {
+                return Reply::error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    415,
+                    "Content-Type must be application/json",
+                );
+            }
+            match read_body(app, req).await {
+                Ok(body) => handlers::record_tasks(app, query, &body).await,
+                Err(reply) => reply,
+            }
         }
+        (Route::AdminTasks, _) => handlers::remove_matching(app, query).await,
+        (Route::AdminTask(id), _) => handlers::remove_task(app, &id, query).await,
+        (Route::NotFound, _) => Reply::error(StatusCode::NOT_FOUND, 404, "not found"),
     }
-    let query = req.uri().query();
-    match route {
-        Route::ListFailed => handlers::list_failed(app, query).await,
-        Route::GetFailed(id) => handlers::get_failed(app, &id, query).await,
-        Route::Healthz => handlers::healthz(query),
-        Route::Readyz => handlers::readyz(app, query).await,
-        Route::NotFound => Reply::error(hyper::StatusCode::NOT_FOUND, 404, "not found"),
+}
+
+fn check_access(app: &App, access: Access, headers: &hyper::HeaderMap) -> Option<Reply> {
+    let admin = app.config.admin_token.as_ref();
+    match access {
+        Access::Open => None,
+        Access::Read => {
+            let read = app.config.read_token.as_ref()?;
+            let accepted: Vec<&Token> = [Some(read), admin].into_iter().flatten().collect();
+            (!auth::allowed(headers, &accepted)).then(Reply::unauthorized)
+        }
+        Access::Admin => match admin {
+            None => Some(Reply::error(
+                StatusCode::FORBIDDEN,
+                403,
+                "admin API disabled",
+            )),
+            Some(token) => (!auth::allowed(headers, &[token])).then(Reply::unauthorized),
+        },
+    }
+}
+
+fn is_json<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn too_large(app: &App) -> Reply {
+    Reply::error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        413,
+        format!(
+            "request body exceeds the {} byte limit",
+            app.config.max_body_bytes
+        ),
+    )
+}
+
+/// Read the body under the size limit and the body-read timeout.
+async fn read_body(app: &App, req: Request<hyper::body::Incoming>) -> Result<bytes::Bytes, Reply> {
+    let limit = usize::try_from(app.config.max_body_bytes).unwrap_or(usize::MAX);
+    let body = http_body_util::Limited::new(req.into_body(), limit);
+    match tokio::time::timeout(app.config.body_read_timeout, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(app)),
+        Ok(Err(_)) => Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            400,
+            "the request body could not be read",
+        )),
+        Err(_) => Err(Reply::error(
+            StatusCode::REQUEST_TIMEOUT,
+            408,
+            "the request body was not received in time",
+        )),
     }
 }
 
@@ -132,11 +278,6 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-/// Turn a reply into a response with the request id attached.
-pub(crate) fn into_response(reply: Reply, request_id: &str) -> Response<Full<Bytes>> {
-    reply.into_response(request_id)
 }
 
 #[cfg(test)]
@@ -156,6 +297,14 @@ mod tests {
                 "/codebase-embedder/api/v1/tasks/failed/a/b",
                 Route::NotFound,
             ),
+            (
+                "/codebase-embedder/api/v1/admin/failed-tasks",
+                Route::AdminTasks,
+            ),
+            (
+                "/codebase-embedder/api/v1/admin/failed-tasks/x",
+                Route::AdminTask("x".into()),
+            ),
             ("/codebase-embedder/api/v1/tasks", Route::NotFound),
             ("/codebase-embedder/api/v2/tasks/failed", Route::NotFound),
             ("/healthz", Route::Healthz),
@@ -164,6 +313,15 @@ mod tests {
         ];
         for (path, want) in table {
             assert_eq!(Route::of(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn every_template_routes_to_a_route_with_its_methods() {
+        for (template, methods) in ROUTES {
+            let route = Route::of(&template.replace("{taskId}", "t1"));
+            assert_ne!(route, Route::NotFound, "{template}");
+            assert_eq!(route.methods(), *methods, "{template}");
         }
     }
 }

@@ -47,7 +47,7 @@ async fn handle(
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "served"
         );
-        Ok(router::into_response(reply, &id))
+        Ok(reply.into_response(&id))
     }
     .instrument(span)
     .await

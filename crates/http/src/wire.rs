@@ -137,3 +137,28 @@ pub struct Health {
     #[serde(rename = "Status")]
     pub status: String,
 }
+
+/// `Data` of a recording request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// Tasks in the request, all stored.
+    #[serde(rename = "Recorded")]
+    pub recorded: u64,
+    /// Of those, how many ids were new.
+    #[serde(rename = "Created")]
+    pub created: u64,
+    /// Of those, how many replaced a task with the same id.
+    #[serde(rename = "Updated")]
+    pub updated: u64,
+}
+
+/// `Data` of a removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    /// How many tasks were removed.
+    #[serde(rename = "Removed")]
+    pub removed: u64,
+    /// `false` when a bulk removal stopped at the request deadline; repeat it to continue.
+    #[serde(rename = "Complete")]
+    pub complete: bool,
+}

@@ -4,7 +4,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use failed_tasks_domain::{FailedTask, ListQuery, TaskId, ValidationError};
+use failed_tasks_domain::{
+    FailedTask, ListQuery, PageLimits, PageSize, TaskFilter, TaskId, ValidationError,
+};
 use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
 
 /// How long the service waits for the store.
@@ -62,6 +64,16 @@ impl QueryError {
             }
         }
     }
+}
+
+/// What a bulk removal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkRemoval {
+    /// How many tasks were removed.
+    pub removed: u64,
+    /// Whether every matching task is gone; `false` when the request deadline stopped it
+    /// early (call again to continue).
+    pub complete: bool,
 }
 
 /// The use cases over one [`StatusStore`]. Cheap to clone; share one per process.
@@ -145,6 +157,65 @@ impl FailedTaskService {
     /// Record a failure: an upsert by task id.
     pub async fn record_failure(&self, task: &FailedTask) -> Result<RecordOutcome, QueryError> {
         self.checked(self.store.record(task)).await
+    }
+
+    /// Record several failures at once (each an upsert). The caller validates every task
+    /// before calling, so a batch is either entirely valid or not sent at all.
+    pub async fn record_failures(
+        &self,
+        tasks: &[FailedTask],
+    ) -> Result<Vec<RecordOutcome>, QueryError> {
+        self.checked(self.store.record_batch(tasks)).await
+    }
+
+    /// Remove every failed task matching `filter`, a page at a time, until none is left or
+    /// the request deadline is near. Returns how many were removed and whether the removal
+    /// is complete (a huge removal continues with the next request).
+    pub async fn remove_matching(&self, filter: &TaskFilter) -> Result<BulkRemoval, QueryError> {
+        filter.validate()?;
+        self.check_connection().await?;
+        let deadline = tokio::time::Instant::now() + self.deadlines.request;
+        let page_size = PageSize::new(500, PageLimits::new(500, 500)?)?;
+        let mut removed = 0u64;
+        let mut cursor = None;
+        loop {
+            let query = ListQuery {
+                filter: filter.clone(),
+                page_size,
+                cursor: cursor.take(),
+            };
+            let step = async {
+                let page = self.store.list(&query).await?;
+                let mut n = 0u64;
+                for task in &page.tasks {
+                    if self.store.remove(task.task_id()).await? {
+                        n += 1;
+                    }
+                }
+                Ok::<_, StoreError>((n, page.next_cursor))
+            };
+            match tokio::time::timeout_at(deadline, step).await {
+                Ok(Ok((n, next))) => {
+                    removed += n;
+                    match next {
+                        Some(c) => cursor = Some(c),
+                        None => {
+                            return Ok(BulkRemoval {
+                                removed,
+                                complete: true,
+                            })
+                        }
+                    }
+                }
+                Ok(Err(e)) => return Err(QueryError::from_store(e)),
+                Err(_) => {
+                    return Ok(BulkRemoval {
+                        removed,
+                        complete: false,
+                    })
+                }
+            }
+        }
     }
 
     /// Remove a failed task; [`QueryError::NotFound`] when absent.

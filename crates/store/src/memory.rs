@@ -234,4 +234,10 @@ impl StatusStore for MemoryStore {
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {
         Ok(self.write().remove(task_id).is_some())
     }
+
+    async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+        // One lock for the whole batch: readers see all of it or none of it.
+        let mut indexes = self.write();
+        Ok(tasks.iter().map(|t| indexes.insert(t.clone())).collect())
+    }
 }

@@ -50,4 +50,15 @@ pub trait StatusStore: Send + Sync {
 
     /// Remove the task with this id and every index entry of it; `false` when it was absent.
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError>;
+
+    /// Store several tasks, each an upsert as in [`record`](StatusStore::record); the
+    /// outcomes are in the order of `tasks`. Adapters may override this to save round trips;
+    /// the default records one after another and stops at the first error.
+    async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            outcomes.push(self.record(task).await?);
+        }
+        Ok(outcomes)
+    }
 }

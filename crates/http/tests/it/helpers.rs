@@ -82,6 +82,16 @@ pub async fn request(
     path_and_query: &str,
     headers: &[(&str, &str)],
 ) -> Answer {
+    request_with_body(server, method, path_and_query, headers, Bytes::new()).await
+}
+
+pub async fn request_with_body(
+    server: &TestServer,
+    method: Method,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = Request::builder()
         .method(method)
@@ -90,7 +100,7 @@ pub async fn request(
         req = req.header(*k, *v);
     }
     let resp = client
-        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .request(req.body(Full::new(body.into())).unwrap())
         .await
         .unwrap();
     let status = resp.status();

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+mod admin;
 mod helpers;
+mod openapi;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,0 +1,208 @@
+//! Request bodies of the admin API: one task or an array of tasks, validated field by field
+//! so every error names the field (and the item) that is wrong.
+
+use failed_tasks_domain::{ErrorCategory, FailedTask, NewFailedTask, Timestamp, ValidationError};
+use serde_json::{Map, Value};
+
+/// Most tasks accepted in one request.
+pub const MAX_BATCH: usize = 1000;
+
+const FIELDS: [&str; 11] = [
+    "TaskId",
+    "TaskType",
+    "ClientId",
+    "CodebasePath",
+    "StartTime",
+    "FailTime",
+    "ErrorCode",
+    "ErrorMessage",
+    "RetryCount",
+    "ProcessedFiles",
+    "ErrorCategory",
+];
+
+/// Parse a body holding one task object or an array of 1..=1000 of them. All or nothing:
+/// the first invalid item rejects the whole body.
+pub fn parse_tasks(body: &[u8]) -> Result<Vec<FailedTask>, ValidationError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ValidationError::new("body", format!("is not valid JSON ({e})")))?;
+    match value {
+        Value::Object(obj) => Ok(vec![parse_task(&obj)?]),
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ValidationError::new("body", "the array holds no task"));
+            }
+            if items.len() > MAX_BATCH {
+                return Err(ValidationError::new(
+                    "body",
+                    format!(
+                        "the array holds {} tasks; at most {MAX_BATCH} are accepted",
+                        items.len()
+                    ),
+                ));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::Object(obj) => parse_task(obj)
+                        .map_err(|e| ValidationError::new(format!("[{i}].{}", e.field), e.reason)),
+                    _ => Err(ValidationError::new(
+                        format!("[{i}]"),
+                        "must be a task object",
+                    )),
+                })
+                .collect()
+        }
+        _ => Err(ValidationError::new(
+            "body",
+            "must be a task object or an array of them",
+        )),
+    }
+}
+
+fn parse_task(obj: &Map<String, Value>) -> Result<FailedTask, ValidationError> {
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(ValidationError::new(
+            unknown.clone(),
+            format!("unknown field; known ones are {}", FIELDS.join(", ")),
+        ));
+    }
+    // Checked in the contract's field order, so the first problem reported is predictable.
+    let required = |field: &str| match text(obj, field)? {
+        Some(s) if s.is_empty() => Err(ValidationError::new(field, "must not be empty")),
+        Some(s) => Ok(s),
+        None => Err(missing(field)),
+    };
+    let task_id = required("TaskId")?;
+    let task_type = required("TaskType")?;
+    let client_id = required("ClientId")?;
+    let codebase_path = text(obj, "CodebasePath")?.unwrap_or_default();
+    let start_time = time(obj, "StartTime")?;
+    let fail_time = time(obj, "FailTime")?.ok_or_else(|| missing("FailTime"))?;
+    let error_code = required("ErrorCode")?;
+    let error_message = text(obj, "ErrorMessage")?.unwrap_or_default();
+    let retry_count = count(obj, "RetryCount", u64::from(u32::MAX))?.unwrap_or(0);
+    let processed_files = count(obj, "ProcessedFiles", u64::MAX)?.unwrap_or(0);
+    let error_category = match text(obj, "ErrorCategory")? {
+        Some(c) => Some(ErrorCategory::parse(&c).map_err(|e| e.for_field("ErrorCategory"))?),
+        None => None,
+    };
+    FailedTask::new(NewFailedTask {
+        task_id,
+        task_type,
+        client_id,
+        codebase_path,
+        start_time_ms: start_time.unwrap_or(fail_time).unix_millis(),
+        fail_time_ms: fail_time.unix_millis(),
+        error_code,
+        error_message,
+        retry_count: u32::try_from(retry_count).unwrap_or(u32::MAX),
+        processed_files,
+        error_category,
+    })
+}
+
+fn missing(field: &str) -> ValidationError {
+    ValidationError::new(field, "is required")
+}
+
+fn text(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, ValidationError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ValidationError::new(field, "must be a string")),
+    }
+}
+
+fn time(obj: &Map<String, Value>, field: &str) -> Result<Option<Timestamp>, ValidationError> {
+    text(obj, field)?
+        .map(|s| Timestamp::parse_rfc3339(field, &s))
+        .transpose()
+}
+
+fn count(obj: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>, ValidationError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= max => Ok(Some(v)),
+            _ => Err(ValidationError::new(
+                field,
+                format!("must be a whole number between 0 and {max}"),
+            )),
+        },
+        Some(_) => Err(ValidationError::new(field, "must be a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"TaskId":"t1","TaskType":"embedding","ClientId":"c1","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"TIMEOUT_ERROR"}"#;
+
+    #[test]
+    fn one_task_with_defaults() {
+        let tasks = parse_tasks(GOOD.as_bytes()).unwrap();
+        assert_eq!(tasks.len(), 1);
+        let t = &tasks[0];
+        assert_eq!(t.start_time(), t.fail_time());
+        assert_eq!(t.error_category(), ErrorCategory::ServiceTimeout);
+        assert_eq!(t.retry_count(), 0);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_item() {
+        let table = [
+            ("{", "body"),
+            ("42", "body"),
+            ("[]", "body"),
+            (
+                r#"{"TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E"}"#,
+                "TaskId",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"soon","ErrorCode":"E"}"#,
+                "FailTime",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","RetryCount":-1}"#,
+                "RetryCount",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","ProcessedFiles":1.5}"#,
+                "ProcessedFiles",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","ErrorCategory":"oops"}"#,
+                "ErrorCategory",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","StartTime":"2025-01-24T10:00:00Z"}"#,
+                "FailTime",
+            ),
+            (
+                r#"{"TaskId":7,"TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E"}"#,
+                "TaskId",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","Extra":1}"#,
+                "Extra",
+            ),
+        ];
+        for (body, field) in table {
+            assert_eq!(
+                parse_tasks(body.as_bytes()).unwrap_err().field,
+                field,
+                "{body}"
+            );
+        }
+        let batch = format!("[{GOOD},{GOOD},{{\"TaskId\":\"\"}}]");
+        assert_eq!(
+            parse_tasks(batch.as_bytes()).unwrap_err().field,
+            "[2].TaskId"
+        );
+        let too_many = format!("[{}]", vec![GOOD; MAX_BATCH + 1].join(","));
+        assert_eq!(parse_tasks(too_many.as_bytes()).unwrap_err().field, "body");
+    }
+}
