@@ -16,6 +16,7 @@ use clap::{Parser, ValueEnum};
 use failed_tasks_domain::{FailedTask, PageLimits};
 use failed_tasks_http::{App, HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailedTaskService};
+use failed_tasks_redis::{CompatConfig, CompatStore, JanitorHandle, RedisConfig, RedisStore};
 use failed_tasks_store::{MemoryStore, StatusStore};
 
 /// Where failed tasks are kept.
@@ -57,6 +58,52 @@ struct Flags {
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
+
+    /// Prefix of every key of the Redis store; must hold exactly one hash tag (`{...}`), so
+    /// all keys share one Redis Cluster slot.
+    #[arg(
+        long,
+        env = "FAILED_TASKS_REDIS_KEY_PREFIX",
+        default_value = "{failed-tasks}"
+    )]
+    redis_key_prefix: String,
+
+    /// The longest a single Redis command may take.
+    #[arg(long, env = "FAILED_TASKS_REDIS_COMMAND_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    redis_command_timeout: Duration,
+
+    /// Retention: failed tasks older than this are trimmed (Redis store).
+    #[arg(long, env = "FAILED_TASKS_RETENTION_MAX_AGE", default_value = "30days", value_parser = humantime::parse_duration)]
+    retention_max_age: Duration,
+
+    /// Retention: at most this many failed tasks are kept; the oldest beyond are trimmed (Redis store).
+    #[arg(
+        long,
+        env = "FAILED_TASKS_RETENTION_MAX_COUNT",
+        default_value_t = 1_000_000
+    )]
+    retention_max_count: u64,
+
+    /// How often the retention janitor runs (Redis store).
+    #[arg(long, env = "FAILED_TASKS_JANITOR_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    janitor_interval: Duration,
+
+    /// Directory where trimmed tasks are archived as JSON lines, one file per UTC day
+    /// (Redis store). Unset: trimmed tasks are dropped.
+    #[arg(long, env = "FAILED_TASKS_ARCHIVE_DIR")]
+    archive_dir: Option<std::path::PathBuf>,
+
+    /// Key prefix of the original Go service's records (`--store compat`).
+    #[arg(
+        long,
+        env = "FAILED_TASKS_COMPAT_KEY_PREFIX",
+        default_value = "request:id:"
+    )]
+    compat_key_prefix: String,
+
+    /// Expiry the Go service sets on its records, used to estimate their fail time (`--store compat`).
+    #[arg(long, env = "FAILED_TASKS_COMPAT_RECORD_EXPIRY", default_value = "24h", value_parser = humantime::parse_duration)]
+    compat_record_expiry: Duration,
 
     /// Record the source document's three example tasks at start.
     #[arg(long, env = "FAILED_TASKS_DEMO")]
@@ -140,17 +187,60 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn open_store(flags: &Flags) -> anyhow::Result<Arc<dyn StatusStore>> {
+/// The chosen store, and the background job that keeps it trimmed (if any).
+async fn open_store(
+    flags: &Flags,
+) -> anyhow::Result<(Arc<dyn StatusStore>, Option<JanitorHandle>)> {
     match flags.store {
-        StoreKind::Memory => Ok(Arc::new(MemoryStore::new())),
-        StoreKind::Redis | StoreKind::Compat => bail!(
-            "--store {} is not available in this build yet; use --store memory",
-            if flags.store == StoreKind::Redis {
-                "redis"
-            } else {
-                "compat"
+        StoreKind::Memory => Ok((Arc::new(MemoryStore::new()), None)),
+        StoreKind::Redis => {
+            let config = RedisConfig {
+                url: flags.redis_url.clone(),
+                key_prefix: flags.redis_key_prefix.clone(),
+                command_timeout: flags.redis_command_timeout,
+                max_age: flags.retention_max_age,
+                max_count: flags.retention_max_count,
+                janitor_interval: flags.janitor_interval,
+                archive_dir: flags.archive_dir.clone(),
+                ..RedisConfig::default()
+            };
+            // Fails only on bad configuration: a Redis that is down is retried in the
+            // background while /readyz reports not-ready.
+            let store = RedisStore::connect(config)
+                .await
+                .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
+            if !store.wait_connected(Duration::from_secs(2)).await {
+                tracing::warn!(
+                    url = %redact_url(&flags.redis_url),
+                    "Redis is not reachable yet; retrying in the background"
+                );
             }
-        ),
+            let janitor = store.spawn_janitor();
+            Ok((Arc::new(store), Some(janitor)))
+        }
+        StoreKind::Compat => {
+            let config = CompatConfig {
+                url: flags.redis_url.clone(),
+                key_prefix: flags.compat_key_prefix.clone(),
+                record_expiry: flags.compat_record_expiry,
+                command_timeout: flags.redis_command_timeout,
+                ..CompatConfig::default()
+            };
+            let store = CompatStore::connect(config)
+                .await
+                .context("--redis-url / --compat-key-prefix")?;
+            Ok((Arc::new(store), None))
+        }
+    }
+}
+
+/// A Redis URL with any password replaced, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -187,12 +277,15 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     if flags.health_timeout.is_zero() || flags.request_timeout.is_zero() {
         bail!("--health-timeout and --request-timeout must be greater than zero");
     }
-    let store = open_store(&flags)?;
+    let (store, janitor) = open_store(&flags).await?;
     let deadlines = Deadlines {
         health_check: flags.health_timeout,
         request: flags.request_timeout,
     };
     let service = FailedTaskService::new(store, deadlines);
+    if flags.demo && flags.store == StoreKind::Compat {
+        bail!("--demo cannot record into --store compat, which is read-only");
+    }
     if flags.demo {
         for task in FailedTask::seed_examples() {
             service
@@ -245,6 +338,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         Err(_) => {
             tracing::warn!(grace = ?flags.shutdown_grace, "in-flight requests did not finish within the grace period")
         }
+    }
+    if let Some(janitor) = janitor {
+        janitor.stop();
     }
     tracing::info!("stopped");
     Ok(())
