@@ -147,3 +147,74 @@ fn bad_configuration_exits_with_a_message_naming_the_setting() {
         assert!(stderr.contains(name), "{args:?}: {stderr}");
     }
 }
+
+/// The server process over a private Redis: killed → 503 at once, paused → 503 within the
+/// health deadline, restarted on the same port → 200 again, by itself, in the same process.
+#[test]
+fn redis_faults_are_503_and_the_same_process_recovers() {
+    let mut redis = failed_tasks_testkit::RedisServer::start();
+    let url = redis.url();
+    let server = start(
+        &[
+            "--store",
+            "redis",
+            "--redis-url",
+            &url,
+            "--demo",
+            "--health-timeout",
+            "1s",
+            "--redis-command-timeout",
+            "500ms",
+        ],
+        &[],
+    );
+    let list = "/codebase-embedder/api/v1/tasks/failed";
+    let timed = |path: &str| {
+        let started = std::time::Instant::now();
+        let (status, body) = http_get(server.addr, path);
+        (status, body, started.elapsed())
+    };
+    let (status, body, _) = timed(list);
+    assert_eq!(status, 200);
+    assert_eq!(body["Data"]["TotalTasks"], 3);
+    assert_eq!(timed("/readyz").0, 200);
+
+    redis.pause();
+    let (status, body, took) = timed(list);
+    assert_eq!(status, 503);
+    assert_eq!(body["Message"], "Redis服务不可用，请稍后再试");
+    assert!(
+        took < Duration::from_millis(2500),
+        "paused Redis: answered after {took:?}"
+    );
+    redis.resume();
+
+    redis.kill();
+    let (status, _, took) = timed(list);
+    assert_eq!(status, 503);
+    assert!(
+        took < Duration::from_millis(2500),
+        "killed Redis: answered after {took:?}"
+    );
+    assert_eq!(timed("/readyz").0, 503);
+    assert_eq!(
+        timed("/healthz").0,
+        200,
+        "liveness does not depend on Redis"
+    );
+
+    redis.restart(); // same port, empty data
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body, _) = timed(list);
+        if status == 200 {
+            assert_eq!(body["Data"]["TotalTasks"], 0, "a fresh Redis holds nothing");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery within 15 s of the restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

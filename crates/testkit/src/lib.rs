@@ -50,6 +50,19 @@ fn wait_for_pong(port: u16, within: Duration) -> bool {
     false
 }
 
+/// Runs redis-server with the arguments after `$1` (the test process id), prints its pid,
+/// and kills it when either the test process or redis-server is gone.
+const GUARDIAN: &str = r#"
+parent=$1; shift
+redis-server "$@" >/dev/null 2>&1 &
+child=$!
+echo "$child"
+while kill -0 "$parent" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.2; done
+kill -CONT "$child" 2>/dev/null
+kill -KILL "$child" 2>/dev/null
+wait "$child" 2>/dev/null
+"#;
+
 fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -64,7 +77,9 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     extra_args: Vec<String>,
+    /// The guardian shell (see `spawn`).
     child: Option<Child>,
+    redis_pid: Option<u32>,
 }
 
 impl RedisServer {
@@ -84,13 +99,26 @@ impl RedisServer {
             dir,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
+            redis_pid: None,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        match Command::new("redis-server").arg("--version").output() {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(e) => panic!("could not run redis-server: {e}"),
+        }
+        // A small shell guardian starts redis-server and kills it as soon as this test
+        // process is gone, so a server held in a `static` (never dropped) or a test that
+        // aborts cannot leave redis-server processes behind.
+        let mut guardian = Command::new("sh")
+            .arg("-c")
+            .arg(GUARDIAN)
+            .arg("sh")
+            .arg(std::process::id().to_string())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args([
                 "--save",
@@ -103,17 +131,19 @@ impl RedisServer {
             .arg("--dir")
             .arg(&self.dir)
             .args(&self.extra_args)
-            .stdout(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
-            Err(e) => panic!("could not start redis-server: {e}"),
-        };
-        self.child = Some(child);
+            .spawn()
+            .expect("start sh");
+        let mut line = String::new();
+        let stdout = guardian.stdout.take().expect("guardian stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("read redis-server pid");
+        self.redis_pid = line.trim().parse().ok();
+        self.child = Some(guardian);
         assert!(
-            wait_for_pong(self.port, Duration::from_secs(10)),
+            self.redis_pid.is_some() && wait_for_pong(self.port, Duration::from_secs(10)),
             "redis-server on port {} did not answer PING within 10 s",
             self.port
         );
@@ -129,16 +159,24 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// The process id of the running server.
+    /// The process id of the running redis-server.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server is running").id()
+        self.redis_pid.expect("server is running")
     }
 
     /// Kill the server (SIGKILL) and reap it; the port is free afterwards.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(pid) = self.redis_pid.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        if let Some(mut guardian) = self.child.take() {
+            // The guardian exits once its redis-server is gone.
+            let _ = guardian.wait();
         }
     }
 

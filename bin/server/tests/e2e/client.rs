@@ -1,0 +1,55 @@
+//! A small HTTP client for the scenarios.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::{Env, ADMIN_TOKEN};
+
+pub async fn call(
+    env: &Env,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("{}{}", env.base, path))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Bytes::from(v.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let resp = client
+        .request(req.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (status, json)
+}
+
+pub async fn get(env: &Env, path: &str) -> Value {
+    let (status, v) = call(env, Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::OK, "GET {path}: {v}");
+    v
+}
+
+pub async fn post(env: &Env, body: Value) -> (StatusCode, Value) {
+    call(
+        env,
+        Method::POST,
+        "/codebase-embedder/api/v1/admin/failed-tasks",
+        Some(body),
+    )
+    .await
+}

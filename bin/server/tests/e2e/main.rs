@@ -1,0 +1,111 @@
+//! The same end-to-end suite on every store: the real HTTP adapter on an ephemeral loopback
+//! port, over the in-memory store and over the Redis store (a private redis-server).
+//!
+//! Each scenario is an `async fn(&Env)`; `on_every_store!` runs it once per store, each on
+//! an empty store (a fresh key prefix on Redis).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+mod client;
+mod scenarios;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use failed_tasks_http::{App, HttpConfig, Token};
+use failed_tasks_query::{Deadlines, FailedTaskService};
+use failed_tasks_redis::{RedisConfig, RedisStore};
+use failed_tasks_store::{MemoryStore, StatusStore};
+use failed_tasks_testkit::RedisServer;
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// A running server over one store.
+#[derive(Debug)]
+pub struct Env {
+    pub base: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn redis() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+pub async fn memory_store() -> Arc<dyn StatusStore> {
+    Arc::new(MemoryStore::new())
+}
+
+pub async fn redis_store() -> Arc<dyn StatusStore> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let config = RedisConfig {
+        url: redis().url(),
+        key_prefix: format!(
+            "{{e2e-{}-{}}}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ),
+        command_timeout: Duration::from_secs(2),
+        ..RedisConfig::default()
+    };
+    let store = RedisStore::connect(config).await.unwrap();
+    assert!(
+        store.wait_connected(Duration::from_secs(10)).await,
+        "redis store did not connect"
+    );
+    Arc::new(store)
+}
+
+pub async fn serve(store: Arc<dyn StatusStore>) -> Env {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(App {
+        service: FailedTaskService::new(store, Deadlines::default()),
+        config: HttpConfig {
+            admin_token: Token::new(ADMIN_TOKEN),
+            ..HttpConfig::default()
+        },
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(failed_tasks_http::serve(listener, app, async move {
+        let _ = rx.await;
+    }));
+    Env {
+        base: format!("http://{addr}"),
+        _stop: tx,
+    }
+}
+
+/// Run each scenario on the memory store and on the Redis store.
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let env = crate::serve(crate::memory_store().await).await;
+                    crate::scenarios::$scenario(&env).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let env = crate::serve(crate::redis_store().await).await;
+                    crate::scenarios::$scenario(&env).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    seed_tasks_are_listed_newest_first,
+    recording_again_updates_and_moves_indexes,
+    a_bad_batch_stores_nothing,
+    paging_is_complete_while_failures_arrive,
+    filters_combine_and_totals_match,
+    one_task_and_removals,
+);

@@ -1,0 +1,241 @@
+//! The scenarios, written once, run on every store.
+
+use std::collections::HashSet;
+
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::client::{call, get, post};
+use crate::Env;
+
+const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
+const ADMIN: &str = "/codebase-embedder/api/v1/admin/failed-tasks";
+
+fn task(id: &str, minute: u32, category: &str, client: &str, code: &str, ty: &str) -> Value {
+    json!({"TaskId": id, "TaskType": ty, "ClientId": client, "CodebasePath": format!("/projects/{client}"),
+        "StartTime": "2025-01-24T08:00:00Z", "FailTime": format!("2025-01-24T{:02}:{:02}:00Z", 9 + minute / 60, minute % 60),
+        "ErrorCode": code, "ErrorMessage": format!("{code} in {id}"), "RetryCount": 1, "ProcessedFiles": 5,
+        "ErrorCategory": category})
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["Data"]["Tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["TaskId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn seed() -> Value {
+    json!([
+        {"TaskId":"task_001","TaskType":"embedding","ClientId":"client123","CodebasePath":"/projects/myapp",
+         "StartTime":"2025-01-24T09:00:00Z","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"TIMEOUT_ERROR",
+         "ErrorMessage":"向量嵌入服务超时，请求超过30秒未响应","RetryCount":3,"ProcessedFiles":75,"ErrorCategory":"service_timeout"},
+        {"TaskId":"task_002","TaskType":"indexing","ClientId":"client456","CodebasePath":"/projects/another",
+         "StartTime":"2025-01-24T09:20:00Z","FailTime":"2025-01-24T09:22:00Z","ErrorCode":"PERMISSION_DENIED",
+         "ErrorMessage":"没有权限访问指定代码库","RetryCount":0,"ProcessedFiles":0,"ErrorCategory":"authorization"},
+        {"TaskId":"task_003","TaskType":"cleaning","ClientId":"client789","CodebasePath":"/projects/old",
+         "StartTime":"2025-01-24T10:00:00Z","FailTime":"2025-01-24T10:01:00Z","ErrorCode":"STORAGE_ERROR",
+         "ErrorMessage":"存储空间不足，无法完成清理操作","RetryCount":1,"ProcessedFiles":50,"ErrorCategory":"resource_exhausted"}
+    ])
+}
+
+pub async fn seed_tasks_are_listed_newest_first(env: &Env) {
+    let (status, v) = post(env, seed()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let page = get(env, LIST).await;
+    let s = seed();
+    assert_eq!(
+        page,
+        json!({"Code":0,"Message":"ok","Success":true,
+            "Data":{"TotalTasks":3,"Tasks":[s[2], s[1], s[0]],"NextCursor":null}})
+    );
+}
+
+pub async fn recording_again_updates_and_moves_indexes(env: &Env) {
+    post(
+        env,
+        task(
+            "x",
+            1,
+            "service_timeout",
+            "alice",
+            "TIMEOUT_ERROR",
+            "embedding",
+        ),
+    )
+    .await;
+    post(
+        env,
+        task(
+            "y",
+            2,
+            "service_timeout",
+            "alice",
+            "TIMEOUT_ERROR",
+            "embedding",
+        ),
+    )
+    .await;
+    let (_, v) = post(
+        env,
+        task(
+            "x",
+            30,
+            "authorization",
+            "bob",
+            "PERMISSION_DENIED",
+            "indexing",
+        ),
+    )
+    .await;
+    assert_eq!(v["Data"], json!({"Recorded":1,"Created":0,"Updated":1}));
+    assert_eq!(get(env, LIST).await["Data"]["TotalTasks"], 2);
+    assert_eq!(
+        ids(&get(env, LIST).await),
+        ["x", "y"],
+        "x moved to its new fail time"
+    );
+    assert_eq!(
+        ids(&get(env, &format!("{LIST}?clientId=alice")).await),
+        ["y"]
+    );
+    assert_eq!(ids(&get(env, &format!("{LIST}?clientId=bob")).await), ["x"]);
+    assert_eq!(
+        ids(&get(env, &format!("{LIST}?category=service_timeout")).await),
+        ["y"]
+    );
+    assert_eq!(
+        ids(&get(env, &format!("{LIST}?errorCode=PERMISSION_DENIED")).await),
+        ["x"]
+    );
+    assert_eq!(
+        ids(&get(env, &format!("{LIST}?taskType=indexing")).await),
+        ["x"]
+    );
+}
+
+pub async fn a_bad_batch_stores_nothing(env: &Env) {
+    let mut bad = task("c", 3, "data_error", "c", "PARSE_ERROR", "indexing");
+    bad["FailTime"] = json!("2025-01-24T07:00:00Z"); // before StartTime
+    let batch = json!([
+        task("a", 1, "data_error", "c", "PARSE_ERROR", "indexing"),
+        task("b", 2, "data_error", "c", "PARSE_ERROR", "indexing"),
+        bad
+    ]);
+    let (status, v) = post(env, batch).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        v["Message"].as_str().unwrap().contains("[2].FailTime"),
+        "{v}"
+    );
+    assert_eq!(get(env, LIST).await["Data"]["TotalTasks"], 0);
+}
+
+pub async fn paging_is_complete_while_failures_arrive(env: &Env) {
+    let batch: Vec<Value> = (0..250)
+        .map(|i| {
+            task(
+                &format!("t{i:03}"),
+                i % 90,
+                "system_error",
+                "c",
+                "INTERNAL",
+                "embedding",
+            )
+        })
+        .collect();
+    post(env, Value::Array(batch)).await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut late = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{LIST}?pageSize=40&cursor={c}"),
+            None => format!("{LIST}?pageSize=40"),
+        };
+        let page = get(env, &path).await;
+        seen.extend(ids(&page));
+        late += 1;
+        post(
+            env,
+            task(
+                &format!("late{late}"),
+                200 + late,
+                "system_error",
+                "c",
+                "INTERNAL",
+                "embedding",
+            ),
+        )
+        .await;
+        match page["Data"]["NextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 250, "pages lost or repeated tasks");
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        250,
+        "a task was listed twice"
+    );
+}
+
+pub async fn filters_combine_and_totals_match(env: &Env) {
+    let cats = ["service_timeout", "authorization", "data_error"];
+    let batch: Vec<Value> = (0..60)
+        .map(|i| {
+            task(
+                &format!("f{i:02}"),
+                i,
+                cats[i as usize % 3],
+                &format!("client{}", i % 4),
+                "E",
+                if i % 2 == 0 { "embedding" } else { "indexing" },
+            )
+        })
+        .collect();
+    post(env, Value::Array(batch)).await;
+    let page = get(
+        env,
+        &format!("{LIST}?category=authorization&clientId=client1&taskType=indexing"),
+    )
+    .await;
+    // i % 3 == 1 and i % 4 == 1 and i odd: i = 1, 13, 25, 37, 49
+    assert_eq!(ids(&page), ["f49", "f37", "f25", "f13", "f01"]);
+    assert_eq!(page["Data"]["TotalTasks"], 5);
+    let window = get(
+        env,
+        &format!("{LIST}?since=2025-01-24T09:10:00Z&until=2025-01-24T09:14:00Z"),
+    )
+    .await;
+    assert_eq!(ids(&window), ["f14", "f13", "f12", "f11", "f10"]);
+    assert_eq!(window["Data"]["TotalTasks"], 5);
+    let first = get(env, &format!("{LIST}?category=data_error&pageSize=3")).await;
+    assert_eq!(first["Data"]["TotalTasks"], 20);
+    assert_eq!(ids(&first), ["f59", "f56", "f53"]);
+}
+
+pub async fn one_task_and_removals(env: &Env) {
+    post(env, seed()).await;
+    let one = get(env, &format!("{LIST}/task_002")).await;
+    assert_eq!(one["Data"], seed()[1]);
+    let (status, _) = call(env, Method::GET, &format!("{LIST}/task_404"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = call(env, Method::DELETE, &format!("{ADMIN}/task_002"), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (status, _) = call(env, Method::GET, &format!("{LIST}/task_002"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = call(
+        env,
+        Method::DELETE,
+        &format!("{ADMIN}?until=2025-01-24T09:30:00Z"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["Data"], json!({"Removed":1,"Complete":true}));
+    assert_eq!(ids(&get(env, LIST).await), ["task_003"]);
+}
