@@ -136,7 +136,7 @@ fn without_demo_the_store_starts_empty() {
 #[test]
 fn bad_configuration_exits_with_a_message_naming_the_setting() {
     let table: [(&[&str], &str); 3] = [
-        (&["--page-size-default", "0"], "--page-size-default"),
+        (&["--page-size-default", "0"], "page_size_default"),
         (&["--health-timeout", "soon"], "--health-timeout"),
         (&["--listen", "not-an-address"], "--listen"),
     ];
@@ -217,4 +217,131 @@ fn redis_faults_are_503_and_the_same_process_recovers() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn print_config(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .arg("--print-config")
+        .args(args)
+        .env_remove("FAILED_TASKS_PAGE_SIZE_DEFAULT")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("failed-tasks-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn precedence_is_flags_over_env_over_file_over_defaults() {
+    let file = temp_file(
+        "precedence.toml",
+        "page_size_default = 7\npage_size_max = 50\nretry_after_secs = 9\n",
+    );
+    let file = file.to_str().unwrap();
+    let line = |text: &str, key: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{key} =")))
+            .unwrap()
+            .to_owned()
+    };
+    let defaults = print_config(&[], &[]);
+    assert_eq!(
+        line(&defaults, "page_size_default"),
+        "page_size_default = 100"
+    );
+    let from_file = print_config(&["--config", file], &[]);
+    assert_eq!(
+        line(&from_file, "page_size_default"),
+        "page_size_default = 7"
+    );
+    assert_eq!(line(&from_file, "retry_after_secs"), "retry_after_secs = 9");
+    let env_wins = print_config(
+        &["--config", file],
+        &[("FAILED_TASKS_PAGE_SIZE_DEFAULT", "8")],
+    );
+    assert_eq!(
+        line(&env_wins, "page_size_default"),
+        "page_size_default = 8"
+    );
+    assert_eq!(
+        line(&env_wins, "page_size_max"),
+        "page_size_max = 50",
+        "the file still applies"
+    );
+    let flag_wins = print_config(
+        &["--config", file, "--page-size-default", "9"],
+        &[("FAILED_TASKS_PAGE_SIZE_DEFAULT", "8")],
+    );
+    assert_eq!(
+        line(&flag_wins, "page_size_default"),
+        "page_size_default = 9"
+    );
+    // The config file itself can come from the environment.
+    let via_env = print_config(&[], &[("FAILED_TASKS_CONFIG", file)]);
+    assert_eq!(line(&via_env, "page_size_default"), "page_size_default = 7");
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_refused_naming_key_and_file() {
+    let table = [
+        ("unknown.toml", "listn = \"127.0.0.1:1\"\n", "listn"),
+        (
+            "badvalue.toml",
+            "health_timeout = \"soon\"\n",
+            "health_timeout",
+        ),
+        (
+            "badtype.toml",
+            "page_size_max = \"many\"\n",
+            "page_size_max",
+        ),
+    ];
+    for (name, text, key) in table {
+        let file = temp_file(name, text);
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{name}: {stderr}");
+        assert!(
+            stderr.contains(file.to_str().unwrap()),
+            "{name} does not name the file: {stderr}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/failed-tasks.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn print_config_redacts_secrets() {
+    let file = temp_file("secrets.toml", "read_token = \"file-reader-secret\"\nredis_url = \"redis://:hunter2@redis.internal:6379/0\"\n");
+    let shown = print_config(
+        &["--config", file.to_str().unwrap()],
+        &[("FAILED_TASKS_ADMIN_TOKEN", "env-admin-secret")],
+    );
+    for secret in ["env-admin-secret", "file-reader-secret", "hunter2"] {
+        assert!(!shown.contains(secret), "{secret} printed:\n{shown}");
+    }
+    assert!(shown.contains("admin_token = \"<redacted>\""), "{shown}");
+    assert!(shown.contains("read_token = \"<redacted>\""), "{shown}");
+    assert!(
+        shown.contains("redis_url = \"redis://<redacted>@redis.internal:6379/0\""),
+        "{shown}"
+    );
 }
