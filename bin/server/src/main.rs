@@ -134,9 +134,9 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         }
         tracing::info!("recorded the 3 demo tasks");
     }
-    let app = Arc::new(App {
+    let app = Arc::new(App::new(
         service,
-        config: HttpConfig {
+        HttpConfig {
             page_limits,
             header_read_timeout: flags.header_read_timeout,
             body_read_timeout: flags.body_read_timeout,
@@ -153,7 +153,7 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
             max_connections: flags.max_connections,
             retry_after_secs: flags.retry_after_secs,
         },
-    });
+    ));
     let listener = tokio::net::TcpListener::bind(flags.listen)
         .await
         .with_context(|| format!("binding {}", flags.listen))?;

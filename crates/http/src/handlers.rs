@@ -23,6 +23,7 @@ pub(crate) const REQUEST_ID: &str = "x-request-id";
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     body: Bytes,
+    content_type: &'static str,
     allow: Option<&'static [&'static str]>,
     challenge: bool,
     retry_after: Option<u32>,
@@ -41,6 +42,7 @@ impl Reply {
         Reply {
             status,
             body,
+            content_type: "application/json",
             allow: None,
             challenge: false,
             retry_after: None,
@@ -93,12 +95,14 @@ impl Reply {
     /// Map a use-case error, logging what clients must not see.
     fn from_query_error(app: &App, err: QueryError) -> Reply {
         match err {
-            QueryError::Unavailable { reason } => {
-                tracing::warn!(%reason, "status store unavailable");
+            QueryError::Unavailable { reason, kind } => {
+                app.metrics.store_error(kind);
+                tracing::warn!(%reason, kind, "status store unavailable");
                 Self::unavailable(app.config.retry_after_secs)
             }
-            QueryError::Internal { detail } => {
-                tracing::error!(%detail, "query failed");
+            QueryError::Internal { detail, kind } => {
+                app.metrics.store_error(kind);
+                tracing::error!(%detail, kind, "query failed");
                 Self::error(StatusCode::INTERNAL_SERVER_ERROR, 500, MSG_QUERY_FAILED)
             }
             QueryError::BadRequest(e) => Self::bad_request(&e),
@@ -110,7 +114,7 @@ impl Reply {
         let mut resp = Response::new(Full::new(self.body));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
         if let Some(methods) = self.allow {
             if let Ok(v) = HeaderValue::from_str(&methods.join(", ")) {
                 h.insert(ALLOW, v);
@@ -140,6 +144,7 @@ pub(crate) async fn list_failed(app: &App, query: Option<&str>) -> Reply {
     };
     match app.service.list_failed(&q).await {
         Ok(page) => {
+            app.metrics.corrupt_skipped(page.skipped_corrupt);
             if page.skipped_corrupt > 0 {
                 tracing::warn!(
                     skipped = page.skipped_corrupt,
@@ -227,6 +232,9 @@ pub(crate) async fn record_tasks(app: &App, query: Option<&str>, body: &[u8]) ->
                 .iter()
                 .filter(|o| **o == failed_tasks_store::RecordOutcome::Created)
                 .count();
+            for task in &tasks {
+                app.metrics.recorded(task);
+            }
             tracing::info!(recorded = tasks.len(), created, "failures recorded");
             Reply::ok(Recorded {
                 recorded: tasks.len() as u64,
@@ -283,5 +291,34 @@ pub(crate) async fn remove_matching(app: &App, query: Option<&str>) -> Reply {
             })
         }
         Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `GET /metrics`: Prometheus metrics (OpenMetrics text). The stored-tasks gauge is read
+/// from the store at most every few seconds; when the store is down, the last values stay.
+pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
+    if let Err(e) = params::no_params(query) {
+        return Reply::bad_request(&e);
+    }
+    if app.metrics.stored_gauge_is_stale() {
+        match app.service.count_by_category().await {
+            Ok(counts) => {
+                for (category, n) in counts {
+                    app.metrics.set_stored(category, n);
+                }
+            }
+            Err(QueryError::Unavailable { kind, .. } | QueryError::Internal { kind, .. }) => {
+                app.metrics.store_error(kind);
+            }
+            Err(_) => {}
+        }
+    }
+    Reply {
+        status: StatusCode::OK,
+        body: Bytes::from(app.metrics.encode()),
+        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        allow: None,
+        challenge: false,
+        retry_after: None,
     }
 }

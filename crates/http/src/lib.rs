@@ -7,6 +7,7 @@
 //! - `router`: maps method and path to a handler ([`ROUTES`] lists them); a method a route
 //!   does not answer gets 405 with `Allow`, unknown paths 404; bearer-token checks.
 //! - [`ingest`]: request bodies of the admin API, validated field by field.
+//! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - `handlers`: one function per route, calling the query use cases.
 //! - `params`: query-string parsing into validated domain queries.
 //! - [`wire`]: the JSON types with the contract's exact field names and the envelope. They
@@ -24,11 +25,13 @@
 mod auth;
 mod handlers;
 pub mod ingest;
+pub mod metrics;
 mod params;
 mod router;
 pub mod server;
 pub mod wire;
 
 pub use auth::Token;
+pub use metrics::Metrics;
 pub use router::{App, HttpConfig, BASE_PATH, ROUTES};
 pub use server::serve;

@@ -9,6 +9,7 @@ use hyper::{Method, Request, StatusCode};
 
 use crate::auth::{self, Token};
 use crate::handlers::{self, Reply};
+use crate::metrics::Metrics;
 
 /// The contract's path prefix.
 pub const BASE_PATH: &str = "/codebase-embedder/api/v1";
@@ -28,6 +29,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ),
     ("/healthz", &["GET"]),
     ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
 ];
 
 /// Limits and settings of the HTTP adapter. Defaults live in the binary's flags.
@@ -69,13 +71,27 @@ impl Default for HttpConfig {
     }
 }
 
-/// Everything a request needs: the use cases and the HTTP settings. Share it in an `Arc`.
-#[derive(Debug, Clone)]
+/// Everything a request needs: the use cases, the HTTP settings and the metrics. Share it
+/// in an `Arc`.
+#[derive(Debug)]
 pub struct App {
     /// The use cases.
     pub service: FailedTaskService,
     /// The HTTP settings.
     pub config: HttpConfig,
+    /// The server's metrics, served at `/metrics`.
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// An app with fresh metrics.
+    pub fn new(service: FailedTaskService, config: HttpConfig) -> Self {
+        Self {
+            service,
+            config,
+            metrics: Metrics::new(),
+        }
+    }
 }
 
 /// The routes this adapter serves.
@@ -87,6 +103,7 @@ pub(crate) enum Route {
     AdminTask(String),
     Healthz,
     Readyz,
+    Metrics,
     NotFound,
 }
 
@@ -104,6 +121,7 @@ impl Route {
         match path {
             "/healthz" => return Route::Healthz,
             "/readyz" => return Route::Readyz,
+            "/metrics" => return Route::Metrics,
             _ => {}
         }
         let Some(rest) = path.strip_prefix(BASE_PATH) else {
@@ -138,6 +156,7 @@ impl Route {
             Route::AdminTask(_) => "admin_task",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
             Route::NotFound => "not_found",
         }
     }
@@ -151,6 +170,7 @@ impl Route {
             Route::AdminTask(_) => ROUTES[3].0,
             Route::Healthz => ROUTES[4].0,
             Route::Readyz => ROUTES[5].0,
+            Route::Metrics => ROUTES[6].0,
             Route::NotFound => return &[],
         };
         ROUTES
@@ -163,7 +183,7 @@ impl Route {
         match self {
             Route::ListFailed | Route::GetFailed(_) => Access::Read,
             Route::AdminTasks | Route::AdminTask(_) => Access::Admin,
-            Route::Healthz | Route::Readyz | Route::NotFound => Access::Open,
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => Access::Open,
         }
     }
 }
@@ -193,6 +213,7 @@ pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> 
         (Route::GetFailed(id), _) => handlers::get_failed(app, &id, query).await,
         (Route::Healthz, _) => handlers::healthz(query),
         (Route::Readyz, _) => handlers::readyz(app, query).await,
+        (Route::Metrics, _) => handlers::metrics(app, query).await,
         (Route::AdminTasks, Method::POST) => {
             if !is_json(&req) {
                 return Reply::error(
@@ -309,6 +330,7 @@ mod tests {
             ("/codebase-embedder/api/v2/tasks/failed", Route::NotFound),
             ("/healthz", Route::Healthz),
             ("/readyz", Route::Readyz),
+            ("/metrics", Route::Metrics),
             ("/", Route::NotFound),
         ];
         for (path, want) in table {

@@ -41,6 +41,8 @@ async fn handle(
         let route = Route::of(&path).name();
         let reply = router::dispatch(&app, req).await;
         let status = reply.status.as_u16();
+        app.metrics
+            .observe_request(route, status, started.elapsed());
         tracing::info!(
             route,
             status,

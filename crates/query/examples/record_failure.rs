@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             t.task_id(),
             t.processed_files()
         ),
-        Err(QueryError::Unavailable { reason }) => eprintln!("store down: {reason}"),
+        Err(QueryError::Unavailable { reason, .. }) => eprintln!("store down: {reason}"),
         Err(e) => eprintln!("lookup failed: {e}"),
     }
     Ok(())

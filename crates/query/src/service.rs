@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use failed_tasks_domain::{
-    FailedTask, ListQuery, PageLimits, PageSize, TaskFilter, TaskId, ValidationError,
+    ErrorCategory, FailedTask, ListQuery, PageLimits, PageSize, TaskFilter, TaskId, ValidationError,
 };
 use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
 
@@ -36,6 +36,8 @@ pub enum QueryError {
     Unavailable {
         /// What happened, for the log.
         reason: String,
+        /// A short stable label for metrics: a [`StoreError::kind`] or `deadline`.
+        kind: &'static str,
     },
     /// The store answered but the operation failed. HTTP answers 500 with a fixed message;
     /// `detail` is for logs only and must never reach a client.
@@ -43,6 +45,8 @@ pub enum QueryError {
     Internal {
         /// What happened, for the log.
         detail: String,
+        /// A short stable label for metrics: a [`StoreError::kind`].
+        kind: &'static str,
     },
     /// The request itself is invalid; the message names the parameter.
     #[error("bad request: {0}")]
@@ -57,10 +61,12 @@ impl QueryError {
         if err.is_unavailable() {
             QueryError::Unavailable {
                 reason: err.to_string(),
+                kind: err.kind(),
             }
         } else {
             QueryError::Internal {
                 detail: err.to_string(),
+                kind: err.kind(),
             }
         }
     }
@@ -114,12 +120,14 @@ impl FailedTaskService {
             // A failed ping means the store is not usable, whatever the failure kind.
             Ok(Err(e)) => Err(QueryError::Unavailable {
                 reason: e.to_string(),
+                kind: e.kind(),
             }),
             Err(_) => Err(QueryError::Unavailable {
                 reason: format!(
                     "connection check exceeded its {:?} deadline",
                     self.deadlines.health_check
                 ),
+                kind: "deadline",
             }),
         }
     }
@@ -137,6 +145,7 @@ impl FailedTaskService {
             Ok(result) => result,
             Err(_) => Err(QueryError::Unavailable {
                 reason: format!("request exceeded its {:?} deadline", self.deadlines.request),
+                kind: "deadline",
             }),
         }
     }
@@ -216,6 +225,29 @@ impl FailedTaskService {
                 }
             }
         }
+    }
+
+    /// How many failed tasks are stored in each category (five one-item pages: each store
+    /// answers a filtered total from its index, O(log N) or better).
+    pub async fn count_by_category(&self) -> Result<Vec<(ErrorCategory, u64)>, QueryError> {
+        let limits = PageLimits::new(1, 1)?;
+        let store = &self.store;
+        self.checked(async move {
+            let mut counts = Vec::with_capacity(ErrorCategory::ALL.len());
+            for category in ErrorCategory::ALL {
+                let query = ListQuery {
+                    filter: TaskFilter {
+                        category: Some(category),
+                        ..TaskFilter::default()
+                    },
+                    page_size: limits.default_size(),
+                    cursor: None,
+                };
+                counts.push((category, store.list(&query).await?.total));
+            }
+            Ok(counts)
+        })
+        .await
     }
 
     /// Remove a failed task; [`QueryError::NotFound`] when absent.

@@ -60,13 +60,13 @@ pub async fn redis_store() -> Arc<dyn StatusStore> {
 pub async fn serve(store: Arc<dyn StatusStore>) -> Env {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Arc::new(App {
-        service: FailedTaskService::new(store, Deadlines::default()),
-        config: HttpConfig {
+    let app = Arc::new(App::new(
+        FailedTaskService::new(store, Deadlines::default()),
+        HttpConfig {
             admin_token: Token::new(ADMIN_TOKEN),
             ..HttpConfig::default()
         },
-    });
+    ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(failed_tasks_http::serve(listener, app, async move {
         let _ = rx.await;

@@ -5,6 +5,7 @@
 
 mod admin;
 mod helpers;
+mod metrics;
 mod openapi;
 
 use std::sync::Arc;

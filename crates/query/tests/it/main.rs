@@ -192,7 +192,10 @@ async fn query_error_is_internal_and_keeps_the_detail_for_logs_only() {
         .await
         .unwrap_err();
     match err {
-        QueryError::Internal { detail } => assert!(detail.contains("WRONGTYPE"), "{detail}"),
+        QueryError::Internal { detail, kind } => {
+            assert_eq!(kind, "rejected");
+            assert!(detail.contains("WRONGTYPE"), "{detail}")
+        }
         other => panic!("expected Internal, got {other:?}"),
     }
 }

@@ -1,0 +1,253 @@
+//! Prometheus metrics of the server, exposed at `GET /metrics` (OpenMetrics text).
+//!
+//! Names follow Prometheus conventions (`_total` for counters, `_seconds` for durations);
+//! `docs/monitoring.md` lists them with the alert rules that use them. Labels that come from
+//! clients (error codes, task types) are capped in number, so a client cannot blow up the
+//! series count: past the cap, new values are reported as `other`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use failed_tasks_domain::{ErrorCategory, FailedTask};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Most distinct values of a client-supplied label before new ones become `other`.
+const MAX_LABEL_VALUES: usize = 200;
+/// How long the stored-tasks gauge is reused before the store is asked again.
+pub const STORED_GAUGE_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordedLabels {
+    category: String,
+    error_code: String,
+    task_type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskTypeLabels {
+    task_type: String,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~8 s
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// A set of label values that stops growing at [`MAX_LABEL_VALUES`].
+#[derive(Debug, Default)]
+struct BoundedLabels(Mutex<HashSet<String>>);
+
+impl BoundedLabels {
+    fn value(&self, v: &str) -> String {
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(v) {
+            return v.to_owned();
+        }
+        if seen.len() < MAX_LABEL_VALUES {
+            seen.insert(v.to_owned());
+            return v.to_owned();
+        }
+        "other".to_owned()
+    }
+}
+
+/// Every metric of the server, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: HistogramFamily,
+    store_errors: Family<KindLabels, Counter>,
+    corrupt_skipped: Counter,
+    stored: Family<CategoryLabels, Gauge>,
+    recorded: Family<RecordedLabels, Counter>,
+    attempts: Family<TaskTypeLabels, Counter>,
+    error_codes: BoundedLabels,
+    task_types: BoundedLabels,
+    stored_refreshed: Mutex<Option<Instant>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "failed_tasks_http_requests",
+            "HTTP requests answered, by route and status code",
+            http_requests.clone(),
+        );
+        let http_duration: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "failed_tasks_http_request_duration",
+            "Time to answer an HTTP request, by route",
+            Unit::Seconds,
+            http_duration.clone(),
+        );
+        let store_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "failed_tasks_store_errors",
+            "Store calls that failed, by kind (unavailable, timeout, deadline, rejected, corrupt, internal)",
+            store_errors.clone(),
+        );
+        let corrupt_skipped = Counter::default();
+        registry.register(
+            "failed_tasks_corrupt_records_skipped",
+            "Stored records that could not be decoded and were left out of a page",
+            corrupt_skipped.clone(),
+        );
+        let stored = Family::<CategoryLabels, Gauge>::default();
+        registry.register(
+            "failed_tasks_stored",
+            "Failed tasks currently stored, by category (read from the store, cached a few seconds)",
+            stored.clone(),
+        );
+        let recorded = Family::<RecordedLabels, Counter>::default();
+        registry.register(
+            "failed_tasks_recorded",
+            "Failures recorded through this server, by category, error code and task type",
+            recorded.clone(),
+        );
+        let attempts = Family::<TaskTypeLabels, Counter>::default();
+        registry.register(
+            "failed_tasks_task_attempts",
+            "Task attempts reported by embedders (the failure-rate denominator), by task type",
+            attempts.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            store_errors,
+            corrupt_skipped,
+            stored,
+            recorded,
+            attempts,
+            error_codes: BoundedLabels::default(),
+            task_types: BoundedLabels::default(),
+            stored_refreshed: Mutex::new(None),
+        }
+    }
+
+    /// One answered request.
+    pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A failed store call of this kind.
+    pub fn store_error(&self, kind: &str) {
+        self.store_errors
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Corrupt records left out of a page.
+    pub fn corrupt_skipped(&self, n: u64) {
+        if n > 0 {
+            self.corrupt_skipped.inc_by(n);
+        }
+    }
+
+    /// A failure recorded through this server.
+    pub fn recorded(&self, task: &FailedTask) {
+        self.recorded
+            .get_or_create(&RecordedLabels {
+                category: task.error_category().as_str().to_owned(),
+                error_code: self.error_codes.value(task.error_code().as_str()),
+                task_type: self.task_types.value(task.task_type().as_str()),
+            })
+            .inc();
+    }
+
+    /// Task attempts reported for a task type.
+    pub fn attempts(&self, task_type: &str, n: u64) {
+        self.attempts
+            .get_or_create(&TaskTypeLabels {
+                task_type: self.task_types.value(task_type),
+            })
+            .inc_by(n);
+    }
+
+    /// Whether the stored-tasks gauge is older than [`STORED_GAUGE_TTL`] (and claim the
+    /// refresh, so concurrent scrapes ask the store once).
+    pub fn stored_gauge_is_stale(&self) -> bool {
+        let mut at = self
+            .stored_refreshed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *at {
+            Some(t) if t.elapsed() < STORED_GAUGE_TTL => false,
+            _ => {
+                *at = Some(Instant::now());
+                true
+            }
+        }
+    }
+
+    /// Set the stored-tasks gauge of one category.
+    pub fn set_stored(&self, category: ErrorCategory, n: u64) {
+        self.stored
+            .get_or_create(&CategoryLabels {
+                category: category.as_str().to_owned(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Every metric in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

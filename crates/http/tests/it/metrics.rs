@@ -1,0 +1,163 @@
+//! `/metrics` parses as Prometheus text and counts what happened.
+
+use std::sync::Arc;
+
+use failed_tasks_domain::FailedTask;
+use failed_tasks_http::{HttpConfig, Token};
+use failed_tasks_query::Deadlines;
+use failed_tasks_store::{MemoryStore, StatusStore};
+use hyper::{Method, StatusCode};
+use prometheus_parse::{Scrape, Value};
+
+use crate::helpers::{get, request, request_with_body, spawn_app, test_config};
+
+fn scrape(body: &[u8]) -> Scrape {
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("a Prometheus text scrape")
+}
+
+fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(h) => h.last().map_or(0.0, |b| b.count),
+            Value::Summary(_) => f64::NAN,
+        })
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_requests_recordings_and_stored_tasks() {
+    let store = Arc::new(MemoryStore::new());
+    for t in FailedTask::seed_examples() {
+        store.record(&t).await.unwrap();
+    }
+    let config = HttpConfig {
+        admin_token: Token::new("t"),
+        ..test_config()
+    };
+    let server = spawn_app(store, Deadlines::default(), config).await;
+    let list = "/codebase-embedder/api/v1/tasks/failed";
+    for _ in 0..3 {
+        assert_eq!(get(&server, list).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        get(&server, &format!("{list}?pageSize=0")).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        request(&server, Method::POST, list, &[]).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    let body = r#"[{"TaskId":"n1","TaskType":"embedding","ClientId":"c","FailTime":"2025-01-24T11:00:00Z","ErrorCode":"TIMEOUT_ERROR"},
+                  {"TaskId":"n2","TaskType":"embedding","ClientId":"c","FailTime":"2025-01-24T11:01:00Z","ErrorCode":"TIMEOUT_ERROR"}]"#;
+    let a = request_with_body(
+        &server,
+        Method::POST,
+        "/codebase-embedder/api/v1/admin/failed-tasks",
+        &[
+            ("authorization", "Bearer t"),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+
+    let m = get(&server, "/metrics").await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(m
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let s = scrape(&m.body);
+    let req = "failed_tasks_http_requests_total";
+    assert_eq!(
+        value(&s, req, &[("route", "list_failed"), ("status", "200")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&s, req, &[("route", "list_failed"), ("status", "400")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, req, &[("route", "list_failed"), ("status", "405")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            "failed_tasks_recorded_total",
+            &[
+                ("category", "service_timeout"),
+                ("error_code", "TIMEOUT_ERROR"),
+                ("task_type", "embedding")
+            ]
+        ),
+        Some(2.0)
+    );
+    // 3 seed tasks + 2 recorded: one authorization, one resource_exhausted, three timeouts.
+    assert_eq!(
+        value(
+            &s,
+            "failed_tasks_stored",
+            &[("category", "service_timeout")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(&s, "failed_tasks_stored", &[("category", "authorization")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "failed_tasks_stored", &[("category", "data_error")]),
+        Some(0.0)
+    );
+    // The latency histogram counted the five list requests.
+    assert_eq!(
+        value(
+            &s,
+            "failed_tasks_http_request_duration_seconds",
+            &[("route", "list_failed")]
+        ),
+        Some(5.0)
+    );
+    assert!(
+        s.docs.contains_key("failed_tasks_corrupt_records_skipped"),
+        "{:?}",
+        s.docs.keys()
+    );
+}
+
+#[tokio::test]
+async fn store_errors_are_counted_by_kind() {
+    let mut store = failed_tasks_store::MockStatusStore::new();
+    store.expect_ping().returning(|| {
+        Err(failed_tasks_store::StoreError::Unavailable(
+            "refused".into(),
+        ))
+    });
+    let server = spawn_app(Arc::new(store), Deadlines::default(), test_config()).await;
+    for _ in 0..2 {
+        let a = get(&server, "/codebase-embedder/api/v1/tasks/failed").await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let m = get(&server, "/metrics").await;
+    assert_eq!(
+        m.status,
+        StatusCode::OK,
+        "metrics answer even when the store is down"
+    );
+    let s = scrape(&m.body);
+    // Two list requests and the scrape's own gauge refresh.
+    assert_eq!(
+        value(
+            &s,
+            "failed_tasks_store_errors_total",
+            &[("kind", "unavailable")]
+        ),
+        Some(3.0)
+    );
+}
