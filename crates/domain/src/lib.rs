@@ -9,6 +9,8 @@
 //! - [`category`]: [`ErrorCategory`], the five failure classes, and a classifier from error codes.
 //! - [`query`]: [`ListQuery`], [`TaskFilter`], [`PageSize`], [`Cursor`] and the [`SortKey`]
 //!   that defines the one listing order.
+//! - [`retry`]: [`RetryPolicy`], which says "retry after this delay" or "give up" (a final
+//!   failure) from a failure's category, error code and retry count.
 //! - [`error`]: [`ValidationError`], the only error this crate produces.
 //!
 //! # Invariants
@@ -23,11 +25,13 @@
 pub mod category;
 pub mod error;
 pub mod query;
+pub mod retry;
 pub mod task;
 
 pub use category::ErrorCategory;
 pub use error::ValidationError;
 pub use query::{Cursor, ListQuery, PageLimits, PageSize, SortKey, TaskFilter};
+pub use retry::{GiveUpReason, JitterRng, RetryConfig, RetryDecision, RetryPolicy};
 pub use task::{
     ClientId, CodebasePath, ErrorCode, ErrorMessage, FailedTask, NewFailedTask, TaskId, TaskType,
     Timestamp,
