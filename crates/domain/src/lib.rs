@@ -11,6 +11,8 @@
 //!   that defines the one listing order.
 //! - [`retry`]: [`RetryPolicy`], which says "retry after this delay" or "give up" (a final
 //!   failure) from a failure's category, error code and retry count.
+//! - [`signature`]: [`ErrorSignature`], the stable id of "the same failure", from the
+//!   category, the error code and the message with its varying parts normalised away.
 //! - [`error`]: [`ValidationError`], the only error this crate produces.
 //!
 //! # Invariants
@@ -26,12 +28,14 @@ pub mod category;
 pub mod error;
 pub mod query;
 pub mod retry;
+pub mod signature;
 pub mod task;
 
 pub use category::ErrorCategory;
 pub use error::ValidationError;
 pub use query::{Cursor, ListQuery, PageLimits, PageSize, SortKey, TaskFilter};
 pub use retry::{GiveUpReason, JitterRng, RetryConfig, RetryDecision, RetryPolicy};
+pub use signature::{normalise_message, ErrorPattern, ErrorSignature};
 pub use task::{
     ClientId, CodebasePath, ErrorCode, ErrorMessage, FailedTask, NewFailedTask, TaskId, TaskType,
     Timestamp,
