@@ -132,6 +132,19 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Alert `sudden_increase`: the last 5 minutes exceed this many times the window's
+    /// average per 5 minutes...
+    pub alert_spike_factor: f64,
+    /// ... with at least this many failures.
+    pub alert_spike_min_count: u64,
+    /// Alert `category_threshold`: more failures of one category in the window than this.
+    pub alert_category_max: u64,
+    /// Alert `error_code_threshold`: more failures of one error code in the window than this.
+    pub alert_error_code_max: u64,
+    /// Alert `failure_rate`: failures / reported attempts above this fraction...
+    pub alert_failure_rate_max: f64,
+    /// ... once at least this many attempts were reported in the window.
+    pub alert_failure_rate_min_attempts: u64,
 }
 
 impl Default for Settings {
@@ -163,6 +176,12 @@ impl Default for Settings {
             retry_after_secs: 5,
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Human,
+            alert_spike_factor: 3.0,
+            alert_spike_min_count: 10,
+            alert_category_max: 100,
+            alert_error_code_max: 50,
+            alert_failure_rate_max: 0.2,
+            alert_failure_rate_min_attempts: 20,
         }
     }
 }
@@ -208,6 +227,14 @@ impl Settings {
             if d.is_zero() {
                 return Err(format!("{key} must be greater than zero"));
             }
+        }
+        if !(self.alert_spike_factor.is_finite() && self.alert_spike_factor >= 1.0) {
+            return Err("alert_spike_factor must be a number of at least 1".to_owned());
+        }
+        if !(self.alert_failure_rate_max.is_finite()
+            && (0.0..=1.0).contains(&self.alert_failure_rate_max))
+        {
+            return Err("alert_failure_rate_max must be between 0 and 1".to_owned());
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".to_owned());
@@ -421,6 +448,37 @@ pub struct Cli {
     #[arg(long, env = "FAILED_TASKS_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+
+    /// Alert sudden_increase: last 5 minutes above this many times the window's average per
+    /// 5 minutes [default: 3].
+    #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_FACTOR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_spike_factor: Option<f64>,
+
+    /// Alert sudden_increase: and at least this many failures [default: 10].
+    #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_MIN_COUNT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_spike_min_count: Option<u64>,
+
+    /// Alert category_threshold: failures of one category in the window above this [default: 100].
+    #[arg(long, env = "FAILED_TASKS_ALERT_CATEGORY_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_category_max: Option<u64>,
+
+    /// Alert error_code_threshold: failures of one error code in the window above this [default: 50].
+    #[arg(long, env = "FAILED_TASKS_ALERT_ERROR_CODE_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_error_code_max: Option<u64>,
+
+    /// Alert failure_rate: failures / reported attempts above this fraction [default: 0.2].
+    #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_failure_rate_max: Option<f64>,
+
+    /// Alert failure_rate: only once this many attempts were reported in the window [default: 20].
+    #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MIN_ATTEMPTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_failure_rate_min_attempts: Option<u64>,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //!   failure) from a failure's category, error code and retry count.
 //! - [`signature`]: [`ErrorSignature`], the stable id of "the same failure", from the
 //!   category, the error code and the message with its varying parts normalised away.
+//! - [`stats`]: per-minute failure counters, window statistics and the alert rules.
 //! - [`error`]: [`ValidationError`], the only error this crate produces.
 //!
 //! # Invariants
@@ -29,6 +30,7 @@ pub mod error;
 pub mod query;
 pub mod retry;
 pub mod signature;
+pub mod stats;
 pub mod task;
 
 pub use category::ErrorCategory;

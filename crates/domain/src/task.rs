@@ -158,6 +158,11 @@ impl Timestamp {
         }
     }
 
+    /// From milliseconds since the Unix epoch, clamped into the representable range.
+    pub fn saturating_from_unix_millis(millis: i64) -> Self {
+        Self(millis.clamp(0, Self::MAX_MILLIS))
+    }
+
     /// Milliseconds since the Unix epoch.
     pub const fn unix_millis(self) -> i64 {
         self.0

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::router::App;
 use crate::wire::{
-    Envelope, Health, Recorded, Removed, TaskList, WireTask, MSG_QUERY_FAILED,
-    MSG_STORE_UNAVAILABLE,
+    AttemptsRecorded, Envelope, Health, Recorded, Removed, Stats, TaskList, WireTask,
+    MSG_QUERY_FAILED, MSG_STORE_UNAVAILABLE,
 };
 use crate::{ingest, params};
 
@@ -321,4 +321,45 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
         challenge: false,
         retry_after: None,
     }
+}
+
+/// The current time, for windows and attempts reported without a time.
+fn now() -> failed_tasks_domain::Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    failed_tasks_domain::Timestamp::saturating_from_unix_millis(ms)
+}
+
+/// `GET /codebase-embedder/api/v1/tasks/failed-stats?window=1h`
+pub(crate) async fn failure_stats(app: &App, query: Option<&str>) -> Reply {
+    let minutes = match params::stats_window(query) {
+        Ok(m) => m,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.failure_stats(minutes, now(), 20).await {
+        Ok(stats) => Reply::ok(Stats::from(&stats)),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `POST /codebase-embedder/api/v1/admin/task-attempts`: `{"TaskType","Count","At"?}` or an
+/// array of them; all validated before any is stored.
+pub(crate) async fn record_attempts(app: &App, query: Option<&str>, body: &[u8]) -> Reply {
+    if let Err(e) = params::no_params(query) {
+        return Reply::bad_request(&e);
+    }
+    let reports = match ingest::parse_attempts(body, now()) {
+        Ok(r) => r,
+        Err(e) => return Reply::bad_body(&e),
+    };
+    let mut recorded = 0u64;
+    for (task_type, count, at) in &reports {
+        if let Err(e) = app.service.report_attempts(task_type, *count, *at).await {
+            return Reply::from_query_error(app, e);
+        }
+        app.metrics.attempts(task_type.as_str(), *count);
+        recorded += count;
+    }
+    Reply::ok(AttemptsRecorded { recorded })
 }

@@ -1,7 +1,9 @@
 //! Request bodies of the admin API: one task or an array of tasks, validated field by field
 //! so every error names the field (and the item) that is wrong.
 
-use failed_tasks_domain::{ErrorCategory, FailedTask, NewFailedTask, Timestamp, ValidationError};
+use failed_tasks_domain::{
+    ErrorCategory, FailedTask, NewFailedTask, TaskType, Timestamp, ValidationError,
+};
 use serde_json::{Map, Value};
 
 /// Most tasks accepted in one request.
@@ -101,6 +103,50 @@ fn parse_task(obj: &Map<String, Value>) -> Result<FailedTask, ValidationError> {
         processed_files,
         error_category,
     })
+}
+
+/// Parse attempt reports: `{"TaskType": "embedding", "Count": 120, "At": "...Z"}` (At
+/// defaults to `now`) or an array of up to 1000 of them; all or nothing.
+pub fn parse_attempts(
+    body: &[u8],
+    now: Timestamp,
+) -> Result<Vec<(TaskType, u64, Timestamp)>, ValidationError> {
+    const FIELDS: [&str; 3] = ["TaskType", "Count", "At"];
+    let one = |obj: &Map<String, Value>| -> Result<(TaskType, u64, Timestamp), ValidationError> {
+        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(ValidationError::new(
+                unknown.clone(),
+                "unknown field; known ones are TaskType, Count, At",
+            ));
+        }
+        let task_type =
+            TaskType::parse(text(obj, "TaskType")?.ok_or_else(|| missing("TaskType"))?)?;
+        let count = count(obj, "Count", 1_000_000_000)?.ok_or_else(|| missing("Count"))?;
+        let at = time(obj, "At")?.unwrap_or(now);
+        Ok((task_type, count, at))
+    };
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ValidationError::new("body", format!("is not valid JSON ({e})")))?;
+    match value {
+        Value::Object(obj) => Ok(vec![one(&obj)?]),
+        Value::Array(items) if !items.is_empty() && items.len() <= MAX_BATCH => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::Object(obj) => one(obj)
+                    .map_err(|e| ValidationError::new(format!("[{i}].{}", e.field), e.reason)),
+                _ => Err(ValidationError::new(format!("[{i}]"), "must be an object")),
+            })
+            .collect(),
+        Value::Array(_) => Err(ValidationError::new(
+            "body",
+            format!("the array must hold 1 to {MAX_BATCH} reports"),
+        )),
+        _ => Err(ValidationError::new(
+            "body",
+            "must be an object or an array of them",
+        )),
+    }
 }
 
 fn missing(field: &str) -> ValidationError {

@@ -82,6 +82,33 @@ pub fn filter_only(query: Option<&str>) -> Result<TaskFilter, ValidationError> {
     Ok(list_query(query, PageLimits::DEFAULT)?.filter)
 }
 
+/// The `window` of a statistics request in whole minutes (`5m` to `7d`, default `1h`).
+pub fn stats_window(query: Option<&str>) -> Result<i64, ValidationError> {
+    let mut window = 60;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if name != "window" {
+            return Err(ValidationError::new(
+                name.into_owned(),
+                "unknown parameter; the only one is window",
+            ));
+        }
+        let d = humantime::parse_duration(&value).map_err(|_| {
+            ValidationError::new(
+                "window",
+                format!("{value:?} is not a duration such as 1h or 30m"),
+            )
+        })?;
+        if d.as_secs() % 60 != 0 || d.subsec_nanos() != 0 {
+            return Err(ValidationError::new("window", "must be whole minutes"));
+        }
+        window = i64::try_from(d.as_secs() / 60).unwrap_or(i64::MAX);
+        if !(5..=7 * 24 * 60).contains(&window) {
+            return Err(ValidationError::new("window", "must be between 5m and 7d"));
+        }
+    }
+    Ok(window)
+}
+
 /// Reject any query string on routes that take no parameters.
 pub fn no_params(query: Option<&str>) -> Result<(), ValidationError> {
     match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {

@@ -17,20 +17,26 @@ pub const BASE_PATH: &str = "/codebase-embedder/api/v1";
 /// Every route served: its path template (OpenAPI style) and the methods it answers.
 /// `docs/openapi.yaml` documents exactly this set (a test checks it).
 pub const ROUTES: &[(&str, &[&str])] = &[
-    ("/codebase-embedder/api/v1/tasks/failed", &["GET"]),
-    ("/codebase-embedder/api/v1/tasks/failed/{taskId}", &["GET"]),
-    (
-        "/codebase-embedder/api/v1/admin/failed-tasks",
-        &["POST", "DELETE"],
-    ),
-    (
-        "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}",
-        &["DELETE"],
-    ),
-    ("/healthz", &["GET"]),
-    ("/readyz", &["GET"]),
-    ("/metrics", &["GET"]),
+    (LIST_FAILED, &["GET"]),
+    (GET_FAILED, &["GET"]),
+    (ADMIN_TASKS, &["POST", "DELETE"]),
+    (ADMIN_TASK, &["DELETE"]),
+    (FAILED_STATS, &["GET"]),
+    (TASK_ATTEMPTS, &["POST"]),
+    (HEALTHZ, &["GET"]),
+    (READYZ, &["GET"]),
+    (METRICS, &["GET"]),
 ];
+
+const LIST_FAILED: &str = "/codebase-embedder/api/v1/tasks/failed";
+const GET_FAILED: &str = "/codebase-embedder/api/v1/tasks/failed/{taskId}";
+const ADMIN_TASKS: &str = "/codebase-embedder/api/v1/admin/failed-tasks";
+const ADMIN_TASK: &str = "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}";
+const FAILED_STATS: &str = "/codebase-embedder/api/v1/tasks/failed-stats";
+const TASK_ATTEMPTS: &str = "/codebase-embedder/api/v1/admin/task-attempts";
+const HEALTHZ: &str = "/healthz";
+const READYZ: &str = "/readyz";
+const METRICS: &str = "/metrics";
 
 /// Limits and settings of the HTTP adapter. Defaults live in the binary's flags.
 #[derive(Debug, Clone)]
@@ -101,6 +107,8 @@ pub(crate) enum Route {
     GetFailed(String),
     AdminTasks,
     AdminTask(String),
+    Stats,
+    Attempts,
     Healthz,
     Readyz,
     Metrics,
@@ -135,6 +143,8 @@ impl Route {
         match rest {
             "/tasks/failed" | "/tasks/failed/" => Route::ListFailed,
             "/admin/failed-tasks" | "/admin/failed-tasks/" => Route::AdminTasks,
+            "/tasks/failed-stats" => Route::Stats,
+            "/admin/task-attempts" => Route::Attempts,
             _ => {
                 if let Some(id) = item("/tasks/failed/") {
                     Route::GetFailed(id)
@@ -154,6 +164,8 @@ impl Route {
             Route::GetFailed(_) => "get_failed",
             Route::AdminTasks => "admin_tasks",
             Route::AdminTask(_) => "admin_task",
+            Route::Stats => "failed_stats",
+            Route::Attempts => "task_attempts",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::Metrics => "metrics",
@@ -164,13 +176,15 @@ impl Route {
     /// The methods the route answers (what `Allow` lists on 405).
     pub(crate) fn methods(&self) -> &'static [&'static str] {
         let template = match self {
-            Route::ListFailed => ROUTES[0].0,
-            Route::GetFailed(_) => ROUTES[1].0,
-            Route::AdminTasks => ROUTES[2].0,
-            Route::AdminTask(_) => ROUTES[3].0,
-            Route::Healthz => ROUTES[4].0,
-            Route::Readyz => ROUTES[5].0,
-            Route::Metrics => ROUTES[6].0,
+            Route::ListFailed => LIST_FAILED,
+            Route::GetFailed(_) => GET_FAILED,
+            Route::AdminTasks => ADMIN_TASKS,
+            Route::AdminTask(_) => ADMIN_TASK,
+            Route::Stats => FAILED_STATS,
+            Route::Attempts => TASK_ATTEMPTS,
+            Route::Healthz => HEALTHZ,
+            Route::Readyz => READYZ,
+            Route::Metrics => METRICS,
             Route::NotFound => return &[],
         };
         ROUTES
@@ -181,8 +195,8 @@ impl Route {
 
     fn access(&self) -> Access {
         match self {
-            Route::ListFailed | Route::GetFailed(_) => Access::Read,
-            Route::AdminTasks | Route::AdminTask(_) => Access::Admin,
+            Route::ListFailed | Route::GetFailed(_) | Route::Stats => Access::Read,
+            Route::AdminTasks | Route::AdminTask(_) | Route::Attempts => Access::Admin,
             Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => Access::Open,
         }
     }
@@ -214,19 +228,15 @@ pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> 
         (Route::Healthz, _) => handlers::healthz(query),
         (Route::Readyz, _) => handlers::readyz(app, query).await,
         (Route::Metrics, _) => handlers::metrics(app, query).await,
-        (Route::AdminTasks, Method::POST) => {
-            if !is_json(&req) {
-                return Reply::error(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    415,
-                    "Content-Type must be application/json",
-                );
-            }
-            match read_body(app, req).await {
-                Ok(body) => handlers::record_tasks(app, query, &body).await,
-                Err(reply) => reply,
-            }
-        }
+        (Route::AdminTasks, Method::POST) => match json_body(app, req).await {
+            Ok(body) => handlers::record_tasks(app, query, &body).await,
+            Err(reply) => reply,
+        },
+        (Route::Attempts, _) => match json_body(app, req).await {
+            Ok(body) => handlers::record_attempts(app, query, &body).await,
+            Err(reply) => reply,
+        },
+        (Route::Stats, _) => handlers::failure_stats(app, query).await,
         (Route::AdminTasks, _) => handlers::remove_matching(app, query).await,
         (Route::AdminTask(id), _) => handlers::remove_task(app, &id, query).await,
         (Route::NotFound, _) => Reply::error(StatusCode::NOT_FOUND, 404, "not found"),
@@ -270,6 +280,18 @@ fn too_large(app: &App) -> Reply {
             app.config.max_body_bytes
         ),
     )
+}
+
+/// A JSON body: the right content type, read under the limits.
+async fn json_body(app: &App, req: Request<hyper::body::Incoming>) -> Result<bytes::Bytes, Reply> {
+    if !is_json(&req) {
+        return Err(Reply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            415,
+            "Content-Type must be application/json",
+        ));
+    }
+    read_body(app, req).await
 }
 
 /// Read the body under the size limit and the body-read timeout.

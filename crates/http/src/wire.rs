@@ -1,5 +1,6 @@
 //! The wire format: JSON types with the contract's field names, and the envelope.
 
+use failed_tasks_domain::stats::{minute_start, FailureStats};
 use failed_tasks_domain::FailedTask;
 use failed_tasks_store::FailedTaskPage;
 use serde::{Deserialize, Serialize};
@@ -161,4 +162,143 @@ pub struct Removed {
     /// `false` when a bulk removal stopped at the request deadline; repeat it to continue.
     #[serde(rename = "Complete")]
     pub complete: bool,
+}
+
+/// A name and how many failures it had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedCount {
+    /// The category, error code, task type or client.
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Failures in the window.
+    #[serde(rename = "Count")]
+    pub count: u64,
+}
+
+/// One minute of the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// The start of the minute, RFC 3339.
+    #[serde(rename = "Minute")]
+    pub minute: String,
+    /// Failures in that minute.
+    #[serde(rename = "Count")]
+    pub count: u64,
+}
+
+/// An alert rule that fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireAlert {
+    /// `sudden_increase`, `category_threshold`, `error_code_threshold` or `failure_rate`.
+    #[serde(rename = "Rule")]
+    pub rule: String,
+    /// The category or error code concerned, or null.
+    #[serde(rename = "Subject")]
+    pub subject: Option<String>,
+    /// The measured figure.
+    #[serde(rename = "Figure")]
+    pub figure: f64,
+    /// The threshold it exceeds.
+    #[serde(rename = "Threshold")]
+    pub threshold: f64,
+    /// Since when it holds (RFC 3339).
+    #[serde(rename = "Since")]
+    pub since: String,
+}
+
+/// `Data` of `GET /tasks/failed-stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// First instant of the window.
+    #[serde(rename = "WindowStart")]
+    pub window_start: String,
+    /// End of the window (exclusive).
+    #[serde(rename = "WindowEnd")]
+    pub window_end: String,
+    /// Failures in the window.
+    #[serde(rename = "TotalFailures")]
+    pub total_failures: u64,
+    /// Failures per category (all five).
+    #[serde(rename = "ByCategory")]
+    pub by_category: Vec<NamedCount>,
+    /// Most frequent error codes.
+    #[serde(rename = "ByErrorCode")]
+    pub by_error_code: Vec<NamedCount>,
+    /// Failures per task type.
+    #[serde(rename = "ByTaskType")]
+    pub by_task_type: Vec<NamedCount>,
+    /// Clients with the most failures.
+    #[serde(rename = "TopClients")]
+    pub top_clients: Vec<NamedCount>,
+    /// Failures per minute over the window, oldest first.
+    #[serde(rename = "Timeline")]
+    pub timeline: Vec<TimelinePoint>,
+    /// Task attempts reported in the window, or null when none were.
+    #[serde(rename = "Attempts")]
+    pub attempts: Option<u64>,
+    /// Failures / attempts, or null when no attempts were reported.
+    #[serde(rename = "FailureRate")]
+    pub failure_rate: Option<f64>,
+    /// The alert rules that fire now.
+    #[serde(rename = "Alerts")]
+    pub alerts: Vec<WireAlert>,
+}
+
+fn named(v: &[(String, u64)]) -> Vec<NamedCount> {
+    v.iter()
+        .map(|(name, count)| NamedCount {
+            name: name.clone(),
+            count: *count,
+        })
+        .collect()
+}
+
+impl From<&FailureStats> for Stats {
+    fn from(s: &FailureStats) -> Self {
+        Self {
+            window_start: minute_start(s.window.from_minute()).to_rfc3339(),
+            window_end: minute_start(s.window.to_minute()).to_rfc3339(),
+            total_failures: s.total,
+            by_category: s
+                .by_category
+                .iter()
+                .map(|(c, n)| NamedCount {
+                    name: c.as_str().to_owned(),
+                    count: *n,
+                })
+                .collect(),
+            by_error_code: named(&s.by_error_code),
+            by_task_type: named(&s.by_task_type),
+            top_clients: named(&s.top_clients),
+            timeline: s
+                .timeline
+                .iter()
+                .map(|(m, n)| TimelinePoint {
+                    minute: minute_start(*m).to_rfc3339(),
+                    count: *n,
+                })
+                .collect(),
+            attempts: s.attempts,
+            failure_rate: s.failure_rate,
+            alerts: s
+                .alerts
+                .iter()
+                .map(|a| WireAlert {
+                    rule: a.rule.to_owned(),
+                    subject: a.subject.clone(),
+                    figure: a.figure,
+                    threshold: a.threshold,
+                    since: a.since.to_rfc3339(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `Data` of `POST /admin/task-attempts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptsRecorded {
+    /// Attempts added.
+    #[serde(rename = "Recorded")]
+    pub recorded: u64,
 }

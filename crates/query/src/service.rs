@@ -4,8 +4,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use failed_tasks_domain::stats::{
+    minute_of, summarize, AlertThresholds, FailureStats, StatsWindow,
+};
 use failed_tasks_domain::{
-    ErrorCategory, FailedTask, ListQuery, PageLimits, PageSize, TaskFilter, TaskId, ValidationError,
+    ErrorCategory, FailedTask, ListQuery, PageLimits, PageSize, TaskFilter, TaskId, TaskType,
+    Timestamp, ValidationError,
 };
 use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
 
@@ -87,6 +91,7 @@ pub struct BulkRemoval {
 pub struct FailedTaskService {
     store: Arc<dyn StatusStore>,
     deadlines: Deadlines,
+    alert_thresholds: Arc<AlertThresholds>,
 }
 
 impl std::fmt::Debug for FailedTaskService {
@@ -100,7 +105,23 @@ impl std::fmt::Debug for FailedTaskService {
 impl FailedTaskService {
     /// A service over `store` with the given deadlines.
     pub fn new(store: Arc<dyn StatusStore>, deadlines: Deadlines) -> Self {
-        Self { store, deadlines }
+        Self {
+            store,
+            deadlines,
+            alert_thresholds: Arc::new(AlertThresholds::default()),
+        }
+    }
+
+    /// The same service evaluating alerts with `thresholds`.
+    #[must_use]
+    pub fn with_alert_thresholds(mut self, thresholds: AlertThresholds) -> Self {
+        self.alert_thresholds = Arc::new(thresholds);
+        self
+    }
+
+    /// The alert thresholds in force.
+    pub fn alert_thresholds(&self) -> &AlertThresholds {
+        &self.alert_thresholds
     }
 
     /// The store, for wiring that needs it directly (demo data, background jobs).
@@ -225,6 +246,48 @@ impl FailedTaskService {
                 }
             }
         }
+    }
+
+    /// Failure statistics of the `minutes` whole minutes up to `now`, with the alert rules
+    /// evaluated: read from the store's per-minute counters, so the cost depends on the
+    /// window, not on how many failures are stored.
+    pub async fn failure_stats(
+        &self,
+        minutes: i64,
+        now: Timestamp,
+        top_n: usize,
+    ) -> Result<FailureStats, QueryError> {
+        let window = StatsWindow::ending_at(now, minutes)?;
+        let store = &self.store;
+        let (counts, attempts) = self
+            .checked(async move {
+                let counts = store
+                    .failure_counts(window.from_minute(), window.to_minute())
+                    .await?;
+                let attempts = store
+                    .attempt_counts(window.from_minute(), window.to_minute())
+                    .await?;
+                Ok((counts, attempts))
+            })
+            .await?;
+        Ok(summarize(
+            window,
+            &counts,
+            &attempts,
+            &self.alert_thresholds,
+            top_n,
+        ))
+    }
+
+    /// Report `count` attempts of `task_type` made at `at` (the failure-rate denominator).
+    pub async fn report_attempts(
+        &self,
+        task_type: &TaskType,
+        count: u64,
+        at: Timestamp,
+    ) -> Result<(), QueryError> {
+        self.checked(self.store.record_attempts(task_type, minute_of(at), count))
+            .await
     }
 
     /// How many failed tasks are stored in each category (five one-item pages: each store

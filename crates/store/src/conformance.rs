@@ -375,6 +375,107 @@ pub async fn ties_are_ordered_by_id(store: &dyn StatusStore) {
     assert_eq!(ids, ["c", "ba", "b", "ab", "a"]);
 }
 
+/// The per-minute failure counters follow every write: records, upserts that move a task to
+/// another minute, category or client, removals; attempts add up per minute.
+pub async fn stats_follow_writes(store: &dyn StatusStore) {
+    use failed_tasks_domain::stats::{minute_of, MinuteCounts};
+    use std::collections::BTreeMap;
+
+    // 120 tasks spread over ~46 minutes, four categories, five clients, six codes.
+    let codes = [
+        "TIMEOUT_ERROR",
+        "PERMISSION_DENIED",
+        "STORAGE_ERROR",
+        "PARSE_ERROR",
+        "INTERNAL",
+        "X",
+    ];
+    let mut tasks: Vec<FailedTask> = (0..120)
+        .map(|i| {
+            task(
+                &format!("s{i:03}"),
+                i as i64 * 23_000,
+                ErrorCategory::ALL[i % 4],
+                ["embedding", "indexing", "cleaning"][i % 3],
+                &format!("client{}", i % 5),
+                codes[i % 6],
+            )
+        })
+        .collect();
+    store.record_batch(&tasks).await.unwrap();
+    // Move 10 tasks to other minutes, categories and clients; remove 10 others.
+    for i in 0..10 {
+        let old = tasks[i].clone();
+        let moved = task(
+            old.task_id().as_str(),
+            600_000 + i as i64 * 61_000,
+            ErrorCategory::Authorization,
+            "indexing",
+            "mover",
+            "PERMISSION_DENIED",
+        );
+        store.record(&moved).await.unwrap();
+        tasks[i] = moved;
+    }
+    for t in tasks.drain(100..110) {
+        assert!(store.remove(t.task_id()).await.unwrap());
+    }
+    let mut want: BTreeMap<i64, MinuteCounts> = BTreeMap::new();
+    for t in &tasks {
+        let m = minute_of(t.fail_time());
+        want.entry(m)
+            .or_insert_with(|| MinuteCounts {
+                minute: m,
+                ..Default::default()
+            })
+            .apply(t, 1);
+    }
+    let from = minute_of(Timestamp::from_unix_millis(BASE_MS).unwrap()) - 5;
+    let to = from + 60;
+    let got = store.failure_counts(from, to).await.unwrap();
+    let want: Vec<MinuteCounts> = want
+        .into_values()
+        .filter(|c| c.minute >= from && c.minute < to)
+        .collect();
+    assert_eq!(got, want, "minute counters disagree with the stored tasks");
+    // A sub-range answers only its minutes.
+    let part = store.failure_counts(from + 6, from + 8).await.unwrap();
+    assert!(part
+        .iter()
+        .all(|c| c.minute >= from + 6 && c.minute < from + 8));
+    assert!(store.failure_counts(to, from).await.unwrap().is_empty());
+
+    store
+        .record_attempts(&TaskType::embedding(), from + 1, 7)
+        .await
+        .unwrap();
+    store
+        .record_attempts(&TaskType::indexing(), from + 1, 3)
+        .await
+        .unwrap();
+    store
+        .record_attempts(&TaskType::embedding(), from + 2, 5)
+        .await
+        .unwrap();
+    store
+        .record_attempts(&TaskType::embedding(), to + 10, 99)
+        .await
+        .unwrap();
+    let attempts = store.attempt_counts(from, to).await.unwrap();
+    assert_eq!(attempts, vec![(from + 1, 10), (from + 2, 5)]);
+}
+
+/// Run the statistics checks, each on a fresh empty store from `fresh` (for adapters that
+/// keep statistics).
+pub async fn run_stats<S, F, Fut>(mut fresh: F)
+where
+    S: StatusStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    stats_follow_writes(&fresh().await).await;
+}
+
 /// Run every check, each on a fresh empty store from `fresh`.
 pub async fn run_all<S, F, Fut>(mut fresh: F)
 where

@@ -7,12 +7,13 @@
 //! sort. Nothing survives a restart: this store is for development, demos and tests.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hash;
 use std::ops::Bound;
 use std::sync::{PoisonError, RwLock};
 
 use async_trait::async_trait;
+use failed_tasks_domain::stats::{minute_of, MinuteCounts};
 use failed_tasks_domain::{
     ClientId, Cursor, ErrorCategory, ErrorCode, FailedTask, ListQuery, TaskId, TaskType, Timestamp,
 };
@@ -44,6 +45,10 @@ struct Indexes {
     by_task_type: HashMap<TaskType, BTreeSet<IndexKey>>,
     by_client: HashMap<ClientId, BTreeSet<IndexKey>>,
     by_error_code: HashMap<ErrorCode, BTreeSet<IndexKey>>,
+    /// Failure counters per minute, kept in step with every insert and remove.
+    minutes: BTreeMap<i64, MinuteCounts>,
+    /// Task attempts per minute, by task type.
+    attempts: BTreeMap<i64, HashMap<TaskType, u64>>,
 }
 
 fn insert_into<K: Hash + Eq>(map: &mut HashMap<K, BTreeSet<IndexKey>>, k: K, key: IndexKey) {
@@ -77,6 +82,14 @@ impl Indexes {
         );
         insert_into(&mut self.by_client, task.client_id().clone(), key.clone());
         insert_into(&mut self.by_error_code, task.error_code().clone(), key);
+        let minute = minute_of(task.fail_time());
+        self.minutes
+            .entry(minute)
+            .or_insert_with(|| MinuteCounts {
+                minute,
+                ..MinuteCounts::default()
+            })
+            .apply(&task, 1);
         self.by_id.insert(task.task_id().clone(), task);
         outcome
     }
@@ -89,6 +102,13 @@ impl Indexes {
         remove_from(&mut self.by_task_type, task.task_type(), &key);
         remove_from(&mut self.by_client, task.client_id(), &key);
         remove_from(&mut self.by_error_code, task.error_code(), &key);
+        let minute = minute_of(task.fail_time());
+        if let Some(counts) = self.minutes.get_mut(&minute) {
+            counts.apply(&task, -1);
+            if counts.total == 0 {
+                self.minutes.remove(&minute);
+            }
+        }
         Some(task)
     }
 
@@ -233,6 +253,56 @@ impl StatusStore for MemoryStore {
 
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {
         Ok(self.write().remove(task_id).is_some())
+    }
+
+    async fn failure_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<MinuteCounts>, StoreError> {
+        if from_minute >= to_minute {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .read()
+            .minutes
+            .range(from_minute..to_minute)
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    async fn record_attempts(
+        &self,
+        task_type: &TaskType,
+        minute: i64,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        let mut indexes = self.write();
+        let n = indexes
+            .attempts
+            .entry(minute)
+            .or_default()
+            .entry(task_type.clone())
+            .or_default();
+        *n = n.saturating_add(count);
+        Ok(())
+    }
+
+    async fn attempt_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        if from_minute >= to_minute {
+            return Ok(Vec::new());
+        }
+        let per: Vec<(i64, u64)> = self
+            .read()
+            .attempts
+            .range(from_minute..to_minute)
+            .map(|(minute, by_type)| (*minute, by_type.values().sum()))
+            .collect();
+        Ok(per)
     }
 
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {

@@ -1,7 +1,8 @@
 //! The port itself.
 
 use async_trait::async_trait;
-use failed_tasks_domain::{Cursor, FailedTask, ListQuery, TaskId};
+use failed_tasks_domain::stats::MinuteCounts;
+use failed_tasks_domain::{Cursor, FailedTask, ListQuery, TaskId, TaskType};
 
 use crate::StoreError;
 
@@ -60,5 +61,45 @@ pub trait StatusStore: Send + Sync {
             outcomes.push(self.record(task).await?);
         }
         Ok(outcomes)
+    }
+
+    /// The per-minute failure counters of the minutes in `[from_minute, to_minute)` that had
+    /// failures, oldest first. Stores keep them up to date on every write (record, upsert,
+    /// remove, trim), so this costs O(minutes in the range), never O(stored tasks).
+    /// Stores that keep no statistics answer [`StoreError::Rejected`] (the default).
+    async fn failure_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<MinuteCounts>, StoreError> {
+        let _ = (from_minute, to_minute);
+        Err(StoreError::Rejected(
+            "this store keeps no failure statistics".to_owned(),
+        ))
+    }
+
+    /// Add `count` task attempts of `task_type` in `minute` (the failure-rate denominator,
+    /// reported by embedders). Kept with the same retention as failures.
+    async fn record_attempts(
+        &self,
+        task_type: &TaskType,
+        minute: i64,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        let _ = (task_type, minute, count);
+        Err(StoreError::Rejected(
+            "this store keeps no task attempts".to_owned(),
+        ))
+    }
+
+    /// Task attempts per minute (all task types together) in `[from_minute, to_minute)`,
+    /// oldest first; minutes without attempts are left out. The default: none reported.
+    async fn attempt_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let _ = (from_minute, to_minute);
+        Ok(Vec::new())
     }
 }

@@ -35,6 +35,20 @@ pub fn test_config() -> HttpConfig {
     }
 }
 
+pub async fn spawn_service(service: FailedTaskService, config: HttpConfig) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(App::new(service, config));
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(failed_tasks_http::serve(listener, app, async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        addr,
+        stop: Some(tx),
+    }
+}
+
 pub async fn spawn_app(
     store: Arc<dyn StatusStore>,
     deadlines: Deadlines,

@@ -7,6 +7,7 @@ mod admin;
 mod helpers;
 mod metrics;
 mod openapi;
+mod stats;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -11,6 +11,7 @@ use failed_tasks_store::{MemoryStore, StatusStore};
 #[tokio::test]
 async fn memory_store_passes_conformance() {
     conformance::run_all(|| async { MemoryStore::new() }).await;
+    conformance::run_stats(|| async { MemoryStore::new() }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

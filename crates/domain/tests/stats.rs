@@ -1,0 +1,229 @@
+//! The alert rules with controlled fail times: what fires, what does not, and since when.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use failed_tasks_domain::stats::{
+    minute_of, summarize, AlertThresholds, MinuteCounts, StatsWindow,
+};
+use failed_tasks_domain::{ErrorCategory, FailedTask, NewFailedTask, Timestamp};
+
+const BASE: i64 = 1_737_709_200_000; // 2025-01-24T09:00:00Z
+
+fn task(id: usize, minute: i64, category: ErrorCategory, code: &str) -> FailedTask {
+    FailedTask::new(NewFailedTask {
+        task_id: format!("t{id}"),
+        task_type: "embedding".into(),
+        client_id: format!("client{}", id % 3),
+        fail_time_ms: BASE + minute * 60_000 + 1_000,
+        start_time_ms: BASE,
+        error_code: code.into(),
+        error_category: Some(category),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Minute counts of `per_minute[i]` failures in minute i (after BASE), all one category/code.
+fn counts(per_minute: &[u64], category: ErrorCategory, code: &str) -> Vec<MinuteCounts> {
+    let mut out = Vec::new();
+    let mut id = 0;
+    for (i, n) in per_minute.iter().enumerate() {
+        let t0 = task(0, i as i64, category, code);
+        let mut c = MinuteCounts {
+            minute: minute_of(t0.fail_time()),
+            ..Default::default()
+        };
+        for _ in 0..*n {
+            id += 1;
+            c.apply(&task(id, i as i64, category, code), 1);
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn window_of(minutes: usize) -> StatsWindow {
+    let now = Timestamp::from_unix_millis(BASE + (minutes as i64 - 1) * 60_000 + 30_000).unwrap();
+    StatsWindow::ending_at(now, minutes as i64).unwrap()
+}
+
+fn loose() -> AlertThresholds {
+    AlertThresholds {
+        category_max: 1_000_000,
+        error_code_max: 1_000_000,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_spike_in_the_last_five_minutes_fires_since_it_crossed() {
+    // 55 quiet minutes at 1/min, then 2, 30, 30, 30, 30.
+    let mut per = vec![1u64; 55];
+    per.extend([2, 30, 30, 30, 30]);
+    let stats = summarize(
+        window_of(60),
+        &counts(&per, ErrorCategory::SystemError, "E"),
+        &[],
+        &loose(),
+        10,
+    );
+    assert_eq!(stats.total, 55 + 122);
+    let spike = stats
+        .alerts
+        .iter()
+        .find(|a| a.rule == "sudden_increase")
+        .expect("spike fires");
+    assert_eq!(spike.figure, 122.0);
+    assert!(
+        (spike.threshold - 15.0).abs() < 1e-9,
+        "3 x (55 / 11 blocks) = 15, got {}",
+        spike.threshold
+    );
+    // Running sum of the last 5 minutes crosses 15 in its second minute (2 + 30).
+    assert_eq!(spike.since.to_rfc3339(), "2025-01-24T09:56:00Z");
+}
+
+#[test]
+fn a_steady_rate_does_not_fire() {
+    let per = vec![4u64; 60];
+    let stats = summarize(
+        window_of(60),
+        &counts(&per, ErrorCategory::SystemError, "E"),
+        &[],
+        &loose(),
+        10,
+    );
+    assert_eq!(stats.total, 240);
+    assert!(stats.alerts.is_empty(), "{:?}", stats.alerts);
+    assert_eq!(stats.timeline.len(), 60);
+    assert!(stats.timeline.iter().all(|(_, n)| *n == 4));
+}
+
+#[test]
+fn a_small_burst_below_the_minimum_does_not_fire() {
+    let mut per = vec![0u64; 55];
+    per.extend([0, 0, 3, 3, 3]); // 9 < spike_min_count 10, though infinitely above a zero baseline
+    let stats = summarize(
+        window_of(60),
+        &counts(&per, ErrorCategory::SystemError, "E"),
+        &[],
+        &loose(),
+        10,
+    );
+    assert!(
+        stats.alerts.iter().all(|a| a.rule != "sudden_increase"),
+        "{:?}",
+        stats.alerts
+    );
+}
+
+#[test]
+fn category_and_error_code_thresholds() {
+    let per = vec![2u64; 60]; // 120 authorization failures with code DENIED
+    let thresholds = AlertThresholds {
+        category_max: 100,
+        error_code_max: 50,
+        ..Default::default()
+    };
+    let stats = summarize(
+        window_of(60),
+        &counts(&per, ErrorCategory::Authorization, "DENIED"),
+        &[],
+        &thresholds,
+        10,
+    );
+    let cat = stats
+        .alerts
+        .iter()
+        .find(|a| a.rule == "category_threshold")
+        .expect("category fires");
+    assert_eq!(cat.subject.as_deref(), Some("authorization"));
+    assert_eq!((cat.figure, cat.threshold), (120.0, 100.0));
+    // 2/min: the running count exceeds 100 in minute 50 (102).
+    assert_eq!(cat.since.to_rfc3339(), "2025-01-24T09:50:00Z");
+    let code = stats
+        .alerts
+        .iter()
+        .find(|a| a.rule == "error_code_threshold")
+        .expect("code fires");
+    assert_eq!(code.subject.as_deref(), Some("DENIED"));
+    assert_eq!(code.since.to_rfc3339(), "2025-01-24T09:25:00Z"); // 52 > 50
+    assert_eq!(
+        stats
+            .by_category
+            .iter()
+            .find(|(c, _)| *c == ErrorCategory::Authorization)
+            .unwrap()
+            .1,
+        120
+    );
+    assert_eq!(stats.by_error_code, vec![("DENIED".to_owned(), 120)]);
+    assert_eq!(stats.top_clients.len(), 3);
+
+    let below = summarize(
+        window_of(60),
+        &counts(&per[..40], ErrorCategory::Authorization, "DENIED"),
+        &[],
+        &thresholds,
+        10,
+    );
+    assert!(
+        below.alerts.iter().all(|a| a.rule != "category_threshold"),
+        "80 is under 100"
+    );
+}
+
+#[test]
+fn failure_rate_over_threshold_fires_only_with_enough_attempts() {
+    let per = vec![1u64; 60]; // 60 failures
+    let c = counts(&per, ErrorCategory::ServiceTimeout, "T");
+    let first = c[0].minute;
+    // 10 attempts per minute: rate 0.1, under 0.2.
+    let steady: Vec<(i64, u64)> = (0..60).map(|i| (first + i, 10)).collect();
+    let ok = summarize(window_of(60), &c, &steady, &loose(), 10);
+    assert_eq!(ok.attempts, Some(600));
+    assert!((ok.failure_rate.unwrap() - 0.1).abs() < 1e-9);
+    assert!(ok.alerts.iter().all(|a| a.rule != "failure_rate"));
+    // 5 attempts per minute for 30 minutes (rate exactly 0.2: not above), then 2 per minute:
+    // the cumulative rate passes 0.2 in minute 30 (31 / 152) and stays above.
+    let falling: Vec<(i64, u64)> = (0..60)
+        .map(|i| (first + i, if i < 30 { 5 } else { 2 }))
+        .collect();
+    let bad = summarize(window_of(60), &c, &falling, &loose(), 10);
+    let alert = bad
+        .alerts
+        .iter()
+        .find(|a| a.rule == "failure_rate")
+        .expect("rate fires");
+    assert!((alert.figure - 60.0 / 210.0).abs() < 1e-9, "{alert:?}");
+    assert_eq!(alert.threshold, 0.2);
+    assert_eq!(alert.since.to_rfc3339(), "2025-01-24T09:30:00Z");
+    // Too few attempts: no verdict.
+    let few = summarize(window_of(60), &c, &[(first, 5)], &loose(), 10);
+    assert!(few.alerts.iter().all(|a| a.rule != "failure_rate"));
+    assert_eq!(few.failure_rate, Some(12.0));
+}
+
+#[test]
+fn windows_are_bounded() {
+    let now = Timestamp::from_unix_millis(BASE).unwrap();
+    assert!(StatsWindow::ending_at(now, 4).is_err());
+    assert!(StatsWindow::ending_at(now, 5).is_ok());
+    assert!(StatsWindow::ending_at(now, 7 * 24 * 60).is_ok());
+    assert_eq!(
+        StatsWindow::ending_at(now, 7 * 24 * 60 + 1)
+            .unwrap_err()
+            .field,
+        "window"
+    );
+}
+
+#[test]
+fn removing_what_was_added_leaves_nothing() {
+    let t = task(1, 0, ErrorCategory::DataError, "PARSE");
+    let mut c = MinuteCounts::default();
+    c.apply(&t, 1);
+    c.apply(&t, -1);
+    assert_eq!(c.total, 0);
+    assert!(c.by_category.is_empty() && c.by_client.is_empty() && c.by_error_code.is_empty());
+}
