@@ -1,0 +1,625 @@
+//! `failed-tasks-bench`: measures the performance targets of SPEC section 4 (made concrete in
+//! issue 6) in one run, as ratios of figures taken side by side on the same machine.
+//!
+//! It starts its own private `redis-server` on a free loopback port (or uses `--redis-url`,
+//! which must be a loopback address and an empty, disposable database: the run flushes
+//! databases 0 and 1), fills it, and measures:
+//! 1. page latency (p50/p99) through the use case, through HTTP and as the raw Redis floor at
+//!    N = 1k, 100k and (full run) 1M stored failures;
+//! 2. the original Go algorithm (SCAN + one GET per key) and the compat source on 100k Go
+//!    records, 5 % failed, against our page;
+//! 3. HTTP throughput of the list against a hello-world hyper server serving the same bytes;
+//! 4. recording throughput from one process;
+//! 5. Redis memory per stored failure and the server's peak resident memory.
+//!
+//! The HTTP servers run in child processes of this executable (`--serve-child`), so their CPU
+//! time and memory are measured apart from the load generator and the data filler.
+//!
+//! # Layout
+//! - `data`: deterministic tasks and Go status records.
+//! - `raw`: direct Redis access (floor page, Go algorithm, INFO).
+//! - `load`: raw keep-alive HTTP client, built-in load generator, `wrk` driver.
+//! - `child`: the app and hello-world servers in child processes.
+//! - `report`: figures, targets, table and JSON.
+
+#![forbid(unsafe_code)]
+
+mod child;
+mod data;
+mod load;
+mod raw;
+mod report;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use failed_tasks_domain::{ListQuery, PageLimits, PageSize, TaskFilter};
+use failed_tasks_query::{Deadlines, FailedTaskService};
+use failed_tasks_redis::{CompatConfig, CompatStore, RedisConfig, RedisStore};
+use failed_tasks_store::StatusStore;
+
+use crate::child::{ChildServer, Kind};
+use crate::load::HttpConn;
+use crate::raw::Raw;
+use crate::report::{Figures, Latency};
+
+/// The store's key prefix in the benchmark (the production default).
+const PREFIX: &str = "{failed-tasks}";
+/// The page the targets are about.
+const PAGE: u32 = 50;
+const LIST_PATH: &str = "/codebase-embedder/api/v1/tasks/failed?pageSize=50";
+/// Go records for the upstream comparison, 5 % of them failed.
+const GO_KEYS: u64 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Generator {
+    /// wrk when installed, else the built-in one.
+    Auto,
+    Wrk,
+    Builtin,
+}
+
+/// Measure the failed-task store against the targets of SPEC section 4.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Flags {
+    /// N up to 100k and shorter load runs: finishes in under a minute on 2 cores.
+    #[arg(long)]
+    quick: bool,
+    /// Write every figure (and each target's verdict) to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Use this Redis instead of starting a private one: a loopback `redis://host:port`
+    /// without a database path, whose databases 0 and 1 are empty; the run flushes them.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Timed requests per latency figure (default 1000, --quick 500).
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Seconds of each HTTP load run (default 10, --quick 4).
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Keep-alive connections of each HTTP load run.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// The HTTP load generator.
+    #[arg(long, value_enum, default_value = "auto")]
+    load_generator: Generator,
+    /// Internal: run one of the servers under test (started by the bench itself).
+    #[arg(long, value_enum, hide = true)]
+    serve_child: Option<Kind>,
+    #[arg(long, hide = true, default_value = PREFIX)]
+    prefix: String,
+    #[arg(long, hide = true)]
+    body_file: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    if let Some(kind) = flags.serve_child {
+        let url = flags
+            .redis_url
+            .clone()
+            .ok_or_else(|| anyhow!("--serve-child needs --redis-url"))?;
+        return child::serve_child(kind, &url, &flags.prefix, flags.body_file.clone());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the runtime")?;
+    rt.block_on(run(flags))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `redis://host:port` must name a loopback host.
+fn check_loopback(url: &str) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| anyhow!("--redis-url must be redis://host:port"))?;
+    let hostport = rest.rsplit('@').next().unwrap_or(rest);
+    if hostport.contains('/') {
+        bail!("--redis-url must not name a database; the bench uses databases 0 and 1");
+    }
+    let host = hostport
+        .rsplit_once(':')
+        .map_or(hostport, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("--redis-url must be a loopback address (127.0.0.0/8, ::1, localhost), not {host}");
+    }
+    Ok(())
+}
+
+/// Time `samples` calls of `f` after `samples / 10` warm-up calls.
+async fn sample<F, Fut>(samples: usize, mut f: F) -> anyhow::Result<Latency>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    for _ in 0..samples / 10 {
+        f().await?;
+    }
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        f().await?;
+        times.push(start.elapsed());
+    }
+    Ok(Latency::of(times))
+}
+
+fn page_query() -> anyhow::Result<ListQuery> {
+    Ok(ListQuery {
+        filter: TaskFilter::all(),
+        page_size: PageSize::new(PAGE, PageLimits::DEFAULT)?,
+        cursor: None,
+    })
+}
+
+/// Record tasks `from..to` with `record_batch`, `in_flight` batches at a time.
+async fn fill(store: &RedisStore, from: u64, to: u64, base_ms: i64) -> anyhow::Result<Duration> {
+    const BATCH: u64 = 500;
+    const IN_FLIGHT: usize = 4;
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let mut next = from;
+    while next < to || !set.is_empty() {
+        while next < to && set.len() < IN_FLIGHT {
+            let end = (next + BATCH).min(to);
+            let store = store.clone();
+            let (a, b) = (next, end);
+            set.spawn(async move {
+                let tasks = data::tasks(a, b, base_ms)?;
+                store
+                    .record_batch(&tasks)
+                    .await
+                    .map_err(|e| anyhow!("recording tasks {a}..{b}: {e}"))?;
+                Ok::<_, anyhow::Error>(())
+            });
+            next = end;
+        }
+        if let Some(r) = set.join_next().await {
+            r.context("fill task panicked")??;
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// `record` one task at a time from `concurrency` tasks: the port's basic path.
+async fn record_singly(store: &RedisStore, n: u64, concurrency: u64) -> anyhow::Result<f64> {
+    let base = now_ms() - 3_600_000;
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let store = store.clone();
+        set.spawn(async move {
+            let mut i = w;
+            while i < n {
+                let t = data::task(i, base)?;
+                store
+                    .record(&t)
+                    .await
+                    .map_err(|e| anyhow!("recording task {i}: {e}"))?;
+                i += concurrency;
+            }
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.context("record task panicked")??;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+struct Machine {
+    cores: usize,
+    cpu: String,
+    redis_version: String,
+}
+
+fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    Machine {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu,
+        redis_version: String::new(),
+    }
+}
+
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let sizes: Vec<u64> = if flags.quick {
+        vec![1_000, 100_000]
+    } else {
+        vec![1_000, 100_000, 1_000_000]
+    };
+    let samples = flags
+        .requests
+        .unwrap_or(if flags.quick { 500 } else { 1000 })
+        .max(1);
+    let load_secs = flags
+        .duration_secs
+        .unwrap_or(if flags.quick { 4 } else { 10 });
+    let use_wrk = match flags.load_generator {
+        Generator::Wrk => {
+            if !load::wrk_available() {
+                bail!("--load-generator wrk: wrk is not installed");
+            }
+            true
+        }
+        Generator::Builtin => false,
+        Generator::Auto => load::wrk_available(),
+    };
+
+    // Redis: private unless told otherwise; never the machine's 6379 by default.
+    let (_guard, base_url) = match &flags.redis_url {
+        Some(url) => {
+            check_loopback(url)?;
+            (None, url.trim_end_matches('/').to_owned())
+        }
+        None => {
+            std::process::Command::new("redis-server")
+                .arg("--version")
+                .output()
+                .context(
+                    "redis-server is not installed (apt-get install -y redis-server), or pass --redis-url",
+                )?;
+            let server = failed_tasks_testkit::RedisServer::start();
+            let url = server.url();
+            (Some(server), url)
+        }
+    };
+    let url0 = format!("{base_url}/0");
+    let url1 = format!("{base_url}/1");
+    let raw0 = Raw::connect(&url0).await?;
+    let raw1 = Raw::connect(&url1).await?;
+    if flags.redis_url.is_some() && (raw0.dbsize().await? != 0 || raw1.dbsize().await? != 0) {
+        bail!("--redis-url: databases 0 and 1 must be empty (the bench flushes them)");
+    }
+    let mut m = machine();
+    m.redis_version = raw0
+        .info("server")
+        .await?
+        .into_iter()
+        .find(|(k, _)| k == "redis_version")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+
+    let mut f = Figures::default();
+    f.set_text("mode", if flags.quick { "quick" } else { "full" });
+    f.set_text("machine_cpu", m.cpu.clone());
+    f.set("machine_cores", m.cores as f64);
+    f.set_text("redis_version", m.redis_version.clone());
+    f.set_text(
+        "load_generator",
+        if use_wrk {
+            format!("wrk -t2 -c{} -d{load_secs}s", flags.connections)
+        } else {
+            format!("built-in, {} connections, {load_secs}s", flags.connections)
+        },
+    );
+    eprintln!(
+        "failed-tasks-bench: {} mode, {} cores ({}), redis {}, {} samples per latency",
+        if flags.quick { "quick" } else { "full" },
+        m.cores,
+        m.cpu,
+        m.redis_version,
+        samples
+    );
+
+    let store_config = |prefix: &str| RedisConfig {
+        url: url0.clone(),
+        key_prefix: prefix.to_owned(),
+        command_timeout: Duration::from_secs(10),
+        ..RedisConfig::default()
+    };
+    let store = RedisStore::connect(store_config(PREFIX))
+        .await
+        .map_err(|e| anyhow!("redis store: {e}"))?;
+    if !store.wait_connected(Duration::from_secs(10)).await {
+        bail!("the store could not connect to {url0}");
+    }
+
+    // 4a. Recording one task per call (the port's basic path), 64 callers at once.
+    {
+        let single = RedisStore::connect(store_config("{bench-single}"))
+            .await
+            .map_err(|e| anyhow!("redis store: {e}"))?;
+        if !single.wait_connected(Duration::from_secs(10)).await {
+            bail!("the store could not connect to {url0}");
+        }
+        let n = if flags.quick { 10_000 } else { 50_000 };
+        let rate = record_singly(&single, n, 64).await?;
+        f.set("records_per_s_single", rate);
+        eprintln!("  record() one at a time, 64 callers: {rate:.0}/s");
+        raw0.run("FLUSHDB", vec![]).await?;
+    }
+
+    let mem0 = raw0.used_memory().await?;
+    let service = FailedTaskService::new(Arc::new(store.clone()), Deadlines::default());
+    let query = page_query()?;
+    let base_ms = now_ms() - 3_600_000 * 24;
+    let mut stored = 0u64;
+    let mut app: Option<ChildServer> = None;
+
+    for &n in &sizes {
+        // Fill up to n with the batched path.
+        let took = fill(&store, stored, n, base_ms).await?;
+        let rate = (n - stored) as f64 / took.as_secs_f64();
+        eprintln!(
+            "  filled {stored}..{n} in {:.1} s ({rate:.0}/s)",
+            took.as_secs_f64()
+        );
+        if stored > 0 && n <= 100_000 {
+            f.set("records_per_s", rate);
+        } else if stored > 0 {
+            f.set("records_per_s_to_max", rate);
+        }
+        stored = n;
+        let used = raw0.used_memory().await? - mem0;
+        f.set(&format!("redis_bytes_per_task_{n}"), used / n as f64);
+        f.set("redis_bytes_per_task", used / n as f64);
+
+        let app_server = match &app {
+            Some(a) => a,
+            None => app.insert(ChildServer::start(Kind::App, &url0, PREFIX, None)?),
+        };
+
+        // 1. Page latency: use case, store alone, HTTP, raw floor.
+        let usecase = sample(samples, || async {
+            let page = service
+                .list_failed(&query)
+                .await
+                .map_err(|e| anyhow!("list_failed: {e}"))?;
+            if page.tasks.len() != PAGE as usize || page.total != n {
+                bail!(
+                    "unexpected page: {} tasks, total {}",
+                    page.tasks.len(),
+                    page.total
+                );
+            }
+            Ok(())
+        })
+        .await?;
+        f.latency(&format!("usecase_{n}"), usecase);
+        let alone = sample(samples, || async {
+            store
+                .list(&query)
+                .await
+                .map_err(|e| anyhow!("store.list: {e}"))?;
+            Ok(())
+        })
+        .await?;
+        f.latency(&format!("store_{n}"), alone);
+        let mut conn = HttpConn::connect(app_server.addr, LIST_PATH).await?;
+        let mut times = Vec::with_capacity(samples);
+        for i in 0..samples + samples / 10 {
+            let start = Instant::now();
+            let r = conn.get(false).await?;
+            if r.status != 200 {
+                bail!("HTTP list answered {}", r.status);
+            }
+            if i >= samples / 10 {
+                times.push(start.elapsed());
+            }
+        }
+        let http = Latency::of(times);
+        f.latency(&format!("http_{n}"), http);
+        let index = format!("{PREFIX}:idx:all");
+        let record_prefix = format!("{PREFIX}:task:");
+        let floor = sample(samples, || async {
+            raw0.floor_page(&index, &record_prefix).await?;
+            Ok(())
+        })
+        .await?;
+        f.latency(&format!("floor_{n}"), floor);
+        eprintln!(
+            "  N={n}: use case p50 {:.3} ms, store {:.3}, HTTP {:.3}, floor {:.3}",
+            usecase.p50_ms, alone.p50_ms, http.p50_ms, floor.p50_ms
+        );
+
+        // 2. The original algorithm and the compat source, at 100k Go records.
+        if n == 100_000 {
+            raw1.fill_go(GO_KEYS).await?;
+            let runs = if flags.quick { 1 } else { 3 };
+            let mut go_times = Vec::new();
+            let mut found = 0;
+            for _ in 0..runs {
+                let (c, t) = raw::timed(raw1.go_list_failed()).await?;
+                found = c;
+                go_times.push(t);
+            }
+            let go = Latency::of(go_times);
+            f.set("upstream_go_ms", go.p50_ms);
+            f.set("upstream_found_failed", found as f64);
+            f.set("upstream_speedup", go.p50_ms / usecase.p50_ms);
+            let compat = CompatStore::connect(CompatConfig {
+                url: url1.clone(),
+                command_timeout: Duration::from_secs(10),
+                ..CompatConfig::default()
+            })
+            .await
+            .map_err(|e| anyhow!("compat source: {e}"))?;
+            // It connects in the background: wait (bounded) until it answers.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while compat.ping().await.is_err() {
+                if Instant::now() > deadline {
+                    bail!("the compat source could not connect to {url1}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let mut compat_times = Vec::new();
+            for _ in 0..3 {
+                let (page, t) = raw::timed(async {
+                    compat
+                        .list(&query)
+                        .await
+                        .map_err(|e| anyhow!("compat list: {e}"))
+                })
+                .await?;
+                if page.total != GO_KEYS / 20 {
+                    bail!(
+                        "compat found {} failed, expected {}",
+                        page.total,
+                        GO_KEYS / 20
+                    );
+                }
+                compat_times.push(t);
+            }
+            let compat = Latency::of(compat_times);
+            f.set("compat_list_ms", compat.p50_ms);
+            f.set("compat_speedup", go.p50_ms / compat.p50_ms);
+            eprintln!(
+                "  Go algorithm {:.0} ms ({found} failed), compat {:.0} ms, ours {:.3} ms",
+                go.p50_ms, compat.p50_ms, usecase.p50_ms
+            );
+            raw1.run("FLUSHDB", vec![]).await?;
+        }
+    }
+
+    let first = sizes.first().copied().unwrap_or(1_000);
+    let last = sizes.last().copied().unwrap_or(1_000);
+    if let (Some(a), Some(b)) = (
+        f.get(&format!("usecase_{first}_p50_ms")),
+        f.get(&format!("usecase_{last}_p50_ms")),
+    ) {
+        f.set("scale_ratio", b / a);
+        f.set_text(
+            "scale_ratio_basis",
+            format!("use-case p50 at N={last} / N={first}"),
+        );
+    }
+    if let (Some(ours), Some(floor)) = (
+        f.get(&format!("usecase_{last}_p50_ms")),
+        f.get(&format!("floor_{last}_p50_ms")),
+    ) {
+        f.set("floor_ratio", ours / floor);
+        f.set_text(
+            "floor_ratio_basis",
+            format!("use-case p50 / floor p50 at N={last}"),
+        );
+    }
+
+    // 3. HTTP throughput: the list against hello-world with the same bytes.
+    let app_server = app.ok_or_else(|| anyhow!("no app server was started"))?;
+    let mut conn = HttpConn::connect(app_server.addr, LIST_PATH).await?;
+    let reference = conn.get(true).await?;
+    let body = String::from_utf8_lossy(&reference.body);
+    if reference.status != 200
+        || reference.content_type.as_deref() != Some("application/json")
+        || body.matches("\"TaskId\"").count() != PAGE as usize
+    {
+        bail!("the app's page is not a 200 JSON page of {PAGE}: {body:.200}");
+    }
+    f.set("page_bytes", reference.body.len() as f64);
+    let body_file =
+        std::env::temp_dir().join(format!("failed-tasks-bench-{}.json", std::process::id()));
+    std::fs::write(&body_file, &reference.body).context("writing the page body")?;
+    let hello = ChildServer::start(Kind::Hello, &url0, PREFIX, Some(&body_file))?;
+    let duration = Duration::from_secs(load_secs.max(1));
+    // Warm both up briefly, then measure hello, then the app.
+    load::run(
+        hello.addr,
+        LIST_PATH,
+        flags.connections,
+        Duration::from_secs(1),
+        use_wrk,
+    )
+    .await?;
+    load::run(
+        app_server.addr,
+        LIST_PATH,
+        flags.connections,
+        Duration::from_secs(1),
+        use_wrk,
+    )
+    .await?;
+    let cpu0 = hello.cpu_seconds()?;
+    let h = load::run(hello.addr, LIST_PATH, flags.connections, duration, use_wrk).await?;
+    let hello_cpu = hello.cpu_seconds()? - cpu0;
+    let cpu0 = app_server.cpu_seconds()?;
+    let redis_cpu0 = raw0.cpu_seconds().await?;
+    let a = load::run(
+        app_server.addr,
+        LIST_PATH,
+        flags.connections,
+        duration,
+        use_wrk,
+    )
+    .await?;
+    let app_cpu = app_server.cpu_seconds()? - cpu0;
+    let redis_cpu = raw0.cpu_seconds().await? - redis_cpu0;
+    drop(hello);
+    let _ = std::fs::remove_file(&body_file);
+    if h.errors > 0 || a.errors > 0 {
+        bail!(
+            "non-200 answers under load: hello {}, app {}",
+            h.errors,
+            a.errors
+        );
+    }
+    f.set("hello_rps", h.requests_per_s);
+    f.set("http_rps", a.requests_per_s);
+    f.set("http_vs_hello", a.requests_per_s / h.requests_per_s);
+    if h.requests > 0 {
+        f.set(
+            "hello_server_cpu_us_per_req",
+            hello_cpu * 1e6 / h.requests as f64,
+        );
+    }
+    if a.requests > 0 {
+        f.set(
+            "http_server_cpu_us_per_req",
+            app_cpu * 1e6 / a.requests as f64,
+        );
+        f.set(
+            "http_redis_cpu_us_per_req",
+            redis_cpu * 1e6 / a.requests as f64,
+        );
+    }
+    let (peak, now) = app_server.memory_mb()?;
+    f.set("server_rss_mb", peak);
+    f.set("server_rss_now_mb", now);
+    eprintln!(
+        "  HTTP: hello {:.0} req/s, list {:.0} req/s; server peak RSS {peak:.1} MiB",
+        h.requests_per_s, a.requests_per_s
+    );
+    drop(app_server);
+
+    raw0.run("FLUSHDB", vec![]).await?;
+    f.set("elapsed_s", started.elapsed().as_secs_f64());
+    print!("{}", report::table(&f, &sizes));
+    println!(
+        "\nmachine: {} cores, {}, redis {}; run took {:.0} s",
+        m.cores,
+        m.cpu,
+        m.redis_version,
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = &flags.json {
+        let text = serde_json::to_string_pretty(&f.to_json())?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! Figures, the targets they are judged against, the human table and the JSON file.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// Latency summary of repeated calls, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl Latency {
+    /// Summarise samples (any order).
+    pub fn of(mut samples: Vec<Duration>) -> Latency {
+        samples.sort();
+        let n = samples.len().max(1);
+        let at = |q: usize| {
+            samples
+                .get((n * q / 100).min(n - 1))
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        let mean = samples.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / n as f64;
+        Latency {
+            p50_ms: at(50),
+            p99_ms: at(99),
+            mean_ms: mean,
+        }
+    }
+}
+
+/// Every figure of a run, in the order they were measured.
+#[derive(Debug, Default)]
+pub struct Figures {
+    values: Map<String, Value>,
+}
+
+impl Figures {
+    pub fn set(&mut self, key: &str, value: f64) {
+        let v = if value.is_finite() {
+            // Three significant decimals is plenty and keeps the file readable.
+            Value::from((value * 1000.0).round() / 1000.0)
+        } else {
+            Value::Null
+        };
+        self.values.insert(key.to_owned(), v);
+    }
+
+    pub fn set_text(&mut self, key: &str, value: impl Into<String>) {
+        self.values
+            .insert(key.to_owned(), Value::from(value.into()));
+    }
+
+    pub fn latency(&mut self, prefix: &str, l: Latency) {
+        self.set(&format!("{prefix}_p50_ms"), l.p50_ms);
+        self.set(&format!("{prefix}_p99_ms"), l.p99_ms);
+        self.set(&format!("{prefix}_mean_ms"), l.mean_ms);
+    }
+
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.values.get(key).and_then(Value::as_f64)
+    }
+
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.values.get(key).and_then(Value::as_str)
+    }
+
+    /// The JSON document: every figure, plus each target's verdict.
+    pub fn to_json(&self) -> Value {
+        let mut doc = self.values.clone();
+        let mut verdicts = Map::new();
+        for t in TARGETS {
+            let v = self.get(t.key).map(|v| t.met(v));
+            verdicts.insert(
+                t.key.to_owned(),
+                serde_json::json!({
+                    "target": format!("{} {}", t.op.symbol(), t.bound),
+                    "met": v,
+                }),
+            );
+        }
+        doc.insert("targets".to_owned(), Value::Object(verdicts));
+        Value::Object(doc)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    AtMost,
+    AtLeast,
+}
+
+impl Op {
+    fn symbol(self) -> &'static str {
+        match self {
+            Op::AtMost => "<=",
+            Op::AtLeast => ">=",
+        }
+    }
+}
+
+/// One target of issue 6 / SPEC section 4.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub key: &'static str,
+    pub op: Op,
+    pub bound: f64,
+    pub what: &'static str,
+}
+
+impl Target {
+    fn met(&self, v: f64) -> bool {
+        match self.op {
+            Op::AtMost => v <= self.bound,
+            Op::AtLeast => v >= self.bound,
+        }
+    }
+}
+
+pub const TARGETS: &[Target] = &[
+    Target {
+        key: "scale_ratio",
+        op: Op::AtMost,
+        bound: 1.2,
+        what: "page p50 at largest N / at 1k (use case)",
+    },
+    Target {
+        key: "floor_ratio",
+        op: Op::AtMost,
+        bound: 1.5,
+        what: "use-case page p50 / raw Redis page p50",
+    },
+    Target {
+        key: "upstream_speedup",
+        op: Op::AtLeast,
+        bound: 10_000.0,
+        what: "Go SCAN+GET listing / our page, 100k keys",
+    },
+    Target {
+        key: "http_vs_hello",
+        op: Op::AtLeast,
+        bound: 0.5,
+        what: "HTTP req/s of the list / hello-world",
+    },
+    Target {
+        key: "records_per_s",
+        op: Op::AtLeast,
+        bound: 20_000.0,
+        what: "failures recorded per second, one process",
+    },
+    Target {
+        key: "redis_bytes_per_task",
+        op: Op::AtMost,
+        bound: 1_000.0,
+        what: "Redis used_memory delta / N, all indexes",
+    },
+    Target {
+        key: "server_rss_mb",
+        op: Op::AtMost,
+        bound: 50.0,
+        what: "server peak RSS (VmHWM) after the HTTP run",
+    },
+];
+
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        None => "-".to_owned(),
+        Some(v) if v.abs() >= 1000.0 => format!("{v:.0}"),
+        Some(v) if v.abs() >= 10.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.3}"),
+    }
+}
+
+/// The human table: details, then each target with PASS/MISS.
+pub fn table(f: &Figures, sizes: &[u64]) -> String {
+    let mut out = String::new();
+    out.push_str("\nPage of 50, newest first (ms)          p50      p99\n");
+    for n in sizes {
+        for (label, key) in [
+            ("use case (ping + list)", "usecase"),
+            ("store.list alone", "store"),
+            ("HTTP, one keep-alive conn", "http"),
+            ("raw Redis floor (2 RTT)", "floor"),
+        ] {
+            let k = format!("{key}_{n}");
+            out.push_str(&format!(
+                "  N={n:<8} {label:<26} {:>8} {:>8}\n",
+                fmt(f.get(&format!("{k}_p50_ms"))),
+                fmt(f.get(&format!("{k}_p99_ms")))
+            ));
+        }
+    }
+    out.push_str("\nOther figures\n");
+    for key in [
+        "upstream_go_ms",
+        "upstream_found_failed",
+        "compat_list_ms",
+        "compat_speedup",
+        "hello_rps",
+        "http_rps",
+        "http_server_cpu_us_per_req",
+        "hello_server_cpu_us_per_req",
+        "http_redis_cpu_us_per_req",
+        "records_per_s_single",
+        "records_per_s",
+        "records_per_s_to_max",
+        "server_rss_now_mb",
+    ] {
+        if let Some(v) = f.get(key) {
+            out.push_str(&format!("  {key:<34} {:>12}\n", fmt(Some(v))));
+        }
+    }
+    for n in sizes {
+        if let Some(v) = f.get(&format!("redis_bytes_per_task_{n}")) {
+            out.push_str(&format!(
+                "  {:<34} {:>12}\n",
+                format!("redis_bytes_per_task_{n}"),
+                fmt(Some(v))
+            ));
+        }
+    }
+    out.push_str("\nTargets\n");
+    out.push_str(&format!(
+        "  {:<22} {:>12} {:>10}  {:<6} {}\n",
+        "figure", "value", "target", "", "what"
+    ));
+    for t in TARGETS {
+        let v = f.get(t.key);
+        let verdict = match v {
+            Some(v) if t.met(v) => "PASS",
+            Some(_) => "MISS",
+            None => "n/a",
+        };
+        out.push_str(&format!(
+            "  {:<22} {:>12} {:>10}  {:<6} {}\n",
+            t.key,
+            fmt(v),
+            format!("{} {}", t.op.symbol(), fmt(Some(t.bound))),
+            verdict,
+            t.what
+        ));
+    }
+    if let Some(basis) = f.text("scale_ratio_basis") {
+        out.push_str(&format!("  (scale_ratio basis: {basis})\n"));
+    }
+    out
+}
