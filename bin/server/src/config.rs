@@ -145,6 +145,18 @@ pub struct Settings {
     pub alert_failure_rate_max: f64,
     /// ... once at least this many attempts were reported in the window.
     pub alert_failure_rate_min_attempts: u64,
+    /// Retry policy: retries before a failure is final (`FinalFailure`).
+    pub retry_max_retries: u32,
+    /// Retry policy: the first backoff delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Retry policy: each further delay is this many times the previous one.
+    pub retry_multiplier: f64,
+    /// Retry policy: no delay is longer than this.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Retry policy: delays vary by up to this fraction either way.
+    pub retry_jitter: f64,
 }
 
 impl Default for Settings {
@@ -182,6 +194,11 @@ impl Default for Settings {
             alert_error_code_max: 50,
             alert_failure_rate_max: 0.2,
             alert_failure_rate_min_attempts: 20,
+            retry_max_retries: 3,
+            retry_base_delay: Duration::from_secs(1),
+            retry_multiplier: 2.0,
+            retry_max_delay: Duration::from_secs(300),
+            retry_jitter: 0.2,
         }
     }
 }
@@ -236,10 +253,24 @@ impl Settings {
         {
             return Err("alert_failure_rate_max must be between 0 and 1".to_owned());
         }
+        self.retry_policy()?;
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".to_owned());
         }
         Ok(())
+    }
+
+    /// The retry policy these settings describe (validated by the domain).
+    pub fn retry_policy(&self) -> Result<failed_tasks_domain::RetryPolicy, String> {
+        failed_tasks_domain::RetryPolicy::new(failed_tasks_domain::RetryConfig {
+            max_retries: self.retry_max_retries,
+            base_delay: self.retry_base_delay,
+            multiplier: self.retry_multiplier,
+            max_delay: self.retry_max_delay,
+            jitter: self.retry_jitter,
+            ..failed_tasks_domain::RetryConfig::default()
+        })
+        .map_err(|e| format!("retry_{}: {}", e.field, e.reason))
     }
 
     /// The settings as TOML, with secrets and URL passwords redacted.
@@ -479,6 +510,37 @@ pub struct Cli {
     #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MIN_ATTEMPTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_failure_rate_min_attempts: Option<u64>,
+
+    /// Retry policy: retries before a failure is final (FinalFailure) [default: 3].
+    #[arg(long, env = "FAILED_TASKS_RETRY_MAX_RETRIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_max_retries: Option<u32>,
+
+    /// Retry policy: the first backoff delay [default: 1s].
+    #[arg(long, env = "FAILED_TASKS_RETRY_BASE_DELAY", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub retry_base_delay: Option<Duration>,
+
+    /// Retry policy: each further delay is this many times the previous one [default: 2].
+    #[arg(long, env = "FAILED_TASKS_RETRY_MULTIPLIER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_multiplier: Option<f64>,
+
+    /// Retry policy: no delay is longer than this [default: 5m].
+    #[arg(long, env = "FAILED_TASKS_RETRY_MAX_DELAY", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub retry_max_delay: Option<Duration>,
+
+    /// Retry policy: delays vary by up to this fraction either way [default: 0.2].
+    #[arg(long, env = "FAILED_TASKS_RETRY_JITTER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_jitter: Option<f64>,
 }
 
 #[cfg(test)]

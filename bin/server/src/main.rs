@@ -122,15 +122,17 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         health_check: flags.health_timeout,
         request: flags.request_timeout,
     };
-    let service = FailedTaskService::new(store, deadlines).with_alert_thresholds(AlertThresholds {
-        spike_factor: flags.alert_spike_factor,
-        spike_min_count: flags.alert_spike_min_count,
-        category_max: flags.alert_category_max,
-        category_max_overrides: Default::default(),
-        error_code_max: flags.alert_error_code_max,
-        failure_rate_max: flags.alert_failure_rate_max,
-        failure_rate_min_attempts: flags.alert_failure_rate_min_attempts,
-    });
+    let service = FailedTaskService::new(store, deadlines)
+        .with_alert_thresholds(AlertThresholds {
+            spike_factor: flags.alert_spike_factor,
+            spike_min_count: flags.alert_spike_min_count,
+            category_max: flags.alert_category_max,
+            category_max_overrides: Default::default(),
+            error_code_max: flags.alert_error_code_max,
+            failure_rate_max: flags.alert_failure_rate_max,
+            failure_rate_min_attempts: flags.alert_failure_rate_min_attempts,
+        })
+        .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?);
     if flags.demo && flags.store == StoreKind::Compat {
         bail!("--demo cannot record into --store compat, which is read-only");
     }

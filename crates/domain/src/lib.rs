@@ -13,6 +13,7 @@
 //!   failure) from a failure's category, error code and retry count.
 //! - [`signature`]: [`ErrorSignature`], the stable id of "the same failure", from the
 //!   category, the error code and the message with its varying parts normalised away.
+//! - [`group`]: failure groups by error signature, and their paging.
 //! - [`stats`]: per-minute failure counters, window statistics and the alert rules.
 //! - [`error`]: [`ValidationError`], the only error this crate produces.
 //!
@@ -27,6 +28,7 @@
 
 pub mod category;
 pub mod error;
+pub mod group;
 pub mod query;
 pub mod retry;
 pub mod signature;
@@ -35,6 +37,7 @@ pub mod task;
 
 pub use category::ErrorCategory;
 pub use error::ValidationError;
+pub use group::{FailureGroup, GroupCursor, GroupPage, GroupQuery};
 pub use query::{Cursor, ListQuery, PageLimits, PageSize, SortKey, TaskFilter};
 pub use retry::{GiveUpReason, JitterRng, RetryConfig, RetryDecision, RetryPolicy};
 pub use signature::{normalise_message, ErrorPattern, ErrorSignature};

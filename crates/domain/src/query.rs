@@ -7,7 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::{
-    ClientId, ErrorCategory, ErrorCode, FailedTask, TaskId, TaskType, Timestamp, ValidationError,
+    ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, TaskId, TaskType, Timestamp,
+    ValidationError,
 };
 
 /// A task's place in the listing: `FailTime` newest first, then `TaskId` descending.
@@ -207,6 +208,8 @@ pub struct TaskFilter {
     pub since: Option<Timestamp>,
     /// Only tasks that failed at or before this time.
     pub until: Option<Timestamp>,
+    /// Only tasks with this error signature (one failure group).
+    pub signature: Option<ErrorSignature>,
 }
 
 impl TaskFilter {
@@ -249,6 +252,10 @@ impl TaskFilter {
                 .as_ref()
                 .is_none_or(|c| c == task.error_code())
             && self.matches_time(task.fail_time())
+            && self
+                .signature
+                .as_ref()
+                .is_none_or(|s| *s == ErrorSignature::of_task(task))
     }
 
     /// Whether `fail_time` lies within `since..=until`.

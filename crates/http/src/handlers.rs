@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::router::App;
 use crate::wire::{
-    AttemptsRecorded, Envelope, Health, Recorded, Removed, Stats, TaskList, WireTask,
+    AttemptsRecorded, Envelope, GroupList, Health, Recorded, Removed, Stats, TaskList, WireTask,
     MSG_QUERY_FAILED, MSG_STORE_UNAVAILABLE,
 };
 use crate::{ingest, params};
@@ -151,7 +151,7 @@ pub(crate) async fn list_failed(app: &App, query: Option<&str>) -> Reply {
                     "corrupt records left out of the page"
                 );
             }
-            Reply::ok(TaskList::from(&page))
+            Reply::ok(TaskList::new(&page, app.service.retry_policy()))
         }
         Err(e) => Reply::from_query_error(app, e),
     }
@@ -176,7 +176,7 @@ pub(crate) async fn get_failed(app: &App, raw_id: &str, query: Option<&str>) -> 
         Err(e) => return Reply::bad_request(&e.for_field("taskId")),
     };
     match app.service.get_failed(&id).await {
-        Ok(task) => Reply::ok(WireTask::from(&task)),
+        Ok(task) => Reply::ok(WireTask::new(&task, app.service.retry_policy())),
         Err(QueryError::NotFound) => Reply::error(
             StatusCode::NOT_FOUND,
             404,
@@ -362,4 +362,16 @@ pub(crate) async fn record_attempts(app: &App, query: Option<&str>, body: &[u8])
         recorded += count;
     }
     Reply::ok(AttemptsRecorded { recorded })
+}
+
+/// `GET /codebase-embedder/api/v1/tasks/failed-groups?pageSize&cursor`
+pub(crate) async fn failure_groups(app: &App, query: Option<&str>) -> Reply {
+    let q = match params::group_query(query, app.config.page_limits) {
+        Ok(q) => q,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.list_groups(&q).await {
+        Ok(page) => Reply::ok(GroupList::from(&page)),
+        Err(e) => Reply::from_query_error(app, e),
+    }
 }

@@ -1,12 +1,12 @@
 //! Query strings to validated domain queries; every problem names its parameter.
 
 use failed_tasks_domain::{
-    ClientId, Cursor, ErrorCategory, ErrorCode, ListQuery, PageLimits, PageSize, TaskFilter,
-    TaskType, Timestamp, ValidationError,
+    ClientId, Cursor, ErrorCategory, ErrorCode, ErrorSignature, GroupCursor, GroupQuery, ListQuery,
+    PageLimits, PageSize, TaskFilter, TaskType, Timestamp, ValidationError,
 };
 
 /// The parameters the listing understands, as the contract spells them.
-const LIST_PARAMS: [&str; 8] = [
+const LIST_PARAMS: [&str; 9] = [
     "pageSize",
     "cursor",
     "category",
@@ -15,6 +15,7 @@ const LIST_PARAMS: [&str; 8] = [
     "errorCode",
     "since",
     "until",
+    "signature",
 ];
 
 /// Parse the listing's query string. Unknown or repeated parameters are errors too, so a
@@ -47,6 +48,7 @@ pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, 
             "errorCode" => q.filter.error_code = Some(ErrorCode::parse(value).map_err(named)?),
             "since" => q.filter.since = Some(time_param("since", value)?),
             "until" => q.filter.until = Some(time_param("until", value)?),
+            "signature" => q.filter.signature = Some(ErrorSignature::parse(value)?),
             _ => {}
         }
         seen.push(name);
@@ -80,6 +82,33 @@ pub fn filter_only(query: Option<&str>) -> Result<TaskFilter, ValidationError> {
         ));
     }
     Ok(list_query(query, PageLimits::DEFAULT)?.filter)
+}
+
+/// Parse the groups listing's query string: `pageSize` and `cursor` only.
+pub fn group_query(query: Option<&str>, limits: PageLimits) -> Result<GroupQuery, ValidationError> {
+    let mut q = GroupQuery {
+        page_size: limits.default_size(),
+        cursor: None,
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let name = name.into_owned();
+        if seen.contains(&name) {
+            return Err(ValidationError::new(name, "given more than once"));
+        }
+        match name.as_str() {
+            "pageSize" => q.page_size = PageSize::parse(&value, limits)?,
+            "cursor" => q.cursor = Some(GroupCursor::decode(&value)?),
+            _ => {
+                return Err(ValidationError::new(
+                    name,
+                    "unknown parameter; known ones are pageSize, cursor",
+                ))
+            }
+        }
+        seen.push(name);
+    }
+    Ok(q)
 }
 
 /// The `window` of a statistics request in whole minutes (`5m` to `7d`, default `1h`).

@@ -22,6 +22,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     (ADMIN_TASKS, &["POST", "DELETE"]),
     (ADMIN_TASK, &["DELETE"]),
     (FAILED_STATS, &["GET"]),
+    (FAILED_GROUPS, &["GET"]),
     (TASK_ATTEMPTS, &["POST"]),
     (HEALTHZ, &["GET"]),
     (READYZ, &["GET"]),
@@ -33,6 +34,7 @@ const GET_FAILED: &str = "/codebase-embedder/api/v1/tasks/failed/{taskId}";
 const ADMIN_TASKS: &str = "/codebase-embedder/api/v1/admin/failed-tasks";
 const ADMIN_TASK: &str = "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}";
 const FAILED_STATS: &str = "/codebase-embedder/api/v1/tasks/failed-stats";
+const FAILED_GROUPS: &str = "/codebase-embedder/api/v1/tasks/failed-groups";
 const TASK_ATTEMPTS: &str = "/codebase-embedder/api/v1/admin/task-attempts";
 const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
@@ -108,6 +110,7 @@ pub(crate) enum Route {
     AdminTasks,
     AdminTask(String),
     Stats,
+    Groups,
     Attempts,
     Healthz,
     Readyz,
@@ -144,6 +147,7 @@ impl Route {
             "/tasks/failed" | "/tasks/failed/" => Route::ListFailed,
             "/admin/failed-tasks" | "/admin/failed-tasks/" => Route::AdminTasks,
             "/tasks/failed-stats" => Route::Stats,
+            "/tasks/failed-groups" => Route::Groups,
             "/admin/task-attempts" => Route::Attempts,
             _ => {
                 if let Some(id) = item("/tasks/failed/") {
@@ -165,6 +169,7 @@ impl Route {
             Route::AdminTasks => "admin_tasks",
             Route::AdminTask(_) => "admin_task",
             Route::Stats => "failed_stats",
+            Route::Groups => "failed_groups",
             Route::Attempts => "task_attempts",
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
@@ -181,6 +186,7 @@ impl Route {
             Route::AdminTasks => ADMIN_TASKS,
             Route::AdminTask(_) => ADMIN_TASK,
             Route::Stats => FAILED_STATS,
+            Route::Groups => FAILED_GROUPS,
             Route::Attempts => TASK_ATTEMPTS,
             Route::Healthz => HEALTHZ,
             Route::Readyz => READYZ,
@@ -195,7 +201,7 @@ impl Route {
 
     fn access(&self) -> Access {
         match self {
-            Route::ListFailed | Route::GetFailed(_) | Route::Stats => Access::Read,
+            Route::ListFailed | Route::GetFailed(_) | Route::Stats | Route::Groups => Access::Read,
             Route::AdminTasks | Route::AdminTask(_) | Route::Attempts => Access::Admin,
             Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => Access::Open,
         }
@@ -237,6 +243,7 @@ pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> 
             Err(reply) => reply,
         },
         (Route::Stats, _) => handlers::failure_stats(app, query).await,
+        (Route::Groups, _) => handlers::failure_groups(app, query).await,
         (Route::AdminTasks, _) => handlers::remove_matching(app, query).await,
         (Route::AdminTask(id), _) => handlers::remove_task(app, &id, query).await,
         (Route::NotFound, _) => Reply::error(StatusCode::NOT_FOUND, 404, "not found"),

@@ -1,7 +1,7 @@
 //! The wire format: JSON types with the contract's field names, and the envelope.
 
 use failed_tasks_domain::stats::{minute_start, FailureStats};
-use failed_tasks_domain::FailedTask;
+use failed_tasks_domain::{FailedTask, FailureGroup, GroupPage, RetryPolicy};
 use failed_tasks_store::FailedTaskPage;
 use serde::{Deserialize, Serialize};
 
@@ -87,10 +87,15 @@ pub struct WireTask {
     /// One of the five categories.
     #[serde(rename = "ErrorCategory")]
     pub error_category: String,
+    /// Additive: whether the retry policy gives up on this failure (authorization errors,
+    /// maximum retries reached, ...), i.e. it is a final failure.
+    #[serde(rename = "FinalFailure")]
+    pub final_failure: bool,
 }
 
-impl From<&FailedTask> for WireTask {
-    fn from(t: &FailedTask) -> Self {
+impl WireTask {
+    /// The wire form of `t`, with `FinalFailure` judged by `policy`.
+    pub fn new(t: &FailedTask, policy: &RetryPolicy) -> Self {
         Self {
             task_id: t.task_id().to_string(),
             task_type: t.task_type().to_string(),
@@ -103,6 +108,7 @@ impl From<&FailedTask> for WireTask {
             retry_count: t.retry_count(),
             processed_files: t.processed_files(),
             error_category: t.error_category().as_str().to_owned(),
+            final_failure: policy.is_final_failure(t),
         }
     }
 }
@@ -121,11 +127,16 @@ pub struct TaskList {
     pub next_cursor: Option<String>,
 }
 
-impl From<&FailedTaskPage> for TaskList {
-    fn from(page: &FailedTaskPage) -> Self {
+impl TaskList {
+    /// The wire form of `page`, with `FinalFailure` judged by `policy`.
+    pub fn new(page: &FailedTaskPage, policy: &RetryPolicy) -> Self {
         Self {
             total_tasks: page.total,
-            tasks: page.tasks.iter().map(WireTask::from).collect(),
+            tasks: page
+                .tasks
+                .iter()
+                .map(|t| WireTask::new(t, policy))
+                .collect(),
             next_cursor: page.next_cursor.as_ref().map(|c| c.encode()),
         }
     }
@@ -301,4 +312,76 @@ pub struct AttemptsRecorded {
     /// Attempts added.
     #[serde(rename = "Recorded")]
     pub recorded: u64,
+}
+
+/// One failure group on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireGroup {
+    /// The group's id: use it as `signature=` on the listing to see its tasks.
+    #[serde(rename = "Signature")]
+    pub signature: String,
+    /// The members' category.
+    #[serde(rename = "ErrorCategory")]
+    pub error_category: String,
+    /// The members' error code.
+    #[serde(rename = "ErrorCode")]
+    pub error_code: String,
+    /// The members' message with numbers, ids, paths and quoted values replaced.
+    #[serde(rename = "Pattern")]
+    pub pattern: String,
+    /// Stored failures in the group.
+    #[serde(rename = "Count")]
+    pub count: u64,
+    /// The oldest member's fail time.
+    #[serde(rename = "FirstSeen")]
+    pub first_seen: String,
+    /// The newest member's fail time.
+    #[serde(rename = "LastSeen")]
+    pub last_seen: String,
+    /// Distinct clients among the members.
+    #[serde(rename = "ClientsAffected")]
+    pub clients_affected: u64,
+    /// The newest member's id.
+    #[serde(rename = "SampleTaskId")]
+    pub sample_task_id: String,
+}
+
+impl From<&FailureGroup> for WireGroup {
+    fn from(g: &FailureGroup) -> Self {
+        Self {
+            signature: g.pattern.signature().to_string(),
+            error_category: g.pattern.category().as_str().to_owned(),
+            error_code: g.pattern.error_code().to_owned(),
+            pattern: g.pattern.normalised_message().to_owned(),
+            count: g.count,
+            first_seen: g.first_seen.to_rfc3339(),
+            last_seen: g.last_seen.to_rfc3339(),
+            clients_affected: g.clients_affected,
+            sample_task_id: g.sample_task_id.to_string(),
+        }
+    }
+}
+
+/// `Data` of `GET /tasks/failed-groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupList {
+    /// How many groups there are (all pages).
+    #[serde(rename = "TotalGroups")]
+    pub total_groups: u64,
+    /// This page, last seen newest first.
+    #[serde(rename = "Groups")]
+    pub groups: Vec<WireGroup>,
+    /// The cursor of the next page, or null.
+    #[serde(rename = "NextCursor")]
+    pub next_cursor: Option<String>,
+}
+
+impl From<&GroupPage> for GroupList {
+    fn from(p: &GroupPage) -> Self {
+        Self {
+            total_groups: p.total,
+            groups: p.groups.iter().map(WireGroup::from).collect(),
+            next_cursor: p.next_cursor.as_ref().map(|c| c.encode()),
+        }
+    }
 }

@@ -8,8 +8,8 @@ use failed_tasks_domain::stats::{
     minute_of, summarize, AlertThresholds, FailureStats, StatsWindow,
 };
 use failed_tasks_domain::{
-    ErrorCategory, FailedTask, ListQuery, PageLimits, PageSize, TaskFilter, TaskId, TaskType,
-    Timestamp, ValidationError,
+    ErrorCategory, FailedTask, GroupPage, GroupQuery, ListQuery, PageLimits, PageSize, RetryPolicy,
+    TaskFilter, TaskId, TaskType, Timestamp, ValidationError,
 };
 use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
 
@@ -92,6 +92,7 @@ pub struct FailedTaskService {
     store: Arc<dyn StatusStore>,
     deadlines: Deadlines,
     alert_thresholds: Arc<AlertThresholds>,
+    retry_policy: Arc<RetryPolicy>,
 }
 
 impl std::fmt::Debug for FailedTaskService {
@@ -109,7 +110,25 @@ impl FailedTaskService {
             store,
             deadlines,
             alert_thresholds: Arc::new(AlertThresholds::default()),
+            retry_policy: Arc::new(RetryPolicy::default()),
         }
+    }
+
+    /// The same service judging final failures with `policy`.
+    #[must_use]
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = Arc::new(policy);
+        self
+    }
+
+    /// The retry policy in force: whether a stored failure is final (`FinalFailure`).
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry_policy
+    }
+
+    /// One page of failure groups, last seen newest first.
+    pub async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, QueryError> {
+        self.checked(self.store.list_groups(query)).await
     }
 
     /// The same service evaluating alerts with `thresholds`.

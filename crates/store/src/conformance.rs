@@ -298,6 +298,7 @@ pub async fn filters_match_brute_force(store: &dyn StatusStore) {
             task_type: Some(TaskType::embedding()),
             since: ts(0),
             until: ts(90_000),
+            signature: None,
         },
     ];
     for f in &filters {
@@ -404,10 +405,9 @@ pub async fn stats_follow_writes(store: &dyn StatusStore) {
         .collect();
     store.record_batch(&tasks).await.unwrap();
     // Move 10 tasks to other minutes, categories and clients; remove 10 others.
-    for i in 0..10 {
-        let old = tasks[i].clone();
+    for (i, slot) in tasks.iter_mut().take(10).enumerate() {
         let moved = task(
-            old.task_id().as_str(),
+            slot.task_id().as_str(),
             600_000 + i as i64 * 61_000,
             ErrorCategory::Authorization,
             "indexing",
@@ -415,7 +415,7 @@ pub async fn stats_follow_writes(store: &dyn StatusStore) {
             "PERMISSION_DENIED",
         );
         store.record(&moved).await.unwrap();
-        tasks[i] = moved;
+        *slot = moved;
     }
     for t in tasks.drain(100..110) {
         assert!(store.remove(t.task_id()).await.unwrap());
@@ -465,8 +465,152 @@ pub async fn stats_follow_writes(store: &dyn StatusStore) {
     assert_eq!(attempts, vec![(from + 1, 10), (from + 2, 5)]);
 }
 
-/// Run the statistics checks, each on a fresh empty store from `fresh` (for adapters that
-/// keep statistics).
+/// Failure groups follow every write: same signature for messages that differ only in
+/// numbers and ids; counts, first and last seen, clients affected, sample; an upsert that
+/// changes the message moves the task to another group; removal shrinks or drops a group;
+/// paging by cursor is complete; the listing's `signature` filter matches brute force.
+pub async fn groups_follow_writes(store: &dyn StatusStore) {
+    use failed_tasks_domain::{ErrorPattern, ErrorSignature, GroupCursor, GroupQuery};
+
+    let with_message = |id: &str, off: i64, client: &str, code: &str, msg: &str| {
+        let mut raw = task(
+            id,
+            off,
+            ErrorCategory::ServiceTimeout,
+            "embedding",
+            client,
+            code,
+        )
+        .into_parts();
+        raw.error_message = msg.to_owned();
+        FailedTask::new(raw).unwrap()
+    };
+    // Group A: timeouts after N seconds, 3 clients. Group B: one storage error.
+    let mut tasks = vec![
+        with_message(
+            "a1",
+            1_000,
+            "c1",
+            "TIMEOUT_ERROR",
+            "timed out after 30 s on /repo/a",
+        ),
+        with_message(
+            "a2",
+            5_000,
+            "c2",
+            "TIMEOUT_ERROR",
+            "timed out after 45 s on /repo/b",
+        ),
+        with_message(
+            "a3",
+            3_000,
+            "c1",
+            "TIMEOUT_ERROR",
+            "timed out after 12 s on /repo/c",
+        ),
+        with_message(
+            "a4",
+            9_000,
+            "c3",
+            "TIMEOUT_ERROR",
+            "timed out after 99 s on /repo/d",
+        ),
+        with_message("b1", 7_000, "c1", "STORAGE_ERROR", "disk full"),
+    ];
+    for t in &tasks {
+        store.record(t).await.unwrap();
+    }
+    let sig_a = ErrorSignature::of_task(&tasks[0]);
+    let sig_b = ErrorSignature::of_task(&tasks[4]);
+    assert_ne!(sig_a, sig_b);
+    let first_page = |size| GroupQuery {
+        page_size: PageSize::new(size, PageLimits::DEFAULT).unwrap(),
+        cursor: None,
+    };
+    let page = store.list_groups(&first_page(10)).await.unwrap();
+    assert_eq!(page.total, 2);
+    let a = &page.groups[0];
+    assert_eq!(
+        a.pattern.signature(),
+        &sig_a,
+        "group A was seen last (a4 at +9 s)"
+    );
+    assert_eq!(a.count, 4);
+    assert_eq!(a.clients_affected, 3);
+    assert_eq!(a.first_seen, tasks[0].fail_time());
+    assert_eq!(a.last_seen, tasks[3].fail_time());
+    assert_eq!(a.sample_task_id.as_str(), "a4");
+    assert_eq!(
+        a.pattern.normalised_message(),
+        ErrorPattern::of_task(&tasks[0]).normalised_message()
+    );
+    assert_eq!(page.groups[1].count, 1);
+
+    // a4 now fails differently (group B), a1 is removed: A shrinks, B grows and leads.
+    tasks[3] = with_message("a4", 11_000, "c3", "STORAGE_ERROR", "disk full");
+    store.record(&tasks[3]).await.unwrap();
+    assert!(store.remove(tasks[0].task_id()).await.unwrap());
+    tasks.remove(0);
+    let page = store.list_groups(&first_page(10)).await.unwrap();
+    let summary: Vec<(String, u64, u64)> = page
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.pattern.signature().to_string(),
+                g.count,
+                g.clients_affected,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(sig_b.to_string(), 2, 2), (sig_a.to_string(), 2, 2)]
+    );
+    // tasks is now [a2, a3, a4 (moved to B), b1]: group A's oldest member is a3.
+    assert_eq!(page.groups[1].first_seen, tasks[1].fail_time());
+    assert_eq!(page.groups[1].last_seen, tasks[0].fail_time());
+
+    // Paging one group at a time is complete.
+    let mut seen = Vec::new();
+    let mut cursor: Option<GroupCursor> = None;
+    loop {
+        let page = store
+            .list_groups(&GroupQuery {
+                page_size: PageSize::new(1, PageLimits::DEFAULT).unwrap(),
+                cursor: cursor.take(),
+            })
+            .await
+            .unwrap();
+        seen.extend(page.groups.iter().map(|g| g.pattern.signature().clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![sig_b.clone(), sig_a.clone()]);
+
+    // The listing's signature filter.
+    for sig in [&sig_a, &sig_b] {
+        let f = TaskFilter {
+            signature: Some(sig.clone()),
+            ..Default::default()
+        };
+        let (ids, totals) = walk(store, &f, 1).await;
+        assert_eq!(ids, expected(&tasks, &f));
+        assert_eq!(totals[0] as usize, ids.len());
+    }
+    // Removing the last member drops the group.
+    for t in tasks.iter().filter(|t| ErrorSignature::of_task(t) == sig_a) {
+        store.remove(t.task_id()).await.unwrap();
+    }
+    let page = store.list_groups(&first_page(10)).await.unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.groups[0].pattern.signature(), &sig_b);
+}
+
+/// Run the statistics and group checks, each on a fresh empty store from `fresh` (for
+/// adapters that keep statistics and groups).
 pub async fn run_stats<S, F, Fut>(mut fresh: F)
 where
     S: StatusStore,
@@ -474,6 +618,7 @@ where
     Fut: Future<Output = S>,
 {
     stats_follow_writes(&fresh().await).await;
+    groups_follow_writes(&fresh().await).await;
 }
 
 /// Run every check, each on a fresh empty store from `fresh`.

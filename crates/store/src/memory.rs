@@ -15,7 +15,8 @@ use std::sync::{PoisonError, RwLock};
 use async_trait::async_trait;
 use failed_tasks_domain::stats::{minute_of, MinuteCounts};
 use failed_tasks_domain::{
-    ClientId, Cursor, ErrorCategory, ErrorCode, FailedTask, ListQuery, TaskId, TaskType, Timestamp,
+    ClientId, Cursor, ErrorCategory, ErrorCode, ErrorPattern, ErrorSignature, FailedTask,
+    FailureGroup, GroupCursor, GroupPage, GroupQuery, ListQuery, TaskId, TaskType, Timestamp,
 };
 
 use crate::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
@@ -49,6 +50,38 @@ struct Indexes {
     minutes: BTreeMap<i64, MinuteCounts>,
     /// Task attempts per minute, by task type.
     attempts: BTreeMap<i64, HashMap<TaskType, u64>>,
+    /// Failure groups by signature; their members double as the signature index.
+    groups: HashMap<ErrorSignature, GroupState>,
+    /// Groups by last seen, newest first, then signature descending.
+    group_order: BTreeSet<(Reverse<i64>, Reverse<ErrorSignature>)>,
+}
+
+#[derive(Debug)]
+struct GroupState {
+    pattern: ErrorPattern,
+    members: BTreeSet<IndexKey>,
+    clients: HashMap<ClientId, u64>,
+}
+
+impl GroupState {
+    /// The group's place in `group_order`, from its newest member.
+    fn order_key(&self) -> Option<(Reverse<i64>, Reverse<ErrorSignature>)> {
+        let newest = self.members.first()?;
+        Some((newest.0, Reverse(self.pattern.signature().clone())))
+    }
+
+    fn to_group(&self) -> Option<FailureGroup> {
+        let newest = self.members.first()?;
+        let oldest = self.members.last()?;
+        Some(FailureGroup {
+            pattern: self.pattern.clone(),
+            count: self.members.len() as u64,
+            first_seen: Timestamp::saturating_from_unix_millis(oldest.0 .0),
+            last_seen: Timestamp::saturating_from_unix_millis(newest.0 .0),
+            clients_affected: self.clients.len() as u64,
+            sample_task_id: TaskId::parse(newest.1 .0.as_str()).ok()?,
+        })
+    }
 }
 
 fn insert_into<K: Hash + Eq>(map: &mut HashMap<K, BTreeSet<IndexKey>>, k: K, key: IndexKey) {
@@ -82,6 +115,7 @@ impl Indexes {
         );
         insert_into(&mut self.by_client, task.client_id().clone(), key.clone());
         insert_into(&mut self.by_error_code, task.error_code().clone(), key);
+        self.join_group(&task, index_key(&task));
         let minute = minute_of(task.fail_time());
         self.minutes
             .entry(minute)
@@ -102,6 +136,7 @@ impl Indexes {
         remove_from(&mut self.by_task_type, task.task_type(), &key);
         remove_from(&mut self.by_client, task.client_id(), &key);
         remove_from(&mut self.by_error_code, task.error_code(), &key);
+        self.leave_group(&task, &key);
         let minute = minute_of(task.fail_time());
         if let Some(counts) = self.minutes.get_mut(&minute) {
             counts.apply(&task, -1);
@@ -110,6 +145,74 @@ impl Indexes {
             }
         }
         Some(task)
+    }
+
+    fn join_group(&mut self, task: &FailedTask, key: IndexKey) {
+        let pattern = ErrorPattern::of_task(task);
+        let sig = pattern.signature().clone();
+        let state = self.groups.entry(sig).or_insert_with(|| GroupState {
+            pattern,
+            members: BTreeSet::new(),
+            clients: HashMap::new(),
+        });
+        if let Some(old) = state.order_key() {
+            self.group_order.remove(&old);
+        }
+        state.members.insert(key);
+        *state.clients.entry(task.client_id().clone()).or_default() += 1;
+        if let Some(new) = state.order_key() {
+            self.group_order.insert(new);
+        }
+    }
+
+    fn leave_group(&mut self, task: &FailedTask, key: &IndexKey) {
+        let sig = ErrorSignature::of_task(task);
+        let Some(state) = self.groups.get_mut(&sig) else {
+            return;
+        };
+        if let Some(old) = state.order_key() {
+            self.group_order.remove(&old);
+        }
+        state.members.remove(key);
+        if let Some(n) = state.clients.get_mut(task.client_id()) {
+            *n -= 1;
+            if *n == 0 {
+                state.clients.remove(task.client_id());
+            }
+        }
+        match state.order_key() {
+            Some(new) => {
+                self.group_order.insert(new);
+            }
+            None => {
+                self.groups.remove(&sig);
+            }
+        }
+    }
+
+    fn list_groups(&self, query: &GroupQuery) -> GroupPage {
+        let start = match &query.cursor {
+            Some(c) => Bound::Excluded((
+                Reverse(c.last_seen().unix_millis()),
+                Reverse(c.signature().clone()),
+            )),
+            None => Bound::Unbounded,
+        };
+        let size = query.page_size.as_usize();
+        let mut walk = self
+            .group_order
+            .range((start, Bound::Unbounded))
+            .filter_map(|(_, Reverse(sig))| self.groups.get(sig)?.to_group());
+        let groups: Vec<FailureGroup> = walk.by_ref().take(size).collect();
+        let next_cursor = match (groups.last(), walk.next()) {
+            (Some(last), Some(_)) => Some(GroupCursor::after(last)),
+            _ => None,
+        };
+        GroupPage {
+            total: self.groups.len() as u64,
+            groups,
+            next_cursor,
+        }
     }
 
     /// The smallest index that every match must be in.
@@ -121,6 +224,9 @@ impl Indexes {
             f.task_type.as_ref().map(|t| self.by_task_type.get(t)),
             f.client_id.as_ref().map(|c| self.by_client.get(c)),
             f.error_code.as_ref().map(|c| self.by_error_code.get(c)),
+            f.signature
+                .as_ref()
+                .map(|s| self.groups.get(s).map(|g| &g.members)),
         ];
         for candidate in candidates.into_iter().flatten() {
             let set = candidate.unwrap_or(&EMPTY);
@@ -140,6 +246,7 @@ impl Indexes {
             filter.task_type.is_some(),
             filter.client_id.is_some(),
             filter.error_code.is_some(),
+            filter.signature.is_some(),
         ]
         .iter()
         .filter(|set| **set)
@@ -303,6 +410,10 @@ impl StatusStore for MemoryStore {
             .map(|(minute, by_type)| (*minute, by_type.values().sum()))
             .collect();
         Ok(per)
+    }
+
+    async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError> {
+        Ok(self.read().list_groups(query))
     }
 
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use failed_tasks_domain::stats::MinuteCounts;
-use failed_tasks_domain::{Cursor, FailedTask, ListQuery, TaskId, TaskType};
+use failed_tasks_domain::{Cursor, FailedTask, GroupPage, GroupQuery, ListQuery, TaskId, TaskType};
 
 use crate::StoreError;
 
@@ -89,6 +89,16 @@ pub trait StatusStore: Send + Sync {
         let _ = (task_type, minute, count);
         Err(StoreError::Rejected(
             "this store keeps no task attempts".to_owned(),
+        ))
+    }
+
+    /// One page of failure groups (failures sharing an error signature), last seen newest
+    /// first, kept up to date on every write like the indexes. Stores that keep no groups
+    /// answer [`StoreError::Rejected`] (the default).
+    async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError> {
+        let _ = query;
+        Err(StoreError::Rejected(
+            "this store keeps no failure groups".to_owned(),
         ))
     }
 

@@ -63,6 +63,33 @@ kill -KILL "$child" 2>/dev/null
 wait "$child" 2>/dev/null
 "#;
 
+/// The process id of the Redis server answering on `port`.
+fn server_pid(port: u16) -> Option<u32> {
+    let mut stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains("process_id:") || !text[text.find("process_id:")?..].contains('\n') {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let line = text.lines().find_map(|l| l.strip_prefix("process_id:"))?;
+    line.trim().parse().ok()
+}
+
+fn alive(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -101,11 +128,20 @@ impl RedisServer {
             child: None,
             redis_pid: None,
         };
-        server.spawn();
-        server
+        // A port found free can be taken by another process before redis-server binds it;
+        // then try another one.
+        for _ in 0..5 {
+            if server.spawn() {
+                return server;
+            }
+            server.kill();
+            server.port = free_port();
+        }
+        panic!("could not start redis-server on a free port after 5 attempts");
     }
 
-    fn spawn(&mut self) {
+    /// Start redis-server on `self.port`; `false` when the port was taken by someone else.
+    fn spawn(&mut self) -> bool {
         match Command::new("redis-server").arg("--version").output() {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
@@ -142,8 +178,20 @@ impl RedisServer {
             .expect("read redis-server pid");
         self.redis_pid = line.trim().parse().ok();
         self.child = Some(guardian);
-        assert!(
-            self.redis_pid.is_some() && wait_for_pong(self.port, Duration::from_secs(10)),
+        let Some(pid) = self.redis_pid else {
+            return false;
+        };
+        // The answer must come from our process, not from a server that already held the port.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if wait_for_pong(self.port, Duration::from_millis(200)) {
+                return server_pid(self.port) == Some(pid);
+            }
+            if !alive(pid) {
+                return false;
+            }
+        }
+        panic!(
             "redis-server on port {} did not answer PING within 10 s",
             self.port
         );
@@ -183,7 +231,11 @@ impl RedisServer {
     /// Start a fresh, empty server on the same port after [`kill`](Self::kill).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "port {} was taken before redis-server could restart on it",
+            self.port
+        );
     }
 
     /// Freeze the server (SIGSTOP): connections stay open but nothing answers.

@@ -28,7 +28,7 @@ fn failure(id: usize, minutes_ago: i64, category: &str, code: &str) -> FailedTas
     let fail = now_ms() - minutes_ago * 60_000;
     FailedTask::new(NewFailedTask {
         task_id: format!("s{id}"),
-        task_type: if id % 2 == 0 { "embedding" } else { "indexing" }.into(),
+        task_type: if id.is_multiple_of(2) { "embedding" } else { "indexing" }.into(),
         client_id: format!("client{}", id % 3),
         start_time_ms: fail - 1000,
         fail_time_ms: fail,
@@ -194,7 +194,7 @@ async fn bad_windows_and_attempts_are_400() {
         .await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
     }
-    let d = get(&server, &format!("{STATS}")).await.json()["Data"].clone();
+    let d = get(&server, STATS).await.json()["Data"].clone();
     assert_eq!(
         d["Timeline"].as_array().unwrap().len(),
         60,
