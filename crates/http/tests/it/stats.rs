@@ -28,7 +28,12 @@ fn failure(id: usize, minutes_ago: i64, category: &str, code: &str) -> FailedTas
     let fail = now_ms() - minutes_ago * 60_000;
     FailedTask::new(NewFailedTask {
         task_id: format!("s{id}"),
-        task_type: if id.is_multiple_of(2) { "embedding" } else { "indexing" }.into(),
+        task_type: if id.is_multiple_of(2) {
+            "embedding"
+        } else {
+            "indexing"
+        }
+        .into(),
         client_id: format!("client{}", id % 3),
         start_time_ms: fail - 1000,
         fail_time_ms: fail,
