@@ -54,17 +54,7 @@ pub async fn spawn_app(
     deadlines: Deadlines,
     config: HttpConfig,
 ) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Arc::new(App::new(FailedTaskService::new(store, deadlines), config));
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(failed_tasks_http::serve(listener, app, async move {
-        let _ = rx.await;
-    }));
-    TestServer {
-        addr,
-        stop: Some(tx),
-    }
+    spawn_service(FailedTaskService::new(store, deadlines), config).await
 }
 
 pub struct Answer {
