@@ -100,7 +100,6 @@ pub(crate) fn task_member(task: &FailedTask) -> String {
 }
 
 /// Split a member back into its position; `None` when it is not one of ours.
-#[cfg(test)]
 pub(crate) fn parse_member(m: &str) -> Option<SortKey> {
     if m.len() <= MS_DIGITS + 1 || !m.is_char_boundary(MS_DIGITS) {
         return None;

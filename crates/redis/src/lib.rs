@@ -12,8 +12,11 @@
 //! - `conn`: the fred client (timeouts, reconnect policy, fail-fast) and the error mapping.
 //! - `layout`: key names, index members `{fail_ms:015}:{task_id}`, lex bounds.
 //! - `record`: the stored value (header line + the contract's JSON wire form).
-//! - `scripts`: the Lua scripts (record, remove, trim, lock release).
-//! - [`store`]: [`RedisStore`] and its `StatusStore` implementation.
+//! - `scripts`: the Lua scripts (record, record a batch, one-round-trip page, remove, trim,
+//!   lock release).
+//! - [`store`]: [`RedisStore`] and its `StatusStore` implementation (`record_batch` in
+//!   chunked script calls; a page in one round trip), and [`RedisStore::list_json`], the
+//!   read fast path that returns the stored wire bytes.
 //! - [`janitor`]: retention by age and count, with archiving, under a Redis lock.
 //! - [`compat`]: [`CompatStore`], a read-only `StatusStore` over the Go service's
 //!   `request:id:{id}` records (SCAN + MGET; O(keyspace) per request, documented there).
@@ -44,4 +47,4 @@ pub mod store;
 pub use compat::{CompatConfig, CompatStore};
 pub use config::RedisConfig;
 pub use janitor::{JanitorHandle, TrimReport};
-pub use store::RedisStore;
+pub use store::{JsonPage, RedisStore};

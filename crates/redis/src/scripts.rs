@@ -58,6 +58,54 @@ end
 return created
 "#;
 
+/// Upsert several tasks in one call: [`RECORD`] for each, in order (a later task with the
+/// same id sees the earlier one as its old record).
+///
+/// KEYS: per task, its six keys in [`RECORD`]'s order (6 x n keys).
+/// ARGV: prefix, then per task: stored value, record TTL in ms, member (1 + 3 x n).
+/// Returns one flag per task: 1 when its id was new, 0 when it replaced a record.
+const RECORD_MANY: &str = r#"
+local prefix = ARGV[1]
+local out = {}
+for t = 0, #KEYS / 6 - 1 do
+  local k = t * 6
+  local a = 1 + t * 3
+  local old = redis.call('GET', KEYS[k + 1])
+  local created = 1
+  if old then
+    created = 0
+    local f = header(old)
+    if f then unindex(prefix, f) end
+  end
+  redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', ARGV[a + 2])
+  for i = 2, 6 do
+    redis.call('ZADD', KEYS[k + i], 0, ARGV[a + 3])
+  end
+  out[t + 1] = created
+end
+return out
+"#;
+
+/// One page in one round trip: the total within the time window, the page's members, and
+/// their records. Read-only.
+///
+/// KEYS: the walked index. ARGV: record key prefix (`P:task:`), total min, total max, walk
+/// max, walk min, how many members.
+/// Returns `{total, {member...}, {record or false...}}`.
+const PAGE: &str = r#"
+local total = redis.call('ZLEXCOUNT', KEYS[1], ARGV[2], ARGV[3])
+local members = redis.call('ZRANGE', KEYS[1], ARGV[4], ARGV[5], 'BYLEX', 'REV', 'LIMIT', 0, tonumber(ARGV[6]))
+local values = {}
+if #members > 0 then
+  local keys = {}
+  for i, m in ipairs(members) do
+    keys[i] = ARGV[1] .. string.sub(m, 17)
+  end
+  values = redis.call('MGET', unpack(keys))
+end
+return {total, members, values}
+"#;
+
 /// Remove one task and all its index entries.
 ///
 /// KEYS: record. ARGV: prefix. Returns 1 when a record was removed.
@@ -122,6 +170,8 @@ return 0
 #[derive(Debug)]
 pub(crate) struct Scripts {
     pub(crate) record: Script,
+    pub(crate) record_many: Script,
+    pub(crate) page: Script,
     pub(crate) remove: Script,
     pub(crate) trim: Script,
     pub(crate) unlock: Script,
@@ -138,6 +188,8 @@ impl Scripts {
         static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
         SCRIPTS.get_or_init(|| Scripts {
             record: Script::new("record", with_helpers(RECORD)),
+            record_many: Script::new("record_many", with_helpers(RECORD_MANY)),
+            page: Script::new("page", PAGE.to_owned()),
             remove: Script::new("remove", with_helpers(REMOVE)),
             trim: Script::new("trim", with_helpers(TRIM)),
             unlock: Script::new("unlock", UNLOCK.to_owned()),

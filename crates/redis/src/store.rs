@@ -11,7 +11,7 @@ use fred::types::Value;
 
 use crate::config::RedisConfig;
 use crate::conn::Conn;
-use crate::layout::{member_id, task_member, Keys, LexRange};
+use crate::layout::{member_id, task_member, Keys, LexRange, MS_DIGITS};
 use crate::record;
 use crate::scripts::Scripts;
 
@@ -20,6 +20,22 @@ static CORRUPT_SKIPPED: AtomicU64 = AtomicU64::new(0);
 
 /// Members read per round trip when walking an index with more than one equality filter.
 const COMBINED_BATCH: usize = 500;
+
+/// Tasks per `record_many` script call in [`RedisStore::record_batch`]: large enough that
+/// round trips stop mattering, small enough that one call blocks Redis for about a millisecond.
+const RECORD_CHUNK: usize = 100;
+
+/// One page in the contract's wire form, straight from the stored bytes: see
+/// [`RedisStore::list_json`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPage {
+    /// As [`FailedTaskPage::total`].
+    pub total: u64,
+    /// Each task's wire JSON object (`{"TaskId":…,"ErrorCategory":…}`), newest first.
+    pub tasks: Vec<fred::bytes::Bytes>,
+    /// As [`FailedTaskPage::next_cursor`].
+    pub next_cursor: Option<Cursor>,
+}
 
 /// The Redis status store. Cheap to clone: clones share one connection.
 #[derive(Debug, Clone)]
@@ -171,6 +187,67 @@ impl RedisStore {
         &self.inner.conn
     }
 
+    /// A page as the stored wire JSON of each task, without decoding and re-encoding: the
+    /// read fast path for an HTTP adapter that assembles its body from these bytes.
+    ///
+    /// With at most one equality filter this is one round trip (the `page` script); each
+    /// record's header must name its index member and its JSON must be well-formed (checked
+    /// without building a task). Otherwise (several filters, or a skipped entry in the
+    /// page) it answers from [`StatusStore::list`] and encodes the tasks.
+    pub async fn list_json(&self, query: &ListQuery) -> Result<JsonPage, StoreError> {
+        let filter = &query.filter;
+        let mut indexes = self.equality_indexes(filter);
+        if indexes.len() <= 1 {
+            let size = query.page_size.as_usize();
+            let index = indexes.pop().unwrap_or_else(|| self.keys().all());
+            let range = LexRange::new(
+                filter.since,
+                filter.until,
+                query.cursor.as_ref().map(Cursor::position),
+            );
+            let total_range = LexRange::new(filter.since, filter.until, None);
+            let (total, members, values) = self
+                .first_page(&index, &total_range, &range, size + 1)
+                .await?;
+            let mut tasks = Vec::with_capacity(members.len());
+            for (m, v) in members.iter().zip(values) {
+                match stored_json(m, v) {
+                    Some(json) => tasks.push(json),
+                    None => {
+                        tasks.clear();
+                        break;
+                    }
+                }
+            }
+            if tasks.len() == members.len() {
+                let next_cursor = if tasks.len() > size {
+                    tasks.truncate(size);
+                    members
+                        .get(size - 1)
+                        .and_then(|m| crate::layout::parse_member(m))
+                        .map(Cursor::after)
+                } else {
+                    None
+                };
+                return Ok(JsonPage {
+                    total,
+                    tasks,
+                    next_cursor,
+                });
+            }
+        }
+        let page = self.list(query).await?;
+        Ok(JsonPage {
+            total: page.total,
+            tasks: page
+                .tasks
+                .iter()
+                .map(|t| fred::bytes::Bytes::from(record::to_wire_json(t)))
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
+
     fn keys(&self) -> &Keys {
         &self.inner.keys
     }
@@ -194,39 +271,15 @@ impl RedisStore {
         out
     }
 
-    /// The walk for `filter` from `cursor`, over the narrowest index.
-    async fn plan(
+    /// The walk of a query with several equality filters, from `cursor`: over the smallest
+    /// of their indexes, keeping the members present in every other one.
+    async fn plan_combined(
         &self,
+        indexes: Vec<String>,
         filter: &TaskFilter,
         cursor: Option<&Cursor>,
-    ) -> Result<(Walk, Option<u64>), StoreError> {
-        let mut indexes = self.equality_indexes(filter);
+    ) -> Result<Walk, StoreError> {
         let range = LexRange::new(filter.since, filter.until, cursor.map(Cursor::position));
-        let total_range = LexRange::new(filter.since, filter.until, None);
-        if indexes.len() <= 1 {
-            let index = indexes.pop().unwrap_or_else(|| self.keys().all());
-            let total: u64 = self
-                .conn()
-                .cmd(
-                    "counting an index",
-                    "ZLEXCOUNT",
-                    vec![
-                        index.as_str().into(),
-                        total_range.min.as_str().into(),
-                        total_range.max.as_str().into(),
-                    ],
-                )
-                .await?;
-            let walk = Walk {
-                index,
-                others: Vec::new(),
-                max: range.max,
-                min: range.min,
-                done: false,
-            };
-            return Ok((walk, Some(total)));
-        }
-        // Several equality filters: walk the smallest index, check the others by membership.
         let cards = indexes.iter().map(|i| {
             self.conn()
                 .cmd::<u64>("sizing an index", "ZCARD", vec![i.as_str().into()])
@@ -240,14 +293,13 @@ impl RedisStore {
         let mut names = sized.into_iter().map(|(_, i)| i);
         let index = names.next().unwrap_or_else(|| self.keys().all());
         let others: Vec<String> = names.collect();
-        let walk = Walk {
+        Ok(Walk {
             index,
             others,
             max: range.max,
             min: range.min,
             done: false,
-        };
-        Ok((walk, None))
+        })
     }
 
     /// Count the members of a combined-filter walk over the whole time window: O(M) in the
@@ -277,39 +329,186 @@ impl RedisStore {
         if members.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = members
+        let keys: Vec<Value> = members
             .iter()
-            .map(|m| self.keys().record(member_id(m).unwrap_or_default()))
+            .map(|m| Value::from(self.keys().record(member_id(m).unwrap_or_default())))
             .collect();
-        let values: Vec<Value> = self
-            .conn()
-            .cmd(
-                "reading records",
-                "MGET",
-                keys.iter().map(|k| Value::from(k.as_str())).collect(),
-            )
-            .await?;
+        let values: Vec<Value> = self.conn().cmd("reading records", "MGET", keys).await?;
+        Ok(self.check(members, values))
+    }
+
+    /// Decode the records read for `members` (same order) and check that each still belongs
+    /// to its index entry.
+    fn check(&self, members: &[String], values: Vec<Value>) -> Vec<Loaded> {
         let mut out = Vec::with_capacity(members.len());
-        for ((m, key), v) in members.iter().zip(&keys).zip(values) {
-            let loaded = match value_text(v) {
-                None => Loaded::Missing,
-                Some(Err(_)) => {
-                    note_corrupt(key, "record is not UTF-8 text");
+        for (m, v) in members.iter().zip(values) {
+            let key = || self.keys().record(member_id(m).unwrap_or_default());
+            let text = match &v {
+                Value::Null => {
+                    out.push(Loaded::Missing);
+                    continue;
+                }
+                // Borrow the reply's bytes: no copy before decoding.
+                Value::Bytes(b) => std::str::from_utf8(b).ok(),
+                Value::String(s) => Some(&**s),
+                _ => None,
+            };
+            let loaded = match text {
+                None => {
+                    note_corrupt(&key(), "record is not UTF-8 text");
                     Loaded::Corrupt
                 }
-                Some(Ok(text)) => match record::decode(&text) {
-                    Ok(task) if task_member(&task) == *m => Loaded::Task(task),
+                Some(text) => match record::decode(text) {
+                    Ok(task) if is_member_of(m, &task) => Loaded::Task(task),
                     // The record moved (re-recorded over a corrupt one): a stale entry.
                     Ok(_) => Loaded::Missing,
                     Err(reason) => {
-                        note_corrupt(key, &reason);
+                        note_corrupt(&key(), &reason);
                         Loaded::Corrupt
                     }
                 },
             };
             out.push(loaded);
         }
-        Ok(out)
+        out
+    }
+
+    /// The first page of a walk over one index, with the total, in one round trip (the
+    /// `page` script): `ZLEXCOUNT` + `ZRANGE … BYLEX REV LIMIT` + `MGET` of the records.
+    async fn first_page(
+        &self,
+        index: &str,
+        total: &LexRange,
+        walk: &LexRange,
+        n: usize,
+    ) -> Result<(u64, Vec<String>, Vec<Value>), StoreError> {
+        let reply: Vec<Value> = self
+            .conn()
+            .eval(
+                &Scripts::get().page,
+                vec![index.into()],
+                vec![
+                    self.keys().record("").into(),
+                    total.min.as_str().into(),
+                    total.max.as_str().into(),
+                    walk.max.as_str().into(),
+                    walk.min.as_str().into(),
+                    (n as i64).into(),
+                ],
+            )
+            .await?;
+        let bad = |what: &str| StoreError::Internal(format!("page script answered {what}"));
+        let mut parts = reply.into_iter();
+        let total = match parts.next() {
+            Some(Value::Integer(t)) => u64::try_from(t).unwrap_or(0),
+            other => return Err(bad(&format!("a total of {other:?}"))),
+        };
+        let members: Vec<String> = match parts.next() {
+            Some(Value::Array(ms)) => ms
+                .into_iter()
+                .map(|m| {
+                    m.into_string()
+                        .ok_or_else(|| bad("a member that is not text"))
+                })
+                .collect::<Result<_, _>>()?,
+            other => return Err(bad(&format!("members {other:?}"))),
+        };
+        let values = match parts.next() {
+            Some(Value::Array(vs)) => vs,
+            other => return Err(bad(&format!("records {other:?}"))),
+        };
+        if values.len() != members.len() {
+            return Err(bad("a different number of records and members"));
+        }
+        Ok((total, members, values))
+    }
+
+    /// Keys and arguments of the `record` script for one task (also one task's share of
+    /// `record_many`).
+    fn record_call(&self, task: &FailedTask) -> ([Value; 6], [Value; 3]) {
+        let k = self.keys();
+        let cfg = &self.inner.config;
+        let slack = millis_of(cfg.record_ttl_slack).max(1_000);
+        let expires_at = task
+            .fail_time()
+            .unix_millis()
+            .saturating_add(millis_of(cfg.max_age))
+            .saturating_add(slack);
+        let ttl = expires_at.saturating_sub(now_ms()).max(slack);
+        let keys = [
+            k.record(task.task_id().as_str()).into(),
+            k.all().into(),
+            k.category(task.error_category()).into(),
+            k.task_type(task.task_type()).into(),
+            k.client(task.client_id()).into(),
+            k.error_code(task.error_code()).into(),
+        ];
+        let args = [
+            record::encode(task).into(),
+            ttl.into(),
+            task_member(task).into(),
+        ];
+        (keys, args)
+    }
+
+    /// Record one chunk of tasks with one `record_many` call.
+    async fn record_chunk(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+        let mut keys = Vec::with_capacity(tasks.len() * 6);
+        let mut args = Vec::with_capacity(1 + tasks.len() * 3);
+        args.push(Value::from(self.keys().prefix()));
+        for task in tasks {
+            let (k, a) = self.record_call(task);
+            keys.extend(k);
+            args.extend(a);
+        }
+        let flags: Vec<i64> = self
+            .conn()
+            .eval(&Scripts::get().record_many, keys, args)
+            .await?;
+        if flags.len() != tasks.len() {
+            return Err(StoreError::Internal(format!(
+                "record_many answered {} flags for {} tasks",
+                flags.len(),
+                tasks.len()
+            )));
+        }
+        Ok(flags.into_iter().map(outcome).collect())
+    }
+}
+
+/// The wire JSON of a stored record read for `member`, when its header names that member
+/// and the JSON is well-formed; `None` otherwise (the slow path then decides).
+fn stored_json(member: &str, value: Value) -> Option<fred::bytes::Bytes> {
+    let b = match value {
+        Value::Bytes(b) => b,
+        Value::String(s) => s.into_inner(),
+        _ => return None,
+    };
+    let nl = b.iter().position(|&c| c == b'\n')?;
+    let mut header = b[..nl].split(|&c| c == b'\t');
+    if header.next()? != b"v1" || header.next()? != member.as_bytes() {
+        return None;
+    }
+    let json = b.slice(nl + 1..);
+    serde_json::from_slice::<serde::de::IgnoredAny>(&json).ok()?;
+    Some(json)
+}
+
+/// Whether `member` is the index member of `task`, without building the member string.
+fn is_member_of(member: &str, task: &FailedTask) -> bool {
+    member_id(member) == Some(task.task_id().as_str())
+        && member
+            .get(..MS_DIGITS)
+            .and_then(|ms| ms.parse::<i64>().ok())
+            == Some(task.fail_time().unix_millis())
+        && member.as_bytes().get(MS_DIGITS) == Some(&b':')
+}
+
+fn outcome(created: i64) -> RecordOutcome {
+    if created == 1 {
+        RecordOutcome::Created
+    } else {
+        RecordOutcome::Updated
     }
 }
 
@@ -328,27 +527,13 @@ impl StatusStore for RedisStore {
 
     async fn list(&self, query: &ListQuery) -> Result<FailedTaskPage, StoreError> {
         let filter = &query.filter;
-        let (mut walk, total) = self.plan(filter, query.cursor.as_ref()).await?;
-        let combined = !walk.others.is_empty();
-        let total = match total {
-            Some(t) => t,
-            None => self.count_combined(filter, &walk).await?,
-        };
-
         let size = query.page_size.as_usize();
         let want = size + 1;
         let mut tasks: Vec<FailedTask> = Vec::with_capacity(want);
         let mut corrupt = 0u64;
         let mut missing = 0u64;
-        while tasks.len() < want && !walk.done {
-            let need = want - tasks.len();
-            let n = if combined {
-                need.max(COMBINED_BATCH)
-            } else {
-                need
-            };
-            let batch = walk.next_batch(self.conn(), n).await?;
-            for loaded in self.load(&batch).await? {
+        let mut absorb = |loaded: Vec<Loaded>, tasks: &mut Vec<FailedTask>| {
+            for loaded in loaded {
                 match loaded {
                     Loaded::Task(t) if filter.matches(&t) => tasks.push(t),
                     Loaded::Task(_) | Loaded::Missing => missing += 1,
@@ -358,6 +543,49 @@ impl StatusStore for RedisStore {
                     break;
                 }
             }
+        };
+
+        let mut indexes = self.equality_indexes(filter);
+        let (mut walk, total) = if indexes.len() <= 1 {
+            // At most one equality filter: one index answers it, and the total and the first
+            // page come back in one round trip.
+            let index = indexes.pop().unwrap_or_else(|| self.keys().all());
+            let range = LexRange::new(
+                filter.since,
+                filter.until,
+                query.cursor.as_ref().map(Cursor::position),
+            );
+            let total_range = LexRange::new(filter.since, filter.until, None);
+            let (total, members, values) =
+                self.first_page(&index, &total_range, &range, want).await?;
+            let walk = Walk {
+                index,
+                others: Vec::new(),
+                max: members.last().map_or(range.max, |last| format!("({last}")),
+                min: range.min,
+                done: members.len() < want,
+            };
+            absorb(self.check(&members, values), &mut tasks);
+            (walk, total)
+        } else {
+            let walk = self
+                .plan_combined(indexes, filter, query.cursor.as_ref())
+                .await?;
+            let total = self.count_combined(filter, &walk).await?;
+            (walk, total)
+        };
+        let combined = !walk.others.is_empty();
+
+        // Entries skipped above (or a combined walk) need further batches.
+        while tasks.len() < want && !walk.done {
+            let need = want - tasks.len();
+            let n = if combined {
+                need.max(COMBINED_BATCH)
+            } else {
+                need
+            };
+            let batch = walk.next_batch(self.conn(), n).await?;
+            absorb(self.load(&batch).await?, &mut tasks);
         }
         let next_cursor = if tasks.len() > size {
             tasks.truncate(size);
@@ -396,38 +624,27 @@ impl StatusStore for RedisStore {
     }
 
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
-        let k = self.keys();
-        let cfg = &self.inner.config;
-        let slack = millis_of(cfg.record_ttl_slack).max(1_000);
-        let expires_at = task
-            .fail_time()
-            .unix_millis()
-            .saturating_add(millis_of(cfg.max_age))
-            .saturating_add(slack);
-        let ttl = expires_at.saturating_sub(now_ms()).max(slack);
-        let keys: Vec<Value> = [
-            k.record(task.task_id().as_str()),
-            k.all(),
-            k.category(task.error_category()),
-            k.task_type(task.task_type()),
-            k.client(task.client_id()),
-            k.error_code(task.error_code()),
-        ]
-        .into_iter()
-        .map(Value::from)
-        .collect();
-        let args: Vec<Value> = vec![
-            k.prefix().into(),
-            record::encode(task).into(),
-            ttl.into(),
-            task_member(task).into(),
-        ];
-        let created: i64 = self.conn().eval(&Scripts::get().record, keys, args).await?;
-        Ok(if created == 1 {
-            RecordOutcome::Created
-        } else {
-            RecordOutcome::Updated
-        })
+        let (keys, args) = self.record_call(task);
+        let mut full_args = Vec::with_capacity(4);
+        full_args.push(Value::from(self.keys().prefix()));
+        full_args.extend(args);
+        let created: i64 = self
+            .conn()
+            .eval(&Scripts::get().record, keys.into(), full_args)
+            .await?;
+        Ok(outcome(created))
+    }
+
+    /// Chunks of [`RECORD_CHUNK`] tasks, one `record_many` script call each, all chunks
+    /// sent at once (fred pipelines them on the connection). Each task is an atomic upsert
+    /// as with `record`; a failed chunk fails the batch, chunks before it may be stored.
+    async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+        let calls = tasks.chunks(RECORD_CHUNK).map(|c| self.record_chunk(c));
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        for chunk in futures_util::future::join_all(calls).await {
+            outcomes.extend(chunk?);
+        }
+        Ok(outcomes)
     }
 
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {

@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod batch;
 mod compat;
 mod conformance;
 mod faults;
