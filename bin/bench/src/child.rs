@@ -18,6 +18,7 @@ use bytes::Bytes;
 use failed_tasks_http::{App, HttpConfig};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{RedisConfig, RedisStore};
+use failed_tasks_store::StatusStore;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
@@ -32,6 +33,10 @@ pub enum Kind {
     App,
     /// A hello-world hyper server with fixed response bytes.
     Hello,
+    /// The proposed read fast path, prototyped: the hello-world server, but each request
+    /// pings Redis and assembles the page from `RedisStore::list_json` (stored wire bytes,
+    /// one round trip), like the HTTP adapter would with that change.
+    Fast,
 }
 
 /// A running child server.
@@ -54,6 +59,7 @@ impl ChildServer {
         let kind_arg = match kind {
             Kind::App => "app",
             Kind::Hello => "hello",
+            Kind::Fast => "fast",
         };
         let mut cmd = Command::new(exe);
         cmd.args(["--serve-child", kind_arg, "--redis-url", redis_url])
@@ -182,6 +188,23 @@ pub fn serve_child(
                 announce(port)?;
                 failed_tasks_http::serve(listener, app, stop).await?;
             }
+            Kind::Fast => {
+                let store = RedisStore::connect(RedisConfig {
+                    url: redis_url.to_owned(),
+                    key_prefix: prefix.to_owned(),
+                    ..RedisConfig::default()
+                })
+                .await
+                .map_err(|e| anyhow!("redis store: {e}"))?;
+                if !store
+                    .wait_connected(std::time::Duration::from_secs(10))
+                    .await
+                {
+                    bail!("the fast child could not reach redis");
+                }
+                announce(port)?;
+                fast(listener, store, stop).await?;
+            }
             Kind::Hello => {
                 let path = body_file.ok_or_else(|| anyhow!("hello needs --body-file"))?;
                 let body = Bytes::from(std::fs::read(&path).context("reading the body file")?);
@@ -236,4 +259,79 @@ async fn hello(
                 .await;
         });
     }
+}
+
+/// The fast-path prototype: ping + one `list_json` call + byte concatenation per request.
+async fn fast(
+    listener: tokio::net::TcpListener,
+    store: RedisStore,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let query = Arc::new(crate::page_query()?);
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut stop => return Ok(()),
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let store = store.clone();
+        let query = query.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |_req| {
+                let store = store.clone();
+                let query = query.clone();
+                async move { Ok::<_, Infallible>(fast_page(&store, &query).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn fast_page(
+    store: &RedisStore,
+    query: &failed_tasks_domain::ListQuery,
+) -> Response<Full<Bytes>> {
+    let page = match store.ping().await {
+        Ok(()) => store.list_json(query).await,
+        Err(e) => Err(e),
+    };
+    let body = match page {
+        Ok(page) => {
+            let size: usize = page.tasks.iter().map(|t| t.len() + 1).sum();
+            let mut out = Vec::with_capacity(size + 160);
+            out.extend_from_slice(
+                br#"{"Code":0,"Message":"ok","Success":true,"Data":{"TotalTasks":"#,
+            );
+            out.extend_from_slice(page.total.to_string().as_bytes());
+            out.extend_from_slice(br#","Tasks":["#);
+            for (i, t) in page.tasks.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(t);
+            }
+            out.extend_from_slice(br#"],"NextCursor":"#);
+            match page.next_cursor {
+                Some(c) => {
+                    out.push(b'"');
+                    out.extend_from_slice(c.encode().as_bytes());
+                    out.push(b'"');
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b"}}");
+            Bytes::from(out)
+        }
+        Err(_) => Bytes::from_static(br#"{"Code":500,"Success":false,"Data":null}"#),
+    };
+    let mut resp = Response::new(Full::new(body));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }

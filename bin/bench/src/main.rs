@@ -30,7 +30,6 @@ mod load;
 mod raw;
 mod report;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,6 +48,9 @@ use crate::report::{Figures, Latency};
 
 /// The store's key prefix in the benchmark (the production default).
 const PREFIX: &str = "{failed-tasks}";
+/// A second store that stays at 1,000 tasks: its page is timed interleaved with the big
+/// store's, so the scale ratio compares two figures taken at the same moments.
+const REF_PREFIX: &str = "{bench-ref-1k}";
 /// The page the targets are about.
 const PAGE: u32 = 50;
 const LIST_PATH: &str = "/codebase-embedder/api/v1/tasks/failed?pageSize=50";
@@ -144,25 +146,7 @@ fn check_loopback(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Time `samples` calls of `f` after `samples / 10` warm-up calls.
-async fn sample<F, Fut>(samples: usize, mut f: F) -> anyhow::Result<Latency>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
-{
-    for _ in 0..samples / 10 {
-        f().await?;
-    }
-    let mut times = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let start = Instant::now();
-        f().await?;
-        times.push(start.elapsed());
-    }
-    Ok(Latency::of(times))
-}
-
-fn page_query() -> anyhow::Result<ListQuery> {
+pub(crate) fn page_query() -> anyhow::Result<ListQuery> {
     Ok(ListQuery {
         filter: TaskFilter::all(),
         page_size: PageSize::new(PAGE, PageLimits::DEFAULT)?,
@@ -223,6 +207,47 @@ async fn record_singly(store: &RedisStore, n: u64, concurrency: u64) -> anyhow::
         r.context("record task panicked")??;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Where a task's bytes go: `MEMORY USAGE` of sampled records, of `idx:all` and of the
+/// four filter indexes, per task.
+async fn memory_breakdown(raw: &Raw, n: u64, f: &mut Figures) -> anyhow::Result<()> {
+    use fred::types::Value;
+    let usage = |key: String| async move {
+        match raw
+            .run(
+                "MEMORY",
+                vec!["USAGE".into(), key.into(), "SAMPLES".into(), 0i64.into()],
+            )
+            .await?
+        {
+            Value::Integer(b) => Ok::<f64, anyhow::Error>(b as f64),
+            _ => Ok(0.0),
+        }
+    };
+    let mut record = 0.0;
+    let probes = 100.min(n);
+    for i in 0..probes {
+        record += usage(format!("{PREFIX}:task:task-{:08}", i * (n / probes))).await?;
+    }
+    f.set(&format!("mem_record_bytes_{n}"), record / probes as f64);
+    let all = usage(format!("{PREFIX}:idx:all")).await?;
+    f.set(&format!("mem_idx_all_bytes_per_task_{n}"), all / n as f64);
+    let mut filters = 0.0;
+    for key in raw
+        .run("KEYS", vec![format!("{PREFIX}:idx:*:*").into()])
+        .await?
+        .into_array()
+    {
+        if let Some(k) = key.into_string() {
+            filters += usage(k).await?;
+        }
+    }
+    f.set(
+        &format!("mem_filter_idx_bytes_per_task_{n}"),
+        filters / n as f64,
+    );
+    Ok(())
 }
 
 struct Machine {
@@ -356,6 +381,15 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         raw0.run("FLUSHDB", vec![]).await?;
     }
 
+    let ref_store = RedisStore::connect(store_config(REF_PREFIX))
+        .await
+        .map_err(|e| anyhow!("redis store: {e}"))?;
+    if !ref_store.wait_connected(Duration::from_secs(10)).await {
+        bail!("the store could not connect to {url0}");
+    }
+    fill(&ref_store, 0, 1_000, now_ms() - 3_600_000 * 24).await?;
+    let ref_service = FailedTaskService::new(Arc::new(ref_store), Deadlines::default());
+
     let mem0 = raw0.used_memory().await?;
     let service = FailedTaskService::new(Arc::new(store.clone()), Deadlines::default());
     let query = page_query()?;
@@ -380,18 +414,36 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         let used = raw0.used_memory().await? - mem0;
         f.set(&format!("redis_bytes_per_task_{n}"), used / n as f64);
         f.set("redis_bytes_per_task", used / n as f64);
+        memory_breakdown(&raw0, n, &mut f).await?;
 
         let app_server = match &app {
             Some(a) => a,
             None => app.insert(ChildServer::start(Kind::App, &url0, PREFIX, None)?),
         };
 
-        // 1. Page latency: use case, store alone, HTTP, raw floor.
-        let usecase = sample(samples, || async {
+        // 1. Page latency: use case, store alone, HTTP, raw floor, and the 1k reference
+        // store's use-case page and floor, interleaved call by call so that a burst of other
+        // work on the (shared) machine hits every figure alike.
+        let index = format!("{PREFIX}:idx:all");
+        let record_prefix = format!("{PREFIX}:task:");
+        let ref_index = format!("{REF_PREFIX}:idx:all");
+        let ref_record_prefix = format!("{REF_PREFIX}:task:");
+        let mut conn = HttpConn::connect(app_server.addr, LIST_PATH).await?;
+        let mut times: [Vec<Duration>; 6] = Default::default();
+        let warm = samples / 10;
+        for i in 0..samples + warm {
+            let keep = i >= warm;
+            let mut lap = |k: usize, start: Instant| {
+                if keep {
+                    times[k].push(start.elapsed());
+                }
+            };
+            let t = Instant::now();
             let page = service
                 .list_failed(&query)
                 .await
                 .map_err(|e| anyhow!("list_failed: {e}"))?;
+            lap(0, t);
             if page.tasks.len() != PAGE as usize || page.total != n {
                 bail!(
                     "unexpected page: {} tasks, total {}",
@@ -399,41 +451,38 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                     page.total
                 );
             }
-            Ok(())
-        })
-        .await?;
-        f.latency(&format!("usecase_{n}"), usecase);
-        let alone = sample(samples, || async {
+            let t = Instant::now();
             store
                 .list(&query)
                 .await
                 .map_err(|e| anyhow!("store.list: {e}"))?;
-            Ok(())
-        })
-        .await?;
-        f.latency(&format!("store_{n}"), alone);
-        let mut conn = HttpConn::connect(app_server.addr, LIST_PATH).await?;
-        let mut times = Vec::with_capacity(samples);
-        for i in 0..samples + samples / 10 {
-            let start = Instant::now();
+            lap(1, t);
+            let t = Instant::now();
             let r = conn.get(false).await?;
+            lap(2, t);
             if r.status != 200 {
                 bail!("HTTP list answered {}", r.status);
             }
-            if i >= samples / 10 {
-                times.push(start.elapsed());
-            }
-        }
-        let http = Latency::of(times);
-        f.latency(&format!("http_{n}"), http);
-        let index = format!("{PREFIX}:idx:all");
-        let record_prefix = format!("{PREFIX}:task:");
-        let floor = sample(samples, || async {
+            let t = Instant::now();
             raw0.floor_page(&index, &record_prefix).await?;
-            Ok(())
-        })
-        .await?;
+            lap(3, t);
+            let t = Instant::now();
+            ref_service
+                .list_failed(&query)
+                .await
+                .map_err(|e| anyhow!("list_failed on the 1k reference: {e}"))?;
+            lap(4, t);
+            let t = Instant::now();
+            raw0.floor_page(&ref_index, &ref_record_prefix).await?;
+            lap(5, t);
+        }
+        let [usecase, alone, http, floor, ref_usecase, ref_floor] = times.map(Latency::of);
+        f.latency(&format!("usecase_{n}"), usecase);
+        f.latency(&format!("store_{n}"), alone);
+        f.latency(&format!("http_{n}"), http);
         f.latency(&format!("floor_{n}"), floor);
+        f.latency(&format!("ref1k_usecase_at_{n}"), ref_usecase);
+        f.latency(&format!("ref1k_floor_at_{n}"), ref_floor);
         eprintln!(
             "  N={n}: use case p50 {:.3} ms, store {:.3}, HTTP {:.3}, floor {:.3}",
             usecase.p50_ms, alone.p50_ms, http.p50_ms, floor.p50_ms
@@ -504,10 +553,19 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         f.get(&format!("usecase_{first}_p50_ms")),
         f.get(&format!("usecase_{last}_p50_ms")),
     ) {
+        f.set("scale_ratio_staged", b / a);
+    }
+    if let (Some(a), Some(b)) = (
+        f.get(&format!("ref1k_usecase_at_{last}_p50_ms")),
+        f.get(&format!("usecase_{last}_p50_ms")),
+    ) {
         f.set("scale_ratio", b / a);
         f.set_text(
             "scale_ratio_basis",
-            format!("use-case p50 at N={last} / N={first}"),
+            format!(
+                "use-case p50 at N={last} / a 1k store's, interleaved in the same loop \
+                 (staged N={last} vs N={first} minutes apart: scale_ratio_staged)"
+            ),
         );
     }
     if let (Some(ours), Some(floor)) = (
@@ -537,6 +595,16 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         std::env::temp_dir().join(format!("failed-tasks-bench-{}.json", std::process::id()));
     std::fs::write(&body_file, &reference.body).context("writing the page body")?;
     let hello = ChildServer::start(Kind::Hello, &url0, PREFIX, Some(&body_file))?;
+    let fast = ChildServer::start(Kind::Fast, &url0, PREFIX, None)?;
+    {
+        let mut c = HttpConn::connect(fast.addr, LIST_PATH).await?;
+        let r = c.get(true).await?;
+        let fast_body = String::from_utf8_lossy(&r.body);
+        if r.status != 200 || fast_body.matches("\"TaskId\"").count() != PAGE as usize {
+            bail!("the fast-path prototype's page is wrong: {fast_body:.200}");
+        }
+        f.set("fast_page_bytes", r.body.len() as f64);
+    }
     let duration = Duration::from_secs(load_secs.max(1));
     // Warm both up briefly, then measure hello, then the app.
     load::run(
@@ -555,55 +623,77 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         use_wrk,
     )
     .await?;
-    let cpu0 = hello.cpu_seconds()?;
-    let h = load::run(hello.addr, LIST_PATH, flags.connections, duration, use_wrk).await?;
-    let hello_cpu = hello.cpu_seconds()? - cpu0;
-    let cpu0 = app_server.cpu_seconds()?;
-    let redis_cpu0 = raw0.cpu_seconds().await?;
-    let a = load::run(
-        app_server.addr,
-        LIST_PATH,
-        flags.connections,
-        duration,
-        use_wrk,
-    )
-    .await?;
-    let app_cpu = app_server.cpu_seconds()? - cpu0;
-    let redis_cpu = raw0.cpu_seconds().await? - redis_cpu0;
-    drop(hello);
-    let _ = std::fs::remove_file(&body_file);
-    if h.errors > 0 || a.errors > 0 {
-        bail!(
-            "non-200 answers under load: hello {}, app {}",
-            h.errors,
-            a.errors
+    // Alternate the two (the machine is shared: a burst of other work should hit both),
+    // keep each one's best round.
+    let rounds = if flags.quick { 1 } else { 2 };
+    let (mut h_best, mut a_best, mut fast_best) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut fast_cpu, mut fast_req) = (0.0, 0u64);
+    let (mut h_req, mut a_req, mut errors) = (0u64, 0u64, 0u64);
+    let (mut hello_cpu, mut app_cpu, mut redis_cpu) = (0.0, 0.0, 0.0);
+    for _ in 0..rounds {
+        let cpu0 = hello.cpu_seconds()?;
+        let h = load::run(hello.addr, LIST_PATH, flags.connections, duration, use_wrk).await?;
+        hello_cpu += hello.cpu_seconds()? - cpu0;
+        let cpu0 = app_server.cpu_seconds()?;
+        let redis_cpu0 = raw0.cpu_seconds().await?;
+        let a = load::run(
+            app_server.addr,
+            LIST_PATH,
+            flags.connections,
+            duration,
+            use_wrk,
+        )
+        .await?;
+        app_cpu += app_server.cpu_seconds()? - cpu0;
+        redis_cpu += raw0.cpu_seconds().await? - redis_cpu0;
+        let cpu0 = fast.cpu_seconds()?;
+        let p = load::run(fast.addr, LIST_PATH, flags.connections, duration, use_wrk).await?;
+        fast_cpu += fast.cpu_seconds()? - cpu0;
+        fast_best = fast_best.max(p.requests_per_s);
+        fast_req += p.requests;
+        errors += p.errors;
+        h_best = h_best.max(h.requests_per_s);
+        a_best = a_best.max(a.requests_per_s);
+        h_req += h.requests;
+        a_req += a.requests;
+        errors += h.errors + a.errors;
+        eprintln!(
+            "  round: hello {:.0} req/s, list {:.0} req/s, fast-path prototype {:.0} req/s",
+            h.requests_per_s, a.requests_per_s, p.requests_per_s
         );
     }
-    f.set("hello_rps", h.requests_per_s);
-    f.set("http_rps", a.requests_per_s);
-    f.set("http_vs_hello", a.requests_per_s / h.requests_per_s);
-    if h.requests > 0 {
+    drop(hello);
+    drop(fast);
+    f.set("fastpath_rps", fast_best);
+    f.set("fastpath_vs_hello", fast_best / h_best);
+    if fast_req > 0 {
+        f.set(
+            "fastpath_server_cpu_us_per_req",
+            fast_cpu * 1e6 / fast_req as f64,
+        );
+    }
+    let _ = std::fs::remove_file(&body_file);
+    if errors > 0 {
+        bail!("{errors} non-200 answers under load");
+    }
+    f.set("hello_rps", h_best);
+    f.set("http_rps", a_best);
+    f.set("http_vs_hello", a_best / h_best);
+    if h_req > 0 {
         f.set(
             "hello_server_cpu_us_per_req",
-            hello_cpu * 1e6 / h.requests as f64,
+            hello_cpu * 1e6 / h_req as f64,
         );
     }
-    if a.requests > 0 {
-        f.set(
-            "http_server_cpu_us_per_req",
-            app_cpu * 1e6 / a.requests as f64,
-        );
-        f.set(
-            "http_redis_cpu_us_per_req",
-            redis_cpu * 1e6 / a.requests as f64,
-        );
+    if a_req > 0 {
+        f.set("http_server_cpu_us_per_req", app_cpu * 1e6 / a_req as f64);
+        f.set("http_redis_cpu_us_per_req", redis_cpu * 1e6 / a_req as f64);
     }
     let (peak, now) = app_server.memory_mb()?;
     f.set("server_rss_mb", peak);
     f.set("server_rss_now_mb", now);
     eprintln!(
-        "  HTTP: hello {:.0} req/s, list {:.0} req/s; server peak RSS {peak:.1} MiB",
-        h.requests_per_s, a.requests_per_s
+        "  HTTP: hello {h_best:.0} req/s, list {a_best:.0} req/s; server peak RSS {peak:.1} MiB"
     );
     drop(app_server);
 

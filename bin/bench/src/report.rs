@@ -176,17 +176,19 @@ fn fmt(v: Option<f64>) -> String {
 /// The human table: details, then each target with PASS/MISS.
 pub fn table(f: &Figures, sizes: &[u64]) -> String {
     let mut out = String::new();
-    out.push_str("\nPage of 50, newest first (ms)          p50      p99\n");
+    out.push_str("\nPage of 50, newest first (ms)                p50      p99\n");
     for n in sizes {
         for (label, key) in [
             ("use case (ping + list)", "usecase"),
             ("store.list alone", "store"),
             ("HTTP, one keep-alive conn", "http"),
             ("raw Redis floor (2 RTT)", "floor"),
+            ("1k store's use case, same loop", "ref1k_usecase_at"),
+            ("1k store's floor, same loop", "ref1k_floor_at"),
         ] {
             let k = format!("{key}_{n}");
             out.push_str(&format!(
-                "  N={n:<8} {label:<26} {:>8} {:>8}\n",
+                "  N={n:<8} {label:<32} {:>8} {:>8}\n",
                 fmt(f.get(&format!("{k}_p50_ms"))),
                 fmt(f.get(&format!("{k}_p99_ms")))
             ));
@@ -194,12 +196,16 @@ pub fn table(f: &Figures, sizes: &[u64]) -> String {
     }
     out.push_str("\nOther figures\n");
     for key in [
+        "scale_ratio_staged",
         "upstream_go_ms",
         "upstream_found_failed",
         "compat_list_ms",
         "compat_speedup",
         "hello_rps",
         "http_rps",
+        "fastpath_rps",
+        "fastpath_vs_hello",
+        "fastpath_server_cpu_us_per_req",
         "http_server_cpu_us_per_req",
         "hello_server_cpu_us_per_req",
         "http_redis_cpu_us_per_req",
@@ -213,12 +219,16 @@ pub fn table(f: &Figures, sizes: &[u64]) -> String {
         }
     }
     for n in sizes {
-        if let Some(v) = f.get(&format!("redis_bytes_per_task_{n}")) {
-            out.push_str(&format!(
-                "  {:<34} {:>12}\n",
-                format!("redis_bytes_per_task_{n}"),
-                fmt(Some(v))
-            ));
+        for key in [
+            "redis_bytes_per_task",
+            "mem_record_bytes",
+            "mem_idx_all_bytes_per_task",
+            "mem_filter_idx_bytes_per_task",
+        ] {
+            let key = format!("{key}_{n}");
+            if let Some(v) = f.get(&key) {
+                out.push_str(&format!("  {key:<34} {:>12}\n", fmt(Some(v))));
+            }
         }
     }
     out.push_str("\nTargets\n");
