@@ -12,10 +12,9 @@
 //! - `conn`: the fred client (timeouts, reconnect policy, fail-fast) and the error mapping.
 //! - `layout`: key names, index members `{fail_ms:015}:{task_id}`, lex bounds.
 //! - `record`: the stored value (header line + the contract's JSON wire form).
-//! - `scripts`: the Lua scripts (record, record a batch, one-round-trip page, remove, trim,
-//!   lock release).
+//! - `scripts`: the Lua scripts (record, record a batch, remove, trim, lock release).
 //! - [`store`]: [`RedisStore`] and its `StatusStore` implementation (`record_batch` in
-//!   chunked script calls; a page in one round trip), and [`RedisStore::list_json`], the
+//!   chunked script calls; a page in two pipelined round trips), and [`RedisStore::list_json`], the
 //!   read fast path that returns the stored wire bytes.
 //! - [`janitor`]: retention by age and count, with archiving, under a Redis lock.
 //! - [`compat`]: [`CompatStore`], a read-only `StatusStore` over the Go service's

@@ -86,26 +86,6 @@ end
 return out
 "#;
 
-/// One page in one round trip: the total within the time window, the page's members, and
-/// their records. Read-only.
-///
-/// KEYS: the walked index. ARGV: record key prefix (`P:task:`), total min, total max, walk
-/// max, walk min, how many members.
-/// Returns `{total, {member...}, {record or false...}}`.
-const PAGE: &str = r#"
-local total = redis.call('ZLEXCOUNT', KEYS[1], ARGV[2], ARGV[3])
-local members = redis.call('ZRANGE', KEYS[1], ARGV[4], ARGV[5], 'BYLEX', 'REV', 'LIMIT', 0, tonumber(ARGV[6]))
-local values = {}
-if #members > 0 then
-  local keys = {}
-  for i, m in ipairs(members) do
-    keys[i] = ARGV[1] .. string.sub(m, 17)
-  end
-  values = redis.call('MGET', unpack(keys))
-end
-return {total, members, values}
-"#;
-
 /// Remove one task and all its index entries.
 ///
 /// KEYS: record. ARGV: prefix. Returns 1 when a record was removed.
@@ -171,7 +151,6 @@ return 0
 pub(crate) struct Scripts {
     pub(crate) record: Script,
     pub(crate) record_many: Script,
-    pub(crate) page: Script,
     pub(crate) remove: Script,
     pub(crate) trim: Script,
     pub(crate) unlock: Script,
@@ -189,7 +168,6 @@ impl Scripts {
         SCRIPTS.get_or_init(|| Scripts {
             record: Script::new("record", with_helpers(RECORD)),
             record_many: Script::new("record_many", with_helpers(RECORD_MANY)),
-            page: Script::new("page", PAGE.to_owned()),
             remove: Script::new("remove", with_helpers(REMOVE)),
             trim: Script::new("trim", with_helpers(TRIM)),
             unlock: Script::new("unlock", UNLOCK.to_owned()),
