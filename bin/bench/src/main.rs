@@ -209,6 +209,42 @@ async fn record_singly(store: &RedisStore, n: u64, concurrency: u64) -> anyhow::
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Pages per second and Redis CPU per page with `callers` concurrent callers of `page`
+/// for `d`: what Redis itself costs per page, apart from any HTTP server.
+async fn page_load<F, Fut>(
+    raw: &Raw,
+    callers: usize,
+    d: Duration,
+    page: F,
+) -> anyhow::Result<(f64, f64)>
+where
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let cpu0 = raw.cpu_seconds().await?;
+    let start = Instant::now();
+    let deadline = start + d;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..callers {
+        let page = page.clone();
+        set.spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                page().await?;
+                n += 1;
+            }
+            Ok::<_, anyhow::Error>(n)
+        });
+    }
+    let mut pages = 0u64;
+    while let Some(r) = set.join_next().await {
+        pages += r.context("page load task panicked")??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = raw.cpu_seconds().await? - cpu0;
+    Ok((pages as f64 / secs, cpu * 1e6 / pages.max(1) as f64))
+}
+
 /// Where a task's bytes go: `MEMORY USAGE` of sampled records, of `idx:all` and of the
 /// four filter indexes, per task.
 async fn memory_breakdown(raw: &Raw, n: u64, f: &mut Figures) -> anyhow::Result<()> {
@@ -627,7 +663,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     // keep each one's best round.
     let rounds = if flags.quick { 1 } else { 2 };
     let (mut h_best, mut a_best, mut fast_best) = (0.0f64, 0.0f64, 0.0f64);
-    let (mut fast_cpu, mut fast_req) = (0.0, 0u64);
+    let (mut fast_cpu, mut fast_req, mut fast_redis_cpu) = (0.0, 0u64, 0.0);
     let (mut h_req, mut a_req, mut errors) = (0u64, 0u64, 0u64);
     let (mut hello_cpu, mut app_cpu, mut redis_cpu) = (0.0, 0.0, 0.0);
     for _ in 0..rounds {
@@ -647,8 +683,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         app_cpu += app_server.cpu_seconds()? - cpu0;
         redis_cpu += raw0.cpu_seconds().await? - redis_cpu0;
         let cpu0 = fast.cpu_seconds()?;
+        let redis_cpu0 = raw0.cpu_seconds().await?;
         let p = load::run(fast.addr, LIST_PATH, flags.connections, duration, use_wrk).await?;
         fast_cpu += fast.cpu_seconds()? - cpu0;
+        fast_redis_cpu += raw0.cpu_seconds().await? - redis_cpu0;
         fast_best = fast_best.max(p.requests_per_s);
         fast_req += p.requests;
         errors += p.errors;
@@ -671,6 +709,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             "fastpath_server_cpu_us_per_req",
             fast_cpu * 1e6 / fast_req as f64,
         );
+        f.set(
+            "fastpath_redis_cpu_us_per_req",
+            fast_redis_cpu * 1e6 / fast_req as f64,
+        );
     }
     let _ = std::fs::remove_file(&body_file);
     if errors > 0 {
@@ -689,6 +731,36 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         f.set("http_server_cpu_us_per_req", app_cpu * 1e6 / a_req as f64);
         f.set("http_redis_cpu_us_per_req", redis_cpu * 1e6 / a_req as f64);
     }
+    // What Redis itself costs per page: the raw floor and our read path, 64 callers each.
+    let load_d = Duration::from_secs(if flags.quick { 2 } else { 4 });
+    let raw = raw0.clone();
+    let (rate, cpu) = page_load(&raw0, 64, load_d, move || {
+        let raw = raw.clone();
+        async move {
+            raw.floor_page(&format!("{PREFIX}:idx:all"), &format!("{PREFIX}:task:"))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    f.set("redis_floor_pages_per_s", rate);
+    f.set("redis_floor_cpu_us_per_page", cpu);
+    let st = store.clone();
+    let q = Arc::new(query.clone());
+    let (rate, cpu) = page_load(&raw0, 64, load_d, move || {
+        let st = st.clone();
+        let q = q.clone();
+        async move {
+            st.list_json(&q)
+                .await
+                .map_err(|e| anyhow!("list_json: {e}"))?;
+            Ok(())
+        }
+    })
+    .await?;
+    f.set("redis_list_json_pages_per_s", rate);
+    f.set("redis_list_json_cpu_us_per_page", cpu);
+
     let (peak, now) = app_server.memory_mb()?;
     f.set("server_rss_mb", peak);
     f.set("server_rss_now_mb", now);
