@@ -105,6 +105,10 @@ pub struct Settings {
     /// Deadline of a whole request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// A good answer from the store stands in for the connection check of requests this
+    /// soon after it (0: check before every request).
+    #[serde(with = "humantime_serde")]
+    pub connection_check_reuse: Duration,
     /// Time a client has to send its request head.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -176,6 +180,7 @@ impl Default for Settings {
             demo: false,
             health_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            connection_check_reuse: Duration::from_secs(1),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             admin_token: None,
@@ -410,6 +415,15 @@ pub struct Cli {
         with = "humantime_serde::option"
     )]
     pub request_timeout: Option<Duration>,
+
+    /// A good answer from the store stands in for the connection check of requests this soon
+    /// after it; 0 checks before every request [default: 1s].
+    #[arg(long, env = "FAILED_TASKS_CONNECTION_CHECK_REUSE", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub connection_check_reuse: Option<Duration>,
 
     /// How long a client may take to send a complete request head [default: 10s].
     #[arg(long, env = "FAILED_TASKS_HEADER_READ_TIMEOUT", value_parser = duration)]

@@ -132,7 +132,8 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
             failure_rate_max: flags.alert_failure_rate_max,
             failure_rate_min_attempts: flags.alert_failure_rate_min_attempts,
         })
-        .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?);
+        .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
+        .with_connection_check_reuse(flags.connection_check_reuse);
     if flags.demo && flags.store == StoreKind::Compat {
         bail!("--demo cannot record into --store compat, which is read-only");
     }

@@ -93,6 +93,48 @@ pub struct FailedTaskService {
     deadlines: Deadlines,
     alert_thresholds: Arc<AlertThresholds>,
     retry_policy: Arc<RetryPolicy>,
+    health: Arc<RecentHealth>,
+}
+
+/// When the store last answered, so a request right after a good answer can skip its own
+/// connection check: the store was verified within [`RecentHealth::reuse`] and, if it went
+/// away since, the operation itself fails (fail-fast) and answers 503 just the same. Saves
+/// one round trip per request under load; `/readyz` always checks for real.
+#[derive(Debug)]
+struct RecentHealth {
+    epoch: tokio::time::Instant,
+    /// Milliseconds after `epoch` of the last good answer, plus one; 0 = none yet or the last
+    /// call found the store unavailable.
+    last_ok: std::sync::atomic::AtomicU64,
+    reuse: Duration,
+}
+
+impl RecentHealth {
+    fn new(reuse: Duration) -> Self {
+        Self {
+            epoch: tokio::time::Instant::now(),
+            last_ok: std::sync::atomic::AtomicU64::new(0),
+            reuse,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn ok(&self) {
+        self.last_ok
+            .store(self.now_ms() + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn lost(&self) {
+        self.last_ok.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn fresh(&self) -> bool {
+        let last = self.last_ok.load(std::sync::atomic::Ordering::Relaxed);
+        last != 0 && self.now_ms() + 1 - last < self.reuse.as_millis() as u64
+    }
 }
 
 impl std::fmt::Debug for FailedTaskService {
@@ -111,7 +153,20 @@ impl FailedTaskService {
             deadlines,
             alert_thresholds: Arc::new(AlertThresholds::default()),
             retry_policy: Arc::new(RetryPolicy::default()),
+            health: Arc::new(RecentHealth::new(Self::DEFAULT_CHECK_REUSE)),
         }
+    }
+
+    /// How long a good answer from the store stands in for a connection check by default.
+    pub const DEFAULT_CHECK_REUSE: Duration = Duration::from_secs(1);
+
+    /// The same service, letting a good answer from the store stand in for the connection
+    /// check of requests within `reuse` of it (zero: check before every request, as the
+    /// source does).
+    #[must_use]
+    pub fn with_connection_check_reuse(mut self, reuse: Duration) -> Self {
+        self.health = Arc::new(RecentHealth::new(reuse));
+        self
     }
 
     /// The same service judging final failures with `policy`.
@@ -153,8 +208,26 @@ impl FailedTaskService {
         self.deadlines
     }
 
-    /// Check the store answers, under the health-check deadline.
+    /// Check the store answers, under the health-check deadline (always a real check, e.g.
+    /// a Redis `PING`: what `/readyz` uses).
     pub async fn check_connection(&self) -> Result<(), QueryError> {
+        let result = self.ping().await;
+        match &result {
+            Ok(()) => self.health.ok(),
+            Err(_) => self.health.lost(),
+        }
+        result
+    }
+
+    /// The check before an operation: skipped when the store answered well just before.
+    async fn ensure_connection(&self) -> Result<(), QueryError> {
+        if self.health.fresh() {
+            return Ok(());
+        }
+        self.check_connection().await
+    }
+
+    async fn ping(&self) -> Result<(), QueryError> {
         match tokio::time::timeout(self.deadlines.health_check, self.store.ping()).await {
             Ok(Ok(())) => Ok(()),
             // A failed ping means the store is not usable, whatever the failure kind.
@@ -178,15 +251,29 @@ impl FailedTaskService {
         F: Future<Output = Result<T, StoreError>>,
     {
         let run = async {
-            self.check_connection().await?;
-            work.await.map_err(QueryError::from_store)
+            self.ensure_connection().await?;
+            match work.await {
+                Ok(v) => {
+                    self.health.ok();
+                    Ok(v)
+                }
+                Err(e) => {
+                    if e.is_unavailable() {
+                        self.health.lost();
+                    }
+                    Err(QueryError::from_store(e))
+                }
+            }
         };
         match tokio::time::timeout(self.deadlines.request, run).await {
             Ok(result) => result,
-            Err(_) => Err(QueryError::Unavailable {
-                reason: format!("request exceeded its {:?} deadline", self.deadlines.request),
-                kind: "deadline",
-            }),
+            Err(_) => {
+                self.health.lost();
+                Err(QueryError::Unavailable {
+                    reason: format!("request exceeded its {:?} deadline", self.deadlines.request),
+                    kind: "deadline",
+                })
+            }
         }
     }
 
@@ -222,7 +309,7 @@ impl FailedTaskService {
     /// is complete (a huge removal continues with the next request).
     pub async fn remove_matching(&self, filter: &TaskFilter) -> Result<BulkRemoval, QueryError> {
         filter.validate()?;
-        self.check_connection().await?;
+        self.ensure_connection().await?;
         let deadline = tokio::time::Instant::now() + self.deadlines.request;
         let page_size = PageSize::new(500, PageLimits::new(500, 500)?)?;
         let mut removed = 0u64;

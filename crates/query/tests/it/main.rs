@@ -246,3 +246,60 @@ async fn get_absent_is_not_found_and_remove_absent_too() {
         QueryError::NotFound
     );
 }
+
+fn first_page() -> ListQuery {
+    ListQuery::first_page(PageLimits::DEFAULT)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_good_answer_stands_in_for_the_next_checks_for_a_second() {
+    let mut store = MockStatusStore::new();
+    // Two pings: the first request, and the one after the reuse period ran out.
+    store.expect_ping().times(2).returning(|| Ok(()));
+    store.expect_list().times(4).returning(|_| Ok(seed_page()));
+    let svc = service(store);
+    svc.list_failed(&first_page()).await.unwrap();
+    svc.list_failed(&first_page()).await.unwrap();
+    tokio::time::advance(Duration::from_millis(500)).await;
+    svc.list_failed(&first_page()).await.unwrap();
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    svc.list_failed(&first_page()).await.unwrap();
+}
+
+#[tokio::test]
+async fn after_the_store_went_away_every_request_checks_again() {
+    let mut store = MockStatusStore::new();
+    store.expect_ping().times(2).returning(|| Ok(()));
+    let mut seq = mockall::Sequence::new();
+    store
+        .expect_list()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(seed_page()));
+    store
+        .expect_list()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(StoreError::Unavailable("connection reset".into())));
+    store
+        .expect_list()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(seed_page()));
+    let svc = service(store);
+    svc.list_failed(&first_page()).await.unwrap(); // ping 1
+    let err = svc.list_failed(&first_page()).await.unwrap_err(); // reused, fails
+    assert!(matches!(err, QueryError::Unavailable { .. }));
+    svc.list_failed(&first_page()).await.unwrap(); // ping 2
+}
+
+#[tokio::test]
+async fn zero_reuse_checks_before_every_request_and_readiness_always_checks() {
+    let mut store = MockStatusStore::new();
+    store.expect_ping().times(3).returning(|| Ok(()));
+    store.expect_list().times(2).returning(|_| Ok(seed_page()));
+    let svc = service(store).with_connection_check_reuse(Duration::ZERO);
+    svc.list_failed(&first_page()).await.unwrap();
+    svc.list_failed(&first_page()).await.unwrap();
+    svc.check_connection().await.unwrap();
+}
