@@ -6,7 +6,7 @@
 //! [`Timestamp`] up to 9999-12-31 ([`Timestamp::MAX_MILLIS`] has 15 digits).
 
 use failed_tasks_domain::{
-    ClientId, ErrorCategory, ErrorCode, FailedTask, SortKey, TaskType, Timestamp,
+    ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, SortKey, TaskType, Timestamp,
 };
 
 /// Width of the zero-padded fail time at the start of every member.
@@ -18,13 +18,14 @@ pub(crate) struct Keys {
     prefix: String,
 }
 
-/// The four equality filters that have their own index.
+/// The five equality filters that have their own index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IndexKind {
     Category,
     TaskType,
     Client,
     ErrorCode,
+    Signature,
 }
 
 impl IndexKind {
@@ -35,6 +36,7 @@ impl IndexKind {
             IndexKind::TaskType => "type",
             IndexKind::Client => "client",
             IndexKind::ErrorCode => "code",
+            IndexKind::Signature => "sig",
         }
     }
 }
@@ -81,6 +83,31 @@ impl Keys {
     }
     pub(crate) fn error_code(&self, c: &ErrorCode) -> String {
         self.index(IndexKind::ErrorCode, c.as_str())
+    }
+    /// `PREFIX:idx:sig:SIGNATURE`: the members of one failure group (also the `signature`
+    /// filter's index).
+    pub(crate) fn signature(&self, s: &ErrorSignature) -> String {
+        self.index(IndexKind::Signature, s.as_str())
+    }
+
+    /// `PREFIX:grp:SIGNATURE`: one failure group's description and per-client counts (hash).
+    pub(crate) fn group(&self, s: &str) -> String {
+        format!("{}:grp:{s}", self.prefix)
+    }
+
+    /// `PREFIX:groups`: every group, by its newest member's time (`{last_ms:015}:{signature}`).
+    pub(crate) fn groups(&self) -> String {
+        format!("{}:groups", self.prefix)
+    }
+
+    /// `PREFIX:min:MINUTE`: the failure counters of one minute (hash).
+    pub(crate) fn minute(&self, minute: i64) -> String {
+        format!("{}:min:{minute}", self.prefix)
+    }
+
+    /// `PREFIX:att:MINUTE`: the task attempts of one minute, by task type (hash).
+    pub(crate) fn attempts(&self, minute: i64) -> String {
+        format!("{}:att:{minute}", self.prefix)
     }
 }
 

@@ -4,18 +4,26 @@
 //! contract's wire form (section 1 of the spec: PascalCase names, RFC 3339 times), so a
 //! reader that wants to serve bytes can slice after the first `\n` without re-encoding.
 //!
-//! The header is `v1\tMEMBER\tCATEGORY\tTASK_TYPE\tCLIENT_ID\tERROR_CODE`: what the Lua
-//! scripts need to find every index entry of the record without decoding JSON or parsing
-//! times in Lua. Tabs and newlines cannot occur in those values (the domain rejects control
-//! characters in ids, types and codes).
+//! The header is `v2\tMEMBER\tCATEGORY\tTASK_TYPE\tCLIENT_ID\tERROR_CODE\tSIGNATURE`: what
+//! the Lua scripts need to find every index entry, counter and group of the record without
+//! decoding JSON, parsing times or normalising messages in Lua. Tabs and newlines cannot
+//! occur in those values (the domain rejects control characters in ids, types and codes; a
+//! signature is 16 hex digits). Records written by earlier versions carry a `v1` header
+//! (the same without `SIGNATURE`): they are still read, and the scripts still un-index them,
+//! but they were never counted in the statistics or the groups (see `docs/redis-layout.md`).
 
-use failed_tasks_domain::{ErrorCategory, FailedTask, NewFailedTask, Timestamp};
+use failed_tasks_domain::{ErrorCategory, ErrorSignature, FailedTask, NewFailedTask, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::layout::task_member;
 
-/// The header's version tag.
-const HEADER_VERSION: &str = "v1";
+/// The header's version tag written now.
+const HEADER_VERSION: &str = "v2";
+
+/// Whether `tag` (the header's first field) is a version this code reads.
+pub(crate) fn is_known_version(tag: &[u8]) -> bool {
+    tag == b"v2" || tag == b"v1"
+}
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -68,22 +76,24 @@ pub(crate) fn to_wire_json(task: &FailedTask) -> String {
     serde_json::to_string(&out).unwrap_or_else(|_| "{}".to_owned())
 }
 
-/// The header line's fields, in the order the scripts read them.
-pub(crate) fn header_fields(task: &FailedTask) -> [String; 5] {
+/// The header line's fields after the version, in the order the scripts read them.
+pub(crate) fn header_fields(task: &FailedTask, signature: &ErrorSignature) -> [String; 6] {
     [
         task_member(task),
         task.error_category().as_str().to_owned(),
         task.task_type().as_str().to_owned(),
         task.client_id().as_str().to_owned(),
         task.error_code().as_str().to_owned(),
+        signature.as_str().to_owned(),
     ]
 }
 
-/// The whole stored value: header, `\n`, wire JSON.
-pub(crate) fn encode(task: &FailedTask) -> String {
+/// The whole stored value: header, `\n`, wire JSON. `signature` must be the task's
+/// ([`ErrorSignature::of_task`]); the caller computes it once for the header and the script.
+pub(crate) fn encode(task: &FailedTask, signature: &ErrorSignature) -> String {
     let mut out = String::with_capacity(512);
     out.push_str(HEADER_VERSION);
-    for f in header_fields(task) {
+    for f in header_fields(task, signature) {
         out.push('\t');
         out.push_str(&f);
     }
@@ -95,7 +105,8 @@ pub(crate) fn encode(task: &FailedTask) -> String {
 /// The wire JSON part of a stored value (everything after the header line).
 pub(crate) fn json_part(stored: &str) -> Option<&str> {
     let (header, json) = stored.split_once('\n')?;
-    header.starts_with(HEADER_VERSION).then_some(json)
+    let tag = header.split('\t').next()?;
+    is_known_version(tag.as_bytes()).then_some(json)
 }
 
 /// Decode wire JSON into a validated task; the error says what is wrong.
@@ -122,7 +133,7 @@ pub(crate) fn decode_wire_json(json: &str) -> Result<FailedTask, String> {
 
 /// Decode a stored value; the error says what is wrong.
 pub(crate) fn decode(stored: &str) -> Result<FailedTask, String> {
-    let json = json_part(stored).ok_or_else(|| "missing v1 header line".to_owned())?;
+    let json = json_part(stored).ok_or_else(|| "missing v1/v2 header line".to_owned())?;
     decode_wire_json(json)
 }
 
@@ -133,7 +144,8 @@ mod tests {
     #[test]
     fn round_trip_and_wire_names() {
         for t in FailedTask::seed_examples() {
-            let stored = encode(&t);
+            let stored = encode(&t, &ErrorSignature::of_task(&t));
+            assert!(stored.starts_with("v2\t"), "{stored}");
             assert_eq!(decode(&stored), Ok(t.clone()));
             let json = json_part(&stored).unwrap();
             assert!(json.starts_with("{\"TaskId\":\""), "{json}");
@@ -144,7 +156,8 @@ mod tests {
 
     #[test]
     fn malformed_values_are_errors() {
-        let good = encode(&FailedTask::seed_examples()[0]);
+        let t = &FailedTask::seed_examples()[0];
+        let good = encode(t, &ErrorSignature::of_task(t));
         let bad = [
             "".to_owned(),
             "not json".to_owned(),

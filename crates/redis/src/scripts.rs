@@ -1,15 +1,23 @@
 //! The Lua scripts that keep records and indexes consistent (see `docs/redis-layout.md`).
 //!
-//! Every script finds a record's old index entries from its header line (see
-//! [`crate::record`]), so an upsert that changes the fail time, category, task type, client
-//! or error code moves the task in every index in the same atomic step. Keys built inside a
+//! Every script finds a record's old index entries, group and minute counters from its
+//! header line (see [`crate::record`]), so an upsert that changes the fail time, category,
+//! task type, client, error code or signature moves the task in every index, group and
+//! counter in the same atomic step. Every script is bounded: a fixed number of commands per
+//! task (a group's re-ranking reads one member with `ZRANGE … LIMIT 0 1`), never a loop
+//! over a set. Keys built inside a
 //! script share the prefix's hash tag, so they live in the slot of the declared keys.
 
 use std::sync::OnceLock;
 
 use crate::conn::Script;
 
-/// Shared helpers: parse a header, remove a record's index entries.
+/// Shared helpers: parse a header, bump counters, remove a record from (and add one to) its
+/// index entries, minute counters and failure group.
+///
+/// A `v1` header (6 fields, written by earlier versions) names only the five indexes; a `v2`
+/// header (7 fields) adds the signature, and only `v2` records are counted and grouped, so
+/// `unrecord` undoes exactly what `put` did.
 const HELPERS: &str = r#"
 local function header(v)
   local nl = string.find(v, '\n', 1, true)
@@ -25,75 +33,124 @@ local function header(v)
     table.insert(out, string.sub(h, pos, tab - 1))
     pos = tab + 1
   end
-  if #out ~= 6 or out[1] ~= 'v1' then return nil end
-  return out
+  if (#out == 7 and out[1] == 'v2') or (#out == 6 and out[1] == 'v1') then return out end
+  return nil
 end
-local function unindex(prefix, f)
+local function bump(key, field, d)
+  local n = redis.call('HINCRBY', key, field, d)
+  if n <= 0 then redis.call('HDEL', key, field) end
+  return n
+end
+local function count(prefix, f, d)
+  local minute = math.floor(tonumber(string.sub(f[2], 1, 15)) / 60000)
+  local k = prefix .. ':min:' .. string.format('%d', minute)
+  bump(k, 't', d)
+  bump(k, 'c:' .. f[3], d)
+  bump(k, 'y:' .. f[4], d)
+  bump(k, 'l:' .. f[5], d)
+  bump(k, 'e:' .. f[6], d)
+  return k
+end
+local function rank(prefix, sig)
+  local g = prefix .. ':grp:' .. sig
+  local newest = redis.call('ZRANGE', prefix .. ':idx:sig:' .. sig, '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, 1)[1]
+  local was = redis.call('HGET', g, 'ord')
+  local want = false
+  if newest then want = string.sub(newest, 1, 15) .. ':' .. sig end
+  if was == want then return end
+  if was then redis.call('ZREM', prefix .. ':groups', was) end
+  if want then
+    redis.call('ZADD', prefix .. ':groups', 0, want)
+    redis.call('HSET', g, 'ord', want)
+  else
+    redis.call('DEL', g)
+  end
+end
+local function unrecord(prefix, f)
   local m = f[2]
   redis.call('ZREM', prefix .. ':idx:all', m)
   redis.call('ZREM', prefix .. ':idx:category:' .. f[3], m)
   redis.call('ZREM', prefix .. ':idx:type:' .. f[4], m)
   redis.call('ZREM', prefix .. ':idx:client:' .. f[5], m)
   redis.call('ZREM', prefix .. ':idx:code:' .. f[6], m)
+  if f[1] ~= 'v2' then return end
+  local sig = f[7]
+  redis.call('ZREM', prefix .. ':idx:sig:' .. sig, m)
+  local g = prefix .. ':grp:' .. sig
+  if bump(g, 'cl:' .. f[5], -1) == 0 then bump(g, 'ncl', -1) end
+  rank(prefix, sig)
+  count(prefix, f, -1)
+end
+local function put(prefix, key, value, ttl, pattern, counters_until)
+  local f = header(value)
+  if not f or f[1] ~= 'v2' then return redis.error_reply('ERR record without a v2 header') end
+  local old = redis.call('GET', key)
+  local created = 1
+  if old then
+    created = 0
+    local o = header(old)
+    if o then unrecord(prefix, o) end
+  end
+  redis.call('SET', key, value, 'PX', ttl)
+  local m = f[2]
+  redis.call('ZADD', prefix .. ':idx:all', 0, m)
+  redis.call('ZADD', prefix .. ':idx:category:' .. f[3], 0, m)
+  redis.call('ZADD', prefix .. ':idx:type:' .. f[4], 0, m)
+  redis.call('ZADD', prefix .. ':idx:client:' .. f[5], 0, m)
+  redis.call('ZADD', prefix .. ':idx:code:' .. f[6], 0, m)
+  local sig = f[7]
+  redis.call('ZADD', prefix .. ':idx:sig:' .. sig, 0, m)
+  local g = prefix .. ':grp:' .. sig
+  if redis.call('HSETNX', g, 'msg', pattern) == 1 then
+    redis.call('HSET', g, 'cat', f[3], 'code', f[6])
+  end
+  if bump(g, 'cl:' .. f[5], 1) == 1 then bump(g, 'ncl', 1) end
+  rank(prefix, sig)
+  local k = count(prefix, f, 1)
+  redis.call('PEXPIREAT', k, counters_until, 'NX')
+  redis.call('PEXPIREAT', k, counters_until, 'GT')
+  return created
 end
 "#;
 
-/// Upsert one task.
+/// Upsert one task: un-record the old record (named by its header), store the new one, add
+/// it to its indexes, its group and its minute's counters.
 ///
-/// KEYS: record, idx:all, idx:category:C, idx:type:T, idx:client:C, idx:code:E.
-/// ARGV: prefix, stored value, record TTL in ms, member.
+/// KEYS: record, idx:all, idx:category:C, idx:type:T, idx:client:C, idx:code:E, idx:sig:S
+/// (declared for routing; the script builds the same names from the header).
+/// ARGV: prefix, stored value (with a v2 header), record TTL in ms, the group's normalised
+/// message, when the minute's counters may expire (ms since the epoch).
 /// Returns 1 when the task id was new, 0 when it replaced a record.
 const RECORD: &str = r#"
-local old = redis.call('GET', KEYS[1])
-local created = 1
-if old then
-  created = 0
-  local f = header(old)
-  if f then unindex(ARGV[1], f) end
-end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-for i = 2, 6 do
-  redis.call('ZADD', KEYS[i], 0, ARGV[4])
-end
-return created
+return put(ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 "#;
 
 /// Upsert several tasks in one call: [`RECORD`] for each, in order (a later task with the
 /// same id sees the earlier one as its old record).
 ///
-/// KEYS: per task, its six keys in [`RECORD`]'s order (6 x n keys).
-/// ARGV: prefix, then per task: stored value, record TTL in ms, member (1 + 3 x n).
+/// KEYS: per task, its seven keys in [`RECORD`]'s order (7 x n keys).
+/// ARGV: prefix, then per task [`RECORD`]'s four arguments after the prefix (1 + 4 x n).
 /// Returns one flag per task: 1 when its id was new, 0 when it replaced a record.
 const RECORD_MANY: &str = r#"
 local prefix = ARGV[1]
 local out = {}
-for t = 0, #KEYS / 6 - 1 do
-  local k = t * 6
-  local a = 1 + t * 3
-  local old = redis.call('GET', KEYS[k + 1])
-  local created = 1
-  if old then
-    created = 0
-    local f = header(old)
-    if f then unindex(prefix, f) end
-  end
-  redis.call('SET', KEYS[k + 1], ARGV[a + 1], 'PX', ARGV[a + 2])
-  for i = 2, 6 do
-    redis.call('ZADD', KEYS[k + i], 0, ARGV[a + 3])
-  end
+for t = 0, #KEYS / 7 - 1 do
+  local a = 1 + t * 4
+  local created = put(prefix, KEYS[t * 7 + 1], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  if type(created) == 'table' then return created end
   out[t + 1] = created
 end
 return out
 "#;
 
-/// Remove one task and all its index entries.
+/// Remove one task from its record, indexes, group and counters.
 ///
 /// KEYS: record. ARGV: prefix. Returns 1 when a record was removed.
 const REMOVE: &str = r#"
 local old = redis.call('GET', KEYS[1])
 if not old then return 0 end
 local f = header(old)
-if f then unindex(ARGV[1], f) end
+if f then unrecord(ARGV[1], f) end
 redis.call('DEL', KEYS[1])
 return 1
 "#;
@@ -113,7 +170,7 @@ for i = 2, #ARGV do
   if v then
     local f = header(v)
     if f and f[2] == m then
-      unindex(ARGV[1], f)
+      unrecord(ARGV[1], f)
       redis.call('DEL', key)
       removed = removed + 1
     elseif not f then
@@ -128,6 +185,17 @@ for i = 2, #ARGV do
   end
 end
 return removed
+"#;
+
+/// Add task attempts of one task type in one minute.
+///
+/// KEYS: att:MINUTE. ARGV: task type, count, when the minute's attempts may expire (ms since
+/// the epoch). Returns the minute's new count for that type.
+const ATTEMPTS: &str = r#"
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'NX')
+redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'GT')
+return n
 "#;
 
 /// Release a lock only if we still own it. KEYS: lock. ARGV: token.
@@ -153,6 +221,7 @@ pub(crate) struct Scripts {
     pub(crate) record_many: Script,
     pub(crate) remove: Script,
     pub(crate) trim: Script,
+    pub(crate) attempts: Script,
     pub(crate) unlock: Script,
     pub(crate) extend: Script,
 }
@@ -170,6 +239,7 @@ impl Scripts {
             record_many: Script::new("record_many", with_helpers(RECORD_MANY)),
             remove: Script::new("remove", with_helpers(REMOVE)),
             trim: Script::new("trim", with_helpers(TRIM)),
+            attempts: Script::new("attempts", ATTEMPTS.to_owned()),
             unlock: Script::new("unlock", UNLOCK.to_owned()),
             extend: Script::new("extend", EXTEND.to_owned()),
         })

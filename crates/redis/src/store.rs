@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use failed_tasks_domain::{Cursor, FailedTask, ListQuery, TaskFilter, TaskId};
+use failed_tasks_domain::stats::{minute_of, MINUTE_MS};
+use failed_tasks_domain::{Cursor, ErrorPattern, FailedTask, ListQuery, TaskFilter, TaskId};
 use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
 use fred::types::Value;
 
 use crate::config::RedisConfig;
 use crate::conn::Conn;
-use crate::layout::{member_id, task_member, Keys, LexRange, MS_DIGITS};
+use crate::layout::{member_id, Keys, LexRange, MS_DIGITS};
 use crate::record;
 use crate::scripts::Scripts;
 
@@ -59,6 +60,11 @@ pub(crate) fn now_ms() -> i64 {
 
 pub(crate) fn millis_of(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The first millisecond after `minute`.
+pub(crate) fn minute_end_ms(minute: i64) -> i64 {
+    minute.saturating_add(1).saturating_mul(MINUTE_MS)
 }
 
 /// A reply value as text, if it is one.
@@ -268,6 +274,9 @@ impl RedisStore {
         if let Some(c) = &f.error_code {
             out.push(k.error_code(c));
         }
+        if let Some(s) = &f.signature {
+            out.push(k.signature(s));
+        }
         out
     }
 
@@ -430,16 +439,14 @@ impl RedisStore {
 
     /// Keys and arguments of the `record` script for one task (also one task's share of
     /// `record_many`).
-    fn record_call(&self, task: &FailedTask) -> ([Value; 6], [Value; 3]) {
+    fn record_call(&self, task: &FailedTask) -> ([Value; 7], [Value; 4]) {
         let k = self.keys();
-        let cfg = &self.inner.config;
-        let slack = millis_of(cfg.record_ttl_slack).max(1_000);
-        let expires_at = task
-            .fail_time()
-            .unix_millis()
-            .saturating_add(millis_of(cfg.max_age))
-            .saturating_add(slack);
-        let ttl = expires_at.saturating_sub(now_ms()).max(slack);
+        let now = now_ms();
+        let fail_ms = task.fail_time().unix_millis();
+        let ttl = self.retained_until(fail_ms, now).saturating_sub(now);
+        // The minute's counters live as long as the longest-lived record of that minute.
+        let counters_until = self.retained_until(minute_end_ms(minute_of(task.fail_time())), now);
+        let pattern = ErrorPattern::of_task(task);
         let keys = [
             k.record(task.task_id().as_str()).into(),
             k.all().into(),
@@ -447,19 +454,32 @@ impl RedisStore {
             k.task_type(task.task_type()).into(),
             k.client(task.client_id()).into(),
             k.error_code(task.error_code()).into(),
+            k.signature(pattern.signature()).into(),
         ];
         let args = [
-            record::encode(task).into(),
+            record::encode(task, pattern.signature()).into(),
             ttl.into(),
-            task_member(task).into(),
+            pattern.normalised_message().into(),
+            counters_until.into(),
         ];
         (keys, args)
     }
 
+    /// Until when (ms since the epoch) data about a failure at `at_ms` is kept:
+    /// `max_age + record_ttl_slack` after it, and at least the slack from `now`.
+    fn retained_until(&self, at_ms: i64, now: i64) -> i64 {
+        let cfg = &self.inner.config;
+        let slack = millis_of(cfg.record_ttl_slack).max(1_000);
+        at_ms
+            .saturating_add(millis_of(cfg.max_age))
+            .saturating_add(slack)
+            .max(now.saturating_add(slack))
+    }
+
     /// Record one chunk of tasks with one `record_many` call.
     async fn record_chunk(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
-        let mut keys = Vec::with_capacity(tasks.len() * 6);
-        let mut args = Vec::with_capacity(1 + tasks.len() * 3);
+        let mut keys = Vec::with_capacity(tasks.len() * 7);
+        let mut args = Vec::with_capacity(1 + tasks.len() * 4);
         args.push(Value::from(self.keys().prefix()));
         for task in tasks {
             let (k, a) = self.record_call(task);
@@ -491,7 +511,7 @@ fn stored_json(member: &str, value: Value) -> Option<fred::bytes::Bytes> {
     };
     let nl = b.iter().position(|&c| c == b'\n')?;
     let mut header = b[..nl].split(|&c| c == b'\t');
-    if header.next()? != b"v1" || header.next()? != member.as_bytes() {
+    if !record::is_known_version(header.next()?) || header.next()? != member.as_bytes() {
         return None;
     }
     let json = b.slice(nl + 1..);
@@ -630,7 +650,7 @@ impl StatusStore for RedisStore {
 
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
         let (keys, args) = self.record_call(task);
-        let mut full_args = Vec::with_capacity(4);
+        let mut full_args = Vec::with_capacity(5);
         full_args.push(Value::from(self.keys().prefix()));
         full_args.extend(args);
         let created: i64 = self

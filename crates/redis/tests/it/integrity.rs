@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use failed_tasks_domain::{
-    ErrorCategory, FailedTask, ListQuery, NewFailedTask, PageLimits, PageSize, TaskFilter, TaskId,
+    ErrorCategory, ErrorSignature, FailedTask, ListQuery, NewFailedTask, PageLimits, PageSize,
+    TaskFilter, TaskId,
 };
 use failed_tasks_redis::RedisStore;
 use failed_tasks_store::{conformance, StatusStore, StoreError};
@@ -54,7 +55,7 @@ async fn concurrent_recorders_leave_every_index_consistent() {
         w.unwrap();
     }
 
-    // Check with raw commands: every record is in exactly its five indexes, and every index
+    // Check with raw commands: every record is in exactly its six indexes, and every index
     // entry has its record.
     let raw = helpers::raw(&server.url()).await;
     let prefix = store.config().key_prefix.clone();
@@ -79,6 +80,7 @@ async fn concurrent_recorders_leave_every_index_consistent() {
             format!("type:{}", t.task_type()),
             format!("client:{}", t.client_id()),
             format!("code:{}", t.error_code()),
+            format!("sig:{}", ErrorSignature::of_task(t)),
         ] {
             expected
                 .entry(format!("{prefix}:idx:{idx}"))

@@ -12,3 +12,4 @@ mod conformance;
 mod faults;
 mod integrity;
 mod retention;
+mod stats;
