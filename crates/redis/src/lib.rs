@@ -41,6 +41,7 @@ pub mod janitor;
 mod layout;
 mod record;
 mod scripts;
+mod stats;
 pub mod store;
 
 pub use compat::{CompatConfig, CompatStore};

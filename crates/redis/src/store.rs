@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use failed_tasks_domain::stats::{minute_of, MINUTE_MS};
-use failed_tasks_domain::{Cursor, ErrorPattern, FailedTask, ListQuery, TaskFilter, TaskId};
+use failed_tasks_domain::stats::{minute_of, MinuteCounts, MINUTE_MS};
+use failed_tasks_domain::{
+    Cursor, ErrorPattern, FailedTask, GroupPage, GroupQuery, ListQuery, TaskFilter, TaskId,
+    TaskType,
+};
 use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
 use fred::types::Value;
 
@@ -467,7 +470,7 @@ impl RedisStore {
 
     /// Until when (ms since the epoch) data about a failure at `at_ms` is kept:
     /// `max_age + record_ttl_slack` after it, and at least the slack from `now`.
-    fn retained_until(&self, at_ms: i64, now: i64) -> i64 {
+    pub(crate) fn retained_until(&self, at_ms: i64, now: i64) -> i64 {
         let cfg = &self.inner.config;
         let slack = millis_of(cfg.record_ttl_slack).max(1_000);
         at_ms
@@ -670,6 +673,40 @@ impl StatusStore for RedisStore {
             outcomes.extend(chunk?);
         }
         Ok(outcomes)
+    }
+
+    /// One `HGETALL` per minute of the range (`P:min:MINUTE`), pipelined 1,000 at a time:
+    /// O(minutes), whatever the number of stored tasks.
+    async fn failure_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<MinuteCounts>, StoreError> {
+        self.read_failure_counts(from_minute, to_minute).await
+    }
+
+    async fn record_attempts(
+        &self,
+        task_type: &TaskType,
+        minute: i64,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        self.add_attempts(task_type, minute, count).await
+    }
+
+    /// One `HGETALL` per minute of the range (`P:att:MINUTE`), as `failure_counts`.
+    async fn attempt_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        self.read_attempt_counts(from_minute, to_minute).await
+    }
+
+    /// `ZRANGE P:groups … BYLEX REV LIMIT` from the cursor, then four O(log N) reads per
+    /// group of the page, pipelined: O(log G + page · log N).
+    async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError> {
+        self.read_groups(query).await
     }
 
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {

@@ -1,0 +1,420 @@
+//! Statistics and failure groups on Redis: reads of the counters and groups that the write
+//! scripts keep up to date (see `docs/redis-layout.md`), and the attempts counters.
+//!
+//! Nothing here scans tasks: a statistics request reads one hash per minute of its range
+//! (pipelined, [`PIPELINE_CHUNK`] commands per batch), a page of groups reads the ordering
+//! set from a lex bound plus four O(log N) commands per group of the page.
+
+use std::collections::HashMap;
+
+use failed_tasks_domain::stats::MinuteCounts;
+use failed_tasks_domain::{
+    ErrorCategory, ErrorPattern, ErrorSignature, FailureGroup, GroupCursor, GroupPage, GroupQuery,
+    TaskId, TaskType, Timestamp,
+};
+use failed_tasks_store::StoreError;
+use fred::types::Value;
+
+use crate::layout::{member_id, ms_part, MS_DIGITS};
+use crate::record;
+use crate::scripts::Scripts;
+use crate::store::{minute_end_ms, now_ms, value_text, RedisStore};
+
+/// Commands sent at once when reading minute hashes: a 7-day window is 10,080 of them.
+const PIPELINE_CHUNK: usize = 1_000;
+
+/// The longest range of minutes one call may read (31 days): far beyond the longest
+/// statistics window (7 days), and a bound on the commands one call sends.
+const MAX_RANGE_MINUTES: i64 = 31 * 24 * 60;
+
+/// The field/value pairs of an `HGETALL` reply (RESP2 array or RESP3 map); pairs that are
+/// not text are left out.
+fn pairs(v: Value) -> Vec<(String, String)> {
+    match v {
+        Value::Map(m) => m
+            .inner()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.into_owned())))
+            .collect(),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len() / 2);
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
+                    out.push((k.into_owned(), v.into_owned()));
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A positive counter value, or `None` for anything else.
+fn positive(v: &str) -> Option<u64> {
+    v.parse::<u64>().ok().filter(|n| *n > 0)
+}
+
+/// One minute's counters from its hash fields (`t`, `c:CATEGORY`, `e:CODE`, `y:TYPE`,
+/// `l:CLIENT`); unknown or malformed fields are ignored. `None` for an empty minute.
+fn minute_counts(minute: i64, fields: Vec<(String, String)>) -> Option<MinuteCounts> {
+    let mut c = MinuteCounts {
+        minute,
+        ..MinuteCounts::default()
+    };
+    for (field, value) in fields {
+        let Some(n) = positive(&value) else { continue };
+        if field == "t" {
+            c.total = n;
+            continue;
+        }
+        let Some((kind, name)) = field.split_once(':') else {
+            continue;
+        };
+        match kind {
+            "c" => {
+                if let Ok(cat) = ErrorCategory::parse(name) {
+                    c.by_category.insert(cat, n);
+                }
+            }
+            "e" => {
+                c.by_error_code.insert(name.to_owned(), n);
+            }
+            "y" => {
+                c.by_task_type.insert(name.to_owned(), n);
+            }
+            "l" => {
+                c.by_client.insert(name.to_owned(), n);
+            }
+            _ => {}
+        }
+    }
+    (c.total > 0).then_some(c)
+}
+
+fn check_range(from_minute: i64, to_minute: i64) -> Result<bool, StoreError> {
+    if from_minute >= to_minute {
+        return Ok(false);
+    }
+    if to_minute.saturating_sub(from_minute) > MAX_RANGE_MINUTES {
+        return Err(StoreError::Rejected(format!(
+            "a statistics range may span at most {MAX_RANGE_MINUTES} minutes, got {}",
+            to_minute.saturating_sub(from_minute)
+        )));
+    }
+    Ok(true)
+}
+
+impl RedisStore {
+    /// `HGETALL` of `key_of(minute)` for every minute of `[from, to)`, pipelined in chunks;
+    /// the minutes with their field/value pairs, oldest first, empty hashes left out.
+    async fn read_minutes(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+        key_of: impl Fn(i64) -> String,
+    ) -> Result<Vec<(i64, Vec<(String, String)>)>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = from_minute;
+        while start < to_minute {
+            let end = start.saturating_add(PIPELINE_CHUNK as i64).min(to_minute);
+            let reads = (start..end).map(|m| {
+                let key = key_of(m);
+                async move {
+                    let v: Value = self
+                        .inner
+                        .conn
+                        .cmd("reading minute counters", "HGETALL", vec![key.into()])
+                        .await?;
+                    Ok::<_, StoreError>((m, pairs(v)))
+                }
+            });
+            for r in futures_util::future::join_all(reads).await {
+                let (m, fields) = r?;
+                if !fields.is_empty() {
+                    out.push((m, fields));
+                }
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn read_failure_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<MinuteCounts>, StoreError> {
+        if !check_range(from_minute, to_minute)? {
+            return Ok(Vec::new());
+        }
+        let keys = &self.inner.keys;
+        Ok(self
+            .read_minutes(from_minute, to_minute, |m| keys.minute(m))
+            .await?
+            .into_iter()
+            .filter_map(|(m, fields)| minute_counts(m, fields))
+            .collect())
+    }
+
+    pub(crate) async fn read_attempt_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        if !check_range(from_minute, to_minute)? {
+            return Ok(Vec::new());
+        }
+        let keys = &self.inner.keys;
+        Ok(self
+            .read_minutes(from_minute, to_minute, |m| keys.attempts(m))
+            .await?
+            .into_iter()
+            .filter_map(|(m, fields)| {
+                let n = fields
+                    .iter()
+                    .filter_map(|(_, v)| positive(v))
+                    .fold(0u64, u64::saturating_add);
+                (n > 0).then_some((m, n))
+            })
+            .collect())
+    }
+
+    pub(crate) async fn add_attempts(
+        &self,
+        task_type: &TaskType,
+        minute: i64,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let now = now_ms();
+        let until = self.retained_until(minute_end_ms(minute), now);
+        let _: i64 = self
+            .inner
+            .conn
+            .eval(
+                &Scripts::get().attempts,
+                vec![self.inner.keys.attempts(minute).into()],
+                vec![
+                    task_type.as_str().into(),
+                    i64::try_from(count).unwrap_or(i64::MAX).into(),
+                    until.into(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn read_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError> {
+        let conn = &self.inner.conn;
+        let keys = &self.inner.keys;
+        let size = query.page_size.as_usize();
+        let max = match &query.cursor {
+            Some(c) => format!(
+                "({}:{}",
+                ms_part(c.last_seen().unix_millis()),
+                c.signature()
+            ),
+            None => "+".to_owned(),
+        };
+        let order = keys.groups();
+        let total = conn.cmd::<u64>("counting groups", "ZCARD", vec![order.as_str().into()]);
+        let page = conn.cmd::<Vec<String>>(
+            "reading groups",
+            "ZRANGE",
+            vec![
+                order.as_str().into(),
+                max.into(),
+                "-".into(),
+                "BYLEX".into(),
+                "REV".into(),
+                "LIMIT".into(),
+                0i64.into(),
+                (size as i64 + 1).into(),
+            ],
+        );
+        let (total, members) = tokio::join!(total, page);
+        let (total, mut members) = (total?, members?);
+        let more = members.len() > size;
+        members.truncate(size);
+        let ranked: Vec<(Timestamp, ErrorSignature)> = members
+            .iter()
+            .filter_map(|m| {
+                let parsed = parse_group_member(m);
+                if parsed.is_none() {
+                    tracing::warn!(member = m.as_str(), "skipping a malformed group entry");
+                }
+                parsed
+            })
+            .collect();
+        let reads = ranked
+            .into_iter()
+            .map(|(last_seen, sig)| self.read_group(last_seen, sig));
+        let mut groups = Vec::with_capacity(size);
+        for g in futures_util::future::join_all(reads).await {
+            if let Some(g) = g? {
+                groups.push(g);
+            }
+        }
+        let next_cursor = if more {
+            groups.last().map(GroupCursor::after)
+        } else {
+            None
+        };
+        Ok(GroupPage {
+            total,
+            groups,
+            next_cursor,
+        })
+    }
+
+    /// One group: its size, oldest and newest member and description, pipelined (one round
+    /// trip). `None` when it vanished since the page was read.
+    async fn read_group(
+        &self,
+        last_seen: Timestamp,
+        sig: ErrorSignature,
+    ) -> Result<Option<FailureGroup>, StoreError> {
+        let conn = &self.inner.conn;
+        let keys = &self.inner.keys;
+        let index = keys.signature(&sig);
+        let edge = |rev: bool| {
+            let mut args: Vec<Value> = vec![index.as_str().into()];
+            if rev {
+                args.extend(["+".into(), "-".into(), "BYLEX".into(), "REV".into()]);
+            } else {
+                args.extend(["-".into(), "+".into(), "BYLEX".into()]);
+            }
+            args.extend(["LIMIT".into(), 0i64.into(), 1i64.into()]);
+            conn.cmd::<Vec<String>>("reading a group", "ZRANGE", args)
+        };
+        let count = conn.cmd::<u64>("sizing a group", "ZCARD", vec![index.as_str().into()]);
+        let desc = conn.cmd::<Value>(
+            "reading a group",
+            "HGETALL",
+            vec![keys.group(sig.as_str()).into()],
+        );
+        let (count, newest, oldest, desc) = tokio::join!(count, edge(true), edge(false), desc);
+        let (count, newest, oldest, desc) = (count?, newest?, oldest?, pairs(desc?));
+        let (Some(newest), Some(oldest)) = (newest.first(), oldest.first()) else {
+            return Ok(None);
+        };
+        let (Some(sample), Some(first_seen)) = (
+            member_id(newest).and_then(|id| TaskId::parse(id).ok()),
+            crate::layout::parse_member(oldest).map(|k| k.fail_time()),
+        ) else {
+            tracing::warn!(signature = %sig, "skipping a group with malformed members");
+            return Ok(None);
+        };
+        let desc: HashMap<String, String> = desc.into_iter().collect();
+        let pattern = match self.pattern_of(&sig, &desc, &sample).await? {
+            Some(p) => p,
+            None => {
+                tracing::warn!(signature = %sig, "skipping a group whose description is lost");
+                return Ok(None);
+            }
+        };
+        Ok(Some(FailureGroup {
+            pattern,
+            count,
+            first_seen: first_seen.min(last_seen),
+            last_seen,
+            clients_affected: desc.get("ncl").and_then(|v| positive(v)).unwrap_or(0),
+            sample_task_id: sample,
+        }))
+    }
+
+    /// The group's pattern from its stored description (category, code, normalised
+    /// message; normalising is idempotent, so this gives the signature back), or, should it
+    /// not, from its sample task's record.
+    async fn pattern_of(
+        &self,
+        sig: &ErrorSignature,
+        desc: &HashMap<String, String>,
+        sample: &TaskId,
+    ) -> Result<Option<ErrorPattern>, StoreError> {
+        let stored = (|| {
+            let cat = ErrorCategory::parse(desc.get("cat")?).ok()?;
+            Some(ErrorPattern::of(cat, desc.get("code")?, desc.get("msg")?))
+        })();
+        if let Some(p) = stored.filter(|p| p.signature() == sig) {
+            return Ok(Some(p));
+        }
+        let value: Value = self
+            .inner
+            .conn
+            .cmd(
+                "reading a group's sample",
+                "GET",
+                vec![self.inner.keys.record(sample.as_str()).into()],
+            )
+            .await?;
+        Ok(value_text(value)
+            .and_then(Result::ok)
+            .and_then(|text| record::decode(&text).ok())
+            .map(|t| ErrorPattern::of_task(&t))
+            .filter(|p| p.signature() == sig))
+    }
+}
+
+/// `{last_ms:015}:{signature}` back into its parts.
+fn parse_group_member(m: &str) -> Option<(Timestamp, ErrorSignature)> {
+    let ms = m.get(..MS_DIGITS)?;
+    let sig = m.get(MS_DIGITS..)?.strip_prefix(':')?;
+    if !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let t = Timestamp::from_unix_millis(ms.parse().ok()?).ok()?;
+    Some((t, ErrorSignature::parse(sig).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minute_fields_are_parsed_and_bad_ones_ignored() {
+        let fields = [
+            ("t", "3"),
+            ("c:data_error", "2"),
+            ("c:nonsense", "1"),
+            ("e:E", "3"),
+            ("y:embedding", "3"),
+            ("l:c1", "3"),
+            ("l:c2", "x"),
+            ("q", "1"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .to_vec();
+        let c = minute_counts(7, fields).unwrap();
+        assert_eq!((c.minute, c.total), (7, 3));
+        assert_eq!(c.by_category.len(), 1);
+        assert_eq!(c.by_client.len(), 1);
+        assert_eq!(minute_counts(7, vec![]), None);
+    }
+
+    /// The groups store the normalised message; re-normalising it must give the signature.
+    #[test]
+    fn a_normalised_message_gives_its_signature_back() {
+        let long = format!("failed at {} then 42", "x/y ".repeat(300));
+        for msg in [
+            "timed out after 30 s on /repo/a",
+            "向量嵌入服务超时，请求超过30秒未响应",
+            "table \"users_2024\" id 3fa85f64-5717-4562-b3fc-2c963f66afa6 at 0x1F",
+            long.as_str(),
+        ] {
+            let p = ErrorPattern::of(ErrorCategory::DataError, "E", msg);
+            let again = ErrorPattern::of(ErrorCategory::DataError, "E", p.normalised_message());
+            assert_eq!(again.signature(), p.signature(), "{msg}");
+        }
+        let sig = ErrorSignature::parse("0123456789abcdef").unwrap();
+        let m = format!("{}:{sig}", ms_part(42));
+        assert_eq!(
+            parse_group_member(&m),
+            Some((Timestamp::from_unix_millis(42).unwrap(), sig))
+        );
+        assert_eq!(parse_group_member("nonsense"), None);
+    }
+}
