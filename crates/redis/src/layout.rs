@@ -100,14 +100,16 @@ impl Keys {
         format!("{}:groups", self.prefix)
     }
 
-    /// `PREFIX:min:MINUTE`: the failure counters of one minute (hash).
-    pub(crate) fn minute(&self, minute: i64) -> String {
-        format!("{}:min:{minute}", self.prefix)
+    /// `PREFIX:cnt:HOUR`: the failure counters of the minutes of one hour (hash, fields
+    /// `MINUTE:t`, `MINUTE:c:CATEGORY`, ...).
+    pub(crate) fn counters(&self, hour: i64) -> String {
+        format!("{}:cnt:{hour}", self.prefix)
     }
 
-    /// `PREFIX:att:MINUTE`: the task attempts of one minute, by task type (hash).
-    pub(crate) fn attempts(&self, minute: i64) -> String {
-        format!("{}:att:{minute}", self.prefix)
+    /// `PREFIX:att:HOUR`: the task attempts of the minutes of one hour (hash, fields
+    /// `MINUTE:TASK_TYPE`).
+    pub(crate) fn attempts(&self, hour: i64) -> String {
+        format!("{}:att:{hour}", self.prefix)
     }
 }
 

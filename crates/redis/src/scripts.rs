@@ -43,12 +43,13 @@ local function bump(key, field, d)
 end
 local function count(prefix, f, d)
   local minute = math.floor(tonumber(string.sub(f[2], 1, 15)) / 60000)
-  local k = prefix .. ':min:' .. string.format('%d', minute)
-  bump(k, 't', d)
-  bump(k, 'c:' .. f[3], d)
-  bump(k, 'y:' .. f[4], d)
-  bump(k, 'l:' .. f[5], d)
-  bump(k, 'e:' .. f[6], d)
+  local k = prefix .. ':cnt:' .. string.format('%d', math.floor(minute / 60))
+  local m = string.format('%d', minute) .. ':'
+  bump(k, m .. 't', d)
+  bump(k, m .. 'c:' .. f[3], d)
+  bump(k, m .. 'y:' .. f[4], d)
+  bump(k, m .. 'l:' .. f[5], d)
+  bump(k, m .. 'e:' .. f[6], d)
   return k
 end
 local function rank(prefix, sig)
@@ -119,7 +120,7 @@ end
 /// KEYS: record, idx:all, idx:category:C, idx:type:T, idx:client:C, idx:code:E, idx:sig:S
 /// (declared for routing; the script builds the same names from the header).
 /// ARGV: prefix, stored value (with a v2 header), record TTL in ms, the group's normalised
-/// message, when the minute's counters may expire (ms since the epoch).
+/// message, when the hour's counters may expire (ms since the epoch).
 /// Returns 1 when the task id was new, 0 when it replaced a record.
 const RECORD: &str = r#"
 return put(ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
@@ -189,8 +190,8 @@ return removed
 
 /// Add task attempts of one task type in one minute.
 ///
-/// KEYS: att:MINUTE. ARGV: task type, count, when the minute's attempts may expire (ms since
-/// the epoch). Returns the minute's new count for that type.
+/// KEYS: att:HOUR. ARGV: field `MINUTE:TASK_TYPE`, count, when the hour's attempts may
+/// expire (ms since the epoch). Returns the new count of that field.
 const ATTEMPTS: &str = r#"
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'NX')

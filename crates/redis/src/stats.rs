@@ -1,11 +1,11 @@
 //! Statistics and failure groups on Redis: reads of the counters and groups that the write
 //! scripts keep up to date (see `docs/redis-layout.md`), and the attempts counters.
 //!
-//! Nothing here scans tasks: a statistics request reads one hash per minute of its range
-//! (pipelined, [`PIPELINE_CHUNK`] commands per batch), a page of groups reads the ordering
-//! set from a lex bound plus four O(log N) commands per group of the page.
+//! Nothing here scans tasks: a statistics request reads one counter hash per hour of its
+//! range (pipelined; the hash holds that hour's minutes), a page of groups reads the
+//! ordering set from a lex bound plus four O(log N) commands per group of the page.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use failed_tasks_domain::stats::MinuteCounts;
 use failed_tasks_domain::{
@@ -18,9 +18,9 @@ use fred::types::Value;
 use crate::layout::{member_id, ms_part, MS_DIGITS};
 use crate::record;
 use crate::scripts::Scripts;
-use crate::store::{minute_end_ms, now_ms, value_text, RedisStore};
+use crate::store::{hour_end_ms, hour_of, now_ms, value_text, RedisStore};
 
-/// Commands sent at once when reading minute hashes: a 7-day window is 10,080 of them.
+/// Commands sent at once when reading hour hashes (a 7-day window reads 169).
 const PIPELINE_CHUNK: usize = 1_000;
 
 /// The longest range of minutes one call may read (31 days): far beyond the longest
@@ -55,41 +55,73 @@ fn positive(v: &str) -> Option<u64> {
     v.parse::<u64>().ok().filter(|n| *n > 0)
 }
 
-/// One minute's counters from its hash fields (`t`, `c:CATEGORY`, `e:CODE`, `y:TYPE`,
-/// `l:CLIENT`); unknown or malformed fields are ignored. `None` for an empty minute.
-fn minute_counts(minute: i64, fields: Vec<(String, String)>) -> Option<MinuteCounts> {
-    let mut c = MinuteCounts {
-        minute,
-        ..MinuteCounts::default()
+/// Split an hour-hash field `MINUTE:REST` into the minute and the rest.
+fn split_minute(field: &str) -> Option<(i64, &str)> {
+    let (minute, rest) = field.split_once(':')?;
+    Some((minute.parse().ok()?, rest))
+}
+
+/// Add one counter field (`t`, `c:CATEGORY`, `e:CODE`, `y:TYPE` or `l:CLIENT`, the minute
+/// already split off) to `c`; unknown or malformed fields are ignored.
+fn add_counter(c: &mut MinuteCounts, field: &str, n: u64) {
+    if field == "t" {
+        c.total = n;
+        return;
+    }
+    let Some((kind, name)) = field.split_once(':') else {
+        return;
     };
-    for (field, value) in fields {
-        let Some(n) = positive(&value) else { continue };
-        if field == "t" {
-            c.total = n;
-            continue;
+    match kind {
+        "c" => {
+            if let Ok(cat) = ErrorCategory::parse(name) {
+                c.by_category.insert(cat, n);
+            }
         }
-        let Some((kind, name)) = field.split_once(':') else {
+        "e" => {
+            c.by_error_code.insert(name.to_owned(), n);
+        }
+        "y" => {
+            c.by_task_type.insert(name.to_owned(), n);
+        }
+        "l" => {
+            c.by_client.insert(name.to_owned(), n);
+        }
+        _ => {}
+    }
+}
+
+/// The minutes in `[from, to)` of hour-hash fields, oldest first, empty minutes left out.
+fn minute_counts(fields: Vec<(String, String)>, from: i64, to: i64) -> Vec<MinuteCounts> {
+    let mut per: BTreeMap<i64, MinuteCounts> = BTreeMap::new();
+    for (field, value) in &fields {
+        let (Some((minute, rest)), Some(n)) = (split_minute(field), positive(value)) else {
             continue;
         };
-        match kind {
-            "c" => {
-                if let Ok(cat) = ErrorCategory::parse(name) {
-                    c.by_category.insert(cat, n);
-                }
-            }
-            "e" => {
-                c.by_error_code.insert(name.to_owned(), n);
-            }
-            "y" => {
-                c.by_task_type.insert(name.to_owned(), n);
-            }
-            "l" => {
-                c.by_client.insert(name.to_owned(), n);
-            }
-            _ => {}
+        if minute < from || minute >= to {
+            continue;
+        }
+        let c = per.entry(minute).or_insert_with(|| MinuteCounts {
+            minute,
+            ..MinuteCounts::default()
+        });
+        add_counter(c, rest, n);
+    }
+    per.into_values().filter(|c| c.total > 0).collect()
+}
+
+/// Attempts per minute in `[from, to)` of hour-hash fields `MINUTE:TASK_TYPE`.
+fn attempt_counts(fields: Vec<(String, String)>, from: i64, to: i64) -> Vec<(i64, u64)> {
+    let mut per: BTreeMap<i64, u64> = BTreeMap::new();
+    for (field, value) in &fields {
+        let (Some((minute, _)), Some(n)) = (split_minute(field), positive(value)) else {
+            continue;
+        };
+        if (from..to).contains(&minute) {
+            let sum = per.entry(minute).or_default();
+            *sum = sum.saturating_add(n);
         }
     }
-    (c.total > 0).then_some(c)
+    per.into_iter().collect()
 }
 
 fn check_range(from_minute: i64, to_minute: i64) -> Result<bool, StoreError> {
@@ -106,34 +138,32 @@ fn check_range(from_minute: i64, to_minute: i64) -> Result<bool, StoreError> {
 }
 
 impl RedisStore {
-    /// `HGETALL` of `key_of(minute)` for every minute of `[from, to)`, pipelined in chunks;
-    /// the minutes with their field/value pairs, oldest first, empty hashes left out.
-    async fn read_minutes(
+    /// `HGETALL` of `key_of(hour)` for every hour that overlaps the minutes `[from, to)`,
+    /// pipelined in chunks; all their field/value pairs.
+    async fn read_hours(
         &self,
         from_minute: i64,
         to_minute: i64,
         key_of: impl Fn(i64) -> String,
-    ) -> Result<Vec<(i64, Vec<(String, String)>)>, StoreError> {
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let mut out = Vec::new();
-        let mut start = from_minute;
-        while start < to_minute {
-            let end = start.saturating_add(PIPELINE_CHUNK as i64).min(to_minute);
-            let reads = (start..end).map(|m| {
-                let key = key_of(m);
+        let last = hour_of(to_minute - 1);
+        let mut start = hour_of(from_minute);
+        while start <= last {
+            let end = start.saturating_add(PIPELINE_CHUNK as i64).min(last + 1);
+            let reads = (start..end).map(|h| {
+                let key = key_of(h);
                 async move {
                     let v: Value = self
                         .inner
                         .conn
-                        .cmd("reading minute counters", "HGETALL", vec![key.into()])
+                        .cmd("reading failure counters", "HGETALL", vec![key.into()])
                         .await?;
-                    Ok::<_, StoreError>((m, pairs(v)))
+                    Ok::<_, StoreError>(pairs(v))
                 }
             });
             for r in futures_util::future::join_all(reads).await {
-                let (m, fields) = r?;
-                if !fields.is_empty() {
-                    out.push((m, fields));
-                }
+                out.extend(r?);
             }
             start = end;
         }
@@ -149,12 +179,10 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let keys = &self.inner.keys;
-        Ok(self
-            .read_minutes(from_minute, to_minute, |m| keys.minute(m))
-            .await?
-            .into_iter()
-            .filter_map(|(m, fields)| minute_counts(m, fields))
-            .collect())
+        let fields = self
+            .read_hours(from_minute, to_minute, |h| keys.counters(h))
+            .await?;
+        Ok(minute_counts(fields, from_minute, to_minute))
     }
 
     pub(crate) async fn read_attempt_counts(
@@ -166,18 +194,10 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let keys = &self.inner.keys;
-        Ok(self
-            .read_minutes(from_minute, to_minute, |m| keys.attempts(m))
-            .await?
-            .into_iter()
-            .filter_map(|(m, fields)| {
-                let n = fields
-                    .iter()
-                    .filter_map(|(_, v)| positive(v))
-                    .fold(0u64, u64::saturating_add);
-                (n > 0).then_some((m, n))
-            })
-            .collect())
+        let fields = self
+            .read_hours(from_minute, to_minute, |h| keys.attempts(h))
+            .await?;
+        Ok(attempt_counts(fields, from_minute, to_minute))
     }
 
     pub(crate) async fn add_attempts(
@@ -189,16 +209,16 @@ impl RedisStore {
         if count == 0 {
             return Ok(());
         }
-        let now = now_ms();
-        let until = self.retained_until(minute_end_ms(minute), now);
+        let hour = hour_of(minute);
+        let until = self.retained_until(hour_end_ms(hour), now_ms());
         let _: i64 = self
             .inner
             .conn
             .eval(
                 &Scripts::get().attempts,
-                vec![self.inner.keys.attempts(minute).into()],
+                vec![self.inner.keys.attempts(hour).into()],
                 vec![
-                    task_type.as_str().into(),
+                    format!("{minute}:{task_type}").into(),
                     i64::try_from(count).unwrap_or(i64::MAX).into(),
                     until.into(),
                 ],
@@ -375,24 +395,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn minute_fields_are_parsed_and_bad_ones_ignored() {
+    fn hour_fields_are_parsed_and_bad_ones_ignored() {
         let fields = [
-            ("t", "3"),
-            ("c:data_error", "2"),
-            ("c:nonsense", "1"),
-            ("e:E", "3"),
-            ("y:embedding", "3"),
-            ("l:c1", "3"),
-            ("l:c2", "x"),
-            ("q", "1"),
+            ("7:t", "3"),
+            ("7:c:data_error", "2"),
+            ("7:c:nonsense", "1"),
+            ("7:e:E", "3"),
+            ("7:y:embedding", "3"),
+            ("7:l:c1", "3"),
+            ("7:l:c2", "x"),
+            ("7:q", "1"),
+            ("x:t", "1"),
+            ("8:t", "1"),
+            ("6:t", "0"),
         ]
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .to_vec();
-        let c = minute_counts(7, fields).unwrap();
+        let got = minute_counts(fields.clone(), 6, 8);
+        assert_eq!(got.len(), 1);
+        let c = &got[0];
         assert_eq!((c.minute, c.total), (7, 3));
         assert_eq!(c.by_category.len(), 1);
         assert_eq!(c.by_client.len(), 1);
-        assert_eq!(minute_counts(7, vec![]), None);
+        assert_eq!(minute_counts(fields, 9, 10), vec![]);
+        let att = [
+            ("7:embedding", "2"),
+            ("7:indexing", "3"),
+            ("9:embedding", "1"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .to_vec();
+        assert_eq!(attempt_counts(att, 0, 9), vec![(7, 5)]);
     }
 
     /// The groups store the normalised message; re-normalising it must give the signature.

@@ -65,9 +65,14 @@ pub(crate) fn millis_of(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The first millisecond after `minute`.
-pub(crate) fn minute_end_ms(minute: i64) -> i64 {
-    minute.saturating_add(1).saturating_mul(MINUTE_MS)
+/// The hour (since the epoch) a minute falls in: counters are kept in one hash per hour.
+pub(crate) fn hour_of(minute: i64) -> i64 {
+    minute.div_euclid(60)
+}
+
+/// The first millisecond after `hour`.
+pub(crate) fn hour_end_ms(hour: i64) -> i64 {
+    hour.saturating_add(1).saturating_mul(60 * MINUTE_MS)
 }
 
 /// A reply value as text, if it is one.
@@ -447,8 +452,9 @@ impl RedisStore {
         let now = now_ms();
         let fail_ms = task.fail_time().unix_millis();
         let ttl = self.retained_until(fail_ms, now).saturating_sub(now);
-        // The minute's counters live as long as the longest-lived record of that minute.
-        let counters_until = self.retained_until(minute_end_ms(minute_of(task.fail_time())), now);
+        // The hour's counters live as long as the longest-lived record of that hour.
+        let counters_until =
+            self.retained_until(hour_end_ms(hour_of(minute_of(task.fail_time()))), now);
         let pattern = ErrorPattern::of_task(task);
         let keys = [
             k.record(task.task_id().as_str()).into(),
@@ -675,8 +681,8 @@ impl StatusStore for RedisStore {
         Ok(outcomes)
     }
 
-    /// One `HGETALL` per minute of the range (`P:min:MINUTE`), pipelined 1,000 at a time:
-    /// O(minutes), whatever the number of stored tasks.
+    /// One `HGETALL` per hour of the range (`P:cnt:HOUR`), pipelined: O(minutes in the
+    /// range), whatever the number of stored tasks.
     async fn failure_counts(
         &self,
         from_minute: i64,
@@ -694,7 +700,7 @@ impl StatusStore for RedisStore {
         self.add_attempts(task_type, minute, count).await
     }
 
-    /// One `HGETALL` per minute of the range (`P:att:MINUTE`), as `failure_counts`.
+    /// One `HGETALL` per hour of the range (`P:att:HOUR`), as `failure_counts`.
     async fn attempt_counts(
         &self,
         from_minute: i64,

@@ -56,7 +56,7 @@ async fn concurrent_recorders_leave_every_index_consistent() {
     }
 
     // Check with raw commands: every record is in exactly its six indexes, and every index
-    // entry has its record.
+    // entry has its record; then the counters and groups against the records.
     let raw = helpers::raw(&server.url()).await;
     let prefix = store.config().key_prefix.clone();
     let keys = helpers::keys_of(&raw, &prefix).await;
@@ -100,6 +100,10 @@ async fn concurrent_recorders_leave_every_index_consistent() {
         actual.insert(k.clone(), members.into_iter().collect());
     }
     assert_eq!(actual, expected, "indexes differ from the records");
+    // The minute counters and the groups equal brute force over the same records.
+    let tasks: Vec<FailedTask> = records.values().cloned().collect();
+    let base_minute = conformance::BASE_MS / 60_000;
+    crate::stats::assert_consistent(&store, &tasks, base_minute - 1, base_minute + 5).await;
     let page = store
         .list(&ListQuery::first_page(PageLimits::DEFAULT))
         .await

@@ -1,10 +1,13 @@
 //! The `signature` filter, the minute counters, the attempts and the failure groups:
 //! maintained by the write scripts, checked against brute force.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::Duration;
 
+use failed_tasks_domain::stats::{minute_of, MinuteCounts};
 use failed_tasks_domain::{
-    Cursor, ErrorSignature, FailedTask, ListQuery, PageLimits, PageSize, TaskFilter,
+    ClientId, Cursor, ErrorCategory, ErrorPattern, ErrorSignature, FailedTask, FailureGroup,
+    GroupCursor, GroupQuery, ListQuery, NewFailedTask, PageLimits, PageSize, TaskFilter, Timestamp,
 };
 use failed_tasks_redis::RedisStore;
 use failed_tasks_store::conformance::{expected, mixed_tasks, walk};
@@ -150,4 +153,239 @@ async fn records_with_a_v1_header_are_still_served_and_replaced() {
         assert!(store.remove(t.task_id()).await.unwrap());
     }
     assert_eq!(helpers::keys_of(&raw, &prefix).await, Vec::<String>::new());
+}
+
+/// Every group page of `store`, `size` groups at a time.
+pub async fn all_groups(store: &dyn StatusStore, size: u32) -> (Vec<FailureGroup>, u64) {
+    let mut out = Vec::new();
+    let mut cursor: Option<GroupCursor> = None;
+    loop {
+        let page = store
+            .list_groups(&GroupQuery {
+                page_size: PageSize::new(size, PageLimits::DEFAULT).unwrap(),
+                cursor: cursor.take(),
+            })
+            .await
+            .unwrap();
+        out.extend(page.groups);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return (out, page.total),
+        }
+    }
+}
+
+/// The minute counters and groups of exactly `tasks`, by brute force.
+pub fn brute_force(tasks: &[FailedTask]) -> (Vec<MinuteCounts>, Vec<FailureGroup>) {
+    let mut minutes: BTreeMap<i64, MinuteCounts> = BTreeMap::new();
+    let mut groups: BTreeMap<ErrorSignature, (ErrorPattern, Vec<&FailedTask>)> = BTreeMap::new();
+    for t in tasks {
+        let m = minute_of(t.fail_time());
+        minutes
+            .entry(m)
+            .or_insert_with(|| MinuteCounts {
+                minute: m,
+                ..MinuteCounts::default()
+            })
+            .apply(t, 1);
+        let p = ErrorPattern::of_task(t);
+        groups
+            .entry(p.signature().clone())
+            .or_insert_with(|| (p, Vec::new()))
+            .1
+            .push(t);
+    }
+    let mut out: Vec<FailureGroup> = groups
+        .into_values()
+        .map(|(pattern, mut members)| {
+            members.sort_by_key(|t| t.sort_key());
+            let newest = members[0];
+            let oldest = members[members.len() - 1];
+            let clients: HashSet<&ClientId> = members.iter().map(|t| t.client_id()).collect();
+            FailureGroup {
+                pattern,
+                count: members.len() as u64,
+                first_seen: oldest.fail_time(),
+                last_seen: newest.fail_time(),
+                clients_affected: clients.len() as u64,
+                sample_task_id: newest.task_id().clone(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (b.last_seen, b.pattern.signature()).cmp(&(a.last_seen, a.pattern.signature()))
+    });
+    (minutes.into_values().collect(), out)
+}
+
+/// The store's counters over `[from, to)` and all its groups equal brute force over `tasks`
+/// (which must be every stored task, all failing within that range).
+pub async fn assert_consistent(store: &RedisStore, tasks: &[FailedTask], from: i64, to: i64) {
+    let (want_minutes, want_groups) = brute_force(tasks);
+    let got = store.failure_counts(from, to).await.unwrap();
+    assert_eq!(got, want_minutes, "minute counters differ from the records");
+    for size in [3, 1000] {
+        let (groups, total) = all_groups(store, size).await;
+        assert_eq!(total as usize, want_groups.len(), "group total");
+        assert_eq!(
+            groups, want_groups,
+            "groups differ from the records (page size {size})"
+        );
+    }
+}
+
+fn at(id: &str, fail_ms: i64, i: usize) -> FailedTask {
+    FailedTask::new(NewFailedTask {
+        task_id: id.into(),
+        task_type: ["embedding", "indexing"][i % 2].into(),
+        client_id: format!("client{}", i % 3),
+        codebase_path: "/p".into(),
+        start_time_ms: fail_ms - 1000,
+        fail_time_ms: fail_ms,
+        error_code: ["TIMEOUT_ERROR", "STORAGE_ERROR"][i % 2].into(),
+        error_message: format!("failed after {i} tries"),
+        retry_count: 0,
+        processed_files: 1,
+        error_category: Some(ErrorCategory::ALL[i % 5]),
+    })
+    .unwrap()
+}
+
+const MINUTE: i64 = 60_000;
+
+/// Trimmed tasks leave their minute counters and groups: what remains equals brute force
+/// over the survivors, and once everything is trimmed no counter or group key is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn janitor_trims_counters_and_groups_with_the_records() {
+    let server = RedisServer::start();
+    let now = 1_750_000_000_000i64;
+    let mut config = helpers::config(&server.url());
+    config.max_age = Duration::from_millis(30 * MINUTE as u64);
+    config.max_count = 20;
+    let store = helpers::store_with(config).await;
+    // 60 tasks one minute apart: 30 are younger than 30 minutes, but only 20 may stay.
+    let tasks: Vec<FailedTask> = (0..60)
+        .map(|i| at(&format!("t{i:02}"), now - i as i64 * MINUTE - 1, i))
+        .collect();
+    store.record_batch(&tasks).await.unwrap();
+    let range = (
+        minute_of(Timestamp::from_unix_millis(now).unwrap()) - 70,
+        minute_of(Timestamp::from_unix_millis(now).unwrap()) + 1,
+    );
+    assert_consistent(&store, &tasks, range.0, range.1).await;
+    let report = store.trim_once(now).await.unwrap();
+    assert_eq!((report.removed_by_age, report.removed_by_count), (30, 10));
+    let survivors: Vec<FailedTask> = tasks[..20].to_vec();
+    assert_consistent(&store, &survivors, range.0, range.1).await;
+    // Trim the rest by age.
+    let report = store.trim_once(now + 120 * MINUTE).await.unwrap();
+    assert_eq!(report.removed_by_age, 20);
+    assert_consistent(&store, &[], range.0, range.1).await;
+    let raw = helpers::raw(&server.url()).await;
+    let prefix = store.config().key_prefix.clone();
+    assert_eq!(helpers::keys_of(&raw, &prefix).await, Vec::<String>::new());
+}
+
+/// `(calls of HGETALL, all commands)` Redis processed during `f`.
+async fn commands_during<F: std::future::Future<Output = ()>>(
+    raw: &fred::clients::Client,
+    prefix: &str,
+    f: F,
+) -> (u64, u64) {
+    let _: fred::types::Value = helpers::cmd(raw, prefix, "CONFIG", vec!["RESETSTAT".into()]).await;
+    f.await;
+    let info: String = helpers::cmd(raw, prefix, "INFO", vec!["commandstats".into()]).await;
+    let calls = |name: &str| -> u64 {
+        info.lines()
+            .filter(|l| l.starts_with(&format!("cmdstat_{name}:")))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let all: u64 = info
+        .lines()
+        .filter(|l| {
+            l.starts_with("cmdstat_")
+                && !l.starts_with("cmdstat_config")
+                && !l.starts_with("cmdstat_info")
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    (calls("hgetall"), all)
+}
+
+/// A statistics request sends one read per hour of its window, whatever the number of
+/// stored failures, and a page of groups a fixed number per group; the answers stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_group_reads_do_not_grow_with_stored_tasks() {
+    let server = RedisServer::start();
+    let store = helpers::store(&server.url()).await;
+    let raw = helpers::raw(&server.url()).await;
+    let prefix = store.config().key_prefix.clone();
+    let base = failed_tasks_store::conformance::BASE_MS;
+    let window = (minute_of(Timestamp::from_unix_millis(base).unwrap()), 60);
+    let make = |n: usize| -> Vec<FailedTask> {
+        (0..n)
+            .map(|i| {
+                at(
+                    &format!("n{i:05}"),
+                    base + (i as i64 * 7_919) % (60 * MINUTE),
+                    i,
+                )
+            })
+            .collect()
+    };
+    let mut costs = Vec::new();
+    for n in [200, 2_000] {
+        let tasks = make(n);
+        store.record_batch(&tasks).await.unwrap();
+        let (from, to) = (window.0, window.0 + window.1);
+        let (hgetall, all) = commands_during(&raw, &prefix, async {
+            let got = store.failure_counts(from, to).await.unwrap();
+            assert_eq!(got, brute_force(&tasks).0, "counters at N = {n}");
+        })
+        .await;
+        let (_, group_cmds) = commands_during(&raw, &prefix, async {
+            let (groups, _) = all_groups(&store, 1000).await;
+            assert_eq!(groups, brute_force(&tasks).1, "groups at N = {n}");
+        })
+        .await;
+        let mut took = (Duration::ZERO, Duration::ZERO);
+        let week = commands_during(&raw, &prefix, async {
+            let started = std::time::Instant::now();
+            store.failure_counts(from, to).await.unwrap();
+            took.0 = started.elapsed();
+            let week = 7 * 24 * 60;
+            let started = std::time::Instant::now();
+            let got = store.failure_counts(to - week, to).await.unwrap();
+            took.1 = started.elapsed();
+            assert_eq!(got.iter().map(|c| c.total).sum::<u64>(), n as u64);
+        })
+        .await;
+        let week_cmds = week.1;
+        eprintln!(
+            "N = {n}: 1 h stats: {hgetall} HGETALL ({all} commands); 7 d stats: {week_cmds} \
+             commands (with a second 1 h read); all groups: {group_cmds} commands; \
+             wall time (debug build, informative only): 1 h {:?}, 7 d {:?}",
+            took.0, took.1
+        );
+        costs.push((hgetall, all, week.1, group_cmds));
+    }
+    assert_eq!(costs[0], costs[1], "read cost grew with N");
+    // The window's 60 minutes start on a whole hour: one hash; 7 days: 169 hours at most.
+    assert_eq!(costs[0].0, 1, "one HGETALL per hour of the window");
+    assert!(costs[0].2 <= 1 + 7 * 24 + 1, "{costs:?}");
 }
