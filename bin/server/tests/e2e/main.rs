@@ -108,4 +108,5 @@ on_every_store!(
     paging_is_complete_while_failures_arrive,
     filters_combine_and_totals_match,
     one_task_and_removals,
+    stats_and_groups_follow_writes,
 );

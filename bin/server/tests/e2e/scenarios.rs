@@ -248,3 +248,135 @@ pub async fn one_task_and_removals(env: &Env) {
     assert_eq!(v["Data"], json!({"Removed":1,"Complete":true}));
     assert_eq!(ids(&get(env, LIST).await), ["task_003"]);
 }
+
+/// A failure `minutes_ago` before now (whole seconds), for the statistics windows.
+fn recent(
+    id: &str,
+    minutes_ago: i64,
+    category: &str,
+    client: &str,
+    code: &str,
+    msg: &str,
+) -> Value {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at = |ms: i64| {
+        failed_tasks_domain::Timestamp::from_unix_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let fail_ms = (now_s - minutes_ago * 60) * 1000;
+    json!({"TaskId": id, "TaskType": "embedding", "ClientId": client, "CodebasePath": "/projects/p",
+        "StartTime": at(fail_ms - 60_000), "FailTime": at(fail_ms), "ErrorCode": code,
+        "ErrorMessage": msg, "RetryCount": 1, "ProcessedFiles": 5, "ErrorCategory": category})
+}
+
+fn category_count(stats: &Value, category: &str) -> u64 {
+    stats["Data"]["ByCategory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Name"] == category)
+        .and_then(|c| c["Count"].as_u64())
+        .unwrap_or_else(|| panic!("no {category} in {stats}"))
+}
+
+pub async fn stats_and_groups_follow_writes(env: &Env) {
+    const STATS: &str = "/codebase-embedder/api/v1/tasks/failed-stats";
+    const GROUPS: &str = "/codebase-embedder/api/v1/tasks/failed-groups";
+    let (status, v) = post(
+        env,
+        json!([
+            recent(
+                "g1",
+                3,
+                "service_timeout",
+                "c1",
+                "TIMEOUT_ERROR",
+                "timed out after 30 s"
+            ),
+            recent(
+                "g2",
+                5,
+                "service_timeout",
+                "c2",
+                "TIMEOUT_ERROR",
+                "timed out after 45 s"
+            ),
+            recent(
+                "g3",
+                7,
+                "service_timeout",
+                "c1",
+                "TIMEOUT_ERROR",
+                "timed out after 12 s"
+            ),
+            recent(
+                "s1",
+                4,
+                "resource_exhausted",
+                "c3",
+                "STORAGE_ERROR",
+                "disk full"
+            ),
+            recent("old", 120, "data_error", "c1", "PARSE_ERROR", "bad row 7"),
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+
+    let hour = get(env, &format!("{STATS}?window=1h")).await;
+    assert_eq!(hour["Data"]["TotalFailures"], 4, "{hour}");
+    assert_eq!(category_count(&hour, "service_timeout"), 3);
+    assert_eq!(category_count(&hour, "resource_exhausted"), 1);
+    assert_eq!(category_count(&hour, "data_error"), 0);
+    let three = get(env, &format!("{STATS}?window=3h")).await;
+    assert_eq!(three["Data"]["TotalFailures"], 5, "{three}");
+    assert_eq!(category_count(&three, "data_error"), 1);
+
+    let groups = get(env, GROUPS).await;
+    assert_eq!(groups["Data"]["TotalGroups"], 3, "{groups}");
+    let g = &groups["Data"]["Groups"][0];
+    assert_eq!(g["SampleTaskId"], "g1", "{groups}");
+    assert_eq!(g["Count"], 3);
+    assert_eq!(g["ClientsAffected"], 2);
+    assert_eq!(g["Pattern"], "timed out after <n> s");
+    assert_eq!(g["ErrorCode"], "TIMEOUT_ERROR");
+    let sig = g["Signature"].as_str().unwrap().to_owned();
+    let members = get(env, &format!("{LIST}?signature={sig}")).await;
+    assert_eq!(ids(&members), ["g1", "g2", "g3"]);
+    assert_eq!(members["Data"]["TotalTasks"], 3);
+
+    // Removing the newest member shrinks the group and lets the storage error lead.
+    let (status, v) = call(env, Method::DELETE, &format!("{ADMIN}/g1"), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let groups = get(env, GROUPS).await;
+    assert_eq!(
+        groups["Data"]["Groups"][0]["SampleTaskId"], "s1",
+        "{groups}"
+    );
+    assert_eq!(groups["Data"]["Groups"][1]["Signature"], sig.as_str());
+    assert_eq!(groups["Data"]["Groups"][1]["Count"], 2);
+    assert_eq!(groups["Data"]["Groups"][1]["SampleTaskId"], "g2");
+    let hour = get(env, &format!("{STATS}?window=1h")).await;
+    assert_eq!(hour["Data"]["TotalFailures"], 3, "{hour}");
+    assert_eq!(category_count(&hour, "service_timeout"), 2);
+    assert_eq!(hour["Data"]["Attempts"], Value::Null);
+
+    // Reported attempts give the failure rate.
+    let (status, v) = call(
+        env,
+        Method::POST,
+        "/codebase-embedder/api/v1/admin/task-attempts",
+        Some(
+            json!([{"TaskType": "embedding", "Count": 20}, {"TaskType": "indexing", "Count": 10}]),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let hour = get(env, &format!("{STATS}?window=1h")).await;
+    assert_eq!(hour["Data"]["Attempts"], 30, "{hour}");
+    assert_eq!(hour["Data"]["FailureRate"], 0.1);
+}
