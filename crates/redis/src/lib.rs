@@ -4,15 +4,17 @@
 //! # Responsibility
 //! [`RedisStore`] implements the [`StatusStore`](failed_tasks_store::StatusStore) port on
 //! Redis (single server, Sentinel or Cluster): one string record per task plus sorted-set
-//! indexes, written atomically by Lua scripts, trimmed by a background janitor. The full key
-//! layout, with the command and complexity of every query, is in `docs/redis-layout.md`.
+//! indexes, failure counters and failure groups, written atomically by Lua scripts, trimmed
+//! by a background janitor. The full key layout, with the command and complexity of every
+//! query, is in `docs/redis-layout.md`.
 //!
 //! # Layout
 //! - [`config`]: [`RedisConfig`], with defaults.
 //! - `conn`: the fred client (timeouts, reconnect policy, fail-fast) and the error mapping.
 //! - `layout`: key names, index members `{fail_ms:015}:{task_id}`, lex bounds.
 //! - `record`: the stored value (header line + the contract's JSON wire form).
-//! - `scripts`: the Lua scripts (record, record a batch, remove, trim, lock release).
+//! - `scripts`: the Lua scripts (record, record a batch, remove, trim, attempts, lock release).
+//! - `stats`: reads of the per-hour failure counters and attempts, and pages of failure groups.
 //! - [`store`]: [`RedisStore`] and its `StatusStore` implementation (`record_batch` in
 //!   chunked script calls; a page in two pipelined round trips), and [`RedisStore::list_json`], the
 //!   read fast path that returns the stored wire bytes.
@@ -23,8 +25,11 @@
 //! # Invariants
 //! - Every key starts with the configured prefix, which holds exactly one hash tag: all keys
 //!   share one cluster slot, so every script is atomic on a cluster too.
-//! - A record and its five index entries are only ever written or removed together, inside
-//!   one script; an upsert finds the old entries from the old record's header.
+//! - A record, its six index entries (all, category, type, client, code, signature), its
+//!   failure group and its hour's counters are only ever written or removed together,
+//!   inside one script; an upsert finds the old entries from the old record's header.
+//! - Statistics and groups are never computed by scanning tasks: a statistics request reads
+//!   one counter hash per hour of its range, a page of groups O(log G + page) entries.
 //! - Index members sort byte-wise in exactly the domain's `SortKey` order (newest first, then
 //!   task id descending), so a cursor is an exclusive lex bound: O(log N + page) per page.
 //! - No call waits longer than the command timeout (fred's timeout plus `tokio::time::timeout`
