@@ -86,6 +86,19 @@ async fn open_store(
     }
 }
 
+/// Record the source document's three example tasks, retrying every second until the store
+/// takes them.
+async fn record_demo_tasks(service: FailedTaskService) {
+    let tasks = FailedTask::seed_examples();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if service.record_failures(&tasks).await.is_ok() {
+            tracing::info!("recorded the {} demo tasks", tasks.len());
+            return;
+        }
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
@@ -138,13 +151,17 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         bail!("--demo cannot record into --store compat, which is read-only");
     }
     if flags.demo {
-        for task in FailedTask::seed_examples() {
-            service
-                .record_failure(&task)
-                .await
-                .with_context(|| format!("recording demo task {}", task.task_id()))?;
+        // Before serving when the store answers; otherwise in the background until it does:
+        // a store that is down at start must not stop the server from starting (it answers
+        // 503 and /readyz says not-ready meanwhile).
+        let tasks = FailedTask::seed_examples();
+        match service.record_failures(&tasks).await {
+            Ok(_) => tracing::info!("recorded the {} demo tasks", tasks.len()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the demo tasks yet; retrying every second");
+                tokio::spawn(record_demo_tasks(service.clone()));
+            }
         }
-        tracing::info!("recorded the 3 demo tasks");
     }
     let app = Arc::new(App::new(
         service,

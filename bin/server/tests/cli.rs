@@ -345,3 +345,43 @@ fn print_config_redacts_secrets() {
         "{shown}"
     );
 }
+
+/// Started while Redis is down: the server comes up anyway, says not-ready and 503, and once
+/// Redis starts on that port it turns ready and serves, demo tasks included, by itself.
+#[test]
+fn starting_while_redis_is_down_waits_for_it_instead_of_exiting() {
+    let port = failed_tasks_testkit::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = start(
+        &[
+            "--store",
+            "redis",
+            "--redis-url",
+            &url,
+            "--demo",
+            "--health-timeout",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(http_get(server.addr, "/healthz").0, 200);
+    assert_eq!(http_get(server.addr, "/readyz").0, 503);
+    let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+    assert_eq!(status, 503);
+    assert_eq!(body["Message"], "Redis服务不可用，请稍后再试");
+
+    let _redis = failed_tasks_testkit::RedisServer::start_on(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+        if status == 200 && body["Data"]["TotalTasks"] == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not serving the demo tasks 20 s after Redis started: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(http_get(server.addr, "/readyz").0, 200);
+}

@@ -115,6 +115,22 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// Start a server on `port` exactly (e.g. one a system under test already points at).
+    pub fn start_on(port: u16) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("failed-tasks-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create redis dir");
+        let mut server = Self {
+            port,
+            dir,
+            extra_args: Vec::new(),
+            child: None,
+            redis_pid: None,
+        };
+        assert!(server.spawn(), "port {port} is taken by another process");
+        server
+    }
+
     /// Start with extra `redis-server` arguments (e.g. `["--cluster-enabled", "yes"]`).
     pub fn start_with(extra_args: &[&str]) -> Self {
         let port = free_port();
