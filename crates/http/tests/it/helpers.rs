@@ -20,6 +20,13 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
 }
 
+impl TestServer {
+    /// A handle on a server started elsewhere (stopping it is the caller's business).
+    pub fn at(addr: SocketAddr) -> Self {
+        Self { addr, stop: None }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

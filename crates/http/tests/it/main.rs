@@ -417,3 +417,76 @@ async fn shutdown_drains_and_stops_accepting() {
     }
     assert!(refused, "still accepting after shutdown");
 }
+
+/// A memory store whose listing takes a while, to have a request in flight at shutdown.
+struct SlowList(MemoryStore, Duration);
+
+#[async_trait::async_trait]
+impl StatusStore for SlowList {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
+    }
+    async fn list(
+        &self,
+        q: &failed_tasks_domain::ListQuery,
+    ) -> Result<failed_tasks_store::FailedTaskPage, StoreError> {
+        tokio::time::sleep(self.1).await;
+        self.0.list(q).await
+    }
+    async fn get(
+        &self,
+        id: &failed_tasks_domain::TaskId,
+    ) -> Result<Option<FailedTask>, StoreError> {
+        self.0.get(id).await
+    }
+    async fn record(
+        &self,
+        t: &FailedTask,
+    ) -> Result<failed_tasks_store::RecordOutcome, StoreError> {
+        self.0.record(t).await
+    }
+    async fn remove(&self, id: &failed_tasks_domain::TaskId) -> Result<bool, StoreError> {
+        self.0.remove(id).await
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_request_in_flight_finish() {
+    let store = MemoryStore::new();
+    for t in FailedTask::seed_examples() {
+        store.record(&t).await.unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(failed_tasks_http::App::new(
+        failed_tasks_query::FailedTaskService::new(
+            Arc::new(SlowList(store, Duration::from_millis(500))),
+            Deadlines::default(),
+        ),
+        test_config(),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(failed_tasks_http::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    let server = TestServer::at(addr);
+    let in_flight = tokio::spawn(async move { get(&server, LIST).await });
+    tokio::time::sleep(Duration::from_millis(100)).await; // the request is being served
+    stop.send(()).unwrap();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "the in-flight request was cut off"
+    );
+    assert_eq!(answer.json()["Data"]["TotalTasks"], 3);
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("serve returns once drained")
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
