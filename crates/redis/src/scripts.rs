@@ -41,16 +41,42 @@ local function bump(key, field, d)
   if n <= 0 then redis.call('HDEL', key, field) end
   return n
 end
-local function count(prefix, f, d)
+-- Counter changes and group re-rankings are collected in `acc` and applied once per
+-- distinct field and group when the script ends (`flush`): a batch of tasks in the same
+-- minutes and groups costs a few commands, not five per task. The script is atomic, so
+-- nobody sees the intermediate state.
+local function acc_new()
+  return {keys = {}, deltas = {}, expiry = {}, sigs = {}, dirty = {}}
+end
+local function acc_add(acc, key, field, d)
+  local per = acc.deltas[key]
+  if not per then
+    per = {fields = {}, by = {}}
+    acc.deltas[key] = per
+    table.insert(acc.keys, key)
+  end
+  if per.by[field] == nil then
+    per.by[field] = 0
+    table.insert(per.fields, field)
+  end
+  per.by[field] = per.by[field] + d
+end
+local function count(acc, prefix, f, d)
   local minute = math.floor(tonumber(string.sub(f[2], 1, 15)) / 60000)
   local k = prefix .. ':cnt:' .. string.format('%d', math.floor(minute / 60))
   local m = string.format('%d', minute) .. ':'
-  bump(k, m .. 't', d)
-  bump(k, m .. 'c:' .. f[3], d)
-  bump(k, m .. 'y:' .. f[4], d)
-  bump(k, m .. 'l:' .. f[5], d)
-  bump(k, m .. 'e:' .. f[6], d)
+  acc_add(acc, k, m .. 't', d)
+  acc_add(acc, k, m .. 'c:' .. f[3], d)
+  acc_add(acc, k, m .. 'y:' .. f[4], d)
+  acc_add(acc, k, m .. 'l:' .. f[5], d)
+  acc_add(acc, k, m .. 'e:' .. f[6], d)
   return k
+end
+local function dirty(acc, sig)
+  if not acc.dirty[sig] then
+    acc.dirty[sig] = true
+    table.insert(acc.sigs, sig)
+  end
 end
 local function rank(prefix, sig)
   local g = prefix .. ':grp:' .. sig
@@ -67,7 +93,7 @@ local function rank(prefix, sig)
     redis.call('DEL', g)
   end
 end
-local function unrecord(prefix, f)
+local function unrecord(acc, prefix, f)
   local m = f[2]
   redis.call('ZREM', prefix .. ':idx:all', m)
   redis.call('ZREM', prefix .. ':idx:category:' .. f[3], m)
@@ -79,10 +105,27 @@ local function unrecord(prefix, f)
   redis.call('ZREM', prefix .. ':idx:sig:' .. sig, m)
   local g = prefix .. ':grp:' .. sig
   if bump(g, 'cl:' .. f[5], -1) == 0 then bump(g, 'ncl', -1) end
-  rank(prefix, sig)
-  count(prefix, f, -1)
+  dirty(acc, sig)
+  count(acc, prefix, f, -1)
 end
-local function put(prefix, key, value, ttl, pattern, counters_until)
+local function flush(acc, prefix)
+  for _, k in ipairs(acc.keys) do
+    local per = acc.deltas[k]
+    for _, field in ipairs(per.fields) do
+      local d = per.by[field]
+      if d ~= 0 then bump(k, field, d) end
+    end
+  end
+  for _, k in ipairs(acc.keys) do
+    local at = acc.expiry[k]
+    if at then
+      redis.call('PEXPIREAT', k, at, 'NX')
+      redis.call('PEXPIREAT', k, at, 'GT')
+    end
+  end
+  for _, sig in ipairs(acc.sigs) do rank(prefix, sig) end
+end
+local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   local f = header(value)
   if not f or f[1] ~= 'v2' then return redis.error_reply('ERR record without a v2 header') end
   local old = redis.call('GET', key)
@@ -90,7 +133,7 @@ local function put(prefix, key, value, ttl, pattern, counters_until)
   if old then
     created = 0
     local o = header(old)
-    if o then unrecord(prefix, o) end
+    if o then unrecord(acc, prefix, o) end
   end
   redis.call('SET', key, value, 'PX', ttl)
   local m = f[2]
@@ -106,10 +149,10 @@ local function put(prefix, key, value, ttl, pattern, counters_until)
     redis.call('HSET', g, 'cat', f[3], 'code', f[6])
   end
   if bump(g, 'cl:' .. f[5], 1) == 1 then bump(g, 'ncl', 1) end
-  rank(prefix, sig)
-  local k = count(prefix, f, 1)
-  redis.call('PEXPIREAT', k, counters_until, 'NX')
-  redis.call('PEXPIREAT', k, counters_until, 'GT')
+  dirty(acc, sig)
+  local k = count(acc, prefix, f, 1)
+  local at = tonumber(counters_until)
+  if not acc.expiry[k] or acc.expiry[k] < at then acc.expiry[k] = at end
   return created
 end
 "#;
@@ -123,7 +166,11 @@ end
 /// message, when the hour's counters may expire (ms since the epoch).
 /// Returns 1 when the task id was new, 0 when it replaced a record.
 const RECORD: &str = r#"
-return put(ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+local acc = acc_new()
+local created = put(acc, ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+if type(created) == 'table' then return created end
+flush(acc, ARGV[1])
+return created
 "#;
 
 /// Upsert several tasks in one call: [`RECORD`] for each, in order (a later task with the
@@ -134,13 +181,18 @@ return put(ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 /// Returns one flag per task: 1 when its id was new, 0 when it replaced a record.
 const RECORD_MANY: &str = r#"
 local prefix = ARGV[1]
+local acc = acc_new()
 local out = {}
 for t = 0, #KEYS / 7 - 1 do
   local a = 1 + t * 4
-  local created = put(prefix, KEYS[t * 7 + 1], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
-  if type(created) == 'table' then return created end
+  local created = put(acc, prefix, KEYS[t * 7 + 1], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+  if type(created) == 'table' then
+    flush(acc, prefix)
+    return created
+  end
   out[t + 1] = created
 end
+flush(acc, prefix)
 return out
 "#;
 
@@ -151,8 +203,10 @@ const REMOVE: &str = r#"
 local old = redis.call('GET', KEYS[1])
 if not old then return 0 end
 local f = header(old)
-if f then unrecord(ARGV[1], f) end
+local acc = acc_new()
+if f then unrecord(acc, ARGV[1], f) end
 redis.call('DEL', KEYS[1])
+flush(acc, ARGV[1])
 return 1
 "#;
 
@@ -162,6 +216,7 @@ return 1
 /// whose record now has another member (re-recorded since) only loses that stale entry;
 /// a member without a record (expired) is dropped from idx:all.
 const TRIM: &str = r#"
+local acc = acc_new()
 local removed = 0
 for i = 2, #ARGV do
   local m = ARGV[i]
@@ -171,7 +226,7 @@ for i = 2, #ARGV do
   if v then
     local f = header(v)
     if f and f[2] == m then
-      unrecord(ARGV[1], f)
+      unrecord(acc, ARGV[1], f)
       redis.call('DEL', key)
       removed = removed + 1
     elseif not f then
@@ -185,6 +240,7 @@ for i = 2, #ARGV do
     redis.call('ZREM', KEYS[1], m)
   end
 end
+flush(acc, ARGV[1])
 return removed
 "#;
 
