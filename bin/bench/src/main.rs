@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
-use failed_tasks_domain::{ListQuery, PageLimits, PageSize, TaskFilter};
+use failed_tasks_domain::{ListQuery, PageLimits, PageSize, TaskFilter, Timestamp};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{CompatConfig, CompatStore, RedisConfig, RedisStore};
 use failed_tasks_store::StatusStore;
@@ -451,6 +451,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         f.set(&format!("redis_bytes_per_task_{n}"), used / n as f64);
         f.set("redis_bytes_per_task", used / n as f64);
         memory_breakdown(&raw0, n, &mut f).await?;
+        stats_cost(&service, n, base_ms, &mut f).await?;
 
         let app_server = match &app {
             Some(a) => a,
@@ -782,6 +783,44 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     if let Some(path) = &flags.json {
         let text = serde_json::to_string_pretty(&f.to_json())?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The statistics request at this N: a 1-hour and a 7-day window ending an hour after the
+/// data starts (the filled tasks are 3 ms apart, so 1M of them span 50 minutes and all fall
+/// in both windows). Their cost must not grow with N: the stores read per-hour counters, not
+/// tasks.
+async fn stats_cost(
+    service: &FailedTaskService,
+    n: u64,
+    base_ms: i64,
+    f: &mut Figures,
+) -> anyhow::Result<()> {
+    let now = Timestamp::saturating_from_unix_millis(base_ms + 3_600_000);
+    for (label, minutes) in [("1h", 60i64), ("7d", 7 * 24 * 60)] {
+        let mut times = Vec::with_capacity(50);
+        let mut total = 0;
+        for _ in 0..50 {
+            let (stats, t) = raw::timed(async {
+                service
+                    .failure_stats(minutes, now, 20)
+                    .await
+                    .map_err(|e| anyhow!("failure_stats: {e}"))
+            })
+            .await?;
+            total = stats.total;
+            times.push(t);
+        }
+        if total != n {
+            bail!("stats over {label} counted {total} failures, {n} were recorded");
+        }
+        let l = Latency::of(times);
+        f.set(&format!("stats_{label}_{n}_p50_ms"), l.p50_ms);
+        eprintln!(
+            "  N={n}: stats {label} p50 {:.3} ms (counted {total})",
+            l.p50_ms
+        );
     }
     Ok(())
 }
