@@ -2,8 +2,6 @@
 //! boundary, data errors, permanent codes), the backoff (growth, cap, jitter bounds) and
 //! the validation of every setting.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -2,8 +2,6 @@
 //! which do not, the id's stability and parsing, and (by property) that normalisation is
 //! idempotent, bounded and never panics.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
-
 use failed_tasks_domain::signature::MAX_NORMALISED_BYTES;
 use failed_tasks_domain::{
     normalise_message, ErrorCategory, ErrorPattern, ErrorSignature, FailedTask,

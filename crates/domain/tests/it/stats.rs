@@ -1,7 +1,5 @@
 //! The alert rules with controlled fail times: what fires, what does not, and since when.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
-
 use failed_tasks_domain::stats::{
     minute_of, summarize, AlertThresholds, MinuteCounts, StatsWindow,
 };

@@ -1,8 +1,6 @@
 //! Property tests: the listing order is a total order consistent with equality, cursors
 //! round-trip, and validation accepts exactly what the contract allows.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
-
 use failed_tasks_domain::{Cursor, PageLimits, PageSize, SortKey, TaskId, Timestamp};
 use proptest::prelude::*;
 
