@@ -1,8 +1,9 @@
 //! The wire format: JSON types with the contract's field names, and the envelope.
 
 use failed_tasks_domain::stats::{minute_start, FailureStats};
-use failed_tasks_domain::{FailedTask, FailureGroup, GroupPage, RetryPolicy};
+use failed_tasks_domain::{ErrorCategory, FailedTask, FailureGroup, GroupPage, RetryPolicy};
 use failed_tasks_store::FailedTaskPage;
+use failed_tasks_store::StoredJsonPage;
 use serde::{Deserialize, Serialize};
 
 /// The contract's message when the store is unreachable (exact text).
@@ -384,4 +385,81 @@ impl From<&GroupPage> for GroupList {
             next_cursor: p.next_cursor.as_ref().map(|c| c.encode()),
         }
     }
+}
+
+/// The fields of a stored task that the server itself needs (for `FinalFailure`), read
+/// without allocating; every other field is type-checked and skipped.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the typed fields are read to check their types
+struct StoredTask<'a> {
+    #[serde(rename = "TaskId", borrow)]
+    task_id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "TaskType", borrow)]
+    task_type: std::borrow::Cow<'a, str>,
+    #[serde(rename = "ClientId", borrow)]
+    client_id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "CodebasePath", borrow)]
+    codebase_path: std::borrow::Cow<'a, str>,
+    #[serde(rename = "StartTime", borrow)]
+    start_time: std::borrow::Cow<'a, str>,
+    #[serde(rename = "FailTime", borrow)]
+    fail_time: std::borrow::Cow<'a, str>,
+    #[serde(rename = "ErrorCode", borrow)]
+    error_code: std::borrow::Cow<'a, str>,
+    #[serde(rename = "ErrorMessage", borrow)]
+    error_message: std::borrow::Cow<'a, str>,
+    #[serde(rename = "RetryCount")]
+    retry_count: u32,
+    #[serde(rename = "ProcessedFiles")]
+    processed_files: u64,
+    #[serde(rename = "ErrorCategory", borrow)]
+    error_category: std::borrow::Cow<'a, str>,
+}
+
+/// The whole success body of a listing, assembled from the stored wire JSON of each task:
+/// the envelope and `Data` written here, each task's bytes copied as they are with the
+/// additive `FinalFailure` appended. `None` when a stored object is not exactly the wire
+/// form (a missing or wrong-typed field, an unknown category, an unexpected field, not
+/// ending in `}`): the caller then serves the decoded path, which skips and counts it.
+pub fn stored_page_body(page: &StoredJsonPage, policy: &RetryPolicy) -> Option<Vec<u8>> {
+    let size: usize = page.tasks.iter().map(|t| t.len() + 24).sum();
+    let mut out = Vec::with_capacity(size + 160);
+    out.extend_from_slice(
+        b"{\"Code\":0,\"Message\":\"ok\",\"Success\":true,\"Data\":{\"TotalTasks\":",
+    );
+    out.extend_from_slice(page.total.to_string().as_bytes());
+    out.extend_from_slice(b",\"Tasks\":[");
+    for (i, json) in page.tasks.iter().enumerate() {
+        let t: StoredTask<'_> = serde_json::from_slice(json).ok()?;
+        let category = ErrorCategory::parse(&t.error_category).ok()?;
+        let last = json.len().checked_sub(1)?;
+        if json.get(last) != Some(&b'}') || json.first() != Some(&b'{') {
+            return None;
+        }
+        let final_failure = policy
+            .decide(category, &t.error_code, t.retry_count, 0.0)
+            .is_give_up();
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&json[..last]);
+        out.extend_from_slice(if final_failure {
+            b",\"FinalFailure\":true}"
+        } else {
+            b",\"FinalFailure\":false}"
+        });
+    }
+    out.extend_from_slice(b"],\"NextCursor\":");
+    match &page.next_cursor {
+        // URL-safe base64: nothing to escape.
+        Some(c) => {
+            out.push(b'"');
+            out.extend_from_slice(c.encode().as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b"}}");
+    Some(out)
 }

@@ -11,7 +11,7 @@ use failed_tasks_domain::{
     ErrorCategory, FailedTask, GroupPage, GroupQuery, ListQuery, PageLimits, PageSize, RetryPolicy,
     TaskFilter, TaskId, TaskType, Timestamp, ValidationError,
 };
-use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
+use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError, StoredJsonPage};
 
 /// How long the service waits for the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +281,16 @@ impl FailedTaskService {
     pub async fn list_failed(&self, query: &ListQuery) -> Result<FailedTaskPage, QueryError> {
         query.filter.validate()?;
         self.checked(self.store.list(query)).await
+    }
+
+    /// The same page as [`list_failed`](Self::list_failed) as stored wire JSON, when the
+    /// store keeps it (`None`: use `list_failed`).
+    pub async fn list_failed_stored_json(
+        &self,
+        query: &ListQuery,
+    ) -> Result<Option<StoredJsonPage>, QueryError> {
+        query.filter.validate()?;
+        self.checked(self.store.list_stored_json(query)).await
     }
 
     /// One failed task by id; [`QueryError::NotFound`] when absent.

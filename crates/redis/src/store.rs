@@ -39,6 +39,9 @@ pub struct JsonPage {
     pub tasks: Vec<fred::bytes::Bytes>,
     /// As [`FailedTaskPage::next_cursor`].
     pub next_cursor: Option<Cursor>,
+    /// As [`FailedTaskPage::skipped_corrupt`] (non-zero only when the page was served from
+    /// `list` because a stored record was not usable as it is).
+    pub skipped_corrupt: u64,
 }
 
 /// The Redis status store. Cheap to clone: clones share one connection.
@@ -247,6 +250,7 @@ impl RedisStore {
                     total,
                     tasks,
                     next_cursor,
+                    skipped_corrupt: 0,
                 });
             }
         }
@@ -259,6 +263,7 @@ impl RedisStore {
                 .map(|t| fred::bytes::Bytes::from(record::to_wire_json(t)))
                 .collect(),
             next_cursor: page.next_cursor,
+            skipped_corrupt: page.skipped_corrupt,
         })
     }
 
@@ -637,6 +642,19 @@ impl StatusStore for RedisStore {
             next_cursor,
             skipped_corrupt: corrupt,
         })
+    }
+
+    async fn list_stored_json(
+        &self,
+        query: &ListQuery,
+    ) -> Result<Option<failed_tasks_store::StoredJsonPage>, StoreError> {
+        let page = self.list_json(query).await?;
+        Ok(Some(failed_tasks_store::StoredJsonPage {
+            total: page.total,
+            tasks: page.tasks,
+            next_cursor: page.next_cursor,
+            skipped_corrupt: page.skipped_corrupt,
+        }))
     }
 
     async fn get(&self, task_id: &TaskId) -> Result<Option<FailedTask>, StoreError> {

@@ -27,7 +27,7 @@ mod port;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use port::{FailedTaskPage, RecordOutcome, StatusStore};
+pub use port::{FailedTaskPage, RecordOutcome, StatusStore, StoredJsonPage};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use port::MockStatusStore;

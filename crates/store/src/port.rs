@@ -19,6 +19,21 @@ pub struct FailedTaskPage {
     pub skipped_corrupt: u64,
 }
 
+/// A page as each task's stored JSON in the contract's wire form (`{"TaskId":…}`), for
+/// stores that keep records that way: an HTTP adapter can assemble its body from these bytes
+/// without decoding and re-encoding each task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredJsonPage {
+    /// As [`FailedTaskPage::total`].
+    pub total: u64,
+    /// Each task's JSON object, newest first.
+    pub tasks: Vec<bytes::Bytes>,
+    /// As [`FailedTaskPage::next_cursor`].
+    pub next_cursor: Option<Cursor>,
+    /// As [`FailedTaskPage::skipped_corrupt`].
+    pub skipped_corrupt: u64,
+}
+
 /// What `record` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordOutcome {
@@ -61,6 +76,17 @@ pub trait StatusStore: Send + Sync {
             outcomes.push(self.record(task).await?);
         }
         Ok(outcomes)
+    }
+
+    /// The same page as [`list`](StatusStore::list), as each task's stored wire JSON, when
+    /// the store keeps tasks in that form; `None` (the default) when it does not, and the
+    /// caller uses `list`. The bytes are the store's: callers still check what they rely on.
+    async fn list_stored_json(
+        &self,
+        query: &ListQuery,
+    ) -> Result<Option<StoredJsonPage>, StoreError> {
+        let _ = query;
+        Ok(None)
     }
 
     /// The per-minute failure counters of the minutes in `[from_minute, to_minute)` that had

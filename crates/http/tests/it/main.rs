@@ -9,6 +9,7 @@ mod helpers;
 mod metrics;
 mod openapi;
 mod stats;
+mod stored;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -303,6 +304,8 @@ async fn a_hanging_store_is_503_within_the_health_deadline() {
 async fn query_failure_is_500_without_internal_detail() {
     let mut store = MockStatusStore::new();
     store.expect_ping().returning(|| Ok(()));
+    // No stored-JSON fast path: the listing goes to `list`.
+    store.expect_list_stored_json().returning(|_| Ok(None));
     store.expect_list().returning(|_| {
         Err(StoreError::Rejected(
             "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
