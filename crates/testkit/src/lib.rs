@@ -289,6 +289,105 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis Sentinel on a free loopback port watching one [`RedisServer`] as master
+/// `mymaster`, stopped when dropped.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    pid: Option<u32>,
+}
+
+impl RedisSentinel {
+    /// The name of the monitored master.
+    pub const MASTER: &'static str = "mymaster";
+
+    /// Start a sentinel monitoring `master` (quorum 1) and wait until it knows the master.
+    pub fn start(master: &RedisServer) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "failed-tasks-sentinel-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create sentinel dir");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {} 1000\n",
+                dir.display(),
+                Self::MASTER,
+                master.port(),
+                Self::MASTER
+            ),
+        )
+        .expect("write sentinel.conf");
+        let mut guardian = Command::new("sh")
+            .arg("-c")
+            .arg(GUARDIAN)
+            .arg("sh")
+            .arg(std::process::id().to_string())
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sh");
+        let mut line = String::new();
+        let stdout = guardian.stdout.take().expect("guardian stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("read redis-sentinel pid");
+        let sentinel = Self {
+            port,
+            dir,
+            child: Some(guardian),
+            pid: line.trim().parse().ok(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = raw_command(
+                port,
+                &format!("SENTINEL get-master-addr-by-name {}", Self::MASTER),
+                Duration::from_millis(300),
+            );
+            if answer.is_some_and(|a| a.starts_with('*')) {
+                return sentinel;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-sentinel on port {port} did not know its master within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis-sentinel://127.0.0.1:PORT?sentinelServiceName=mymaster` (fred's form).
+    pub fn url(&self) -> String {
+        format!(
+            "redis-sentinel://127.0.0.1:{}?sentinelServiceName={}",
+            self.port,
+            Self::MASTER
+        )
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        if let Some(mut guardian) = self.child.take() {
+            let _ = guardian.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A three-master Redis Cluster on free loopback ports, stopped when dropped.
 #[derive(Debug)]
 pub struct RedisCluster {

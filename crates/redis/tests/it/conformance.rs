@@ -1,7 +1,7 @@
-//! The shared behaviour checks (listing, statistics, groups), on a single server and on a
-//! cluster.
+//! The shared behaviour checks (listing, statistics, groups), on a single server, through a
+//! Sentinel, and on a cluster.
 
-use failed_tasks_testkit::{RedisCluster, RedisServer};
+use failed_tasks_testkit::{RedisCluster, RedisSentinel, RedisServer};
 
 use crate::helpers;
 
@@ -19,4 +19,15 @@ async fn conformance_on_a_cluster() {
     let url = cluster.url();
     failed_tasks_store::conformance::run_all(|| helpers::store(&url)).await;
     failed_tasks_store::conformance::run_stats(|| helpers::store(&url)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_through_a_sentinel() {
+    let master = RedisServer::start();
+    let sentinel = RedisSentinel::start(&master);
+    let url = sentinel.url();
+    failed_tasks_store::conformance::run_all(|| helpers::store(&url)).await;
+    failed_tasks_store::conformance::run_stats(|| helpers::store(&url)).await;
+    // The data is on the master the sentinel names.
+    assert!(master.cli(&["DBSIZE"]).trim().parse::<u64>().unwrap() > 0);
 }
