@@ -154,15 +154,7 @@ impl RedisStore {
                 .cmd(
                     "finding old tasks",
                     "ZRANGE",
-                    vec![
-                        all.as_str().into(),
-                        older.min.as_str().into(),
-                        older.max.as_str().into(),
-                        "BYLEX".into(),
-                        "LIMIT".into(),
-                        0i64.into(),
-                        (BATCH as i64).into(),
-                    ],
+                    crate::layout::zrange_bylex(&all, &older.min, &older.max, false, BATCH as i64),
                 )
                 .await?;
             if members.is_empty() {
@@ -188,15 +180,7 @@ impl RedisStore {
                 .cmd(
                     "finding the oldest tasks",
                     "ZRANGE",
-                    vec![
-                        all.as_str().into(),
-                        "-".into(),
-                        "+".into(),
-                        "BYLEX".into(),
-                        "LIMIT".into(),
-                        0i64.into(),
-                        excess.into(),
-                    ],
+                    crate::layout::zrange_bylex(&all, "-", "+", false, excess),
                 )
                 .await?;
             if members.is_empty() {

@@ -114,6 +114,24 @@ impl Keys {
 }
 
 /// `{fail_ms:015}` — the time part of a member; also a lex bound.
+/// The arguments of `ZRANGE key start stop BYLEX [REV] LIMIT 0 count`: every index walk
+/// reads members this way, newest first (`rev`, `start` the upper bound) or oldest first.
+pub(crate) fn zrange_bylex(
+    key: &str,
+    start: &str,
+    stop: &str,
+    rev: bool,
+    count: i64,
+) -> Vec<fred::types::Value> {
+    let mut args: Vec<fred::types::Value> =
+        vec![key.into(), start.into(), stop.into(), "BYLEX".into()];
+    if rev {
+        args.push("REV".into());
+    }
+    args.extend(["LIMIT".into(), 0i64.into(), count.into()]);
+    args
+}
+
 pub(crate) fn ms_part(ms: i64) -> String {
     format!("{ms:0width$}", width = MS_DIGITS)
 }

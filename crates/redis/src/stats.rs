@@ -244,16 +244,7 @@ impl RedisStore {
         let page = conn.cmd::<Vec<String>>(
             "reading groups",
             "ZRANGE",
-            vec![
-                order.as_str().into(),
-                max.into(),
-                "-".into(),
-                "BYLEX".into(),
-                "REV".into(),
-                "LIMIT".into(),
-                0i64.into(),
-                (size as i64 + 1).into(),
-            ],
+            crate::layout::zrange_bylex(&order, &max, "-", true, size as i64 + 1),
         );
         let (total, members) = tokio::join!(total, page);
         let (total, mut members) = (total?, members?);

@@ -115,16 +115,7 @@ impl Walk {
             .cmd(
                 "reading an index",
                 "ZRANGE",
-                vec![
-                    self.index.as_str().into(),
-                    self.max.as_str().into(),
-                    self.min.as_str().into(),
-                    "BYLEX".into(),
-                    "REV".into(),
-                    "LIMIT".into(),
-                    0i64.into(),
-                    (n as i64).into(),
-                ],
+                crate::layout::zrange_bylex(&self.index, &self.max, &self.min, true, n as i64),
             )
             .await?;
         if members.len() < n {
@@ -419,16 +410,7 @@ impl RedisStore {
         let range = self.conn().cmd::<Vec<String>>(
             "reading an index",
             "ZRANGE",
-            vec![
-                index.into(),
-                walk.max.as_str().into(),
-                walk.min.as_str().into(),
-                "BYLEX".into(),
-                "REV".into(),
-                "LIMIT".into(),
-                0i64.into(),
-                (n as i64).into(),
-            ],
+            crate::layout::zrange_bylex(index, &walk.max, &walk.min, true, n as i64),
         );
         let (total, members) = tokio::join!(count, range);
         let (total, members) = (total?, members?);

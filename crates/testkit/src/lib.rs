@@ -63,6 +63,34 @@ kill -KILL "$child" 2>/dev/null
 wait "$child" 2>/dev/null
 "#;
 
+/// Start `redis-server ARGS…` under the [`GUARDIAN`] shell, which kills it as soon as this
+/// test process is gone (so a server held in a `static`, never dropped, or a test that
+/// aborts cannot leave redis-server processes behind). Returns the guardian and the
+/// redis-server's process id.
+fn spawn_guarded(args: &[std::ffi::OsString]) -> (Child, Option<u32>) {
+    match Command::new("redis-server").arg("--version").output() {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+        Err(e) => panic!("could not run redis-server: {e}"),
+    }
+    let mut guardian = Command::new("sh")
+        .arg("-c")
+        .arg(GUARDIAN)
+        .arg("sh")
+        .arg(std::process::id().to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sh");
+    let mut line = String::new();
+    let stdout = guardian.stdout.take().expect("guardian stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+        .expect("read redis-server pid");
+    (guardian, line.trim().parse().ok())
+}
+
 /// The process id of the Redis server answering on `port`.
 fn server_pid(port: u16) -> Option<u32> {
     let mut stream =
@@ -158,42 +186,24 @@ impl RedisServer {
 
     /// Start redis-server on `self.port`; `false` when the port was taken by someone else.
     fn spawn(&mut self) -> bool {
-        match Command::new("redis-server").arg("--version").output() {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
-            Err(e) => panic!("could not run redis-server: {e}"),
-        }
-        // A small shell guardian starts redis-server and kills it as soon as this test
-        // process is gone, so a server held in a `static` (never dropped) or a test that
-        // aborts cannot leave redis-server processes behind.
-        let mut guardian = Command::new("sh")
-            .arg("-c")
-            .arg(GUARDIAN)
-            .arg("sh")
-            .arg(std::process::id().to_string())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(&self.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sh");
-        let mut line = String::new();
-        let stdout = guardian.stdout.take().expect("guardian stdout");
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-            .expect("read redis-server pid");
-        self.redis_pid = line.trim().parse().ok();
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--port".into(),
+            self.port.to_string().into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+            "--protected-mode".into(),
+            "yes".into(),
+            "--dir".into(),
+            self.dir.clone().into_os_string(),
+        ];
+        args.extend(self.extra_args.iter().map(Into::into));
+        let (guardian, pid) = spawn_guarded(&args);
         self.child = Some(guardian);
+        self.redis_pid = pid;
         let Some(pid) = self.redis_pid else {
             return false;
         };
@@ -324,27 +334,12 @@ impl RedisSentinel {
             ),
         )
         .expect("write sentinel.conf");
-        let mut guardian = Command::new("sh")
-            .arg("-c")
-            .arg(GUARDIAN)
-            .arg("sh")
-            .arg(std::process::id().to_string())
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sh");
-        let mut line = String::new();
-        let stdout = guardian.stdout.take().expect("guardian stdout");
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-            .expect("read redis-sentinel pid");
+        let (guardian, pid) = spawn_guarded(&[conf.into_os_string(), "--sentinel".into()]);
         let sentinel = Self {
             port,
             dir,
             child: Some(guardian),
-            pid: line.trim().parse().ok(),
+            pid,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
