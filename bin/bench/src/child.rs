@@ -170,38 +170,14 @@ pub fn serve_child(
         };
         match kind {
             Kind::App => {
-                let store = RedisStore::connect(RedisConfig {
-                    url: redis_url.to_owned(),
-                    key_prefix: prefix.to_owned(),
-                    ..RedisConfig::default()
-                })
-                .await
-                .map_err(|e| anyhow!("redis store: {e}"))?;
-                if !store
-                    .wait_connected(std::time::Duration::from_secs(10))
-                    .await
-                {
-                    bail!("the app child could not reach redis");
-                }
+                let store = connect_store(redis_url, prefix, "app").await?;
                 let service = FailedTaskService::new(Arc::new(store), Deadlines::default());
                 let app = Arc::new(App::new(service, HttpConfig::default()));
                 announce(port)?;
                 failed_tasks_http::serve(listener, app, stop).await?;
             }
             Kind::Fast => {
-                let store = RedisStore::connect(RedisConfig {
-                    url: redis_url.to_owned(),
-                    key_prefix: prefix.to_owned(),
-                    ..RedisConfig::default()
-                })
-                .await
-                .map_err(|e| anyhow!("redis store: {e}"))?;
-                if !store
-                    .wait_connected(std::time::Duration::from_secs(10))
-                    .await
-                {
-                    bail!("the fast child could not reach redis");
-                }
+                let store = connect_store(redis_url, prefix, "fast").await?;
                 announce(port)?;
                 fast(listener, store, stop).await?;
             }
@@ -334,4 +310,22 @@ async fn fast_page(
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// A connected store for a child server (`who` names it in the error).
+async fn connect_store(redis_url: &str, prefix: &str, who: &str) -> anyhow::Result<RedisStore> {
+    let store = RedisStore::connect(RedisConfig {
+        url: redis_url.to_owned(),
+        key_prefix: prefix.to_owned(),
+        ..RedisConfig::default()
+    })
+    .await
+    .map_err(|e| anyhow!("redis store: {e}"))?;
+    if !store
+        .wait_connected(std::time::Duration::from_secs(10))
+        .await
+    {
+        bail!("the {who} child could not reach redis");
+    }
+    Ok(store)
 }
