@@ -623,6 +623,7 @@ impl StatusStore for RedisStore {
             tasks,
             next_cursor,
             skipped_corrupt: corrupt,
+            retry: Vec::new(),
         })
     }
 

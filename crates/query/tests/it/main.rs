@@ -21,6 +21,7 @@ fn seed_page() -> FailedTaskPage {
         tasks,
         next_cursor: None,
         skipped_corrupt: 0,
+        retry: Vec::new(),
     }
 }
 

@@ -12,6 +12,12 @@ use failed_tasks_store::{MemoryStore, StatusStore};
 async fn memory_store_passes_conformance() {
     conformance::run_all(|| async { MemoryStore::new() }).await;
     conformance::run_stats(|| async { MemoryStore::new() }).await;
+    conformance::run_retries(|| async {
+        let store = MemoryStore::new();
+        let (a, b) = (store.retry_queue(), store.retry_queue());
+        (store, a, b)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
