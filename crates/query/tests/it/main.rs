@@ -304,3 +304,5 @@ async fn zero_reuse_checks_before_every_request_and_readiness_always_checks() {
     svc.list_failed(&first_page()).await.unwrap();
     svc.check_connection().await.unwrap();
 }
+
+mod retries;
