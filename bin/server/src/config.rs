@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use failed_tasks_redis::redact_url;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -208,25 +209,82 @@ impl Default for Settings {
     }
 }
 
+/// Why the settings could not be loaded. Messages name the key and where its value came
+/// from, and never show the value of a secret (tokens, the Redis URL).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config` names no file.
+    #[error("--config {0}: no such file")]
+    NoFile(String),
+    /// The file exists but cannot be read.
+    #[error("--config {path}: cannot read it: {reason}")]
+    Unreadable {
+        /// The path as given.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The file is not valid TOML. The offending line is not shown: it may hold a secret.
+    #[error("{path}: TOML syntax error at line {line}, column {column}: {message}")]
+    Syntax {
+        /// The path as given.
+        path: String,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What the TOML parser expected, without the line's text.
+        message: String,
+    },
+    /// One or more keys have bad values, or are unknown.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// A rule between settings does not hold.
+    #[error("{0}")]
+    Rule(String),
+}
+
+/// Keys whose values are never shown, in messages or in `--print-config`.
+const SECRET_KEYS: &[&str] = &["admin_token", "read_token", "redis_url"];
+
 impl Settings {
     /// Load: defaults, then the file (if any), then `cli` (flags and env vars).
-    pub fn load(cli: &Cli) -> Result<Settings, String> {
+    pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = &cli.config {
+        let shown_path = cli.config.as_ref().map(|p| p.display().to_string());
+        if let (Some(path), Some(shown)) = (&cli.config, &shown_path) {
             if !path.is_file() {
-                return Err(format!("--config {}: no such file", path.display()));
+                return Err(ConfigError::NoFile(shown.clone()));
             }
-            figment = figment.merge(Toml::file_exact(path));
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+            // Parsed here first so that a syntax error is reported by position only: the
+            // parser's own message quotes the line, which may be `admin_token = "…`.
+            if let Err(e) = text.parse::<toml::Table>() {
+                let at = e.span().map_or(0, |span| span.start).min(text.len());
+                let before = &text[..at];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                return Err(ConfigError::Syntax {
+                    path: shown.clone(),
+                    line,
+                    column,
+                    message: e.message().to_owned(),
+                });
+            }
+            figment = figment.merge(Toml::string(&text));
         }
         figment = figment.merge(Serialized::defaults(cli));
         let settings: Settings = figment.extract().map_err(|e| {
-            e.into_iter()
-                // figment names keys within its profile ("default.listen"); show "listen".
-                .map(|e| e.to_string().replace("for key \"default.", "for key \""))
-                .collect::<Vec<_>>()
-                .join("; ")
+            ConfigError::Invalid(
+                e.into_iter()
+                    .map(|e| describe_error(&e, shown_path.as_deref()))
+                    .collect(),
+            )
         })?;
-        settings.check()?;
+        settings.check().map_err(ConfigError::Rule)?;
         Ok(settings)
     }
 
@@ -293,14 +351,50 @@ impl Settings {
     }
 }
 
-/// A Redis URL with any password replaced, for logs and `--print-config`.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
+/// One figment error as `key (where it came from): problem`, with the value hidden for
+/// secret keys and the path of the file as the user gave it.
+fn describe_error(e: &figment::Error, file: Option<&str>) -> String {
+    use figment::error::Kind;
+    // Errors name keys within figment's profile ("default.listen"): show "listen".
+    let key = e
+        .path
+        .iter()
+        .skip_while(|p| p.as_str() == "default")
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(".");
+    let from_file = e.metadata.as_ref().is_some_and(|m| m.name.contains("TOML"));
+    let source = match (from_file, file) {
+        (true, Some(path)) => format!("in {path}"),
+        _ => "from a flag or environment variable".to_owned(),
+    };
+    let secret = SECRET_KEYS.contains(&key.as_str());
+    let problem = match &e.kind {
+        Kind::UnknownField(found, known) => {
+            let near = known
+                .iter()
+                .map(|k| (strsim::jaro_winkler(found, k), *k))
+                .filter(|(score, _)| *score > 0.85)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let hint = match near {
+                Some((_, k)) => format!(" (did you mean {k}?)"),
+                None => " (--print-config lists every key)".to_owned(),
+            };
+            return format!("unknown key {found} {source}{hint}");
         }
-        _ => url.to_owned(),
-    }
+        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if secret => {
+            format!("expected {expected}")
+        }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!("expected {expected}, found {actual}")
+        }
+        Kind::UnknownVariant(found, known) if !secret => {
+            format!("{found:?} is not one of {}", known.join(", "))
+        }
+        Kind::Message(_) | Kind::UnknownVariant(..) if secret => "invalid value".to_owned(),
+        other => other.to_string(),
+    };
+    format!("{key} {source}: {problem}")
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -566,14 +660,5 @@ mod tests {
         let text = toml::to_string(&Settings::default()).unwrap();
         let back: Settings = toml::from_str(&text).unwrap();
         assert_eq!(back, Settings::default());
-    }
-
-    #[test]
-    fn urls_lose_their_passwords_when_shown() {
-        assert_eq!(
-            redact_url("redis://:pw@host:6379/0"),
-            "redis://<redacted>@host:6379/0"
-        );
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
     }
 }

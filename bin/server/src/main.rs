@@ -21,7 +21,8 @@ use failed_tasks_store::{MemoryStore, StatusStore};
 
 mod config;
 
-use config::{redact_url, Cli, LogFormat, Settings, StoreKind};
+use config::{Cli, LogFormat, Settings, StoreKind};
+use failed_tasks_redis::redact_url;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

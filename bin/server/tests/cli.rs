@@ -14,6 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_failed-tasks-server");
 struct Running {
     child: Child,
     addr: SocketAddr,
+    /// The server's log lines up to `listening` (JSON).
+    start_logs: Vec<String>,
     /// The server's log lines after `listening` (JSON), as they come.
     logs: mpsc::Receiver<String>,
 }
@@ -69,11 +71,13 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
             let _ = tx.send(line);
         }
     });
+    let mut start_logs = Vec::new();
     let addr = loop {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
             break None;
         };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        start_logs.push(line);
         if v["message"] == "listening" {
             break v["addr"].as_str().and_then(|a| a.parse().ok());
         }
@@ -88,6 +92,7 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
     Running {
         child,
         addr,
+        start_logs,
         logs: rx,
     }
 }
@@ -392,6 +397,75 @@ fn print_config_redacts_secrets() {
         shown.contains("redis_url = \"redis://<redacted>@redis.internal:6379/0\""),
         "{shown}"
     );
+    // Every URL form the Redis store accepts: user info and password parameters go.
+    let table = [
+        (
+            "redis-sentinel://user:s3cret-a@h:26379/0?sentinelServiceName=m&sentinelPassword=s3cret-b",
+            "redis-sentinel://<redacted>@h:26379/0?sentinelServiceName=m&sentinelPassword=<redacted>",
+        ),
+        (
+            "redis-cluster://:s3cret-a@a:7000?node=b:7001",
+            "redis-cluster://<redacted>@a:7000?node=b:7001",
+        ),
+        ("redis://user:s3cret-a@h:6379/2", "redis://<redacted>@h:6379/2"),
+    ];
+    for (url, redacted) in table {
+        let shown = print_config(&["--redis-url", url], &[]);
+        assert!(!shown.contains("s3cret"), "{url}:\n{shown}");
+        assert!(
+            shown.contains(&format!("redis_url = \"{redacted}\"")),
+            "{shown}"
+        );
+    }
+}
+
+/// A config file with a TOML syntax error on a secret's line: the error names the file,
+/// line and column, and does not quote the line (the TOML parser's own message does).
+#[test]
+fn config_syntax_errors_do_not_echo_secrets() {
+    let table = [
+        (
+            "token-line.toml",
+            "demo = true\nadmin_token = \"hunter2-secret\n",
+            2,
+        ),
+        (
+            "url-line.toml",
+            "redis_url = \"redis-sentinel://h:1/0?sentinelPassword=hunter2-secret\n",
+            1,
+        ),
+        ("bad-type.toml", "read_token = 424242\n", 0),
+    ];
+    for (name, text, line) in table {
+        let file = temp_file(name, text);
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(file.to_str().unwrap()), "{name}: {stderr}");
+        for secret in ["hunter2", "424242"] {
+            assert!(!stderr.contains(secret), "{name} echoed a secret: {stderr}");
+        }
+        if line > 0 {
+            assert!(stderr.contains(&format!("line {line}")), "{name}: {stderr}");
+        }
+    }
+}
+
+/// The start-up warning about an unreachable Redis shows the URL redacted.
+#[test]
+fn the_unreachable_redis_warning_redacts_the_url() {
+    let port = failed_tasks_testkit::free_port();
+    let url = format!("redis://user:hunter2-secret@127.0.0.1:{port}/0");
+    let server = start(&["--store", "redis", "--redis-url", &url], &[]);
+    let lines = &server.start_logs;
+    let text = lines.join("\n");
+    assert!(text.contains("not reachable"), "no warning: {text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("<redacted>@127.0.0.1"), "{text}");
 }
 
 /// `--demo` on Redis: the demo tasks are in the recent past, so neither this server's
