@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Parser;
 use failed_tasks_domain::stats::AlertThresholds;
 use failed_tasks_domain::{FailedTask, PageLimits, Timestamp};
 use failed_tasks_http::{App, HttpConfig, Token};
@@ -232,7 +231,7 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_defaults();
     let settings = match Settings::load(&cli) {
         Ok(s) => s,
         Err(e) => {
