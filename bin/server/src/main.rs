@@ -14,9 +14,9 @@ use anyhow::{bail, Context};
 use failed_tasks_domain::stats::AlertThresholds;
 use failed_tasks_domain::{FailedTask, PageLimits, Timestamp};
 use failed_tasks_http::{App, HttpConfig, Token};
-use failed_tasks_query::{Deadlines, FailedTaskService};
+use failed_tasks_query::{Deadlines, FailedTaskService, RetryScheduler};
 use failed_tasks_redis::{CompatConfig, CompatStore, JanitorHandle, RedisConfig, RedisStore};
-use failed_tasks_store::{MemoryStore, StatusStore};
+use failed_tasks_store::{MemoryStore, RetryStore, StatusStore};
 
 mod config;
 
@@ -41,12 +41,25 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// The chosen store, and the background job that keeps it trimmed (if any).
-async fn open_store(
-    flags: &Settings,
-) -> anyhow::Result<(Arc<dyn StatusStore>, Option<JanitorHandle>)> {
+/// The chosen store, its retry capability (when it schedules retries), and the background
+/// job that keeps it trimmed (if any).
+struct Opened {
+    store: Arc<dyn StatusStore>,
+    retries: Option<Arc<dyn RetryStore>>,
+    janitor: Option<JanitorHandle>,
+}
+
+async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
     match flags.store {
-        StoreKind::Memory => Ok((Arc::new(MemoryStore::new()), None)),
+        StoreKind::Memory => {
+            let cap = usize::try_from(flags.retry_stream_max_len).unwrap_or(usize::MAX);
+            let store = Arc::new(MemoryStore::with_queue_cap(cap));
+            Ok(Opened {
+                store: store.clone(),
+                retries: Some(store),
+                janitor: None,
+            })
+        }
         StoreKind::Redis => {
             let config = RedisConfig {
                 url: flags.redis_url.clone(),
@@ -56,6 +69,10 @@ async fn open_store(
                 max_count: flags.retention_max_count,
                 janitor_interval: flags.janitor_interval,
                 archive_dir: flags.archive_dir.clone(),
+                retry_stream_key: flags.retry_stream_key.clone(),
+                retry_stream_max_len: flags.retry_stream_max_len,
+                retry_consumer_group: flags.retry_consumer_group.clone(),
+                retry_consumer_lease: flags.retry_consumer_lease,
                 ..RedisConfig::default()
             };
             // Fails only on bad configuration: a Redis that is down is retried in the
@@ -70,7 +87,12 @@ async fn open_store(
                 );
             }
             let janitor = store.spawn_janitor();
-            Ok((Arc::new(store), Some(janitor)))
+            let store = Arc::new(store);
+            Ok(Opened {
+                store: store.clone(),
+                retries: Some(store),
+                janitor: Some(janitor),
+            })
         }
         StoreKind::Compat => {
             let config = CompatConfig {
@@ -83,7 +105,11 @@ async fn open_store(
             let store = CompatStore::connect(config)
                 .await
                 .context("--redis-url / --compat-key-prefix")?;
-            Ok((Arc::new(store), None))
+            Ok(Opened {
+                store: Arc::new(store),
+                retries: None,
+                janitor: None,
+            })
         }
     }
 }
@@ -132,7 +158,11 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     // Checked when the settings were loaded; kept as a typed value here.
     let page_limits = PageLimits::new(flags.page_size_default, flags.page_size_max)
         .map_err(|e| anyhow::anyhow!("page_size_default/page_size_max: {}", e.reason))?;
-    let (store, janitor) = open_store(&flags).await?;
+    let Opened {
+        store,
+        retries,
+        janitor,
+    } = open_store(&flags).await?;
     let deadlines = Deadlines {
         health_check: flags.health_timeout,
         request: flags.request_timeout,
@@ -149,6 +179,14 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         })
         .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
         .with_connection_check_reuse(flags.connection_check_reuse);
+    let service = match retries {
+        Some(retries) => service.with_retries(retries),
+        None => service,
+    };
+    // Every replica runs the scheduler; the store lets one at a time move due retries.
+    let scheduler = service
+        .schedules_retries()
+        .then(|| RetryScheduler::new(service.clone(), flags.scheduler()).spawn());
     if flags.demo && flags.store == StoreKind::Compat {
         bail!("--demo cannot record into --store compat, which is read-only");
     }
@@ -221,6 +259,9 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     };
     if let Some(janitor) = janitor {
         janitor.stop();
+    }
+    if let Some(scheduler) = scheduler {
+        scheduler.stop();
     }
     if let Some(res) = served {
         res.context("server task failed")?

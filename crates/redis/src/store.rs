@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use failed_tasks_domain::stats::{minute_of, MinuteCounts, MINUTE_MS};
 use failed_tasks_domain::{
-    Cursor, ErrorPattern, FailedTask, GroupPage, GroupQuery, ListQuery, TaskFilter, TaskId,
-    TaskType,
+    Cursor, ErrorPattern, FailedTask, GroupPage, GroupQuery, ListQuery, RetryPlan, RetryStatus,
+    TaskFilter, TaskId, TaskType,
 };
 use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
 use fred::types::Value;
@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) conn: Conn,
     pub(crate) keys: Keys,
     pub(crate) config: RedisConfig,
+    /// This store's token for the retry scheduler's lock (one per store instance).
+    pub(crate) scheduler_token: String,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -160,6 +162,7 @@ impl RedisStore {
                 conn,
                 keys: Keys::new(&config.key_prefix),
                 config,
+                scheduler_token: uuid::Uuid::new_v4().to_string(),
             }),
         })
     }
@@ -251,7 +254,10 @@ impl RedisStore {
             tasks: page
                 .tasks
                 .iter()
-                .map(|t| fred::bytes::Bytes::from(record::to_wire_json(t)))
+                .enumerate()
+                .map(|(i, t)| {
+                    fred::bytes::Bytes::from(record::to_wire_json(t, &page.retry_status(i)))
+                })
                 .collect(),
             next_cursor: page.next_cursor,
             skipped_corrupt: page.skipped_corrupt,
@@ -280,6 +286,9 @@ impl RedisStore {
         }
         if let Some(s) = &f.signature {
             out.push(k.signature(s));
+        }
+        if let Some(r) = f.retry {
+            out.push(k.retry_state(r));
         }
         out
     }
@@ -371,8 +380,8 @@ impl RedisStore {
                     note_corrupt(&key(), "record is not UTF-8 text");
                     Loaded::Corrupt
                 }
-                Some(text) => match record::decode(text) {
-                    Ok(task) if is_member_of(m, &task) => Loaded::Task(task),
+                Some(text) => match record::decode_with_status(text) {
+                    Ok((task, status)) if is_member_of(m, &task) => Loaded::Task(task, status),
                     // The record moved (re-recorded over a corrupt one): a stale entry.
                     Ok(_) => Loaded::Missing,
                     Err(reason) => {
@@ -432,9 +441,13 @@ impl RedisStore {
         Ok((total, members, values))
     }
 
-    /// Keys and arguments of the `record` script for one task (also one task's share of
-    /// `record_many`).
-    fn record_call(&self, task: &FailedTask) -> ([Value; 7], [Value; 4]) {
+    /// Keys and arguments of the `record` script for one task with its retry plan (also one
+    /// task's share of `record_many`).
+    pub(crate) fn record_call(
+        &self,
+        task: &FailedTask,
+        plan: RetryPlan,
+    ) -> ([Value; 7], [Value; 4]) {
         let k = self.keys();
         let now = now_ms();
         let fail_ms = task.fail_time().unix_millis();
@@ -453,7 +466,7 @@ impl RedisStore {
             k.signature(pattern.signature()).into(),
         ];
         let args = [
-            record::encode(task, pattern.signature()).into(),
+            record::encode(task, pattern.signature(), &plan.status_for(task)).into(),
             ttl.into(),
             pattern.normalised_message().into(),
             counters_until.into(),
@@ -472,13 +485,16 @@ impl RedisStore {
             .max(now.saturating_add(slack))
     }
 
-    /// Record one chunk of tasks with one `record_many` call.
-    async fn record_chunk(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+    /// Record one chunk of tasks with their plans with one `record_many` call.
+    async fn record_chunk(
+        &self,
+        tasks: &[(FailedTask, RetryPlan)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
         let mut keys = Vec::with_capacity(tasks.len() * 7);
         let mut args = Vec::with_capacity(1 + tasks.len() * 4);
         args.push(Value::from(self.keys().prefix()));
-        for task in tasks {
-            let (k, a) = self.record_call(task);
+        for (task, plan) in tasks {
+            let (k, a) = self.record_call(task, *plan);
             keys.extend(k);
             args.extend(a);
         }
@@ -494,6 +510,23 @@ impl RedisStore {
             )));
         }
         Ok(flags.into_iter().map(outcome).collect())
+    }
+}
+
+impl RedisStore {
+    /// Chunks of [`RECORD_CHUNK`] tasks, one `record_many` script call each, all chunks sent
+    /// at once (fred pipelines them on the connection). Each task is an atomic upsert with
+    /// its schedule; a failed chunk fails the batch, chunks before it may be stored.
+    pub(crate) async fn record_planned_batch(
+        &self,
+        tasks: &[(FailedTask, RetryPlan)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let calls = tasks.chunks(RECORD_CHUNK).map(|c| self.record_chunk(c));
+        let mut outcomes = Vec::with_capacity(tasks.len());
+        for chunk in futures_util::future::join_all(calls).await {
+            outcomes.extend(chunk?);
+        }
+        Ok(outcomes)
     }
 }
 
@@ -534,7 +567,7 @@ fn outcome(created: i64) -> RecordOutcome {
 }
 
 enum Loaded {
-    Task(FailedTask),
+    Task(FailedTask, RetryStatus),
     /// No record, or one that no longer belongs to this index entry.
     Missing,
     Corrupt,
@@ -551,13 +584,17 @@ impl StatusStore for RedisStore {
         let size = query.page_size.as_usize();
         let want = size + 1;
         let mut tasks: Vec<FailedTask> = Vec::with_capacity(want);
+        let mut retry: Vec<RetryStatus> = Vec::with_capacity(want);
         let mut corrupt = 0u64;
         let mut missing = 0u64;
         let mut absorb = |loaded: Vec<Loaded>, tasks: &mut Vec<FailedTask>| {
             for loaded in loaded {
                 match loaded {
-                    Loaded::Task(t) if filter.matches(&t) => tasks.push(t),
-                    Loaded::Task(_) | Loaded::Missing => missing += 1,
+                    Loaded::Task(t, s) if filter.matches(&t) && filter.matches_status(&s) => {
+                        tasks.push(t);
+                        retry.push(s);
+                    }
+                    Loaded::Task(..) | Loaded::Missing => missing += 1,
                     Loaded::Corrupt => corrupt += 1,
                 }
                 if tasks.len() >= want {
@@ -614,6 +651,7 @@ impl StatusStore for RedisStore {
         } else {
             None
         };
+        retry.truncate(tasks.len());
         if missing > 0 {
             tracing::debug!(missing, "skipped index entries without a matching record");
         }
@@ -623,7 +661,7 @@ impl StatusStore for RedisStore {
             tasks,
             next_cursor,
             skipped_corrupt: corrupt,
-            retry: Vec::new(),
+            retry,
         })
     }
 
@@ -659,7 +697,7 @@ impl StatusStore for RedisStore {
     }
 
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
-        let (keys, args) = self.record_call(task);
+        let (keys, args) = self.record_call(task, RetryPlan::NotScheduled);
         let mut full_args = Vec::with_capacity(5);
         full_args.push(Value::from(self.keys().prefix()));
         full_args.extend(args);
@@ -674,12 +712,11 @@ impl StatusStore for RedisStore {
     /// sent at once (fred pipelines them on the connection). Each task is an atomic upsert
     /// as with `record`; a failed chunk fails the batch, chunks before it may be stored.
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
-        let calls = tasks.chunks(RECORD_CHUNK).map(|c| self.record_chunk(c));
-        let mut outcomes = Vec::with_capacity(tasks.len());
-        for chunk in futures_util::future::join_all(calls).await {
-            outcomes.extend(chunk?);
-        }
-        Ok(outcomes)
+        let planned: Vec<(FailedTask, RetryPlan)> = tasks
+            .iter()
+            .map(|t| (t.clone(), RetryPlan::NotScheduled))
+            .collect();
+        self.record_planned_batch(&planned).await
     }
 
     /// One `HGETALL` per hour of the range (`P:cnt:HOUR`), pipelined: O(minutes in the

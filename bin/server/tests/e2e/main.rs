@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use failed_tasks_domain::{RetryConfig, RetryPolicy};
 use failed_tasks_http::{App, HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{RedisConfig, RedisStore};
-use failed_tasks_store::{MemoryStore, StatusStore};
+use failed_tasks_store::{MemoryStore, RetryStore, StatusStore};
 use failed_tasks_testkit::RedisServer;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
@@ -33,11 +34,22 @@ fn redis() -> &'static RedisServer {
     SERVER.get_or_init(RedisServer::start)
 }
 
-pub async fn memory_store() -> Arc<dyn StatusStore> {
-    Arc::new(MemoryStore::new())
+/// One store seen through both of its capabilities, as the server wires it.
+#[derive(Clone)]
+pub struct Stores {
+    pub status: Arc<dyn StatusStore>,
+    pub retries: Arc<dyn RetryStore>,
 }
 
-pub async fn redis_store() -> Arc<dyn StatusStore> {
+pub async fn memory_store() -> Stores {
+    let store = Arc::new(MemoryStore::new());
+    Stores {
+        status: store.clone(),
+        retries: store,
+    }
+}
+
+pub async fn redis_store() -> Stores {
     static N: AtomicU64 = AtomicU64::new(0);
     let config = RedisConfig {
         url: redis().url(),
@@ -54,14 +66,34 @@ pub async fn redis_store() -> Arc<dyn StatusStore> {
         store.wait_connected(Duration::from_secs(10)).await,
         "redis store did not connect"
     );
-    Arc::new(store)
+    let store = Arc::new(store);
+    Stores {
+        status: store.clone(),
+        retries: store,
+    }
 }
 
-pub async fn serve(store: Arc<dyn StatusStore>) -> Env {
+/// The service as the server builds it, with retries; no jitter, so delays are exact.
+pub fn service(stores: &Stores) -> FailedTaskService {
+    let policy = RetryPolicy::new(RetryConfig {
+        jitter: 0.0,
+        ..RetryConfig::default()
+    })
+    .unwrap();
+    FailedTaskService::new(stores.status.clone(), Deadlines::default())
+        .with_retries(stores.retries.clone())
+        .with_retry_policy(policy)
+}
+
+pub async fn serve(stores: Stores) -> Env {
+    serve_service(service(&stores)).await
+}
+
+pub async fn serve_service(service: FailedTaskService) -> Env {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Arc::new(App::new(
-        FailedTaskService::new(store, Deadlines::default()),
+        service,
         HttpConfig {
             admin_token: Token::new(ADMIN_TOKEN),
             ..HttpConfig::default()

@@ -41,10 +41,13 @@ fn seed() -> Value {
     ])
 }
 
-/// The seed as the API shows it: with the additive FinalFailure of the default policy.
+/// The seed as the API shows it: with the additive NextRetryAt and FinalFailure of the
+/// default policy without jitter (task_003's second retry is due 1 s x 2 after it failed).
 fn seed_shown() -> Value {
     let mut s = seed();
-    for (i, fin) in [true, true, false].into_iter().enumerate() {
+    let next = [json!(null), json!(null), json!("2025-01-24T10:01:02Z")];
+    for (i, (fin, next)) in [true, true, false].into_iter().zip(next).enumerate() {
+        s[i]["NextRetryAt"] = next;
         s[i]["FinalFailure"] = json!(fin);
     }
     s
@@ -230,7 +233,10 @@ pub async fn filters_combine_and_totals_match(env: &Env) {
 pub async fn one_task_and_removals(env: &Env) {
     post(env, seed()).await;
     let one = get(env, &format!("{LIST}/task_002")).await;
-    assert_eq!(one["Data"], seed_shown()[1]);
+    let mut shown = seed_shown()[1].clone();
+    shown["Attempts"] = json!([{"Attempt":0,"FailTime":"2025-01-24T09:22:00Z",
+        "ErrorCode":"PERMISSION_DENIED","ErrorCategory":"authorization","ScheduledBy":null}]);
+    assert_eq!(one["Data"], shown);
     let (status, _) = call(env, Method::GET, &format!("{LIST}/task_404"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, v) = call(env, Method::DELETE, &format!("{ADMIN}/task_002"), None).await;

@@ -72,8 +72,10 @@ async fn assert_no_leftovers(store: &RedisStore, url: &str, live: usize) {
         let n: u64 = helpers::cmd(&raw, prefix, "ZCARD", vec![k.as_str().into()]).await;
         index_entries += n;
     }
-    // all, category, type, client, code, signature
-    assert_eq!(index_entries, 6 * live as u64, "index entries left");
+    // all, category, type, client, code, signature, retry state
+    assert_eq!(index_entries, 7 * live as u64, "index entries left");
+    let histories = keys.iter().filter(|k| k.contains(":hist:")).count();
+    assert_eq!(histories, live, "attempt histories left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
