@@ -41,6 +41,12 @@ pub struct Stores {
     pub retries: Arc<dyn RetryStore>,
 }
 
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stores")
+    }
+}
+
 pub async fn memory_store() -> Stores {
     let store = Arc::new(MemoryStore::new());
     Stores {
