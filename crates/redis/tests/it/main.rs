@@ -12,4 +12,5 @@ mod conformance;
 mod faults;
 mod integrity;
 mod retention;
+mod retry_faults;
 mod stats;
