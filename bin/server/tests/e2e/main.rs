@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod client;
+mod retries;
 mod scenarios;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,4 +148,5 @@ on_every_store!(
     filters_combine_and_totals_match,
     one_task_and_removals,
     stats_and_groups_follow_writes,
+    retry_routes_refuse_bad_input,
 );

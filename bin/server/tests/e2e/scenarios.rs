@@ -386,3 +386,84 @@ pub async fn stats_and_groups_follow_writes(env: &Env) {
     assert_eq!(hour["Data"]["Attempts"], 30, "{hour}");
     assert_eq!(hour["Data"]["FailureRate"], 0.1);
 }
+
+/// Unknown tasks, malformed ids, a retry of a resolved task, a resolve of an unknown one:
+/// a clear 4xx in the envelope, and nothing written.
+pub async fn retry_routes_refuse_bad_input(env: &Env) {
+    let now = failed_tasks_domain::Timestamp::now();
+    let (status, _) = post(
+        env,
+        json!([
+            crate::retries::failure_json(0, 0, now),
+            crate::retries::failure_json(1, 0, now)
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = call(env, Method::POST, &format!("{ADMIN}/e0000/resolve"), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let before = get(env, LIST).await;
+    let before_one = get(env, &format!("{LIST}/e0001")).await;
+    let cases: [(Method, String, StatusCode); 9] = [
+        (
+            Method::POST,
+            format!("{ADMIN}/nope/retry"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/nope/resolve"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::DELETE,
+            format!("{ADMIN}/nope/retry"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/e0000/retry"),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::DELETE,
+            format!("{ADMIN}/e0000/retry"),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/%C3%28/retry"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/a%09b/resolve"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/e0001/retry?force=1"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/codebase-embedder/api/v1/admin/retries".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (method, path, want) in cases {
+        let (status, v) = call(env, method.clone(), &path, None).await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        assert_eq!(v["Success"], false, "{v}");
+        assert_eq!(v["Code"], want.as_u16(), "{v}");
+        assert!(!v["Message"].as_str().unwrap().is_empty());
+    }
+    // Resolving a resolved task again is idempotent, not an error.
+    let (status, v) = call(env, Method::POST, &format!("{ADMIN}/e0000/resolve"), None).await;
+    assert_eq!(
+        (status, v["Data"]["Status"].clone()),
+        (StatusCode::OK, json!("already_resolved"))
+    );
+    assert_eq!(get(env, LIST).await, before, "nothing written");
+    assert_eq!(get(env, &format!("{LIST}/e0001")).await, before_one);
+}
