@@ -39,7 +39,7 @@ fn category_of(i: usize) -> (&'static str, ErrorCategory) {
 /// The worker's verdict: every task with an even index succeeds on its first retry; the
 /// others fail every time.
 fn succeeds(i: usize) -> bool {
-    i % 2 == 0
+    i.is_multiple_of(2)
 }
 
 pub fn failure_json(i: usize, retry_count: u32, at: Timestamp) -> Value {
