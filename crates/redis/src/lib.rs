@@ -54,5 +54,6 @@ pub mod store;
 pub use compat::{CompatConfig, CompatStore};
 pub use config::{redact_url, RedisConfig};
 pub use janitor::{JanitorHandle, TrimReport};
+pub use layout::Keys;
 pub use queue::RedisRetryQueue;
 pub use store::{JsonPage, RedisStore};
