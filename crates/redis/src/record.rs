@@ -5,12 +5,14 @@
 //! reader that wants to serve bytes can slice after the first `\n` without re-encoding.
 //!
 //! The header is `v3\tMEMBER\tCATEGORY\tTASK_TYPE\tCLIENT_ID\tERROR_CODE\tSIGNATURE\t
-//! STATE\tATTEMPT\tDUE_MS\tBY\tCODEBASE_PATH`: what the Lua scripts need to find every index
-//! entry, counter, group and scheduled retry of the record, and to build a retry request,
-//! without decoding JSON, parsing times or normalising messages in Lua. `STATE` is the retry
-//! state (`s` scheduled, `f` final, `n` recorded without a plan, `c` cancelled), `ATTEMPT`
-//! the next attempt (`RetryCount + 1`), `DUE_MS` and `BY` (`policy`/`operator`) the
-//! scheduled retry's due time and scheduler (empty unless `s`). Tabs and newlines cannot
+//! STATE\tATTEMPT\tDUE_MS\tBY\tCODEBASE_PATH\tRUN_BY`: what the Lua scripts need to find
+//! every index entry, counter, group and scheduled retry of the record, and to build a retry
+//! request, without decoding JSON, parsing times or normalising messages in Lua. `STATE` is
+//! the retry state (`s` scheduled, `f` final, `n` recorded without a plan, `c` cancelled),
+//! `ATTEMPT` the next attempt (`RetryCount + 1`), `DUE_MS` and `BY` (`policy`/`operator`) the
+//! scheduled retry's due time and scheduler (empty unless `s`), `RUN_BY` who scheduled the
+//! attempt that failed (`policy`, `operator` or `-`; the record script fills it in, from
+//! the record it replaces). Tabs and newlines cannot
 //! occur in those values (the domain rejects control characters in ids, types, codes and
 //! paths; a signature is 16 hex digits). The JSON ends with `"NextRetryAt":…}`, the field
 //! the retry scripts rewrite in place.
@@ -21,8 +23,8 @@
 //! or the groups (see `docs/redis-layout.md`).
 
 use failed_tasks_domain::{
-    ErrorCategory, ErrorSignature, FailedTask, NewFailedTask, NextRetry, RetryStatus, ScheduledBy,
-    Timestamp,
+    AttemptRecord, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, NewFailedTask, NextRetry,
+    RetryStatus, ScheduledBy, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +113,7 @@ pub(crate) fn header_fields(
     task: &FailedTask,
     signature: &ErrorSignature,
     status: &RetryStatus,
-) -> [String; 11] {
+) -> [String; 12] {
     let (due, by) = match status.next() {
         Some(n) => (n.due.unix_millis().to_string(), n.by.as_str().to_owned()),
         None => (String::new(), String::new()),
@@ -128,6 +130,8 @@ pub(crate) fn header_fields(
         due,
         by,
         task.codebase_path().as_str().to_owned(),
+        // Filled in by the record script from the record it replaces.
+        "-".to_owned(),
     ]
 }
 
@@ -156,7 +160,7 @@ pub(crate) fn header_status(header: &str) -> Option<RetryStatus> {
     if fields.first() != Some(&"v3") {
         return Some(RetryStatus::Unscheduled);
     }
-    if fields.len() != 12 {
+    if fields.len() != 13 {
         return None;
     }
     match fields[7] {
@@ -204,6 +208,27 @@ pub(crate) fn decode_wire_json(json: &str) -> Result<FailedTask, String> {
 /// Decode a stored value; the error says what is wrong.
 pub(crate) fn decode(stored: &str) -> Result<FailedTask, String> {
     decode_with_status(stored).map(|(task, _)| task)
+}
+
+/// The newest failed attempt a `v3` header names (the record's own failure): its attempt
+/// (`ATTEMPT - 1`), fail time (from the member), error code, category and who scheduled it.
+pub(crate) fn header_attempt(header: &str) -> Option<AttemptRecord> {
+    let f: Vec<&str> = header.split('\t').collect();
+    if f.first() != Some(&"v3") || f.len() != 13 {
+        return None;
+    }
+    let attempt = f[8].parse::<u32>().ok()?.checked_sub(1)?;
+    let fail_ms = f[1].get(..crate::layout::MS_DIGITS)?.parse().ok()?;
+    Some(AttemptRecord {
+        attempt,
+        fail_time: Timestamp::from_unix_millis(fail_ms).ok()?,
+        error_code: ErrorCode::parse(f[5]).ok()?,
+        error_category: ErrorCategory::parse(f[2]).ok()?,
+        scheduled_by: match f[12] {
+            "-" => None,
+            by => Some(ScheduledBy::parse(by).ok()?),
+        },
+    })
 }
 
 /// Decode a stored value and its retry status; the error says what is wrong.

@@ -182,7 +182,8 @@ impl RetryStore for RedisStore {
         }
     }
 
-    /// `GET` of the record and `LRANGE` of its history, pipelined.
+    /// `GET` of the record (its own failure is the newest attempt) and `LRANGE` of the
+    /// attempts before it, pipelined.
     async fn retry_details(&self, task_id: &TaskId) -> Result<Option<RetryDetails>, StoreError> {
         let k = &self.inner.keys;
         let conn = &self.inner.conn;
@@ -194,11 +195,11 @@ impl RetryStore for RedisStore {
             vec![
                 k.history(task_id.as_str()).into(),
                 0i64.into(),
-                (MAX_ATTEMPT_HISTORY as i64 - 1).into(),
+                (MAX_ATTEMPT_HISTORY as i64 - 2).into(),
             ],
         );
         let (value, hist) = tokio::join!(get, hist);
-        let status = match value_text(value?) {
+        let (status, newest) = match value_text(value?) {
             None => return Ok(None),
             Some(Err(_)) => {
                 return Err(StoreError::Corrupt {
@@ -207,23 +208,33 @@ impl RetryStore for RedisStore {
                 })
             }
             Some(Ok(text)) => {
-                record::decode_with_status(&text)
-                    .map_err(|reason| StoreError::Corrupt {
+                let (task, status) =
+                    record::decode_with_status(&text).map_err(|reason| StoreError::Corrupt {
                         key: key.clone(),
                         reason,
-                    })?
-                    .1
+                    })?;
+                // The record's own failure is the newest attempt (a record written before
+                // retries existed: without who scheduled it).
+                let header = text.split_once('\n').map_or("", |(h, _)| h);
+                let newest = record::header_attempt(header).unwrap_or(AttemptRecord {
+                    attempt: task.retry_count(),
+                    fail_time: task.fail_time(),
+                    error_code: task.error_code().clone(),
+                    error_category: task.error_category(),
+                    scheduled_by: None,
+                });
+                (status, newest)
             }
         };
-        let attempts = hist?
-            .iter()
-            .filter_map(|e| {
+        let older = hist?;
+        let attempts = std::iter::once(newest)
+            .chain(older.iter().filter_map(|e| {
                 let parsed = attempt_entry(e);
                 if parsed.is_none() {
                     tracing::warn!(key, entry = %e, "skipping a malformed attempt entry");
                 }
                 parsed
-            })
+            }))
             .collect();
         Ok(Some(RetryDetails { status, attempts }))
     }

@@ -17,8 +17,9 @@ use crate::conn::Script;
 ///
 /// A `v1` header (6 fields, written by earlier versions) names only the five indexes; a `v2`
 /// header (7 fields) adds the signature, and only `v2` and `v3` records are counted and
-/// grouped, so `unrecord` undoes exactly what `put` did. A `v3` header (12 fields, written
-/// now) adds the retry state, next attempt, due time, scheduler and codebase path: `v3`
+/// grouped, so `unrecord` undoes exactly what `put` did. A `v3` header (13 fields, written
+/// now) adds the retry state, next attempt, due time, scheduler, codebase path and who
+/// scheduled the attempt that failed: `v3`
 /// records are in a retry-state index and, when scheduled and not yet delivered, in the due
 /// set.
 const HELPERS: &str = r#"
@@ -36,7 +37,7 @@ local function header(v)
     table.insert(out, string.sub(h, pos, tab - 1))
     pos = tab + 1
   end
-  if (#out == 12 and out[1] == 'v3') or (#out == 7 and out[1] == 'v2')
+  if (#out == 13 and out[1] == 'v3') or (#out == 7 and out[1] == 'v2')
     or (#out == 6 and out[1] == 'v1') then return out end
   return nil
 end
@@ -176,11 +177,19 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
     created = 0
     o = header(old)
   end
-  -- Who scheduled the attempt that failed now (its number is the new RetryCount).
-  local by = '-'
+  -- Who scheduled the attempt that failed now (its number is the new RetryCount): the old
+  -- record's scheduled retry of that attempt, or, for the same failure reported again, who
+  -- the old record said.
+  local json = string.sub(value, string.find(value, '\n', 1, true) + 1)
   local keep_due = nil
+  local same = false
   if o and o[1] == 'v3' then
-    if o[8] == 's' and tonumber(o[9]) == tonumber(f[9]) - 1 then by = o[11] end
+    same = o[9] == f[9] and string.sub(o[2], 1, 15) == string.sub(m, 1, 15)
+    if o[8] == 's' and tonumber(o[9]) == tonumber(f[9]) - 1 then
+      f[13] = o[11]
+    elseif same then
+      f[13] = o[13]
+    end
     if f[8] == 's' and o[9] == f[9] and (o[8] == 's' or o[8] == 'c') then
       -- The same failure again: the retry of its next attempt keeps the schedule it has
       -- (waiting, delivered or cancelled), so (TaskId, Attempt) is scheduled once.
@@ -189,10 +198,10 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
       f[10] = o[10]
       f[11] = o[11]
       local _, ojson = split(old)
-      local _, json = split(value)
-      value = join(f) .. '\n' .. with_tail(json, tail_value(ojson))
+      json = with_tail(json, tail_value(ojson))
     end
   end
+  value = join(f) .. '\n' .. json
   if o then unrecord(acc, prefix, o, true) end
   redis.call('SET', key, value, 'PX', ttl)
   redis.call('ZADD', retry_index(prefix, f[8]), 0, m)
@@ -203,18 +212,17 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
       redis.call('ZADD', due, keep_due, id)
     end
   end
-  -- History: one entry per failed attempt, newest first, the last 20.
+  -- History: the record is the newest failed attempt; the ones before it are kept in a list
+  -- (newest first, 19 of them), made only once a task fails a second time.
   local hist = prefix .. ':hist:' .. id
-  local entry_key = string.format('%d', tonumber(f[9]) - 1) .. '\t' .. string.sub(m, 1, 15) .. '\t'
-  local head = redis.call('LINDEX', hist, 0)
-  if head and string.sub(head, 1, #entry_key) == entry_key then
-    if by == '-' then by = string.match(head, '([^\t]*)$') end
-    redis.call('LSET', hist, 0, entry_key .. f[6] .. '\t' .. f[3] .. '\t' .. by)
-  else
-    redis.call('LPUSH', hist, entry_key .. f[6] .. '\t' .. f[3] .. '\t' .. by)
-    redis.call('LTRIM', hist, 0, 19)
+  if o and o[1] == 'v3' and not same then
+    redis.call('LPUSH', hist, string.format('%d', tonumber(o[9]) - 1) .. '\t' ..
+      string.sub(o[2], 1, 15) .. '\t' .. o[6] .. '\t' .. o[3] .. '\t' .. o[13])
+    redis.call('LTRIM', hist, 0, 18)
+    redis.call('PEXPIRE', hist, ttl)
+  elseif o then
+    redis.call('PEXPIRE', hist, ttl)
   end
-  redis.call('PEXPIRE', hist, ttl)
   redis.call('DEL', prefix .. ':resolved:' .. id)
   redis.call('ZADD', prefix .. ':idx:all', 0, m)
   redis.call('ZADD', prefix .. ':idx:category:' .. f[3], 0, m)
