@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::router::App;
 use crate::wire::{
     AttemptsRecorded, Envelope, GroupList, Health, Recorded, Removed, Stats, TaskList, WireTask,
-    MSG_QUERY_FAILED, MSG_STORE_UNAVAILABLE,
+    MSG_QUERY_FAILED, MSG_STORE_FULL, MSG_STORE_UNAVAILABLE,
 };
 use crate::{ingest, params};
 
@@ -116,6 +116,11 @@ impl Reply {
                 app.metrics.store_error(kind);
                 tracing::error!(%detail, kind, "query failed");
                 Self::error(StatusCode::INTERNAL_SERVER_ERROR, 500, MSG_QUERY_FAILED)
+            }
+            QueryError::StoreFull { detail } => {
+                app.metrics.store_error("full");
+                tracing::error!(%detail, "status store full; write refused");
+                Self::error(StatusCode::INSUFFICIENT_STORAGE, 507, MSG_STORE_FULL)
             }
             QueryError::BadRequest(e) => Self::bad_request(&e),
             QueryError::NotFound => Self::error(StatusCode::NOT_FOUND, 404, "not found"),

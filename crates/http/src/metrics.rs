@@ -125,7 +125,7 @@ impl Metrics {
         let store_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "failed_tasks_store_errors",
-            "Store calls that failed, by kind (unavailable, timeout, deadline, rejected, corrupt, internal)",
+            "Store calls that failed, by kind (unavailable, timeout, deadline, full, rejected, corrupt, internal)",
             store_errors.clone(),
         );
         let corrupt_skipped = Counter::default();

@@ -11,6 +11,10 @@ pub const MSG_STORE_UNAVAILABLE: &str = "Redis服务不可用，请稍后再试"
 /// The contract's message when the store answered but the query failed (exact text).
 pub const MSG_QUERY_FAILED: &str = "查询失败任务时发生内部错误";
 
+/// The message when the store is full (Redis `maxmemory` reached) and refused a write.
+pub const MSG_STORE_FULL: &str =
+    "the failed-task store is full: nothing of this request was stored; retry once retention has freed space or the store has more memory";
+
 /// Every response body: `{"Code":..,"Message":..,"Success":..,"Data":..}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<T> {

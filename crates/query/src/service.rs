@@ -52,6 +52,13 @@ pub enum QueryError {
         /// A short stable label for metrics: a [`StoreError::kind`].
         kind: &'static str,
     },
+    /// The store is full and refused the write (Redis `maxmemory` under `noeviction`);
+    /// nothing of it was stored. HTTP answers 507 with a fixed message; `detail` is for logs.
+    #[error("store full: {detail}")]
+    StoreFull {
+        /// What happened, for the log.
+        detail: String,
+    },
     /// The request itself is invalid; the message names the parameter.
     #[error("bad request: {0}")]
     BadRequest(#[from] ValidationError),
@@ -62,6 +69,11 @@ pub enum QueryError {
 
 impl QueryError {
     fn from_store(err: StoreError) -> Self {
+        if let StoreError::Full(_) = err {
+            return QueryError::StoreFull {
+                detail: err.to_string(),
+            };
+        }
         if err.is_unavailable() {
             QueryError::Unavailable {
                 reason: err.to_string(),

@@ -32,6 +32,16 @@ pub(crate) fn map_error(doing: &str, e: &FredError) -> StoreError {
     if TRANSIENT.iter().any(|p| e.details().starts_with(p)) {
         return StoreError::Unavailable(detail);
     }
+    // `maxmemory` reached under `noeviction`. Redis refuses a script at its first write when
+    // it was over the limit at the script's start, so nothing of the script was applied.
+    if e.details().starts_with("OOM") {
+        return StoreError::Full(detail);
+    }
+    // A batch script that started after its caller had stopped waiting (see
+    // `scripts::RECORD_MANY`): it wrote nothing, and the caller reports a timeout.
+    if e.details().starts_with(crate::scripts::LATE) {
+        return StoreError::Timeout(detail);
+    }
     match e.kind() {
         ErrorKind::IO
         | ErrorKind::Canceled

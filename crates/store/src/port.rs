@@ -68,8 +68,16 @@ pub trait StatusStore: Send + Sync {
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError>;
 
     /// Store several tasks, each an upsert as in [`record`](StatusStore::record); the
-    /// outcomes are in the order of `tasks`. Adapters may override this to save round trips;
-    /// the default records one after another and stops at the first error.
+    /// outcomes are in the order of `tasks` (a repeated id sees its earlier copy).
+    ///
+    /// Adapters override this to make a batch **all or nothing**: on `Ok` every task is
+    /// stored, on `Err` none is (the memory store under one lock; Redis in one script, at most
+    /// `failed_tasks_redis::store::MAX_BATCH` tasks per call). The one exception no store
+    /// can rule out: the store applied the batch and the answer was lost on the way back
+    /// (a timeout or a dropped connection after the write), so after an `Unavailable` or
+    /// `Timeout` the batch may be stored; recording again is safe (an upsert).
+    /// The default here records one after another and stops at the first error, which is
+    /// not all or nothing.
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
         let mut outcomes = Vec::with_capacity(tasks.len());
         for task in tasks {

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod client;
+mod faults;
 mod scenarios;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,9 +39,14 @@ pub async fn memory_store() -> Arc<dyn StatusStore> {
 }
 
 pub async fn redis_store() -> Arc<dyn StatusStore> {
+    redis_store_at(&redis().url()).await
+}
+
+/// A connected Redis store on `url` (a private server), on a fresh key prefix.
+pub async fn redis_store_at(url: &str) -> Arc<dyn StatusStore> {
     static N: AtomicU64 = AtomicU64::new(0);
     let config = RedisConfig {
-        url: redis().url(),
+        url: url.to_owned(),
         key_prefix: format!(
             "{{e2e-{}-{}}}",
             std::process::id(),

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod batch;
+mod batch_faults;
 mod compat;
 mod conformance;
 mod faults;
