@@ -329,50 +329,56 @@ impl FailedTaskService {
     /// Remove every failed task matching `filter`, a page at a time, until none is left or
     /// the request deadline is near. Returns how many were removed and whether the removal
     /// is complete (a huge removal continues with the next request).
+    ///
+    /// Each removal is counted as soon as the store confirms it, so a deadline (or a store
+    /// failure after some removals) that cuts the work short loses no count; only the
+    /// removal in flight at that moment is unknown (it may have happened, and is not counted).
     pub async fn remove_matching(&self, filter: &TaskFilter) -> Result<BulkRemoval, QueryError> {
         filter.validate()?;
         self.ensure_connection().await?;
         let deadline = tokio::time::Instant::now() + self.deadlines.request;
         let page_size = PageSize::new(500, PageLimits::new(500, 500)?)?;
         let mut removed = 0u64;
-        let mut cursor = None;
-        loop {
-            let query = ListQuery {
-                filter: filter.clone(),
-                page_size,
-                cursor: cursor.take(),
-            };
-            let step = async {
+        let work = async {
+            let mut cursor = None;
+            loop {
+                let query = ListQuery {
+                    filter: filter.clone(),
+                    page_size,
+                    cursor: cursor.take(),
+                };
                 let page = self.store.list(&query).await?;
-                let mut n = 0u64;
                 for task in &page.tasks {
                     if self.store.remove(task.task_id()).await? {
-                        n += 1;
+                        removed += 1;
                     }
                 }
-                Ok::<_, StoreError>((n, page.next_cursor))
-            };
-            match tokio::time::timeout_at(deadline, step).await {
-                Ok(Ok((n, next))) => {
-                    removed += n;
-                    match next {
-                        Some(c) => cursor = Some(c),
-                        None => {
-                            return Ok(BulkRemoval {
-                                removed,
-                                complete: true,
-                            })
-                        }
-                    }
-                }
-                Ok(Err(e)) => return Err(QueryError::from_store(e)),
-                Err(_) => {
-                    return Ok(BulkRemoval {
-                        removed,
-                        complete: false,
-                    })
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return Ok::<_, StoreError>(()),
                 }
             }
+        };
+        let outcome = tokio::time::timeout_at(deadline, work).await;
+        match outcome {
+            Ok(Ok(())) => Ok(BulkRemoval {
+                removed,
+                complete: true,
+            }),
+            // Some were removed before the store failed: say how many (the next call
+            // continues, or reports the failure if it persists).
+            Ok(Err(e)) if removed > 0 => {
+                tracing::warn!(removed, error = %e, "bulk removal stopped by a store error");
+                Ok(BulkRemoval {
+                    removed,
+                    complete: false,
+                })
+            }
+            Ok(Err(e)) => Err(QueryError::from_store(e)),
+            Err(_) => Ok(BulkRemoval {
+                removed,
+                complete: false,
+            }),
         }
     }
 
