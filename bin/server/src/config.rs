@@ -92,6 +92,9 @@ pub struct Settings {
     pub janitor_interval: Duration,
     /// Where trimmed tasks are archived (JSON lines per UTC day); none when unset.
     pub archive_dir: Option<PathBuf>,
+    /// How far ahead of this server's clock a recorded `FailTime` may be.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew_allowance: Duration,
     /// Key prefix of the Go service's records (compat store).
     pub compat_key_prefix: String,
     /// The Go service's key expiry (compat store).
@@ -175,6 +178,7 @@ impl Default for Settings {
             retention_max_count: 1_000_000,
             janitor_interval: Duration::from_secs(60),
             archive_dir: None,
+            clock_skew_allowance: failed_tasks_query::FailTimeLimits::default().clock_skew,
             compat_key_prefix: "request:id:".to_owned(),
             compat_record_expiry: Duration::from_secs(24 * 3600),
             demo: false,
@@ -381,6 +385,15 @@ pub struct Cli {
     #[arg(long, env = "FAILED_TASKS_ARCHIVE_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_dir: Option<PathBuf>,
+
+    /// A recorded FailTime further ahead of this server's clock than this is refused (400)
+    /// [default: 5m].
+    #[arg(long, env = "FAILED_TASKS_CLOCK_SKEW_ALLOWANCE", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub clock_skew_allowance: Option<Duration>,
 
     /// Key prefix of the original Go service's records (compat store) [default: request:id:].
     #[arg(long, env = "FAILED_TASKS_COMPAT_KEY_PREFIX")]

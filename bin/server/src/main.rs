@@ -15,7 +15,7 @@ use clap::Parser;
 use failed_tasks_domain::stats::AlertThresholds;
 use failed_tasks_domain::{FailedTask, PageLimits};
 use failed_tasks_http::{App, HttpConfig, Token};
-use failed_tasks_query::{Deadlines, FailedTaskService};
+use failed_tasks_query::{Deadlines, FailTimeLimits, FailedTaskService};
 use failed_tasks_redis::{CompatConfig, CompatStore, JanitorHandle, RedisConfig, RedisStore};
 use failed_tasks_store::{MemoryStore, StatusStore};
 
@@ -146,7 +146,12 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
             failure_rate_min_attempts: flags.alert_failure_rate_min_attempts,
         })
         .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
-        .with_connection_check_reuse(flags.connection_check_reuse);
+        .with_connection_check_reuse(flags.connection_check_reuse)
+        .with_fail_time_limits(FailTimeLimits {
+            clock_skew: flags.clock_skew_allowance,
+            // Only the Redis store trims by age; the others keep what they are given.
+            retention: (flags.store == StoreKind::Redis).then_some(flags.retention_max_age),
+        });
     if flags.demo && flags.store == StoreKind::Compat {
         bail!("--demo cannot record into --store compat, which is read-only");
     }

@@ -265,13 +265,27 @@ pub(crate) async fn record_tasks(app: &App, query: Option<&str>, body: &[u8]) ->
             for task in &tasks {
                 app.metrics.recorded(task);
             }
-            tracing::info!(recorded = tasks.len(), created, "failures recorded");
+            let past_retention: Vec<String> = app
+                .service
+                .past_retention(&tasks)
+                .into_iter()
+                .map(ToString::to_string)
+                .collect();
+            tracing::info!(
+                recorded = tasks.len(),
+                created,
+                past_retention = past_retention.len(),
+                "failures recorded"
+            );
             Reply::ok(Recorded {
                 recorded: tasks.len() as u64,
                 created: created as u64,
                 updated: (tasks.len() - created) as u64,
+                past_retention,
             })
         }
+        // A FailTime refused by the use case is a body field.
+        Err(QueryError::BadRequest(e)) => Reply::bad_body(&e),
         Err(e) => Reply::from_query_error(app, e),
     }
 }

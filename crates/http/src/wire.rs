@@ -167,6 +167,15 @@ pub struct Recorded {
     /// Of those, how many replaced a task with the same id.
     #[serde(rename = "Updated")]
     pub updated: u64,
+    /// Ids of recorded tasks that failed longer ago than the retention age: stored, but
+    /// trimmed (archived first, when an archive is configured) at the retention janitor's
+    /// next run. Left out when there are none.
+    #[serde(
+        rename = "PastRetention",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub past_retention: Vec<String>,
 }
 
 /// `Data` of a removal.

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod client;
+mod edges;
 mod faults;
 mod scenarios;
 
@@ -64,10 +65,14 @@ pub async fn redis_store_at(url: &str) -> Arc<dyn StatusStore> {
 }
 
 pub async fn serve(store: Arc<dyn StatusStore>) -> Env {
+    serve_service(FailedTaskService::new(store, Deadlines::default())).await
+}
+
+pub async fn serve_service(service: FailedTaskService) -> Env {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Arc::new(App::new(
-        FailedTaskService::new(store, Deadlines::default()),
+        service,
         HttpConfig {
             admin_token: Token::new(ADMIN_TOKEN),
             ..HttpConfig::default()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use failed_tasks_domain::{ErrorCategory, FailedTask};
 use failed_tasks_redis::RedisStore;
-use failed_tasks_store::conformance::{task, BASE_MS};
+use failed_tasks_store::conformance::task;
 use failed_tasks_store::{StatusStore, StoreError};
 use failed_tasks_testkit::RedisServer;
 
