@@ -82,6 +82,8 @@ pub struct Settings {
     /// Longest a single Redis command may take.
     #[serde(with = "humantime_serde")]
     pub redis_command_timeout: Duration,
+    /// Serve even when Redis's maxmemory-policy evicts keys (not `noeviction`).
+    pub redis_allow_eviction: bool,
     /// Retention: tasks that failed longer ago are trimmed.
     #[serde(with = "humantime_serde")]
     pub retention_max_age: Duration,
@@ -174,6 +176,7 @@ impl Default for Settings {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_key_prefix: "{failed-tasks}".to_owned(),
             redis_command_timeout: Duration::from_secs(2),
+            redis_allow_eviction: failed_tasks_redis::RedisConfig::default().allow_eviction,
             retention_max_age: Duration::from_secs(30 * 24 * 3600),
             retention_max_count: 1_000_000,
             janitor_interval: Duration::from_secs(60),
@@ -358,6 +361,13 @@ pub struct Cli {
         with = "humantime_serde::option"
     )]
     pub redis_command_timeout: Option<Duration>,
+
+    /// Serve even when Redis's maxmemory-policy is not noeviction (an evicting Redis loses
+    /// failed tasks silently; without this the server refuses to start on one and stops
+    /// serving when it finds one after a reconnection).
+    #[arg(long, env = "FAILED_TASKS_REDIS_ALLOW_EVICTION", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_allow_eviction: Option<bool>,
 
     /// Retention: failed tasks older than this are trimmed (Redis store) [default: 30days].
     #[arg(long, env = "FAILED_TASKS_RETENTION_MAX_AGE", value_parser = duration)]

@@ -17,7 +17,7 @@ use failed_tasks_domain::{FailedTask, PageLimits};
 use failed_tasks_http::{App, HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailTimeLimits, FailedTaskService};
 use failed_tasks_redis::{CompatConfig, CompatStore, JanitorHandle, RedisConfig, RedisStore};
-use failed_tasks_store::{MemoryStore, StatusStore};
+use failed_tasks_store::{MemoryStore, StatusStore, StoreProblem};
 
 mod config;
 
@@ -54,6 +54,7 @@ async fn open_store(
                 max_count: flags.retention_max_count,
                 janitor_interval: flags.janitor_interval,
                 archive_dir: flags.archive_dir.clone(),
+                allow_eviction: flags.redis_allow_eviction,
                 ..RedisConfig::default()
             };
             // Fails only on bad configuration: a Redis that is down is retried in the
@@ -62,9 +63,18 @@ async fn open_store(
                 .await
                 .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
             if !store.wait_connected(Duration::from_secs(2)).await {
+                let condition = store.condition();
+                if condition.problem == Some(StoreProblem::Evicting) {
+                    bail!(
+                        "refusing to start: Redis maxmemory-policy is {}, which evicts failed tasks                          silently; set it to noeviction (CONFIG SET maxmemory-policy noeviction,                          and in redis.conf), or start with --redis-allow-eviction to accept that",
+                        condition.eviction_policy.as_deref().unwrap_or("unknown")
+                    );
+                }
                 tracing::warn!(
                     url = %redact_url(&flags.redis_url),
-                    "Redis is not reachable yet; retrying in the background"
+                    cause = condition.problem.map(StoreProblem::label),
+                    "Redis is not reachable yet ({}); retrying in the background",
+                    condition.problem.map_or("no answer", StoreProblem::describe)
                 );
             }
             let janitor = store.spawn_janitor();

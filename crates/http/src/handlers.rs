@@ -223,6 +223,7 @@ pub(crate) fn healthz(query: Option<&str>) -> Reply {
     }
     Reply::ok(Health {
         status: "alive".to_owned(),
+        eviction_policy: None,
     })
 }
 
@@ -231,11 +232,28 @@ pub(crate) async fn readyz(app: &App, query: Option<&str>) -> Reply {
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
-    match app.service.check_connection().await {
-        Ok(()) => Reply::ok(Health {
+    let checked = app.service.check_connection().await;
+    // Read after the check, which refreshes it.
+    let condition = app.service.store_condition();
+    match (checked, condition.problem) {
+        (Ok(()), _) => Reply::ok(Health {
             status: "ready".to_owned(),
+            eviction_policy: condition.eviction_policy,
         }),
-        Err(e) => Reply::from_query_error(app, e),
+        // The cause is known (wrong password, refused, evicting Redis...): say it. The
+        // description holds no secret and no address.
+        (Err(QueryError::Unavailable { reason, kind }), Some(problem)) => {
+            app.metrics.store_error(kind);
+            tracing::warn!(%reason, cause = problem.label(), "not ready");
+            let mut r = Reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                500,
+                format!("not ready: {}", problem.describe()),
+            );
+            r.retry_after = Some(app.config.retry_after_secs);
+            r
+        }
+        (Err(e), _) => Reply::from_query_error(app, e),
     }
 }
 
@@ -344,6 +362,8 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
+    app.metrics
+        .set_store_condition(&app.service.store_condition());
     if app.metrics.stored_gauge_is_stale() {
         match app.service.count_by_category().await {
             Ok(counts) => {

@@ -153,6 +153,13 @@ pub struct Health {
     /// `alive` or `ready`.
     #[serde(rename = "Status")]
     pub status: String,
+    /// `/readyz` only: the store's eviction policy (Redis `maxmemory-policy`), once read.
+    #[serde(
+        rename = "EvictionPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eviction_policy: Option<String>,
 }
 
 /// `Data` of a recording request.

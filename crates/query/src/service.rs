@@ -11,7 +11,9 @@ use failed_tasks_domain::{
     ErrorCategory, FailedTask, GroupPage, GroupQuery, ListQuery, PageLimits, PageSize, RetryPolicy,
     TaskFilter, TaskId, TaskType, Timestamp, ValidationError,
 };
-use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError, StoredJsonPage};
+use failed_tasks_store::{
+    FailedTaskPage, RecordOutcome, StatusStore, StoreCondition, StoreError, StoredJsonPage,
+};
 
 /// How long the service waits for the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +291,12 @@ impl FailedTaskService {
     /// The alert thresholds in force.
     pub fn alert_thresholds(&self) -> &AlertThresholds {
         &self.alert_thresholds
+    }
+
+    /// What the store's adapter last observed of its link (the cause of a problem, its
+    /// eviction policy); no I/O. For `/readyz` and the metrics.
+    pub fn store_condition(&self) -> StoreCondition {
+        self.store.condition()
     }
 
     /// The store, for wiring that needs it directly (demo data, background jobs).

@@ -180,12 +180,17 @@ impl RedisStore {
         self.inner.conn.is_connected()
     }
 
-    /// Wait (at most `within`) until the client is connected; for start-up logs and tests.
+    /// Wait (at most `within`) until the client is connected and Redis answers; for
+    /// start-up checks and tests. Gives up early when Redis's eviction policy forbids
+    /// serving ([`StoreProblem::Evicting`](failed_tasks_store::StoreProblem::Evicting)).
     pub async fn wait_connected(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
             if self.is_connected() && self.inner.conn.ping().await.is_ok() {
                 return true;
+            }
+            if self.condition().problem == Some(failed_tasks_store::StoreProblem::Evicting) {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -542,6 +547,12 @@ enum Loaded {
 impl StatusStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.conn().ping().await
+    }
+
+    /// The cause of the last connection problem (auth, refused, timeout, DNS) and Redis's
+    /// `maxmemory-policy` as last read (after each (re)connection).
+    fn condition(&self) -> failed_tasks_store::StoreCondition {
+        self.conn().health().condition()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<FailedTaskPage, StoreError> {

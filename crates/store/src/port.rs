@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use failed_tasks_domain::stats::MinuteCounts;
 use failed_tasks_domain::{Cursor, FailedTask, GroupPage, GroupQuery, ListQuery, TaskId, TaskType};
 
-use crate::StoreError;
+use crate::{StoreCondition, StoreError};
 
 /// One page of failed tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +53,13 @@ pub trait StatusStore: Send + Sync {
     /// Check that the store answers (a Redis `PING`). Answers at once with
     /// [`StoreError::Unavailable`] when the adapter already knows the link is down.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// What the adapter last observed of its link to the store (why it is not usable, its
+    /// eviction policy), without I/O: for `/readyz`, metrics and start-up checks. The
+    /// default knows nothing.
+    fn condition(&self) -> StoreCondition {
+        StoreCondition::default()
+    }
 
     /// One page of the failed tasks matching `query.filter`, newest first, starting after
     /// `query.cursor`, with the total count of matches.
