@@ -169,3 +169,17 @@ async fn a_refused_connection_is_named_and_clears_when_redis_is_back() {
     server.restart();
     until(&store, "usable again", |s| s.condition().problem.is_none()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_that_does_not_resolve_is_named() {
+    // `.invalid` never resolves (RFC 2606); the lookup fails at once, nothing is contacted.
+    let store = RedisStore::connect(helpers::config("redis://no-such-host.invalid:6379"))
+        .await
+        .unwrap();
+    until(&store, "dns failure seen", |s| {
+        s.condition().problem == Some(StoreProblem::Dns)
+    })
+    .await;
+    let msg = store.ping().await.unwrap_err().to_string();
+    assert!(msg.contains("does not resolve"), "{msg}");
+}
