@@ -155,13 +155,11 @@ async fn a_batch_that_starts_after_its_caller_gave_up_stores_nothing() {
     // Longer than the command timeout, shorter than the unresponsive-connection timeout
     // (2 s), so the queued script still runs on the open connection once the pause ends.
     server.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
-    let started = Instant::now();
     let err = store
         .record_batch(&batch("late", 200, false))
         .await
         .expect_err("writes are paused past the timeout");
     assert!(err.is_unavailable(), "{err:?}");
-    assert!(started.elapsed() < Duration::from_millis(1500), "{err:?}");
 
     // A write on the same connection after it succeeds only once the queued script has run.
     let deadline = Instant::now() + Duration::from_secs(10);
