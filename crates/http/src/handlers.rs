@@ -117,9 +117,9 @@ impl Reply {
                 tracing::error!(%detail, kind, "query failed");
                 Self::error(StatusCode::INTERNAL_SERVER_ERROR, 500, MSG_QUERY_FAILED)
             }
-            QueryError::StoreFull { detail } => {
-                app.metrics.store_error("full");
-                tracing::error!(%detail, "status store full; write refused");
+            QueryError::StoreFull { detail, kind } => {
+                app.metrics.store_error(kind);
+                tracing::error!(%detail, kind, "status store full; write refused");
                 Self::error(StatusCode::INSUFFICIENT_STORAGE, 507, MSG_STORE_FULL)
             }
             QueryError::BadRequest(e) => Self::bad_request(&e),
@@ -371,7 +371,11 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
                     app.metrics.set_stored(category, n);
                 }
             }
-            Err(QueryError::Unavailable { kind, .. } | QueryError::Internal { kind, .. }) => {
+            Err(
+                QueryError::Unavailable { kind, .. }
+                | QueryError::Internal { kind, .. }
+                | QueryError::StoreFull { kind, .. },
+            ) => {
                 app.metrics.store_error(kind);
             }
             Err(_) => {}

@@ -93,6 +93,8 @@ pub enum QueryError {
     StoreFull {
         /// What happened, for the log.
         detail: String,
+        /// A short stable label for metrics: [`StoreError::kind`] (`full`).
+        kind: &'static str,
     },
     /// The request itself is invalid; the message names the parameter.
     #[error("bad request: {0}")]
@@ -107,6 +109,7 @@ impl QueryError {
         if let StoreError::Full(_) = err {
             return QueryError::StoreFull {
                 detail: err.to_string(),
+                kind: err.kind(),
             };
         }
         if err.is_unavailable() {

@@ -3,7 +3,7 @@
 //! `maxmemory-policy`, checked after every (re)connection because an evicting Redis drops
 //! failed tasks and index entries silently.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,9 @@ pub(crate) struct Health {
     /// `checked`.
     connections: AtomicU64,
     checked: AtomicU64,
+    /// Whether an evicting policy refuses service (mirrors `State::refused_at`, so the
+    /// common path of every command reads an atomic, not the lock).
+    refusing: AtomicBool,
     /// One policy check at a time.
     check: tokio::sync::Mutex<()>,
 }
@@ -77,6 +80,7 @@ impl Health {
             // The first connection is due for a check before any event arrives.
             connections: AtomicU64::new(1),
             checked: AtomicU64::new(0),
+            refusing: AtomicBool::new(false),
             check: tokio::sync::Mutex::new(()),
         }
     }
@@ -126,6 +130,9 @@ impl Health {
         if self.connections.load(Ordering::SeqCst) != self.checked.load(Ordering::SeqCst) {
             return true;
         }
+        if !self.refusing.load(Ordering::SeqCst) {
+            return false;
+        }
         self.state()
             .refused_at
             .is_some_and(|at| at.elapsed() >= RECHECK_REFUSED)
@@ -146,6 +153,8 @@ impl Health {
         let mut s = self.state();
         let evicting = policy.as_deref().is_some_and(|p| p != NO_EVICTION);
         s.refused_at = (evicting && !self.allow_eviction).then(Instant::now);
+        self.refusing
+            .store(s.refused_at.is_some(), Ordering::SeqCst);
         if evicting && self.allow_eviction && s.allowed_logged != policy {
             tracing::warn!(
                 maxmemory_policy = policy.as_deref().unwrap_or_default(),
@@ -160,6 +169,9 @@ impl Health {
 
     /// Why commands are refused, if an evicting policy forbids serving.
     pub(crate) fn refusal(&self) -> Option<String> {
+        if !self.refusing.load(Ordering::SeqCst) {
+            return None;
+        }
         let s = self.state();
         s.refused_at?;
         Some(format!(
