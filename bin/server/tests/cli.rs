@@ -112,18 +112,8 @@ fn http_get_text(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
-    let status = head[9..12].parse().unwrap();
-    (status, serde_json::from_str(body).unwrap())
+    let (status, body) = http_get_text(addr, path);
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 #[test]

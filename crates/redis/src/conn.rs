@@ -313,10 +313,8 @@ impl Conn {
         name: &'static str,
         args: Vec<Value>,
     ) -> Result<R, StoreError> {
-        let command = CustomCommand::new_static(name, ClusterHash::Custom(self.slot), false);
-        let client = self.client.with_options(&self.options);
-        self.bounded(doing, async move { client.custom(command, args).await })
-            .await
+        self.usable(doing).await?;
+        self.unchecked(doing, name, args).await
     }
 
     /// Run one command routed by its first key (for keys outside the store's slot).
