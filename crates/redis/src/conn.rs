@@ -2,6 +2,7 @@
 //! mapping of fred's errors into [`StoreError`].
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use failed_tasks_store::StoreError;
@@ -12,8 +13,6 @@ use fred::prelude::{
 use fred::types::config::UnresponsiveConfig;
 use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
 use fred::{clients::Client, types::Builder};
-
-use std::sync::Arc;
 
 use crate::config::{redact_url, RedisConfig};
 use crate::health::Health;

@@ -667,6 +667,9 @@ impl StatusStore for RedisStore {
         }
     }
 
+    /// One `record` script call (atomic). Unlike `record_batch` it carries no deadline, to
+    /// save the `TIME` round trip: a call given up on a paused Redis may still be applied
+    /// when Redis resumes. Recording is an upsert, so repeating it is harmless.
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
         let (keys, args) = self.record_call(task);
         let mut full_args = Vec::with_capacity(5);
