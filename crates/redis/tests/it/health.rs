@@ -183,3 +183,16 @@ async fn a_host_name_that_does_not_resolve_is_named() {
     let msg = store.ping().await.unwrap_err().to_string();
     assert!(msg.contains("does not resolve"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_is_named_as_a_timeout() {
+    let server = RedisServer::start();
+    let store = helpers::store(&server.url()).await;
+    server.pause();
+    until(&store, "timeout seen", |s| {
+        s.condition().problem == Some(StoreProblem::Timeout)
+    })
+    .await;
+    server.resume();
+    until(&store, "usable again", |s| s.condition().problem.is_none()).await;
+}
