@@ -26,5 +26,6 @@ mod service;
 
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
-    BulkRemoval, BulkRetry, Deadlines, FailedTaskService, QueryError, RetryCounters,
+    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError,
+    RetryCounters,
 };

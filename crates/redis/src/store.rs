@@ -25,9 +25,10 @@ static CORRUPT_SKIPPED: AtomicU64 = AtomicU64::new(0);
 /// Members read per round trip when walking an index with more than one equality filter.
 const COMBINED_BATCH: usize = 500;
 
-/// Tasks per `record_many` script call in [`RedisStore::record_batch`]: large enough that
-/// round trips stop mattering, small enough that one call blocks Redis for about a millisecond.
-const RECORD_CHUNK: usize = 100;
+/// Most tasks [`RedisStore::record_batch`] takes: a batch is one `record_many` script call
+/// (all or nothing), and a script blocks Redis while it runs; 1,000 tasks take about 10 ms
+/// of Redis time (measured in `docs/redis-layout.md`).
+pub const MAX_BATCH: usize = 1000;
 
 /// One page in the contract's wire form, straight from the stored bytes: see
 /// [`RedisStore::list_json`].
@@ -182,12 +183,17 @@ impl RedisStore {
         self.inner.conn.is_connected()
     }
 
-    /// Wait (at most `within`) until the client is connected; for start-up logs and tests.
+    /// Wait (at most `within`) until the client is connected and Redis answers; for
+    /// start-up checks and tests. Gives up early when Redis's eviction policy forbids
+    /// serving ([`StoreProblem::Evicting`](failed_tasks_store::StoreProblem::Evicting)).
     pub async fn wait_connected(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
             if self.is_connected() && self.inner.conn.ping().await.is_ok() {
                 return true;
+            }
+            if self.condition().problem == Some(failed_tasks_store::StoreProblem::Evicting) {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -486,14 +492,51 @@ impl RedisStore {
             .max(now.saturating_add(slack))
     }
 
-    /// Record one chunk of tasks with their plans with one `record_many` call.
-    async fn record_chunk(
+    /// The latest time, on Redis's clock (ms since the epoch), at which a script sent now may
+    /// still start: any later and this client has given up waiting for it (a call is given
+    /// up at least one command timeout after it was sent, which is after `TIME` answered).
+    /// Reading Redis's own clock keeps the deadline free of clock skew between hosts.
+    async fn script_deadline(&self) -> Result<i64, StoreError> {
+        let time: Vec<String> = self
+            .conn()
+            .cmd("reading the redis clock", "TIME", vec![])
+            .await?;
+        let part = |i: usize| time.get(i).and_then(|v| v.parse::<i64>().ok());
+        match (part(0), part(1)) {
+            (Some(secs), Some(micros)) => Ok(secs
+                .saturating_mul(1000)
+                .saturating_add(micros / 1000)
+                .saturating_add(millis_of(self.conn().timeout()))
+                .saturating_sub(1)),
+            _ => Err(StoreError::Internal(format!(
+                "TIME answered {time:?}, not seconds and microseconds"
+            ))),
+        }
+    }
+}
+
+impl RedisStore {
+    /// One `record_many` script call for the whole batch, each task with its retry plan (at
+    /// most [`MAX_BATCH`] tasks): all or nothing, as `record_batch`; the plans are scheduled
+    /// in the same script.
+    pub(crate) async fn record_planned_batch(
         &self,
         tasks: &[(FailedTask, RetryPlan)],
     ) -> Result<Vec<RecordOutcome>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        if tasks.len() > MAX_BATCH {
+            return Err(StoreError::Rejected(format!(
+                "a batch of {} tasks; at most {MAX_BATCH} are recorded at once",
+                tasks.len()
+            )));
+        }
+        let not_after = self.script_deadline().await?;
         let mut keys = Vec::with_capacity(tasks.len() * 7);
-        let mut args = Vec::with_capacity(1 + tasks.len() * 4);
+        let mut args = Vec::with_capacity(2 + tasks.len() * 4);
         args.push(Value::from(self.keys().prefix()));
+        args.push(Value::from(not_after));
         for (task, plan) in tasks {
             let (k, a) = self.record_call(task, *plan);
             keys.extend(k);
@@ -511,23 +554,6 @@ impl RedisStore {
             )));
         }
         Ok(flags.into_iter().map(outcome).collect())
-    }
-}
-
-impl RedisStore {
-    /// Chunks of [`RECORD_CHUNK`] tasks, one `record_many` script call each, all chunks sent
-    /// at once (fred pipelines them on the connection). Each task is an atomic upsert with
-    /// its schedule; a failed chunk fails the batch, chunks before it may be stored.
-    pub(crate) async fn record_planned_batch(
-        &self,
-        tasks: &[(FailedTask, RetryPlan)],
-    ) -> Result<Vec<RecordOutcome>, StoreError> {
-        let calls = tasks.chunks(RECORD_CHUNK).map(|c| self.record_chunk(c));
-        let mut outcomes = Vec::with_capacity(tasks.len());
-        for chunk in futures_util::future::join_all(calls).await {
-            outcomes.extend(chunk?);
-        }
-        Ok(outcomes)
     }
 }
 
@@ -578,6 +604,12 @@ enum Loaded {
 impl StatusStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.conn().ping().await
+    }
+
+    /// The cause of the last connection problem (auth, refused, timeout, DNS) and Redis's
+    /// `maxmemory-policy` as last read (after each (re)connection).
+    fn condition(&self) -> failed_tasks_store::StoreCondition {
+        self.conn().health().condition()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<FailedTaskPage, StoreError> {
@@ -697,6 +729,9 @@ impl StatusStore for RedisStore {
         }
     }
 
+    /// One `record` script call (atomic). Unlike `record_batch` it carries no deadline, to
+    /// save the `TIME` round trip: a call given up on a paused Redis may still be applied
+    /// when Redis resumes. Recording is an upsert, so repeating it is harmless.
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
         let (keys, args) = self.record_call(task, RetryPlan::NotScheduled);
         let mut full_args = Vec::with_capacity(5);
@@ -709,9 +744,10 @@ impl StatusStore for RedisStore {
         Ok(outcome(created))
     }
 
-    /// Chunks of [`RECORD_CHUNK`] tasks, one `record_many` script call each, all chunks
-    /// sent at once (fred pipelines them on the connection). Each task is an atomic upsert
-    /// as with `record`; a failed chunk fails the batch, chunks before it may be stored.
+    /// One `record_many` script call for the whole batch (at most [`MAX_BATCH`] tasks): all
+    /// or nothing. A refused batch (store full, a deadline passed, Redis gone) stored none of
+    /// its tasks; see `docs/redis-layout.md` for the one case a failure cannot tell (the
+    /// answer lost after Redis applied the batch).
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
         let planned: Vec<(FailedTask, RetryPlan)> = tasks
             .iter()

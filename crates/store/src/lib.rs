@@ -5,6 +5,7 @@
 //!   this crate's tests) `mockall` generates `MockStatusStore` for consumers' unit tests.
 //! - [`StoreError`]: the typed errors every adapter maps its driver's errors into.
 //! - [`FailedTaskPage`], [`RecordOutcome`]: what the port answers.
+//! - [`StoreCondition`], [`StoreProblem`]: what an adapter knows of its link (readiness).
 //! - [`retry`]: the retry capabilities: [`RetryStore`] (schedule with the record, deliver due
 //!   retries, retry now, cancel, resolve) and [`RetryQueue`] (what workers claim and ack).
 //! - [`memory`]: [`MemoryStore`], the embedded default adapter, and its [`MemoryRetryQueue`].
@@ -21,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+mod condition;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
@@ -28,6 +30,7 @@ pub mod memory;
 mod port;
 pub mod retry;
 
+pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
 pub use memory::{MemoryRetryQueue, MemoryStore};
 pub use port::{FailedTaskPage, RecordOutcome, StatusStore, StoredJsonPage};

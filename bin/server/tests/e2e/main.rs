@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod client;
+mod edges;
+mod faults;
 mod retries;
 mod scenarios;
 
@@ -57,9 +59,14 @@ pub async fn memory_store() -> Stores {
 }
 
 pub async fn redis_store() -> Stores {
+    redis_store_at(&redis().url()).await
+}
+
+/// A connected Redis store on `url` (a private server), on a fresh key prefix.
+pub async fn redis_store_at(url: &str) -> Stores {
     static N: AtomicU64 = AtomicU64::new(0);
     let config = RedisConfig {
-        url: redis().url(),
+        url: url.to_owned(),
         key_prefix: format!(
             "{{e2e-{}-{}}}",
             std::process::id(),
