@@ -26,6 +26,5 @@ mod service;
 
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
-    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError,
-    RetryCounters,
+    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError, RetryCounters,
 };

@@ -627,6 +627,8 @@ impl FailedTaskService {
 
     /// Make the next retry of every task matching `filter` due now, a page at a time, until
     /// none is left or the request deadline is near (like [`remove_matching`](Self::remove_matching)).
+    /// Each retry is counted as soon as the store confirms it, so a deadline or a store
+    /// failure part-way loses no count.
     pub async fn retry_matching(
         &self,
         filter: &TaskFilter,
@@ -638,42 +640,44 @@ impl FailedTaskService {
         let deadline = tokio::time::Instant::now() + self.deadlines.request;
         let page_size = PageSize::new(500, PageLimits::new(500, 500)?)?;
         let mut done = BulkRetry::default();
-        let mut cursor = None;
-        loop {
-            let query = ListQuery {
-                filter: filter.clone(),
-                page_size,
-                cursor: cursor.take(),
-            };
-            let step = async {
+        let counters = &self.retry_counters;
+        let work = async {
+            let mut cursor = None;
+            loop {
+                let query = ListQuery {
+                    filter: filter.clone(),
+                    page_size,
+                    cursor: cursor.take(),
+                };
                 let page = self.store.list(&query).await?;
-                let mut step = BulkRetry::default();
                 for task in &page.tasks {
                     match retries.retry_now(task.task_id(), now).await? {
-                        RetryNow::Scheduled { .. } => step.retried += 1,
-                        RetryNow::AlreadyDelivered { .. } => step.already_delivered += 1,
+                        RetryNow::Scheduled { .. } => {
+                            done.retried += 1;
+                            RetryCounters::add(&counters.scheduled_by_operator, 1);
+                        }
+                        RetryNow::AlreadyDelivered { .. } => done.already_delivered += 1,
                         // Resolved or removed since the page was read.
                         RetryNow::Resolved | RetryNow::NotFound => {}
                     }
                 }
-                Ok::<_, StoreError>((step, page.next_cursor))
-            };
-            match tokio::time::timeout_at(deadline, step).await {
-                Ok(Ok((step, next))) => {
-                    done.retried += step.retried;
-                    done.already_delivered += step.already_delivered;
-                    RetryCounters::add(&self.retry_counters.scheduled_by_operator, step.retried);
-                    match next {
-                        Some(c) => cursor = Some(c),
-                        None => {
-                            done.complete = true;
-                            return Ok(done);
-                        }
-                    }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return Ok::<_, StoreError>(()),
                 }
-                Ok(Err(e)) => return Err(QueryError::from_store(e)),
-                Err(_) => return Ok(done),
             }
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(Ok(())) => {
+                done.complete = true;
+                Ok(done)
+            }
+            Ok(Err(e)) if done.retried + done.already_delivered > 0 => {
+                tracing::warn!(retried = done.retried, error = %e, "bulk retry stopped by a store error");
+                Ok(done)
+            }
+            Ok(Err(e)) => Err(QueryError::from_store(e)),
+            Err(_) => Ok(done),
         }
     }
 
