@@ -142,6 +142,17 @@ pub struct BulkRemoval {
     pub complete: bool,
 }
 
+/// How a walk over every match of a filter ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Walked {
+    /// Every match was visited.
+    Complete,
+    /// The request deadline stopped it.
+    Deadline,
+    /// The store failed.
+    Failed(StoreError),
+}
+
 /// What a retry of every match of a filter did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BulkRetry {
@@ -636,11 +647,59 @@ impl FailedTaskService {
     ) -> Result<BulkRetry, QueryError> {
         self.check_filter(filter)?;
         let retries = self.retry_store()?;
+        let (retried, delivered) = (AtomicU64::new(0), AtomicU64::new(0));
+        let counters = &self.retry_counters;
+        let walked = self
+            .walk_matching(filter, |id| {
+                let (retried, delivered) = (&retried, &delivered);
+                async move {
+                    match retries.retry_now(&id, now).await? {
+                        RetryNow::Scheduled { .. } => {
+                            retried.fetch_add(1, Ordering::Relaxed);
+                            RetryCounters::add(&counters.scheduled_by_operator, 1);
+                        }
+                        RetryNow::AlreadyDelivered { .. } => {
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Resolved or removed since the page was read.
+                        RetryNow::Resolved | RetryNow::NotFound => {}
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        let done = BulkRetry {
+            retried: retried.into_inner(),
+            already_delivered: delivered.into_inner(),
+            complete: walked == Walked::Complete,
+        };
+        match walked {
+            Walked::Failed(e) if done.retried + done.already_delivered == 0 => {
+                Err(QueryError::from_store(e))
+            }
+            Walked::Failed(e) => {
+                tracing::warn!(retried = done.retried, error = %e, "bulk retry stopped by a store error");
+                Ok(done)
+            }
+            Walked::Complete | Walked::Deadline => Ok(done),
+        }
+    }
+
+    /// Call `visit` with the id of every task matching `filter`, a page of 500 at a time,
+    /// until none is left, the request deadline passes or the store fails (the bulk removal
+    /// and the bulk retry).
+    async fn walk_matching<F, Fut>(
+        &self,
+        filter: &TaskFilter,
+        mut visit: F,
+    ) -> Result<Walked, QueryError>
+    where
+        F: FnMut(TaskId) -> Fut,
+        Fut: Future<Output = Result<(), StoreError>>,
+    {
         self.ensure_connection().await?;
         let deadline = tokio::time::Instant::now() + self.deadlines.request;
         let page_size = PageSize::new(500, PageLimits::new(500, 500)?)?;
-        let mut done = BulkRetry::default();
-        let counters = &self.retry_counters;
         let work = async {
             let mut cursor = None;
             loop {
@@ -650,16 +709,8 @@ impl FailedTaskService {
                     cursor: cursor.take(),
                 };
                 let page = self.store.list(&query).await?;
-                for task in &page.tasks {
-                    match retries.retry_now(task.task_id(), now).await? {
-                        RetryNow::Scheduled { .. } => {
-                            done.retried += 1;
-                            RetryCounters::add(&counters.scheduled_by_operator, 1);
-                        }
-                        RetryNow::AlreadyDelivered { .. } => done.already_delivered += 1,
-                        // Resolved or removed since the page was read.
-                        RetryNow::Resolved | RetryNow::NotFound => {}
-                    }
+                for task in page.tasks {
+                    visit(task.task_id().clone()).await?;
                 }
                 match page.next_cursor {
                     Some(c) => cursor = Some(c),
@@ -667,18 +718,11 @@ impl FailedTaskService {
                 }
             }
         };
-        match tokio::time::timeout_at(deadline, work).await {
-            Ok(Ok(())) => {
-                done.complete = true;
-                Ok(done)
-            }
-            Ok(Err(e)) if done.retried + done.already_delivered > 0 => {
-                tracing::warn!(retried = done.retried, error = %e, "bulk retry stopped by a store error");
-                Ok(done)
-            }
-            Ok(Err(e)) => Err(QueryError::from_store(e)),
-            Err(_) => Ok(done),
-        }
+        Ok(match tokio::time::timeout_at(deadline, work).await {
+            Ok(Ok(())) => Walked::Complete,
+            Ok(Err(e)) => Walked::Failed(e),
+            Err(_) => Walked::Deadline,
+        })
     }
 
     /// One scheduler step: move up to `max` retries due at `now` to the workers' queue
@@ -709,47 +753,36 @@ impl FailedTaskService {
     /// removal in flight at that moment is unknown (it may have happened, and is not counted).
     pub async fn remove_matching(&self, filter: &TaskFilter) -> Result<BulkRemoval, QueryError> {
         self.check_filter(filter)?;
-        self.ensure_connection().await?;
-        let deadline = tokio::time::Instant::now() + self.deadlines.request;
-        let page_size = PageSize::new(500, PageLimits::new(500, 500)?)?;
-        let mut removed = 0u64;
-        let work = async {
-            let mut cursor = None;
-            loop {
-                let query = ListQuery {
-                    filter: filter.clone(),
-                    page_size,
-                    cursor: cursor.take(),
-                };
-                let page = self.store.list(&query).await?;
-                for task in &page.tasks {
-                    if self.store.remove(task.task_id()).await? {
-                        removed += 1;
+        let removed = AtomicU64::new(0);
+        let store = &self.store;
+        let walked = self
+            .walk_matching(filter, |id| {
+                let removed = &removed;
+                async move {
+                    if store.remove(&id).await? {
+                        removed.fetch_add(1, Ordering::Relaxed);
                     }
+                    Ok(())
                 }
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => return Ok::<_, StoreError>(()),
-                }
-            }
-        };
-        let outcome = tokio::time::timeout_at(deadline, work).await;
-        match outcome {
-            Ok(Ok(())) => Ok(BulkRemoval {
+            })
+            .await?;
+        let removed = removed.into_inner();
+        match walked {
+            Walked::Complete => Ok(BulkRemoval {
                 removed,
                 complete: true,
             }),
             // Some were removed before the store failed: say how many (the next call
             // continues, or reports the failure if it persists).
-            Ok(Err(e)) if removed > 0 => {
+            Walked::Failed(e) if removed > 0 => {
                 tracing::warn!(removed, error = %e, "bulk removal stopped by a store error");
                 Ok(BulkRemoval {
                     removed,
                     complete: false,
                 })
             }
-            Ok(Err(e)) => Err(QueryError::from_store(e)),
-            Err(_) => Ok(BulkRemoval {
+            Walked::Failed(e) => Err(QueryError::from_store(e)),
+            Walked::Deadline => Ok(BulkRemoval {
                 removed,
                 complete: false,
             }),

@@ -194,16 +194,20 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   -- Who scheduled the attempt that failed now (its number is the new RetryCount): the old
   -- record's scheduled retry of that attempt, or, for the same failure reported again, who
   -- the old record said.
-  local json = string.sub(value, string.find(value, '\n', 1, true) + 1)
+  -- (A new task id, the common case, leaves the value as the caller built it.)
   local keep_due = nil
   local same = false
   if o and o[1] == 'v3' then
     same = o[9] == f[9] and string.sub(o[2], 1, 15) == string.sub(m, 1, 15)
+    local changed = false
     if o[8] == 's' and tonumber(o[9]) == tonumber(f[9]) - 1 then
       f[13] = o[11]
-    elseif same then
+      changed = true
+    elseif same and o[13] ~= '-' then
       f[13] = o[13]
+      changed = true
     end
+    local _, json = split(value)
     if f[8] == 's' and o[9] == f[9] and (o[8] == 's' or o[8] == 'c') then
       -- The same failure again: the retry of its next attempt keeps the schedule it has
       -- (waiting, delivered or cancelled), so (TaskId, Attempt) is scheduled once.
@@ -213,9 +217,10 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
       f[11] = o[11]
       local _, ojson = split(old)
       json = with_tail(json, tail_value(ojson))
+      changed = true
     end
+    if changed then value = join(f) .. '\n' .. json end
   end
-  value = join(f) .. '\n' .. json
   if o then unrecord(acc, prefix, o, true) end
   redis.call('SET', key, value, 'PX', ttl)
   redis.call('ZADD', retry_index(prefix, f[8]), 0, m)
@@ -410,12 +415,20 @@ if #redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, 1) > 0
 return {moved, dropped, more}
 "#;
 
-/// The answer of the per-task retry scripts when the task has no record: resolved (a
-/// tombstone exists) or missing.
-const ABSENT: &str = r#"
-local function absent(prefix, id)
-  if redis.call('EXISTS', prefix .. ':resolved:' .. id) == 1 then return {'resolved', 0} end
-  return {'missing', 0}
+/// The task of a per-task retry script: its id, stored value and header, or the script's
+/// answer when it has none: `{'resolved', 0}` (a tombstone exists), `{'missing', 0}`, or an
+/// error for a corrupt record.
+const LOOKUP: &str = r#"
+local function lookup(prefix, key)
+  local id = string.sub(key, #prefix + 7)
+  local v = redis.call('GET', key)
+  if not v then
+    if redis.call('EXISTS', prefix .. ':resolved:' .. id) == 1 then return nil, {'resolved', 0} end
+    return nil, {'missing', 0}
+  end
+  local f = header(v)
+  if not f then return nil, redis.error_reply('ERR corrupt record ' .. key) end
+  return {id = id, v = v, f = f}, nil
 end
 "#;
 
@@ -427,11 +440,9 @@ end
 /// retries existed: the caller re-records it first).
 const RETRY_NOW: &str = r#"
 local prefix = ARGV[1]
-local id = string.sub(KEYS[1], #prefix + 7)
-local v = redis.call('GET', KEYS[1])
-if not v then return absent(prefix, id) end
-local f = header(v)
-if not f then return redis.error_reply('ERR corrupt record ' .. KEYS[1]) end
+local t, answer = lookup(prefix, KEYS[1])
+if not t then return answer end
+local id, v, f = t.id, t.v, t.f
 if f[1] ~= 'v3' then return {'upgrade', 0} end
 local attempt = tonumber(f[9])
 if f[8] == 's' and not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
@@ -455,11 +466,9 @@ return {'scheduled', attempt}
 /// `not_scheduled`, `delivered`, `resolved` or `missing`.
 const CANCEL: &str = r#"
 local prefix = ARGV[1]
-local id = string.sub(KEYS[1], #prefix + 7)
-local v = redis.call('GET', KEYS[1])
-if not v then return absent(prefix, id) end
-local f = header(v)
-if not f then return redis.error_reply('ERR corrupt record ' .. KEYS[1]) end
+local t, answer = lookup(prefix, KEYS[1])
+if not t then return answer end
+local id, v, f = t.id, t.v, t.f
 if f[1] ~= 'v3' or f[8] ~= 's' then return {'not_scheduled', 0} end
 local attempt = tonumber(f[9])
 if not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
@@ -556,8 +565,8 @@ impl Scripts {
             unlock: Script::new("unlock", UNLOCK.to_owned()),
             extend: Script::new("extend", EXTEND.to_owned()),
             deliver: Script::new("deliver", with_helpers(DELIVER)),
-            retry_now: Script::new("retry_now", with_helpers(&format!("{ABSENT}{RETRY_NOW}"))),
-            cancel: Script::new("cancel", with_helpers(&format!("{ABSENT}{CANCEL}"))),
+            retry_now: Script::new("retry_now", with_helpers(&format!("{LOOKUP}{RETRY_NOW}"))),
+            cancel: Script::new("cancel", with_helpers(&format!("{LOOKUP}{CANCEL}"))),
             resolve: Script::new("resolve", with_helpers(RESOLVE)),
         })
     }
