@@ -908,6 +908,7 @@ impl Bench {
         } else {
             (200_000, 15)
         };
+        retries::record_cost(&url2, n / 2, &mut self.f).await?;
         retries::moved_per_s(&url2, n, &mut self.f).await?;
         retries::lag(&url2, secs, &mut self.f).await
     }

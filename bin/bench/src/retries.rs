@@ -63,6 +63,51 @@ async fn stream_len(raw: &Raw, key: &str) -> anyhow::Result<u64> {
     }
 }
 
+/// What scheduling costs the write path: batches of 500 recorded with their retry plans
+/// (as the server does) and without any plan, alternated batch by batch into two stores so
+/// both see the same machine; `n` tasks each.
+pub async fn record_cost(url: &str, n: u64, f: &mut Figures) -> anyhow::Result<()> {
+    let raw = Raw::connect(url).await?;
+    let planned_store = connect_store(url, "{bench-planned}").await?;
+    let plain_store = connect_store(url, "{bench-plain}").await?;
+    let policy = failed_tasks_domain::RetryPolicy::default();
+    let mut jitter = failed_tasks_domain::JitterRng::new(7);
+    let base = now_ms() - 3_600_000;
+    let (mut planned_time, mut plain_time) = (Duration::ZERO, Duration::ZERO);
+    let mut from = 0;
+    while from < n {
+        let to = (from + 500).min(n);
+        let tasks = data::tasks(from, to, base)?;
+        let planned: Vec<(FailedTask, RetryPlan)> = tasks
+            .iter()
+            .map(|t| (t.clone(), RetryPlan::of(&policy, t, jitter.next_unit())))
+            .collect();
+        let start = Instant::now();
+        planned_store
+            .record_planned(&planned)
+            .await
+            .map_err(|e| anyhow!("record_planned: {e}"))?;
+        planned_time += start.elapsed();
+        let start = Instant::now();
+        failed_tasks_store::StatusStore::record_batch(&plain_store, &tasks)
+            .await
+            .map_err(|e| anyhow!("record_batch: {e}"))?;
+        plain_time += start.elapsed();
+        from = to;
+    }
+    let planned_rate = n as f64 / planned_time.as_secs_f64();
+    let plain_rate = n as f64 / plain_time.as_secs_f64();
+    f.set("records_per_s_planned_one_batch", planned_rate);
+    f.set("records_per_s_unplanned_one_batch", plain_rate);
+    f.set("scheduling_write_cost", plain_rate / planned_rate);
+    eprintln!(
+        "  one batch of 500 at a time: {planned_rate:.0}/s with retry plans, {plain_rate:.0}/s without ({:.2}x)",
+        plain_rate / planned_rate
+    );
+    raw.run("FLUSHDB", vec![]).await?;
+    Ok(())
+}
+
 /// `retries_moved_per_s`: a backlog of `n` due retries, moved by one scheduler calling
 /// `deliver_due` (1,000 per script call) until none is left.
 pub async fn moved_per_s(url: &str, n: u64, f: &mut Figures) -> anyhow::Result<()> {
