@@ -893,8 +893,11 @@ impl RetryQueue for MemoryRetryQueue {
     async fn claim(&self, max: usize, block: Duration) -> Result<Vec<Delivery>, StoreError> {
         let deadline = tokio::time::Instant::now() + block;
         loop {
-            // Register interest before looking, so a push in between is not missed.
+            // Register interest before looking, so a push in between is not missed
+            // (`notify_waiters` wakes only futures already enabled).
             let arrived = self.queue.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
             let got = self.queue.take(max);
             if !got.is_empty() || max == 0 {
                 return Ok(got);
