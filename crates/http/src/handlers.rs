@@ -477,10 +477,17 @@ fn conflict(message: String) -> Reply {
     Reply::error(StatusCode::CONFLICT, 409, message)
 }
 
+/// Whether a body says nothing: empty, blanks, or an empty JSON object (what a browser
+/// client tends to send with a POST that needs no body).
+fn empty_body(body: &[u8]) -> bool {
+    let trimmed = body.trim_ascii();
+    trimmed.is_empty() || trimmed == b"{}"
+}
+
 /// The id of a per-task admin route that takes no parameters and no body.
 fn plain_task_route(raw_id: &str, query: Option<&str>, body: &[u8]) -> Result<TaskId, Reply> {
     params::no_params(query).map_err(|e| Reply::bad_request(&e))?;
-    if !body.is_empty() {
+    if !empty_body(body) {
         return Err(Reply::bad_body(&ValidationError::new(
             "body",
             "this route takes no body",
@@ -558,7 +565,7 @@ pub(crate) async fn resolve_task(
 
 /// `POST /codebase-embedder/api/v1/admin/retries?filters`: retry every match now.
 pub(crate) async fn retry_matching(app: &App, query: Option<&str>, body: &[u8]) -> Reply {
-    if !body.is_empty() {
+    if !empty_body(body) {
         return Reply::bad_body(&ValidationError::new(
             "body",
             "this route takes no body; the filters go in the query string",

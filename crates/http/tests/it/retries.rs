@@ -339,7 +339,7 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
         (
             Method::POST,
             "/admin/retries?category=data_error".into(),
-            "{}",
+            "[1]",
             StatusCode::BAD_REQUEST,
         ),
     ];
@@ -386,6 +386,18 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
             .moved,
         1
     );
+    // An empty JSON object is no body (what browsers send): accepted (the retry was just
+    // delivered, so it is not delivered again).
+    let a = request_with_body(
+        &server,
+        Method::POST,
+        &format!("{BASE}/admin/failed-tasks/t1/retry"),
+        &[AUTH, JSON],
+        " {} ",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["Data"]["Status"], "already_delivered");
 }
 
 #[tokio::test]
