@@ -290,8 +290,8 @@ impl RedisRetryQueue {
 
 #[async_trait]
 impl RetryQueue for RedisRetryQueue {
-    /// `XREADGROUP … COUNT max BLOCK block … >`; `block` is capped at [`MAX_BLOCK`] and
-    /// `max` at [`MAX_CLAIM`].
+    /// `XREADGROUP … COUNT max BLOCK block … >`; `block` is capped at 10 s and
+    /// `max` at 1,000.
     async fn claim(&self, max: usize, block: Duration) -> Result<Vec<Delivery>, StoreError> {
         let max = max.clamp(1, MAX_CLAIM);
         let block = block.min(MAX_BLOCK);
