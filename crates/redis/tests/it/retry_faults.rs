@@ -315,3 +315,35 @@ async fn a_worker_survives_redis_restarting_empty() {
     }
     assert_eq!(got.len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimmed_and_expired_tasks_are_never_delivered() {
+    let server = RedisServer::start();
+    let mut config = helpers::config(&server.url());
+    config.max_age = Duration::from_secs(3600);
+    let store = helpers::store_with(config).await;
+    // 30 failures from long ago with retries due; the janitor trims them by age.
+    let tasks = schedule(&store, 30).await;
+    assert_eq!(due_left(&store, ts(BASE_MS)).await, 30);
+    let report = store.trim_once(BASE_MS + 10 * 3_600_000).await.unwrap();
+    assert_eq!(report.removed_by_age, 30);
+    assert_eq!(
+        due_left(&store, ts(BASE_MS)).await,
+        0,
+        "trimming drops the schedule"
+    );
+    // A record that Redis itself dropped (its expiry, no janitor) leaves a due entry that
+    // the scheduler drops instead of delivering.
+    schedule(&store, 2).await;
+    let raw = helpers::raw(&server.url()).await;
+    let prefix = store.config().key_prefix.clone();
+    let key = format!("{prefix}:task:{}", tasks[0].task_id());
+    let _: i64 = helpers::cmd(&raw, &prefix, "DEL", vec![key.into()]).await;
+    let r = store.deliver_due(ts(BASE_MS + 70_000), 10).await.unwrap();
+    assert_eq!((r.moved, r.dropped), (1, 1));
+    let entries = stream_entries(&server.url(), &store).await;
+    assert_eq!(
+        entries,
+        [(tasks[1].task_id().to_string(), tasks[1].retry_count() + 1)]
+    );
+}
