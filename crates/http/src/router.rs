@@ -289,8 +289,22 @@ fn too_large(app: &App) -> Reply {
     )
 }
 
-/// A JSON body: the right content type, read under the limits.
+/// A JSON body: one unambiguous content type, the right one, not encoded, read under the
+/// limits.
 async fn json_body(app: &App, req: Request<hyper::body::Incoming>) -> Result<bytes::Bytes, Reply> {
+    if req
+        .headers()
+        .get_all(hyper::header::CONTENT_TYPE)
+        .iter()
+        .count()
+        > 1
+    {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            400,
+            "invalid header Content-Type: given more than once",
+        ));
+    }
     if !is_json(&req) {
         return Err(Reply::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -298,7 +312,29 @@ async fn json_body(app: &App, req: Request<hyper::body::Incoming>) -> Result<byt
             "Content-Type must be application/json",
         ));
     }
+    if let Some(encoding) = unsupported_encoding(req.headers()) {
+        return Err(Reply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            415,
+            format!("Content-Encoding {encoding:?} is not supported; send the body unencoded"),
+        ));
+    }
     read_body(app, req).await
+}
+
+/// The first coding of `Content-Encoding` other than `identity`, if any: bodies are read
+/// as they arrive, never decompressed, so any other coding would be stored as garbage.
+fn unsupported_encoding(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get_all(hyper::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            text.split(',')
+                .map(|c| c.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
 }
 
 /// Read the body under the size limit and the body-read timeout.
