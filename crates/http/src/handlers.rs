@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use failed_tasks_domain::{TaskId, ValidationError};
 use failed_tasks_query::QueryError;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
@@ -69,6 +68,23 @@ impl Reply {
         Self::json(status, &Envelope::error(code, message))
     }
 
+    /// 503 when the answer does not fit the response-bytes caps: too many large answers are
+    /// waiting for clients that do not read them.
+    pub(crate) fn busy(retry_after: u32) -> Reply {
+        let mut r = Self::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            503,
+            "server busy: too many large answers are waiting for their clients; retry later",
+        );
+        r.retry_after = Some(retry_after);
+        r
+    }
+
+    /// The size of the body.
+    pub(crate) fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     pub(crate) fn method_not_allowed(allowed: &'static [&'static str]) -> Reply {
         let mut r = Self::error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed");
         r.allow = Some(allowed);
@@ -122,8 +138,8 @@ impl Reply {
         }
     }
 
-    pub(crate) fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
-        let mut resp = Response::new(Full::new(self.body));
+    pub(crate) fn into_response(self, request_id: &str) -> Response<Bytes> {
+        let mut resp = Response::new(self.body);
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));

@@ -23,6 +23,8 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod body;
+mod conn;
 mod handlers;
 pub mod ingest;
 pub mod metrics;

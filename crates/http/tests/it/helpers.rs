@@ -124,3 +124,30 @@ pub async fn request_with_body(
 pub async fn get(server: &TestServer, path_and_query: &str) -> Answer {
     request(server, Method::GET, path_and_query, &[]).await
 }
+
+/// One sample of the server's `/metrics`, if present.
+pub async fn metric(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let a = get(server, "/metrics").await;
+    crate::metrics::value(&crate::metrics::scrape(&a.body), name, labels)
+}
+
+/// Wait until `metric` holds `want`, within `within`; the last value seen otherwise.
+pub async fn wait_for_metric(
+    server: &TestServer,
+    name: &str,
+    labels: &[(&str, &str)],
+    within: Duration,
+    want: impl Fn(f64) -> bool,
+) -> Result<f64, Option<f64>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = metric(server, name, labels).await;
+        if let Some(v) = now.filter(|v| want(*v)) {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(now);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

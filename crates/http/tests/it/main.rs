@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod admin;
+mod conns;
 mod groups;
 mod helpers;
 mod metrics;
 mod openapi;
+mod slow_readers;
 mod stats;
 mod stored;
 mod strict;
