@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{get, metric, spawn_app, test_config, TestServer};
+use crate::helpers::{get, metric, spawn_app, test_config, SlowList, TestServer};
 
 /// An HTTP/2 prior-knowledge (h2c) connection: the request handle and the task driving it,
 /// which ends when the server closes the connection.
@@ -181,51 +181,16 @@ async fn at_the_cap_a_new_client_closes_an_idle_connection_instead_of_waiting() 
     assert!(evicted >= (2 * cap) as f64, "evicted {evicted}");
 }
 
-/// A memory store whose listing takes a while, and says when one has started.
-struct SlowList(MemoryStore, Duration, Arc<tokio::sync::Notify>);
-
-#[async_trait::async_trait]
-impl StatusStore for SlowList {
-    async fn ping(&self) -> Result<(), failed_tasks_store::StoreError> {
-        self.0.ping().await
-    }
-    async fn list(
-        &self,
-        q: &failed_tasks_domain::ListQuery,
-    ) -> Result<failed_tasks_store::FailedTaskPage, failed_tasks_store::StoreError> {
-        self.2.notify_one();
-        tokio::time::sleep(self.1).await;
-        self.0.list(q).await
-    }
-    async fn get(
-        &self,
-        id: &failed_tasks_domain::TaskId,
-    ) -> Result<Option<FailedTask>, failed_tasks_store::StoreError> {
-        self.0.get(id).await
-    }
-    async fn record(
-        &self,
-        t: &FailedTask,
-    ) -> Result<failed_tasks_store::RecordOutcome, failed_tasks_store::StoreError> {
-        self.0.record(t).await
-    }
-    async fn remove(
-        &self,
-        id: &failed_tasks_domain::TaskId,
-    ) -> Result<bool, failed_tasks_store::StoreError> {
-        self.0.remove(id).await
-    }
-}
-
 #[tokio::test]
 async fn a_connection_with_a_request_in_flight_is_never_closed_to_make_room() {
     let store = MemoryStore::new();
     for t in FailedTask::seed_examples() {
         store.record(&t).await.unwrap();
     }
-    let started = Arc::new(tokio::sync::Notify::new());
+    let slow_store = SlowList::new(store, Duration::from_millis(600));
+    let started = slow_store.started.clone();
     let server = spawn_app(
-        Arc::new(SlowList(store, Duration::from_millis(600), started.clone())),
+        Arc::new(slow_store),
         Deadlines::default(),
         HttpConfig {
             max_connections: 1,
