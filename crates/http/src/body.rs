@@ -1,20 +1,29 @@
-//! Response bodies under a byte budget.
+//! Response bodies: where they live and how long, under a byte budget.
 //!
 //! A built response is memory the server holds until the client's connection takes it; a
 //! client that does not read would hold it forever. So every body is counted from the moment
 //! it is built until it has been handed to hyper in full (or its connection is gone), against
 //! a cap per connection and a cap overall ([`Budget`]). A large answer that does not fit is
-//! replaced by a 503. Bodies are handed out in parts of [`PART`] bytes, each a copy, so hyper
-//! and the kernel hold at most a part or two per stream and the whole body is freed as soon as
-//! its last part is taken; every part taken is progress for the connection's stall watch.
+//! replaced by a 503.
+//!
+//! A body is written into a [`Payload`]: its first [`PART`] bytes on the heap, the rest in
+//! anonymous memory maps of [`SEGMENT`] bytes. Handed to hyper in parts of at most `PART`
+//! bytes (copies out of the maps), each map is unmapped as soon as its last part is taken, so
+//! the memory of a large answer goes back to the system when it has been sent or its client
+//! is dropped, instead of staying in malloc's arenas (glibc keeps freed blocks of that size
+//! for reuse: the server's RSS would never come down). Every part taken is progress for the
+//! connection's stall watch.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use memmap2::MmapMut;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -22,6 +31,9 @@ use crate::conn::{BodyWatch, Conn, RequestGuard};
 
 /// The size of the parts a body is handed to hyper in.
 pub(crate) const PART: usize = 64 * 1024;
+
+/// The size of the anonymous maps holding what a body has beyond its first part.
+pub(crate) const SEGMENT: usize = 1024 * 1024;
 
 /// Bodies up to this size are always admitted (counted, never refused): error envelopes,
 /// health answers and the 503 that replaces a refused answer must get through while the
@@ -116,6 +128,108 @@ impl Drop for Reservation {
     }
 }
 
+/// Bytes of a body in an anonymous map: `map[start..end]` not yet handed out.
+#[derive(Debug)]
+struct Mapped {
+    map: MmapMut,
+    start: usize,
+    end: usize,
+}
+
+/// A built response body (see the module documentation).
+#[derive(Debug, Default)]
+pub(crate) struct Payload {
+    head: Bytes,
+    maps: VecDeque<Mapped>,
+    len: usize,
+}
+
+impl Payload {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The next part to hand out, at most [`PART`] bytes; `None` at the end.
+    fn next_part(&mut self) -> Option<Bytes> {
+        let part = if !self.head.is_empty() {
+            let n = self.head.len().min(PART);
+            self.head.split_to(n)
+        } else {
+            let front = self.maps.front_mut()?;
+            let n = (front.end - front.start).min(PART);
+            let part = Bytes::copy_from_slice(&front.map[front.start..front.start + n]);
+            front.start += n;
+            if front.start == front.end {
+                self.maps.pop_front(); // unmapped here
+            }
+            part
+        };
+        self.len -= part.len();
+        Some(part)
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(head: Bytes) -> Self {
+        Self {
+            len: head.len(),
+            head,
+            maps: VecDeque::new(),
+        }
+    }
+}
+
+/// Writes a [`Payload`]: the heap until [`PART`] bytes, then maps of [`SEGMENT`] bytes.
+#[derive(Debug, Default)]
+pub(crate) struct PayloadWriter {
+    head: Vec<u8>,
+    maps: Vec<Mapped>,
+    len: usize,
+}
+
+impl PayloadWriter {
+    pub(crate) fn finish(self) -> Payload {
+        Payload {
+            head: Bytes::from(self.head),
+            maps: self.maps.into(),
+            len: self.len,
+        }
+    }
+}
+
+impl io::Write for PayloadWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.maps.is_empty() && self.head.len() + buf.len() <= PART {
+            self.head.extend_from_slice(buf);
+        } else {
+            let mut rest = buf;
+            while !rest.is_empty() {
+                let full = self.maps.last().is_none_or(|m| m.end == m.map.len());
+                if full {
+                    self.maps.push(Mapped {
+                        map: MmapMut::map_anon(SEGMENT)?,
+                        start: 0,
+                        end: 0,
+                    });
+                }
+                let Some(m) = self.maps.last_mut() else {
+                    return Err(io::ErrorKind::OutOfMemory.into());
+                };
+                let n = rest.len().min(m.map.len() - m.end);
+                m.map[m.end..m.end + n].copy_from_slice(&rest[..n]);
+                m.end += n;
+                rest = &rest[n..];
+            }
+        }
+        self.len += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What a body keeps alive until its last part is taken.
 #[derive(Debug)]
 struct Held {
@@ -124,24 +238,22 @@ struct Held {
     _request: RequestGuard,
 }
 
-/// A response body: the built bytes, handed out in parts under the budget.
+/// A response body: the built payload, handed out in parts under the budget.
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
-    rest: Bytes,
-    in_parts: bool,
+    payload: Payload,
     held: Option<Held>,
 }
 
 impl ResponseBody {
     pub(crate) fn new(
-        bytes: Bytes,
+        payload: Payload,
         reservation: Reservation,
         watch: BodyWatch,
         request: RequestGuard,
     ) -> Self {
         Self {
-            in_parts: bytes.len() > PART,
-            rest: bytes,
+            payload,
             held: Some(Held {
                 _reservation: reservation,
                 watch,
@@ -160,22 +272,12 @@ impl Body for ResponseBody {
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
-        if this.rest.is_empty() {
+        let Some(part) = this.payload.next_part() else {
             this.held = None;
             return Poll::Ready(None);
-        }
-        let part = if this.in_parts {
-            let n = this.rest.len().min(PART);
-            let part = Bytes::copy_from_slice(&this.rest[..n]);
-            this.rest.advance(n);
-            part
-        } else {
-            std::mem::take(&mut this.rest)
         };
-        if this.rest.is_empty() {
-            // The last part: free the built body now (`rest` still points into it) and
-            // release what it held; what hyper still buffers is the one part just copied.
-            this.rest = Bytes::new();
+        if this.payload.len() == 0 {
+            // The last part: what the body held is released; hyper buffers this part only.
             this.held = None;
         } else if let Some(held) = &this.held {
             held.watch.progress();
@@ -184,10 +286,42 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
+        self.payload.len() == 0
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.rest.len() as u64)
+        SizeHint::with_exact(self.payload.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn a_payload_gives_back_what_was_written_in_parts() {
+        for len in [0, 1, PART, PART + 1, SEGMENT, 3 * SEGMENT + 17] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut w = PayloadWriter::default();
+            for piece in data.chunks(1000) {
+                w.write_all(piece).unwrap();
+            }
+            let mut payload = w.finish();
+            assert_eq!(payload.len(), len);
+            assert_eq!(
+                payload.maps.len(),
+                len.saturating_sub(PART).div_ceil(SEGMENT)
+            );
+            let mut back = Vec::new();
+            while let Some(part) = payload.next_part() {
+                assert!(!part.is_empty() && part.len() <= PART);
+                back.extend_from_slice(&part);
+                assert_eq!(payload.len(), len - back.len());
+            }
+            assert_eq!(back, data, "{len}");
+            assert!(payload.maps.is_empty());
+        }
     }
 }

@@ -7,6 +7,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTIC
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
+use crate::body::{Payload, PayloadWriter};
 use crate::router::App;
 use crate::wire::{
     AttemptsRecorded, Envelope, GroupList, Health, Recorded, Removed, Stats, TaskList, WireTask,
@@ -21,7 +22,7 @@ pub(crate) const REQUEST_ID: &str = "x-request-id";
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
-    body: Bytes,
+    body: Payload,
     content_type: &'static str,
     allow: Option<&'static [&'static str]>,
     challenge: bool,
@@ -30,14 +31,16 @@ pub(crate) struct Reply {
 
 impl Reply {
     fn json<T: Serialize>(status: StatusCode, envelope: &Envelope<T>) -> Reply {
-        // The wire types hold only strings and integers, so serialization cannot fail; if it
-        // ever did, answer with a fixed, valid envelope instead of panicking.
-        let body = serde_json::to_vec(envelope).map(Bytes::from).unwrap_or_else(|_| {
-            Bytes::from_static(
+        // The wire types hold only strings and integers, so serialization fails only when
+        // memory for the body cannot be had; then answer with a fixed, valid envelope.
+        let mut out = PayloadWriter::default();
+        let body = match serde_json::to_writer(&mut out, envelope) {
+            Ok(()) => out.finish(),
+            Err(_) => Payload::from(Bytes::from_static(
                 "{\"Code\":500,\"Message\":\"查询失败任务时发生内部错误\",\"Success\":false,\"Data\":null}"
                     .as_bytes(),
-            )
-        });
+            )),
+        };
         Reply {
             status,
             body,
@@ -49,10 +52,10 @@ impl Reply {
     }
 
     /// A 200 whose body is already a complete success envelope.
-    pub(crate) fn ok_json_bytes(body: Vec<u8>) -> Reply {
+    pub(crate) fn ok_json_payload(body: Payload) -> Reply {
         Reply {
             status: StatusCode::OK,
-            body: Bytes::from(body),
+            body,
             content_type: "application/json",
             allow: None,
             challenge: false,
@@ -138,7 +141,7 @@ impl Reply {
         }
     }
 
-    pub(crate) fn into_response(self, request_id: &str) -> Response<Bytes> {
+    pub(crate) fn into_response(self, request_id: &str) -> Response<Payload> {
         let mut resp = Response::new(self.body);
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
@@ -175,9 +178,11 @@ pub(crate) async fn list_failed(app: &App, query: Option<&str>) -> Reply {
     // for falls back to the decoded path below, which skips and counts corrupt records.
     match app.service.list_failed_stored_json(&q).await {
         Ok(Some(page)) => {
-            if let Some(body) = crate::wire::stored_page_body(&page, app.service.retry_policy()) {
+            let mut body = PayloadWriter::default();
+            if crate::wire::stored_page_body(&page, app.service.retry_policy(), &mut body).is_some()
+            {
                 app.metrics.corrupt_skipped(page.skipped_corrupt);
-                return Reply::ok_json_bytes(body);
+                return Reply::ok_json_payload(body.finish());
             }
         }
         Ok(None) => {}
@@ -356,7 +361,7 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
     }
     Reply {
         status: StatusCode::OK,
-        body: Bytes::from(app.metrics.encode()),
+        body: Payload::from(Bytes::from(app.metrics.encode())),
         content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
         allow: None,
         challenge: false,

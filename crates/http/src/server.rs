@@ -78,7 +78,7 @@ async fn handle(
         let watch = conn.watch_body();
         Ok(reply
             .into_response(&id)
-            .map(|bytes| ResponseBody::new(bytes, reservation, watch, request)))
+            .map(|payload| ResponseBody::new(payload, reservation, watch, request)))
     }
     .instrument(span)
     .await
