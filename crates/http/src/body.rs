@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -47,6 +48,19 @@ fn cap(bytes: u64) -> u32 {
     u32::try_from(bytes.clamp(1, MAX_CAP)).unwrap_or(u32::MAX)
 }
 
+/// What the items of a paged answer are, each kind with its learned size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Items {
+    /// Failed tasks (the listing).
+    Tasks = 0,
+    /// Failure groups.
+    Groups = 1,
+}
+
+/// The size of one item in an answer before any was measured: about the largest task the
+/// ingest accepts, so the first large pages are not under-counted.
+const FIRST_GUESS_PER_ITEM: usize = 16 * 1024;
+
 /// The overall cap on response bytes in flight, shared by every connection of a server.
 #[derive(Debug)]
 pub(crate) struct Budget {
@@ -54,6 +68,8 @@ pub(crate) struct Budget {
     overall_cap: u32,
     connection_cap: u32,
     gauge: Gauge,
+    /// Learned bytes per item of each [`Items`] kind in recent answers (0: none yet).
+    per_item: [AtomicUsize; 2],
 }
 
 impl Budget {
@@ -64,7 +80,48 @@ impl Budget {
             overall_cap,
             connection_cap: cap(per_connection),
             gauge,
+            per_item: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
+    }
+
+    /// Room under the overall cap for a page of `items` items, by their learned size, taken
+    /// before the page is fetched and built: a request waits here holding nothing (no page,
+    /// no body), instead of building an answer the cap would then refuse. `None` when the
+    /// page is expected to be small. Resolves when room is free; the caller bounds the wait.
+    pub(crate) async fn room_for(&self, kind: Items, items: usize) -> Option<OwnedSemaphorePermit> {
+        let per_item = match self.per_item[kind as usize].load(Ordering::Relaxed) {
+            0 => FIRST_GUESS_PER_ITEM,
+            learned => learned,
+        };
+        let base = items.saturating_mul(per_item);
+        if base <= SMALL {
+            return None;
+        }
+        // A margin, so that a page a little larger than the last ones still fits what was
+        // taken: topping up afterwards cannot wait, and fails while others are waiting.
+        let guess = base.saturating_add(base / 8).saturating_add(PART);
+        let want = u32::try_from(guess)
+            .unwrap_or(u32::MAX)
+            .min(self.overall_cap);
+        self.overall.clone().acquire_many_owned(want).await.ok()
+    }
+
+    /// An answer of `items` items took `bytes`: the next guess. The first answer sets it; then
+    /// it rises at once (so larger items are not under-counted for long) and falls by a
+    /// quarter of the difference per answer.
+    pub(crate) fn learn(&self, kind: Items, items: usize, bytes: usize) {
+        if items == 0 {
+            return;
+        }
+        let per = (bytes / items).max(1);
+        let slot = &self.per_item[kind as usize];
+        let old = slot.load(Ordering::Relaxed);
+        let new = if old == 0 || per >= old {
+            per
+        } else {
+            old - (old - per) / 4
+        };
+        slot.store(new, Ordering::Relaxed);
     }
 
     /// A fresh per-connection budget.
@@ -72,28 +129,45 @@ impl Budget {
         Arc::new(Semaphore::new(self.connection_cap as usize))
     }
 
-    /// Room for a body of `len` bytes on `conn`, or `None` when either cap is full. A body
+    /// Room for a body of `len` bytes on `conn`, or `None` when either cap is full. `room` is
+    /// what [`Budget::room_for`] took for it beforehand: kept up to `len`, the rest given back
+    /// (or topped up, without waiting, when the body came out larger than guessed). A body
     /// larger than a cap takes all of it, so it is served when nothing else is in flight.
-    pub(crate) fn reserve(&self, conn: &Conn, len: usize) -> Option<Reservation> {
-        let (mut on_conn, mut overall) = (None, None);
-        if len > SMALL {
-            let want = u32::try_from(len).unwrap_or(u32::MAX);
-            on_conn = Some(
-                conn.response_bytes()
-                    .try_acquire_many_owned(want.min(self.connection_cap))
-                    .ok()?,
-            );
-            overall = Some(
-                self.overall
-                    .clone()
-                    .try_acquire_many_owned(want.min(self.overall_cap))
-                    .ok()?,
-            );
+    pub(crate) fn reserve(
+        &self,
+        conn: &Conn,
+        len: usize,
+        room: Option<OwnedSemaphorePermit>,
+    ) -> Option<Reservation> {
+        if len <= SMALL {
+            return Some(self.admit_small(len));
         }
+        let want = u32::try_from(len).unwrap_or(u32::MAX);
+        let overall_want = want.min(self.overall_cap) as usize;
+        let mut overall = room;
+        let have = overall
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits);
+        if have > overall_want {
+            if let Some(permit) = overall.as_mut() {
+                drop(permit.split(have - overall_want));
+            }
+        } else if have < overall_want {
+            let more = u32::try_from(overall_want - have).unwrap_or(u32::MAX);
+            let more = self.overall.clone().try_acquire_many_owned(more).ok()?;
+            match overall.as_mut() {
+                Some(permit) => permit.merge(more),
+                None => overall = Some(more),
+            }
+        }
+        let on_conn = conn
+            .response_bytes()
+            .try_acquire_many_owned(want.min(self.connection_cap))
+            .ok()?;
         let counted = i64::try_from(len).unwrap_or(i64::MAX);
         self.gauge.inc_by(counted);
         Some(Reservation {
-            _on_conn: on_conn,
+            _on_conn: Some(on_conn),
             _overall: overall,
             counted,
             gauge: self.gauge.clone(),
@@ -299,6 +373,40 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    fn per_item(b: &Budget) -> usize {
+        b.per_item[Items::Tasks as usize].load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn room_is_guessed_from_the_sizes_seen_rising_at_once_falling_slowly() {
+        let b = Budget::new(64 << 20, 16 << 20, Gauge::default());
+        // Nothing seen: a page of 1000 is guessed at the largest tasks.
+        let room = b.room_for(Items::Tasks, 1000).await.unwrap();
+        let base = 1000 * FIRST_GUESS_PER_ITEM;
+        assert_eq!(room.num_permits(), base + base / 8 + PART);
+        drop(room);
+        // Small pages need no room ahead.
+        assert!(b.room_for(Items::Tasks, 1).await.is_none());
+        b.learn(Items::Tasks, 100, 100 * 800);
+        assert_eq!(per_item(&b), 800);
+        b.learn(Items::Tasks, 10, 10 * 8000);
+        assert_eq!(per_item(&b), 8000, "rises at once");
+        b.learn(Items::Tasks, 10, 10 * 4000);
+        assert_eq!(per_item(&b), 7000, "falls by a quarter of the difference");
+        assert_eq!(
+            b.room_for(Items::Tasks, 1000).await.unwrap().num_permits(),
+            7_000_000 + 875_000 + PART
+        );
+        // Groups have their own guess; the overall cap bounds any guess.
+        assert_eq!(
+            b.room_for(Items::Groups, 1_000_000)
+                .await
+                .unwrap()
+                .num_permits(),
+            64 << 20
+        );
+    }
 
     #[test]
     fn a_payload_gives_back_what_was_written_in_parts() {

@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode};
 
 use crate::auth::{self, Token};
+use crate::body::Budget;
 use crate::handlers::{self, Reply};
 use crate::metrics::Metrics;
 
@@ -116,15 +117,24 @@ pub struct App {
     pub config: HttpConfig,
     /// The server's metrics, served at `/metrics`.
     pub metrics: Metrics,
+    /// The response-bytes caps of `config`, shared by every connection.
+    pub(crate) budget: Budget,
 }
 
 impl App {
     /// An app with fresh metrics.
     pub fn new(service: FailedTaskService, config: HttpConfig) -> Self {
+        let metrics = Metrics::new();
+        let budget = Budget::new(
+            config.max_response_bytes_in_flight,
+            config.max_connection_response_bytes,
+            metrics.response_bytes(),
+        );
         Self {
             service,
             config,
-            metrics: Metrics::new(),
+            metrics,
+            budget,
         }
     }
 }

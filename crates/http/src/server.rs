@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::body::{self, Budget, ResponseBody};
+use crate::body::{self, ResponseBody};
 use crate::conn::{Conn, Registry, StallIo, Verdict};
 use crate::handlers::{Reply, REQUEST_ID};
 use crate::router::{self, App, Route};
@@ -34,7 +34,6 @@ fn request_id<B>(req: &Request<B>) -> String {
 #[derive(Debug)]
 struct Shared {
     app: Arc<App>,
-    budget: Budget,
     registry: Arc<Registry>,
 }
 
@@ -52,8 +51,9 @@ async fn handle(
     async move {
         let app = &shared.app;
         let route = Route::of(&path).name();
-        let reply = router::dispatch(app, req).await;
-        let (reply, reservation) = match shared.budget.reserve(&conn, reply.body_len()) {
+        let mut reply = router::dispatch(app, req).await;
+        let room = reply.take_room();
+        let (reply, reservation) = match app.budget.reserve(&conn, reply.body_len(), room) {
             Some(reservation) => (reply, reservation),
             None => {
                 app.metrics.response_refused();
@@ -62,7 +62,7 @@ async fn handle(
                     "answer refused: the response-bytes caps are full (clients not reading)"
                 );
                 let busy = Reply::busy(app.config.retry_after_secs);
-                let reservation = shared.budget.admit_small(busy.body_len());
+                let reservation = app.budget.admit_small(busy.body_len());
                 (busy, reservation)
             }
         };
@@ -117,11 +117,6 @@ pub async fn serve(
         .keep_alive_timeout(config.h2_keep_alive_timeout);
     let builder = Arc::new(builder);
     let shared = Arc::new(Shared {
-        budget: Budget::new(
-            config.max_response_bytes_in_flight,
-            config.max_connection_response_bytes,
-            app.metrics.response_bytes(),
-        ),
         registry: Arc::new(Registry::default()),
         app: app.clone(),
     });
@@ -188,7 +183,7 @@ async fn drive(
 ) {
     let app = &shared.app;
     let config = &app.config;
-    let conn = Arc::new(Conn::new(shared.budget.for_connection()));
+    let conn = Arc::new(Conn::new(app.budget.for_connection()));
     let _registered = shared.registry.register(conn.clone());
     // hyper's auto builder sniffs the protocol before any header timer runs, so a client
     // that connects and sends nothing would hold the connection forever: wait for its

@@ -44,8 +44,16 @@ async fn store_of(n: i64) -> Arc<MemoryStore> {
     Arc::new(store)
 }
 
+/// Short deadlines: a request that finds no room waits for it at most this long (then 503).
+fn deadlines() -> Deadlines {
+    Deadlines {
+        health_check: Duration::from_secs(1),
+        request: Duration::from_secs(1),
+    }
+}
+
 async fn big_server(config: HttpConfig) -> TestServer {
-    spawn_app(store_of(1000).await, Deadlines::default(), config).await
+    spawn_app(store_of(1000).await, deadlines(), config).await
 }
 
 /// A connection with a small receive buffer (no kernel autotuning), so a few KiB that the
@@ -108,6 +116,47 @@ async fn response_bytes_in_flight_are_capped_overall_and_the_rest_get_503() {
     .await
     .expect("the bytes of dropped clients are released");
     assert_eq!(get(&server, BIG).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn clients_that_read_wait_for_room_instead_of_being_refused() {
+    // Room for one page at a time; the request deadline leaves time for all to take turns.
+    let server = spawn_app(
+        store_of(1000).await,
+        Deadlines {
+            health_check: Duration::from_secs(5),
+            request: Duration::from_secs(30),
+        },
+        HttpConfig {
+            max_response_bytes_in_flight: 9 * 1024 * 1024,
+            ..test_config()
+        },
+    )
+    .await;
+    assert_eq!(get(&server, BIG).await.status, StatusCode::OK);
+    let addr = server.addr;
+    let readers: Vec<_> = (0..6)
+        .map(|_| {
+            tokio::spawn(async move {
+                let server = TestServer::at(addr);
+                get(&server, BIG).await
+            })
+        })
+        .collect();
+    for r in readers {
+        let a = r.await.unwrap();
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.json()["Message"]);
+        assert!(a.body.len() > 8_000_000);
+    }
+    assert_eq!(
+        metric(&server, "failed_tasks_http_responses_refused_total", &[]).await,
+        Some(0.0)
+    );
+    wait_for_metric(&server, IN_FLIGHT, &[], Duration::from_secs(10), |v| {
+        v == 0.0
+    })
+    .await
+    .expect("every page released");
 }
 
 #[tokio::test]
@@ -177,7 +226,7 @@ async fn h2_zero_window_streams_are_capped_per_connection_and_dropped_when_stall
     let per_connection = 2 * 1024 * 1024;
     let server = spawn_app(
         store_of(100).await,
-        Deadlines::default(),
+        deadlines(),
         HttpConfig {
             max_connection_response_bytes: per_connection,
             write_stall_timeout: Duration::from_secs(2),
