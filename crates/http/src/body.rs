@@ -174,7 +174,8 @@ impl Budget {
         })
     }
 
-    /// A small body, admitted whatever the caps say (see [`SMALL`]).
+    /// A body admitted whatever the caps say, but counted: a small one (see [`SMALL`]), or
+    /// the metrics, which must keep answering while the caps are full.
     pub(crate) fn admit_small(&self, len: usize) -> Reservation {
         let counted = i64::try_from(len).unwrap_or(i64::MAX);
         self.gauge.inc_by(counted);

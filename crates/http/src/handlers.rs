@@ -33,6 +33,9 @@ pub(crate) struct Reply {
     retry_after: Option<u32>,
     /// Room under the response-bytes cap taken before the answer was built, if any.
     room: Option<OwnedSemaphorePermit>,
+    /// Whether the answer is subject to the response-bytes caps (all but `/metrics`, which
+    /// must keep answering while they are full).
+    capped: bool,
 }
 
 impl Reply {
@@ -55,6 +58,7 @@ impl Reply {
             challenge: false,
             retry_after: None,
             room: None,
+            capped: true,
         }
     }
 
@@ -68,6 +72,7 @@ impl Reply {
             challenge: false,
             retry_after: None,
             room: None,
+            capped: true,
         }
     }
 
@@ -94,6 +99,11 @@ impl Reply {
     /// The size of the body.
     pub(crate) fn body_len(&self) -> usize {
         self.body.len()
+    }
+
+    /// Whether the answer is subject to the response-bytes caps.
+    pub(crate) fn capped(&self) -> bool {
+        self.capped
     }
 
     /// The room taken for this answer before it was built (see [`crate::body::Budget::room_for`]).
@@ -437,6 +447,7 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
         challenge: false,
         retry_after: None,
         room: None,
+        capped: false,
     }
 }
 

@@ -53,7 +53,12 @@ async fn handle(
         let route = Route::of(&path).name();
         let mut reply = router::dispatch(app, req).await;
         let room = reply.take_room();
-        let (reply, reservation) = match app.budget.reserve(&conn, reply.body_len(), room) {
+        let admitted = if reply.capped() {
+            app.budget.reserve(&conn, reply.body_len(), room)
+        } else {
+            Some(app.budget.admit_small(reply.body_len()))
+        };
+        let (reply, reservation) = match admitted {
             Some(reservation) => (reply, reservation),
             None => {
                 app.metrics.response_refused();
@@ -82,6 +87,22 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// A connection counted as open in the metrics while this lives.
+struct Open(Arc<Shared>);
+
+impl Open {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.app.metrics.connections_open(1);
+        Self(shared)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.app.metrics.connections_open(-1);
+    }
 }
 
 /// How long an idle connection asked to close may take to do it politely (HTTP/2: GOAWAY,
@@ -160,9 +181,8 @@ pub async fn serve(
         let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            shared.app.metrics.connections_open(1);
+            let _open = Open::new(shared.clone());
             drive(stream, peer, &shared, &builder, stop).await;
-            shared.app.metrics.connections_open(-1);
         });
     }
     drop(listener);
