@@ -62,7 +62,7 @@ async fn handle(
             Some(reservation) => (reply, reservation),
             None => {
                 app.metrics.response_refused();
-                tracing::warn!(
+                tracing::debug!(
                     bytes = reply.body_len(),
                     "answer refused: the response-bytes caps are full (clients not reading)"
                 );
@@ -246,6 +246,7 @@ async fn drive(
             _ = stop.wait_for(|stopping| *stopping), if !draining => {
                 draining = true;
                 served.as_mut().graceful_shutdown();
+                closing.get_or_insert_with(|| tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
             }
             () = conn.asked_to_leave(), if closing.is_none() && !draining => {
                 app.metrics.connection_closed("evicted");
@@ -253,12 +254,13 @@ async fn drive(
                 closing = Some(tokio::time::Instant::now() + EVICT_CLOSE_GRACE);
             }
             () = tokio::time::sleep_until(give_up), if closing.is_some() => {
-                // Still nothing in flight: drop it. A request that arrived meanwhile is
-                // finished under the graceful shutdown already begun.
+                // Nothing in flight and still not closed: drop it. A request that arrived
+                // meanwhile is finished under the graceful shutdown already begun (which
+                // takes no new ones); look again a little later.
                 if conn.idle_since().is_some() {
                     return;
                 }
-                closing = None;
+                closing = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
             }
             _ = watch.tick() => match conn.verdict(config.idle_timeout, config.write_stall_timeout) {
                 Some(Verdict::Stalled) => {

@@ -216,3 +216,40 @@ async fn a_connection_with_a_request_in_flight_is_never_closed_to_make_room() {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["Data"]["TotalTasks"], 3);
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_an_idle_h2_client_that_never_answers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Arc::new(failed_tasks_http::App::new(
+        failed_tasks_query::FailedTaskService::new(
+            Arc::new(MemoryStore::new()),
+            Deadlines::default(),
+        ),
+        test_config(),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(failed_tasks_http::serve(listener, app, async move {
+        let _ = stopped.await;
+    }));
+    // An h2c client that sends the preface and its SETTINGS, then never reads or answers
+    // again: the server's GOAWAY and ping at shutdown go unanswered.
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // The server's own SETTINGS frame: it has taken the connection as HTTP/2.
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), raw.read_exact(&mut head))
+        .await
+        .expect("the server's SETTINGS")
+        .unwrap();
+    assert_eq!(head[3], 0x4, "a SETTINGS frame");
+    stop.send(()).unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(5), serving).await;
+    assert!(
+        drained.is_ok(),
+        "shutdown waits for an idle client that never answers"
+    );
+    drop(raw);
+}
