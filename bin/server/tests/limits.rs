@@ -124,6 +124,17 @@ impl Server {
         }
     }
 
+    /// Listings answered so far, and answers refused for the response-bytes caps.
+    async fn listings_and_refusals(&self) -> (f64, f64) {
+        let answered = self
+            .metric("failed_tasks_http_requests_total", "route=\"list_failed\"")
+            .await;
+        let refused = self
+            .metric("failed_tasks_http_responses_refused_total", "")
+            .await;
+        (answered, refused)
+    }
+
     /// Until `answered` listings have been answered (within `within`), sample the RSS and
     /// the response bytes held every 50 ms: their peaks while the clients hang.
     async fn peaks_until_answered(&self, answered: f64, within: Duration) -> (u64, f64) {
@@ -356,12 +367,7 @@ async fn baseline(server: &Server, path: &'static str, n: usize) -> u64 {
 async fn thirty_http1_clients_that_do_not_read_8mb_pages_cannot_grow_the_server() {
     let server = Server::start(&[]);
     let base = baseline(&server, BIG, 30).await;
-    let answered_before = server
-        .metric("failed_tasks_http_requests_total", "route=\"list_failed\"")
-        .await;
-    let refused_before = server
-        .metric("failed_tasks_http_responses_refused_total", "")
-        .await;
+    let (answered_before, refused_before) = server.listings_and_refusals().await;
     let mut clients = Vec::new();
     for _ in 0..30 {
         clients.push(non_reader(server.addr).await);
@@ -370,10 +376,7 @@ async fn thirty_http1_clients_that_do_not_read_8mb_pages_cannot_grow_the_server(
     let (hanging, held) = server
         .peaks_until_answered(answered_before + 30.0, Duration::from_secs(60))
         .await;
-    let refused = server
-        .metric("failed_tasks_http_responses_refused_total", "")
-        .await
-        - refused_before;
+    let refused = server.listings_and_refusals().await.1 - refused_before;
     let rise = hanging.saturating_sub(base);
     println!(
         "30 non-reading HTTP/1 clients: baseline {} MB, peak while they hang {} MB (+{} MB), {refused} answers refused (503), at most {} MB held",
@@ -403,12 +406,7 @@ async fn thirty_http1_clients_that_do_not_read_8mb_pages_cannot_grow_the_server(
 async fn two_h2c_connections_of_200_zero_window_streams_cannot_grow_the_server() {
     let server = Server::start(&[]);
     let base = baseline(&server, PAGE_100, 200).await;
-    let answered_before = server
-        .metric("failed_tasks_http_requests_total", "route=\"list_failed\"")
-        .await;
-    let refused_before = server
-        .metric("failed_tasks_http_responses_refused_total", "")
-        .await;
+    let (answered_before, refused_before) = server.listings_and_refusals().await;
     let mut zero = h2::client::Builder::new();
     zero.initial_window_size(0);
     let mut conns = Vec::new();
@@ -437,10 +435,7 @@ async fn two_h2c_connections_of_200_zero_window_streams_cannot_grow_the_server()
         .peaks_until_answered(answered_before + 200.0, Duration::from_secs(60))
         .await;
     let rise = hanging.saturating_sub(base);
-    let refused = server
-        .metric("failed_tasks_http_responses_refused_total", "")
-        .await
-        - refused_before;
+    let refused = server.listings_and_refusals().await.1 - refused_before;
     assert!(
         conns.iter().all(|c| !c.is_finished()),
         "measured after a connection was dropped, not while they hang"
