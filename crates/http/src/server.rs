@@ -105,6 +105,10 @@ impl Drop for Open {
     }
 }
 
+/// The HTTP/2 receive windows, per stream and per connection (hyper's defaults, set here so
+/// that docs/operations.md stays true).
+const H2_WINDOW: u32 = 1024 * 1024;
+
 /// How long an idle connection asked to close may take to do it politely (HTTP/2: GOAWAY,
 /// a ping round trip, the final GOAWAY) before it is dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -133,6 +137,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(config.h2_max_concurrent_streams.max(1))
+        // What a client may send unread: request bodies are at most max_body_bytes anyway.
+        .initial_stream_window_size(H2_WINDOW)
+        .initial_connection_window_size(H2_WINDOW)
         .max_send_buf_size(body::PART)
         .keep_alive_interval(Some(config.h2_keep_alive_interval).filter(|d| !d.is_zero()))
         .keep_alive_timeout(config.h2_keep_alive_timeout);

@@ -229,7 +229,9 @@ async fn h2_zero_window_streams_are_capped_per_connection_and_dropped_when_stall
         deadlines(),
         HttpConfig {
             max_connection_response_bytes: per_connection,
-            write_stall_timeout: Duration::from_secs(2),
+            // Long enough for the ten pages to be built and their heads sent on a busy
+            // machine before the first one counts as stalled.
+            write_stall_timeout: Duration::from_secs(4),
             ..test_config()
         },
     )
