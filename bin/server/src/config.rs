@@ -131,6 +131,24 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// A connection with nothing in flight this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A response that makes no progress this long is dropped with its connection.
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
+    /// Response bytes held for all clients at once (larger answers beyond: 503).
+    pub max_response_bytes_in_flight: u64,
+    /// Response bytes held for one connection at once.
+    pub max_connection_response_bytes: u64,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings (0: none).
+    #[serde(with = "humantime_serde")]
+    pub h2_keep_alive_interval: Duration,
+    /// An HTTP/2 connection whose ping is not answered this soon is closed.
+    #[serde(with = "humantime_serde")]
+    pub h2_keep_alive_timeout: Duration,
     /// Page size when a request names none.
     pub page_size_default: u32,
     /// Largest page size a request may ask for.
@@ -171,6 +189,8 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        // The HTTP adapter's connection limits have their defaults there.
+        let http = failed_tasks_http::HttpConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: StoreKind::Memory,
@@ -196,6 +216,13 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_connections: 4096,
+            idle_timeout: http.idle_timeout,
+            write_stall_timeout: http.write_stall_timeout,
+            max_response_bytes_in_flight: http.max_response_bytes_in_flight,
+            max_connection_response_bytes: http.max_connection_response_bytes,
+            h2_max_concurrent_streams: http.h2_max_concurrent_streams,
+            h2_keep_alive_interval: http.h2_keep_alive_interval,
+            h2_keep_alive_timeout: http.h2_keep_alive_timeout,
             page_size_default: 100,
             page_size_max: 1000,
             retry_after_secs: 5,
@@ -310,6 +337,9 @@ impl Settings {
             ("body_read_timeout", self.body_read_timeout),
             ("redis_command_timeout", self.redis_command_timeout),
             ("janitor_interval", self.janitor_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("write_stall_timeout", self.write_stall_timeout),
+            ("h2_keep_alive_timeout", self.h2_keep_alive_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("{key} must be greater than zero"));
@@ -326,6 +356,24 @@ impl Settings {
         self.retry_policy()?;
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".to_owned());
+        }
+        for (key, n) in [
+            (
+                "max_response_bytes_in_flight",
+                self.max_response_bytes_in_flight,
+            ),
+            (
+                "max_connection_response_bytes",
+                self.max_connection_response_bytes,
+            ),
+            (
+                "h2_max_concurrent_streams",
+                u64::from(self.h2_max_concurrent_streams),
+            ),
+        ] {
+            if n == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
         }
         Ok(())
     }
@@ -623,6 +671,53 @@ pub struct Cli {
     #[arg(long, env = "FAILED_TASKS_MAX_CONNECTIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+
+    /// A connection with no request in flight this long is closed (HTTP/2 with a GOAWAY)
+    #[arg(long, env = "FAILED_TASKS_IDLE_TIMEOUT", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub idle_timeout: Option<Duration>,
+
+    /// A response whose client takes none of it this long is dropped with its connection
+    #[arg(long, env = "FAILED_TASKS_WRITE_STALL_TIMEOUT", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub write_stall_timeout: Option<Duration>,
+
+    /// Response bytes held for all clients at once; a larger answer that does not fit gets 503
+    #[arg(long, env = "FAILED_TASKS_MAX_RESPONSE_BYTES_IN_FLIGHT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes_in_flight: Option<u64>,
+
+    /// Response bytes held for one connection at once
+    #[arg(long, env = "FAILED_TASKS_MAX_CONNECTION_RESPONSE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connection_response_bytes: Option<u64>,
+
+    /// Most concurrent HTTP/2 streams per connection
+    #[arg(long, env = "FAILED_TASKS_H2_MAX_CONCURRENT_STREAMS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h2_max_concurrent_streams: Option<u32>,
+
+    /// Interval of HTTP/2 keep-alive pings; 0s sends none
+    #[arg(long, env = "FAILED_TASKS_H2_KEEP_ALIVE_INTERVAL", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub h2_keep_alive_interval: Option<Duration>,
+
+    /// An HTTP/2 connection whose keep-alive ping is not answered this soon is closed
+    #[arg(long, env = "FAILED_TASKS_H2_KEEP_ALIVE_TIMEOUT", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub h2_keep_alive_timeout: Option<Duration>,
 
     /// Page size when a request names none
     #[arg(long, env = "FAILED_TASKS_PAGE_SIZE_DEFAULT")]

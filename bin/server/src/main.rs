@@ -200,6 +200,13 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
             max_header_bytes: flags.max_header_bytes,
             max_connections: flags.max_connections,
             retry_after_secs: flags.retry_after_secs,
+            idle_timeout: flags.idle_timeout,
+            write_stall_timeout: flags.write_stall_timeout,
+            max_response_bytes_in_flight: flags.max_response_bytes_in_flight,
+            max_connection_response_bytes: flags.max_connection_response_bytes,
+            h2_max_concurrent_streams: flags.h2_max_concurrent_streams,
+            h2_keep_alive_interval: flags.h2_keep_alive_interval,
+            h2_keep_alive_timeout: flags.h2_keep_alive_timeout,
         },
     ));
     let listener = tokio::net::TcpListener::bind(flags.listen)
