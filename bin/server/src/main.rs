@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use failed_tasks_domain::stats::AlertThresholds;
-use failed_tasks_domain::{FailedTask, PageLimits, Timestamp};
-use failed_tasks_http::{App, HttpConfig, Token};
-use failed_tasks_query::{Deadlines, FailTimeLimits, FailedTaskService, RetryScheduler};
-use failed_tasks_redis::{CompatConfig, CompatStore, JanitorHandle, RedisConfig, RedisStore};
+use failed_tasks_domain::{FailedTask, Timestamp};
+use failed_tasks_http::App;
+use failed_tasks_query::{FailedTaskService, RetryScheduler};
+use failed_tasks_redis::{CompatStore, JanitorHandle, RedisStore};
 use failed_tasks_store::{MemoryStore, RetryStore, StatusStore, StoreProblem};
 
 mod config;
@@ -61,21 +60,7 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
             })
         }
         StoreKind::Redis => {
-            let config = RedisConfig {
-                url: flags.redis_url.clone(),
-                key_prefix: flags.redis_key_prefix.clone(),
-                command_timeout: flags.redis_command_timeout,
-                max_age: flags.retention_max_age,
-                max_count: flags.retention_max_count,
-                janitor_interval: flags.janitor_interval,
-                archive_dir: flags.archive_dir.clone(),
-                retry_stream_key: flags.retry_stream_key.clone(),
-                retry_stream_max_len: flags.retry_stream_max_len,
-                retry_consumer_group: flags.retry_consumer_group.clone(),
-                retry_consumer_lease: flags.retry_consumer_lease,
-                allow_eviction: flags.redis_allow_eviction,
-                ..RedisConfig::default()
-            };
+            let config = flags.redis_config();
             // Fails only on bad configuration: a Redis that is down is retried in the
             // background while /readyz reports not-ready.
             let store = RedisStore::connect(config)
@@ -107,13 +92,7 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
             })
         }
         StoreKind::Compat => {
-            let config = CompatConfig {
-                url: flags.redis_url.clone(),
-                key_prefix: flags.compat_key_prefix.clone(),
-                record_expiry: flags.compat_record_expiry,
-                command_timeout: flags.redis_command_timeout,
-                ..CompatConfig::default()
-            };
+            let config = flags.compat_config();
             let store = CompatStore::connect(config)
                 .await
                 .context("--redis-url / --compat-key-prefix")?;
@@ -167,35 +146,16 @@ async fn shutdown_signal() {
 }
 
 async fn run(flags: Settings) -> anyhow::Result<()> {
-    // Checked when the settings were loaded; kept as a typed value here.
-    let page_limits = PageLimits::new(flags.page_size_default, flags.page_size_max)
-        .map_err(|e| anyhow::anyhow!("page_size_default/page_size_max: {}", e.reason))?;
     let Opened {
         store,
         retries,
         janitor,
     } = open_store(&flags).await?;
-    let deadlines = Deadlines {
-        health_check: flags.health_timeout,
-        request: flags.request_timeout,
-    };
-    let service = FailedTaskService::new(store, deadlines)
-        .with_alert_thresholds(AlertThresholds {
-            spike_factor: flags.alert_spike_factor,
-            spike_min_count: flags.alert_spike_min_count,
-            category_max: flags.alert_category_max,
-            category_max_overrides: Default::default(),
-            error_code_max: flags.alert_error_code_max,
-            failure_rate_max: flags.alert_failure_rate_max,
-            failure_rate_min_attempts: flags.alert_failure_rate_min_attempts,
-        })
+    let service = FailedTaskService::new(store, flags.deadlines())
+        .with_alert_thresholds(flags.alert_thresholds())
         .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
         .with_connection_check_reuse(flags.connection_check_reuse)
-        .with_fail_time_limits(FailTimeLimits {
-            clock_skew: flags.clock_skew_allowance,
-            // Only the Redis store trims by age; the others keep what they are given.
-            retention: (flags.store == StoreKind::Redis).then_some(flags.retention_max_age),
-        });
+        .with_fail_time_limits(flags.fail_time_limits());
     let service = match retries {
         Some(retries) => service.with_retries(retries),
         None => service,
@@ -220,26 +180,7 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
             }
         }
     }
-    let app = Arc::new(App::new(
-        service,
-        HttpConfig {
-            page_limits,
-            header_read_timeout: flags.header_read_timeout,
-            body_read_timeout: flags.body_read_timeout,
-            admin_token: flags
-                .admin_token
-                .as_ref()
-                .and_then(|t| Token::new(t.expose())),
-            read_token: flags
-                .read_token
-                .as_ref()
-                .and_then(|t| Token::new(t.expose())),
-            max_body_bytes: flags.max_body_bytes,
-            max_header_bytes: flags.max_header_bytes,
-            max_connections: flags.max_connections,
-            retry_after_secs: flags.retry_after_secs,
-        },
-    ));
+    let app = Arc::new(App::new(service, flags.http_config()?));
     let listener = tokio::net::TcpListener::bind(flags.listen)
         .await
         .with_context(|| format!("binding {}", flags.listen))?;
