@@ -114,8 +114,11 @@ struct Indexes {
     due_of: HashMap<TaskId, i64>,
     /// The last failed attempts of each task, newest first.
     history: HashMap<TaskId, VecDeque<AttemptRecord>>,
-    /// Resolved task ids and when they were resolved.
-    resolved: HashMap<TaskId, Timestamp>,
+    /// Resolved task ids, when they were resolved and in which order (at most
+    /// [`MAX_TOMBSTONES`], the oldest forgotten first).
+    resolved: HashMap<TaskId, (Timestamp, u64)>,
+    resolved_order: VecDeque<(TaskId, u64)>,
+    resolved_seq: u64,
 }
 
 #[derive(Debug)]
@@ -160,6 +163,10 @@ fn remove_from<K: Hash + Eq>(map: &mut HashMap<K, BTreeSet<IndexKey>>, k: &K, ke
 }
 
 static EMPTY: BTreeSet<IndexKey> = BTreeSet::new();
+
+/// Most resolved task ids remembered (to answer a late retry request with "resolved"); the
+/// store keeps everything else in memory too, so this only bounds what resolving adds.
+const MAX_TOMBSTONES: usize = 100_000;
 
 impl Indexes {
     fn sched_of(&self, id: &TaskId) -> Sched {
@@ -363,7 +370,17 @@ impl Indexes {
             };
         }
         self.history.remove(id);
-        self.resolved.insert(id.clone(), at);
+        self.resolved_seq += 1;
+        self.resolved.insert(id.clone(), (at, self.resolved_seq));
+        self.resolved_order
+            .push_back((id.clone(), self.resolved_seq));
+        while self.resolved_order.len() > MAX_TOMBSTONES {
+            if let Some((old, seq)) = self.resolved_order.pop_front() {
+                if self.resolved.get(&old).is_some_and(|(_, s)| *s == seq) {
+                    self.resolved.remove(&old);
+                }
+            }
+        }
         let minute = minute_of(at);
         self.minutes
             .entry(minute)
