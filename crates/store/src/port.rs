@@ -82,7 +82,9 @@ pub trait StatusStore: Send + Sync {
     /// The failed task with this id, if stored.
     async fn get(&self, task_id: &TaskId) -> Result<Option<FailedTask>, StoreError>;
 
-    /// Store `task`, replacing any task with the same id, atomically with every index.
+    /// Store `task`, replacing any task with the same id, atomically with every index. On a
+    /// store that schedules retries this schedules none (and drops one scheduled before):
+    /// recording with a plan is [`RetryStore::record_planned`](crate::RetryStore::record_planned).
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError>;
 
     /// Remove the task with this id and every index entry of it; `false` when it was absent.
