@@ -6,15 +6,13 @@
 //! `failed_tasks_redis::RedisStore` (`RedisStore::connect(RedisConfig { url, .. }).await?`)
 //! instead: the service and the calls stay the same.
 
-use std::sync::Arc;
-
 use failed_tasks_domain::{FailedTask, ListQuery, NewFailedTask, PageLimits, Timestamp};
-use failed_tasks_query::{Deadlines, FailedTaskService, QueryError};
+use failed_tasks_query::{Deadlines, FailedTaskService, QueryError, Stores};
 use failed_tasks_store::MemoryStore;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let service = FailedTaskService::new(Arc::new(MemoryStore::new()), Deadlines::default());
+    let service = FailedTaskService::new(Stores::from(MemoryStore::new()), Deadlines::default());
 
     // 1. Build the failure. Invalid input (an empty id, a fail time before the start, an
     //    8 KiB+ message, ...) is a ValidationError naming the field, never a panic.

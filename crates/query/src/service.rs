@@ -1,4 +1,5 @@
-//! The failed-task service: deadlines around a [`StatusStore`] and error mapping.
+//! The failed-task service: deadlines around a store's capabilities ([`Stores`]) and error
+//! mapping.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +14,9 @@ use failed_tasks_domain::{
     RetryPlan, RetryPolicy, TaskFilter, TaskId, TaskType, Timestamp, ValidationError,
 };
 use failed_tasks_store::{
-    CancelRetry, DeliverReport, FailedTaskPage, RecordOutcome, Resolve, RetryDetails, RetryGauges,
-    RetryNow, RetryStore, StatusStore, StoreCondition, StoreError, StoredJsonPage,
+    CancelRetry, Capability, DeliverReport, FailedTaskPage, RecordOutcome, Resolve, RetryDetails,
+    RetryGauges, RetryNow, RetryStore, StatsStore, StatusStore, StoreCondition, StoreError,
+    StoredJsonPage, Stores,
 };
 
 /// How long the service waits for the store.
@@ -104,10 +106,16 @@ pub enum QueryError {
     /// The task asked for is not stored.
     #[error("not found")]
     NotFound,
-    /// The store in use cannot do this (e.g. retries on a store that schedules none). HTTP
-    /// answers 501 with the message.
-    #[error("not supported: {0}")]
-    NotSupported(String),
+    /// The store in use lacks the capability this needs (statistics or retries on the
+    /// read-only compat source). HTTP answers 501 with this error's message, which names the
+    /// store and the capability; nothing was read or written.
+    #[error("the {store} store does not support {capability}")]
+    NotSupported {
+        /// What the store would need.
+        capability: Capability,
+        /// The store's name ([`Stores::name`]).
+        store: &'static str,
+    },
 }
 
 impl QueryError {
@@ -194,12 +202,13 @@ impl RetryCounters {
     }
 }
 
-/// The use cases over one [`StatusStore`] (and, when it schedules retries, its
-/// [`RetryStore`]). Cheap to clone; share one per process.
+/// The use cases over one store, through the capabilities it has ([`Stores`]): what needs a
+/// capability the store lacks answers [`QueryError::NotSupported`]. Cheap to clone; share
+/// one per process.
 #[derive(Clone)]
 pub struct FailedTaskService {
     store: Arc<dyn StatusStore>,
-    retries: Option<Arc<dyn RetryStore>>,
+    stores: Stores,
     deadlines: Deadlines,
     alert_thresholds: Arc<AlertThresholds>,
     retry_policy: Arc<RetryPolicy>,
@@ -261,17 +270,21 @@ impl RecentHealth {
 impl std::fmt::Debug for FailedTaskService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FailedTaskService")
+            .field("stores", &self.stores)
             .field("deadlines", &self.deadlines)
             .finish_non_exhaustive()
     }
 }
 
 impl FailedTaskService {
-    /// A service over `store` with the given deadlines.
-    pub fn new(store: Arc<dyn StatusStore>, deadlines: Deadlines) -> Self {
+    /// A service over `stores` (one store through its capabilities, as its adapter builds
+    /// it, e.g. `Stores::from(MemoryStore::new())`) with the given deadlines. When the store
+    /// schedules retries, recording schedules each failure's retry by the policy in the same
+    /// atomic write.
+    pub fn new(stores: Stores, deadlines: Deadlines) -> Self {
         Self {
-            store,
-            retries: None,
+            store: stores.tasks.clone(),
+            stores,
             deadlines,
             alert_thresholds: Arc::new(AlertThresholds::default()),
             retry_policy: Arc::new(RetryPolicy::default()),
@@ -280,15 +293,6 @@ impl FailedTaskService {
             health: Arc::new(RecentHealth::new(Self::DEFAULT_CHECK_REUSE)),
             fail_times: FailTimeLimits::default(),
         }
-    }
-
-    /// The same service scheduling retries in `retries`, which must be the same store as
-    /// the one given to [`new`](Self::new) seen through its retry capability: recording then
-    /// schedules each failure's retry by the policy, in the same atomic write.
-    #[must_use]
-    pub fn with_retries(mut self, retries: Arc<dyn RetryStore>) -> Self {
-        self.retries = Some(retries);
-        self
     }
 
     /// The same service drawing jitter from `rng` (tests seed it to be reproducible).
@@ -300,7 +304,26 @@ impl FailedTaskService {
 
     /// Whether the store schedules retries.
     pub fn schedules_retries(&self) -> bool {
-        self.retries.is_some()
+        self.stores.retries.is_some()
+    }
+
+    /// The store through its capabilities.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    fn not_supported(&self, capability: Capability) -> QueryError {
+        QueryError::NotSupported {
+            capability,
+            store: self.stores.name,
+        }
+    }
+
+    fn stats_store(&self) -> Result<&Arc<dyn StatsStore>, QueryError> {
+        self.stores
+            .stats
+            .as_ref()
+            .ok_or_else(|| self.not_supported(Capability::Statistics))
     }
 
     /// The retry counters of this process (shared by clones of this service).
@@ -309,12 +332,10 @@ impl FailedTaskService {
     }
 
     fn retry_store(&self) -> Result<&Arc<dyn RetryStore>, QueryError> {
-        self.retries.as_ref().ok_or_else(|| {
-            QueryError::NotSupported(
-                "this store does not schedule retries (use the memory or the redis store)"
-                    .to_owned(),
-            )
-        })
+        self.stores
+            .retries
+            .as_ref()
+            .ok_or_else(|| self.not_supported(Capability::Retries))
     }
 
     /// The plan of each task by the policy in force, with fresh jitter.
@@ -399,9 +420,11 @@ impl FailedTaskService {
         &self.retry_policy
     }
 
-    /// One page of failure groups, last seen newest first.
+    /// One page of failure groups, last seen newest first;
+    /// [`QueryError::NotSupported`] on a store without statistics.
     pub async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, QueryError> {
-        self.checked(self.store.list_groups(query)).await
+        let stats = self.stats_store()?;
+        self.checked(stats.list_groups(query)).await
     }
 
     /// The same service evaluating alerts with `thresholds`.
@@ -422,7 +445,7 @@ impl FailedTaskService {
         self.store.condition()
     }
 
-    /// The store, for wiring that needs it directly (demo data, background jobs).
+    /// The store's tasks, for wiring that needs them directly (demo data, background jobs).
     pub fn store(&self) -> &Arc<dyn StatusStore> {
         &self.store
     }
@@ -517,13 +540,17 @@ impl FailedTaskService {
     }
 
     /// The same page as [`list_failed`](Self::list_failed) as stored wire JSON, when the
-    /// store keeps it (`None`: use `list_failed`).
+    /// store keeps it; `None` without a call when it does not
+    /// ([`Capability::StoredJson`] is a fast path, never required): use `list_failed`.
     pub async fn list_failed_stored_json(
         &self,
         query: &ListQuery,
     ) -> Result<Option<StoredJsonPage>, QueryError> {
         self.check_filter(&query.filter)?;
-        self.checked(self.store.list_stored_json(query)).await
+        let Some(json) = &self.stores.stored_json else {
+            return Ok(None);
+        };
+        self.checked(json.list_stored_json(query)).await.map(Some)
     }
 
     /// One failed task by id; [`QueryError::NotFound`] when absent.
@@ -540,7 +567,7 @@ impl FailedTaskService {
         task_id: &TaskId,
     ) -> Result<(FailedTask, RetryDetails), QueryError> {
         let store = &self.store;
-        let retries = self.retries.as_ref();
+        let retries = self.stores.retries.as_ref();
         let (task, details) = self
             .checked(async move {
                 let task = store.get(task_id).await?;
@@ -586,7 +613,7 @@ impl FailedTaskService {
                 }
             })?;
         }
-        let Some(retries) = &self.retries else {
+        let Some(retries) = &self.stores.retries else {
             return self.checked(self.store.record_batch(tasks)).await;
         };
         let planned = self.plans(tasks);
@@ -791,7 +818,8 @@ impl FailedTaskService {
 
     /// Failure statistics of the `minutes` whole minutes up to `now`, with the alert rules
     /// evaluated: read from the store's per-minute counters, so the cost depends on the
-    /// window, not on how many failures are stored.
+    /// window, not on how many failures are stored. [`QueryError::NotSupported`] on a store
+    /// without statistics.
     pub async fn failure_stats(
         &self,
         minutes: i64,
@@ -799,7 +827,7 @@ impl FailedTaskService {
         top_n: usize,
     ) -> Result<FailureStats, QueryError> {
         let window = StatsWindow::ending_at(now, minutes)?;
-        let store = &self.store;
+        let store = self.stats_store()?;
         let (counts, attempts) = self
             .checked(async move {
                 let counts = store
@@ -820,14 +848,16 @@ impl FailedTaskService {
         ))
     }
 
-    /// Report `count` attempts of `task_type` made at `at` (the failure-rate denominator).
+    /// Report `count` attempts of `task_type` made at `at` (the failure-rate denominator);
+    /// [`QueryError::NotSupported`] on a store without statistics.
     pub async fn report_attempts(
         &self,
         task_type: &TaskType,
         count: u64,
         at: Timestamp,
     ) -> Result<(), QueryError> {
-        self.checked(self.store.record_attempts(task_type, minute_of(at), count))
+        let stats = self.stats_store()?;
+        self.checked(stats.record_attempts(task_type, minute_of(at), count))
             .await
     }
 

@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use failed_tasks_domain::{
     Cursor, ErrorCategory, FailedTask, ListQuery, NewFailedTask, TaskId, Timestamp,
 };
-use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
+use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError, Stores};
 use fred::prelude::ClientLike;
 use fred::types::scan::Scanner;
 use fred::types::Value;
@@ -341,9 +341,23 @@ impl StatusStore for CompatStore {
         ))
     }
 
+    async fn record_batch(&self, _tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+        Err(StoreError::Rejected(
+            "compat source is read-only".to_owned(),
+        ))
+    }
+
     async fn remove(&self, _task_id: &TaskId) -> Result<bool, StoreError> {
         Err(StoreError::Rejected(
             "compat source is read-only".to_owned(),
         ))
+    }
+}
+
+/// The compat source's capabilities: failed tasks only (the Go service keeps no statistics,
+/// groups or retries, and its records are not in the wire form).
+impl From<CompatStore> for Stores {
+    fn from(store: CompatStore) -> Self {
+        Stores::new("compat", std::sync::Arc::new(store))
     }
 }

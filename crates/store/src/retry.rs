@@ -126,6 +126,7 @@ pub struct RetryGauges {
 ///
 /// Implementations are safe under concurrent use and bound every call in time, like
 /// [`StatusStore`](crate::StatusStore), of which a retry store is always one too.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait RetryStore: Send + Sync {
     /// Store each task as [`StatusStore::record`](crate::StatusStore::record) does, and
@@ -179,6 +180,7 @@ pub struct Delivery {
 /// Each request is handed to one worker at a time; one that is not acknowledged within the
 /// lease may be reclaimed by another, so a request can be seen more than once: use
 /// `(TaskId, Attempt)` as the idempotency key.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait RetryQueue: Send + Sync {
     /// Up to `max` requests never handed out before, waiting at most `block` for the first.

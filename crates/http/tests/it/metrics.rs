@@ -9,7 +9,7 @@ use failed_tasks_store::{MemoryStore, StatusStore};
 use hyper::{Method, StatusCode};
 use prometheus_parse::{Scrape, Value};
 
-use crate::helpers::{get, request, request_with_body, spawn_app, test_config};
+use crate::helpers::{get, memory, request, request_with_body, spawn_app, tasks_only, test_config};
 
 pub(crate) fn scrape(body: &[u8]) -> Scrape {
     let text = String::from_utf8(body.to_vec()).unwrap();
@@ -38,7 +38,7 @@ async fn metrics_parse_and_count_requests_recordings_and_stored_tasks() {
         admin_token: Token::new("t"),
         ..test_config()
     };
-    let server = spawn_app(store, Deadlines::default(), config).await;
+    let server = spawn_app(memory(store), Deadlines::default(), config).await;
     let list = "/codebase-embedder/api/v1/tasks/failed";
     for _ in 0..3 {
         assert_eq!(get(&server, list).await.status, StatusCode::OK);
@@ -140,7 +140,12 @@ async fn store_errors_are_counted_by_kind() {
             "refused".into(),
         ))
     });
-    let server = spawn_app(Arc::new(store), Deadlines::default(), test_config()).await;
+    let server = spawn_app(
+        tasks_only(Arc::new(store)),
+        Deadlines::default(),
+        test_config(),
+    )
+    .await;
     for _ in 0..2 {
         let a = get(&server, "/codebase-embedder/api/v1/tasks/failed").await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);

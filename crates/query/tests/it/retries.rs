@@ -11,7 +11,7 @@ use failed_tasks_domain::{
 use failed_tasks_query::{
     Deadlines, FailedTaskService, QueryError, RetryCounters, RetryScheduler, SchedulerConfig,
 };
-use failed_tasks_store::{MemoryStore, MockStatusStore, RetryNow, RetryQueue};
+use failed_tasks_store::{Capability, MemoryStore, MockStatusStore, RetryNow, RetryQueue, Stores};
 
 const BASE: i64 = 1_737_709_200_000;
 
@@ -44,8 +44,7 @@ fn service() -> (FailedTaskService, Arc<MemoryStore>) {
         ..RetryConfig::default()
     })
     .unwrap();
-    let service = FailedTaskService::new(store.clone(), Deadlines::default())
-        .with_retries(store.clone())
+    let service = FailedTaskService::new(Stores::from(store.clone()), Deadlines::default())
         .with_retry_policy(policy)
         .with_jitter(JitterRng::new(7));
     (service, store)
@@ -201,15 +200,24 @@ async fn retry_matching_needs_a_match_and_counts() {
 async fn a_store_without_retries_says_so() {
     let mut store = MockStatusStore::new();
     store.expect_ping().returning(|| Ok(()));
-    let service = FailedTaskService::new(Arc::new(store), Deadlines::default());
+    let service = FailedTaskService::new(
+        Stores::new("read-only", Arc::new(store)),
+        Deadlines::default(),
+    );
     let id = TaskId::parse("t").unwrap();
     assert!(matches!(
         service.retry_now(&id, ts(BASE)).await,
-        Err(QueryError::NotSupported(_))
+        Err(QueryError::NotSupported {
+            capability: Capability::Retries,
+            store: "read-only"
+        })
     ));
     assert!(matches!(
         service.resolve(&id, ts(BASE)).await,
-        Err(QueryError::NotSupported(_))
+        Err(QueryError::NotSupported {
+            capability: Capability::Retries,
+            store: "read-only"
+        })
     ));
     let q = ListQuery {
         filter: TaskFilter {
@@ -221,6 +229,9 @@ async fn a_store_without_retries_says_so() {
     // Refused before any store call (the mock expects no list).
     assert!(matches!(
         service.list_failed(&q).await,
-        Err(QueryError::NotSupported(_))
+        Err(QueryError::NotSupported {
+            capability: Capability::Retries,
+            store: "read-only"
+        })
     ));
 }

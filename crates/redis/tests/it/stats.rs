@@ -11,7 +11,7 @@ use failed_tasks_domain::{
 };
 use failed_tasks_redis::RedisStore;
 use failed_tasks_store::conformance::{expected, mixed_tasks, walk};
-use failed_tasks_store::StatusStore;
+use failed_tasks_store::{StatsStore, StatusStore};
 use failed_tasks_testkit::RedisServer;
 
 use crate::helpers;
@@ -156,7 +156,7 @@ async fn records_with_a_v1_header_are_still_served_and_replaced() {
 }
 
 /// Every group page of `store`, `size` groups at a time.
-pub async fn all_groups(store: &dyn StatusStore, size: u32) -> (Vec<FailureGroup>, u64) {
+pub async fn all_groups(store: &dyn StatsStore, size: u32) -> (Vec<FailureGroup>, u64) {
     let mut out = Vec::new();
     let mut cursor: Option<GroupCursor> = None;
     loop {
