@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use failed_tasks_domain::stats::AlertThresholds;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -141,12 +142,22 @@ pub struct Settings {
     pub alert_spike_factor: f64,
     /// ... with at least this many failures.
     pub alert_spike_min_count: u64,
+    /// Alert `sudden_increase` is critical above this many times the average...
+    pub alert_spike_factor_critical: f64,
+    /// ... with at least this many failures.
+    pub alert_spike_min_count_critical: u64,
     /// Alert `category_threshold`: more failures of one category in the window than this.
     pub alert_category_max: u64,
+    /// Alert `category_threshold` is critical above this many.
+    pub alert_category_max_critical: u64,
     /// Alert `error_code_threshold`: more failures of one error code in the window than this.
     pub alert_error_code_max: u64,
+    /// Alert `error_code_threshold` is critical above this many.
+    pub alert_error_code_max_critical: u64,
     /// Alert `failure_rate`: failures / reported attempts above this fraction...
     pub alert_failure_rate_max: f64,
+    /// Alert `failure_rate` is critical above this fraction.
+    pub alert_failure_rate_max_critical: f64,
     /// ... once at least this many attempts were reported in the window.
     pub alert_failure_rate_min_attempts: u64,
     /// Retry policy: retries before a failure is final (`FinalFailure`).
@@ -165,6 +176,8 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        // The alert thresholds' defaults are the domain's, written once there.
+        let alerts = AlertThresholds::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: StoreKind::Memory,
@@ -193,12 +206,17 @@ impl Default for Settings {
             retry_after_secs: 5,
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Human,
-            alert_spike_factor: 3.0,
-            alert_spike_min_count: 10,
-            alert_category_max: 100,
-            alert_error_code_max: 50,
-            alert_failure_rate_max: 0.2,
-            alert_failure_rate_min_attempts: 20,
+            alert_spike_factor: alerts.spike_factor,
+            alert_spike_min_count: alerts.spike_min_count,
+            alert_spike_factor_critical: alerts.spike_factor_critical,
+            alert_spike_min_count_critical: alerts.spike_min_count_critical,
+            alert_category_max: alerts.category_max,
+            alert_category_max_critical: alerts.category_max_critical,
+            alert_error_code_max: alerts.error_code_max,
+            alert_error_code_max_critical: alerts.error_code_max_critical,
+            alert_failure_rate_max: alerts.failure_rate_max,
+            alert_failure_rate_max_critical: alerts.failure_rate_max_critical,
+            alert_failure_rate_min_attempts: alerts.failure_rate_min_attempts,
             retry_max_retries: 3,
             retry_base_delay: Duration::from_secs(1),
             retry_multiplier: 2.0,
@@ -258,11 +276,69 @@ impl Settings {
         {
             return Err("alert_failure_rate_max must be between 0 and 1".to_owned());
         }
+        if !(self.alert_spike_factor_critical.is_finite()
+            && self.alert_spike_factor_critical >= self.alert_spike_factor)
+        {
+            return Err(
+                "alert_spike_factor_critical must be at least alert_spike_factor".to_owned(),
+            );
+        }
+        if !(self.alert_failure_rate_max_critical.is_finite()
+            && self.alert_failure_rate_max_critical <= 1.0
+            && self.alert_failure_rate_max_critical >= self.alert_failure_rate_max)
+        {
+            return Err(
+                "alert_failure_rate_max_critical must be between alert_failure_rate_max and 1"
+                    .to_owned(),
+            );
+        }
+        for (key, critical, warning) in [
+            (
+                "alert_spike_min_count_critical",
+                self.alert_spike_min_count_critical,
+                self.alert_spike_min_count,
+            ),
+            (
+                "alert_category_max_critical",
+                self.alert_category_max_critical,
+                self.alert_category_max,
+            ),
+            (
+                "alert_error_code_max_critical",
+                self.alert_error_code_max_critical,
+                self.alert_error_code_max,
+            ),
+        ] {
+            if critical < warning {
+                let warning_key = key.trim_end_matches("_critical");
+                return Err(format!(
+                    "{key} ({critical}) must be at least {warning_key} ({warning})"
+                ));
+            }
+        }
         self.retry_policy()?;
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".to_owned());
         }
         Ok(())
+    }
+
+    /// The alert rules' thresholds these settings describe.
+    pub fn alert_thresholds(&self) -> AlertThresholds {
+        AlertThresholds {
+            spike_factor: self.alert_spike_factor,
+            spike_factor_critical: self.alert_spike_factor_critical,
+            spike_min_count: self.alert_spike_min_count,
+            spike_min_count_critical: self.alert_spike_min_count_critical,
+            category_max: self.alert_category_max,
+            category_max_critical: self.alert_category_max_critical,
+            category_max_overrides: Default::default(),
+            error_code_max: self.alert_error_code_max,
+            error_code_max_critical: self.alert_error_code_max_critical,
+            failure_rate_max: self.alert_failure_rate_max,
+            failure_rate_max_critical: self.alert_failure_rate_max_critical,
+            failure_rate_min_attempts: self.alert_failure_rate_min_attempts,
+        }
     }
 
     /// The retry policy these settings describe (validated by the domain).
@@ -505,20 +581,45 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_spike_min_count: Option<u64>,
 
+    /// Alert sudden_increase is critical above this many times the average [default: 10].
+    #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_FACTOR_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_spike_factor_critical: Option<f64>,
+
+    /// Alert sudden_increase: and critical with at least this many failures [default: 50].
+    #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_MIN_COUNT_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_spike_min_count_critical: Option<u64>,
+
     /// Alert category_threshold: failures of one category in the window above this [default: 100].
     #[arg(long, env = "FAILED_TASKS_ALERT_CATEGORY_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_category_max: Option<u64>,
+
+    /// Alert category_threshold is critical above this many [default: 500].
+    #[arg(long, env = "FAILED_TASKS_ALERT_CATEGORY_MAX_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_category_max_critical: Option<u64>,
 
     /// Alert error_code_threshold: failures of one error code in the window above this [default: 50].
     #[arg(long, env = "FAILED_TASKS_ALERT_ERROR_CODE_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_error_code_max: Option<u64>,
 
+    /// Alert error_code_threshold is critical above this many [default: 250].
+    #[arg(long, env = "FAILED_TASKS_ALERT_ERROR_CODE_MAX_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_error_code_max_critical: Option<u64>,
+
     /// Alert failure_rate: failures / reported attempts above this fraction [default: 0.2].
     #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_failure_rate_max: Option<f64>,
+
+    /// Alert failure_rate is critical above this fraction [default: 0.5].
+    #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MAX_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_failure_rate_max_critical: Option<f64>,
 
     /// Alert failure_rate: only once this many attempts were reported in the window [default: 20].
     #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MIN_ATTEMPTS")]

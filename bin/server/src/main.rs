@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use failed_tasks_domain::stats::AlertThresholds;
 use failed_tasks_domain::{FailedTask, PageLimits};
 use failed_tasks_http::{App, HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailedTaskService};
@@ -136,15 +135,7 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         request: flags.request_timeout,
     };
     let service = FailedTaskService::new(store, deadlines)
-        .with_alert_thresholds(AlertThresholds {
-            spike_factor: flags.alert_spike_factor,
-            spike_min_count: flags.alert_spike_min_count,
-            category_max: flags.alert_category_max,
-            category_max_overrides: Default::default(),
-            error_code_max: flags.alert_error_code_max,
-            failure_rate_max: flags.alert_failure_rate_max,
-            failure_rate_min_attempts: flags.alert_failure_rate_min_attempts,
-        })
+        .with_alert_thresholds(flags.alert_thresholds())
         .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
         .with_connection_check_reuse(flags.connection_check_reuse);
     if flags.demo && flags.store == StoreKind::Compat {
