@@ -4,7 +4,7 @@ use bytes::Bytes;
 use failed_tasks_domain::{TaskId, ValidationError};
 use failed_tasks_query::QueryError;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
@@ -27,6 +27,8 @@ pub(crate) struct Reply {
     allow: Option<&'static [&'static str]>,
     challenge: bool,
     retry_after: Option<u32>,
+    /// Further headers (the dashboard's caching and security headers).
+    extra: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Reply {
@@ -46,6 +48,7 @@ impl Reply {
             allow: None,
             challenge: false,
             retry_after: None,
+            extra: Vec::new(),
         }
     }
 
@@ -58,7 +61,32 @@ impl Reply {
             allow: None,
             challenge: false,
             retry_after: None,
+            extra: Vec::new(),
         }
+    }
+
+    /// A reply with these bytes and headers as they are (no envelope; an empty content type
+    /// sends none), for the dashboard's static files.
+    pub(crate) fn raw(
+        status: StatusCode,
+        body: Bytes,
+        content_type: &'static str,
+        extra: Vec<(HeaderName, HeaderValue)>,
+    ) -> Reply {
+        Reply {
+            status,
+            body,
+            content_type,
+            allow: None,
+            challenge: false,
+            retry_after: None,
+            extra,
+        }
+    }
+
+    /// Add headers to the reply.
+    pub(crate) fn add_headers(&mut self, headers: Vec<(HeaderName, HeaderValue)>) {
+        self.extra.extend(headers);
     }
 
     pub(crate) fn ok<T: Serialize>(data: T) -> Reply {
@@ -126,7 +154,12 @@ impl Reply {
         let mut resp = Response::new(Full::new(self.body));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        if !self.content_type.is_empty() {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        }
+        for (name, value) in self.extra {
+            h.insert(name, value);
+        }
         if let Some(methods) = self.allow {
             if let Ok(v) = HeaderValue::from_str(&methods.join(", ")) {
                 h.insert(ALLOW, v);
@@ -345,6 +378,7 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
         allow: None,
         challenge: false,
         retry_after: None,
+        extra: Vec::new(),
     }
 }
 

@@ -10,12 +10,15 @@
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - `handlers`: one function per route, calling the query use cases.
 //! - `params`: query-string parsing into validated domain queries.
+//! - `ui`: the dashboard's static files at `/ui/` (from `failed-tasks-ui`) with their
+//!   caching (`ETag`, `304`) and security headers (CSP, `nosniff`, `Referrer-Policy`).
 //! - [`wire`]: the JSON types with the contract's exact field names and the envelope. They
 //!   are converted explicitly from domain types, so renaming a Rust field cannot change the API.
 //!
 //! # Invariants
-//! - Every response, error or not, carries the envelope (`Code`, `Message`, `Success`, `Data`)
-//!   and an `X-Request-Id` header; every log line of a request carries the same id.
+//! - Every API response, error or not, carries the envelope (`Code`, `Message`, `Success`,
+//!   `Data`) and every response an `X-Request-Id` header (the dashboard's files are the only
+//!   bodies that are not envelopes); every log line of a request carries the same id.
 //! - Internal error detail goes to the log, never into a response body.
 //! - No request outlives the use case's deadlines; no connection outlives the header-read
 //!   timeout without sending a complete request head.
@@ -29,9 +32,11 @@ pub mod metrics;
 mod params;
 mod router;
 pub mod server;
+mod ui;
 pub mod wire;
 
 pub use auth::Token;
 pub use metrics::Metrics;
-pub use router::{App, HttpConfig, BASE_PATH, ROUTES};
+pub use router::{App, HttpConfig, BASE_PATH, ROUTES, UI_ROUTES};
 pub use server::serve;
+pub use ui::CONTENT_SECURITY_POLICY_VALUE;

@@ -10,6 +10,7 @@ use hyper::{Method, Request, StatusCode};
 use crate::auth::{self, Token};
 use crate::handlers::{self, Reply};
 use crate::metrics::Metrics;
+use crate::ui;
 
 /// The contract's path prefix.
 pub const BASE_PATH: &str = "/codebase-embedder/api/v1";
@@ -29,6 +30,13 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     (METRICS, &["GET"]),
 ];
 
+/// The dashboard's routes (static files, see `failed-tasks-ui`): served by the same router,
+/// open (the data they show comes from the API, which checks tokens), and not part of the
+/// API, so `docs/openapi.yaml` leaves them out (a test checks that too).
+pub const UI_ROUTES: &[(&str, &[&str])] = &[(UI_ROOT, &["GET"]), (UI_ASSET, &["GET"])];
+
+const UI_ROOT: &str = "/ui";
+const UI_ASSET: &str = "/ui/{asset}";
 const LIST_FAILED: &str = "/codebase-embedder/api/v1/tasks/failed";
 const GET_FAILED: &str = "/codebase-embedder/api/v1/tasks/failed/{taskId}";
 const ADMIN_TASKS: &str = "/codebase-embedder/api/v1/admin/failed-tasks";
@@ -115,6 +123,10 @@ pub(crate) enum Route {
     Healthz,
     Readyz,
     Metrics,
+    /// `/ui`: redirected to `/ui/`.
+    UiRoot,
+    /// `/ui/{asset}`: a dashboard file (empty: the page itself).
+    UiAsset(String),
     NotFound,
 }
 
@@ -133,7 +145,11 @@ impl Route {
             "/healthz" => return Route::Healthz,
             "/readyz" => return Route::Readyz,
             "/metrics" => return Route::Metrics,
+            "/ui" => return Route::UiRoot,
             _ => {}
+        }
+        if let Some(asset) = path.strip_prefix("/ui/") {
+            return Route::UiAsset(asset.to_owned());
         }
         let Some(rest) = path.strip_prefix(BASE_PATH) else {
             return Route::NotFound;
@@ -174,6 +190,7 @@ impl Route {
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::Metrics => "metrics",
+            Route::UiRoot | Route::UiAsset(_) => "ui",
             Route::NotFound => "not_found",
         }
     }
@@ -191,10 +208,13 @@ impl Route {
             Route::Healthz => HEALTHZ,
             Route::Readyz => READYZ,
             Route::Metrics => METRICS,
+            Route::UiRoot => UI_ROOT,
+            Route::UiAsset(_) => UI_ASSET,
             Route::NotFound => return &[],
         };
         ROUTES
             .iter()
+            .chain(UI_ROUTES)
             .find(|(t, _)| *t == template)
             .map_or(&[], |(_, m)| *m)
     }
@@ -203,7 +223,12 @@ impl Route {
         match self {
             Route::ListFailed | Route::GetFailed(_) | Route::Stats | Route::Groups => Access::Read,
             Route::AdminTasks | Route::AdminTask(_) | Route::Attempts => Access::Admin,
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => Access::Open,
+            Route::Healthz
+            | Route::Readyz
+            | Route::Metrics
+            | Route::UiRoot
+            | Route::UiAsset(_)
+            | Route::NotFound => Access::Open,
         }
     }
 }
@@ -234,6 +259,8 @@ pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> 
         (Route::Healthz, _) => handlers::healthz(query),
         (Route::Readyz, _) => handlers::readyz(app, query).await,
         (Route::Metrics, _) => handlers::metrics(app, query).await,
+        (Route::UiRoot, _) => ui::redirect(query),
+        (Route::UiAsset(path), _) => ui::asset(&path, req.headers()),
         (Route::AdminTasks, Method::POST) => match json_body(app, req).await {
             Ok(body) => handlers::record_tasks(app, query, &body).await,
             Err(reply) => reply,
@@ -360,6 +387,10 @@ mod tests {
             ("/healthz", Route::Healthz),
             ("/readyz", Route::Readyz),
             ("/metrics", Route::Metrics),
+            ("/ui", Route::UiRoot),
+            ("/ui/", Route::UiAsset(String::new())),
+            ("/ui/views/task.js", Route::UiAsset("views/task.js".into())),
+            ("/uix", Route::NotFound),
             ("/", Route::NotFound),
         ];
         for (path, want) in table {
@@ -369,8 +400,8 @@ mod tests {
 
     #[test]
     fn every_template_routes_to_a_route_with_its_methods() {
-        for (template, methods) in ROUTES {
-            let route = Route::of(&template.replace("{taskId}", "t1"));
+        for (template, methods) in ROUTES.iter().chain(UI_ROUTES) {
+            let route = Route::of(&template.replace("{taskId}", "t1").replace("{asset}", "a"));
             assert_ne!(route, Route::NotFound, "{template}");
             assert_eq!(route.methods(), *methods, "{template}");
         }

@@ -10,6 +10,7 @@ mod metrics;
 mod openapi;
 mod stats;
 mod stored;
+mod ui;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,8 +1,9 @@
-//! `docs/openapi.yaml` documents exactly the routes and methods the router serves.
+//! `docs/openapi.yaml` documents exactly the API's routes and methods the router serves (the
+//! dashboard's `/ui/` files are not API and are left out).
 
 use std::collections::BTreeSet;
 
-use failed_tasks_http::ROUTES;
+use failed_tasks_http::{ROUTES, UI_ROUTES};
 use yaml_rust2::YamlLoader;
 
 #[test]
@@ -30,4 +31,16 @@ fn documented_routes_are_the_served_routes() {
         })
         .collect();
     assert_eq!(documented, served);
+    // The dashboard's files are served by the same router but are not API: not documented.
+    for (path, _) in UI_ROUTES {
+        assert!(path.starts_with("/ui"), "{path}");
+        assert!(
+            !documented.iter().any(|(p, _)| p.starts_with("/ui")),
+            "docs/openapi.yaml documents the dashboard's {path}"
+        );
+        assert!(
+            !ROUTES.iter().any(|(p, _)| p == path),
+            "{path} is in ROUTES"
+        );
+    }
 }

@@ -1,0 +1,82 @@
+// The one place that talks to the API. The token (admin or read) lives in this tab's
+// sessionStorage and travels only as an Authorization header, never in a URL.
+
+export const BASE = '/codebase-embedder/api/v1';
+const TOKEN_KEY = 'failed-tasks.token';
+/** No call waits longer than this for the server. */
+const TIMEOUT_MS = 15000;
+
+export function token() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || '';
+  } catch {
+    return '';
+  }
+}
+
+export function setToken(value) {
+  try {
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Storage disabled: the token is simply not kept.
+  }
+}
+
+/** An answer other than success: the HTTP status, the envelope's Code and Message, and the
+ *  Retry-After seconds when the server sent them. `status` 0: the server was not reached. */
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message || `HTTP ${status}`);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+async function call(method, path, { query, signal } = {}) {
+  const url = new URL(BASE + path, window.location.origin);
+  for (const [key, value] of Object.entries(query || {})) {
+    if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, value);
+  }
+  const headers = { Accept: 'application/json' };
+  const t = token();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  const timeout = AbortSignal.timeout(TIMEOUT_MS);
+  const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
+  let response;
+  try {
+    response = await fetch(url, {
+      method, headers, signal: both, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
+    });
+  } catch (e) {
+    if (signal && signal.aborted) throw e;
+    throw new ApiError(0, 0, null, null);
+  }
+  let envelope = null;
+  try {
+    envelope = await response.json();
+  } catch {
+    envelope = null;
+  }
+  if (response.ok && envelope && envelope.Success === true) return envelope.Data;
+  const retryAfter = Number.parseInt(response.headers.get('Retry-After') || '', 10);
+  throw new ApiError(
+    response.status,
+    envelope && typeof envelope.Code === 'number' ? envelope.Code : response.status,
+    envelope && typeof envelope.Message === 'string' ? envelope.Message : response.statusText,
+    Number.isFinite(retryAfter) ? retryAfter : null,
+  );
+}
+
+const id = (taskId) => encodeURIComponent(taskId);
+
+export const api = {
+  list: (query, signal) => call('GET', '/tasks/failed', { query, signal }),
+  task: (taskId, signal) => call('GET', `/tasks/failed/${id(taskId)}`, { signal }),
+  stats: (window, signal) => call('GET', '/tasks/failed-stats', { query: { window }, signal }),
+  groups: (query, signal) => call('GET', '/tasks/failed-groups', { query, signal }),
+  remove: (taskId) => call('DELETE', `/admin/failed-tasks/${id(taskId)}`),
+  removeMatching: (filters) => call('DELETE', '/admin/failed-tasks', { query: filters }),
+};

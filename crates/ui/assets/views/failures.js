@@ -1,0 +1,213 @@
+// Failures: the listing, newest first, with every filter of the API, cursor paging and the
+// bulk actions. State in the URL: #/failures?category=..&cursor=..&prev=..&pageSize=..
+//
+// `prev` is the stack of the cursors of the pages between the first page and this one,
+// joined by '.', which a base64url cursor never contains; so Previous works from a shared
+// link too. A `cursor` without `prev` is the second page.
+
+import { h, replace } from '../dom.js';
+import { t, category, CATEGORIES } from '../i18n.js';
+import { time, count, toLocalInput, fromLocalInput } from '../format.js';
+
+/** The listing's filters, as the API names them. */
+export const FILTERS = ['category', 'taskType', 'clientId', 'errorCode', 'since', 'until', 'signature'];
+/** Filters the bulk removal accepts (not signature). */
+const BULK_FILTERS = ['category', 'taskType', 'clientId', 'errorCode', 'since', 'until'];
+const PAGE_SIZES = ['25', '50', '100', '200'];
+const DEFAULT_PAGE_SIZE = '50';
+const MAX_PREV = 100;
+/** Parallel single deletions of a selection. */
+const PARALLEL = 4;
+
+function filtersOf(params) {
+  const out = {};
+  for (const key of FILTERS) {
+    const v = params.get(key);
+    if (v) out[key] = v;
+  }
+  return out;
+}
+
+function prevStack(params) {
+  return params.get('prev') ? params.get('prev').split('.').filter(Boolean) : [];
+}
+
+/** A coloured category badge. */
+export function categoryBadge(name) {
+  return h('span', { class: ['badge', `cat-${CATEGORIES.includes(name) ? name : 'unknown'}`], title: name }, category(name));
+}
+
+export function mount(ctx) {
+  const { params } = ctx;
+  const filters = filtersOf(params);
+  const pageSize = PAGE_SIZES.includes(params.get('pageSize')) ? params.get('pageSize') : DEFAULT_PAGE_SIZE;
+  const cursor = params.get('cursor') || '';
+  const prev = prevStack(params);
+  const selected = new Set();
+
+  const state = (over) => ({ ...filters, pageSize: pageSize === DEFAULT_PAGE_SIZE ? '' : pageSize, ...over });
+
+  // ---- the filter form -----------------------------------------------------------------
+  const field = (key, input) => h('label', { class: 'field' }, h('span', {}, t(`filter.${key}`)), input);
+  const text = (key) => h('input', { type: 'text', id: `f-${key}`, name: key, value: filters[key] || '', autocomplete: 'off', spellcheck: 'false' });
+  const dateTime = (key) => h('input', { type: 'datetime-local', id: `f-${key}`, name: key, step: '1', value: filters[key] ? toLocalInput(filters[key]) : '' });
+  const categorySelect = h('select', { id: 'f-category', name: 'category' },
+    h('option', { value: '' }, t('common.all')),
+    CATEGORIES.map((c) => h('option', { value: c, selected: filters.category === c }, category(c))));
+  const sizeSelect = h('select', { id: 'f-pageSize', name: 'pageSize' },
+    PAGE_SIZES.map((n) => h('option', { value: n, selected: n === pageSize }, n)));
+  const form = h('form', { class: 'filters', id: 'filters', on: { submit: apply } },
+    field('category', categorySelect),
+    field('taskType', text('taskType')),
+    field('clientId', text('clientId')),
+    field('errorCode', text('errorCode')),
+    field('since', dateTime('since')),
+    field('until', dateTime('until')),
+    field('signature', text('signature')),
+    h('label', { class: 'field' }, h('span', {}, t('common.pageSize')), sizeSelect),
+    h('div', { class: 'buttons' },
+      h('button', { type: 'submit', id: 'apply-filters' }, t('common.apply')),
+      h('button', { type: 'button', id: 'clear-filters', on: { click: () => ctx.navigate('failures', {}) } }, t('common.clear'))));
+  replace(ctx.controls, form);
+
+  function apply(event) {
+    event.preventDefault();
+    const next = {};
+    for (const key of FILTERS) {
+      const el = form.elements[key];
+      const v = el.type === 'datetime-local' ? fromLocalInput(el.value) : el.value.trim();
+      if (v) next[key] = v;
+    }
+    const size = sizeSelect.value;
+    ctx.navigate('failures', { ...next, pageSize: size === DEFAULT_PAGE_SIZE ? '' : size });
+  }
+
+  // ---- the page ------------------------------------------------------------------------
+  async function load() {
+    const page = await ctx.api.list({ ...filters, pageSize, cursor }, ctx.signal);
+    render(page);
+  }
+
+  function render(page) {
+    const tasks = page.Tasks || [];
+    const total = page.TotalTasks;
+    const canAct = ctx.canAct();
+    const hasRetry = tasks.some((task) => 'NextRetryAt' in task);
+    for (const id of [...selected]) if (!tasks.some((task) => task.TaskId === id)) selected.delete(id);
+
+    const pageNo = cursor ? prev.length + 2 : 1;
+    const from = tasks.length ? (pageNo - 1) * Number(pageSize) + 1 : 0;
+    const summary = h('p', { class: 'summary', id: 'total' },
+      h('strong', { id: 'total-count', dataset: { count: String(total) } }, t('failures.total', { n: count(total) })),
+      tasks.length ? ` · ${t('failures.range', { from: count(from), to: count(from + tasks.length - 1), n: count(total) })}` : '');
+
+    if (!tasks.length) {
+      const empty = h('div', { class: 'empty', id: 'empty' },
+        h('p', {}, Object.keys(filters).length || cursor ? t('failures.empty') : t('failures.emptyAll')));
+      replace(ctx.data, summary, empty, pager(null, pageNo));
+      return;
+    }
+
+    const bulk = canAct ? bulkBar(total) : null;
+    const selectAll = canAct
+      ? h('input', { type: 'checkbox', id: 'select-all', 'aria-label': t('failures.selectAll'), checked: tasks.every((x) => selected.has(x.TaskId)), on: { change: (e) => { for (const x of tasks) { if (e.target.checked) selected.add(x.TaskId); else selected.delete(x.TaskId); } render(page); } } })
+      : null;
+    const head = h('tr', {},
+      canAct ? h('th', { class: 'select' }, selectAll) : null,
+      ['FailTime', 'TaskId', 'TaskType', 'ClientId', 'ErrorCategory', 'ErrorCode', 'ErrorMessage', 'RetryCount', 'FinalFailure'].map((f) => h('th', { scope: 'col' }, t(`field.${f}`))),
+      hasRetry ? h('th', { scope: 'col' }, t('field.NextRetryAt')) : null);
+    const rows = tasks.map((task) => h('tr', { dataset: { taskId: task.TaskId } },
+      canAct ? h('td', { class: 'select' }, h('input', {
+        type: 'checkbox', class: 'row-select', 'aria-label': t('failures.select', { id: task.TaskId }), checked: selected.has(task.TaskId),
+        on: { change: (e) => { if (e.target.checked) selected.add(task.TaskId); else selected.delete(task.TaskId); render(page); } },
+      })) : null,
+      h('td', { class: 'time' }, time(task.FailTime)),
+      h('td', { class: 'id' }, h('a', { href: ctx.href('task', {}, task.TaskId), class: 'task-link' }, task.TaskId)),
+      h('td', {}, task.TaskType),
+      h('td', {}, task.ClientId),
+      h('td', {}, categoryBadge(task.ErrorCategory)),
+      h('td', { class: 'code' }, task.ErrorCode),
+      h('td', { class: 'message', title: task.ErrorMessage }, task.ErrorMessage),
+      h('td', { class: 'num' }, count(task.RetryCount)),
+      h('td', {}, task.FinalFailure ? h('span', { class: 'final yes' }, t('common.yes')) : h('span', { class: 'final no' }, t('common.no'))),
+      hasRetry ? h('td', { class: 'time next-retry' }, time(task.NextRetryAt)) : null));
+    const table = h('div', { class: 'table-wrap' },
+      h('table', { class: 'tasks', id: 'tasks' }, h('thead', {}, head), h('tbody', {}, rows)));
+    replace(ctx.data, summary, bulk, table, pager(page.NextCursor, pageNo));
+  }
+
+  function pager(nextCursor, pageNo) {
+    const hasPrev = prev.length > 0 || Boolean(cursor);
+    return h('nav', { class: 'pager', 'aria-label': t('common.page', { n: pageNo }) },
+      h('button', {
+        type: 'button', id: 'prev-page', disabled: !hasPrev,
+        on: { click: () => {
+          const stack = prev.slice();
+          const back = stack.pop() || null;
+          ctx.navigate('failures', state({ cursor: back, prev: stack.length ? stack.join('.') : null }));
+        } },
+      }, t('common.previous')),
+      h('span', { id: 'page-number', dataset: { page: String(pageNo) } }, t('common.page', { n: pageNo })),
+      h('button', {
+        type: 'button', id: 'next-page', disabled: !nextCursor,
+        on: { click: () => {
+          const stack = cursor ? [...prev, cursor].slice(-MAX_PREV) : [];
+          ctx.navigate('failures', state({ cursor: nextCursor, prev: stack.length ? stack.join('.') : null }));
+        } },
+      }, t('common.next')));
+  }
+
+  function bulkFilters() {
+    if (filters.signature) return null;
+    const out = {};
+    for (const key of BULK_FILTERS) if (filters[key]) out[key] = filters[key];
+    return Object.keys(out).length ? out : null;
+  }
+
+  function bulkBar(total) {
+    const matching = bulkFilters();
+    return h('div', { class: 'bulk', id: 'bulk-actions' },
+      h('button', { type: 'button', id: 'delete-selected', class: 'danger', disabled: !selected.size, on: { click: deleteSelected } },
+        t('failures.deleteSelected', { n: selected.size })),
+      h('button', { type: 'button', id: 'delete-matching', class: 'danger', disabled: !matching, title: matching ? null : t('failures.needFilter'), on: { click: () => deleteMatching(total) } },
+        t('failures.deleteMatching', { n: count(total) })));
+  }
+
+  async function deleteSelected() {
+    const ids = [...selected];
+    if (!ids.length || !(await ctx.confirm(t('confirm.deleteSelected', { n: ids.length })))) return;
+    let done = 0;
+    let failure = null;
+    const queue = ids.slice();
+    const worker = async () => {
+      while (queue.length) {
+        const id = queue.shift();
+        try {
+          await ctx.api.remove(id);
+          done += 1;
+          selected.delete(id);
+        } catch (e) {
+          if (e.status !== 404) failure = e;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, ids.length) }, worker));
+    if (failure) ctx.notify(t('error.action', { message: failure.message }), 'error');
+    else ctx.notify(t('done.deleted', { n: done }), 'ok');
+    ctx.reload();
+  }
+
+  async function deleteMatching(total) {
+    const matching = bulkFilters();
+    if (!matching || !(await ctx.confirm(t('confirm.deleteMatching', { n: count(total) })))) return;
+    try {
+      const r = await ctx.api.removeMatching(matching);
+      ctx.notify(t(r.Complete ? 'done.deleted' : 'done.deletedPartly', { n: count(r.Removed) }), 'ok');
+    } catch (e) {
+      ctx.notify(t('error.action', { message: e.message }), 'error');
+    }
+    ctx.navigate('failures', state({ cursor: null, prev: null }));
+  }
+
+  return { load };
+}
