@@ -29,6 +29,8 @@ let retryTimer = null;
 let countdownTimer = null;
 let refreshTimer = null;
 let noticeTimer = null;
+/** Whether the token in sessionStorage is the admin token (asked once per token). */
+const admin = { token: null, ok: false };
 
 /** The route in the hash: `#/name/arg?query`. */
 function parseHash() {
@@ -98,7 +100,9 @@ function openTokenDialog(reason) {
 }
 
 function updateTokenButton() {
-  byId('token-button').textContent = token() ? t('token.signedIn') : t('token.set');
+  const b = byId('token-button');
+  b.textContent = token() ? t('token.signedIn') : t('token.set');
+  b.dataset.token = token() ? 'set' : 'none';
 }
 
 function clearTimers() {
@@ -164,6 +168,20 @@ function showError(err) {
   retryTimer = setTimeout(() => { if (gen === generation) load(false); }, seconds * 1000);
 }
 
+/** After a navigation, keep the keyboard where it was (the same control of the new view:
+ *  the filter field after Enter, the Next button after paging). */
+function restoreFocus() {
+  const id = current && current.focusId;
+  if (!id) return;
+  const el = byId(id);
+  if (el && !el.disabled && document.activeElement !== el) {
+    el.focus();
+    current.focusId = null;
+  } else if (el) {
+    current.focusId = null;
+  }
+}
+
 /** Load the current view's data; `initial` shows the loading state. */
 async function load(initial) {
   if (!current) return;
@@ -174,6 +192,7 @@ async function load(initial) {
     await current.view.load();
     if (gen !== generation) return;
     setState('ok');
+    restoreFocus();
     document.body.dataset.loaded = String(Date.now());
     scheduleRefresh();
   } catch (err) {
@@ -188,11 +207,24 @@ async function load(initial) {
   }
 }
 
+/** Whether the actions can be offered: the token is the admin one. */
+async function checkAdmin() {
+  const t0 = token();
+  if (admin.token === t0) return;
+  admin.ok = await api.isAdmin();
+  admin.token = t0;
+}
+
 /** Mount the view the hash names and load it. */
-function route() {
+async function route() {
   clearTimers();
   generation += 1;
+  const gen = generation;
   if (current && current.abort) current.abort.abort();
+  await checkAdmin();
+  if (gen !== generation) return;
+  const focused = document.activeElement;
+  const focusId = focused && focused !== document.body && byId('view').contains(focused) ? focused.id : '';
   const { name, arg, params } = parseHash();
   for (const [view, id] of Object.entries({ failures: 'nav-failures', overview: 'nav-overview', groups: 'nav-groups' })) {
     const link = byId(id);
@@ -209,10 +241,11 @@ function route() {
   const ctx = {
     name, arg, params, controls, data, signal: abort.signal,
     api, href, navigate, notify, confirm: confirmAction,
-    canAct: () => Boolean(token()),
+    canAct: () => admin.ok && admin.token === token(),
     reload: () => load(false),
   };
-  current = { name, view: VIEWS[name].mount(ctx), state, data, abort };
+  current = { name, view: VIEWS[name].mount(ctx), state, data, abort, focusId };
+  restoreFocus();
   document.title = `${t(`title.${name}`)} · ${t('app.title')}`;
   load(true);
 }

@@ -32,11 +32,11 @@ export function timelineChart(timeline, label) {
   const barW = plotW / Math.max(1, buckets.length);
   const svg = h('svg:svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart timeline', role: 'img', 'aria-label': label, preserveAspectRatio: 'none' });
   svg.append(h('svg:title', {}, label));
-  // Axis and gridlines at 0, max/2, max.
-  for (const frac of [0, 0.5, 1]) {
-    const y = top + plotH * (1 - frac);
+  // Gridlines at 0, about half the maximum, and the maximum (each value once).
+  for (const v of [...new Set([0, Math.round(max / 2), max])]) {
+    const y = top + plotH * (1 - v / max);
     svg.append(h('svg:line', { x1: left, x2: W - 6, y1: y, y2: y, class: 'grid' }));
-    svg.append(h('svg:text', { x: left - 6, y: y + 4, class: 'axis', 'text-anchor': 'end' }, count(Math.round(max * frac))));
+    svg.append(h('svg:text', { x: left - 6, y: y + 4, class: 'axis', 'text-anchor': 'end' }, count(v)));
   }
   buckets.forEach((b, i) => {
     const hgt = (b.count / max) * plotH;

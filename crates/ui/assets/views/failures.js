@@ -109,8 +109,13 @@ export function mount(ctx) {
     }
 
     const bulk = canAct ? bulkBar(total) : null;
+    // Selecting updates the checkboxes and the bulk buttons in place (no re-render).
     const selectAll = canAct
-      ? h('input', { type: 'checkbox', id: 'select-all', 'aria-label': t('failures.selectAll'), checked: tasks.every((x) => selected.has(x.TaskId)), on: { change: (e) => { for (const x of tasks) { if (e.target.checked) selected.add(x.TaskId); else selected.delete(x.TaskId); } render(page); } } })
+      ? h('input', { type: 'checkbox', id: 'select-all', 'aria-label': t('failures.selectAll'), checked: tasks.every((x) => selected.has(x.TaskId)), on: { change: (e) => {
+        for (const x of tasks) { if (e.target.checked) selected.add(x.TaskId); else selected.delete(x.TaskId); }
+        for (const box of ctx.data.querySelectorAll('.row-select')) box.checked = e.target.checked;
+        updateBulk();
+      } } })
       : null;
     const head = h('tr', {},
       canAct ? h('th', { class: 'select' }, selectAll) : null,
@@ -119,7 +124,11 @@ export function mount(ctx) {
     const rows = tasks.map((task) => h('tr', { dataset: { taskId: task.TaskId } },
       canAct ? h('td', { class: 'select' }, h('input', {
         type: 'checkbox', class: 'row-select', 'aria-label': t('failures.select', { id: task.TaskId }), checked: selected.has(task.TaskId),
-        on: { change: (e) => { if (e.target.checked) selected.add(task.TaskId); else selected.delete(task.TaskId); render(page); } },
+        on: { change: (e) => {
+          if (e.target.checked) selected.add(task.TaskId); else selected.delete(task.TaskId);
+          if (selectAll) selectAll.checked = tasks.every((x) => selected.has(x.TaskId));
+          updateBulk();
+        } },
       })) : null,
       h('td', { class: 'time' }, time(task.FailTime)),
       h('td', { class: 'id' }, h('a', { href: ctx.href('task', {}, task.TaskId), class: 'task-link' }, task.TaskId)),
@@ -155,6 +164,13 @@ export function mount(ctx) {
           ctx.navigate('failures', state({ cursor: nextCursor, prev: stack.length ? stack.join('.') : null }));
         } },
       }, t('common.next')));
+  }
+
+  function updateBulk() {
+    const button = ctx.data.querySelector('#delete-selected');
+    if (!button) return;
+    button.textContent = t('failures.deleteSelected', { n: selected.size });
+    button.disabled = !selected.size;
   }
 
   function bulkFilters() {

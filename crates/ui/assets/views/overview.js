@@ -49,9 +49,9 @@ export function mount(ctx) {
       h('a', { class: 'card stat', id: 'stat-total', href: ctx.href('failures', since) },
         h('span', { class: 'stat-label' }, t('overview.total')), h('span', { class: 'stat-value' }, count(s.TotalFailures))),
       h('div', { class: 'card stat', id: 'stat-attempts' },
-        h('span', { class: 'stat-label' }, t('overview.attempts')), h('span', { class: 'stat-value' }, s.Attempts === null ? t('overview.none') : count(s.Attempts))),
+        h('span', { class: 'stat-label' }, t('overview.attempts')), s.Attempts === null ? h('span', { class: 'stat-value none' }, t('overview.none')) : h('span', { class: 'stat-value' }, count(s.Attempts))),
       h('div', { class: 'card stat', id: 'stat-rate' },
-        h('span', { class: 'stat-label' }, t('overview.rate')), h('span', { class: 'stat-value' }, s.FailureRate === null ? t('overview.none') : percent(s.FailureRate))));
+        h('span', { class: 'stat-label' }, t('overview.rate')), s.FailureRate === null ? h('span', { class: 'stat-value none' }, t('overview.none')) : h('span', { class: 'stat-value' }, percent(s.FailureRate))));
 
     const alerts = (s.Alerts || []).slice().sort((a, b) => (a.Level === b.Level ? 0 : a.Level === 'critical' ? -1 : 1));
     const alertList = alerts.length
