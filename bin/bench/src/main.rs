@@ -1,5 +1,5 @@
-//! `failed-tasks-bench`: measures the performance targets of SPEC section 4 (made concrete in
-//! issue 6) in one run, as ratios of figures taken side by side on the same machine.
+//! `failed-tasks-bench`: measures the project's performance targets (listed with
+//! their figures in docs/BENCHMARKS.md) in one run, as ratios of figures taken side by side on the same machine.
 //!
 //! It starts its own private `redis-server` on a free loopback port (or uses `--redis-url`,
 //! which must be a loopback address and an empty, disposable database: the run flushes
@@ -65,7 +65,7 @@ enum Generator {
     Builtin,
 }
 
-/// Measure the failed-task store against the targets of SPEC section 4.
+/// Measure the failed-task store against the project's performance targets.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Flags {

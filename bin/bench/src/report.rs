@@ -101,7 +101,7 @@ impl Op {
     }
 }
 
-/// One target of issue 6 / SPEC section 4.
+/// One performance target (docs/BENCHMARKS.md lists them with their figures).
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
     pub key: &'static str,

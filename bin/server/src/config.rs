@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use failed_tasks_domain::stats::AlertThresholds;
+use failed_tasks_redis::redact_url;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -226,25 +227,82 @@ impl Default for Settings {
     }
 }
 
+/// Why the settings could not be loaded. Messages name the key and where its value came
+/// from, and never show the value of a secret (tokens, the Redis URL).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config` names no file.
+    #[error("--config {0}: no such file")]
+    NoFile(String),
+    /// The file exists but cannot be read.
+    #[error("--config {path}: cannot read it: {reason}")]
+    Unreadable {
+        /// The path as given.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The file is not valid TOML. The offending line is not shown: it may hold a secret.
+    #[error("{path}: TOML syntax error at line {line}, column {column}: {message}")]
+    Syntax {
+        /// The path as given.
+        path: String,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// What the TOML parser expected, without the line's text.
+        message: String,
+    },
+    /// One or more keys have bad values, or are unknown.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// A rule between settings does not hold.
+    #[error("{0}")]
+    Rule(String),
+}
+
+/// Keys whose values are never shown, in messages or in `--print-config`.
+const SECRET_KEYS: &[&str] = &["admin_token", "read_token", "redis_url"];
+
 impl Settings {
     /// Load: defaults, then the file (if any), then `cli` (flags and env vars).
-    pub fn load(cli: &Cli) -> Result<Settings, String> {
+    pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = &cli.config {
+        let shown_path = cli.config.as_ref().map(|p| p.display().to_string());
+        if let (Some(path), Some(shown)) = (&cli.config, &shown_path) {
             if !path.is_file() {
-                return Err(format!("--config {}: no such file", path.display()));
+                return Err(ConfigError::NoFile(shown.clone()));
             }
-            figment = figment.merge(Toml::file_exact(path));
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+            // Parsed here first so that a syntax error is reported by position only: the
+            // parser's own message quotes the line, which may be `admin_token = "…`.
+            if let Err(e) = text.parse::<toml::Table>() {
+                let at = e.span().map_or(0, |span| span.start).min(text.len());
+                let before = &text[..at];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                return Err(ConfigError::Syntax {
+                    path: shown.clone(),
+                    line,
+                    column,
+                    message: e.message().to_owned(),
+                });
+            }
+            figment = figment.merge(Toml::string(&text));
         }
         figment = figment.merge(Serialized::defaults(cli));
         let settings: Settings = figment.extract().map_err(|e| {
-            e.into_iter()
-                // figment names keys within its profile ("default.listen"); show "listen".
-                .map(|e| e.to_string().replace("for key \"default.", "for key \""))
-                .collect::<Vec<_>>()
-                .join("; ")
+            ConfigError::Invalid(
+                e.into_iter()
+                    .map(|e| describe_error(&e, shown_path.as_deref()))
+                    .collect(),
+            )
         })?;
-        settings.check()?;
+        settings.check().map_err(ConfigError::Rule)?;
         Ok(settings)
     }
 
@@ -369,14 +427,92 @@ impl Settings {
     }
 }
 
-/// A Redis URL with any password replaced, for logs and `--print-config`.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
+/// One figment error as `key (where it came from): problem`, with the value hidden for
+/// secret keys and the path of the file as the user gave it.
+fn describe_error(e: &figment::Error, file: Option<&str>) -> String {
+    use figment::error::Kind;
+    // Errors name keys within figment's profile ("default.listen"): show "listen".
+    let key = e
+        .path
+        .iter()
+        .skip_while(|p| p.as_str() == "default")
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(".");
+    let from_file = e.metadata.as_ref().is_some_and(|m| m.name.contains("TOML"));
+    let source = match (from_file, file) {
+        (true, Some(path)) => format!("in {path}"),
+        _ => "from a flag or environment variable".to_owned(),
+    };
+    let secret = SECRET_KEYS.contains(&key.as_str());
+    let problem = match &e.kind {
+        Kind::UnknownField(found, known) => {
+            let near = known
+                .iter()
+                .map(|k| (strsim::jaro_winkler(found, k), *k))
+                .filter(|(score, _)| *score > 0.85)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let hint = match near {
+                Some((_, k)) => format!(" (did you mean {k}?)"),
+                None => " (--print-config lists every key)".to_owned(),
+            };
+            return format!("unknown key {found} {source}{hint}");
         }
-        _ => url.to_owned(),
+        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if secret => {
+            format!("expected {expected}")
+        }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!("expected {expected}, found {actual}")
+        }
+        Kind::UnknownVariant(found, known) if !secret => {
+            format!("{found:?} is not one of {}", known.join(", "))
+        }
+        Kind::Message(_) | Kind::UnknownVariant(..) if secret => "invalid value".to_owned(),
+        other => other.to_string(),
+    };
+    format!("{key} {source}: {problem}")
+}
+
+impl Cli {
+    /// Parse the command line (and the environment). `--help` shows each setting's default
+    /// as `Settings::default()` has it, so the two cannot disagree.
+    pub fn parse_with_defaults() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let defaults = default_values();
+        let command = Cli::command().mut_args(|arg| {
+            let key = arg.get_id().as_str().to_owned();
+            match (defaults.get(&key), arg.get_help()) {
+                (Some(shown), Some(help)) => {
+                    let help = format!("{help} [default: {shown}]");
+                    arg.help(help)
+                }
+                _ => arg,
+            }
+        });
+        let matches = command.get_matches();
+        match Cli::from_arg_matches(&matches) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        }
     }
+}
+
+/// Every setting's default as `--print-config` spells it (strings unquoted), by key; unset
+/// options are absent.
+pub fn default_values() -> std::collections::BTreeMap<String, String> {
+    let Ok(toml::Value::Table(table)) = toml::Value::try_from(Settings::default()) else {
+        return Default::default();
+    };
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let shown = match value {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (key, shown)
+        })
+        .collect()
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -401,29 +537,29 @@ pub struct Cli {
     #[serde(skip)]
     pub print_config: bool,
 
-    /// Address to listen on [default: 127.0.0.1:8080].
+    /// Address to listen on
     #[arg(long, env = "FAILED_TASKS_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
 
-    /// Where failed tasks are kept [default: memory].
+    /// Where failed tasks are kept
     #[arg(long, env = "FAILED_TASKS_STORE", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreKind>,
 
     /// Redis URL: redis://, redis-sentinel://…?sentinelServiceName=…, redis-cluster://h:p?node=h:p
-    /// (rediss:// is refused: no TLS in this build) [default: redis://127.0.0.1:6379].
+    /// (rediss:// is refused: no TLS in this build)
     #[arg(long, env = "FAILED_TASKS_REDIS_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
 
     /// Prefix of every Redis key; must hold exactly one hash tag (`{...}`) so all keys share
-    /// one Redis Cluster slot [default: {failed-tasks}].
+    /// one Redis Cluster slot
     #[arg(long, env = "FAILED_TASKS_REDIS_KEY_PREFIX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_key_prefix: Option<String>,
 
-    /// The longest a single Redis command may take [default: 2s].
+    /// The longest a single Redis command may take
     #[arg(long, env = "FAILED_TASKS_REDIS_COMMAND_TIMEOUT", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -431,7 +567,7 @@ pub struct Cli {
     )]
     pub redis_command_timeout: Option<Duration>,
 
-    /// Retention: failed tasks older than this are trimmed (Redis store) [default: 30days].
+    /// Retention: failed tasks older than this are trimmed (Redis store)
     #[arg(long, env = "FAILED_TASKS_RETENTION_MAX_AGE", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -439,12 +575,12 @@ pub struct Cli {
     )]
     pub retention_max_age: Option<Duration>,
 
-    /// Retention: at most this many failed tasks are kept (Redis store) [default: 1000000].
+    /// Retention: at most this many failed tasks are kept (Redis store)
     #[arg(long, env = "FAILED_TASKS_RETENTION_MAX_COUNT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_max_count: Option<u64>,
 
-    /// How often the retention janitor runs (Redis store) [default: 60s].
+    /// How often the retention janitor runs (Redis store)
     #[arg(long, env = "FAILED_TASKS_JANITOR_INTERVAL", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -458,12 +594,12 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_dir: Option<PathBuf>,
 
-    /// Key prefix of the original Go service's records (compat store) [default: request:id:].
+    /// Key prefix of the original Go service's records (compat store)
     #[arg(long, env = "FAILED_TASKS_COMPAT_KEY_PREFIX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compat_key_prefix: Option<String>,
 
-    /// Expiry the Go service sets on its records, to estimate fail times (compat store) [default: 24h].
+    /// Expiry the Go service sets on its records, to estimate fail times (compat store)
     #[arg(long, env = "FAILED_TASKS_COMPAT_RECORD_EXPIRY", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -476,7 +612,7 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demo: Option<bool>,
 
-    /// Deadline of the store connection check [default: 5s].
+    /// Deadline of the store connection check
     #[arg(long, env = "FAILED_TASKS_HEALTH_TIMEOUT", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -484,7 +620,7 @@ pub struct Cli {
     )]
     pub health_timeout: Option<Duration>,
 
-    /// Deadline of a whole request, connection check included [default: 10s].
+    /// Deadline of a whole request, connection check included
     #[arg(long, env = "FAILED_TASKS_REQUEST_TIMEOUT", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -493,7 +629,7 @@ pub struct Cli {
     pub request_timeout: Option<Duration>,
 
     /// A good answer from the store stands in for the connection check of requests this soon
-    /// after it; 0 checks before every request [default: 1s].
+    /// after it; 0 checks before every request
     #[arg(long, env = "FAILED_TASKS_CONNECTION_CHECK_REUSE", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -501,7 +637,7 @@ pub struct Cli {
     )]
     pub connection_check_reuse: Option<Duration>,
 
-    /// How long a client may take to send a complete request head [default: 10s].
+    /// How long a client may take to send a complete request head
     #[arg(long, env = "FAILED_TASKS_HEADER_READ_TIMEOUT", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -509,7 +645,7 @@ pub struct Cli {
     )]
     pub header_read_timeout: Option<Duration>,
 
-    /// How long a client may take to send a request body [default: 10s].
+    /// How long a client may take to send a request body
     #[arg(long, env = "FAILED_TASKS_BODY_READ_TIMEOUT", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -527,37 +663,37 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_token: Option<Secret>,
 
-    /// Largest accepted request body in bytes, 413 beyond [default: 1048576].
+    /// Largest accepted request body in bytes, 413 beyond
     #[arg(long, env = "FAILED_TASKS_MAX_BODY_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
 
-    /// Largest accepted request head in bytes, 431 beyond [default: 16384].
+    /// Largest accepted request head in bytes, 431 beyond
     #[arg(long, env = "FAILED_TASKS_MAX_HEADER_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<usize>,
 
-    /// Most connections served at once [default: 4096].
+    /// Most connections served at once
     #[arg(long, env = "FAILED_TASKS_MAX_CONNECTIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
 
-    /// Page size when a request names none [default: 100].
+    /// Page size when a request names none
     #[arg(long, env = "FAILED_TASKS_PAGE_SIZE_DEFAULT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_size_default: Option<u32>,
 
-    /// Largest page size a request may ask for [default: 1000].
+    /// Largest page size a request may ask for
     #[arg(long, env = "FAILED_TASKS_PAGE_SIZE_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page_size_max: Option<u32>,
 
-    /// `Retry-After` seconds sent with 503 answers [default: 5].
+    /// `Retry-After` seconds sent with 503 answers
     #[arg(long, env = "FAILED_TASKS_RETRY_AFTER_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u32>,
 
-    /// How long shutdown waits for in-flight requests [default: 10s].
+    /// How long shutdown waits for in-flight requests
     #[arg(long, env = "FAILED_TASKS_SHUTDOWN_GRACE", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -565,73 +701,73 @@ pub struct Cli {
     )]
     pub shutdown_grace: Option<Duration>,
 
-    /// Log line format [default: human].
+    /// Log line format
     #[arg(long, env = "FAILED_TASKS_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
 
     /// Alert sudden_increase: last 5 minutes above this many times the window's average per
-    /// 5 minutes [default: 3].
+    /// 5 minutes
     #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_FACTOR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_spike_factor: Option<f64>,
 
-    /// Alert sudden_increase: and at least this many failures [default: 10].
+    /// Alert sudden_increase: and at least this many failures
     #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_MIN_COUNT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_spike_min_count: Option<u64>,
 
-    /// Alert sudden_increase is critical above this many times the average [default: 10].
+    /// Alert sudden_increase is critical above this many times the average
     #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_FACTOR_CRITICAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_spike_factor_critical: Option<f64>,
 
-    /// Alert sudden_increase: and critical with at least this many failures [default: 50].
+    /// Alert sudden_increase: and critical with at least this many failures
     #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_MIN_COUNT_CRITICAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_spike_min_count_critical: Option<u64>,
 
-    /// Alert category_threshold: failures of one category in the window above this [default: 100].
+    /// Alert category_threshold: failures of one category in the window above this
     #[arg(long, env = "FAILED_TASKS_ALERT_CATEGORY_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_category_max: Option<u64>,
 
-    /// Alert category_threshold is critical above this many [default: 500].
+    /// Alert category_threshold is critical above this many
     #[arg(long, env = "FAILED_TASKS_ALERT_CATEGORY_MAX_CRITICAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_category_max_critical: Option<u64>,
 
-    /// Alert error_code_threshold: failures of one error code in the window above this [default: 50].
+    /// Alert error_code_threshold: failures of one error code in the window above this
     #[arg(long, env = "FAILED_TASKS_ALERT_ERROR_CODE_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_error_code_max: Option<u64>,
 
-    /// Alert error_code_threshold is critical above this many [default: 250].
+    /// Alert error_code_threshold is critical above this many
     #[arg(long, env = "FAILED_TASKS_ALERT_ERROR_CODE_MAX_CRITICAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_error_code_max_critical: Option<u64>,
 
-    /// Alert failure_rate: failures / reported attempts above this fraction [default: 0.2].
+    /// Alert failure_rate: failures / reported attempts above this fraction
     #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_failure_rate_max: Option<f64>,
 
-    /// Alert failure_rate is critical above this fraction [default: 0.5].
+    /// Alert failure_rate is critical above this fraction
     #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MAX_CRITICAL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_failure_rate_max_critical: Option<f64>,
 
-    /// Alert failure_rate: only once this many attempts were reported in the window [default: 20].
+    /// Alert failure_rate: only once this many attempts were reported in the window
     #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MIN_ATTEMPTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_failure_rate_min_attempts: Option<u64>,
 
-    /// Retry policy: retries before a failure is final (FinalFailure) [default: 3].
+    /// Retry policy: retries before a failure is final (FinalFailure)
     #[arg(long, env = "FAILED_TASKS_RETRY_MAX_RETRIES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_max_retries: Option<u32>,
 
-    /// Retry policy: the first backoff delay [default: 1s].
+    /// Retry policy: the first backoff delay
     #[arg(long, env = "FAILED_TASKS_RETRY_BASE_DELAY", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -639,12 +775,12 @@ pub struct Cli {
     )]
     pub retry_base_delay: Option<Duration>,
 
-    /// Retry policy: each further delay is this many times the previous one [default: 2].
+    /// Retry policy: each further delay is this many times the previous one
     #[arg(long, env = "FAILED_TASKS_RETRY_MULTIPLIER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_multiplier: Option<f64>,
 
-    /// Retry policy: no delay is longer than this [default: 5m].
+    /// Retry policy: no delay is longer than this
     #[arg(long, env = "FAILED_TASKS_RETRY_MAX_DELAY", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -652,7 +788,7 @@ pub struct Cli {
     )]
     pub retry_max_delay: Option<Duration>,
 
-    /// Retry policy: delays vary by up to this fraction either way [default: 0.2].
+    /// Retry policy: delays vary by up to this fraction either way
     #[arg(long, env = "FAILED_TASKS_RETRY_JITTER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_jitter: Option<f64>,
@@ -667,14 +803,5 @@ mod tests {
         let text = toml::to_string(&Settings::default()).unwrap();
         let back: Settings = toml::from_str(&text).unwrap();
         assert_eq!(back, Settings::default());
-    }
-
-    #[test]
-    fn urls_lose_their_passwords_when_shown() {
-        assert_eq!(
-            redact_url("redis://:pw@host:6379/0"),
-            "redis://<redacted>@host:6379/0"
-        );
-        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
     }
 }

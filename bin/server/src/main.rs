@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Parser;
-use failed_tasks_domain::{FailedTask, PageLimits};
+use failed_tasks_domain::{FailedTask, PageLimits, Timestamp};
 use failed_tasks_http::{App, HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{CompatConfig, CompatStore, JanitorHandle, RedisConfig, RedisStore};
@@ -20,13 +19,16 @@ use failed_tasks_store::{MemoryStore, StatusStore};
 
 mod config;
 
-use config::{redact_url, Cli, LogFormat, Settings, StoreKind};
+use config::{Cli, LogFormat, Settings, StoreKind};
+use failed_tasks_redis::redact_url;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: redirected logs stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -88,7 +90,7 @@ async fn open_store(
 /// Record the source document's three example tasks, retrying every second until the store
 /// takes them.
 async fn record_demo_tasks(service: FailedTaskService) {
-    let tasks = FailedTask::seed_examples();
+    let tasks = FailedTask::demo_examples(Timestamp::now());
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if service.record_failures(&tasks).await.is_ok() {
@@ -145,7 +147,7 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         // Before serving when the store answers; otherwise in the background until it does:
         // a store that is down at start must not stop the server from starting (it answers
         // 503 and /readyz says not-ready meanwhile).
-        let tasks = FailedTask::seed_examples();
+        let tasks = FailedTask::demo_examples(Timestamp::now());
         match service.record_failures(&tasks).await {
             Ok(_) => tracing::info!("recorded the {} demo tasks", tasks.len()),
             Err(e) => {
@@ -187,32 +189,40 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     );
 
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(failed_tasks_http::serve(listener, app, async move {
+    let mut server = tokio::spawn(failed_tasks_http::serve(listener, app, async move {
         shutdown_signal().await;
         let _ = stopped_tx.send(());
     }));
-    let mut server = server;
-    tokio::select! {
-        res = &mut server => return res.context("server task failed")?.context("server failed"),
-        _ = stopped_rx => {}
-    }
-    match tokio::time::timeout(flags.shutdown_grace, server).await {
-        Ok(res) => res
-            .context("server task failed")?
-            .context("server failed")?,
-        Err(_) => {
-            tracing::warn!(grace = ?flags.shutdown_grace, "in-flight requests did not finish within the grace period")
-        }
-    }
+    // Either the server ends by itself (an error), or a signal starts the drain, which the
+    // grace period bounds. Both ways end here, so the janitor is always stopped and the
+    // `stopped` line always written (a signal can make both branches ready at once).
+    let served = tokio::select! {
+        res = &mut server => Some(res),
+        _ = stopped_rx => None,
+    };
+    let served = match served {
+        Some(res) => Some(res),
+        None => match tokio::time::timeout(flags.shutdown_grace, server).await {
+            Ok(res) => Some(res),
+            Err(_) => {
+                tracing::warn!(grace = ?flags.shutdown_grace, "in-flight requests did not finish within the grace period");
+                None
+            }
+        },
+    };
     if let Some(janitor) = janitor {
         janitor.stop();
+    }
+    if let Some(res) = served {
+        res.context("server task failed")?
+            .context("server failed")?;
     }
     tracing::info!("stopped");
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_defaults();
     let settings = match Settings::load(&cli) {
         Ok(s) => s,
         Err(e) => {

@@ -14,6 +14,36 @@ const BIN: &str = env!("CARGO_BIN_EXE_failed-tasks-server");
 struct Running {
     child: Child,
     addr: SocketAddr,
+    /// The server's log lines up to `listening` (JSON).
+    start_logs: Vec<String>,
+    /// The server's log lines after `listening` (JSON), as they come.
+    logs: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Wait until `count` more log lines with this `message` arrived for which `keep` holds,
+    /// for at most `within`; false if they did not.
+    fn wait_for_logs(
+        &self,
+        message: &str,
+        count: usize,
+        within: Duration,
+        keep: impl Fn(&serde_json::Value) -> bool,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        let mut seen = 0;
+        while seen < count {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = self.logs.recv_timeout(left) else {
+                return false;
+            };
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == message && keep(&v) {
+                seen += 1;
+            }
+        }
+        true
+    }
 }
 
 impl Drop for Running {
@@ -28,8 +58,8 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -41,11 +71,13 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
             let _ = tx.send(line);
         }
     });
+    let mut start_logs = Vec::new();
     let addr = loop {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
             break None;
         };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        start_logs.push(line);
         if v["message"] == "listening" {
             break v["addr"].as_str().and_then(|a| a.parse().ok());
         }
@@ -55,9 +87,14 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
         let _ = child.wait();
         panic!("the server did not log its listening address within 20 s");
     };
-    // Keep draining so the server never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    Running { child, addr }
+    // The reader thread keeps draining the pipe into the (unbounded) channel, so the server
+    // never blocks on a full pipe; tests that care read the lines from `logs`.
+    Running {
+        child,
+        addr,
+        start_logs,
+        logs: rx,
+    }
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
@@ -107,6 +144,11 @@ fn demo_serves_the_seed_tasks_and_sigterm_exits_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Every signal ends in the same place: the `stopped` line is always the last one.
+    assert!(
+        server.wait_for_logs("stopped", 1, Duration::from_secs(5), |_| true),
+        "no `stopped` line after SIGTERM"
+    );
 }
 
 #[test]
@@ -363,6 +405,120 @@ fn print_config_redacts_secrets() {
         shown.contains("redis_url = \"redis://<redacted>@redis.internal:6379/0\""),
         "{shown}"
     );
+    // Every URL form the Redis store accepts: user info and password parameters go.
+    let table = [
+        (
+            "redis-sentinel://user:s3cret-a@h:26379/0?sentinelServiceName=m&sentinelPassword=s3cret-b",
+            "redis-sentinel://<redacted>@h:26379/0?sentinelServiceName=m&sentinelPassword=<redacted>",
+        ),
+        (
+            "redis-cluster://:s3cret-a@a:7000?node=b:7001",
+            "redis-cluster://<redacted>@a:7000?node=b:7001",
+        ),
+        ("redis://user:s3cret-a@h:6379/2", "redis://<redacted>@h:6379/2"),
+    ];
+    for (url, redacted) in table {
+        let shown = print_config(&["--redis-url", url], &[]);
+        assert!(!shown.contains("s3cret"), "{url}:\n{shown}");
+        assert!(
+            shown.contains(&format!("redis_url = \"{redacted}\"")),
+            "{shown}"
+        );
+    }
+}
+
+/// A config file with a TOML syntax error on a secret's line: the error names the file,
+/// line and column, and does not quote the line (the TOML parser's own message does).
+#[test]
+fn config_syntax_errors_do_not_echo_secrets() {
+    let table = [
+        (
+            "token-line.toml",
+            "demo = true\nadmin_token = \"hunter2-secret\n",
+            2,
+        ),
+        (
+            "url-line.toml",
+            "redis_url = \"redis-sentinel://h:1/0?sentinelPassword=hunter2-secret\n",
+            1,
+        ),
+        ("bad-type.toml", "read_token = 424242\n", 0),
+    ];
+    for (name, text, line) in table {
+        let file = temp_file(name, text);
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(file.to_str().unwrap()), "{name}: {stderr}");
+        for secret in ["hunter2", "424242"] {
+            assert!(!stderr.contains(secret), "{name} echoed a secret: {stderr}");
+        }
+        if line > 0 {
+            assert!(stderr.contains(&format!("line {line}")), "{name}: {stderr}");
+        }
+    }
+}
+
+/// The start-up warning about an unreachable Redis shows the URL redacted.
+#[test]
+fn the_unreachable_redis_warning_redacts_the_url() {
+    let port = failed_tasks_testkit::free_port();
+    let url = format!("redis://user:hunter2-secret@127.0.0.1:{port}/0");
+    let server = start(&["--store", "redis", "--redis-url", &url], &[]);
+    let lines = &server.start_logs;
+    let text = lines.join("\n");
+    assert!(text.contains("not reachable"), "no warning: {text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("<redacted>@127.0.0.1"), "{text}");
+}
+
+/// `--demo` on Redis: the demo tasks are in the recent past, so neither this server's
+/// janitor (it runs at start and then every interval) nor a second replica's (its first run
+/// is at its start) trims them. Before, they failed on 2025-01-24, older than the retention
+/// age, and vanished at the first janitor run. The test follows the janitors' runs in the
+/// debug log, so it does not depend on when they happen.
+#[test]
+fn demo_on_redis_survives_janitor_runs_and_a_second_replica() {
+    let redis = failed_tasks_testkit::RedisServer::start();
+    let url = redis.url();
+    let args = [
+        "--store",
+        "redis",
+        "--redis-url",
+        url.as_str(),
+        "--demo",
+        "--janitor-interval",
+        "100ms",
+    ];
+    let env = [("RUST_LOG", "info,failed_tasks_redis::janitor=debug")];
+    let ran = |v: &serde_json::Value| v["locked_out"] == false;
+    let total = |addr| {
+        let (status, body) = http_get(addr, "/codebase-embedder/api/v1/tasks/failed");
+        assert_eq!(status, 200, "{body}");
+        body["Data"]["TotalTasks"].clone()
+    };
+    let first = start(&args, &env);
+    assert!(
+        first.wait_for_logs("janitor run finished", 2, Duration::from_secs(20), ran),
+        "the janitor did not run twice"
+    );
+    assert_eq!(total(first.addr), 3, "after two janitor runs");
+    let second = start(&args, &env);
+    assert!(
+        second.wait_for_logs("janitor run finished", 1, Duration::from_secs(20), ran),
+        "the second replica's janitor did not run"
+    );
+    assert_eq!(
+        total(second.addr),
+        3,
+        "after the second replica's janitor ran"
+    );
+    assert!(first.wait_for_logs("janitor run finished", 1, Duration::from_secs(20), ran));
+    assert_eq!(total(first.addr), 3);
 }
 
 /// Started while Redis is down: the server comes up anyway, says not-ready and 503, and once

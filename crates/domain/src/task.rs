@@ -163,6 +163,15 @@ impl Timestamp {
         Self(millis.clamp(0, Self::MAX_MILLIS))
     }
 
+    /// The current time of the system clock (clamped into range: a clock before 1970 reads
+    /// as the epoch).
+    pub fn now() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Self::saturating_from_unix_millis(millis)
+    }
+
     /// Milliseconds since the Unix epoch.
     pub const fn unix_millis(self) -> i64 {
         self.0
@@ -362,9 +371,12 @@ impl FailedTask {
         }
     }
 
-    /// The three example tasks of the source document, field for field.
+    /// The three example tasks of the source document, field for field (they failed on
+    /// 2025-01-24).
     ///
-    /// Used by `--demo` and by tests that check the contract's example response.
+    /// Used by tests that check the contract's example response. `--demo` records
+    /// [`demo_examples`](FailedTask::demo_examples) instead: the same tasks in the recent
+    /// past, so that retention does not trim them.
     pub fn seed_examples() -> Vec<FailedTask> {
         let ts = |s: &str| Timestamp::parse_rfc3339("seed", s).map(Timestamp::unix_millis);
         let rows = [
@@ -429,11 +441,59 @@ impl FailedTask {
             )
             .collect()
     }
+
+    /// The source document's three example tasks moved in time so that the last of them
+    /// failed in the minute of `now` (rounded down to the minute), every time shifted by the
+    /// same amount: their order and spacing (task_001 failed 46 minutes before task_003)
+    /// stay as in the source, and every field but the times is unchanged.
+    pub fn demo_examples(now: Timestamp) -> Vec<FailedTask> {
+        let seed = Self::seed_examples();
+        let latest = seed
+            .iter()
+            .map(|t| t.fail_time.unix_millis())
+            .max()
+            .unwrap_or(0);
+        let anchor = now.unix_millis() - now.unix_millis().rem_euclid(60_000);
+        let shift = anchor - latest;
+        let moved = |t: Timestamp| Timestamp::saturating_from_unix_millis(t.unix_millis() + shift);
+        seed.into_iter()
+            .map(|t| FailedTask {
+                start_time: moved(t.start_time),
+                fail_time: moved(t.fail_time),
+                ..t
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn demo_examples_keep_the_seed_spacing_and_end_in_the_minute_of_now() {
+        let now = Timestamp::parse_rfc3339("now", "2026-12-01T08:30:42.5Z").unwrap();
+        let demo = FailedTask::demo_examples(now);
+        let seed = FailedTask::seed_examples();
+        assert_eq!(demo.len(), seed.len());
+        assert_eq!(demo[2].fail_time().to_rfc3339(), "2026-12-01T08:30:00Z");
+        assert_eq!(demo[0].start_time().to_rfc3339(), "2026-12-01T07:29:00Z");
+        let shift = demo[0].fail_time().unix_millis() - seed[0].fail_time().unix_millis();
+        for (d, s) in demo.iter().zip(&seed) {
+            assert_eq!(
+                d.fail_time().unix_millis() - s.fail_time().unix_millis(),
+                shift
+            );
+            assert_eq!(
+                d.start_time().unix_millis() - s.start_time().unix_millis(),
+                shift
+            );
+            assert_eq!(
+                (d.task_id(), d.error_code(), d.retry_count()),
+                (s.task_id(), s.error_code(), s.retry_count())
+            );
+        }
+    }
 
     #[test]
     fn seed_examples_are_all_valid() {

@@ -92,13 +92,58 @@ impl RedisConfig {
 }
 
 /// Hides the password of a URL for logs and error messages.
-pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
+/// A Redis URL as it may be shown (logs, `--print-config`, error messages): the user info
+/// (`user:password@`) and the value of every query parameter that names a password, a
+/// secret or a token (`sentinelPassword=`, …) replaced by `<redacted>`. Everything else,
+/// hosts, ports, database and the other parameters, is kept so the URL stays recognisable.
+pub fn redact_url(url: &str) -> String {
+    const HIDDEN: &str = "<redacted>";
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
     }
+    // The user info ends at the last '@' before the query (a password may hold an '@').
+    match before_query.rfind('@') {
+        Some(at) if scheme.is_some() => {
+            out.push_str(HIDDEN);
+            out.push_str(&before_query[at..]);
+        }
+        _ => out.push_str(before_query),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) if is_secret_parameter(key) => {
+                    out.push_str(key);
+                    out.push('=');
+                    out.push_str(HIDDEN);
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    out
+}
+
+/// Whether a URL query parameter carries a secret (`sentinelPassword`, `password`, `token`…).
+fn is_secret_parameter(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "secret", "token", "auth"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 fn validate_url_scheme(url: &str) -> Result<(), StoreError> {
@@ -148,6 +193,34 @@ fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_secret_in_every_accepted_url_form_is_redacted() {
+        let table = [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:pw@host:6379/0", "redis://<redacted>@host:6379/0"),
+            ("redis://user:pw@host:6379", "redis://<redacted>@host:6379"),
+            ("redis://user:p@ss@host", "redis://<redacted>@host"),
+            ("valkey://u:pw@h:1/2", "valkey://<redacted>@h:1/2"),
+            (
+                "redis-cluster://u:pw@a:1?node=b:2&node=c:3",
+                "redis-cluster://<redacted>@a:1?node=b:2&node=c:3",
+            ),
+            (
+                "redis-sentinel://h:26379/0?sentinelServiceName=m&sentinelPassword=zzz",
+                "redis-sentinel://h:26379/0?sentinelServiceName=m&sentinelPassword=<redacted>",
+            ),
+            (
+                "redis-sentinel://u:pw@h:26379/0?sentinelPassword=z%40z&sentinelUsername=su&sentinelServiceName=m",
+                "redis-sentinel://<redacted>@h:26379/0?sentinelPassword=<redacted>&sentinelUsername=su&sentinelServiceName=m",
+            ),
+            ("rediss://u:secret@h:1?password=x", "rediss://<redacted>@h:1?password=<redacted>"),
+            ("localhost:6379", "localhost:6379"),
+        ];
+        for (url, shown) in table {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
 
     #[test]
     fn schemes() {

@@ -78,13 +78,24 @@ impl RedisStore {
             loop {
                 ticks.tick().await;
                 match store.trim_once(now_ms()).await {
-                    Ok(r) if r.removed_by_age + r.removed_by_count > 0 => tracing::info!(
-                        removed_by_age = r.removed_by_age,
-                        removed_by_count = r.removed_by_count,
-                        archived = r.archived,
-                        "janitor trimmed failed tasks"
-                    ),
-                    Ok(_) => {}
+                    Ok(r) => {
+                        if r.removed_by_age + r.removed_by_count > 0 {
+                            tracing::info!(
+                                removed_by_age = r.removed_by_age,
+                                removed_by_count = r.removed_by_count,
+                                archived = r.archived,
+                                "janitor trimmed failed tasks"
+                            );
+                        }
+                        // Every run, at debug level: how tests (and curious operators)
+                        // see that retention ran without waiting on its timing.
+                        tracing::debug!(
+                            locked_out = r.locked_out,
+                            removed_by_age = r.removed_by_age,
+                            removed_by_count = r.removed_by_count,
+                            "janitor run finished"
+                        );
+                    }
                     Err(e) => tracing::warn!(error = %e, "janitor run failed"),
                 }
             }

@@ -50,6 +50,6 @@ mod stats;
 pub mod store;
 
 pub use compat::{CompatConfig, CompatStore};
-pub use config::RedisConfig;
+pub use config::{redact_url, RedisConfig};
 pub use janitor::{JanitorHandle, TrimReport};
 pub use store::{JsonPage, RedisStore};

@@ -1,7 +1,7 @@
 //! The stored form of one failed task.
 //!
 //! A record is one Redis string: a header line, `\n`, then the task as JSON in the
-//! contract's wire form (section 1 of the spec: PascalCase names, RFC 3339 times), so a
+//! contract's wire form (docs/CONTRACT.md section 1: PascalCase names, RFC 3339 times), so a
 //! reader that wants to serve bytes can slice after the first `\n` without re-encoding.
 //!
 //! The header is `v2\tMEMBER\tCATEGORY\tTASK_TYPE\tCLIENT_ID\tERROR_CODE\tSIGNATURE`: what
