@@ -72,13 +72,25 @@ async function call(method, path, { query, signal } = {}) {
 
 const id = (taskId) => encodeURIComponent(taskId);
 
+/** What this server can do, learned from its answers: `retries` is true once a task came
+ *  with `NextRetryAt` (a server with automatic retries), false once one came without it,
+ *  null while no task was seen. */
+export const features = { retries: null };
+function note(tasks) {
+  if (tasks.length) features.retries = 'NextRetryAt' in tasks[0];
+}
+
 export const api = {
-  list: (query, signal) => call('GET', '/tasks/failed', { query, signal }),
-  task: (taskId, signal) => call('GET', `/tasks/failed/${id(taskId)}`, { signal }),
+  list: (query, signal) => call('GET', '/tasks/failed', { query, signal }).then((d) => { note(d.Tasks || []); return d; }),
+  task: (taskId, signal) => call('GET', `/tasks/failed/${id(taskId)}`, { signal }).then((d) => { note([d]); return d; }),
   stats: (window, signal) => call('GET', '/tasks/failed-stats', { query: { window }, signal }),
   groups: (query, signal) => call('GET', '/tasks/failed-groups', { query, signal }),
   remove: (taskId) => call('DELETE', `/admin/failed-tasks/${id(taskId)}`),
   removeMatching: (filters) => call('DELETE', '/admin/failed-tasks', { query: filters }),
+  retry: (taskId) => call('POST', `/admin/failed-tasks/${id(taskId)}/retry`),
+  cancelRetry: (taskId) => call('DELETE', `/admin/failed-tasks/${id(taskId)}/retry`),
+  resolve: (taskId) => call('POST', `/admin/failed-tasks/${id(taskId)}/resolve`),
+  retryMatching: (filters) => call('POST', '/admin/retries', { query: filters }),
   /** Whether the token opens the admin API, without changing anything: a removal without a
    *  filter is refused with 400 after the token check (401: not the admin token, 403: the
    *  admin API is disabled). */

@@ -195,3 +195,46 @@ fn the_page_has_no_inline_script_or_style_and_scripts_build_no_markup() {
         "the token is kept for the tab only, never in localStorage"
     );
 }
+
+/// The keys of one dictionary of i18n.js (`const NAME = { 'key': ..., };`).
+fn dictionary(js: &str, name: &str) -> BTreeSet<String> {
+    let start = js.find(&format!("const {name} = {{")).unwrap();
+    let body = &js[start..start + js[start..].find("\n};").unwrap()];
+    body.lines()
+        .filter_map(|l| l.trim().strip_prefix('\''))
+        .map(|l| l[..l.find('\'').unwrap()].to_owned())
+        .collect()
+}
+
+#[test]
+fn both_languages_have_every_label_the_scripts_use() {
+    let i18n = text("i18n.js");
+    let en = dictionary(i18n, "en");
+    let zh = dictionary(i18n, "zh");
+    assert!(en.len() > 100, "{} keys", en.len());
+    assert_eq!(
+        en.symmetric_difference(&zh).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "English and Chinese differ"
+    );
+    let mut used = BTreeSet::new();
+    for a in ASSETS.iter().filter(|a| a.path != "i18n.js") {
+        let body = std::str::from_utf8(a.body).unwrap();
+        for needle in ["t('", "data-i18n=\""] {
+            for (i, _) in body.match_indices(needle) {
+                // `t(` as a call, not the end of another name (`split('.')`).
+                let before = body[..i].chars().next_back().unwrap_or(' ');
+                if before.is_alphanumeric() || before == '_' || before == '.' {
+                    continue;
+                }
+                let rest = &body[i + needle.len()..];
+                let key = &rest[..rest.find(['\'', '"']).unwrap()];
+                used.insert(key.to_owned());
+            }
+        }
+    }
+    assert!(used.len() > 50, "{used:?}");
+    for key in &used {
+        assert!(en.contains(key), "{key} is used but has no label");
+    }
+}

@@ -8,16 +8,43 @@
 import { h, replace } from '../dom.js';
 import { t, category, CATEGORIES } from '../i18n.js';
 import { time, count, toLocalInput, fromLocalInput } from '../format.js';
+import { features } from '../api.js';
 
-/** The listing's filters, as the API names them. */
-export const FILTERS = ['category', 'taskType', 'clientId', 'errorCode', 'since', 'until', 'signature'];
+/** The listing's filters, as the API names them (`retry` on servers with retries). */
+export const FILTERS = ['category', 'taskType', 'clientId', 'errorCode', 'since', 'until', 'signature', 'retry'];
 /** Filters the bulk removal accepts (not signature). */
 const BULK_FILTERS = ['category', 'taskType', 'clientId', 'errorCode', 'since', 'until'];
+const RETRY_STATES = ['scheduled', 'final', 'none'];
+/** Parallel single requests of an action on a selection. */
+const PARALLEL = 4;
+
+/** Run `action(id)` for every id, a few at a time; resolves to the results and the first
+ *  error other than 404 (a task already gone). */
+export async function eachOf(ids, action) {
+  const results = [];
+  let failure = null;
+  const queue = ids.slice();
+  const worker = async () => {
+    while (queue.length) {
+      const id = queue.shift();
+      try {
+        results.push(await action(id));
+      } catch (e) {
+        if (e.status !== 404 && !failure) failure = e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, ids.length) }, worker));
+  return { results, failure };
+}
+
+/** The notice after retries: how many were made due now, how many were already delivered. */
+export function retriedText(retried, delivered) {
+  return delivered ? t('done.retriedSome', { n: count(retried), m: count(delivered) }) : t('done.retried', { n: count(retried) });
+}
 const PAGE_SIZES = ['25', '50', '100', '200'];
 const DEFAULT_PAGE_SIZE = '50';
 const MAX_PREV = 100;
-/** Parallel single deletions of a selection. */
-const PARALLEL = 4;
 
 function filtersOf(params) {
   const out = {};
@@ -56,6 +83,10 @@ export function mount(ctx) {
     CATEGORIES.map((c) => h('option', { value: c, selected: filters.category === c }, category(c))));
   const sizeSelect = h('select', { id: 'f-pageSize', name: 'pageSize' },
     PAGE_SIZES.map((n) => h('option', { value: n, selected: n === pageSize }, n)));
+  const retryField = () => field('retry', h('select', { id: 'f-retry', name: 'retry' },
+    h('option', { value: '' }, t('common.all')),
+    RETRY_STATES.map((r) => h('option', { value: r, selected: filters.retry === r }, t(`retry.${r}`)))));
+  const sizeField = h('label', { class: 'field' }, h('span', {}, t('common.pageSize')), sizeSelect);
   const form = h('form', { class: 'filters', id: 'filters', on: { submit: apply } },
     field('category', categorySelect),
     field('taskType', text('taskType')),
@@ -64,7 +95,8 @@ export function mount(ctx) {
     field('since', dateTime('since')),
     field('until', dateTime('until')),
     field('signature', text('signature')),
-    h('label', { class: 'field' }, h('span', {}, t('common.pageSize')), sizeSelect),
+    features.retries || filters.retry ? retryField() : null,
+    sizeField,
     h('div', { class: 'buttons' },
       h('button', { type: 'submit', id: 'apply-filters' }, t('common.apply')),
       h('button', { type: 'button', id: 'clear-filters', on: { click: () => ctx.navigate('failures', {}) } }, t('common.clear'))));
@@ -75,6 +107,7 @@ export function mount(ctx) {
     const next = {};
     for (const key of FILTERS) {
       const el = form.elements[key];
+      if (!el) continue;
       const v = el.type === 'datetime-local' ? fromLocalInput(el.value) : el.value.trim();
       if (v) next[key] = v;
     }
@@ -89,6 +122,8 @@ export function mount(ctx) {
   }
 
   function render(page) {
+    // A server with retries: offer the retry filter (known once its first tasks came).
+    if (features.retries && !form.elements.retry) form.insertBefore(retryField(), sizeField);
     const tasks = page.Tasks || [];
     const total = page.TotalTasks;
     const canAct = ctx.canAct();
@@ -167,10 +202,12 @@ export function mount(ctx) {
   }
 
   function updateBulk() {
-    const button = ctx.data.querySelector('#delete-selected');
-    if (!button) return;
-    button.textContent = t('failures.deleteSelected', { n: selected.size });
-    button.disabled = !selected.size;
+    for (const [id, key] of [['#delete-selected', 'failures.deleteSelected'], ['#retry-selected', 'failures.retrySelected']]) {
+      const button = ctx.data.querySelector(id);
+      if (!button) continue;
+      button.textContent = t(key, { n: selected.size });
+      button.disabled = !selected.size;
+    }
   }
 
   function bulkFilters() {
@@ -180,36 +217,56 @@ export function mount(ctx) {
     return Object.keys(out).length ? out : null;
   }
 
+  function retryFilters() {
+    const out = {};
+    for (const key of FILTERS) if (filters[key]) out[key] = filters[key];
+    return Object.keys(out).length ? out : null;
+  }
+
   function bulkBar(total) {
     const matching = bulkFilters();
+    const retrying = retryFilters();
+    const retries = features.retries;
     return h('div', { class: 'bulk', id: 'bulk-actions' },
+      retries ? h('button', { type: 'button', id: 'retry-selected', disabled: !selected.size, on: { click: retrySelected } },
+        t('failures.retrySelected', { n: selected.size })) : null,
+      retries ? h('button', { type: 'button', id: 'retry-matching', disabled: !retrying, title: retrying ? null : t('failures.needFilterRetry'), on: { click: () => retryMatching(total) } },
+        t('failures.retryMatching', { n: count(total) })) : null,
       h('button', { type: 'button', id: 'delete-selected', class: 'danger', disabled: !selected.size, on: { click: deleteSelected } },
         t('failures.deleteSelected', { n: selected.size })),
       h('button', { type: 'button', id: 'delete-matching', class: 'danger', disabled: !matching, title: matching ? null : t('failures.needFilter'), on: { click: () => deleteMatching(total) } },
         t('failures.deleteMatching', { n: count(total) })));
   }
 
+  async function retrySelected() {
+    const ids = [...selected];
+    if (!ids.length || !(await ctx.confirm(t('confirm.retrySelected', { n: ids.length })))) return;
+    const { results, failure } = await eachOf(ids, (id) => ctx.api.retry(id));
+    const retried = results.filter((r) => r.Status === 'scheduled').length;
+    if (failure) ctx.notify(t('error.action', { message: failure.message }), 'error');
+    else ctx.notify(retriedText(retried, results.length - retried), 'ok');
+    ctx.reload();
+  }
+
+  async function retryMatching(total) {
+    const retrying = retryFilters();
+    if (!retrying || !(await ctx.confirm(t('confirm.retryMatching', { n: count(total) })))) return;
+    try {
+      const r = await ctx.api.retryMatching(retrying);
+      const text = retriedText(r.Retried, r.AlreadyDelivered);
+      ctx.notify(r.Complete ? text : `${text} ${t('done.incomplete')}`, 'ok');
+    } catch (e) {
+      ctx.notify(t('error.action', { message: e.message }), 'error');
+    }
+    ctx.reload();
+  }
+
   async function deleteSelected() {
     const ids = [...selected];
     if (!ids.length || !(await ctx.confirm(t('confirm.deleteSelected', { n: ids.length })))) return;
-    let done = 0;
-    let failure = null;
-    const queue = ids.slice();
-    const worker = async () => {
-      while (queue.length) {
-        const id = queue.shift();
-        try {
-          await ctx.api.remove(id);
-          done += 1;
-          selected.delete(id);
-        } catch (e) {
-          if (e.status !== 404) failure = e;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(PARALLEL, ids.length) }, worker));
+    const { results, failure } = await eachOf(ids, async (id) => { await ctx.api.remove(id); selected.delete(id); return id; });
     if (failure) ctx.notify(t('error.action', { message: failure.message }), 'error');
-    else ctx.notify(t('done.deleted', { n: done }), 'ok');
+    else ctx.notify(t('done.deleted', { n: results.length }), 'ok');
     ctx.reload();
   }
 

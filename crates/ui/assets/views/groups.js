@@ -5,7 +5,8 @@
 import { h, replace } from '../dom.js';
 import { t } from '../i18n.js';
 import { time, count } from '../format.js';
-import { categoryBadge } from './failures.js';
+import { categoryBadge, retriedText } from './failures.js';
+import { features } from '../api.js';
 
 const PAGE_SIZE = 50;
 const MAX_PREV = 100;
@@ -16,18 +17,35 @@ export function mount(ctx) {
   replace(ctx.controls);
 
   async function load() {
-    render(await ctx.api.groups({ pageSize: PAGE_SIZE, cursor }, ctx.signal));
+    // Whether the server retries is learned from a task; ask for one only when not known yet.
+    const probe = ctx.canAct() && features.retries === null ? ctx.api.list({ pageSize: 1 }, ctx.signal) : null;
+    const page = await ctx.api.groups({ pageSize: PAGE_SIZE, cursor }, ctx.signal);
+    if (probe) await probe;
+    render(page);
+  }
+
+  async function retryGroup(g) {
+    if (!(await ctx.confirm(t('confirm.retryGroup', { n: count(g.Count), pattern: g.Pattern })))) return;
+    try {
+      const r = await ctx.api.retryMatching({ signature: g.Signature });
+      ctx.notify(retriedText(r.Retried, r.AlreadyDelivered), 'ok');
+    } catch (e) {
+      ctx.notify(t('error.action', { message: e.message }), 'error');
+    }
+    ctx.reload();
   }
 
   function render(page) {
     const groups = page.Groups || [];
+    const canRetry = ctx.canAct() && features.retries === true;
     const pageNo = cursor ? prev.length + 2 : 1;
     const summary = h('p', { class: 'summary', id: 'groups-total' }, h('strong', {}, t('groups.total', { n: count(page.TotalGroups) })));
     const body = groups.length
       ? h('div', { class: 'table-wrap' }, h('table', { class: 'groups', id: 'groups' },
         h('thead', {}, h('tr', {},
           [t('groups.pattern'), t('field.ErrorCategory'), t('field.ErrorCode'), t('groups.count'), t('groups.clients'), t('groups.firstSeen'), t('groups.lastSeen')]
-            .map((label) => h('th', { scope: 'col' }, label)))),
+            .map((label) => h('th', { scope: 'col' }, label)),
+          canRetry ? h('th', { scope: 'col' }, t('groups.actions')) : null)),
         h('tbody', {}, groups.map((g) => h('tr', { dataset: { signature: g.Signature } },
           h('td', { class: 'pattern' }, h('a', { href: ctx.href('failures', { signature: g.Signature }), class: 'group-link', title: g.Pattern }, g.Pattern || g.Signature)),
           h('td', {}, categoryBadge(g.ErrorCategory)),
@@ -35,7 +53,8 @@ export function mount(ctx) {
           h('td', { class: 'num' }, count(g.Count)),
           h('td', { class: 'num' }, count(g.ClientsAffected)),
           h('td', { class: 'time' }, time(g.FirstSeen)),
-          h('td', { class: 'time' }, time(g.LastSeen)))))))
+          h('td', { class: 'time' }, time(g.LastSeen)),
+          canRetry ? h('td', {}, h('button', { type: 'button', class: 'retry-group', on: { click: () => retryGroup(g) } }, t('groups.retry'))) : null)))))
       : h('div', { class: 'empty', id: 'empty' }, h('p', {}, t('groups.empty')));
     const pager = h('nav', { class: 'pager', 'aria-label': t('common.page', { n: pageNo }) },
       h('button', {

@@ -48,6 +48,8 @@ export function mount(ctx) {
     const cards = h('div', { class: 'cards' },
       h('a', { class: 'card stat', id: 'stat-total', href: ctx.href('failures', since) },
         h('span', { class: 'stat-label' }, t('overview.total')), h('span', { class: 'stat-value' }, count(s.TotalFailures))),
+      'Recovered' in s ? h('div', { class: 'card stat', id: 'stat-recovered' },
+        h('span', { class: 'stat-label' }, t('overview.recovered')), h('span', { class: 'stat-value' }, count(s.Recovered))) : null,
       h('div', { class: 'card stat', id: 'stat-attempts' },
         h('span', { class: 'stat-label' }, t('overview.attempts')), s.Attempts === null ? h('span', { class: 'stat-value none' }, t('overview.none')) : h('span', { class: 'stat-value' }, count(s.Attempts))),
       h('div', { class: 'card stat', id: 'stat-rate' },

@@ -4,7 +4,7 @@
 import { h, replace } from '../dom.js';
 import { t } from '../i18n.js';
 import { time, count } from '../format.js';
-import { categoryBadge } from './failures.js';
+import { categoryBadge, retriedText } from './failures.js';
 
 const TIMES = new Set(['StartTime', 'FailTime', 'NextRetryAt']);
 const ORDER = ['TaskId', 'TaskType', 'ClientId', 'CodebasePath', 'StartTime', 'FailTime', 'ErrorCategory', 'ErrorCode', 'ErrorMessage', 'RetryCount', 'ProcessedFiles', 'FinalFailure', 'NextRetryAt'];
@@ -48,8 +48,13 @@ export function mount(ctx) {
     const links = h('p', { class: 'links' },
       h('a', { href: ctx.href('failures', { clientId: task.ClientId }) }, t('task.sameClient')), ' · ',
       h('a', { href: ctx.href('failures', { errorCode: task.ErrorCode }) }, t('task.sameCode')));
+    const retries = 'NextRetryAt' in task;
+    const scheduled = retries && task.NextRetryAt && new Date(task.NextRetryAt).getTime() > Date.now();
     const actions = ctx.canAct()
       ? h('div', { class: 'actions', id: 'task-actions' },
+        retries ? h('button', { type: 'button', id: 'retry-task', on: { click: () => retry(task) } }, t('task.retry')) : null,
+        scheduled ? h('button', { type: 'button', id: 'cancel-retry', on: { click: () => cancel(task) } }, t('task.cancelRetry')) : null,
+        retries ? h('button', { type: 'button', id: 'resolve-task', on: { click: () => resolve(task) } }, t('task.resolve')) : null,
         h('button', { type: 'button', id: 'delete-task', class: 'danger', on: { click: () => remove(task) } }, t('task.delete')))
       : null;
     replace(ctx.data,
@@ -58,6 +63,34 @@ export function mount(ctx) {
       h('section', { class: 'card' }, fields),
       Array.isArray(task.Attempts) ? attemptsTable(task.Attempts) : null,
       links);
+  }
+
+  async function act(confirmKey, action, done, task) {
+    if (!(await ctx.confirm(t(confirmKey, { id: task.TaskId })))) return null;
+    try {
+      const r = await action(task.TaskId);
+      ctx.notify(done(r), 'ok');
+      return r;
+    } catch (e) {
+      ctx.notify(t('error.action', { message: e.message }), 'error');
+      return null;
+    }
+  }
+
+  async function retry(task) {
+    const r = await act('confirm.retryOne', ctx.api.retry,
+      (x) => retriedText(x.Status === 'scheduled' ? 1 : 0, x.Status === 'scheduled' ? 0 : 1), task);
+    if (r) ctx.reload();
+  }
+
+  async function cancel(task) {
+    const r = await act('confirm.cancelRetry', ctx.api.cancelRetry, (x) => t(`status.${x.Status}`), task);
+    if (r) ctx.reload();
+  }
+
+  async function resolve(task) {
+    const r = await act('confirm.resolve', ctx.api.resolve, (x) => t(`status.${x.Status}`), task);
+    if (r) ctx.navigate('failures', {});
   }
 
   async function remove(task) {
