@@ -52,8 +52,11 @@ export function timelineChart(timeline, label) {
   const ticks = Math.min(6, buckets.length);
   for (let k = 0; k < ticks; k += 1) {
     const i = Math.round((k * (buckets.length - 1)) / Math.max(1, ticks - 1));
-    const x = left + i * barW + barW / 2;
-    svg.append(h('svg:text', { x, y: H - 6, class: 'axis', 'text-anchor': k === 0 ? 'start' : k === ticks - 1 ? 'end' : 'middle' },
+    // Under its bar; the first and last kept inside the plot.
+    const first = k === 0;
+    const last = k === ticks - 1 && ticks > 1;
+    const x = first ? left + i * barW : last ? left + (i + 1) * barW : left + i * barW + barW / 2;
+    svg.append(h('svg:text', { x, y: H - 6, class: 'axis', 'text-anchor': first ? 'start' : last ? 'end' : 'middle' },
       shortTime(buckets[i].start, long)));
   }
   return { svg, size };
