@@ -35,11 +35,16 @@ const ERRORS: [(&str, ErrorCategory, &str); 5] = [
 
 /// The `i`-th failed task. Fail times grow with `i` (3 ms apart from `base_ms`), so the
 /// newest tasks are the last recorded, as in a live system.
+/// The id of the `i`-th benchmark task.
+pub fn task_id(i: u64) -> String {
+    format!("task-{i:08}")
+}
+
 pub fn task(i: u64, base_ms: i64) -> anyhow::Result<FailedTask> {
     let (code, category, message) = ERRORS[(i % 5) as usize];
     let fail = base_ms + (i as i64) * 3;
     Ok(FailedTask::new(NewFailedTask {
-        task_id: format!("task-{i:08}"),
+        task_id: task_id(i),
         task_type: TYPES[(i % 3) as usize].to_owned(),
         client_id: format!("client-{:03}", i % 50),
         codebase_path: format!("/projects/team-{:02}/repo-{:04}", i % 17, i % 1000),

@@ -38,7 +38,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use failed_tasks_domain::{ListQuery, PageLimits, PageSize, TaskFilter, Timestamp};
 use failed_tasks_query::{Deadlines, FailedTaskService};
-use failed_tasks_redis::{CompatConfig, CompatStore, RedisConfig, RedisStore};
+use failed_tasks_redis::{CompatConfig, CompatStore, Keys, RedisConfig, RedisStore};
 use failed_tasks_store::StatusStore;
 
 use crate::child::{ChildServer, Kind};
@@ -247,7 +247,7 @@ where
 
 /// Where a task's bytes go: `MEMORY USAGE` of sampled records, of `idx:all` and of the
 /// four filter indexes, per task.
-async fn memory_breakdown(raw: &Raw, n: u64, f: &mut Figures) -> anyhow::Result<()> {
+async fn memory_breakdown(raw: &Raw, keys: &Keys, n: u64, f: &mut Figures) -> anyhow::Result<()> {
     use fred::types::Value;
     let usage = |key: String| async move {
         match raw
@@ -264,14 +264,14 @@ async fn memory_breakdown(raw: &Raw, n: u64, f: &mut Figures) -> anyhow::Result<
     let mut record = 0.0;
     let probes = 100.min(n);
     for i in 0..probes {
-        record += usage(format!("{PREFIX}:task:task-{:08}", i * (n / probes))).await?;
+        record += usage(keys.record(&data::task_id(i * (n / probes)))).await?;
     }
     f.set(&format!("mem_record_bytes_{n}"), record / probes as f64);
-    let all = usage(format!("{PREFIX}:idx:all")).await?;
+    let all = usage(keys.all()).await?;
     f.set(&format!("mem_idx_all_bytes_per_task_{n}"), all / n as f64);
     let mut filters = 0.0;
     for key in raw
-        .run("KEYS", vec![format!("{PREFIX}:idx:*:*").into()])
+        .run("KEYS", vec![keys.filter_index_pattern().into()])
         .await?
         .into_array()
     {
@@ -308,32 +308,41 @@ fn machine() -> Machine {
     }
 }
 
-async fn run(flags: Flags) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let sizes: Vec<u64> = if flags.quick {
-        vec![1_000, 100_000]
-    } else {
-        vec![1_000, 100_000, 1_000_000]
-    };
-    let samples = flags
-        .requests
-        .unwrap_or(if flags.quick { 500 } else { 1000 })
-        .max(1);
-    let load_secs = flags
-        .duration_secs
-        .unwrap_or(if flags.quick { 4 } else { 10 });
-    let use_wrk = match flags.load_generator {
-        Generator::Wrk => {
-            if !load::wrk_available() {
-                bail!("--load-generator wrk: wrk is not installed");
-            }
-            true
-        }
-        Generator::Builtin => false,
-        Generator::Auto => load::wrk_available(),
-    };
+/// What every stage needs: the settings of this run, the Redis connections, the stores and
+/// the figures taken so far.
+struct Bench {
+    quick: bool,
+    samples: usize,
+    load_secs: u64,
+    connections: usize,
+    use_wrk: bool,
+    sizes: Vec<u64>,
+    machine: Machine,
+    /// Database 0 (our store) and 1 (the Go records).
+    raw0: Raw,
+    raw1: Raw,
+    url0: String,
+    url1: String,
+    /// The store under test, its key names and its use cases.
+    store: RedisStore,
+    keys: Keys,
+    service: FailedTaskService,
+    /// The 1k reference store (its keys and use cases).
+    ref_keys: Keys,
+    ref_service: Option<FailedTaskService>,
+    query: ListQuery,
+    /// When the filled tasks start failing (ms since the epoch).
+    base_ms: i64,
+    /// How many tasks the store holds.
+    stored: u64,
+    /// The app server under test, started at the first N.
+    app: Option<ChildServer>,
+    f: Figures,
+    started: Instant,
+}
 
-    // Redis: private unless told otherwise; never the machine's 6379 by default.
+async fn run(flags: Flags) -> anyhow::Result<()> {
+    // A private Redis unless told otherwise; never the machine's 6379 by default.
     let (_guard, base_url) = match &flags.redis_url {
         Some(url) => {
             check_loopback(url)?;
@@ -351,124 +360,207 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             (Some(server), url)
         }
     };
-    let url0 = format!("{base_url}/0");
-    let url1 = format!("{base_url}/1");
-    let raw0 = Raw::connect(&url0).await?;
-    let raw1 = Raw::connect(&url1).await?;
-    if flags.redis_url.is_some() && (raw0.dbsize().await? != 0 || raw1.dbsize().await? != 0) {
-        bail!("--redis-url: databases 0 and 1 must be empty (the bench flushes them)");
+    let mut b = Bench::setup(&flags, &base_url).await?;
+    b.record_one_at_a_time().await?;
+    b.fill_reference().await?;
+    for n in b.sizes.clone() {
+        b.fill_to(n).await?;
+        b.memory(n).await?;
+        stats_cost(&b.service, n, b.base_ms, &mut b.f).await?;
+        b.page_latency(n).await?;
+        if n == 100_000 {
+            b.upstream_comparison().await?;
+        }
     }
-    let mut m = machine();
-    m.redis_version = raw0
-        .info("server")
-        .await?
-        .into_iter()
-        .find(|(k, _)| k == "redis_version")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
+    b.scale_and_floor_ratios();
+    b.http_throughput().await?;
+    b.redis_cpu_per_page().await?;
+    b.server_memory()?;
+    b.report(flags.json.as_deref())
+}
 
-    let mut f = Figures::default();
-    f.set_text("mode", if flags.quick { "quick" } else { "full" });
-    f.set_text("machine_cpu", m.cpu.clone());
-    f.set("machine_cores", m.cores as f64);
-    f.set_text("redis_version", m.redis_version.clone());
-    f.set_text(
-        "load_generator",
-        if use_wrk {
-            format!("wrk -t2 -c{} -d{load_secs}s", flags.connections)
-        } else {
-            format!("built-in, {} connections, {load_secs}s", flags.connections)
-        },
-    );
-    eprintln!(
-        "failed-tasks-bench: {} mode, {} cores ({}), redis {}, {} samples per latency",
-        if flags.quick { "quick" } else { "full" },
-        m.cores,
-        m.cpu,
-        m.redis_version,
-        samples
-    );
-
-    let store_config = |prefix: &str| RedisConfig {
-        url: url0.clone(),
+/// Connect a Redis store under `prefix` and wait (bounded) until it answers.
+async fn connect_store(url: &str, prefix: &str) -> anyhow::Result<RedisStore> {
+    let store = RedisStore::connect(RedisConfig {
+        url: url.to_owned(),
         key_prefix: prefix.to_owned(),
         command_timeout: Duration::from_secs(10),
         ..RedisConfig::default()
-    };
-    let store = RedisStore::connect(store_config(PREFIX))
-        .await
-        .map_err(|e| anyhow!("redis store: {e}"))?;
+    })
+    .await
+    .map_err(|e| anyhow!("redis store: {e}"))?;
     if !store.wait_connected(Duration::from_secs(10)).await {
-        bail!("the store could not connect to {url0}");
+        bail!("the store could not connect to {url}");
     }
+    Ok(store)
+}
 
-    // 4a. Recording one task per call (the port's basic path), 64 callers at once.
-    {
-        let single = RedisStore::connect(store_config("{bench-single}"))
-            .await
-            .map_err(|e| anyhow!("redis store: {e}"))?;
-        if !single.wait_connected(Duration::from_secs(10)).await {
-            bail!("the store could not connect to {url0}");
+impl Bench {
+    /// Settings, connections, the machine's description, the store under test.
+    async fn setup(flags: &Flags, base_url: &str) -> anyhow::Result<Bench> {
+        let sizes: Vec<u64> = if flags.quick {
+            vec![1_000, 100_000]
+        } else {
+            vec![1_000, 100_000, 1_000_000]
+        };
+        let samples = flags
+            .requests
+            .unwrap_or(if flags.quick { 500 } else { 1000 })
+            .max(1);
+        let load_secs = flags
+            .duration_secs
+            .unwrap_or(if flags.quick { 4 } else { 10 });
+        let use_wrk = match flags.load_generator {
+            Generator::Wrk => {
+                if !load::wrk_available() {
+                    bail!("--load-generator wrk: wrk is not installed");
+                }
+                true
+            }
+            Generator::Builtin => false,
+            Generator::Auto => load::wrk_available(),
+        };
+        let url0 = format!("{base_url}/0");
+        let url1 = format!("{base_url}/1");
+        let raw0 = Raw::connect(&url0).await?;
+        let raw1 = Raw::connect(&url1).await?;
+        if flags.redis_url.is_some() && (raw0.dbsize().await? != 0 || raw1.dbsize().await? != 0) {
+            bail!("--redis-url: databases 0 and 1 must be empty (the bench flushes them)");
         }
-        let n = if flags.quick { 10_000 } else { 50_000 };
-        let rate = record_singly(&single, n, 64).await?;
-        f.set("records_per_s_single", rate);
-        eprintln!("  record() one at a time, 64 callers: {rate:.0}/s");
-        raw0.run("FLUSHDB", vec![]).await?;
-    }
+        let mut machine = machine();
+        machine.redis_version = raw0
+            .info("server")
+            .await?
+            .into_iter()
+            .find(|(k, _)| k == "redis_version")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
 
-    let ref_store = RedisStore::connect(store_config(REF_PREFIX))
-        .await
-        .map_err(|e| anyhow!("redis store: {e}"))?;
-    if !ref_store.wait_connected(Duration::from_secs(10)).await {
-        bail!("the store could not connect to {url0}");
-    }
-    fill(&ref_store, 0, 1_000, now_ms() - 3_600_000 * 24).await?;
-    let ref_service = FailedTaskService::new(Arc::new(ref_store), Deadlines::default());
-
-    let mem0 = raw0.used_memory().await?;
-    let service = FailedTaskService::new(Arc::new(store.clone()), Deadlines::default());
-    let query = page_query()?;
-    let base_ms = now_ms() - 3_600_000 * 24;
-    let mut stored = 0u64;
-    let mut app: Option<ChildServer> = None;
-
-    for &n in &sizes {
-        // Fill up to n with the batched path.
-        let took = fill(&store, stored, n, base_ms).await?;
-        let rate = (n - stored) as f64 / took.as_secs_f64();
+        let mut f = Figures::default();
+        f.set_text("mode", if flags.quick { "quick" } else { "full" });
+        f.set_text("machine_cpu", machine.cpu.clone());
+        f.set("machine_cores", machine.cores as f64);
+        f.set_text("redis_version", machine.redis_version.clone());
+        f.set_text(
+            "load_generator",
+            if use_wrk {
+                format!("wrk -t2 -c{} -d{load_secs}s", flags.connections)
+            } else {
+                format!("built-in, {} connections, {load_secs}s", flags.connections)
+            },
+        );
         eprintln!(
-            "  filled {stored}..{n} in {:.1} s ({rate:.0}/s)",
+            "failed-tasks-bench: {} mode, {} cores ({}), redis {}, {} samples per latency",
+            if flags.quick { "quick" } else { "full" },
+            machine.cores,
+            machine.cpu,
+            machine.redis_version,
+            samples
+        );
+        let store = connect_store(&url0, PREFIX).await?;
+        let keys = store.keys().clone();
+        let service = FailedTaskService::new(Arc::new(store.clone()), Deadlines::default());
+        Ok(Bench {
+            quick: flags.quick,
+            samples,
+            load_secs,
+            connections: flags.connections,
+            use_wrk,
+            sizes,
+            machine,
+            raw0,
+            raw1,
+            url0,
+            url1,
+            store,
+            keys,
+            service,
+            ref_keys: Keys::new(REF_PREFIX),
+            ref_service: None,
+            query: page_query()?,
+            base_ms: now_ms() - 3_600_000 * 24,
+            stored: 0,
+            app: None,
+            f,
+            started: Instant::now(),
+        })
+    }
+
+    /// `records_per_s_single`: `record` one task per call (the port's basic path), 64
+    /// callers at once, into a store of its own that is flushed afterwards.
+    async fn record_one_at_a_time(&mut self) -> anyhow::Result<()> {
+        let single = connect_store(&self.url0, "{bench-single}").await?;
+        let n = if self.quick { 10_000 } else { 50_000 };
+        let rate = record_singly(&single, n, 64).await?;
+        self.f.set("records_per_s_single", rate);
+        eprintln!("  record() one at a time, 64 callers: {rate:.0}/s");
+        self.raw0.run("FLUSHDB", vec![]).await?;
+        Ok(())
+    }
+
+    /// The 1k reference store, whose page is timed interleaved with the big store's.
+    async fn fill_reference(&mut self) -> anyhow::Result<()> {
+        let ref_store = connect_store(&self.url0, REF_PREFIX).await?;
+        fill(&ref_store, 0, 1_000, now_ms() - 3_600_000 * 24).await?;
+        self.ref_keys = ref_store.keys().clone();
+        self.ref_service = Some(FailedTaskService::new(
+            Arc::new(ref_store),
+            Deadlines::default(),
+        ));
+        Ok(())
+    }
+
+    /// Fill the store up to `n` with the batched path: `records_per_s` is the 1k→100k fill.
+    async fn fill_to(&mut self, n: u64) -> anyhow::Result<()> {
+        if self.stored == 0 {
+            self.f
+                .set("redis_baseline_used_memory", self.raw0.used_memory().await?);
+        }
+        let took = fill(&self.store, self.stored, n, self.base_ms).await?;
+        let rate = (n - self.stored) as f64 / took.as_secs_f64();
+        eprintln!(
+            "  filled {}..{n} in {:.1} s ({rate:.0}/s)",
+            self.stored,
             took.as_secs_f64()
         );
-        if stored > 0 && n <= 100_000 {
-            f.set("records_per_s", rate);
-        } else if stored > 0 {
-            f.set("records_per_s_to_max", rate);
+        if self.stored > 0 && n <= 100_000 {
+            self.f.set("records_per_s", rate);
+        } else if self.stored > 0 {
+            self.f.set("records_per_s_to_max", rate);
         }
-        stored = n;
-        let used = raw0.used_memory().await? - mem0;
-        f.set(&format!("redis_bytes_per_task_{n}"), used / n as f64);
-        f.set("redis_bytes_per_task", used / n as f64);
-        memory_breakdown(&raw0, n, &mut f).await?;
-        stats_cost(&service, n, base_ms, &mut f).await?;
+        self.stored = n;
+        Ok(())
+    }
 
-        let app_server = match &app {
-            Some(a) => a,
-            None => app.insert(ChildServer::start(Kind::App, &url0, PREFIX, None)?),
-        };
+    /// `redis_bytes_per_task_N` and where the bytes go.
+    async fn memory(&mut self, n: u64) -> anyhow::Result<()> {
+        let baseline = self.f.get("redis_baseline_used_memory").unwrap_or(0.0);
+        let used = self.raw0.used_memory().await? - baseline;
+        self.f
+            .set(&format!("redis_bytes_per_task_{n}"), used / n as f64);
+        self.f.set("redis_bytes_per_task", used / n as f64);
+        memory_breakdown(&self.raw0, &self.keys, n, &mut self.f).await
+    }
 
-        // 1. Page latency: use case, store alone, HTTP, raw floor, and the 1k reference
-        // store's use-case page and floor, interleaved call by call so that a burst of other
-        // work on the (shared) machine hits every figure alike.
-        let index = format!("{PREFIX}:idx:all");
-        let record_prefix = format!("{PREFIX}:task:");
-        let ref_index = format!("{REF_PREFIX}:idx:all");
-        let ref_record_prefix = format!("{REF_PREFIX}:task:");
-        let mut conn = HttpConn::connect(app_server.addr, LIST_PATH).await?;
+    /// Page latency at `n`: use case, store alone, HTTP, raw floor, and the 1k reference
+    /// store's use-case page and floor, interleaved call by call so that a burst of other
+    /// work on the (shared) machine hits every figure alike.
+    async fn page_latency(&mut self, n: u64) -> anyhow::Result<()> {
+        if self.app.is_none() {
+            self.app = Some(ChildServer::start(Kind::App, &self.url0, PREFIX, None)?);
+        }
+        let app = self.app.as_ref().ok_or_else(|| anyhow!("no app server"))?;
+        let ref_service = self
+            .ref_service
+            .as_ref()
+            .ok_or_else(|| anyhow!("the reference store is not filled"))?;
+        let (index, record_prefix) = (self.keys.all(), self.keys.record_prefix());
+        let (ref_index, ref_record_prefix) = (self.ref_keys.all(), self.ref_keys.record_prefix());
+        let query = &self.query;
+        let mut conn = HttpConn::connect(app.addr, LIST_PATH).await?;
         let mut times: [Vec<Duration>; 6] = Default::default();
-        let warm = samples / 10;
-        for i in 0..samples + warm {
+        let warm = self.samples / 10;
+        for i in 0..self.samples + warm {
             let keep = i >= warm;
             let mut lap = |k: usize, start: Instant| {
                 if keep {
@@ -476,8 +568,9 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 }
             };
             let t = Instant::now();
-            let page = service
-                .list_failed(&query)
+            let page = self
+                .service
+                .list_failed(query)
                 .await
                 .map_err(|e| anyhow!("list_failed: {e}"))?;
             lap(0, t);
@@ -489,8 +582,8 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 );
             }
             let t = Instant::now();
-            store
-                .list(&query)
+            self.store
+                .list(query)
                 .await
                 .map_err(|e| anyhow!("store.list: {e}"))?;
             lap(1, t);
@@ -501,19 +594,20 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
                 bail!("HTTP list answered {}", r.status);
             }
             let t = Instant::now();
-            raw0.floor_page(&index, &record_prefix).await?;
+            self.raw0.floor_page(&index, &record_prefix).await?;
             lap(3, t);
             let t = Instant::now();
             ref_service
-                .list_failed(&query)
+                .list_failed(query)
                 .await
                 .map_err(|e| anyhow!("list_failed on the 1k reference: {e}"))?;
             lap(4, t);
             let t = Instant::now();
-            raw0.floor_page(&ref_index, &ref_record_prefix).await?;
+            self.raw0.floor_page(&ref_index, &ref_record_prefix).await?;
             lap(5, t);
         }
         let [usecase, alone, http, floor, ref_usecase, ref_floor] = times.map(Latency::of);
+        let f = &mut self.f;
         f.latency(&format!("usecase_{n}"), usecase);
         f.latency(&format!("store_{n}"), alone);
         f.latency(&format!("http_{n}"), http);
@@ -524,267 +618,287 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
             "  N={n}: use case p50 {:.3} ms, store {:.3}, HTTP {:.3}, floor {:.3}",
             usecase.p50_ms, alone.p50_ms, http.p50_ms, floor.p50_ms
         );
+        Ok(())
+    }
 
-        // 2. The original algorithm and the compat source, at 100k Go records.
-        if n == 100_000 {
-            raw1.fill_go(GO_KEYS).await?;
-            let runs = if flags.quick { 1 } else { 3 };
-            let mut go_times = Vec::new();
-            let mut found = 0;
-            for _ in 0..runs {
-                let (c, t) = raw::timed(raw1.go_list_failed()).await?;
-                found = c;
-                go_times.push(t);
+    /// The original algorithm (SCAN + one GET per key) and the compat source on 100k Go
+    /// records, 5 % failed, against our use-case page at 100k.
+    async fn upstream_comparison(&mut self) -> anyhow::Result<()> {
+        let ours = self
+            .f
+            .get("usecase_100000_p50_ms")
+            .ok_or_else(|| anyhow!("the 100k page was not timed"))?;
+        self.raw1.fill_go(GO_KEYS).await?;
+        let runs = if self.quick { 1 } else { 3 };
+        let mut go_times = Vec::new();
+        let mut found = 0;
+        for _ in 0..runs {
+            let (c, t) = raw::timed(self.raw1.go_list_failed()).await?;
+            found = c;
+            go_times.push(t);
+        }
+        let go = Latency::of(go_times);
+        self.f.set("upstream_go_ms", go.p50_ms);
+        self.f.set("upstream_found_failed", found as f64);
+        self.f.set("upstream_speedup", go.p50_ms / ours);
+        let compat = CompatStore::connect(CompatConfig {
+            url: self.url1.clone(),
+            command_timeout: Duration::from_secs(10),
+            ..CompatConfig::default()
+        })
+        .await
+        .map_err(|e| anyhow!("compat source: {e}"))?;
+        // It connects in the background: wait (bounded) until it answers.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while compat.ping().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("the compat source could not connect to {}", self.url1);
             }
-            let go = Latency::of(go_times);
-            f.set("upstream_go_ms", go.p50_ms);
-            f.set("upstream_found_failed", found as f64);
-            f.set("upstream_speedup", go.p50_ms / usecase.p50_ms);
-            let compat = CompatStore::connect(CompatConfig {
-                url: url1.clone(),
-                command_timeout: Duration::from_secs(10),
-                ..CompatConfig::default()
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut compat_times = Vec::new();
+        for _ in 0..3 {
+            let (page, t) = raw::timed(async {
+                compat
+                    .list(&self.query)
+                    .await
+                    .map_err(|e| anyhow!("compat list: {e}"))
             })
-            .await
-            .map_err(|e| anyhow!("compat source: {e}"))?;
-            // It connects in the background: wait (bounded) until it answers.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while compat.ping().await.is_err() {
-                if Instant::now() > deadline {
-                    bail!("the compat source could not connect to {url1}");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            .await?;
+            if page.total != GO_KEYS / 20 {
+                bail!(
+                    "compat found {} failed, expected {}",
+                    page.total,
+                    GO_KEYS / 20
+                );
             }
-            let mut compat_times = Vec::new();
-            for _ in 0..3 {
-                let (page, t) = raw::timed(async {
-                    compat
-                        .list(&query)
-                        .await
-                        .map_err(|e| anyhow!("compat list: {e}"))
-                })
-                .await?;
-                if page.total != GO_KEYS / 20 {
-                    bail!(
-                        "compat found {} failed, expected {}",
-                        page.total,
-                        GO_KEYS / 20
-                    );
-                }
-                compat_times.push(t);
-            }
-            let compat = Latency::of(compat_times);
-            f.set("compat_list_ms", compat.p50_ms);
-            f.set("compat_speedup", go.p50_ms / compat.p50_ms);
-            eprintln!(
-                "  Go algorithm {:.0} ms ({found} failed), compat {:.0} ms, ours {:.3} ms",
-                go.p50_ms, compat.p50_ms, usecase.p50_ms
-            );
-            raw1.run("FLUSHDB", vec![]).await?;
+            compat_times.push(t);
         }
-    }
-
-    let first = sizes.first().copied().unwrap_or(1_000);
-    let last = sizes.last().copied().unwrap_or(1_000);
-    if let (Some(a), Some(b)) = (
-        f.get(&format!("usecase_{first}_p50_ms")),
-        f.get(&format!("usecase_{last}_p50_ms")),
-    ) {
-        f.set("scale_ratio_staged", b / a);
-    }
-    if let (Some(a), Some(b)) = (
-        f.get(&format!("ref1k_usecase_at_{last}_p50_ms")),
-        f.get(&format!("usecase_{last}_p50_ms")),
-    ) {
-        f.set("scale_ratio", b / a);
-        f.set_text(
-            "scale_ratio_basis",
-            format!(
-                "use-case p50 at N={last} / a 1k store's, interleaved in the same loop \
-                 (staged N={last} vs N={first} minutes apart: scale_ratio_staged)"
-            ),
-        );
-    }
-    if let (Some(ours), Some(floor)) = (
-        f.get(&format!("usecase_{last}_p50_ms")),
-        f.get(&format!("floor_{last}_p50_ms")),
-    ) {
-        f.set("floor_ratio", ours / floor);
-        f.set_text(
-            "floor_ratio_basis",
-            format!("use-case p50 / floor p50 at N={last}"),
-        );
-    }
-
-    // 3. HTTP throughput: the list against hello-world with the same bytes.
-    let app_server = app.ok_or_else(|| anyhow!("no app server was started"))?;
-    let mut conn = HttpConn::connect(app_server.addr, LIST_PATH).await?;
-    let reference = conn.get(true).await?;
-    let body = String::from_utf8_lossy(&reference.body);
-    if reference.status != 200
-        || reference.content_type.as_deref() != Some("application/json")
-        || body.matches("\"TaskId\"").count() != PAGE as usize
-    {
-        bail!("the app's page is not a 200 JSON page of {PAGE}: {body:.200}");
-    }
-    f.set("page_bytes", reference.body.len() as f64);
-    let body_file =
-        std::env::temp_dir().join(format!("failed-tasks-bench-{}.json", std::process::id()));
-    std::fs::write(&body_file, &reference.body).context("writing the page body")?;
-    let hello = ChildServer::start(Kind::Hello, &url0, PREFIX, Some(&body_file))?;
-    let fast = ChildServer::start(Kind::Fast, &url0, PREFIX, None)?;
-    {
-        let mut c = HttpConn::connect(fast.addr, LIST_PATH).await?;
-        let r = c.get(true).await?;
-        let fast_body = String::from_utf8_lossy(&r.body);
-        if r.status != 200 || fast_body.matches("\"TaskId\"").count() != PAGE as usize {
-            bail!("the fast-path prototype's page is wrong: {fast_body:.200}");
-        }
-        f.set("fast_page_bytes", r.body.len() as f64);
-    }
-    let duration = Duration::from_secs(load_secs.max(1));
-    // Warm both up briefly, then measure hello, then the app.
-    load::run(
-        hello.addr,
-        LIST_PATH,
-        flags.connections,
-        Duration::from_secs(1),
-        use_wrk,
-    )
-    .await?;
-    load::run(
-        app_server.addr,
-        LIST_PATH,
-        flags.connections,
-        Duration::from_secs(1),
-        use_wrk,
-    )
-    .await?;
-    // Alternate the two (the machine is shared: a burst of other work should hit both),
-    // keep each one's best round.
-    let rounds = if flags.quick { 1 } else { 2 };
-    let (mut h_best, mut a_best, mut fast_best) = (0.0f64, 0.0f64, 0.0f64);
-    let (mut fast_cpu, mut fast_req, mut fast_redis_cpu) = (0.0, 0u64, 0.0);
-    let (mut h_req, mut a_req, mut errors) = (0u64, 0u64, 0u64);
-    let (mut hello_cpu, mut app_cpu, mut redis_cpu) = (0.0, 0.0, 0.0);
-    for _ in 0..rounds {
-        let cpu0 = hello.cpu_seconds()?;
-        let h = load::run(hello.addr, LIST_PATH, flags.connections, duration, use_wrk).await?;
-        hello_cpu += hello.cpu_seconds()? - cpu0;
-        let cpu0 = app_server.cpu_seconds()?;
-        let redis_cpu0 = raw0.cpu_seconds().await?;
-        let a = load::run(
-            app_server.addr,
-            LIST_PATH,
-            flags.connections,
-            duration,
-            use_wrk,
-        )
-        .await?;
-        app_cpu += app_server.cpu_seconds()? - cpu0;
-        redis_cpu += raw0.cpu_seconds().await? - redis_cpu0;
-        let cpu0 = fast.cpu_seconds()?;
-        let redis_cpu0 = raw0.cpu_seconds().await?;
-        let p = load::run(fast.addr, LIST_PATH, flags.connections, duration, use_wrk).await?;
-        fast_cpu += fast.cpu_seconds()? - cpu0;
-        fast_redis_cpu += raw0.cpu_seconds().await? - redis_cpu0;
-        fast_best = fast_best.max(p.requests_per_s);
-        fast_req += p.requests;
-        errors += p.errors;
-        h_best = h_best.max(h.requests_per_s);
-        a_best = a_best.max(a.requests_per_s);
-        h_req += h.requests;
-        a_req += a.requests;
-        errors += h.errors + a.errors;
+        let compat = Latency::of(compat_times);
+        self.f.set("compat_list_ms", compat.p50_ms);
+        self.f.set("compat_speedup", go.p50_ms / compat.p50_ms);
         eprintln!(
-            "  round: hello {:.0} req/s, list {:.0} req/s, fast-path prototype {:.0} req/s",
-            h.requests_per_s, a.requests_per_s, p.requests_per_s
+            "  Go algorithm {:.0} ms ({found} failed), compat {:.0} ms, ours {ours:.3} ms",
+            go.p50_ms, compat.p50_ms
         );
+        self.raw1.run("FLUSHDB", vec![]).await?;
+        Ok(())
     }
-    drop(hello);
-    drop(fast);
-    f.set("fastpath_rps", fast_best);
-    f.set("fastpath_vs_hello", fast_best / h_best);
-    if fast_req > 0 {
-        f.set(
-            "fastpath_server_cpu_us_per_req",
-            fast_cpu * 1e6 / fast_req as f64,
-        );
-        f.set(
-            "fastpath_redis_cpu_us_per_req",
-            fast_redis_cpu * 1e6 / fast_req as f64,
-        );
-    }
-    let _ = std::fs::remove_file(&body_file);
-    if errors > 0 {
-        bail!("{errors} non-200 answers under load");
-    }
-    f.set("hello_rps", h_best);
-    f.set("http_rps", a_best);
-    f.set("http_vs_hello", a_best / h_best);
-    if h_req > 0 {
-        f.set(
-            "hello_server_cpu_us_per_req",
-            hello_cpu * 1e6 / h_req as f64,
-        );
-    }
-    if a_req > 0 {
-        f.set("http_server_cpu_us_per_req", app_cpu * 1e6 / a_req as f64);
-        f.set("http_redis_cpu_us_per_req", redis_cpu * 1e6 / a_req as f64);
-    }
-    // What Redis itself costs per page: the raw floor and our read path, 64 callers each.
-    let load_d = Duration::from_secs(if flags.quick { 2 } else { 4 });
-    let raw = raw0.clone();
-    let (rate, cpu) = page_load(&raw0, 64, load_d, move || {
-        let raw = raw.clone();
-        async move {
-            raw.floor_page(&format!("{PREFIX}:idx:all"), &format!("{PREFIX}:task:"))
-                .await?;
-            Ok(())
-        }
-    })
-    .await?;
-    f.set("redis_floor_pages_per_s", rate);
-    f.set("redis_floor_cpu_us_per_page", cpu);
-    let st = store.clone();
-    let q = Arc::new(query.clone());
-    let (rate, cpu) = page_load(&raw0, 64, load_d, move || {
-        let st = st.clone();
-        let q = q.clone();
-        async move {
-            st.list_json(&q)
-                .await
-                .map_err(|e| anyhow!("list_json: {e}"))?;
-            Ok(())
-        }
-    })
-    .await?;
-    f.set("redis_list_json_pages_per_s", rate);
-    f.set("redis_list_json_cpu_us_per_page", cpu);
 
-    let (peak, now) = app_server.memory_mb()?;
-    f.set("server_rss_mb", peak);
-    f.set("server_rss_now_mb", now);
-    eprintln!(
-        "  HTTP: hello {h_best:.0} req/s, list {a_best:.0} req/s; server peak RSS {peak:.1} MiB"
-    );
-    drop(app_server);
-
-    raw0.run("FLUSHDB", vec![]).await?;
-    f.set("elapsed_s", started.elapsed().as_secs_f64());
-    print!("{}", report::table(&f, &sizes));
-    println!(
-        "\nmachine: {} cores, {}, redis {}; run took {:.0} s",
-        m.cores,
-        m.cpu,
-        m.redis_version,
-        started.elapsed().as_secs_f64()
-    );
-    if let Some(path) = &flags.json {
-        let text = serde_json::to_string_pretty(&f.to_json())?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    /// `scale_ratio` (largest N against the 1k store, interleaved) and `floor_ratio`.
+    fn scale_and_floor_ratios(&mut self) {
+        let f = &mut self.f;
+        let first = self.sizes.first().copied().unwrap_or(1_000);
+        let last = self.sizes.last().copied().unwrap_or(1_000);
+        if let (Some(a), Some(b)) = (
+            f.get(&format!("usecase_{first}_p50_ms")),
+            f.get(&format!("usecase_{last}_p50_ms")),
+        ) {
+            f.set("scale_ratio_staged", b / a);
+        }
+        if let (Some(a), Some(b)) = (
+            f.get(&format!("ref1k_usecase_at_{last}_p50_ms")),
+            f.get(&format!("usecase_{last}_p50_ms")),
+        ) {
+            f.set("scale_ratio", b / a);
+            f.set_text(
+                "scale_ratio_basis",
+                format!(
+                    "use-case p50 at N={last} / a 1k store's, interleaved in the same loop \
+                     (staged N={last} vs N={first} minutes apart: scale_ratio_staged)"
+                ),
+            );
+        }
+        if let (Some(ours), Some(floor)) = (
+            f.get(&format!("usecase_{last}_p50_ms")),
+            f.get(&format!("floor_{last}_p50_ms")),
+        ) {
+            f.set("floor_ratio", ours / floor);
+            f.set_text(
+                "floor_ratio_basis",
+                format!("use-case p50 / floor p50 at N={last}"),
+            );
+        }
     }
-    Ok(())
+
+    /// HTTP throughput of the list against a hello-world server serving the same bytes (and
+    /// the fast-path prototype), with each server's and Redis's CPU per request.
+    async fn http_throughput(&mut self) -> anyhow::Result<()> {
+        let app = self
+            .app
+            .as_ref()
+            .ok_or_else(|| anyhow!("no app server was started"))?;
+        let mut conn = HttpConn::connect(app.addr, LIST_PATH).await?;
+        let reference = conn.get(true).await?;
+        let body = String::from_utf8_lossy(&reference.body);
+        if reference.status != 200
+            || reference.content_type.as_deref() != Some("application/json")
+            || body.matches("\"TaskId\"").count() != PAGE as usize
+        {
+            bail!("the app's page is not a 200 JSON page of {PAGE}: {body:.200}");
+        }
+        let f = &mut self.f;
+        f.set("page_bytes", reference.body.len() as f64);
+        let body_file =
+            std::env::temp_dir().join(format!("failed-tasks-bench-{}.json", std::process::id()));
+        std::fs::write(&body_file, &reference.body).context("writing the page body")?;
+        let hello = ChildServer::start(Kind::Hello, &self.url0, PREFIX, Some(&body_file))?;
+        let fast = ChildServer::start(Kind::Fast, &self.url0, PREFIX, None)?;
+        {
+            let mut c = HttpConn::connect(fast.addr, LIST_PATH).await?;
+            let r = c.get(true).await?;
+            let fast_body = String::from_utf8_lossy(&r.body);
+            if r.status != 200 || fast_body.matches("\"TaskId\"").count() != PAGE as usize {
+                bail!("the fast-path prototype's page is wrong: {fast_body:.200}");
+            }
+            f.set("fast_page_bytes", r.body.len() as f64);
+        }
+        let (connections, use_wrk, raw0) = (self.connections, self.use_wrk, &self.raw0);
+        let duration = Duration::from_secs(self.load_secs.max(1));
+        // Warm both up briefly, then measure hello, then the app.
+        for addr in [hello.addr, app.addr] {
+            load::run(
+                addr,
+                LIST_PATH,
+                connections,
+                Duration::from_secs(1),
+                use_wrk,
+            )
+            .await?;
+        }
+        // Alternate the servers (the machine is shared: a burst of other work should hit
+        // each alike), keep each one's best round.
+        let rounds = if self.quick { 1 } else { 2 };
+        let (mut h_best, mut a_best, mut fast_best) = (0.0f64, 0.0f64, 0.0f64);
+        let (mut fast_cpu, mut fast_req, mut fast_redis_cpu) = (0.0, 0u64, 0.0);
+        let (mut h_req, mut a_req, mut errors) = (0u64, 0u64, 0u64);
+        let (mut hello_cpu, mut app_cpu, mut redis_cpu) = (0.0, 0.0, 0.0);
+        for _ in 0..rounds {
+            let cpu0 = hello.cpu_seconds()?;
+            let h = load::run(hello.addr, LIST_PATH, connections, duration, use_wrk).await?;
+            hello_cpu += hello.cpu_seconds()? - cpu0;
+            let cpu0 = app.cpu_seconds()?;
+            let redis_cpu0 = raw0.cpu_seconds().await?;
+            let a = load::run(app.addr, LIST_PATH, connections, duration, use_wrk).await?;
+            app_cpu += app.cpu_seconds()? - cpu0;
+            redis_cpu += raw0.cpu_seconds().await? - redis_cpu0;
+            let cpu0 = fast.cpu_seconds()?;
+            let redis_cpu0 = raw0.cpu_seconds().await?;
+            let p = load::run(fast.addr, LIST_PATH, connections, duration, use_wrk).await?;
+            fast_cpu += fast.cpu_seconds()? - cpu0;
+            fast_redis_cpu += raw0.cpu_seconds().await? - redis_cpu0;
+            fast_best = fast_best.max(p.requests_per_s);
+            fast_req += p.requests;
+            errors += p.errors;
+            h_best = h_best.max(h.requests_per_s);
+            a_best = a_best.max(a.requests_per_s);
+            h_req += h.requests;
+            a_req += a.requests;
+            errors += h.errors + a.errors;
+            eprintln!(
+                "  round: hello {:.0} req/s, list {:.0} req/s, fast-path prototype {:.0} req/s",
+                h.requests_per_s, a.requests_per_s, p.requests_per_s
+            );
+        }
+        drop(hello);
+        drop(fast);
+        let _ = std::fs::remove_file(&body_file);
+        f.set("fastpath_rps", fast_best);
+        f.set("fastpath_vs_hello", fast_best / h_best);
+        if fast_req > 0 {
+            f.set(
+                "fastpath_server_cpu_us_per_req",
+                fast_cpu * 1e6 / fast_req as f64,
+            );
+            f.set(
+                "fastpath_redis_cpu_us_per_req",
+                fast_redis_cpu * 1e6 / fast_req as f64,
+            );
+        }
+        if errors > 0 {
+            bail!("{errors} non-200 answers under load");
+        }
+        f.set("hello_rps", h_best);
+        f.set("http_rps", a_best);
+        f.set("http_vs_hello", a_best / h_best);
+        if h_req > 0 {
+            f.set(
+                "hello_server_cpu_us_per_req",
+                hello_cpu * 1e6 / h_req as f64,
+            );
+        }
+        if a_req > 0 {
+            f.set("http_server_cpu_us_per_req", app_cpu * 1e6 / a_req as f64);
+            f.set("http_redis_cpu_us_per_req", redis_cpu * 1e6 / a_req as f64);
+        }
+        eprintln!("  HTTP: hello {h_best:.0} req/s, list {a_best:.0} req/s");
+        Ok(())
+    }
+
+    /// What Redis itself costs per page: the raw floor and our read path, 64 callers each.
+    async fn redis_cpu_per_page(&mut self) -> anyhow::Result<()> {
+        let load_d = Duration::from_secs(if self.quick { 2 } else { 4 });
+        let raw = self.raw0.clone();
+        let (index, record_prefix) = (self.keys.all(), self.keys.record_prefix());
+        let (rate, cpu) = page_load(&self.raw0, 64, load_d, move || {
+            let raw = raw.clone();
+            let (index, record_prefix) = (index.clone(), record_prefix.clone());
+            async move {
+                raw.floor_page(&index, &record_prefix).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        self.f.set("redis_floor_pages_per_s", rate);
+        self.f.set("redis_floor_cpu_us_per_page", cpu);
+        let st = self.store.clone();
+        let q = Arc::new(self.query.clone());
+        let (rate, cpu) = page_load(&self.raw0, 64, load_d, move || {
+            let st = st.clone();
+            let q = q.clone();
+            async move {
+                st.list_json(&q)
+                    .await
+                    .map_err(|e| anyhow!("list_json: {e}"))?;
+                Ok(())
+            }
+        })
+        .await?;
+        self.f.set("redis_list_json_pages_per_s", rate);
+        self.f.set("redis_list_json_cpu_us_per_page", cpu);
+        Ok(())
+    }
+
+    /// `server_rss_mb`: the app server's peak resident memory over the whole run.
+    fn server_memory(&mut self) -> anyhow::Result<()> {
+        let app = self
+            .app
+            .take()
+            .ok_or_else(|| anyhow!("no app server was started"))?;
+        let (peak, now) = app.memory_mb()?;
+        self.f.set("server_rss_mb", peak);
+        self.f.set("server_rss_now_mb", now);
+        eprintln!("  server peak RSS {peak:.1} MiB");
+        Ok(())
+    }
+
+    /// Print the table (and write the JSON), then empty the database.
+    fn report(mut self, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.f.set("elapsed_s", elapsed);
+        print!("{}", report::table(&self.f, &self.sizes));
+        let m = &self.machine;
+        println!(
+            "\nmachine: {} cores, {}, redis {}; run took {elapsed:.0} s",
+            m.cores, m.cpu, m.redis_version
+        );
+        if let Some(path) = json {
+            let text = serde_json::to_string_pretty(&self.f.to_json())?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// The statistics request at this N: a 1-hour and a 7-day window whose last minute is the

@@ -12,9 +12,10 @@ use failed_tasks_domain::{
 /// Width of the zero-padded fail time at the start of every member.
 pub(crate) const MS_DIGITS: usize = 15;
 
-/// Every key of the store, derived from one prefix.
+/// Every key of the store, derived from one prefix. Public so that tools (the benchmark,
+/// operators' scripts) name keys the way the store does instead of spelling them again.
 #[derive(Debug, Clone)]
-pub(crate) struct Keys {
+pub struct Keys {
     prefix: String,
 }
 
@@ -42,24 +43,36 @@ impl IndexKind {
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: &str) -> Self {
+    /// The keys of a store with this key prefix.
+    pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
         }
     }
 
-    pub(crate) fn prefix(&self) -> &str {
+    /// The key prefix (with its hash tag).
+    pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// `PREFIX:task:ID`: the record (string).
-    pub(crate) fn record(&self, id: &str) -> String {
-        format!("{}:task:{id}", self.prefix)
+    pub fn record(&self, id: &str) -> String {
+        format!("{}{id}", self.record_prefix())
+    }
+
+    /// `PREFIX:task:`: what every record key starts with.
+    pub fn record_prefix(&self) -> String {
+        format!("{}:task:", self.prefix)
     }
 
     /// `PREFIX:idx:all`: every task.
-    pub(crate) fn all(&self) -> String {
+    pub fn all(&self) -> String {
         format!("{}:idx:all", self.prefix)
+    }
+
+    /// A `KEYS`/`SCAN` pattern of every filter index (`PREFIX:idx:KIND:VALUE`).
+    pub fn filter_index_pattern(&self) -> String {
+        format!("{}:idx:*:*", self.prefix)
     }
 
     /// `PREFIX:idx:SEGMENT:VALUE`: the tasks with one filter value.

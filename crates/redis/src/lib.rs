@@ -52,4 +52,5 @@ pub mod store;
 pub use compat::{CompatConfig, CompatStore};
 pub use config::{redact_url, RedisConfig};
 pub use janitor::{JanitorHandle, TrimReport};
+pub use layout::Keys;
 pub use store::{JsonPage, RedisStore};

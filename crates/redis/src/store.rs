@@ -258,7 +258,8 @@ impl RedisStore {
         })
     }
 
-    fn keys(&self) -> &Keys {
+    /// The names of this store's keys.
+    pub fn keys(&self) -> &Keys {
         &self.inner.keys
     }
 
