@@ -178,7 +178,7 @@ test("the demo's three tasks appear newest first, served with the security polic
   assert.equal(await page.getAttribute('#total-count', 'data-count'), '3');
   // Category names and times: FailTime in the browser's zone (UTC here), UTC on hover.
   const failTime = (await api('GET', '/tasks/failed/task_003', null, READ)).json.Data.FailTime;
-  const cell = page.locator('#tasks tbody tr[data-task-id="task_003"] td.time time');
+  const cell = page.locator('#tasks tbody tr[data-task-id="task_003"] td.fail-time time');
   assert.equal(await cell.getAttribute('datetime'), failTime);
   assert.equal(await cell.getAttribute('title'), `${failTime.replace('T', ' ').replace(/(\.\d+)?Z$/, '')} UTC`);
   assert.equal(await page.textContent('#tasks tbody tr[data-task-id="task_002"] .badge'), 'Authorization');
@@ -192,7 +192,7 @@ test('times are shown in the browser time zone with UTC on hover', async () => {
   const shanghai = new Intl.DateTimeFormat('en-GB', {
     timeZone: 'Asia/Shanghai', hour: '2-digit', minute: '2-digit', second: '2-digit',
   }).format(new Date(failTime));
-  const cell = page.locator('#tasks tbody tr[data-task-id="task_003"] td.time time');
+  const cell = page.locator('#tasks tbody tr[data-task-id="task_003"] td.fail-time time');
   assert.ok((await cell.textContent()).includes(shanghai), `${await cell.textContent()} shows ${failTime} at UTC+8 (${shanghai})`);
   assert.ok((await cell.getAttribute('title')).endsWith(' UTC'));
   return page;

@@ -165,7 +165,7 @@ export function mount(ctx) {
           updateBulk();
         } },
       })) : null,
-      h('td', { class: 'time' }, time(task.FailTime)),
+      h('td', { class: 'time fail-time' }, time(task.FailTime)),
       h('td', { class: 'id' }, h('a', { href: ctx.href('task', {}, task.TaskId), class: 'task-link' }, task.TaskId)),
       h('td', {}, task.TaskType),
       h('td', {}, task.ClientId),
