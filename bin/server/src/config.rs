@@ -84,6 +84,8 @@ pub struct Settings {
     /// Longest a single Redis command may take.
     #[serde(with = "humantime_serde")]
     pub redis_command_timeout: Duration,
+    /// Serve even when Redis's maxmemory-policy evicts keys (not `noeviction`).
+    pub redis_allow_eviction: bool,
     /// Retention: tasks that failed longer ago are trimmed.
     #[serde(with = "humantime_serde")]
     pub retention_max_age: Duration,
@@ -94,6 +96,9 @@ pub struct Settings {
     pub janitor_interval: Duration,
     /// Where trimmed tasks are archived (JSON lines per UTC day); none when unset.
     pub archive_dir: Option<PathBuf>,
+    /// How far ahead of this server's clock a recorded `FailTime` may be.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew_allowance: Duration,
     /// Key prefix of the Go service's records (compat store).
     pub compat_key_prefix: String,
     /// The Go service's key expiry (compat store).
@@ -185,10 +190,12 @@ impl Default for Settings {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_key_prefix: "{failed-tasks}".to_owned(),
             redis_command_timeout: Duration::from_secs(2),
+            redis_allow_eviction: failed_tasks_redis::RedisConfig::default().allow_eviction,
             retention_max_age: Duration::from_secs(30 * 24 * 3600),
             retention_max_count: 1_000_000,
             janitor_interval: Duration::from_secs(60),
             archive_dir: None,
+            clock_skew_allowance: failed_tasks_query::FailTimeLimits::default().clock_skew,
             compat_key_prefix: "request:id:".to_owned(),
             compat_record_expiry: Duration::from_secs(24 * 3600),
             demo: false,
@@ -567,6 +574,13 @@ pub struct Cli {
     )]
     pub redis_command_timeout: Option<Duration>,
 
+    /// Serve even when Redis's maxmemory-policy is not noeviction (an evicting Redis loses
+    /// failed tasks silently; without this the server refuses to start on one and stops
+    /// serving when it finds one after a reconnection)
+    #[arg(long, env = "FAILED_TASKS_REDIS_ALLOW_EVICTION", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_allow_eviction: Option<bool>,
+
     /// Retention: failed tasks older than this are trimmed (Redis store)
     #[arg(long, env = "FAILED_TASKS_RETENTION_MAX_AGE", value_parser = duration)]
     #[serde(
@@ -593,6 +607,14 @@ pub struct Cli {
     #[arg(long, env = "FAILED_TASKS_ARCHIVE_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_dir: Option<PathBuf>,
+
+    /// A recorded FailTime further ahead of this server's clock than this is refused (400)
+    #[arg(long, env = "FAILED_TASKS_CLOCK_SKEW_ALLOWANCE", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub clock_skew_allowance: Option<Duration>,
 
     /// Key prefix of the original Go service's records (compat store)
     #[arg(long, env = "FAILED_TASKS_COMPAT_KEY_PREFIX")]

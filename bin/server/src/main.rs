@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use failed_tasks_domain::{FailedTask, PageLimits, Timestamp};
 use failed_tasks_http::{App, HttpConfig, Token};
-use failed_tasks_query::{Deadlines, FailedTaskService};
+use failed_tasks_query::{Deadlines, FailTimeLimits, FailedTaskService};
 use failed_tasks_redis::{CompatConfig, CompatStore, JanitorHandle, RedisConfig, RedisStore};
-use failed_tasks_store::{MemoryStore, StatusStore};
+use failed_tasks_store::{MemoryStore, StatusStore, StoreProblem};
 
 mod config;
 
@@ -55,6 +55,7 @@ async fn open_store(
                 max_count: flags.retention_max_count,
                 janitor_interval: flags.janitor_interval,
                 archive_dir: flags.archive_dir.clone(),
+                allow_eviction: flags.redis_allow_eviction,
                 ..RedisConfig::default()
             };
             // Fails only on bad configuration: a Redis that is down is retried in the
@@ -63,9 +64,20 @@ async fn open_store(
                 .await
                 .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
             if !store.wait_connected(Duration::from_secs(2)).await {
+                let condition = store.condition();
+                if condition.problem == Some(StoreProblem::Evicting) {
+                    bail!(
+                        "refusing to start: Redis maxmemory-policy is {}, which evicts failed tasks \
+                         silently; set it to noeviction (CONFIG SET maxmemory-policy noeviction, \
+                         and in redis.conf), or start with --redis-allow-eviction to accept that",
+                        condition.eviction_policy.as_deref().unwrap_or("unknown")
+                    );
+                }
                 tracing::warn!(
                     url = %redact_url(&flags.redis_url),
-                    "Redis is not reachable yet; retrying in the background"
+                    cause = condition.problem.map(StoreProblem::label),
+                    "Redis is not reachable yet ({}); retrying in the background",
+                    condition.problem.map_or("no answer", StoreProblem::describe)
                 );
             }
             let janitor = store.spawn_janitor();
@@ -139,7 +151,12 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     let service = FailedTaskService::new(store, deadlines)
         .with_alert_thresholds(flags.alert_thresholds())
         .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
-        .with_connection_check_reuse(flags.connection_check_reuse);
+        .with_connection_check_reuse(flags.connection_check_reuse)
+        .with_fail_time_limits(FailTimeLimits {
+            clock_skew: flags.clock_skew_allowance,
+            // Only the Redis store trims by age; the others keep what they are given.
+            retention: (flags.store == StoreKind::Redis).then_some(flags.retention_max_age),
+        });
     if flags.demo && flags.store == StoreKind::Compat {
         bail!("--demo cannot record into --store compat, which is read-only");
     }

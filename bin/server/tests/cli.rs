@@ -97,7 +97,7 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
     }
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+fn http_get_text(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -108,8 +108,12 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
-    let status = head[9..12].parse().unwrap();
-    (status, serde_json::from_str(body).unwrap())
+    (head[9..12].parse().unwrap(), body.to_owned())
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http_get_text(addr, path);
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 #[test]
@@ -559,4 +563,125 @@ fn starting_while_redis_is_down_waits_for_it_instead_of_exiting() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(http_get(server.addr, "/readyz").0, 200);
+}
+
+/// Redis with an evicting `maxmemory-policy`: the server refuses to start, saying why in its
+/// log; with `--redis-allow-eviction` it starts and shows the policy on `/readyz` and in the
+/// metrics.
+#[test]
+fn an_evicting_redis_is_refused_at_start_unless_allowed() {
+    let redis =
+        failed_tasks_testkit::RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let url = redis.url();
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--store", "redis", "--redis-url", &url])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server kept running on an evicting Redis");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("refusing to start")
+            && l.contains("maxmemory-policy is allkeys-lru")
+            && l.contains("--redis-allow-eviction")),
+        "one line says why: {stderr}"
+    );
+
+    let server = start(
+        &[
+            "--store",
+            "redis",
+            "--redis-url",
+            &url,
+            "--redis-allow-eviction",
+        ],
+        &[],
+    );
+    let (status, body) = http_get(server.addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Data"]["EvictionPolicy"], "allkeys-lru", "{body}");
+    let (_, metrics) = http_get_text(server.addr, "/metrics");
+    assert!(
+        metrics.contains("failed_tasks_store_eviction_policy{policy=\"allkeys-lru\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// A wrong or missing Redis password: `/readyz` answers 503 naming the cause, and the log
+/// says it at warn level once, however often the client retries; no password is logged.
+#[test]
+fn a_wrong_redis_password_is_named_on_readyz_and_logged_once() {
+    let redis = failed_tasks_testkit::RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    for url in [
+        format!("redis://:wrong-pw@127.0.0.1:{}", redis.port()),
+        redis.url(),
+    ] {
+        let server = start(
+            &[
+                "--store",
+                "redis",
+                "--redis-url",
+                &url,
+                "--health-timeout",
+                "1s",
+            ],
+            &[],
+        );
+        // The client retries every 2 s at most; watch /readyz across several retries.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        let mut body = serde_json::Value::Null;
+        while std::time::Instant::now() < until {
+            let (status, b) = http_get(server.addr, "/readyz");
+            assert_eq!(status, 503, "{b}");
+            body = b;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let message = body["Message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("refused the credentials (WRONGPASS/NOAUTH)"),
+            "{url}: {body}"
+        );
+        let mut logs = server.start_logs.clone();
+        while let Ok(line) = server.logs.try_recv() {
+            logs.push(line);
+        }
+        let warned: Vec<&String> = logs
+            .iter()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                v["level"] == "WARN"
+                    && v["cause"] == "auth_failed"
+                    && v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("Redis is not usable"))
+            })
+            .collect();
+        assert_eq!(warned.len(), 1, "{url}: one warning per change:\n{logs:#?}");
+        for line in &logs {
+            assert!(
+                !line.contains("wrong-pw") && !line.contains("s3cret-pw"),
+                "{line}"
+            );
+        }
+    }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::router::App;
 use crate::wire::{
     AttemptsRecorded, Envelope, GroupList, Health, Recorded, Removed, Stats, TaskList, WireTask,
-    MSG_QUERY_FAILED, MSG_STORE_UNAVAILABLE,
+    MSG_QUERY_FAILED, MSG_STORE_FULL, MSG_STORE_UNAVAILABLE,
 };
 use crate::{ingest, params};
 
@@ -145,6 +145,11 @@ impl Reply {
                 tracing::error!(%detail, kind, "query failed");
                 Self::error(StatusCode::INTERNAL_SERVER_ERROR, 500, MSG_QUERY_FAILED)
             }
+            QueryError::StoreFull { detail, kind } => {
+                app.metrics.store_error(kind);
+                tracing::error!(%detail, kind, "status store full; write refused");
+                Self::error(StatusCode::INSUFFICIENT_STORAGE, 507, MSG_STORE_FULL)
+            }
             QueryError::BadRequest(e) => Self::bad_request(&e),
             QueryError::NotFound => Self::error(StatusCode::NOT_FOUND, 404, "not found"),
         }
@@ -251,6 +256,7 @@ pub(crate) fn healthz(query: Option<&str>) -> Reply {
     }
     Reply::ok(Health {
         status: "alive".to_owned(),
+        eviction_policy: None,
     })
 }
 
@@ -259,11 +265,28 @@ pub(crate) async fn readyz(app: &App, query: Option<&str>) -> Reply {
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
-    match app.service.check_connection().await {
-        Ok(()) => Reply::ok(Health {
+    let checked = app.service.check_connection().await;
+    // Read after the check, which refreshes it.
+    let condition = app.service.store_condition();
+    match (checked, condition.problem) {
+        (Ok(()), _) => Reply::ok(Health {
             status: "ready".to_owned(),
+            eviction_policy: condition.eviction_policy,
         }),
-        Err(e) => Reply::from_query_error(app, e),
+        // The cause is known (wrong password, refused, evicting Redis...): say it. The
+        // description holds no secret and no address.
+        (Err(QueryError::Unavailable { reason, kind }), Some(problem)) => {
+            app.metrics.store_error(kind);
+            tracing::warn!(%reason, cause = problem.label(), "not ready");
+            let mut r = Reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                500,
+                format!("not ready: {}", problem.describe()),
+            );
+            r.retry_after = Some(app.config.retry_after_secs);
+            r
+        }
+        (Err(e), _) => Reply::from_query_error(app, e),
     }
 }
 
@@ -293,13 +316,27 @@ pub(crate) async fn record_tasks(app: &App, query: Option<&str>, body: &[u8]) ->
             for task in &tasks {
                 app.metrics.recorded(task);
             }
-            tracing::info!(recorded = tasks.len(), created, "failures recorded");
+            let past_retention: Vec<String> = app
+                .service
+                .past_retention(&tasks)
+                .into_iter()
+                .map(ToString::to_string)
+                .collect();
+            tracing::info!(
+                recorded = tasks.len(),
+                created,
+                past_retention = past_retention.len(),
+                "failures recorded"
+            );
             Reply::ok(Recorded {
                 recorded: tasks.len() as u64,
                 created: created as u64,
                 updated: (tasks.len() - created) as u64,
+                past_retention,
             })
         }
+        // A FailTime refused by the use case is a body field.
+        Err(QueryError::BadRequest(e)) => Reply::bad_body(&e),
         Err(e) => Reply::from_query_error(app, e),
     }
 }
@@ -358,6 +395,8 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
+    app.metrics
+        .set_store_condition(&app.service.store_condition());
     if app.metrics.stored_gauge_is_stale() {
         match app.service.count_by_category().await {
             Ok(counts) => {
@@ -365,7 +404,11 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
                     app.metrics.set_stored(category, n);
                 }
             }
-            Err(QueryError::Unavailable { kind, .. } | QueryError::Internal { kind, .. }) => {
+            Err(
+                QueryError::Unavailable { kind, .. }
+                | QueryError::Internal { kind, .. }
+                | QueryError::StoreFull { kind, .. },
+            ) => {
                 app.metrics.store_error(kind);
             }
             Err(_) => {}

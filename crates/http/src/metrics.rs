@@ -39,6 +39,16 @@ struct KindLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
     category: String,
 }
@@ -92,6 +102,8 @@ pub struct Metrics {
     store_errors: Family<KindLabels, Counter>,
     corrupt_skipped: Counter,
     stored: Family<CategoryLabels, Gauge>,
+    eviction_policy: Family<PolicyLabels, Gauge>,
+    store_problem: Family<CauseLabels, Gauge>,
     recorded: Family<RecordedLabels, Counter>,
     attempts: Family<TaskTypeLabels, Counter>,
     error_codes: BoundedLabels,
@@ -125,7 +137,7 @@ impl Metrics {
         let store_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "failed_tasks_store_errors",
-            "Store calls that failed, by kind (unavailable, timeout, deadline, rejected, corrupt, internal)",
+            "Store calls that failed, by kind (unavailable, timeout, deadline, full, rejected, corrupt, internal)",
             store_errors.clone(),
         );
         let corrupt_skipped = Counter::default();
@@ -139,6 +151,18 @@ impl Metrics {
             "failed_tasks_stored",
             "Failed tasks currently stored, by category (read from the store, cached a few seconds)",
             stored.clone(),
+        );
+        let eviction_policy = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "failed_tasks_store_eviction_policy",
+            "The store's eviction policy (Redis maxmemory-policy) as last read: 1 for the current one; anything but noeviction can lose failed tasks",
+            eviction_policy.clone(),
+        );
+        let store_problem = Family::<CauseLabels, Gauge>::default();
+        registry.register(
+            "failed_tasks_store_problem",
+            "1 for the cause the store is not usable (auth_failed, connection_refused, timeout, dns, evicting, unreachable), 0 for the others",
+            store_problem.clone(),
         );
         let recorded = Family::<RecordedLabels, Counter>::default();
         registry.register(
@@ -159,6 +183,8 @@ impl Metrics {
             store_errors,
             corrupt_skipped,
             stored,
+            eviction_policy,
+            store_problem,
             recorded,
             attempts,
             error_codes: BoundedLabels::default(),
@@ -231,6 +257,28 @@ impl Metrics {
                 *at = Some(Instant::now());
                 true
             }
+        }
+    }
+
+    /// Show what the store's adapter last observed: its eviction policy (the current one
+    /// at 1; an earlier one's series goes away) and the cause of a problem (that one 1, the
+    /// others 0).
+    pub fn set_store_condition(&self, condition: &failed_tasks_store::StoreCondition) {
+        if let Some(policy) = &condition.eviction_policy {
+            // Label values come from the store, not from clients: a handful at most.
+            self.eviction_policy.clear();
+            self.eviction_policy
+                .get_or_create(&PolicyLabels {
+                    policy: policy.clone(),
+                })
+                .set(1);
+        }
+        for p in failed_tasks_store::StoreProblem::ALL {
+            self.store_problem
+                .get_or_create(&CauseLabels {
+                    cause: p.label().to_owned(),
+                })
+                .set(i64::from(condition.problem == Some(p)));
         }
     }
 

@@ -11,6 +11,10 @@ pub const MSG_STORE_UNAVAILABLE: &str = "Redis服务不可用，请稍后再试"
 /// The contract's message when the store answered but the query failed (exact text).
 pub const MSG_QUERY_FAILED: &str = "查询失败任务时发生内部错误";
 
+/// The message when the store is full (Redis `maxmemory` reached) and refused a write.
+pub const MSG_STORE_FULL: &str =
+    "the failed-task store is full: nothing of this request was stored; retry once retention has freed space or the store has more memory";
+
 /// Every response body: `{"Code":..,"Message":..,"Success":..,"Data":..}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<T> {
@@ -149,6 +153,13 @@ pub struct Health {
     /// `alive` or `ready`.
     #[serde(rename = "Status")]
     pub status: String,
+    /// `/readyz` only: the store's eviction policy (Redis `maxmemory-policy`), once read.
+    #[serde(
+        rename = "EvictionPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eviction_policy: Option<String>,
 }
 
 /// `Data` of a recording request.
@@ -163,6 +174,15 @@ pub struct Recorded {
     /// Of those, how many replaced a task with the same id.
     #[serde(rename = "Updated")]
     pub updated: u64,
+    /// Ids of recorded tasks that failed longer ago than the retention age: stored, but
+    /// trimmed (archived first, when an archive is configured) at the retention janitor's
+    /// next run. Left out when there are none.
+    #[serde(
+        rename = "PastRetention",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub past_retention: Vec<String>,
 }
 
 /// `Data` of a removal.

@@ -18,4 +18,4 @@
 
 mod service;
 
-pub use service::{BulkRemoval, Deadlines, FailedTaskService, QueryError};
+pub use service::{BulkRemoval, Deadlines, FailTimeLimits, FailedTaskService, QueryError};

@@ -11,7 +11,9 @@ use failed_tasks_domain::{
     ErrorCategory, FailedTask, GroupPage, GroupQuery, ListQuery, PageLimits, PageSize, RetryPolicy,
     TaskFilter, TaskId, TaskType, Timestamp, ValidationError,
 };
-use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError, StoredJsonPage};
+use failed_tasks_store::{
+    FailedTaskPage, RecordOutcome, StatusStore, StoreCondition, StoreError, StoredJsonPage,
+};
 
 /// How long the service waits for the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,39 @@ impl Default for Deadlines {
             request: Duration::from_secs(10),
         }
     }
+}
+
+/// Which `FailTime`s the service records, and what it says about old ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailTimeLimits {
+    /// How far ahead of this server's clock a `FailTime` may be (embedders' clocks drift):
+    /// later ones are refused as bad input, so a task dated in year 9999 cannot sit at the
+    /// top of every listing. 5 minutes by default.
+    pub clock_skew: Duration,
+    /// The store's retention age, when it trims by age: a task that failed longer ago is
+    /// still recorded (the janitor archives and trims it at its next run) but named in the
+    /// answer ([`FailedTaskService::past_retention`]). `None` (the default): nothing is
+    /// trimmed by age.
+    pub retention: Option<Duration>,
+}
+
+impl Default for FailTimeLimits {
+    fn default() -> Self {
+        Self {
+            clock_skew: Duration::from_secs(5 * 60),
+            retention: None,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Why a use case could not answer, in the contract's terms.
@@ -52,6 +87,15 @@ pub enum QueryError {
         /// A short stable label for metrics: a [`StoreError::kind`].
         kind: &'static str,
     },
+    /// The store is full and refused the write (Redis `maxmemory` under `noeviction`);
+    /// nothing of it was stored. HTTP answers 507 with a fixed message; `detail` is for logs.
+    #[error("store full: {detail}")]
+    StoreFull {
+        /// What happened, for the log.
+        detail: String,
+        /// A short stable label for metrics: [`StoreError::kind`] (`full`).
+        kind: &'static str,
+    },
     /// The request itself is invalid; the message names the parameter.
     #[error("bad request: {0}")]
     BadRequest(#[from] ValidationError),
@@ -62,6 +106,12 @@ pub enum QueryError {
 
 impl QueryError {
     fn from_store(err: StoreError) -> Self {
+        if let StoreError::Full(_) = err {
+            return QueryError::StoreFull {
+                detail: err.to_string(),
+                kind: err.kind(),
+            };
+        }
         if err.is_unavailable() {
             QueryError::Unavailable {
                 reason: err.to_string(),
@@ -94,6 +144,7 @@ pub struct FailedTaskService {
     alert_thresholds: Arc<AlertThresholds>,
     retry_policy: Arc<RetryPolicy>,
     health: Arc<RecentHealth>,
+    fail_times: FailTimeLimits,
 }
 
 /// When the store last answered, so a request right after a good answer can skip its own
@@ -154,7 +205,54 @@ impl FailedTaskService {
             alert_thresholds: Arc::new(AlertThresholds::default()),
             retry_policy: Arc::new(RetryPolicy::default()),
             health: Arc::new(RecentHealth::new(Self::DEFAULT_CHECK_REUSE)),
+            fail_times: FailTimeLimits::default(),
         }
+    }
+
+    /// The same service accepting fail times within `limits`.
+    #[must_use]
+    pub fn with_fail_time_limits(mut self, limits: FailTimeLimits) -> Self {
+        self.fail_times = limits;
+        self
+    }
+
+    /// The fail-time limits in force.
+    pub fn fail_time_limits(&self) -> FailTimeLimits {
+        self.fail_times
+    }
+
+    /// Refuse a task whose `FailTime` is further ahead of this server's clock than the
+    /// allowed clock skew; `field` names it for the client.
+    fn check_fail_time(
+        &self,
+        task: &FailedTask,
+        field: impl Fn() -> String,
+    ) -> Result<(), QueryError> {
+        let latest = now_ms().saturating_add(millis(self.fail_times.clock_skew));
+        if task.fail_time().unix_millis() > latest {
+            return Err(QueryError::BadRequest(ValidationError::new(
+                field(),
+                format!(
+                    "is in the future: more than {} s ahead of this server's clock (the allowed clock skew)",
+                    self.fail_times.clock_skew.as_secs()
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    /// The tasks among `tasks` that failed longer ago than the retention age (if the store
+    /// trims by age): recording them works, but the janitor trims them at its next run.
+    pub fn past_retention<'a>(&self, tasks: &'a [FailedTask]) -> Vec<&'a TaskId> {
+        let Some(age) = self.fail_times.retention else {
+            return Vec::new();
+        };
+        let oldest = now_ms().saturating_sub(millis(age));
+        tasks
+            .iter()
+            .filter(|t| t.fail_time().unix_millis() < oldest)
+            .map(FailedTask::task_id)
+            .collect()
     }
 
     /// How long a good answer from the store stands in for a connection check by default.
@@ -196,6 +294,12 @@ impl FailedTaskService {
     /// The alert thresholds in force.
     pub fn alert_thresholds(&self) -> &AlertThresholds {
         &self.alert_thresholds
+    }
+
+    /// What the store's adapter last observed of its link (the cause of a problem, its
+    /// eviction policy); no I/O. For `/readyz` and the metrics.
+    pub fn store_condition(&self) -> StoreCondition {
+        self.store.condition()
     }
 
     /// The store, for wiring that needs it directly (demo data, background jobs).
@@ -300,67 +404,85 @@ impl FailedTaskService {
             .ok_or(QueryError::NotFound)
     }
 
-    /// Record a failure: an upsert by task id.
+    /// Record a failure: an upsert by task id. A `FailTime` beyond the allowed clock skew
+    /// is refused ([`QueryError::BadRequest`] naming `FailTime`).
     pub async fn record_failure(&self, task: &FailedTask) -> Result<RecordOutcome, QueryError> {
+        self.check_fail_time(task, || "FailTime".to_owned())?;
         self.checked(self.store.record(task)).await
     }
 
-    /// Record several failures at once (each an upsert). The caller validates every task
-    /// before calling, so a batch is either entirely valid or not sent at all.
+    /// Record several failures at once (each an upsert), all or nothing. Every task is
+    /// checked first: a `FailTime` beyond the allowed clock skew refuses the whole batch
+    /// ([`QueryError::BadRequest`] naming `[i].FailTime`, or `FailTime` for a single task).
     pub async fn record_failures(
         &self,
         tasks: &[FailedTask],
     ) -> Result<Vec<RecordOutcome>, QueryError> {
+        for (i, task) in tasks.iter().enumerate() {
+            self.check_fail_time(task, || {
+                if tasks.len() == 1 {
+                    "FailTime".to_owned()
+                } else {
+                    format!("[{i}].FailTime")
+                }
+            })?;
+        }
         self.checked(self.store.record_batch(tasks)).await
     }
 
     /// Remove every failed task matching `filter`, a page at a time, until none is left or
     /// the request deadline is near. Returns how many were removed and whether the removal
     /// is complete (a huge removal continues with the next request).
+    ///
+    /// Each removal is counted as soon as the store confirms it, so a deadline (or a store
+    /// failure after some removals) that cuts the work short loses no count; only the
+    /// removal in flight at that moment is unknown (it may have happened, and is not counted).
     pub async fn remove_matching(&self, filter: &TaskFilter) -> Result<BulkRemoval, QueryError> {
         filter.validate()?;
         self.ensure_connection().await?;
         let deadline = tokio::time::Instant::now() + self.deadlines.request;
         let page_size = PageSize::new(500, PageLimits::new(500, 500)?)?;
         let mut removed = 0u64;
-        let mut cursor = None;
-        loop {
-            let query = ListQuery {
-                filter: filter.clone(),
-                page_size,
-                cursor: cursor.take(),
-            };
-            let step = async {
+        let work = async {
+            let mut cursor = None;
+            loop {
+                let query = ListQuery {
+                    filter: filter.clone(),
+                    page_size,
+                    cursor: cursor.take(),
+                };
                 let page = self.store.list(&query).await?;
-                let mut n = 0u64;
                 for task in &page.tasks {
                     if self.store.remove(task.task_id()).await? {
-                        n += 1;
+                        removed += 1;
                     }
                 }
-                Ok::<_, StoreError>((n, page.next_cursor))
-            };
-            match tokio::time::timeout_at(deadline, step).await {
-                Ok(Ok((n, next))) => {
-                    removed += n;
-                    match next {
-                        Some(c) => cursor = Some(c),
-                        None => {
-                            return Ok(BulkRemoval {
-                                removed,
-                                complete: true,
-                            })
-                        }
-                    }
-                }
-                Ok(Err(e)) => return Err(QueryError::from_store(e)),
-                Err(_) => {
-                    return Ok(BulkRemoval {
-                        removed,
-                        complete: false,
-                    })
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return Ok::<_, StoreError>(()),
                 }
             }
+        };
+        let outcome = tokio::time::timeout_at(deadline, work).await;
+        match outcome {
+            Ok(Ok(())) => Ok(BulkRemoval {
+                removed,
+                complete: true,
+            }),
+            // Some were removed before the store failed: say how many (the next call
+            // continues, or reports the failure if it persists).
+            Ok(Err(e)) if removed > 0 => {
+                tracing::warn!(removed, error = %e, "bulk removal stopped by a store error");
+                Ok(BulkRemoval {
+                    removed,
+                    complete: false,
+                })
+            }
+            Ok(Err(e)) => Err(QueryError::from_store(e)),
+            Err(_) => Ok(BulkRemoval {
+                removed,
+                complete: false,
+            }),
         }
     }
 

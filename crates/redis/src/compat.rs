@@ -125,6 +125,8 @@ impl CompatStore {
         let conn = Conn::start(&RedisConfig {
             url: config.url.clone(),
             command_timeout: config.command_timeout,
+            // Read-only over the Go service's Redis: its eviction policy is that service's.
+            allow_eviction: true,
             ..RedisConfig::default()
         })?;
         Ok(Self { conn, config })

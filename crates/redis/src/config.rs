@@ -35,6 +35,11 @@ pub struct RedisConfig {
     /// `FailTime`, a safety net so that records do not pile up when no janitor runs. The
     /// slack leaves the janitor time to archive a task before Redis drops it.
     pub record_ttl_slack: Duration,
+    /// Serve even when Redis's `maxmemory-policy` is not `noeviction`. An evicting Redis
+    /// drops records and index entries behind the store's back (acknowledged failures
+    /// vanish, totals go wrong), so by default the store refuses to work with one: every
+    /// call answers [`StoreError::Unavailable`] naming the policy until it is fixed.
+    pub allow_eviction: bool,
 }
 
 impl Default for RedisConfig {
@@ -48,6 +53,7 @@ impl Default for RedisConfig {
             janitor_interval: Duration::from_secs(60),
             archive_dir: None,
             record_ttl_slack: Duration::from_secs(24 * 3600),
+            allow_eviction: false,
         }
     }
 }

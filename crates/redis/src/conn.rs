@@ -2,18 +2,20 @@
 //! mapping of fred's errors into [`StoreError`].
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use failed_tasks_store::StoreError;
 use fred::prelude::{
-    ClientLike, Config, ConnectionConfig, Error as FredError, ErrorKind, LuaInterface, Options,
-    PerformanceConfig, ReconnectPolicy,
+    ClientLike, Config, ConnectionConfig, Error as FredError, ErrorKind, EventInterface,
+    LuaInterface, Options, PerformanceConfig, ReconnectPolicy,
 };
 use fred::types::config::UnresponsiveConfig;
 use fred::types::{ClusterHash, CustomCommand, FromValue, Value};
 use fred::{clients::Client, types::Builder};
 
 use crate::config::{redact_url, RedisConfig};
+use crate::health::Health;
 
 /// Map a fred error into the port's error, with what we were doing.
 ///
@@ -31,6 +33,16 @@ pub(crate) fn map_error(doing: &str, e: &FredError) -> StoreError {
     ];
     if TRANSIENT.iter().any(|p| e.details().starts_with(p)) {
         return StoreError::Unavailable(detail);
+    }
+    // `maxmemory` reached under `noeviction`. Redis refuses a script at its first write when
+    // it was over the limit at the script's start, so nothing of the script was applied.
+    if e.details().starts_with("OOM") {
+        return StoreError::Full(detail);
+    }
+    // A batch script that started after its caller had stopped waiting (see
+    // `scripts::RECORD_MANY`): it wrote nothing, and the caller reports a timeout.
+    if e.details().starts_with(crate::scripts::LATE) {
+        return StoreError::Timeout(detail);
     }
     match e.kind() {
         ErrorKind::IO
@@ -85,6 +97,7 @@ pub(crate) struct Conn {
     slot: u16,
     timeout: Duration,
     options: Options,
+    health: Arc<Health>,
 }
 
 impl Conn {
@@ -120,6 +133,28 @@ impl Conn {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build()
             .map_err(|e| map_error("building the redis client", &e))?;
+        // Connection events (subscribed before connecting, so the first is not missed) keep
+        // the health up to date; the listener ends when the client's notifiers are gone.
+        let health = Arc::new(Health::new(config.allow_eviction));
+        let (mut errors, mut connects) = (client.error_rx(), client.reconnect_rx());
+        let listener = health.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                tokio::select! {
+                    e = errors.recv() => match e {
+                        Ok((e, _)) => listener.link_failed(&e),
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => break,
+                    },
+                    c = connects.recv() => match c {
+                        Ok(_) => listener.connected(),
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => break,
+                    },
+                }
+            }
+        });
         // Drives the connection (and reconnections) in the background; its handle is not
         // needed because `quit` on drop ends it.
         let _connection_task = client.connect();
@@ -134,7 +169,13 @@ impl Conn {
                 max_attempts: Some(2),
                 ..Options::default()
             },
+            health,
         })
+    }
+
+    /// What the connection last observed (problem, eviction policy).
+    pub(crate) fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Whether fred currently believes it is connected.
@@ -151,18 +192,109 @@ impl Conn {
         self.timeout
     }
 
+    /// Refuse at once while disconnected (naming the cause when known) or while Redis's
+    /// eviction policy forbids serving; read that policy first when it is due (after each
+    /// (re)connection), so no command of a new connection runs before it was checked.
+    async fn usable(&self, doing: &str) -> Result<(), StoreError> {
+        if !self.client.is_connected() {
+            let cause = self
+                .health
+                .cause()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            return Err(StoreError::Unavailable(format!(
+                "{doing}: not connected to redis{cause}"
+            )));
+        }
+        if self.health.policy_check_due() {
+            self.check_policy().await;
+        }
+        match self.health.refusal() {
+            Some(why) => Err(StoreError::Unavailable(format!("{doing}: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Read `maxmemory-policy` for the current connection (one check at a time).
+    async fn check_policy(&self) {
+        let _one = self.health.check_lock().lock().await;
+        if !self.health.policy_check_due() {
+            return;
+        }
+        let at = self.health.connections();
+        match self.read_policy().await {
+            Ok(policy) => self.health.policy_read(at, Some(policy)),
+            // The link went away, or Redis wants a password first (the ping reports that):
+            // check again on the next call.
+            Err(e)
+                if e.is_unavailable()
+                    || crate::health::classify(ErrorKind::Unknown, &e.to_string())
+                        == failed_tasks_store::StoreProblem::AuthFailed => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read Redis's maxmemory-policy; make sure it is noeviction");
+                self.health.policy_read(at, None);
+            }
+        }
+    }
+
+    /// `CONFIG GET maxmemory-policy`, or `INFO memory`'s `maxmemory_policy` where CONFIG is
+    /// renamed or not permitted.
+    async fn read_policy(&self) -> Result<String, StoreError> {
+        let doing = "reading redis's maxmemory-policy";
+        let config: Result<Vec<String>, StoreError> = self
+            .unchecked(
+                doing,
+                "CONFIG",
+                vec!["GET".into(), "maxmemory-policy".into()],
+            )
+            .await;
+        match config {
+            Ok(pair) if pair.len() == 2 => return Ok(pair[1].clone()),
+            Ok(_) | Err(StoreError::Rejected(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let info: String = self.unchecked(doing, "INFO", vec!["memory".into()]).await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+            .map(|p| p.trim().to_owned())
+            .ok_or_else(|| {
+                StoreError::Rejected(format!(
+                    "{doing}: neither CONFIG GET nor INFO memory tells it"
+                ))
+            })
+    }
+
+    /// One command on the store's slot, without the checks of [`Conn::usable`] (for those
+    /// checks themselves).
+    async fn unchecked<R: FromValue>(
+        &self,
+        doing: &str,
+        name: &'static str,
+        args: Vec<Value>,
+    ) -> Result<R, StoreError> {
+        let command = CustomCommand::new_static(name, ClusterHash::Custom(self.slot), false);
+        let client = self.client.with_options(&self.options);
+        self.timed(doing, async move { client.custom(command, args).await })
+            .await
+    }
+
     /// Bound `fut` by the command timeout (plus a little, so fred's own timeout normally
-    /// wins and reports the precise error), whatever fred does.
+    /// wins and reports the precise error), whatever fred does; refuse it at once when the
+    /// connection is not usable.
     pub(crate) async fn bounded<T>(
         &self,
         doing: &str,
         fut: impl Future<Output = Result<T, FredError>>,
     ) -> Result<T, StoreError> {
-        if !self.client.is_connected() {
-            return Err(StoreError::Unavailable(format!(
-                "{doing}: not connected to redis"
-            )));
-        }
+        self.usable(doing).await?;
+        self.timed(doing, fut).await
+    }
+
+    async fn timed<T>(
+        &self,
+        doing: &str,
+        fut: impl Future<Output = Result<T, FredError>>,
+    ) -> Result<T, StoreError> {
         let limit = self.timeout + Duration::from_millis(100);
         match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
@@ -180,10 +312,8 @@ impl Conn {
         name: &'static str,
         args: Vec<Value>,
     ) -> Result<R, StoreError> {
-        let command = CustomCommand::new_static(name, ClusterHash::Custom(self.slot), false);
-        let client = self.client.with_options(&self.options);
-        self.bounded(doing, async move { client.custom(command, args).await })
-            .await
+        self.usable(doing).await?;
+        self.unchecked(doing, name, args).await
     }
 
     /// Run one command routed by its first key (for keys outside the store's slot).
@@ -199,10 +329,15 @@ impl Conn {
             .await
     }
 
-    /// PING, answering at once when the link is known to be down.
+    /// PING, answering at once when the link is known to be down. Its outcome feeds the
+    /// health (an open connection refused with `NOAUTH` shows only here).
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        let _: Value = self.cmd("pinging redis", "PING", vec![]).await?;
-        Ok(())
+        let result = self
+            .cmd::<Value>("pinging redis", "PING", vec![])
+            .await
+            .map(|_| ());
+        self.health.pinged(&result);
+        result
     }
 
     /// EVALSHA `script`, loading it (on every primary) and retrying once on `NOSCRIPT`.

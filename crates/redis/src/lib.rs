@@ -11,6 +11,8 @@
 //! # Layout
 //! - [`config`]: [`RedisConfig`], with defaults.
 //! - `conn`: the fred client (timeouts, reconnect policy, fail-fast) and the error mapping.
+//! - `health`: the cause of a connection problem and Redis's `maxmemory-policy`, checked
+//!   after every (re)connection (an evicting Redis is refused unless allowed).
 //! - `layout`: key names, index members `{fail_ms:015}:{task_id}`, lex bounds.
 //! - `record`: the stored value (header line + the contract's JSON wire form).
 //! - `scripts`: the Lua scripts (record, record a batch, remove, trim, attempts, lock release).
@@ -42,6 +44,7 @@
 pub mod compat;
 pub mod config;
 mod conn;
+mod health;
 pub mod janitor;
 mod layout;
 mod record;

@@ -125,9 +125,23 @@ local function flush(acc, prefix)
   end
   for _, sig in ipairs(acc.sigs) do rank(prefix, sig) end
 end
+-- Whether a value to store carries a v2 header; every script checks all its values with
+-- this before its first write, so a bad one cannot leave half a batch behind.
+local function storable(value)
+  local f = header(value)
+  return f ~= nil and f[1] == 'v2'
+end
+-- Whether the caller's deadline (ms since the epoch on this server's clock; 0: none) has
+-- passed: the caller has stopped waiting and reports a failure, so the script must not write.
+local function late(not_after)
+  local limit = tonumber(not_after)
+  if not limit or limit <= 0 then return false end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > limit
+end
+-- Upsert one task whose value passed `storable`.
 local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   local f = header(value)
-  if not f or f[1] ~= 'v2' then return redis.error_reply('ERR record without a v2 header') end
   local old = redis.call('GET', key)
   local created = 1
   if old then
@@ -166,31 +180,47 @@ end
 /// message, when the hour's counters may expire (ms since the epoch).
 /// Returns 1 when the task id was new, 0 when it replaced a record.
 const RECORD: &str = r#"
+if not storable(ARGV[2]) then return redis.error_reply('ERR record without a v2 header') end
 local acc = acc_new()
 local created = put(acc, ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-if type(created) == 'table' then return created end
 flush(acc, ARGV[1])
 return created
 "#;
 
-/// Upsert several tasks in one call: [`RECORD`] for each, in order (a later task with the
-/// same id sees the earlier one as its old record).
+/// The first word of the error a [`RECORD_MANY`] call answers when it started after its
+/// caller's deadline (and so wrote nothing).
+pub(crate) const LATE: &str = "LATE";
+
+/// Upsert a whole batch in one call, all or nothing: [`RECORD`] for each task, in order (a
+/// later task with the same id sees the earlier one as its old record).
+///
+/// Nothing is written when (1) the call starts after `not-after`, the caller's deadline on
+/// this server's clock (a call queued behind a paused or busy server, or replayed by the
+/// client after a reconnect, once the caller has reported a failure), or (2) any value lacks
+/// a v2 header, or (3) the server is over `maxmemory` when the call starts (Redis refuses the
+/// first write of a script that has not written yet). Once the first write is done, Redis runs
+/// the script to its end, over `maxmemory` if need be: a batch is never cut part-way.
 ///
 /// KEYS: per task, its seven keys in [`RECORD`]'s order (7 x n keys).
-/// ARGV: prefix, then per task [`RECORD`]'s four arguments after the prefix (1 + 4 x n).
+/// ARGV: prefix, not-after (ms since the epoch, server clock; 0: none), then per task
+/// [`RECORD`]'s four arguments after the prefix (2 + 4 x n).
 /// Returns one flag per task: 1 when its id was new, 0 when it replaced a record.
 const RECORD_MANY: &str = r#"
 local prefix = ARGV[1]
+local n = #KEYS / 7
+if late(ARGV[2]) then
+  return redis.error_reply('{LATE} batch started after its caller stopped waiting; nothing stored')
+end
+for t = 0, n - 1 do
+  if not storable(ARGV[3 + t * 4]) then
+    return redis.error_reply('ERR task ' .. (t + 1) .. ' of the batch has no v2 header; nothing stored')
+  end
+end
 local acc = acc_new()
 local out = {}
-for t = 0, #KEYS / 7 - 1 do
-  local a = 1 + t * 4
-  local created = put(acc, prefix, KEYS[t * 7 + 1], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
-  if type(created) == 'table' then
-    flush(acc, prefix)
-    return created
-  end
-  out[t + 1] = created
+for t = 0, n - 1 do
+  local a = 3 + t * 4
+  out[t + 1] = put(acc, prefix, KEYS[t * 7 + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
 end
 flush(acc, prefix)
 return out
@@ -293,7 +323,10 @@ impl Scripts {
         static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
         SCRIPTS.get_or_init(|| Scripts {
             record: Script::new("record", with_helpers(RECORD)),
-            record_many: Script::new("record_many", with_helpers(RECORD_MANY)),
+            record_many: Script::new(
+                "record_many",
+                with_helpers(&RECORD_MANY.replace("{LATE}", LATE)),
+            ),
             remove: Script::new("remove", with_helpers(REMOVE)),
             trim: Script::new("trim", with_helpers(TRIM)),
             attempts: Script::new("attempts", ATTEMPTS.to_owned()),

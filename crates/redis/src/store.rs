@@ -25,9 +25,10 @@ static CORRUPT_SKIPPED: AtomicU64 = AtomicU64::new(0);
 /// Members read per round trip when walking an index with more than one equality filter.
 const COMBINED_BATCH: usize = 500;
 
-/// Tasks per `record_many` script call in [`RedisStore::record_batch`]: large enough that
-/// round trips stop mattering, small enough that one call blocks Redis for about a millisecond.
-const RECORD_CHUNK: usize = 100;
+/// Most tasks [`RedisStore::record_batch`] takes: a batch is one `record_many` script call
+/// (all or nothing), and a script blocks Redis while it runs; 1,000 tasks take about 10 ms
+/// of Redis time (measured in `docs/redis-layout.md`).
+pub const MAX_BATCH: usize = 1000;
 
 /// One page in the contract's wire form, straight from the stored bytes: see
 /// [`RedisStore::list_json`].
@@ -179,12 +180,17 @@ impl RedisStore {
         self.inner.conn.is_connected()
     }
 
-    /// Wait (at most `within`) until the client is connected; for start-up logs and tests.
+    /// Wait (at most `within`) until the client is connected and Redis answers; for
+    /// start-up checks and tests. Gives up early when Redis's eviction policy forbids
+    /// serving ([`StoreProblem::Evicting`](failed_tasks_store::StoreProblem::Evicting)).
     pub async fn wait_connected(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
             if self.is_connected() && self.inner.conn.ping().await.is_ok() {
                 return true;
+            }
+            if self.condition().problem == Some(failed_tasks_store::StoreProblem::Evicting) {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -473,31 +479,28 @@ impl RedisStore {
             .max(now.saturating_add(slack))
     }
 
-    /// Record one chunk of tasks with one `record_many` call.
-    async fn record_chunk(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
-        let mut keys = Vec::with_capacity(tasks.len() * 7);
-        let mut args = Vec::with_capacity(1 + tasks.len() * 4);
-        args.push(Value::from(self.keys().prefix()));
-        for task in tasks {
-            let (k, a) = self.record_call(task);
-            keys.extend(k);
-            args.extend(a);
-        }
-        let flags: Vec<i64> = self
+    /// The latest time, on Redis's clock (ms since the epoch), at which a script sent now may
+    /// still start: any later and this client has given up waiting for it (a call is given
+    /// up at least one command timeout after it was sent, which is after `TIME` answered).
+    /// Reading Redis's own clock keeps the deadline free of clock skew between hosts.
+    async fn script_deadline(&self) -> Result<i64, StoreError> {
+        let time: Vec<String> = self
             .conn()
-            .eval(&Scripts::get().record_many, keys, args)
+            .cmd("reading the redis clock", "TIME", vec![])
             .await?;
-        if flags.len() != tasks.len() {
-            return Err(StoreError::Internal(format!(
-                "record_many answered {} flags for {} tasks",
-                flags.len(),
-                tasks.len()
-            )));
+        let part = |i: usize| time.get(i).and_then(|v| v.parse::<i64>().ok());
+        match (part(0), part(1)) {
+            (Some(secs), Some(micros)) => Ok(secs
+                .saturating_mul(1000)
+                .saturating_add(micros / 1000)
+                .saturating_add(millis_of(self.conn().timeout()))
+                .saturating_sub(1)),
+            _ => Err(StoreError::Internal(format!(
+                "TIME answered {time:?}, not seconds and microseconds"
+            ))),
         }
-        Ok(flags.into_iter().map(outcome).collect())
     }
 }
-
 /// The wire JSON of a stored record read for `member`, when its header names that member
 /// and the JSON is well-formed; `None` otherwise (the slow path then decides).
 fn stored_json(member: &str, value: Value) -> Option<fred::bytes::Bytes> {
@@ -545,6 +548,12 @@ enum Loaded {
 impl StatusStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.conn().ping().await
+    }
+
+    /// The cause of the last connection problem (auth, refused, timeout, DNS) and Redis's
+    /// `maxmemory-policy` as last read (after each (re)connection).
+    fn condition(&self) -> failed_tasks_store::StoreCondition {
+        self.conn().health().condition()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<FailedTaskPage, StoreError> {
@@ -658,6 +667,9 @@ impl StatusStore for RedisStore {
         }
     }
 
+    /// One `record` script call (atomic). Unlike `record_batch` it carries no deadline, to
+    /// save the `TIME` round trip: a call given up on a paused Redis may still be applied
+    /// when Redis resumes. Recording is an upsert, so repeating it is harmless.
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
         let (keys, args) = self.record_call(task);
         let mut full_args = Vec::with_capacity(5);
@@ -670,16 +682,42 @@ impl StatusStore for RedisStore {
         Ok(outcome(created))
     }
 
-    /// Chunks of [`RECORD_CHUNK`] tasks, one `record_many` script call each, all chunks
-    /// sent at once (fred pipelines them on the connection). Each task is an atomic upsert
-    /// as with `record`; a failed chunk fails the batch, chunks before it may be stored.
+    /// One `record_many` script call for the whole batch (at most [`MAX_BATCH`] tasks): all
+    /// or nothing. A refused batch (store full, a deadline passed, Redis gone) stored none of
+    /// its tasks; see `docs/redis-layout.md` for the one case a failure cannot tell (the
+    /// answer lost after Redis applied the batch).
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
-        let calls = tasks.chunks(RECORD_CHUNK).map(|c| self.record_chunk(c));
-        let mut outcomes = Vec::with_capacity(tasks.len());
-        for chunk in futures_util::future::join_all(calls).await {
-            outcomes.extend(chunk?);
+        if tasks.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(outcomes)
+        if tasks.len() > MAX_BATCH {
+            return Err(StoreError::Rejected(format!(
+                "a batch of {} tasks; at most {MAX_BATCH} are recorded at once",
+                tasks.len()
+            )));
+        }
+        let not_after = self.script_deadline().await?;
+        let mut keys = Vec::with_capacity(tasks.len() * 7);
+        let mut args = Vec::with_capacity(2 + tasks.len() * 4);
+        args.push(Value::from(self.keys().prefix()));
+        args.push(Value::from(not_after));
+        for task in tasks {
+            let (k, a) = self.record_call(task);
+            keys.extend(k);
+            args.extend(a);
+        }
+        let flags: Vec<i64> = self
+            .conn()
+            .eval(&Scripts::get().record_many, keys, args)
+            .await?;
+        if flags.len() != tasks.len() {
+            return Err(StoreError::Internal(format!(
+                "record_many answered {} flags for {} tasks",
+                flags.len(),
+                tasks.len()
+            )));
+        }
+        Ok(flags.into_iter().map(outcome).collect())
     }
 
     /// One `HGETALL` per hour of the range (`P:cnt:HOUR`), pipelined: O(minutes in the

@@ -24,8 +24,13 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The store answered but refused the command (wrong type, out of memory, no permission,
-    /// a script error). Retrying will not help until someone looks.
+    /// The store is full and refused a write that would need more memory (Redis `-OOM`:
+    /// `maxmemory` reached under `noeviction`). Nothing of the refused write was stored; it
+    /// succeeds again once space is freed (retention trims, more memory).
+    #[error("status store is full: {0}")]
+    Full(String),
+    /// The store answered but refused the command (wrong type, no permission, a script
+    /// error). Retrying will not help until someone looks.
     #[error("status store rejected the command: {0}")]
     Rejected(String),
     /// Anything else, with what the adapter was doing.
@@ -46,6 +51,7 @@ impl StoreError {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Timeout(_) => "timeout",
             StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Full(_) => "full",
             StoreError::Rejected(_) => "rejected",
             StoreError::Internal(_) => "internal",
         }

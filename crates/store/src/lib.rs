@@ -5,6 +5,7 @@
 //!   this crate's tests) `mockall` generates `MockStatusStore` for consumers' unit tests.
 //! - [`StoreError`]: the typed errors every adapter maps its driver's errors into.
 //! - [`FailedTaskPage`], [`RecordOutcome`]: what the port answers.
+//! - [`StoreCondition`], [`StoreProblem`]: what an adapter knows of its link (readiness).
 //! - [`memory`]: [`MemoryStore`], the embedded default adapter.
 //!
 //! # Invariants every adapter keeps
@@ -19,12 +20,14 @@
 
 #![forbid(unsafe_code)]
 
+mod condition;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
 pub mod memory;
 mod port;
 
+pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use port::{FailedTaskPage, RecordOutcome, StatusStore, StoredJsonPage};

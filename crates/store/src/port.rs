@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use failed_tasks_domain::stats::MinuteCounts;
 use failed_tasks_domain::{Cursor, FailedTask, GroupPage, GroupQuery, ListQuery, TaskId, TaskType};
 
-use crate::StoreError;
+use crate::{StoreCondition, StoreError};
 
 /// One page of failed tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,6 +54,13 @@ pub trait StatusStore: Send + Sync {
     /// [`StoreError::Unavailable`] when the adapter already knows the link is down.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// What the adapter last observed of its link to the store (why it is not usable, its
+    /// eviction policy), without I/O: for `/readyz`, metrics and start-up checks. The
+    /// default knows nothing.
+    fn condition(&self) -> StoreCondition {
+        StoreCondition::default()
+    }
+
     /// One page of the failed tasks matching `query.filter`, newest first, starting after
     /// `query.cursor`, with the total count of matches.
     async fn list(&self, query: &ListQuery) -> Result<FailedTaskPage, StoreError>;
@@ -68,8 +75,16 @@ pub trait StatusStore: Send + Sync {
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError>;
 
     /// Store several tasks, each an upsert as in [`record`](StatusStore::record); the
-    /// outcomes are in the order of `tasks`. Adapters may override this to save round trips;
-    /// the default records one after another and stops at the first error.
+    /// outcomes are in the order of `tasks` (a repeated id sees its earlier copy).
+    ///
+    /// Adapters override this to make a batch **all or nothing**: on `Ok` every task is
+    /// stored, on `Err` none is (the memory store under one lock; Redis in one script, at most
+    /// `failed_tasks_redis::store::MAX_BATCH` tasks per call). The one exception no store
+    /// can rule out: the store applied the batch and the answer was lost on the way back
+    /// (a timeout or a dropped connection after the write), so after an `Unavailable` or
+    /// `Timeout` the batch may be stored; recording again is safe (an upsert).
+    /// The default here records one after another and stops at the first error, which is
+    /// not all or nothing.
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
         let mut outcomes = Vec::with_capacity(tasks.len());
         for task in tasks {

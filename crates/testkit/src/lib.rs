@@ -4,6 +4,10 @@
 //! starts its own with [`RedisServer::start`], which it can also kill, restart, pause and
 //! resume for fault tests. [`RedisCluster::start`] makes a three-master cluster.
 //!
+//! A server started with `--requirepass PW` among its extra arguments is still checked and
+//! driven by the testkit ([`RedisServer::cli`] authenticates); its [`RedisServer::url`]
+//! carries no password, so tests write the URL they mean to try.
+//!
 //! When `redis-server` is not installed, starting one panics with a message saying how to
 //! install it: a Redis test must fail loudly, never skip silently.
 //!
@@ -39,10 +43,43 @@ pub fn raw_command(port: u16, command: &str, timeout: Duration) -> Option<String
     Some(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned())
 }
 
-fn wait_for_pong(port: u16, within: Duration) -> bool {
+/// The inline commands that authenticate with `password` (if any) before `command`.
+fn with_auth(password: Option<&str>, command: &str) -> String {
+    match password {
+        Some(pw) => format!("AUTH {pw}\r\n{command}"),
+        None => command.to_owned(),
+    }
+}
+
+/// PING (after AUTH when the server wants a password) answered `+PONG`.
+fn pong(port: u16, password: Option<&str>, timeout: Duration) -> bool {
+    let Some(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout).ok()
+    else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(timeout)).is_err()
+        || stream
+            .write_all(format!("{}\r\n", with_auth(password, "PING")).as_bytes())
+            .is_err()
+    {
+        return false;
+    }
+    let replies = if password.is_some() { 2 } else { 1 };
+    let mut text = String::new();
+    let mut buf = [0u8; 512];
+    while text.matches("\r\n").count() < replies {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    text.lines().nth(replies - 1) == Some("+PONG")
+}
+
+fn wait_for_pong(port: u16, password: Option<&str>, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if raw_command(port, "PING", Duration::from_millis(200)).as_deref() == Some("+PONG") {
+        if pong(port, password, Duration::from_millis(200)) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -92,11 +129,13 @@ fn spawn_guarded(args: &[std::ffi::OsString]) -> (Child, Option<u32>) {
 }
 
 /// The process id of the Redis server answering on `port`.
-fn server_pid(port: u16) -> Option<u32> {
+fn server_pid(port: u16, password: Option<&str>) -> Option<u32> {
     let mut stream =
         TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    stream.write_all(b"INFO server\r\n").ok()?;
+    stream
+        .write_all(format!("{}\r\n", with_auth(password, "INFO server")).as_bytes())
+        .ok()?;
     let mut text = String::new();
     let mut buf = [0u8; 4096];
     while !text.contains("process_id:") || !text[text.find("process_id:")?..].contains('\n') {
@@ -210,8 +249,9 @@ impl RedisServer {
         // The answer must come from our process, not from a server that already held the port.
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if wait_for_pong(self.port, Duration::from_millis(200)) {
-                return server_pid(self.port) == Some(pid);
+            let password = self.password();
+            if wait_for_pong(self.port, password, Duration::from_millis(200)) {
+                return server_pid(self.port, password) == Some(pid);
             }
             if !alive(pid) {
                 return false;
@@ -221,6 +261,12 @@ impl RedisServer {
             "redis-server on port {} did not answer PING within 10 s",
             self.port
         );
+    }
+
+    /// The value of a `--requirepass` among the extra arguments.
+    fn password(&self) -> Option<&str> {
+        let at = self.extra_args.iter().position(|a| a == "--requirepass")?;
+        self.extra_args.get(at + 1).map(String::as_str)
     }
 
     /// The port it listens on.
@@ -274,10 +320,15 @@ impl RedisServer {
         signal(self.pid(), "-CONT");
     }
 
-    /// Run `redis-cli -p PORT args...` and return its stdout (for test set-up and checks).
+    /// Run `redis-cli -p PORT args...` and return its stdout (for test set-up and checks),
+    /// authenticated when the server was started with `--requirepass`.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(pw) = self.password() {
+            command.args(["--no-auth-warning", "-a", pw]);
+        }
+        let out = command
             .args(args)
             .output()
             .expect("run redis-cli (install redis-tools)");

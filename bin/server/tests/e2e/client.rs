@@ -53,3 +53,16 @@ pub async fn post(env: &Env, body: Value) -> (StatusCode, Value) {
     )
     .await
 }
+
+/// `GET path` answered 200 with a text body (`/metrics`).
+pub async fn get_text(env: &Env, path: &str) -> String {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::builder()
+        .uri(format!("{}{}", env.base, path))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}

@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod client;
+mod edges;
+mod faults;
 mod scenarios;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,9 +40,14 @@ pub async fn memory_store() -> Arc<dyn StatusStore> {
 }
 
 pub async fn redis_store() -> Arc<dyn StatusStore> {
+    redis_store_at(&redis().url()).await
+}
+
+/// A connected Redis store on `url` (a private server), on a fresh key prefix.
+pub async fn redis_store_at(url: &str) -> Arc<dyn StatusStore> {
     static N: AtomicU64 = AtomicU64::new(0);
     let config = RedisConfig {
-        url: redis().url(),
+        url: url.to_owned(),
         key_prefix: format!(
             "{{e2e-{}-{}}}",
             std::process::id(),
@@ -58,10 +65,14 @@ pub async fn redis_store() -> Arc<dyn StatusStore> {
 }
 
 pub async fn serve(store: Arc<dyn StatusStore>) -> Env {
+    serve_service(FailedTaskService::new(store, Deadlines::default())).await
+}
+
+pub async fn serve_service(service: FailedTaskService) -> Env {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Arc::new(App::new(
-        FailedTaskService::new(store, Deadlines::default()),
+        service,
         HttpConfig {
             admin_token: Token::new(ADMIN_TOKEN),
             ..HttpConfig::default()

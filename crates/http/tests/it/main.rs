@@ -221,6 +221,7 @@ fn store_failing_ping(err: StoreError) -> Arc<dyn StatusStore> {
     let mut store = MockStatusStore::new();
     store.expect_ping().returning(move || Err(err.clone()));
     store.expect_list().never();
+    store.expect_condition().returning(Default::default);
     Arc::new(store)
 }
 

@@ -134,6 +134,7 @@ async fn metrics_parse_and_count_requests_recordings_and_stored_tasks() {
 #[tokio::test]
 async fn store_errors_are_counted_by_kind() {
     let mut store = failed_tasks_store::MockStatusStore::new();
+    store.expect_condition().returning(Default::default);
     store.expect_ping().returning(|| {
         Err(failed_tasks_store::StoreError::Unavailable(
             "refused".into(),

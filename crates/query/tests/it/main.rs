@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
+mod bulk;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! `record_batch` (chunked `record_many` script calls) must leave exactly what recording the
-//! same tasks one by one leaves, on a single server and on a cluster.
+//! `record_batch` (one `record_many` script call per batch) must leave exactly what recording
+//! the same tasks one by one leaves, on a single server and on a cluster.
 
 use failed_tasks_domain::TaskFilter;
 use failed_tasks_store::conformance::{mixed_tasks, walk};
@@ -11,7 +11,7 @@ use crate::helpers;
 async fn check(url: &str) {
     let batched = helpers::store(url).await;
     let single = helpers::store(url).await;
-    // 250 tasks: three script chunks. Then 60 of those ids with new fail times plus 60 new
+    // 250 tasks. Then 60 of those ids with new fail times plus 60 new
     // ids, in one batch that ends with an id repeated in its old form (the later copy wins,
     // as with two `record` calls).
     let tasks = mixed_tasks(250);
@@ -48,6 +48,12 @@ async fn check(url: &str) {
         assert_eq!(a, b, "{filter:?}");
     }
     assert_eq!(batched.record_batch(&[]).await.unwrap(), vec![]);
+    // Larger than one script call may be: refused whole, nothing stored.
+    let too_many = mixed_tasks(failed_tasks_redis::store::MAX_BATCH + 1);
+    assert!(matches!(
+        batched.record_batch(&too_many).await,
+        Err(failed_tasks_store::StoreError::Rejected(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

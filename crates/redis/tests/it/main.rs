@@ -7,9 +7,11 @@
 mod helpers;
 
 mod batch;
+mod batch_faults;
 mod compat;
 mod conformance;
 mod faults;
+mod health;
 mod integrity;
 mod retention;
 mod stats;

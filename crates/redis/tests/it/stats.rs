@@ -351,7 +351,9 @@ async fn stats_and_group_reads_do_not_grow_with_stored_tasks() {
     let mut costs = Vec::new();
     for n in [200, 2_000] {
         let tasks = make(n);
-        store.record_batch(&tasks).await.unwrap();
+        for batch in tasks.chunks(failed_tasks_redis::store::MAX_BATCH) {
+            store.record_batch(batch).await.unwrap();
+        }
         let (from, to) = (window.0, window.0 + window.1);
         let (hgetall, all) = commands_during(&raw, &prefix, async {
             let got = store.failure_counts(from, to).await.unwrap();
