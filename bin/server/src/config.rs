@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use failed_tasks_domain::stats::AlertThresholds;
-use failed_tasks_redis::redact_url;
+use failed_tasks_domain::{PageLimits, RetryConfig};
+use failed_tasks_http::{HttpConfig, Token};
+use failed_tasks_query::{Deadlines, FailTimeLimits, FailedTaskService};
+use failed_tasks_redis::{redact_url, CompatConfig, RedisConfig};
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -132,6 +135,24 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// A connection with nothing in flight this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A response that makes no progress this long is dropped with its connection.
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
+    /// Response bytes held for all clients at once (larger answers beyond: 503).
+    pub max_response_bytes_in_flight: u64,
+    /// Response bytes held for one connection at once.
+    pub max_connection_response_bytes: u64,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings (0: none).
+    #[serde(with = "humantime_serde")]
+    pub h2_keep_alive_interval: Duration,
+    /// An HTTP/2 connection whose ping is not answered this soon is closed.
+    #[serde(with = "humantime_serde")]
+    pub h2_keep_alive_timeout: Duration,
     /// Page size when a request names none.
     pub page_size_default: u32,
     /// Largest page size a request may ask for.
@@ -181,37 +202,52 @@ pub struct Settings {
 }
 
 impl Default for Settings {
+    /// Each default is the one of the component the setting configures (the Redis adapter,
+    /// the HTTP adapter, the use cases, the domain's policies): written there once, read
+    /// here. Only the server's own settings (where to listen, which store, logging, the
+    /// drain, `--demo`) have their defaults in this function.
     fn default() -> Self {
-        // The alert thresholds' defaults are the domain's, written once there.
+        let redis = RedisConfig::default();
+        let compat = CompatConfig::default();
+        let http = HttpConfig::default();
+        let deadlines = Deadlines::default();
         let alerts = AlertThresholds::default();
+        let retry = RetryConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: StoreKind::Memory,
-            redis_url: "redis://127.0.0.1:6379".to_owned(),
-            redis_key_prefix: "{failed-tasks}".to_owned(),
-            redis_command_timeout: Duration::from_secs(2),
-            redis_allow_eviction: failed_tasks_redis::RedisConfig::default().allow_eviction,
-            retention_max_age: Duration::from_secs(30 * 24 * 3600),
-            retention_max_count: 1_000_000,
-            janitor_interval: Duration::from_secs(60),
-            archive_dir: None,
-            clock_skew_allowance: failed_tasks_query::FailTimeLimits::default().clock_skew,
-            compat_key_prefix: "request:id:".to_owned(),
-            compat_record_expiry: Duration::from_secs(24 * 3600),
+            redis_url: redis.url,
+            redis_key_prefix: redis.key_prefix,
+            redis_command_timeout: redis.command_timeout,
+            redis_allow_eviction: redis.allow_eviction,
+            retention_max_age: redis.max_age,
+            retention_max_count: redis.max_count,
+            janitor_interval: redis.janitor_interval,
+            archive_dir: redis.archive_dir,
+            clock_skew_allowance: FailTimeLimits::default().clock_skew,
+            compat_key_prefix: compat.key_prefix,
+            compat_record_expiry: compat.record_expiry,
             demo: false,
-            health_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            connection_check_reuse: Duration::from_secs(1),
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(10),
+            health_timeout: deadlines.health_check,
+            request_timeout: deadlines.request,
+            connection_check_reuse: FailedTaskService::DEFAULT_CHECK_REUSE,
+            header_read_timeout: http.header_read_timeout,
+            body_read_timeout: http.body_read_timeout,
             admin_token: None,
             read_token: None,
-            max_body_bytes: 1024 * 1024,
-            max_header_bytes: 16 * 1024,
-            max_connections: 4096,
-            page_size_default: 100,
-            page_size_max: 1000,
-            retry_after_secs: 5,
+            max_body_bytes: http.max_body_bytes,
+            max_header_bytes: http.max_header_bytes,
+            max_connections: http.max_connections,
+            idle_timeout: http.idle_timeout,
+            write_stall_timeout: http.write_stall_timeout,
+            max_response_bytes_in_flight: http.max_response_bytes_in_flight,
+            max_connection_response_bytes: http.max_connection_response_bytes,
+            h2_max_concurrent_streams: http.h2_max_concurrent_streams,
+            h2_keep_alive_interval: http.h2_keep_alive_interval,
+            h2_keep_alive_timeout: http.h2_keep_alive_timeout,
+            page_size_default: http.page_limits.default_size().get(),
+            page_size_max: http.page_limits.max(),
+            retry_after_secs: http.retry_after_secs,
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Human,
             alert_spike_factor: alerts.spike_factor,
@@ -225,12 +261,105 @@ impl Default for Settings {
             alert_failure_rate_max: alerts.failure_rate_max,
             alert_failure_rate_max_critical: alerts.failure_rate_max_critical,
             alert_failure_rate_min_attempts: alerts.failure_rate_min_attempts,
-            retry_max_retries: 3,
-            retry_base_delay: Duration::from_secs(1),
-            retry_multiplier: 2.0,
-            retry_max_delay: Duration::from_secs(300),
-            retry_jitter: 0.2,
+            retry_max_retries: retry.max_retries,
+            retry_base_delay: retry.base_delay,
+            retry_multiplier: retry.multiplier,
+            retry_max_delay: retry.max_delay,
+            retry_jitter: retry.jitter,
         }
+    }
+}
+
+/// What each component is configured with: the settings mapped onto the components'
+/// configuration types, field by field, in one place (`run` in `main.rs` only wires them).
+impl Settings {
+    /// The Redis store's configuration.
+    pub fn redis_config(&self) -> RedisConfig {
+        RedisConfig {
+            url: self.redis_url.clone(),
+            key_prefix: self.redis_key_prefix.clone(),
+            command_timeout: self.redis_command_timeout,
+            max_age: self.retention_max_age,
+            max_count: self.retention_max_count,
+            janitor_interval: self.janitor_interval,
+            archive_dir: self.archive_dir.clone(),
+            allow_eviction: self.redis_allow_eviction,
+            ..RedisConfig::default()
+        }
+    }
+
+    /// The compat source's configuration.
+    pub fn compat_config(&self) -> CompatConfig {
+        CompatConfig {
+            url: self.redis_url.clone(),
+            key_prefix: self.compat_key_prefix.clone(),
+            record_expiry: self.compat_record_expiry,
+            command_timeout: self.redis_command_timeout,
+            ..CompatConfig::default()
+        }
+    }
+
+    /// The use cases' deadlines.
+    pub fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            health_check: self.health_timeout,
+            request: self.request_timeout,
+        }
+    }
+
+    /// The alert rules' thresholds.
+    pub fn alert_thresholds(&self) -> AlertThresholds {
+        AlertThresholds {
+            spike_factor: self.alert_spike_factor,
+            spike_factor_critical: self.alert_spike_factor_critical,
+            spike_min_count: self.alert_spike_min_count,
+            spike_min_count_critical: self.alert_spike_min_count_critical,
+            category_max: self.alert_category_max,
+            category_max_critical: self.alert_category_max_critical,
+            category_max_overrides: Default::default(),
+            error_code_max: self.alert_error_code_max,
+            error_code_max_critical: self.alert_error_code_max_critical,
+            failure_rate_max: self.alert_failure_rate_max,
+            failure_rate_max_critical: self.alert_failure_rate_max_critical,
+            failure_rate_min_attempts: self.alert_failure_rate_min_attempts,
+        }
+    }
+
+    /// Which fail times are recorded: the clock-skew allowance, and the retention age where
+    /// the store trims by age (only the Redis store does).
+    pub fn fail_time_limits(&self) -> FailTimeLimits {
+        FailTimeLimits {
+            clock_skew: self.clock_skew_allowance,
+            retention: (self.store == StoreKind::Redis).then_some(self.retention_max_age),
+        }
+    }
+
+    /// The HTTP adapter's configuration (page limits were checked when the settings were
+    /// loaded).
+    pub fn http_config(&self) -> Result<HttpConfig, ConfigError> {
+        let page_limits =
+            PageLimits::new(self.page_size_default, self.page_size_max).map_err(|e| {
+                ConfigError::Rule(format!("page_size_default/page_size_max: {}", e.reason))
+            })?;
+        let token = |t: &Option<Secret>| t.as_ref().and_then(|t| Token::new(t.expose()));
+        Ok(HttpConfig {
+            page_limits,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            admin_token: token(&self.admin_token),
+            read_token: token(&self.read_token),
+            max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+            retry_after_secs: self.retry_after_secs,
+            idle_timeout: self.idle_timeout,
+            write_stall_timeout: self.write_stall_timeout,
+            max_response_bytes_in_flight: self.max_response_bytes_in_flight,
+            max_connection_response_bytes: self.max_connection_response_bytes,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            h2_keep_alive_interval: self.h2_keep_alive_interval,
+            h2_keep_alive_timeout: self.h2_keep_alive_timeout,
+        })
     }
 }
 
@@ -328,6 +457,9 @@ impl Settings {
             ("body_read_timeout", self.body_read_timeout),
             ("redis_command_timeout", self.redis_command_timeout),
             ("janitor_interval", self.janitor_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("write_stall_timeout", self.write_stall_timeout),
+            ("h2_keep_alive_timeout", self.h2_keep_alive_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("{key} must be greater than zero"));
@@ -385,25 +517,25 @@ impl Settings {
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".to_owned());
         }
-        Ok(())
-    }
-
-    /// The alert rules' thresholds these settings describe.
-    pub fn alert_thresholds(&self) -> AlertThresholds {
-        AlertThresholds {
-            spike_factor: self.alert_spike_factor,
-            spike_factor_critical: self.alert_spike_factor_critical,
-            spike_min_count: self.alert_spike_min_count,
-            spike_min_count_critical: self.alert_spike_min_count_critical,
-            category_max: self.alert_category_max,
-            category_max_critical: self.alert_category_max_critical,
-            category_max_overrides: Default::default(),
-            error_code_max: self.alert_error_code_max,
-            error_code_max_critical: self.alert_error_code_max_critical,
-            failure_rate_max: self.alert_failure_rate_max,
-            failure_rate_max_critical: self.alert_failure_rate_max_critical,
-            failure_rate_min_attempts: self.alert_failure_rate_min_attempts,
+        for (key, n) in [
+            (
+                "max_response_bytes_in_flight",
+                self.max_response_bytes_in_flight,
+            ),
+            (
+                "max_connection_response_bytes",
+                self.max_connection_response_bytes,
+            ),
+            (
+                "h2_max_concurrent_streams",
+                u64::from(self.h2_max_concurrent_streams),
+            ),
+        ] {
+            if n == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
         }
+        Ok(())
     }
 
     /// The retry policy these settings describe (validated by the domain).
@@ -700,6 +832,53 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
 
+    /// A connection with no request in flight this long is closed (HTTP/2 with a GOAWAY)
+    #[arg(long, env = "FAILED_TASKS_IDLE_TIMEOUT", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub idle_timeout: Option<Duration>,
+
+    /// A response whose client takes none of it this long is dropped with its connection
+    #[arg(long, env = "FAILED_TASKS_WRITE_STALL_TIMEOUT", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub write_stall_timeout: Option<Duration>,
+
+    /// Response bytes held for all clients at once; a larger answer that does not fit gets 503
+    #[arg(long, env = "FAILED_TASKS_MAX_RESPONSE_BYTES_IN_FLIGHT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes_in_flight: Option<u64>,
+
+    /// Response bytes held for one connection at once
+    #[arg(long, env = "FAILED_TASKS_MAX_CONNECTION_RESPONSE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connection_response_bytes: Option<u64>,
+
+    /// Most concurrent HTTP/2 streams per connection
+    #[arg(long, env = "FAILED_TASKS_H2_MAX_CONCURRENT_STREAMS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub h2_max_concurrent_streams: Option<u32>,
+
+    /// Interval of HTTP/2 keep-alive pings; 0s sends none
+    #[arg(long, env = "FAILED_TASKS_H2_KEEP_ALIVE_INTERVAL", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub h2_keep_alive_interval: Option<Duration>,
+
+    /// An HTTP/2 connection whose keep-alive ping is not answered this soon is closed
+    #[arg(long, env = "FAILED_TASKS_H2_KEEP_ALIVE_TIMEOUT", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub h2_keep_alive_timeout: Option<Duration>,
+
     /// Page size when a request names none
     #[arg(long, env = "FAILED_TASKS_PAGE_SIZE_DEFAULT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -819,6 +998,35 @@ pub struct Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The settings' defaults are the components' own: mapped back onto each component's
+    /// configuration, they give exactly its `Default`.
+    #[test]
+    fn default_settings_configure_every_component_with_its_own_defaults() {
+        let s = Settings::default();
+        assert_eq!(s.redis_config(), RedisConfig::default());
+        assert_eq!(s.compat_config(), CompatConfig::default());
+        assert_eq!(s.deadlines(), Deadlines::default());
+        assert_eq!(s.alert_thresholds(), AlertThresholds::default());
+        assert_eq!(
+            FailTimeLimits {
+                retention: None,
+                ..s.fail_time_limits()
+            },
+            FailTimeLimits::default()
+        );
+        let http = s.http_config().unwrap();
+        let want = HttpConfig::default();
+        assert_eq!(format!("{http:?}"), format!("{want:?}"));
+        let retry = s.retry_policy().unwrap();
+        assert_eq!(
+            format!("{retry:?}"),
+            format!(
+                "{:?}",
+                failed_tasks_domain::RetryPolicy::new(RetryConfig::default()).unwrap()
+            )
+        );
+    }
 
     #[test]
     fn defaults_survive_a_round_trip_through_toml() {

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use failed_tasks_domain::{FailedTask, PageLimits, Timestamp};
-use failed_tasks_http::{App, HttpConfig, Token};
-use failed_tasks_query::{Deadlines, FailTimeLimits, FailedTaskService};
-use failed_tasks_redis::{CompatConfig, CompatStore, JanitorHandle, RedisConfig, RedisStore};
+use failed_tasks_domain::{FailedTask, Timestamp};
+use failed_tasks_http::App;
+use failed_tasks_query::FailedTaskService;
+use failed_tasks_redis::{CompatStore, JanitorHandle, RedisStore};
 use failed_tasks_store::{MemoryStore, StatusStore, StoreProblem};
 
 mod config;
@@ -47,17 +47,7 @@ async fn open_store(
     match flags.store {
         StoreKind::Memory => Ok((Arc::new(MemoryStore::new()), None)),
         StoreKind::Redis => {
-            let config = RedisConfig {
-                url: flags.redis_url.clone(),
-                key_prefix: flags.redis_key_prefix.clone(),
-                command_timeout: flags.redis_command_timeout,
-                max_age: flags.retention_max_age,
-                max_count: flags.retention_max_count,
-                janitor_interval: flags.janitor_interval,
-                archive_dir: flags.archive_dir.clone(),
-                allow_eviction: flags.redis_allow_eviction,
-                ..RedisConfig::default()
-            };
+            let config = flags.redis_config();
             // Fails only on bad configuration: a Redis that is down is retried in the
             // background while /readyz reports not-ready.
             let store = RedisStore::connect(config)
@@ -84,13 +74,7 @@ async fn open_store(
             Ok((Arc::new(store), Some(janitor)))
         }
         StoreKind::Compat => {
-            let config = CompatConfig {
-                url: flags.redis_url.clone(),
-                key_prefix: flags.compat_key_prefix.clone(),
-                record_expiry: flags.compat_record_expiry,
-                command_timeout: flags.redis_command_timeout,
-                ..CompatConfig::default()
-            };
+            let config = flags.compat_config();
             let store = CompatStore::connect(config)
                 .await
                 .context("--redis-url / --compat-key-prefix")?;
@@ -140,23 +124,12 @@ async fn shutdown_signal() {
 }
 
 async fn run(flags: Settings) -> anyhow::Result<()> {
-    // Checked when the settings were loaded; kept as a typed value here.
-    let page_limits = PageLimits::new(flags.page_size_default, flags.page_size_max)
-        .map_err(|e| anyhow::anyhow!("page_size_default/page_size_max: {}", e.reason))?;
     let (store, janitor) = open_store(&flags).await?;
-    let deadlines = Deadlines {
-        health_check: flags.health_timeout,
-        request: flags.request_timeout,
-    };
-    let service = FailedTaskService::new(store, deadlines)
+    let service = FailedTaskService::new(store, flags.deadlines())
         .with_alert_thresholds(flags.alert_thresholds())
         .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
         .with_connection_check_reuse(flags.connection_check_reuse)
-        .with_fail_time_limits(FailTimeLimits {
-            clock_skew: flags.clock_skew_allowance,
-            // Only the Redis store trims by age; the others keep what they are given.
-            retention: (flags.store == StoreKind::Redis).then_some(flags.retention_max_age),
-        });
+        .with_fail_time_limits(flags.fail_time_limits());
     if flags.demo && flags.store == StoreKind::Compat {
         bail!("--demo cannot record into --store compat, which is read-only");
     }
@@ -173,26 +146,7 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
             }
         }
     }
-    let app = Arc::new(App::new(
-        service,
-        HttpConfig {
-            page_limits,
-            header_read_timeout: flags.header_read_timeout,
-            body_read_timeout: flags.body_read_timeout,
-            admin_token: flags
-                .admin_token
-                .as_ref()
-                .and_then(|t| Token::new(t.expose())),
-            read_token: flags
-                .read_token
-                .as_ref()
-                .and_then(|t| Token::new(t.expose())),
-            max_body_bytes: flags.max_body_bytes,
-            max_header_bytes: flags.max_header_bytes,
-            max_connections: flags.max_connections,
-            retry_after_secs: flags.retry_after_secs,
-        },
-    ));
+    let app = Arc::new(App::new(service, flags.http_config()?));
     let listener = tokio::net::TcpListener::bind(flags.listen)
         .await
         .with_context(|| format!("binding {}", flags.listen))?;

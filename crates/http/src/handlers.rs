@@ -1,13 +1,17 @@
 //! One function per route, and the [`Reply`] they build.
 
 use bytes::Bytes;
-use failed_tasks_domain::{TaskId, ValidationError};
+use std::future::Future;
+use std::time::Duration;
+
+use failed_tasks_domain::{ListQuery, TaskId, ValidationError};
 use failed_tasks_query::QueryError;
-use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::body::{Items, Payload, PayloadWriter};
 use crate::router::App;
 use crate::wire::{
     AttemptsRecorded, Envelope, GroupList, Health, Recorded, Removed, Stats, TaskList, WireTask,
@@ -22,25 +26,32 @@ pub(crate) const REQUEST_ID: &str = "x-request-id";
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
-    body: Bytes,
+    body: Payload,
     content_type: &'static str,
     allow: Option<&'static [&'static str]>,
     challenge: bool,
     retry_after: Option<u32>,
     /// Further headers (the dashboard's caching and security headers).
     extra: Vec<(HeaderName, HeaderValue)>,
+    /// Room under the response-bytes cap taken before the answer was built, if any.
+    room: Option<OwnedSemaphorePermit>,
+    /// Whether the answer is subject to the response-bytes caps (all but `/metrics`, which
+    /// must keep answering while they are full).
+    capped: bool,
 }
 
 impl Reply {
     fn json<T: Serialize>(status: StatusCode, envelope: &Envelope<T>) -> Reply {
-        // The wire types hold only strings and integers, so serialization cannot fail; if it
-        // ever did, answer with a fixed, valid envelope instead of panicking.
-        let body = serde_json::to_vec(envelope).map(Bytes::from).unwrap_or_else(|_| {
-            Bytes::from_static(
+        // The wire types hold only strings and integers, so serialization fails only when
+        // memory for the body cannot be had; then answer with a fixed, valid envelope.
+        let mut out = PayloadWriter::default();
+        let body = match serde_json::to_writer(&mut out, envelope) {
+            Ok(()) => out.finish(),
+            Err(_) => Payload::from(Bytes::from_static(
                 "{\"Code\":500,\"Message\":\"查询失败任务时发生内部错误\",\"Success\":false,\"Data\":null}"
                     .as_bytes(),
-            )
-        });
+            )),
+        };
         Reply {
             status,
             body,
@@ -49,19 +60,23 @@ impl Reply {
             challenge: false,
             retry_after: None,
             extra: Vec::new(),
+            room: None,
+            capped: true,
         }
     }
 
     /// A 200 whose body is already a complete success envelope.
-    pub(crate) fn ok_json_bytes(body: Vec<u8>) -> Reply {
+    pub(crate) fn ok_json_payload(body: Payload) -> Reply {
         Reply {
             status: StatusCode::OK,
-            body: Bytes::from(body),
+            body,
             content_type: "application/json",
             allow: None,
             challenge: false,
             retry_after: None,
             extra: Vec::new(),
+            room: None,
+            capped: true,
         }
     }
 
@@ -75,12 +90,14 @@ impl Reply {
     ) -> Reply {
         Reply {
             status,
-            body,
+            body: Payload::from(body),
             content_type,
             allow: None,
             challenge: false,
             retry_after: None,
             extra,
+            room: None,
+            capped: true,
         }
     }
 
@@ -95,6 +112,53 @@ impl Reply {
 
     pub(crate) fn error(status: StatusCode, code: u16, message: impl Into<String>) -> Reply {
         Self::json(status, &Envelope::error(code, message))
+    }
+
+    /// 503 when the answer does not fit the response-bytes caps: too many large answers are
+    /// waiting for clients that do not read them.
+    pub(crate) fn busy(retry_after: u32) -> Reply {
+        let mut r = Self::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            503,
+            "server busy: too many large answers are waiting for their clients; retry later",
+        );
+        r.retry_after = Some(retry_after);
+        r
+    }
+
+    /// The size of the body.
+    pub(crate) fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Whether the answer is subject to the response-bytes caps.
+    pub(crate) fn capped(&self) -> bool {
+        self.capped
+    }
+
+    /// The room taken for this answer before it was built (see [`crate::body::Budget::room_for`]).
+    pub(crate) fn take_room(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.room.take()
+    }
+
+    fn with_room(mut self, room: Option<OwnedSemaphorePermit>) -> Reply {
+        self.room = room;
+        self
+    }
+
+    /// The answer of a request that passed its deadline outside the use case (waiting for
+    /// room), the same as the use case's own.
+    fn deadline_passed(app: &App) -> Reply {
+        Self::from_query_error(
+            app,
+            QueryError::Unavailable {
+                reason: format!(
+                    "request exceeded its {:?} deadline",
+                    app.service.deadlines().request
+                ),
+                kind: "deadline",
+            },
+        )
     }
 
     pub(crate) fn method_not_allowed(allowed: &'static [&'static str]) -> Reply {
@@ -155,8 +219,8 @@ impl Reply {
         }
     }
 
-    pub(crate) fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
-        let mut resp = Response::new(Full::new(self.body));
+    pub(crate) fn into_response(self, request_id: &str) -> Response<Payload> {
+        let mut resp = Response::new(self.body);
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         if !self.content_type.is_empty() {
@@ -186,26 +250,64 @@ impl Reply {
     }
 }
 
+/// Extra time past the request deadline for work that started after waiting for room: the
+/// use case's own deadline, started a moment later, is the one that normally fires.
+const DEADLINE_SLACK: Duration = Duration::from_millis(100);
+
+/// Run `page`, the fetching and building of a paged answer of `items` items of `kind`,
+/// once there is room for it under the response-bytes cap (see [`crate::body::Budget::room_for`]): the
+/// wait and the work together within the request deadline. No room by the deadline: 503 busy.
+async fn paged<F>(app: &App, kind: Items, items: usize, page: F) -> Reply
+where
+    F: Future<Output = (Reply, usize)>,
+{
+    let deadline = tokio::time::Instant::now() + app.service.deadlines().request;
+    let room = match tokio::time::timeout_at(deadline, app.budget.room_for(kind, items)).await {
+        Ok(room) => room,
+        Err(_) => {
+            app.metrics.response_refused();
+            return Reply::busy(app.config.retry_after_secs);
+        }
+    };
+    match tokio::time::timeout_at(deadline + DEADLINE_SLACK, page).await {
+        Ok((reply, listed)) => {
+            if reply.status == StatusCode::OK {
+                app.budget.learn(kind, listed, reply.body_len());
+            }
+            reply.with_room(room)
+        }
+        Err(_) => Reply::deadline_passed(app),
+    }
+}
+
 /// `GET /codebase-embedder/api/v1/tasks/failed`
 pub(crate) async fn list_failed(app: &App, query: Option<&str>) -> Reply {
     let q = match params::list_query(query, app.config.page_limits) {
         Ok(q) => q,
         Err(e) => return Reply::bad_request(&e),
     };
+    let items = q.page_size.get() as usize;
+    paged(app, Items::Tasks, items, list_page(app, &q)).await
+}
+
+/// One page of the listing, and how many tasks it holds.
+async fn list_page(app: &App, q: &ListQuery) -> (Reply, usize) {
     // The fast path: a store that keeps the wire JSON answers with it, and the body is
     // assembled around those bytes (see `wire::stored_page_body`); anything it cannot vouch
     // for falls back to the decoded path below, which skips and counts corrupt records.
-    match app.service.list_failed_stored_json(&q).await {
+    match app.service.list_failed_stored_json(q).await {
         Ok(Some(page)) => {
-            if let Some(body) = crate::wire::stored_page_body(&page, app.service.retry_policy()) {
+            let mut body = PayloadWriter::default();
+            if crate::wire::stored_page_body(&page, app.service.retry_policy(), &mut body).is_some()
+            {
                 app.metrics.corrupt_skipped(page.skipped_corrupt);
-                return Reply::ok_json_bytes(body);
+                return (Reply::ok_json_payload(body.finish()), page.tasks.len());
             }
         }
         Ok(None) => {}
-        Err(e) => return Reply::from_query_error(app, e),
+        Err(e) => return (Reply::from_query_error(app, e), 0),
     }
-    match app.service.list_failed(&q).await {
+    match app.service.list_failed(q).await {
         Ok(page) => {
             app.metrics.corrupt_skipped(page.skipped_corrupt);
             if page.skipped_corrupt > 0 {
@@ -214,9 +316,10 @@ pub(crate) async fn list_failed(app: &App, query: Option<&str>) -> Reply {
                     "corrupt records left out of the page"
                 );
             }
-            Reply::ok(TaskList::new(&page, app.service.retry_policy()))
+            let reply = Reply::ok(TaskList::new(&page, app.service.retry_policy()));
+            (reply, page.tasks.len())
         }
-        Err(e) => Reply::from_query_error(app, e),
+        Err(e) => (Reply::from_query_error(app, e), 0),
     }
 }
 
@@ -416,12 +519,14 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
     }
     Reply {
         status: StatusCode::OK,
-        body: Bytes::from(app.metrics.encode()),
+        body: Payload::from(Bytes::from(app.metrics.encode())),
         content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
         allow: None,
         challenge: false,
         retry_after: None,
         extra: Vec::new(),
+        room: None,
+        capped: false,
     }
 }
 
@@ -472,8 +577,12 @@ pub(crate) async fn failure_groups(app: &App, query: Option<&str>) -> Reply {
         Ok(q) => q,
         Err(e) => return Reply::bad_request(&e),
     };
-    match app.service.list_groups(&q).await {
-        Ok(page) => Reply::ok(GroupList::from(&page)),
-        Err(e) => Reply::from_query_error(app, e),
-    }
+    let items = q.page_size.get() as usize;
+    paged(app, Items::Groups, items, async {
+        match app.service.list_groups(&q).await {
+            Ok(page) => (Reply::ok(GroupList::from(&page)), page.groups.len()),
+            Err(e) => (Reply::from_query_error(app, e), 0),
+        }
+    })
+    .await
 }

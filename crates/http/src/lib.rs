@@ -4,6 +4,11 @@
 //! - [`server`]: [`serve`] takes a bound listener, the shared [`App`] and a shutdown future;
 //!   it applies the connection limits (first-byte and header-read timeouts, header size,
 //!   connection count) and drains in-flight requests on shutdown.
+//! - `conn`: what the server knows of each connection (requests in flight, progress of its
+//!   responses and writes): idle connections are closed and make room at the cap, stalled
+//!   ones are dropped.
+//! - `body`: response bodies, counted against the response-bytes caps until sent, large ones
+//!   in anonymous memory maps.
 //! - `router`: maps method and path to a handler ([`ROUTES`] lists them); a method a route
 //!   does not answer gets 405 with `Allow`, unknown paths 404; bearer-token checks.
 //! - [`ingest`]: request bodies of the admin API, validated field by field.
@@ -21,11 +26,16 @@
 //!   bodies that are not envelopes); every log line of a request carries the same id.
 //! - Internal error detail goes to the log, never into a response body.
 //! - No request outlives the use case's deadlines; no connection outlives the header-read
-//!   timeout without sending a complete request head.
+//!   timeout without sending a complete request head, the idle timeout without a request, or
+//!   the write-stall timeout without taking its answers.
+//! - Response bytes held for clients never exceed the caps (beyond: 503), except answers of
+//!   at most 16 KiB.
 
 #![forbid(unsafe_code)]
 
 mod auth;
+mod body;
+mod conn;
 mod handlers;
 pub mod ingest;
 pub mod metrics;

@@ -39,6 +39,11 @@ struct KindLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
     policy: String,
 }
@@ -109,6 +114,10 @@ pub struct Metrics {
     error_codes: BoundedLabels,
     task_types: BoundedLabels,
     stored_refreshed: Mutex<Option<Instant>>,
+    connections_open: Gauge,
+    connections_closed: Family<ReasonLabels, Counter>,
+    response_bytes: Gauge,
+    responses_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -176,6 +185,30 @@ impl Metrics {
             "Task attempts reported by embedders (the failure-rate denominator), by task type",
             attempts.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "failed_tasks_http_connections_open",
+            "Client connections open now (the cap is max_connections)",
+            connections_open.clone(),
+        );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "failed_tasks_http_connections_closed",
+            "Connections the server closed on its own, by reason (idle, evicted, write_stall)",
+            connections_closed.clone(),
+        );
+        let response_bytes = Gauge::default();
+        registry.register(
+            "failed_tasks_http_response_bytes_in_flight",
+            "Bytes of responses built and not yet taken by the clients' connections",
+            response_bytes.clone(),
+        );
+        let responses_refused = Counter::default();
+        registry.register(
+            "failed_tasks_http_responses_refused",
+            "Answers replaced by 503 because the response-bytes caps were full",
+            responses_refused.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -190,7 +223,35 @@ impl Metrics {
             error_codes: BoundedLabels::default(),
             task_types: BoundedLabels::default(),
             stored_refreshed: Mutex::new(None),
+            connections_open,
+            connections_closed,
+            response_bytes,
+            responses_refused,
         }
+    }
+
+    /// A connection opened (`+1`) or ended (`-1`).
+    pub(crate) fn connections_open(&self, delta: i64) {
+        self.connections_open.inc_by(delta);
+    }
+
+    /// The server closed a connection on its own: `idle`, `evicted` or `write_stall`.
+    pub(crate) fn connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The gauge of response bytes in flight, for the bodies that hold them.
+    pub(crate) fn response_bytes(&self) -> Gauge {
+        self.response_bytes.clone()
+    }
+
+    /// An answer replaced by 503 because the response-bytes caps were full.
+    pub(crate) fn response_refused(&self) {
+        self.responses_refused.inc();
     }
 
     /// One answered request.

@@ -18,13 +18,45 @@ const LIST_PARAMS: [&str; 9] = [
     "signature",
 ];
 
+const NOT_UTF8: &str = "is not valid UTF-8 once percent-decoded";
+
+/// The query string as `(name, value)` pairs, form-decoded (`+` is a space, `%XX` a byte),
+/// the one reader of query strings on every route. Both must be UTF-8 once decoded, and no
+/// name may appear twice: every parameter of this API takes one value, so a repeat is
+/// ambiguous rather than a list.
+fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ValidationError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (raw_name, raw_value) = part.split_once('=').unwrap_or((part, ""));
+        let name = decode(raw_name).map_err(|shown| ValidationError::new(shown, NOT_UTF8))?;
+        let value = decode(raw_value).map_err(|_| ValidationError::new(name.clone(), NOT_UTF8))?;
+        if out.iter().any(|(seen, _)| *seen == name) {
+            return Err(ValidationError::new(name, "given more than once"));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// One form-encoded component; on invalid UTF-8, the error holds a lossy rendering of it.
+fn decode(raw: &str) -> Result<String, String> {
+    let spaced = raw.replace('+', " ");
+    let bytes = percent_encoding::percent_decode_str(&spaced);
+    bytes
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| {
+            percent_encoding::percent_decode_str(&spaced)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+}
+
 /// Parse the listing's query string. Unknown or repeated parameters are errors too, so a
 /// typo (`pagesize`) is reported instead of silently ignored.
 pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, ValidationError> {
     let mut q = ListQuery::first_page(limits);
-    let mut seen: Vec<String> = Vec::new();
-    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let name = name.into_owned();
+    for (name, value) in pairs(query)? {
         if !LIST_PARAMS.contains(&name.as_str()) {
             return Err(ValidationError::new(
                 name,
@@ -34,10 +66,7 @@ pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, 
                 ),
             ));
         }
-        if seen.contains(&name) {
-            return Err(ValidationError::new(name, "given more than once"));
-        }
-        let value = value.as_ref();
+        let value = value.as_str();
         let named = |e: ValidationError| e.for_field(name.clone());
         match name.as_str() {
             "pageSize" => q.page_size = PageSize::parse(value, limits)?,
@@ -51,7 +80,6 @@ pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, 
             "signature" => q.filter.signature = Some(ErrorSignature::parse(value)?),
             _ => {}
         }
-        seen.push(name);
     }
     TaskFilter::validate(&q.filter)?;
     Ok(q)
@@ -66,9 +94,7 @@ fn time_param(name: &str, value: &str) -> Result<Timestamp, ValidationError> {
 /// Parse the filters of a bulk removal: the listing's filters only, at least one of them,
 /// so a bare `DELETE` can never wipe the store by accident.
 pub fn filter_only(query: Option<&str>) -> Result<TaskFilter, ValidationError> {
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let pairs = pairs(query)?;
     if let Some((name, _)) = pairs.iter().find(|(n, _)| n == "pageSize" || n == "cursor") {
         return Err(ValidationError::new(
             name.clone(),
@@ -90,12 +116,7 @@ pub fn group_query(query: Option<&str>, limits: PageLimits) -> Result<GroupQuery
         page_size: limits.default_size(),
         cursor: None,
     };
-    let mut seen: Vec<String> = Vec::new();
-    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let name = name.into_owned();
-        if seen.contains(&name) {
-            return Err(ValidationError::new(name, "given more than once"));
-        }
+    for (name, value) in pairs(query)? {
         match name.as_str() {
             "pageSize" => q.page_size = PageSize::parse(&value, limits)?,
             "cursor" => q.cursor = Some(GroupCursor::decode(&value)?),
@@ -106,7 +127,6 @@ pub fn group_query(query: Option<&str>, limits: PageLimits) -> Result<GroupQuery
                 ))
             }
         }
-        seen.push(name);
     }
     Ok(q)
 }
@@ -114,10 +134,10 @@ pub fn group_query(query: Option<&str>, limits: PageLimits) -> Result<GroupQuery
 /// The `window` of a statistics request in whole minutes (`5m` to `7d`, default `1h`).
 pub fn stats_window(query: Option<&str>) -> Result<i64, ValidationError> {
     let mut window = 60;
-    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+    for (name, value) in pairs(query)? {
         if name != "window" {
             return Err(ValidationError::new(
-                name.into_owned(),
+                name,
                 "unknown parameter; the only one is window",
             ));
         }
@@ -140,9 +160,9 @@ pub fn stats_window(query: Option<&str>) -> Result<i64, ValidationError> {
 
 /// Reject any query string on routes that take no parameters.
 pub fn no_params(query: Option<&str>) -> Result<(), ValidationError> {
-    match form_urlencoded::parse(query.unwrap_or("").as_bytes()).next() {
+    match pairs(query)?.into_iter().next() {
         Some((name, _)) => Err(ValidationError::new(
-            name.into_owned(),
+            name,
             "unknown parameter; this route takes none",
         )),
         None => Ok(()),
@@ -171,6 +191,9 @@ mod tests {
             ("pageSize=1&pageSize=2", "pageSize"),
             ("taskType=", "taskType"),
             ("clientId=a%00b", "clientId"),
+            ("clientId=%FF%FE", "clientId"),
+            ("%FF=1", "\u{FFFD}"),
+            ("clientId=a&clientId=a", "clientId"),
             (
                 "since=2025-01-02T00:00:00Z&until=2025-01-01T00:00:00Z",
                 "since",

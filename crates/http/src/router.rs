@@ -8,6 +8,7 @@ use http_body_util::BodyExt;
 use hyper::{Method, Request, StatusCode};
 
 use crate::auth::{self, Token};
+use crate::body::Budget;
 use crate::handlers::{self, Reply};
 use crate::metrics::Metrics;
 use crate::ui;
@@ -48,7 +49,8 @@ const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
 const METRICS: &str = "/metrics";
 
-/// Limits and settings of the HTTP adapter. Defaults live in the binary's flags.
+/// Limits and settings of the HTTP adapter. [`HttpConfig::default`] holds the defaults of the
+/// connection limits; the binary's settings start from it.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Default and maximum `pageSize`.
@@ -61,8 +63,27 @@ pub struct HttpConfig {
     pub max_body_bytes: u64,
     /// Largest accepted request head, in bytes (431 beyond).
     pub max_header_bytes: usize,
-    /// Most connections served at once; further ones wait in the accept queue.
+    /// Most connections served at once. At the cap, a new connection closes the connection
+    /// that has been idle longest (nothing in flight) instead of waiting; only when every
+    /// connection is busy does it wait in the accept queue.
     pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/2 with a GOAWAY;
+    /// HTTP/1 keep-alive also ends at `header_read_timeout`, whichever comes first).
+    pub idle_timeout: Duration,
+    /// A response that makes no progress for this long (the client takes none of its next
+    /// 64 KiB, or the socket accepts no byte) is dropped together with its connection.
+    pub write_stall_timeout: Duration,
+    /// Response bytes held for all clients at once (built, not yet taken by the client's
+    /// connection). A larger response that does not fit is answered 503 with `Retry-After`.
+    pub max_response_bytes_in_flight: u64,
+    /// The same limit per connection (HTTP/2 runs many responses on one connection).
+    pub max_connection_response_bytes: u64,
+    /// Most concurrent HTTP/2 streams (requests) per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Interval of HTTP/2 keep-alive pings.
+    pub h2_keep_alive_interval: Duration,
+    /// An HTTP/2 connection whose keep-alive ping is not answered within this is closed.
+    pub h2_keep_alive_timeout: Duration,
     /// The `Retry-After` value sent with 503, in seconds.
     pub retry_after_secs: u32,
     /// Bearer token of the admin routes; `None` disables them (403), never opens them.
@@ -80,6 +101,13 @@ impl Default for HttpConfig {
             max_body_bytes: 1024 * 1024,
             max_header_bytes: 16 * 1024,
             max_connections: 4096,
+            idle_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(10),
+            max_response_bytes_in_flight: 32 * 1024 * 1024,
+            max_connection_response_bytes: 16 * 1024 * 1024,
+            h2_max_concurrent_streams: 100,
+            h2_keep_alive_interval: Duration::from_secs(20),
+            h2_keep_alive_timeout: Duration::from_secs(20),
             retry_after_secs: 5,
             admin_token: None,
             read_token: None,
@@ -97,15 +125,24 @@ pub struct App {
     pub config: HttpConfig,
     /// The server's metrics, served at `/metrics`.
     pub metrics: Metrics,
+    /// The response-bytes caps of `config`, shared by every connection.
+    pub(crate) budget: Budget,
 }
 
 impl App {
     /// An app with fresh metrics.
     pub fn new(service: FailedTaskService, config: HttpConfig) -> Self {
+        let metrics = Metrics::new();
+        let budget = Budget::new(
+            config.max_response_bytes_in_flight,
+            config.max_connection_response_bytes,
+            metrics.response_bytes(),
+        );
         Self {
             service,
             config,
-            metrics: Metrics::new(),
+            metrics,
+            budget,
         }
     }
 }
@@ -316,8 +353,22 @@ fn too_large(app: &App) -> Reply {
     )
 }
 
-/// A JSON body: the right content type, read under the limits.
+/// A JSON body: one unambiguous content type, the right one, not encoded, read under the
+/// limits.
 async fn json_body(app: &App, req: Request<hyper::body::Incoming>) -> Result<bytes::Bytes, Reply> {
+    if req
+        .headers()
+        .get_all(hyper::header::CONTENT_TYPE)
+        .iter()
+        .count()
+        > 1
+    {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            400,
+            "invalid header Content-Type: given more than once",
+        ));
+    }
     if !is_json(&req) {
         return Err(Reply::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -325,7 +376,29 @@ async fn json_body(app: &App, req: Request<hyper::body::Incoming>) -> Result<byt
             "Content-Type must be application/json",
         ));
     }
+    if let Some(encoding) = unsupported_encoding(req.headers()) {
+        return Err(Reply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            415,
+            format!("Content-Encoding {encoding:?} is not supported; send the body unencoded"),
+        ));
+    }
     read_body(app, req).await
+}
+
+/// The first coding of `Content-Encoding` other than `identity`, if any: bodies are read
+/// as they arrive, never decompressed, so any other coding would be stored as garbage.
+fn unsupported_encoding(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get_all(hyper::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            text.split(',')
+                .map(|c| c.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
 }
 
 /// Read the body under the size limit and the body-read timeout.

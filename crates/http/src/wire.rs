@@ -441,19 +441,20 @@ struct StoredTask<'a> {
     error_category: std::borrow::Cow<'a, str>,
 }
 
-/// The whole success body of a listing, assembled from the stored wire JSON of each task:
-/// the envelope and `Data` written here, each task's bytes copied as they are with the
+/// Write the whole success body of a listing into `out`, assembled from the stored wire JSON
+/// of each task: the envelope and `Data` written here, each task's bytes copied as they are with the
 /// additive `FinalFailure` appended. `None` when a stored object is not exactly the wire
 /// form (a missing or wrong-typed field, an unknown category, an unexpected field, not
 /// ending in `}`): the caller then serves the decoded path, which skips and counts it.
-pub fn stored_page_body(page: &StoredJsonPage, policy: &RetryPolicy) -> Option<Vec<u8>> {
-    let size: usize = page.tasks.iter().map(|t| t.len() + 24).sum();
-    let mut out = Vec::with_capacity(size + 160);
-    out.extend_from_slice(
-        b"{\"Code\":0,\"Message\":\"ok\",\"Success\":true,\"Data\":{\"TotalTasks\":",
-    );
-    out.extend_from_slice(page.total.to_string().as_bytes());
-    out.extend_from_slice(b",\"Tasks\":[");
+pub fn stored_page_body(
+    page: &StoredJsonPage,
+    policy: &RetryPolicy,
+    out: &mut impl std::io::Write,
+) -> Option<()> {
+    out.write_all(b"{\"Code\":0,\"Message\":\"ok\",\"Success\":true,\"Data\":{\"TotalTasks\":")
+        .ok()?;
+    out.write_all(page.total.to_string().as_bytes()).ok()?;
+    out.write_all(b",\"Tasks\":[").ok()?;
     for (i, json) in page.tasks.iter().enumerate() {
         let t: StoredTask<'_> = serde_json::from_slice(json).ok()?;
         let category = ErrorCategory::parse(&t.error_category).ok()?;
@@ -465,25 +466,24 @@ pub fn stored_page_body(page: &StoredJsonPage, policy: &RetryPolicy) -> Option<V
             .decide(category, &t.error_code, t.retry_count, 0.0)
             .is_give_up();
         if i > 0 {
-            out.push(b',');
+            out.write_all(b",").ok()?;
         }
-        out.extend_from_slice(&json[..last]);
-        out.extend_from_slice(if final_failure {
+        out.write_all(&json[..last]).ok()?;
+        out.write_all(if final_failure {
             b",\"FinalFailure\":true}"
         } else {
             b",\"FinalFailure\":false}"
-        });
+        })
+        .ok()?;
     }
-    out.extend_from_slice(b"],\"NextCursor\":");
+    out.write_all(b"],\"NextCursor\":").ok()?;
     match &page.next_cursor {
         // URL-safe base64: nothing to escape.
-        Some(c) => {
-            out.push(b'"');
-            out.extend_from_slice(c.encode().as_bytes());
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
+        Some(c) => out
+            .write_all(format!("\"{}\"", c.encode()).as_bytes())
+            .ok()?,
+        None => out.write_all(b"null").ok()?,
     }
-    out.extend_from_slice(b"}}");
-    Some(out)
+    out.write_all(b"}}").ok()?;
+    Some(())
 }

@@ -48,7 +48,7 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             key_prefix: "{failed-tasks}".to_owned(),
             command_timeout: Duration::from_secs(2),
-            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_age: Duration::from_secs(30 * 24 * 3600),
             max_count: 1_000_000,
             janitor_interval: Duration::from_secs(60),
             archive_dir: None,

@@ -124,3 +124,81 @@ pub async fn request_with_body(
 pub async fn get(server: &TestServer, path_and_query: &str) -> Answer {
     request(server, Method::GET, path_and_query, &[]).await
 }
+
+/// One sample of the server's `/metrics`, if present.
+pub async fn metric(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let a = get(server, "/metrics").await;
+    crate::metrics::value(&crate::metrics::scrape(&a.body), name, labels)
+}
+
+/// Wait until `metric` holds `want`, within `within`; the last value seen otherwise.
+pub async fn wait_for_metric(
+    server: &TestServer,
+    name: &str,
+    labels: &[(&str, &str)],
+    within: Duration,
+    want: impl Fn(f64) -> bool,
+) -> Result<f64, Option<f64>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = metric(server, name, labels).await;
+        if let Some(v) = now.filter(|v| want(*v)) {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(now);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A memory store whose listing takes `delay`, and says when one has started (to have a
+/// request in flight at a known moment).
+pub struct SlowList {
+    store: failed_tasks_store::MemoryStore,
+    delay: Duration,
+    pub started: Arc<tokio::sync::Notify>,
+}
+
+impl SlowList {
+    pub fn new(store: failed_tasks_store::MemoryStore, delay: Duration) -> Self {
+        Self {
+            store,
+            delay,
+            started: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StatusStore for SlowList {
+    async fn ping(&self) -> Result<(), failed_tasks_store::StoreError> {
+        self.store.ping().await
+    }
+    async fn list(
+        &self,
+        q: &failed_tasks_domain::ListQuery,
+    ) -> Result<failed_tasks_store::FailedTaskPage, failed_tasks_store::StoreError> {
+        self.started.notify_one();
+        tokio::time::sleep(self.delay).await;
+        self.store.list(q).await
+    }
+    async fn get(
+        &self,
+        id: &failed_tasks_domain::TaskId,
+    ) -> Result<Option<failed_tasks_domain::FailedTask>, failed_tasks_store::StoreError> {
+        self.store.get(id).await
+    }
+    async fn record(
+        &self,
+        t: &failed_tasks_domain::FailedTask,
+    ) -> Result<failed_tasks_store::RecordOutcome, failed_tasks_store::StoreError> {
+        self.store.record(t).await
+    }
+    async fn remove(
+        &self,
+        id: &failed_tasks_domain::TaskId,
+    ) -> Result<bool, failed_tasks_store::StoreError> {
+        self.store.remove(id).await
+    }
+}

@@ -4,12 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod admin;
+mod conns;
 mod groups;
 mod helpers;
 mod metrics;
 mod openapi;
+mod slow_readers;
 mod stats;
 mod stored;
+mod strict;
 mod ui;
 
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use failed_tasks_domain::FailedTask;
 use failed_tasks_query::Deadlines;
 use failed_tasks_store::{MemoryStore, MockStatusStore, StatusStore, StoreError};
-use helpers::{get, request, spawn_app, test_config, TestServer};
+use helpers::{get, request, spawn_app, test_config, SlowList, TestServer};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -423,38 +426,6 @@ async fn shutdown_drains_and_stops_accepting() {
     assert!(refused, "still accepting after shutdown");
 }
 
-/// A memory store whose listing takes a while, to have a request in flight at shutdown.
-struct SlowList(MemoryStore, Duration);
-
-#[async_trait::async_trait]
-impl StatusStore for SlowList {
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.0.ping().await
-    }
-    async fn list(
-        &self,
-        q: &failed_tasks_domain::ListQuery,
-    ) -> Result<failed_tasks_store::FailedTaskPage, StoreError> {
-        tokio::time::sleep(self.1).await;
-        self.0.list(q).await
-    }
-    async fn get(
-        &self,
-        id: &failed_tasks_domain::TaskId,
-    ) -> Result<Option<FailedTask>, StoreError> {
-        self.0.get(id).await
-    }
-    async fn record(
-        &self,
-        t: &FailedTask,
-    ) -> Result<failed_tasks_store::RecordOutcome, StoreError> {
-        self.0.record(t).await
-    }
-    async fn remove(&self, id: &failed_tasks_domain::TaskId) -> Result<bool, StoreError> {
-        self.0.remove(id).await
-    }
-}
-
 #[tokio::test]
 async fn shutdown_lets_the_request_in_flight_finish() {
     let store = MemoryStore::new();
@@ -465,7 +436,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     let addr = listener.local_addr().unwrap();
     let app = Arc::new(failed_tasks_http::App::new(
         failed_tasks_query::FailedTaskService::new(
-            Arc::new(SlowList(store, Duration::from_millis(500))),
+            Arc::new(SlowList::new(store, Duration::from_millis(500))),
             Deadlines::default(),
         ),
         test_config(),

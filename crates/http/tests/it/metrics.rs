@@ -11,12 +11,12 @@ use prometheus_parse::{Scrape, Value};
 
 use crate::helpers::{get, request, request_with_body, spawn_app, test_config};
 
-fn scrape(body: &[u8]) -> Scrape {
+pub(crate) fn scrape(body: &[u8]) -> Scrape {
     let text = String::from_utf8(body.to_vec()).unwrap();
     Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("a Prometheus text scrape")
 }
 
-fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape
         .samples
         .iter()
