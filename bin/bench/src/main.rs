@@ -3,14 +3,16 @@
 //!
 //! It starts its own private `redis-server` on a free loopback port (or uses `--redis-url`,
 //! which must be a loopback address and an empty, disposable database: the run flushes
-//! databases 0 and 1), fills it, and measures:
+//! databases 0, 1 and 2), fills it, and measures:
 //! 1. page latency (p50/p99) through the use case, through HTTP and as the raw Redis floor at
 //!    N = 1k, 100k and (full run) 1M stored failures;
 //! 2. the original Go algorithm (SCAN + one GET per key) and the compat source on 100k Go
 //!    records, 5 % failed, against our page;
 //! 3. HTTP throughput of the list against a hello-world hyper server serving the same bytes;
 //! 4. recording throughput from one process;
-//! 5. Redis memory per stored failure and the server's peak resident memory.
+//! 5. Redis memory per stored failure and the server's peak resident memory;
+//! 6. retries: due retries moved into the stream per second by one scheduler, and the lag
+//!    from due to in the stream at 1,000 due retries per second (database 2).
 //!
 //! The HTTP servers run in child processes of this executable (`--serve-child`), so their CPU
 //! time and memory are measured apart from the load generator and the data filler.
@@ -29,6 +31,7 @@ mod data;
 mod load;
 mod raw;
 mod report;
+mod retries;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,10 +39,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
-use failed_tasks_domain::{ListQuery, PageLimits, PageSize, TaskFilter, Timestamp};
+use failed_tasks_domain::{
+    JitterRng, ListQuery, PageLimits, PageSize, RetryPlan, RetryPolicy, TaskFilter, Timestamp,
+};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{CompatConfig, CompatStore, Keys, RedisConfig, RedisStore};
-use failed_tasks_store::StatusStore;
+use failed_tasks_store::{RetryStore, StatusStore};
 
 use crate::child::{ChildServer, Kind};
 use crate::load::HttpConn;
@@ -76,7 +81,7 @@ struct Flags {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Use this Redis instead of starting a private one: a loopback `redis://host:port`
-    /// without a database path, whose databases 0 and 1 are empty; the run flushes them.
+    /// without a database path, whose databases 0, 1 and 2 are empty; the run flushes them.
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// Timed requests per latency figure (default 1000, --quick 500).
@@ -130,7 +135,7 @@ fn check_loopback(url: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("--redis-url must be redis://host:port"))?;
     let hostport = rest.rsplit('@').next().unwrap_or(rest);
     if hostport.contains('/') {
-        bail!("--redis-url must not name a database; the bench uses databases 0 and 1");
+        bail!("--redis-url must not name a database; the bench uses databases 0, 1 and 2");
     }
     let host = hostport
         .rsplit_once(':')
@@ -154,7 +159,8 @@ pub(crate) fn page_query() -> anyhow::Result<ListQuery> {
     })
 }
 
-/// Record tasks `from..to` with `record_batch`, `in_flight` batches at a time.
+/// Record tasks `from..to` as the server does, with their retry plans from the default
+/// policy (scheduling included), `in_flight` batches at a time.
 async fn fill(store: &RedisStore, from: u64, to: u64, base_ms: i64) -> anyhow::Result<Duration> {
     const BATCH: u64 = 500;
     const IN_FLIGHT: usize = 4;
@@ -167,9 +173,17 @@ async fn fill(store: &RedisStore, from: u64, to: u64, base_ms: i64) -> anyhow::R
             let store = store.clone();
             let (a, b) = (next, end);
             set.spawn(async move {
-                let tasks = data::tasks(a, b, base_ms)?;
+                let policy = RetryPolicy::default();
+                let mut jitter = JitterRng::new(a);
+                let planned: Vec<_> = data::tasks(a, b, base_ms)?
+                    .into_iter()
+                    .map(|t| {
+                        let plan = RetryPlan::of(&policy, &t, jitter.next_unit());
+                        (t, plan)
+                    })
+                    .collect();
                 store
-                    .record_batch(&tasks)
+                    .record_planned(&planned)
                     .await
                     .map_err(|e| anyhow!("recording tasks {a}..{b}: {e}"))?;
                 Ok::<_, anyhow::Error>(())
@@ -376,6 +390,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     b.http_throughput().await?;
     b.redis_cpu_per_page().await?;
     b.server_memory()?;
+    b.retries().await?;
     b.report(flags.json.as_deref())
 }
 
@@ -424,8 +439,11 @@ impl Bench {
         let url1 = format!("{base_url}/1");
         let raw0 = Raw::connect(&url0).await?;
         let raw1 = Raw::connect(&url1).await?;
-        if flags.redis_url.is_some() && (raw0.dbsize().await? != 0 || raw1.dbsize().await? != 0) {
-            bail!("--redis-url: databases 0 and 1 must be empty (the bench flushes them)");
+        if flags.redis_url.is_some() {
+            let raw2 = Raw::connect(&format!("{base_url}/2")).await?;
+            if raw0.dbsize().await? != 0 || raw1.dbsize().await? != 0 || raw2.dbsize().await? != 0 {
+                bail!("--redis-url: databases 0, 1 and 2 must be empty (the bench flushes them)");
+            }
         }
         let mut machine = machine();
         machine.redis_version = raw0
@@ -880,6 +898,19 @@ impl Bench {
         self.f.set("server_rss_now_mb", now);
         eprintln!("  server peak RSS {peak:.1} MiB");
         Ok(())
+    }
+
+    /// `retries_moved_per_s` and `retry_lag_p99_ms`, on database 2.
+    async fn retries(&mut self) -> anyhow::Result<()> {
+        let url2 = format!("{}/2", self.url0.trim_end_matches("/0"));
+        let (n, secs) = if self.quick {
+            (50_000, 5)
+        } else {
+            (200_000, 15)
+        };
+        retries::record_cost(&url2, n / 2, &mut self.f).await?;
+        retries::moved_per_s(&url2, n, &mut self.f).await?;
+        retries::lag(&url2, secs, &mut self.f).await
     }
 
     /// Print the table (and write the JSON), then empty the database.

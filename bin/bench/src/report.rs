@@ -148,7 +148,19 @@ pub const TARGETS: &[Target] = &[
         key: "records_per_s",
         op: Op::AtLeast,
         bound: 20_000.0,
-        what: "failures recorded per second, one process",
+        what: "failures recorded (and their retries scheduled) per second, one process",
+    },
+    Target {
+        key: "retries_moved_per_s",
+        op: Op::AtLeast,
+        bound: 20_000.0,
+        what: "due retries moved into the stream per second, one scheduler",
+    },
+    Target {
+        key: "retry_lag_p99_ms",
+        op: Op::AtMost,
+        bound: 1_500.0,
+        what: "due -> in the stream, p99, at 1,000 due/s",
     },
     Target {
         key: "redis_bytes_per_task",
@@ -217,6 +229,12 @@ pub fn table(f: &Figures, sizes: &[u64]) -> String {
         "records_per_s_single",
         "records_per_s",
         "records_per_s_to_max",
+        "records_per_s_planned_one_batch",
+        "records_per_s_unplanned_one_batch",
+        "scheduling_write_cost",
+        "retries_moved_n",
+        "retry_lag_n",
+        "retry_lag_p50_ms",
         "server_rss_now_mb",
     ] {
         if let Some(v) = f.get(key) {

@@ -199,6 +199,23 @@ pub struct Settings {
     pub retry_max_delay: Duration,
     /// Retry policy: delays vary by up to this fraction either way.
     pub retry_jitter: f64,
+    /// Retry scheduler: time between its steps (each moves the due retries to the workers).
+    #[serde(with = "humantime_serde")]
+    pub retry_scheduler_interval: Duration,
+    /// Retry scheduler: retries moved per store call.
+    pub retry_scheduler_batch: usize,
+    /// Redis key of the retry request stream; unset: `{redis_key_prefix}:retries`. Must hold
+    /// the prefix's hash tag.
+    pub retry_stream_key: Option<String>,
+    /// About how many requests the retry stream (or the memory store's queue) keeps; older
+    /// ones are trimmed, read or not.
+    pub retry_stream_max_len: u64,
+    /// Consumer group of the embedders' retry workers (Redis; for the pending gauge).
+    pub retry_consumer_group: String,
+    /// How long a worker may hold a retry request unacknowledged before another may reclaim
+    /// it (Redis; the lease `RedisRetryQueue` workers built from these settings use).
+    #[serde(with = "humantime_serde")]
+    pub retry_consumer_lease: Duration,
 }
 
 impl Default for Settings {
@@ -213,6 +230,7 @@ impl Default for Settings {
         let deadlines = Deadlines::default();
         let alerts = AlertThresholds::default();
         let retry = RetryConfig::default();
+        let scheduler = failed_tasks_query::SchedulerConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             store: StoreKind::Memory,
@@ -266,6 +284,12 @@ impl Default for Settings {
             retry_multiplier: retry.multiplier,
             retry_max_delay: retry.max_delay,
             retry_jitter: retry.jitter,
+            retry_scheduler_interval: scheduler.interval,
+            retry_scheduler_batch: scheduler.batch,
+            retry_stream_key: redis.retry_stream_key,
+            retry_stream_max_len: redis.retry_stream_max_len,
+            retry_consumer_group: redis.retry_consumer_group,
+            retry_consumer_lease: redis.retry_consumer_lease,
         }
     }
 }
@@ -284,6 +308,10 @@ impl Settings {
             janitor_interval: self.janitor_interval,
             archive_dir: self.archive_dir.clone(),
             allow_eviction: self.redis_allow_eviction,
+            retry_stream_key: self.retry_stream_key.clone(),
+            retry_stream_max_len: self.retry_stream_max_len,
+            retry_consumer_group: self.retry_consumer_group.clone(),
+            retry_consumer_lease: self.retry_consumer_lease,
             ..RedisConfig::default()
         }
     }
@@ -514,6 +542,13 @@ impl Settings {
             }
         }
         self.retry_policy()?;
+        self.scheduler().validate()?;
+        if self.retry_stream_max_len == 0 {
+            return Err("retry_stream_max_len must be at least 1".to_owned());
+        }
+        if self.retry_consumer_lease.is_zero() {
+            return Err("retry_consumer_lease must be greater than zero".to_owned());
+        }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".to_owned());
         }
@@ -549,6 +584,15 @@ impl Settings {
             ..failed_tasks_domain::RetryConfig::default()
         })
         .map_err(|e| format!("retry_{}: {}", e.field, e.reason))
+    }
+
+    /// The retry scheduler's settings.
+    pub fn scheduler(&self) -> failed_tasks_query::SchedulerConfig {
+        failed_tasks_query::SchedulerConfig {
+            interval: self.retry_scheduler_interval,
+            batch: self.retry_scheduler_batch,
+            ..failed_tasks_query::SchedulerConfig::default()
+        }
     }
 
     /// The settings as TOML, with secrets and URL passwords redacted.
@@ -993,6 +1037,45 @@ pub struct Cli {
     #[arg(long, env = "FAILED_TASKS_RETRY_JITTER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_jitter: Option<f64>,
+
+    /// Retry scheduler: time between its steps, each moving the due retries to the workers
+    #[arg(long, env = "FAILED_TASKS_RETRY_SCHEDULER_INTERVAL", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub retry_scheduler_interval: Option<Duration>,
+
+    /// Retry scheduler: retries moved per store call (1 to 10000)
+    #[arg(long, env = "FAILED_TASKS_RETRY_SCHEDULER_BATCH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_scheduler_batch: Option<usize>,
+
+    /// Redis key of the retry request stream workers read; must hold the key prefix's hash
+    /// tag. Unset: {redis_key_prefix}:retries
+    #[arg(long, env = "FAILED_TASKS_RETRY_STREAM_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_stream_key: Option<String>,
+
+    /// About how many requests the retry stream (or the memory store's queue) keeps; older
+    /// ones are trimmed, read or not
+    #[arg(long, env = "FAILED_TASKS_RETRY_STREAM_MAX_LEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_stream_max_len: Option<u64>,
+
+    /// Consumer group of the embedders' retry workers (Redis store; for the pending gauge)
+    #[arg(long, env = "FAILED_TASKS_RETRY_CONSUMER_GROUP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_consumer_group: Option<String>,
+
+    /// How long a worker may hold a retry request unacknowledged before another may reclaim
+    /// it (Redis store)
+    #[arg(long, env = "FAILED_TASKS_RETRY_CONSUMER_LEASE", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub retry_consumer_lease: Option<Duration>,
 }
 
 #[cfg(test)]

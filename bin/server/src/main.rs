@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use failed_tasks_domain::{FailedTask, Timestamp};
 use failed_tasks_http::App;
-use failed_tasks_query::FailedTaskService;
+use failed_tasks_query::{FailedTaskService, RetryScheduler};
 use failed_tasks_redis::{CompatStore, JanitorHandle, RedisStore};
-use failed_tasks_store::{MemoryStore, StatusStore, StoreProblem};
+use failed_tasks_store::{MemoryStore, RetryStore, StatusStore, StoreProblem};
 
 mod config;
 
@@ -40,12 +40,25 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// The chosen store, and the background job that keeps it trimmed (if any).
-async fn open_store(
-    flags: &Settings,
-) -> anyhow::Result<(Arc<dyn StatusStore>, Option<JanitorHandle>)> {
+/// The chosen store, its retry capability (when it schedules retries), and the background
+/// job that keeps it trimmed (if any).
+struct Opened {
+    store: Arc<dyn StatusStore>,
+    retries: Option<Arc<dyn RetryStore>>,
+    janitor: Option<JanitorHandle>,
+}
+
+async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
     match flags.store {
-        StoreKind::Memory => Ok((Arc::new(MemoryStore::new()), None)),
+        StoreKind::Memory => {
+            let cap = usize::try_from(flags.retry_stream_max_len).unwrap_or(usize::MAX);
+            let store = Arc::new(MemoryStore::with_queue_cap(cap));
+            Ok(Opened {
+                store: store.clone(),
+                retries: Some(store),
+                janitor: None,
+            })
+        }
         StoreKind::Redis => {
             let config = flags.redis_config();
             // Fails only on bad configuration: a Redis that is down is retried in the
@@ -71,14 +84,23 @@ async fn open_store(
                 );
             }
             let janitor = store.spawn_janitor();
-            Ok((Arc::new(store), Some(janitor)))
+            let store = Arc::new(store);
+            Ok(Opened {
+                store: store.clone(),
+                retries: Some(store),
+                janitor: Some(janitor),
+            })
         }
         StoreKind::Compat => {
             let config = flags.compat_config();
             let store = CompatStore::connect(config)
                 .await
                 .context("--redis-url / --compat-key-prefix")?;
-            Ok((Arc::new(store), None))
+            Ok(Opened {
+                store: Arc::new(store),
+                retries: None,
+                janitor: None,
+            })
         }
     }
 }
@@ -124,12 +146,24 @@ async fn shutdown_signal() {
 }
 
 async fn run(flags: Settings) -> anyhow::Result<()> {
-    let (store, janitor) = open_store(&flags).await?;
+    let Opened {
+        store,
+        retries,
+        janitor,
+    } = open_store(&flags).await?;
     let service = FailedTaskService::new(store, flags.deadlines())
         .with_alert_thresholds(flags.alert_thresholds())
         .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
         .with_connection_check_reuse(flags.connection_check_reuse)
         .with_fail_time_limits(flags.fail_time_limits());
+    let service = match retries {
+        Some(retries) => service.with_retries(retries),
+        None => service,
+    };
+    // Every replica runs the scheduler; the store lets one at a time move due retries.
+    let scheduler = service
+        .schedules_retries()
+        .then(|| RetryScheduler::new(service.clone(), flags.scheduler()).spawn());
     if flags.demo && flags.store == StoreKind::Compat {
         bail!("--demo cannot record into --store compat, which is read-only");
     }
@@ -183,6 +217,9 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     };
     if let Some(janitor) = janitor {
         janitor.stop();
+    }
+    if let Some(scheduler) = scheduler {
+        scheduler.stop();
     }
     if let Some(res) = served {
         res.context("server task failed")?

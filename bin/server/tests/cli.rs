@@ -3,98 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_failed-tasks-server");
+mod support;
+use support::{Server as Running, BIN};
 
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    /// The server's log lines up to `listening` (JSON).
-    start_logs: Vec<String>,
-    /// The server's log lines after `listening` (JSON), as they come.
-    logs: mpsc::Receiver<String>,
-}
-
-impl Running {
-    /// Wait until `count` more log lines with this `message` arrived for which `keep` holds,
-    /// for at most `within`; false if they did not.
-    fn wait_for_logs(
-        &self,
-        message: &str,
-        count: usize,
-        within: Duration,
-        keep: impl Fn(&serde_json::Value) -> bool,
-    ) -> bool {
-        let deadline = std::time::Instant::now() + within;
-        let mut seen = 0;
-        while seen < count {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let Ok(line) = self.logs.recv_timeout(left) else {
-                return false;
-            };
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == message && keep(&v) {
-                seen += 1;
-            }
-        }
-        true
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start the server on port 0 with JSON logs and read the bound address from its log.
+/// The server on port 0 with JSON logs (see `support::Server::start`).
 fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut start_logs = Vec::new();
-    let addr = loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-            break None;
-        };
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        start_logs.push(line);
-        if v["message"] == "listening" {
-            break v["addr"].as_str().and_then(|a| a.parse().ok());
-        }
-    };
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the server did not log its listening address within 20 s");
-    };
-    // The reader thread keeps draining the pipe into the (unbounded) channel, so the server
-    // never blocks on a full pipe; tests that care read the lines from `logs`.
-    Running {
-        child,
-        addr,
-        start_logs,
-        logs: rx,
-    }
+    Running::start(args, env)
 }
 
 fn http_get_text(addr: SocketAddr, path: &str) -> (u16, String) {

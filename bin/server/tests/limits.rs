@@ -5,9 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,71 +16,22 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_failed-tasks-server");
 const TOKEN: &str = "limits-admin-token";
 const BIG: &str = "/codebase-embedder/api/v1/tasks/failed?pageSize=1000";
 /// A page of 100 of those tasks, about 850 KB.
 const PAGE_100: &str = "/codebase-embedder/api/v1/tasks/failed?pageSize=100";
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
+mod support;
+use support::Server;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The server with the admin API on, its defaults otherwise.
+fn start_server(args: &[&str]) -> Server {
+    let mut all = vec!["--admin-token", TOKEN];
+    all.extend_from_slice(args);
+    Server::start(&all, &[("RUST_LOG", "warn,failed_tasks_server=info")])
 }
 
 impl Server {
-    /// The server on port 0, its address read from its JSON log.
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--admin-token", TOKEN])
-            .args(args)
-            .env("RUST_LOG", "warn,failed_tasks_server=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let addr = loop {
-            let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-                break None;
-            };
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "listening" {
-                break v["addr"].as_str().and_then(|a| a.parse().ok());
-            }
-        };
-        std::thread::spawn(move || while rx.recv().is_ok() {});
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            panic!("the server did not log its listening address within 20 s");
-        };
-        Server { child, addr }
-    }
-
-    /// The server's resident memory, in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status");
-        kb * 1024
-    }
-
     async fn call(&self, req: Request<Full<Bytes>>) -> (StatusCode, Bytes) {
         call(req).await
     }
@@ -219,7 +168,7 @@ async fn idle_h2c_connections_filling_the_default_cap_never_keep_a_new_client_ou
         open_files_limit()
     );
     // A long idle timeout: only making room at the cap can explain a new client served.
-    let server = Server::start(&["--idle-timeout", "10m"]);
+    let server = start_server(&["--idle-timeout", "10m"]);
     let mut idle = Vec::with_capacity(cap as usize);
     let opening = Instant::now();
     for _ in 0..cap {
@@ -365,7 +314,7 @@ async fn baseline(server: &Server, path: &'static str, n: usize) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_http1_clients_that_do_not_read_8mb_pages_cannot_grow_the_server() {
-    let server = Server::start(&[]);
+    let server = start_server(&[]);
     let base = baseline(&server, BIG, 30).await;
     let (answered_before, refused_before) = server.listings_and_refusals().await;
     let mut clients = Vec::new();
@@ -404,7 +353,7 @@ async fn thirty_http1_clients_that_do_not_read_8mb_pages_cannot_grow_the_server(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_h2c_connections_of_200_zero_window_streams_cannot_grow_the_server() {
-    let server = Server::start(&[]);
+    let server = start_server(&[]);
     let base = baseline(&server, PAGE_100, 200).await;
     let (answered_before, refused_before) = server.listings_and_refusals().await;
     let mut zero = h2::client::Builder::new();

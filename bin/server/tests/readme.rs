@@ -17,14 +17,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_failed-tasks-server");
+mod support;
+use support::{Server, BIN};
 
 fn readme_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md")
@@ -149,50 +148,13 @@ fn normalise(text: &str) -> String {
     out
 }
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_server(args: &[String], env: &[(String, String)], redis_url: Option<&str>) -> Server {
-    let mut command = Command::new(BIN);
-    command
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     if let Some(url) = redis_url {
-        command.args(["--redis-url", url]);
+        args.extend(["--redis-url", url]);
     }
-    let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
-            let _ = child.kill();
-            panic!("the server did not log its address within 20 s");
-        };
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "listening" {
-            break v["addr"].as_str().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    Server { child, addr }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start(&args, &env)
 }
 
 /// Run one README command with bash, the ports substituted, for at most 30 s.

@@ -11,6 +11,9 @@
 //!   that defines the one listing order.
 //! - [`retry`]: [`RetryPolicy`], which says "retry after this delay" or "give up" (a final
 //!   failure) from a failure's category, error code and retry count.
+//! - [`scheduling`]: what follows from the policy once a failure is stored: its
+//!   [`RetryStatus`] (scheduled, final, unscheduled), the [`RetryRequest`] handed to workers,
+//!   the [`AttemptRecord`]s of its history.
 //! - [`signature`]: [`ErrorSignature`], the stable id of "the same failure", from the
 //!   category, the error code and the message with its varying parts normalised away.
 //! - [`group`]: failure groups by error signature, and their paging.
@@ -31,6 +34,7 @@ pub mod error;
 pub mod group;
 pub mod query;
 pub mod retry;
+pub mod scheduling;
 pub mod signature;
 pub mod stats;
 pub mod task;
@@ -40,6 +44,9 @@ pub use error::ValidationError;
 pub use group::{FailureGroup, GroupCursor, GroupPage, GroupQuery};
 pub use query::{Cursor, ListQuery, PageLimits, PageSize, SortKey, TaskFilter};
 pub use retry::{GiveUpReason, JitterRng, RetryConfig, RetryDecision, RetryPolicy};
+pub use scheduling::{
+    AttemptRecord, NextRetry, RetryPlan, RetryRequest, RetryState, RetryStatus, ScheduledBy,
+};
 pub use signature::{normalise_message, ErrorPattern, ErrorSignature};
 pub use task::{
     ClientId, CodebasePath, ErrorCode, ErrorMessage, FailedTask, NewFailedTask, TaskId, TaskType,

@@ -7,8 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::{
-    ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, TaskId, TaskType, Timestamp,
-    ValidationError,
+    ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, RetryState, RetryStatus,
+    TaskId, TaskType, Timestamp, ValidationError,
 };
 
 /// A task's place in the listing: `FailTime` newest first, then `TaskId` descending.
@@ -210,6 +210,8 @@ pub struct TaskFilter {
     pub until: Option<Timestamp>,
     /// Only tasks with this error signature (one failure group).
     pub signature: Option<ErrorSignature>,
+    /// Only tasks in this retry state (stores that schedule retries).
+    pub retry: Option<RetryState>,
 }
 
 impl TaskFilter {
@@ -236,7 +238,8 @@ impl TaskFilter {
         *self == Self::default()
     }
 
-    /// Whether `task` matches every set field.
+    /// Whether `task` matches every set field but `retry`, which is not part of the task
+    /// (see [`matches_status`](Self::matches_status)).
     pub fn matches(&self, task: &FailedTask) -> bool {
         self.category.is_none_or(|c| c == task.error_category())
             && self
@@ -256,6 +259,12 @@ impl TaskFilter {
                 .signature
                 .as_ref()
                 .is_none_or(|s| *s == ErrorSignature::of_task(task))
+    }
+
+    /// Whether a task with retry status `status` matches the `retry` field (every status
+    /// does when it is not set). [`matches`](Self::matches) checks the other fields.
+    pub fn matches_status(&self, status: &RetryStatus) -> bool {
+        self.retry.is_none_or(|r| r == status.state())
     }
 
     /// Whether `fail_time` lies within `since..=until`.

@@ -51,6 +51,9 @@ pub struct MinuteCounts {
     pub by_task_type: BTreeMap<String, u64>,
     /// By client.
     pub by_client: BTreeMap<String, u64>,
+    /// Failed tasks resolved (their retry succeeded) in this minute. Not part of `total`:
+    /// a resolved task's failure stays counted in the minute it failed.
+    pub recovered: u64,
 }
 
 /// How urgent a firing alert is.
@@ -198,6 +201,8 @@ pub struct FailureStats {
     pub top_clients: Vec<(String, u64)>,
     /// Failures per minute over the whole window, oldest first, zeros included.
     pub timeline: Vec<(i64, u64)>,
+    /// Failed tasks resolved in the window (their retry succeeded).
+    pub recovered: u64,
     /// Task attempts reported in the window, if any were.
     pub attempts: Option<u64>,
     /// `total / attempts`, when attempts were reported.
@@ -263,8 +268,10 @@ pub fn summarize(
     let mut by_type: HashMap<String, u64> = HashMap::new();
     let mut by_client: HashMap<String, u64> = HashMap::new();
     let mut total = 0u64;
+    let mut recovered = 0u64;
     for c in per_minute.values() {
         total += c.total;
+        recovered += c.recovered;
         for (k, v) in &c.by_category {
             *by_category.entry(*k).or_default() += v;
         }
@@ -439,6 +446,7 @@ pub fn summarize(
         by_task_type: top(by_type, usize::MAX),
         top_clients: top(by_client, top_n),
         timeline,
+        recovered,
         attempts: (attempts_total > 0).then_some(attempts_total),
         failure_rate,
         alerts,

@@ -14,10 +14,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::body::{Items, Payload, PayloadWriter};
 use crate::router::App;
 use crate::wire::{
-    AttemptsRecorded, Envelope, GroupList, Health, Recorded, Removed, Stats, TaskList, WireTask,
-    MSG_QUERY_FAILED, MSG_STORE_FULL, MSG_STORE_UNAVAILABLE,
+    AttemptsRecorded, BulkRetried, Envelope, GroupList, Health, Recorded, Removed, RetryAction,
+    Stats, TaskDetail, TaskList, MSG_QUERY_FAILED, MSG_STORE_FULL, MSG_STORE_UNAVAILABLE,
 };
 use crate::{ingest, params};
+use failed_tasks_store::{CancelRetry, Resolve, RetryNow};
 
 /// The header carrying the request id, on every response.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -216,6 +217,7 @@ impl Reply {
             }
             QueryError::BadRequest(e) => Self::bad_request(&e),
             QueryError::NotFound => Self::error(StatusCode::NOT_FOUND, 404, "not found"),
+            QueryError::NotSupported(what) => Self::error(StatusCode::NOT_IMPLEMENTED, 501, what),
         }
     }
 
@@ -341,8 +343,10 @@ pub(crate) async fn get_failed(app: &App, raw_id: &str, query: Option<&str>) -> 
         Ok(id) => id,
         Err(e) => return Reply::bad_request(&e.for_field("taskId")),
     };
-    match app.service.get_failed(&id).await {
-        Ok(task) => Reply::ok(WireTask::new(&task, app.service.retry_policy())),
+    match app.service.get_failed_with_retries(&id).await {
+        Ok((task, details)) => {
+            Reply::ok(TaskDetail::new(&task, &details, app.service.retry_policy()))
+        }
         Err(QueryError::NotFound) => Reply::error(
             StatusCode::NOT_FOUND,
             404,
@@ -516,6 +520,15 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
             }
             Err(_) => {}
         }
+        if app.service.schedules_retries() {
+            match app.service.retry_gauges(now()).await {
+                Ok(g) => app.metrics.set_retry_gauges(&g),
+                Err(QueryError::Unavailable { kind, .. } | QueryError::Internal { kind, .. }) => {
+                    app.metrics.store_error(kind);
+                }
+                Err(_) => {}
+            }
+        }
     }
     Reply {
         status: StatusCode::OK,
@@ -585,4 +598,155 @@ pub(crate) async fn failure_groups(app: &App, query: Option<&str>) -> Reply {
         }
     })
     .await
+}
+
+fn action(id: &TaskId, attempt: Option<u32>, status: &str) -> Reply {
+    Reply::ok(RetryAction {
+        task_id: id.to_string(),
+        attempt,
+        status: status.to_owned(),
+    })
+}
+
+fn not_found(id: &TaskId) -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        404,
+        format!("failed task {id} not found"),
+    )
+}
+
+fn conflict(message: String) -> Reply {
+    Reply::error(StatusCode::CONFLICT, 409, message)
+}
+
+/// Whether a body says nothing: empty, blanks, or an empty JSON object (what a browser
+/// client tends to send with a POST that needs no body).
+fn empty_body(body: &[u8]) -> bool {
+    let trimmed = body.trim_ascii();
+    trimmed.is_empty() || trimmed == b"{}"
+}
+
+/// What is wrong with a request to a per-task admin route.
+enum BadInput {
+    Param(ValidationError),
+    Body(ValidationError),
+}
+
+impl BadInput {
+    fn reply(self) -> Reply {
+        match self {
+            BadInput::Param(e) => Reply::bad_request(&e),
+            BadInput::Body(e) => Reply::bad_body(&e),
+        }
+    }
+}
+
+/// The id of a per-task admin route that takes no parameters and no body.
+fn plain_task_route(raw_id: &str, query: Option<&str>, body: &[u8]) -> Result<TaskId, BadInput> {
+    params::no_params(query).map_err(BadInput::Param)?;
+    if !empty_body(body) {
+        return Err(BadInput::Body(ValidationError::new(
+            "body",
+            "this route takes no body",
+        )));
+    }
+    task_id(raw_id).map_err(BadInput::Param)
+}
+
+/// `POST /codebase-embedder/api/v1/admin/failed-tasks/{taskId}/retry`: retry now.
+pub(crate) async fn retry_task(app: &App, raw_id: &str, query: Option<&str>, body: &[u8]) -> Reply {
+    let id = match plain_task_route(raw_id, query, body) {
+        Ok(id) => id,
+        Err(bad) => return bad.reply(),
+    };
+    match app.service.retry_now(&id, now()).await {
+        Ok(RetryNow::Scheduled { attempt }) => {
+            tracing::info!(task_id = %id, attempt, "retry made due now by an operator");
+            action(&id, Some(attempt), "scheduled")
+        }
+        Ok(RetryNow::AlreadyDelivered { attempt }) => {
+            action(&id, Some(attempt), "already_delivered")
+        }
+        Ok(RetryNow::Resolved) => conflict(format!(
+            "failed task {id} was resolved (its retry succeeded); there is nothing to retry"
+        )),
+        Ok(RetryNow::NotFound) => not_found(&id),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `DELETE /codebase-embedder/api/v1/admin/failed-tasks/{taskId}/retry`: cancel the
+/// scheduled retry.
+pub(crate) async fn cancel_retry(app: &App, raw_id: &str, query: Option<&str>) -> Reply {
+    let id = match plain_task_route(raw_id, query, &[]) {
+        Ok(id) => id,
+        Err(bad) => return bad.reply(),
+    };
+    match app.service.cancel_retry(&id).await {
+        Ok(CancelRetry::Cancelled { attempt }) => {
+            tracing::info!(task_id = %id, attempt, "scheduled retry cancelled");
+            action(&id, Some(attempt), "cancelled")
+        }
+        Ok(CancelRetry::NotScheduled) => action(&id, None, "not_scheduled"),
+        Ok(CancelRetry::AlreadyDelivered { attempt }) => conflict(format!(
+            "attempt {attempt} of failed task {id} was already handed to the workers; it cannot be called back"
+        )),
+        Ok(CancelRetry::Resolved) => conflict(format!("failed task {id} was resolved")),
+        Ok(CancelRetry::NotFound) => not_found(&id),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `POST /codebase-embedder/api/v1/admin/failed-tasks/{taskId}/resolve`: the retry
+/// succeeded.
+pub(crate) async fn resolve_task(
+    app: &App,
+    raw_id: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Reply {
+    let id = match plain_task_route(raw_id, query, body) {
+        Ok(id) => id,
+        Err(bad) => return bad.reply(),
+    };
+    match app.service.resolve(&id, now()).await {
+        Ok(Resolve::Resolved) => {
+            tracing::info!(task_id = %id, "failed task resolved");
+            action(&id, None, "resolved")
+        }
+        Ok(Resolve::AlreadyResolved) => action(&id, None, "already_resolved"),
+        Ok(Resolve::NotFound) => not_found(&id),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `POST /codebase-embedder/api/v1/admin/retries?filters`: retry every match now.
+pub(crate) async fn retry_matching(app: &App, query: Option<&str>, body: &[u8]) -> Reply {
+    if !empty_body(body) {
+        return Reply::bad_body(&ValidationError::new(
+            "body",
+            "this route takes no body; the filters go in the query string",
+        ));
+    }
+    let filter = match params::filter_only(query) {
+        Ok(f) => f,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.retry_matching(&filter, now()).await {
+        Ok(done) => {
+            tracing::info!(
+                retried = done.retried,
+                already_delivered = done.already_delivered,
+                complete = done.complete,
+                "bulk retry"
+            );
+            Reply::ok(BulkRetried {
+                retried: done.retried,
+                already_delivered: done.already_delivered,
+                complete: done.complete,
+            })
+        }
+        Err(e) => Reply::from_query_error(app, e),
+    }
 }

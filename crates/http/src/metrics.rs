@@ -9,9 +9,14 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use failed_tasks_domain::{ErrorCategory, FailedTask};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use failed_tasks_query::RetryCounters;
+use failed_tasks_store::RetryGauges;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -118,6 +123,67 @@ pub struct Metrics {
     connections_closed: Family<ReasonLabels, Counter>,
     response_bytes: Gauge,
     responses_refused: Counter,
+    retry_waiting: Gauge,
+    retry_overdue: Gauge,
+    retry_oldest_overdue: Gauge<f64, std::sync::atomic::AtomicU64>,
+    retry_queue_length: Gauge,
+    retry_queue_pending: Gauge,
+    retry_reclaimed: Gauge,
+}
+
+/// The retry use cases' counters ([`RetryCounters`]), read at every scrape.
+#[derive(Debug)]
+struct RetryCollector(Arc<RetryCounters>);
+
+impl Collector for RetryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = &self.0;
+        let get = RetryCounters::get;
+        let plain: [(&str, &str, u64); 4] = [
+            (
+                "failed_tasks_retries_delivered",
+                "Due retries this replica's scheduler moved into the workers' queue",
+                get(&c.delivered),
+            ),
+            (
+                "failed_tasks_retries_recovered",
+                "Failed tasks resolved (their retry succeeded) through this replica",
+                get(&c.recovered),
+            ),
+            (
+                "failed_tasks_retries_cancelled",
+                "Scheduled retries cancelled through this replica",
+                get(&c.cancelled),
+            ),
+            (
+                "failed_tasks_final_failures",
+                "Failures recorded through this replica that the retry policy gives up on",
+                get(&c.finals),
+            ),
+        ];
+        for (name, help, value) in plain {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let scheduled = [
+            ("policy", get(&c.scheduled_by_policy)),
+            ("operator", get(&c.scheduled_by_operator)),
+        ];
+        let probe = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "failed_tasks_retries_scheduled",
+            "Retries scheduled through this replica, by who scheduled them",
+            None,
+            probe.metric_type(),
+        )?;
+        for (by, value) in scheduled {
+            let labels = [("by", by)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -209,7 +275,50 @@ impl Metrics {
             "Answers replaced by 503 because the response-bytes caps were full",
             responses_refused.clone(),
         );
+        let retry_waiting = Gauge::default();
+        registry.register(
+            "failed_tasks_retries_waiting",
+            "Scheduled retries not yet moved to the workers' queue, due or not (read from the store)",
+            retry_waiting.clone(),
+        );
+        let retry_overdue = Gauge::default();
+        registry.register(
+            "failed_tasks_retries_overdue",
+            "Scheduled retries whose due time has come but that are not in the workers' queue yet",
+            retry_overdue.clone(),
+        );
+        let retry_oldest_overdue = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "failed_tasks_retries_oldest_overdue",
+            "How long the oldest overdue retry has waited past its due time (0 when none)",
+            Unit::Seconds,
+            retry_oldest_overdue.clone(),
+        );
+        let retry_queue_length = Gauge::default();
+        registry.register(
+            "failed_tasks_retry_queue_length",
+            "Retry requests in the workers' queue, read or not (the Redis stream's length)",
+            retry_queue_length.clone(),
+        );
+        let retry_queue_pending = Gauge::default();
+        registry.register(
+            "failed_tasks_retry_queue_pending",
+            "Retry requests claimed by a worker and not acknowledged yet",
+            retry_queue_pending.clone(),
+        );
+        let retry_reclaimed = Gauge::default();
+        registry.register(
+            "failed_tasks_retry_queue_reclaimed",
+            "Retry requests reclaimed from workers whose lease ran out, since the queue was created",
+            retry_reclaimed.clone(),
+        );
         Self {
+            retry_waiting,
+            retry_overdue,
+            retry_oldest_overdue,
+            retry_queue_length,
+            retry_queue_pending,
+            retry_reclaimed,
             registry,
             http_requests,
             http_duration,
@@ -252,6 +361,26 @@ impl Metrics {
     /// An answer replaced by 503 because the response-bytes caps were full.
     pub(crate) fn response_refused(&self) {
         self.responses_refused.inc();
+    }
+
+    /// The same metrics, plus the retry counters of `counters` (read at every scrape).
+    pub fn with_retry_counters(counters: Arc<RetryCounters>) -> Self {
+        let mut m = Self::new();
+        m.registry
+            .register_collector(Box::new(RetryCollector(counters)));
+        m
+    }
+
+    /// Set the retry gauges from the store's figures.
+    pub fn set_retry_gauges(&self, g: &RetryGauges) {
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.retry_waiting.set(int(g.scheduled));
+        self.retry_overdue.set(int(g.due));
+        self.retry_oldest_overdue
+            .set(g.oldest_due_age.as_secs_f64());
+        self.retry_queue_length.set(int(g.queued));
+        self.retry_queue_pending.set(int(g.pending));
+        self.retry_reclaimed.set(int(g.reclaimed));
     }
 
     /// One answered request.

@@ -2,11 +2,11 @@
 
 use failed_tasks_domain::{
     ClientId, Cursor, ErrorCategory, ErrorCode, ErrorSignature, GroupCursor, GroupQuery, ListQuery,
-    PageLimits, PageSize, TaskFilter, TaskType, Timestamp, ValidationError,
+    PageLimits, PageSize, RetryState, TaskFilter, TaskType, Timestamp, ValidationError,
 };
 
 /// The parameters the listing understands, as the contract spells them.
-const LIST_PARAMS: [&str; 9] = [
+const LIST_PARAMS: [&str; 10] = [
     "pageSize",
     "cursor",
     "category",
@@ -16,6 +16,7 @@ const LIST_PARAMS: [&str; 9] = [
     "since",
     "until",
     "signature",
+    "retry",
 ];
 
 const NOT_UTF8: &str = "is not valid UTF-8 once percent-decoded";
@@ -78,6 +79,7 @@ pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, 
             "since" => q.filter.since = Some(time_param("since", value)?),
             "until" => q.filter.until = Some(time_param("until", value)?),
             "signature" => q.filter.signature = Some(ErrorSignature::parse(value)?),
+            "retry" => q.filter.retry = Some(RetryState::parse(value)?),
             _ => {}
         }
     }
@@ -91,20 +93,20 @@ fn time_param(name: &str, value: &str) -> Result<Timestamp, ValidationError> {
     Timestamp::parse_rfc3339(name, &value.replace(' ', "+"))
 }
 
-/// Parse the filters of a bulk removal: the listing's filters only, at least one of them,
-/// so a bare `DELETE` can never wipe the store by accident.
+/// Parse the filters of a bulk removal or retry: the listing's filters only, at least one of
+/// them, so a bare request can never wipe (or retry) the whole store by accident.
 pub fn filter_only(query: Option<&str>) -> Result<TaskFilter, ValidationError> {
     let pairs = pairs(query)?;
     if let Some((name, _)) = pairs.iter().find(|(n, _)| n == "pageSize" || n == "cursor") {
         return Err(ValidationError::new(
             name.clone(),
-            "not accepted by a bulk removal",
+            "not accepted by a bulk removal or retry",
         ));
     }
     if pairs.is_empty() {
         return Err(ValidationError::new(
             "filter",
-            "a bulk removal needs at least one of category, taskType, clientId, errorCode, since, until",
+            "a bulk removal or retry needs at least one of category, taskType, clientId, errorCode, since, until, signature, retry",
         ));
     }
     Ok(list_query(query, PageLimits::DEFAULT)?.filter)
@@ -191,6 +193,8 @@ mod tests {
             ("pageSize=1&pageSize=2", "pageSize"),
             ("taskType=", "taskType"),
             ("clientId=a%00b", "clientId"),
+            ("retry=later", "retry"),
+            ("retry=final&retry=none", "retry"),
             ("clientId=%FF%FE", "clientId"),
             ("%FF=1", "\u{FFFD}"),
             ("clientId=a&clientId=a", "clientId"),

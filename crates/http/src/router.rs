@@ -23,6 +23,9 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     (GET_FAILED, &["GET"]),
     (ADMIN_TASKS, &["POST", "DELETE"]),
     (ADMIN_TASK, &["DELETE"]),
+    (ADMIN_TASK_RETRY, &["POST", "DELETE"]),
+    (ADMIN_TASK_RESOLVE, &["POST"]),
+    (ADMIN_RETRIES, &["POST"]),
     (FAILED_STATS, &["GET"]),
     (FAILED_GROUPS, &["GET"]),
     (TASK_ATTEMPTS, &["POST"]),
@@ -42,6 +45,9 @@ const LIST_FAILED: &str = "/codebase-embedder/api/v1/tasks/failed";
 const GET_FAILED: &str = "/codebase-embedder/api/v1/tasks/failed/{taskId}";
 const ADMIN_TASKS: &str = "/codebase-embedder/api/v1/admin/failed-tasks";
 const ADMIN_TASK: &str = "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}";
+const ADMIN_TASK_RETRY: &str = "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}/retry";
+const ADMIN_TASK_RESOLVE: &str = "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}/resolve";
+const ADMIN_RETRIES: &str = "/codebase-embedder/api/v1/admin/retries";
 const FAILED_STATS: &str = "/codebase-embedder/api/v1/tasks/failed-stats";
 const FAILED_GROUPS: &str = "/codebase-embedder/api/v1/tasks/failed-groups";
 const TASK_ATTEMPTS: &str = "/codebase-embedder/api/v1/admin/task-attempts";
@@ -132,7 +138,7 @@ pub struct App {
 impl App {
     /// An app with fresh metrics.
     pub fn new(service: FailedTaskService, config: HttpConfig) -> Self {
-        let metrics = Metrics::new();
+        let metrics = Metrics::with_retry_counters(service.retry_counters().clone());
         let budget = Budget::new(
             config.max_response_bytes_in_flight,
             config.max_connection_response_bytes,
@@ -154,6 +160,9 @@ pub(crate) enum Route {
     GetFailed(String),
     AdminTasks,
     AdminTask(String),
+    AdminTaskRetry(String),
+    AdminTaskResolve(String),
+    AdminRetries,
     Stats,
     Groups,
     Attempts,
@@ -202,11 +211,22 @@ impl Route {
             "/tasks/failed-stats" => Route::Stats,
             "/tasks/failed-groups" => Route::Groups,
             "/admin/task-attempts" => Route::Attempts,
+            "/admin/retries" => Route::AdminRetries,
             _ => {
                 if let Some(id) = item("/tasks/failed/") {
                     Route::GetFailed(id)
                 } else if let Some(id) = item("/admin/failed-tasks/") {
                     Route::AdminTask(id)
+                } else if let Some((id, action)) = rest
+                    .strip_prefix("/admin/failed-tasks/")
+                    .and_then(|r| r.split_once('/'))
+                    .filter(|(id, action)| !id.is_empty() && !action.contains('/'))
+                {
+                    match action {
+                        "retry" => Route::AdminTaskRetry(id.to_owned()),
+                        "resolve" => Route::AdminTaskResolve(id.to_owned()),
+                        _ => Route::NotFound,
+                    }
                 } else {
                     Route::NotFound
                 }
@@ -221,6 +241,9 @@ impl Route {
             Route::GetFailed(_) => "get_failed",
             Route::AdminTasks => "admin_tasks",
             Route::AdminTask(_) => "admin_task",
+            Route::AdminTaskRetry(_) => "admin_task_retry",
+            Route::AdminTaskResolve(_) => "admin_task_resolve",
+            Route::AdminRetries => "admin_retries",
             Route::Stats => "failed_stats",
             Route::Groups => "failed_groups",
             Route::Attempts => "task_attempts",
@@ -239,6 +262,9 @@ impl Route {
             Route::GetFailed(_) => GET_FAILED,
             Route::AdminTasks => ADMIN_TASKS,
             Route::AdminTask(_) => ADMIN_TASK,
+            Route::AdminTaskRetry(_) => ADMIN_TASK_RETRY,
+            Route::AdminTaskResolve(_) => ADMIN_TASK_RESOLVE,
+            Route::AdminRetries => ADMIN_RETRIES,
             Route::Stats => FAILED_STATS,
             Route::Groups => FAILED_GROUPS,
             Route::Attempts => TASK_ATTEMPTS,
@@ -259,7 +285,12 @@ impl Route {
     fn access(&self) -> Access {
         match self {
             Route::ListFailed | Route::GetFailed(_) | Route::Stats | Route::Groups => Access::Read,
-            Route::AdminTasks | Route::AdminTask(_) | Route::Attempts => Access::Admin,
+            Route::AdminTasks
+            | Route::AdminTask(_)
+            | Route::AdminTaskRetry(_)
+            | Route::AdminTaskResolve(_)
+            | Route::AdminRetries
+            | Route::Attempts => Access::Admin,
             Route::Healthz
             | Route::Readyz
             | Route::Metrics
@@ -310,6 +341,19 @@ pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> 
         (Route::Groups, _) => handlers::failure_groups(app, query).await,
         (Route::AdminTasks, _) => handlers::remove_matching(app, query).await,
         (Route::AdminTask(id), _) => handlers::remove_task(app, &id, query).await,
+        (Route::AdminTaskRetry(id), Method::POST) => match read_body(app, req).await {
+            Ok(body) => handlers::retry_task(app, &id, query, &body).await,
+            Err(reply) => reply,
+        },
+        (Route::AdminTaskRetry(id), _) => handlers::cancel_retry(app, &id, query).await,
+        (Route::AdminTaskResolve(id), _) => match read_body(app, req).await {
+            Ok(body) => handlers::resolve_task(app, &id, query, &body).await,
+            Err(reply) => reply,
+        },
+        (Route::AdminRetries, _) => match read_body(app, req).await {
+            Ok(body) => handlers::retry_matching(app, query, &body).await,
+            Err(reply) => reply,
+        },
         (Route::NotFound, _) => Reply::error(StatusCode::NOT_FOUND, 404, "not found"),
     }
 }
@@ -454,6 +498,30 @@ mod tests {
             (
                 "/codebase-embedder/api/v1/admin/failed-tasks/x",
                 Route::AdminTask("x".into()),
+            ),
+            (
+                "/codebase-embedder/api/v1/admin/failed-tasks/x/retry",
+                Route::AdminTaskRetry("x".into()),
+            ),
+            (
+                "/codebase-embedder/api/v1/admin/failed-tasks/a%2Fb/resolve",
+                Route::AdminTaskResolve("a%2Fb".into()),
+            ),
+            (
+                "/codebase-embedder/api/v1/admin/failed-tasks/x/other",
+                Route::NotFound,
+            ),
+            (
+                "/codebase-embedder/api/v1/admin/failed-tasks/x/retry/y",
+                Route::NotFound,
+            ),
+            (
+                "/codebase-embedder/api/v1/admin/failed-tasks//retry",
+                Route::NotFound,
+            ),
+            (
+                "/codebase-embedder/api/v1/admin/retries",
+                Route::AdminRetries,
             ),
             ("/codebase-embedder/api/v1/tasks", Route::NotFound),
             ("/codebase-embedder/api/v2/tasks/failed", Route::NotFound),

@@ -1,9 +1,12 @@
 //! The wire format: JSON types with the contract's field names, and the envelope.
 
 use failed_tasks_domain::stats::{minute_start, FailureStats};
-use failed_tasks_domain::{ErrorCategory, FailedTask, FailureGroup, GroupPage, RetryPolicy};
-use failed_tasks_store::FailedTaskPage;
+use failed_tasks_domain::{
+    AttemptRecord, ErrorCategory, FailedTask, FailureGroup, GroupPage, RetryPolicy, RetryStatus,
+    Timestamp,
+};
 use failed_tasks_store::StoredJsonPage;
+use failed_tasks_store::{FailedTaskPage, RetryDetails};
 use serde::{Deserialize, Serialize};
 
 /// The contract's message when the store is unreachable (exact text).
@@ -92,6 +95,10 @@ pub struct WireTask {
     /// One of the five categories.
     #[serde(rename = "ErrorCategory")]
     pub error_category: String,
+    /// Additive: when the next retry is due (RFC 3339), or null when none is scheduled. A
+    /// time in the past means the retry was handed to the workers and its outcome is awaited.
+    #[serde(rename = "NextRetryAt")]
+    pub next_retry_at: Option<String>,
     /// Additive: whether the retry policy gives up on this failure (authorization errors,
     /// maximum retries reached, ...), i.e. it is a final failure.
     #[serde(rename = "FinalFailure")]
@@ -99,8 +106,8 @@ pub struct WireTask {
 }
 
 impl WireTask {
-    /// The wire form of `t`, with `FinalFailure` judged by `policy`.
-    pub fn new(t: &FailedTask, policy: &RetryPolicy) -> Self {
+    /// The wire form of `t` with retry status `retry`, `FinalFailure` judged by `policy`.
+    pub fn new(t: &FailedTask, retry: &RetryStatus, policy: &RetryPolicy) -> Self {
         Self {
             task_id: t.task_id().to_string(),
             task_type: t.task_type().to_string(),
@@ -113,9 +120,94 @@ impl WireTask {
             retry_count: t.retry_count(),
             processed_files: t.processed_files(),
             error_category: t.error_category().as_str().to_owned(),
+            next_retry_at: retry.next_retry_at().map(Timestamp::to_rfc3339),
             final_failure: policy.is_final_failure(t),
         }
     }
+}
+
+/// One failed attempt in a task's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAttempt {
+    /// The attempt that failed (0 = the first run, n = the n-th retry).
+    #[serde(rename = "Attempt")]
+    pub attempt: u32,
+    /// When it failed (RFC 3339).
+    #[serde(rename = "FailTime")]
+    pub fail_time: String,
+    /// Its error code.
+    #[serde(rename = "ErrorCode")]
+    pub error_code: String,
+    /// Its category.
+    #[serde(rename = "ErrorCategory")]
+    pub error_category: String,
+    /// `policy` or `operator`: who scheduled this attempt; null for the first run or a retry
+    /// this service did not schedule.
+    #[serde(rename = "ScheduledBy")]
+    pub scheduled_by: Option<String>,
+}
+
+impl From<&AttemptRecord> for WireAttempt {
+    fn from(a: &AttemptRecord) -> Self {
+        Self {
+            attempt: a.attempt,
+            fail_time: a.fail_time.to_rfc3339(),
+            error_code: a.error_code.to_string(),
+            error_category: a.error_category.as_str().to_owned(),
+            scheduled_by: a.scheduled_by.map(|b| b.as_str().to_owned()),
+        }
+    }
+}
+
+/// `Data` of `GET /tasks/failed/{taskId}`: the task, with its last attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDetail {
+    /// The task as in the listing.
+    #[serde(flatten)]
+    pub task: WireTask,
+    /// Its last failed attempts (at most 20), newest first; empty when the store keeps none.
+    #[serde(rename = "Attempts")]
+    pub attempts: Vec<WireAttempt>,
+}
+
+impl TaskDetail {
+    /// The detail of `t` with its retry `details`.
+    pub fn new(t: &FailedTask, details: &RetryDetails, policy: &RetryPolicy) -> Self {
+        Self {
+            task: WireTask::new(t, &details.status, policy),
+            attempts: details.attempts.iter().map(WireAttempt::from).collect(),
+        }
+    }
+}
+
+/// `Data` of an operator's retry, cancel or resolve of one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryAction {
+    /// The task.
+    #[serde(rename = "TaskId")]
+    pub task_id: String,
+    /// The attempt concerned, when there is one.
+    #[serde(rename = "Attempt")]
+    pub attempt: Option<u32>,
+    /// What happened: `scheduled` (due now), `already_delivered` (the same attempt was
+    /// handed out before: nothing is delivered twice), `cancelled`, `not_scheduled`,
+    /// `resolved` or `already_resolved`.
+    #[serde(rename = "Status")]
+    pub status: String,
+}
+
+/// `Data` of `POST /admin/retries?filters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkRetried {
+    /// Tasks whose next retry is now due.
+    #[serde(rename = "Retried")]
+    pub retried: u64,
+    /// Tasks whose next retry was already handed out (left alone).
+    #[serde(rename = "AlreadyDelivered")]
+    pub already_delivered: u64,
+    /// `false` when the request deadline stopped it; repeat it to continue.
+    #[serde(rename = "Complete")]
+    pub complete: bool,
 }
 
 /// `Data` of the listing.
@@ -140,7 +232,8 @@ impl TaskList {
             tasks: page
                 .tasks
                 .iter()
-                .map(|t| WireTask::new(t, policy))
+                .enumerate()
+                .map(|(i, t)| WireTask::new(t, &page.retry_status(i), policy))
                 .collect(),
             next_cursor: page.next_cursor.as_ref().map(|c| c.encode()),
         }
@@ -253,6 +346,10 @@ pub struct Stats {
     /// Failures in the window.
     #[serde(rename = "TotalFailures")]
     pub total_failures: u64,
+    /// Failed tasks resolved in the window (their retry succeeded). A resolved task's
+    /// failure stays counted in `TotalFailures`.
+    #[serde(rename = "Recovered")]
+    pub recovered: u64,
     /// Failures per category (all five).
     #[serde(rename = "ByCategory")]
     pub by_category: Vec<NamedCount>,
@@ -294,6 +391,7 @@ impl From<&FailureStats> for Stats {
             window_start: minute_start(s.window.from_minute()).to_rfc3339(),
             window_end: minute_start(s.window.to_minute()).to_rfc3339(),
             total_failures: s.total,
+            recovered: s.recovered,
             by_category: s
                 .by_category
                 .iter()
@@ -439,13 +537,27 @@ struct StoredTask<'a> {
     processed_files: u64,
     #[serde(rename = "ErrorCategory", borrow)]
     error_category: std::borrow::Cow<'a, str>,
+    /// Stored by stores that schedule retries (last, before the closing brace); absent in
+    /// records written before retries existed.
+    #[serde(rename = "NextRetryAt", default, borrow, deserialize_with = "present")]
+    next_retry_at: Option<Option<&'a str>>,
+}
+
+/// A field that is present (`Some`, null included) as opposed to absent (`None`, the default).
+fn present<'de, D>(d: D) -> Result<Option<Option<&'de str>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<&'de str>::deserialize(d).map(Some)
 }
 
 /// Write the whole success body of a listing into `out`, assembled from the stored wire JSON
 /// of each task: the envelope and `Data` written here, each task's bytes copied as they are with the
-/// additive `FinalFailure` appended. `None` when a stored object is not exactly the wire
-/// form (a missing or wrong-typed field, an unknown category, an unexpected field, not
-/// ending in `}`): the caller then serves the decoded path, which skips and counts it.
+/// additive `FinalFailure` appended (and `"NextRetryAt":null` before it for records stored
+/// without one). `None` when a stored object is not exactly the wire form (a missing or
+/// wrong-typed field, an unknown category, an unexpected field, a `NextRetryAt` that is not
+/// null or an RFC 3339 time, not ending in `}`): the caller then serves the decoded path,
+/// which skips and counts it. The bytes equal the decoded path's for the same tasks.
 pub fn stored_page_body(
     page: &StoredJsonPage,
     policy: &RetryPolicy,
@@ -465,10 +577,21 @@ pub fn stored_page_body(
         let final_failure = policy
             .decide(category, &t.error_code, t.retry_count, 0.0)
             .is_give_up();
+        let has_next_retry = match &t.next_retry_at {
+            None => false,
+            Some(None) => true,
+            Some(Some(at)) => {
+                Timestamp::parse_rfc3339("NextRetryAt", at).ok()?;
+                true
+            }
+        };
         if i > 0 {
             out.write_all(b",").ok()?;
         }
         out.write_all(&json[..last]).ok()?;
+        if !has_next_retry {
+            out.write_all(b",\"NextRetryAt\":null").ok()?;
+        }
         out.write_all(if final_failure {
             b",\"FinalFailure\":true}"
         } else {

@@ -5,6 +5,11 @@
 //! both under a whole-request deadline, and map every failure to one of the contract's kinds
 //! ([`QueryError`]).
 //!
+//! With a store that schedules retries ([`FailedTaskService::with_retries`]), recording a
+//! failure schedules its retry by the [`RetryPolicy`](failed_tasks_domain::RetryPolicy) in
+//! the same write; operators retry now, cancel, resolve and retry a whole selection; and the
+//! [`RetryScheduler`] moves due retries into the workers' queue.
+//!
 //! # Invariants
 //! - No call outlives its deadline, whatever the store does: every store call is wrapped in
 //!   `tokio::time::timeout`, so a store that never answers yields
@@ -16,6 +21,10 @@
 
 #![forbid(unsafe_code)]
 
+mod scheduler;
 mod service;
 
-pub use service::{BulkRemoval, Deadlines, FailTimeLimits, FailedTaskService, QueryError};
+pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
+pub use service::{
+    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError, RetryCounters,
+};

@@ -1,18 +1,20 @@
 //! The failed-task service: deadlines around a [`StatusStore`] and error mapping.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use failed_tasks_domain::stats::{
     minute_of, summarize, AlertThresholds, FailureStats, StatsWindow,
 };
 use failed_tasks_domain::{
-    ErrorCategory, FailedTask, GroupPage, GroupQuery, ListQuery, PageLimits, PageSize, RetryPolicy,
-    TaskFilter, TaskId, TaskType, Timestamp, ValidationError,
+    ErrorCategory, FailedTask, GroupPage, GroupQuery, JitterRng, ListQuery, PageLimits, PageSize,
+    RetryPlan, RetryPolicy, TaskFilter, TaskId, TaskType, Timestamp, ValidationError,
 };
 use failed_tasks_store::{
-    FailedTaskPage, RecordOutcome, StatusStore, StoreCondition, StoreError, StoredJsonPage,
+    CancelRetry, DeliverReport, FailedTaskPage, RecordOutcome, Resolve, RetryDetails, RetryGauges,
+    RetryNow, RetryStore, StatusStore, StoreCondition, StoreError, StoredJsonPage,
 };
 
 /// How long the service waits for the store.
@@ -102,6 +104,10 @@ pub enum QueryError {
     /// The task asked for is not stored.
     #[error("not found")]
     NotFound,
+    /// The store in use cannot do this (e.g. retries on a store that schedules none). HTTP
+    /// answers 501 with the message.
+    #[error("not supported: {0}")]
+    NotSupported(String),
 }
 
 impl QueryError {
@@ -136,15 +142,79 @@ pub struct BulkRemoval {
     pub complete: bool,
 }
 
-/// The use cases over one [`StatusStore`]. Cheap to clone; share one per process.
+/// How a walk over every match of a filter ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Walked {
+    /// Every match was visited.
+    Complete,
+    /// The request deadline stopped it.
+    Deadline,
+    /// The store failed.
+    Failed(StoreError),
+}
+
+/// What a retry of every match of a filter did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BulkRetry {
+    /// Tasks whose next retry is now due (scheduled later before, or not at all).
+    pub retried: u64,
+    /// Tasks whose next retry was already handed to workers: left alone.
+    pub already_delivered: u64,
+    /// Whether every match was visited; `false` when the request deadline stopped it early
+    /// (call again: tasks already retried answer `already_delivered` or are retried again
+    /// only while their retry has not been delivered, so nothing is delivered twice).
+    pub complete: bool,
+}
+
+/// Counters of the retry use cases since the process started, for the metrics.
+#[derive(Debug, Default)]
+pub struct RetryCounters {
+    /// Failures recorded with a scheduled retry (by the policy).
+    pub scheduled_by_policy: AtomicU64,
+    /// Retries an operator made due now.
+    pub scheduled_by_operator: AtomicU64,
+    /// Failures recorded as final.
+    pub finals: AtomicU64,
+    /// Due retries this process's scheduler moved to the workers' queue.
+    pub delivered: AtomicU64,
+    /// Tasks resolved through this process.
+    pub recovered: AtomicU64,
+    /// Scheduled retries cancelled through this process.
+    pub cancelled: AtomicU64,
+}
+
+impl RetryCounters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The value of one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The use cases over one [`StatusStore`] (and, when it schedules retries, its
+/// [`RetryStore`]). Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct FailedTaskService {
     store: Arc<dyn StatusStore>,
+    retries: Option<Arc<dyn RetryStore>>,
     deadlines: Deadlines,
     alert_thresholds: Arc<AlertThresholds>,
     retry_policy: Arc<RetryPolicy>,
+    jitter: Arc<Mutex<JitterRng>>,
+    retry_counters: Arc<RetryCounters>,
     health: Arc<RecentHealth>,
     fail_times: FailTimeLimits,
+}
+
+/// A jitter seed that differs between processes and starts.
+fn jitter_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 /// When the store last answered, so a request right after a good answer can skip its own
@@ -201,12 +271,62 @@ impl FailedTaskService {
     pub fn new(store: Arc<dyn StatusStore>, deadlines: Deadlines) -> Self {
         Self {
             store,
+            retries: None,
             deadlines,
             alert_thresholds: Arc::new(AlertThresholds::default()),
             retry_policy: Arc::new(RetryPolicy::default()),
+            jitter: Arc::new(Mutex::new(JitterRng::new(jitter_seed()))),
+            retry_counters: Arc::new(RetryCounters::default()),
             health: Arc::new(RecentHealth::new(Self::DEFAULT_CHECK_REUSE)),
             fail_times: FailTimeLimits::default(),
         }
+    }
+
+    /// The same service scheduling retries in `retries`, which must be the same store as
+    /// the one given to [`new`](Self::new) seen through its retry capability: recording then
+    /// schedules each failure's retry by the policy, in the same atomic write.
+    #[must_use]
+    pub fn with_retries(mut self, retries: Arc<dyn RetryStore>) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// The same service drawing jitter from `rng` (tests seed it to be reproducible).
+    #[must_use]
+    pub fn with_jitter(mut self, rng: JitterRng) -> Self {
+        self.jitter = Arc::new(Mutex::new(rng));
+        self
+    }
+
+    /// Whether the store schedules retries.
+    pub fn schedules_retries(&self) -> bool {
+        self.retries.is_some()
+    }
+
+    /// The retry counters of this process (shared by clones of this service).
+    pub fn retry_counters(&self) -> &Arc<RetryCounters> {
+        &self.retry_counters
+    }
+
+    fn retry_store(&self) -> Result<&Arc<dyn RetryStore>, QueryError> {
+        self.retries.as_ref().ok_or_else(|| {
+            QueryError::NotSupported(
+                "this store does not schedule retries (use the memory or the redis store)"
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// The plan of each task by the policy in force, with fresh jitter.
+    fn plans(&self, tasks: &[FailedTask]) -> Vec<(FailedTask, RetryPlan)> {
+        let mut rng = self.jitter.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks
+            .iter()
+            .map(|t| {
+                let plan = RetryPlan::of(&self.retry_policy, t, rng.next_unit());
+                (t.clone(), plan)
+            })
+            .collect()
     }
 
     /// The same service accepting fail times within `limits`.
@@ -381,9 +501,18 @@ impl FailedTaskService {
         }
     }
 
+    /// The filter's checks, and that the store can answer its `retry` condition.
+    fn check_filter(&self, filter: &TaskFilter) -> Result<(), QueryError> {
+        filter.validate()?;
+        if filter.retry.is_some() {
+            self.retry_store()?;
+        }
+        Ok(())
+    }
+
     /// One page of failed tasks (the contract's `GET /tasks/failed`).
     pub async fn list_failed(&self, query: &ListQuery) -> Result<FailedTaskPage, QueryError> {
-        query.filter.validate()?;
+        self.check_filter(&query.filter)?;
         self.checked(self.store.list(query)).await
     }
 
@@ -393,7 +522,7 @@ impl FailedTaskService {
         &self,
         query: &ListQuery,
     ) -> Result<Option<StoredJsonPage>, QueryError> {
-        query.filter.validate()?;
+        self.check_filter(&query.filter)?;
         self.checked(self.store.list_stored_json(query)).await
     }
 
@@ -404,16 +533,46 @@ impl FailedTaskService {
             .ok_or(QueryError::NotFound)
     }
 
-    /// Record a failure: an upsert by task id. A `FailTime` beyond the allowed clock skew
-    /// is refused ([`QueryError::BadRequest`] naming `FailTime`).
+    /// One failed task by id with its retry status and last attempts (empty details when
+    /// the store schedules no retries); [`QueryError::NotFound`] when absent.
+    pub async fn get_failed_with_retries(
+        &self,
+        task_id: &TaskId,
+    ) -> Result<(FailedTask, RetryDetails), QueryError> {
+        let store = &self.store;
+        let retries = self.retries.as_ref();
+        let (task, details) = self
+            .checked(async move {
+                let task = store.get(task_id).await?;
+                let details = match (&task, retries) {
+                    (Some(_), Some(r)) => r.retry_details(task_id).await?,
+                    _ => None,
+                };
+                Ok((task, details))
+            })
+            .await?;
+        Ok((
+            task.ok_or(QueryError::NotFound)?,
+            details.unwrap_or_default(),
+        ))
+    }
+
+    /// Record a failure: an upsert by task id, scheduling its retry when the store can. A
+    /// `FailTime` beyond the allowed clock skew is refused ([`QueryError::BadRequest`]
+    /// naming `FailTime`).
     pub async fn record_failure(&self, task: &FailedTask) -> Result<RecordOutcome, QueryError> {
-        self.check_fail_time(task, || "FailTime".to_owned())?;
-        self.checked(self.store.record(task)).await
+        let mut outcomes = self.record_failures(std::slice::from_ref(task)).await?;
+        outcomes.pop().ok_or_else(|| QueryError::Internal {
+            detail: "the store answered no outcome for one task".to_owned(),
+            kind: "internal",
+        })
     }
 
     /// Record several failures at once (each an upsert), all or nothing. Every task is
     /// checked first: a `FailTime` beyond the allowed clock skew refuses the whole batch
     /// ([`QueryError::BadRequest`] naming `[i].FailTime`, or `FailTime` for a single task).
+    /// A store that schedules retries schedules each failure's retry by the policy (or makes
+    /// it final) in the same atomic write.
     pub async fn record_failures(
         &self,
         tasks: &[FailedTask],
@@ -427,7 +586,162 @@ impl FailedTaskService {
                 }
             })?;
         }
-        self.checked(self.store.record_batch(tasks)).await
+        let Some(retries) = &self.retries else {
+            return self.checked(self.store.record_batch(tasks)).await;
+        };
+        let planned = self.plans(tasks);
+        let outcomes = self.checked(retries.record_planned(&planned)).await?;
+        let scheduled = planned
+            .iter()
+            .filter(|(_, p)| matches!(p, RetryPlan::Retry { .. }))
+            .count() as u64;
+        let c = &self.retry_counters;
+        RetryCounters::add(&c.scheduled_by_policy, scheduled);
+        RetryCounters::add(&c.finals, planned.len() as u64 - scheduled);
+        Ok(outcomes)
+    }
+
+    /// Make a task's next retry due now (an operator's request; also for a final failure,
+    /// as an explicit override). Asking again for the same attempt delivers nothing twice.
+    pub async fn retry_now(
+        &self,
+        task_id: &TaskId,
+        now: Timestamp,
+    ) -> Result<RetryNow, QueryError> {
+        let retries = self.retry_store()?;
+        let outcome = self.checked(retries.retry_now(task_id, now)).await?;
+        if matches!(outcome, RetryNow::Scheduled { .. }) {
+            RetryCounters::add(&self.retry_counters.scheduled_by_operator, 1);
+        }
+        Ok(outcome)
+    }
+
+    /// Cancel a task's scheduled retry.
+    pub async fn cancel_retry(&self, task_id: &TaskId) -> Result<CancelRetry, QueryError> {
+        let retries = self.retry_store()?;
+        let outcome = self.checked(retries.cancel_retry(task_id)).await?;
+        if matches!(outcome, CancelRetry::Cancelled { .. }) {
+            RetryCounters::add(&self.retry_counters.cancelled, 1);
+        }
+        Ok(outcome)
+    }
+
+    /// A task's retry succeeded: it leaves the failed tasks and counts as recovered.
+    pub async fn resolve(&self, task_id: &TaskId, at: Timestamp) -> Result<Resolve, QueryError> {
+        let retries = self.retry_store()?;
+        let outcome = self.checked(retries.resolve(task_id, at)).await?;
+        if outcome == Resolve::Resolved {
+            RetryCounters::add(&self.retry_counters.recovered, 1);
+        }
+        Ok(outcome)
+    }
+
+    /// Make the next retry of every task matching `filter` due now, a page at a time, until
+    /// none is left or the request deadline is near (like [`remove_matching`](Self::remove_matching)).
+    /// Each retry is counted as soon as the store confirms it, so a deadline or a store
+    /// failure part-way loses no count.
+    pub async fn retry_matching(
+        &self,
+        filter: &TaskFilter,
+        now: Timestamp,
+    ) -> Result<BulkRetry, QueryError> {
+        self.check_filter(filter)?;
+        let retries = self.retry_store()?;
+        let (retried, delivered) = (AtomicU64::new(0), AtomicU64::new(0));
+        let counters = &self.retry_counters;
+        let walked = self
+            .walk_matching(filter, |id| {
+                let (retried, delivered) = (&retried, &delivered);
+                async move {
+                    match retries.retry_now(&id, now).await? {
+                        RetryNow::Scheduled { .. } => {
+                            retried.fetch_add(1, Ordering::Relaxed);
+                            RetryCounters::add(&counters.scheduled_by_operator, 1);
+                        }
+                        RetryNow::AlreadyDelivered { .. } => {
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // Resolved or removed since the page was read.
+                        RetryNow::Resolved | RetryNow::NotFound => {}
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        let done = BulkRetry {
+            retried: retried.into_inner(),
+            already_delivered: delivered.into_inner(),
+            complete: walked == Walked::Complete,
+        };
+        match walked {
+            Walked::Failed(e) if done.retried + done.already_delivered == 0 => {
+                Err(QueryError::from_store(e))
+            }
+            Walked::Failed(e) => {
+                tracing::warn!(retried = done.retried, error = %e, "bulk retry stopped by a store error");
+                Ok(done)
+            }
+            Walked::Complete | Walked::Deadline => Ok(done),
+        }
+    }
+
+    /// Call `visit` with the id of every task matching `filter`, a page of 500 at a time,
+    /// until none is left, the request deadline passes or the store fails (the bulk removal
+    /// and the bulk retry).
+    async fn walk_matching<F, Fut>(
+        &self,
+        filter: &TaskFilter,
+        mut visit: F,
+    ) -> Result<Walked, QueryError>
+    where
+        F: FnMut(TaskId) -> Fut,
+        Fut: Future<Output = Result<(), StoreError>>,
+    {
+        self.ensure_connection().await?;
+        let deadline = tokio::time::Instant::now() + self.deadlines.request;
+        let page_size = PageSize::new(500, PageLimits::new(500, 500)?)?;
+        let work = async {
+            let mut cursor = None;
+            loop {
+                let query = ListQuery {
+                    filter: filter.clone(),
+                    page_size,
+                    cursor: cursor.take(),
+                };
+                let page = self.store.list(&query).await?;
+                for task in page.tasks {
+                    visit(task.task_id().clone()).await?;
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => return Ok::<_, StoreError>(()),
+                }
+            }
+        };
+        Ok(match tokio::time::timeout_at(deadline, work).await {
+            Ok(Ok(())) => Walked::Complete,
+            Ok(Err(e)) => Walked::Failed(e),
+            Err(_) => Walked::Deadline,
+        })
+    }
+
+    /// One scheduler step: move up to `max` retries due at `now` to the workers' queue
+    /// (see [`RetryScheduler`](crate::RetryScheduler) for the loop).
+    pub async fn deliver_due(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<DeliverReport, QueryError> {
+        let retries = self.retry_store()?;
+        let report = self.checked(retries.deliver_due(now, max)).await?;
+        RetryCounters::add(&self.retry_counters.delivered, report.moved);
+        Ok(report)
+    }
+
+    /// The retry figures of the store as of `now`, for the metrics.
+    pub async fn retry_gauges(&self, now: Timestamp) -> Result<RetryGauges, QueryError> {
+        let retries = self.retry_store()?;
+        self.checked(retries.retry_gauges(now)).await
     }
 
     /// Remove every failed task matching `filter`, a page at a time, until none is left or
@@ -438,48 +752,37 @@ impl FailedTaskService {
     /// failure after some removals) that cuts the work short loses no count; only the
     /// removal in flight at that moment is unknown (it may have happened, and is not counted).
     pub async fn remove_matching(&self, filter: &TaskFilter) -> Result<BulkRemoval, QueryError> {
-        filter.validate()?;
-        self.ensure_connection().await?;
-        let deadline = tokio::time::Instant::now() + self.deadlines.request;
-        let page_size = PageSize::new(500, PageLimits::new(500, 500)?)?;
-        let mut removed = 0u64;
-        let work = async {
-            let mut cursor = None;
-            loop {
-                let query = ListQuery {
-                    filter: filter.clone(),
-                    page_size,
-                    cursor: cursor.take(),
-                };
-                let page = self.store.list(&query).await?;
-                for task in &page.tasks {
-                    if self.store.remove(task.task_id()).await? {
-                        removed += 1;
+        self.check_filter(filter)?;
+        let removed = AtomicU64::new(0);
+        let store = &self.store;
+        let walked = self
+            .walk_matching(filter, |id| {
+                let removed = &removed;
+                async move {
+                    if store.remove(&id).await? {
+                        removed.fetch_add(1, Ordering::Relaxed);
                     }
+                    Ok(())
                 }
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => return Ok::<_, StoreError>(()),
-                }
-            }
-        };
-        let outcome = tokio::time::timeout_at(deadline, work).await;
-        match outcome {
-            Ok(Ok(())) => Ok(BulkRemoval {
+            })
+            .await?;
+        let removed = removed.into_inner();
+        match walked {
+            Walked::Complete => Ok(BulkRemoval {
                 removed,
                 complete: true,
             }),
             // Some were removed before the store failed: say how many (the next call
             // continues, or reports the failure if it persists).
-            Ok(Err(e)) if removed > 0 => {
+            Walked::Failed(e) if removed > 0 => {
                 tracing::warn!(removed, error = %e, "bulk removal stopped by a store error");
                 Ok(BulkRemoval {
                     removed,
                     complete: false,
                 })
             }
-            Ok(Err(e)) => Err(QueryError::from_store(e)),
-            Err(_) => Ok(BulkRemoval {
+            Walked::Failed(e) => Err(QueryError::from_store(e)),
+            Walked::Deadline => Ok(BulkRemoval {
                 removed,
                 complete: false,
             }),

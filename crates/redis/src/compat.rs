@@ -288,7 +288,9 @@ impl StatusStore for CompatStore {
 
     async fn list(&self, query: &ListQuery) -> Result<FailedTaskPage, StoreError> {
         let (mut tasks, corrupt) = self.scan_all().await?;
-        tasks.retain(|t| query.filter.matches(t));
+        // No retries are scheduled here: every task is unscheduled.
+        let unscheduled = failed_tasks_domain::RetryStatus::Unscheduled;
+        tasks.retain(|t| query.filter.matches(t) && query.filter.matches_status(&unscheduled));
         tasks.sort_by_key(FailedTask::sort_key);
         tasks.dedup_by(|a, b| a.task_id() == b.task_id());
         let total = tasks.len() as u64;
@@ -309,6 +311,7 @@ impl StatusStore for CompatStore {
             tasks: page,
             next_cursor,
             skipped_corrupt: corrupt,
+            retry: Vec::new(),
         })
     }
 

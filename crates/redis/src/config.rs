@@ -40,6 +40,20 @@ pub struct RedisConfig {
     /// vanish, totals go wrong), so by default the store refuses to work with one: every
     /// call answers [`StoreError::Unavailable`] naming the policy until it is fixed.
     pub allow_eviction: bool,
+    /// The stream of retry requests workers read; `None`: `{key_prefix}:retries`. It must
+    /// hash to the prefix's slot (hold the same hash tag): the scheduler moves due retries
+    /// into it atomically with the due set.
+    pub retry_stream_key: Option<String>,
+    /// About how many entries the retry stream keeps (`XADD … MAXLEN ~`): older entries are
+    /// trimmed whether or not they were read (see docs/retries.md).
+    pub retry_stream_max_len: u64,
+    /// The consumer group of the workers: [`RedisRetryQueue`](crate::RedisRetryQueue)s join
+    /// it, and the metrics read its pending count.
+    pub retry_consumer_group: String,
+    /// How long a worker may hold a claimed retry request without acknowledging it before
+    /// another worker may reclaim it ([`RedisRetryQueue::reclaim_stale`](failed_tasks_store::RetryQueue::reclaim_stale)
+    /// with [`RedisRetryQueue::lease`](crate::RedisRetryQueue::lease)).
+    pub retry_consumer_lease: Duration,
 }
 
 impl Default for RedisConfig {
@@ -54,6 +68,10 @@ impl Default for RedisConfig {
             archive_dir: None,
             record_ttl_slack: Duration::from_secs(24 * 3600),
             allow_eviction: false,
+            retry_stream_key: None,
+            retry_stream_max_len: 1_000_000,
+            retry_consumer_group: "embedders".to_owned(),
+            retry_consumer_lease: Duration::from_secs(60),
         }
     }
 }
@@ -93,7 +111,48 @@ impl RedisConfig {
                 "redis max count must be at least 1".to_owned(),
             ));
         }
+        if let Some(key) = &self.retry_stream_key {
+            if key.is_empty() || key.chars().any(char::is_control) {
+                return Err(StoreError::Rejected(format!(
+                    "retry stream key {key:?} must be non-empty text without control characters"
+                )));
+            }
+            if fred::util::redis_keyslot(key.as_bytes())
+                != fred::util::redis_keyslot(self.key_prefix.as_bytes())
+            {
+                return Err(StoreError::Rejected(format!(
+                    "retry stream key {key:?} must hold the key prefix's hash tag ({}), so that it \
+                     shares the store's cluster slot",
+                    self.key_prefix
+                )));
+            }
+        }
+        if self.retry_stream_max_len == 0 {
+            return Err(StoreError::Rejected(
+                "retry stream max len must be at least 1".to_owned(),
+            ));
+        }
+        if self.retry_consumer_group.is_empty()
+            || self.retry_consumer_group.chars().any(char::is_control)
+        {
+            return Err(StoreError::Rejected(
+                "retry consumer group must be non-empty text without control characters".to_owned(),
+            ));
+        }
+        if self.retry_consumer_lease.is_zero() {
+            return Err(StoreError::Rejected(
+                "retry consumer lease must be greater than zero".to_owned(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The retry stream's key: [`retry_stream_key`](Self::retry_stream_key) or
+    /// `{key_prefix}:retries`.
+    pub fn retry_stream(&self) -> String {
+        self.retry_stream_key
+            .clone()
+            .unwrap_or_else(|| format!("{}:retries", self.key_prefix))
     }
 }
 
@@ -244,6 +303,24 @@ mod tests {
         assert!(!e.to_string().contains("secret"), "{e}");
         assert!(with("http://h").validate().is_err());
         assert!(with("localhost:6379").validate().is_err());
+    }
+
+    #[test]
+    fn the_retry_stream_shares_the_prefix_slot() {
+        let with = |key: Option<&str>| RedisConfig {
+            retry_stream_key: key.map(str::to_owned),
+            ..RedisConfig::default()
+        };
+        assert_eq!(with(None).retry_stream(), "{failed-tasks}:retries");
+        assert!(with(Some("{failed-tasks}:stream")).validate().is_ok());
+        let e = with(Some("retries")).validate().unwrap_err();
+        assert!(e.to_string().contains("hash tag"), "{e}");
+        assert!(with(Some("")).validate().is_err());
+        let zero = RedisConfig {
+            retry_stream_max_len: 0,
+            ..RedisConfig::default()
+        };
+        assert!(zero.validate().is_err());
     }
 
     #[test]

@@ -103,6 +103,16 @@ pub(crate) struct Conn {
 impl Conn {
     /// Build the client and start connecting in the background; never waits for Redis.
     pub(crate) fn start(config: &RedisConfig) -> Result<Self, StoreError> {
+        Self::start_blocking(config, Duration::ZERO)
+    }
+
+    /// As [`start`](Self::start), for a connection that also sends blocking commands
+    /// (`XREADGROUP … BLOCK`) of at most `max_block`: such a command keeps the connection
+    /// silent that long, so the unresponsive-connection check allows for it.
+    pub(crate) fn start_blocking(
+        config: &RedisConfig,
+        max_block: Duration,
+    ) -> Result<Self, StoreError> {
         config.validate()?;
         let mut fred_config = Config::from_url(&config.url).map_err(|e| {
             StoreError::Rejected(format!(
@@ -124,7 +134,7 @@ impl Conn {
                 conn.internal_command_timeout = timeout;
                 // A frozen server keeps the socket open: drop such a connection and redial.
                 conn.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(timeout * 2),
+                    max_timeout: Some(timeout * 2 + max_block),
                     interval: (timeout / 2).max(Duration::from_millis(50)),
                 };
                 conn.max_command_attempts = 2;
@@ -314,6 +324,36 @@ impl Conn {
     ) -> Result<R, StoreError> {
         self.usable(doing).await?;
         self.unchecked(doing, name, args).await
+    }
+
+    /// Run one blocking command that may wait up to `block` on the server (on top of the
+    /// command timeout) on the store's slot.
+    pub(crate) async fn cmd_blocking<R: FromValue>(
+        &self,
+        doing: &str,
+        name: &'static str,
+        args: Vec<Value>,
+        block: Duration,
+    ) -> Result<R, StoreError> {
+        if !self.client.is_connected() {
+            return Err(StoreError::Unavailable(format!(
+                "{doing}: not connected to redis"
+            )));
+        }
+        let command = CustomCommand::new_static(name, ClusterHash::Custom(self.slot), true);
+        let options = Options {
+            timeout: Some(self.timeout + block),
+            ..self.options.clone()
+        };
+        let client = self.client.with_options(&options);
+        let limit = self.timeout + block + Duration::from_millis(100);
+        match tokio::time::timeout(limit, client.custom(command, args)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_error(doing, &e)),
+            Err(_) => Err(StoreError::Timeout(format!(
+                "{doing}: no answer from redis within {limit:?}"
+            ))),
+        }
     }
 
     /// Run one command routed by its first key (for keys outside the store's slot).

@@ -6,8 +6,23 @@
 //! [`Timestamp`] up to 9999-12-31 ([`Timestamp::MAX_MILLIS`] has 15 digits).
 
 use failed_tasks_domain::{
-    ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, SortKey, TaskType, Timestamp,
+    ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, RetryState, SortKey, TaskType,
+    Timestamp,
 };
+
+/// The fields of a retry request in the stream, in the order the scheduler writes them
+/// (docs/retries.md documents them; the scheduler script takes them from here).
+pub(crate) const STREAM_FIELDS: [&str; 9] = [
+    "TaskId",
+    "TaskType",
+    "ClientId",
+    "CodebasePath",
+    "Attempt",
+    "ErrorCode",
+    "ErrorCategory",
+    "DueAt",
+    "ScheduledBy",
+];
 
 /// Width of the zero-padded fail time at the start of every member.
 pub(crate) const MS_DIGITS: usize = 15;
@@ -117,6 +132,32 @@ impl Keys {
     /// `MINUTE:t`, `MINUTE:c:CATEGORY`, ...).
     pub(crate) fn counters(&self, hour: i64) -> String {
         format!("{}:cnt:{hour}", self.prefix)
+    }
+
+    /// `PREFIX:idx:retry:STATE`: the tasks in one retry state (`scheduled`, `final`, `none`).
+    pub(crate) fn retry_state(&self, state: RetryState) -> String {
+        format!("{}:idx:retry:{}", self.prefix, state.as_str())
+    }
+
+    /// `PREFIX:retry:due`: scheduled retries not yet delivered (sorted set: task id, score
+    /// the due time in ms).
+    pub(crate) fn due(&self) -> String {
+        format!("{}:retry:due", self.prefix)
+    }
+
+    /// `PREFIX:retry:lock`: held by the scheduler that is delivering.
+    pub(crate) fn retry_lock(&self) -> String {
+        format!("{}:retry:lock", self.prefix)
+    }
+
+    /// `PREFIX:retry:reclaimed`: how many requests workers reclaimed (counter).
+    pub(crate) fn reclaimed(&self) -> String {
+        format!("{}:retry:reclaimed", self.prefix)
+    }
+
+    /// `PREFIX:hist:ID`: the task's last failed attempts (list, newest first).
+    pub(crate) fn history(&self, id: &str) -> String {
+        format!("{}:hist:{id}", self.prefix)
     }
 
     /// `PREFIX:att:HOUR`: the task attempts of the minutes of one hour (hash, fields

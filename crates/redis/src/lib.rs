@@ -5,7 +5,9 @@
 //! [`RedisStore`] implements the [`StatusStore`](failed_tasks_store::StatusStore) port on
 //! Redis (single server, Sentinel or Cluster): one string record per task plus sorted-set
 //! indexes, failure counters and failure groups, written atomically by Lua scripts, trimmed
-//! by a background janitor. The full key layout, with the command and complexity of every
+//! by a background janitor. It is also a [`RetryStore`](failed_tasks_store::RetryStore): a
+//! retry is scheduled in the record's script, and due retries move into a Redis stream that
+//! workers read through [`RedisRetryQueue`] (docs/retries.md). The full key layout, with the command and complexity of every
 //! query, is in `docs/redis-layout.md`.
 //!
 //! # Layout
@@ -15,21 +17,28 @@
 //!   after every (re)connection (an evicting Redis is refused unless allowed).
 //! - `layout`: key names, index members `{fail_ms:015}:{task_id}`, lex bounds.
 //! - `record`: the stored value (header line + the contract's JSON wire form).
-//! - `scripts`: the Lua scripts (record, record a batch, remove, trim, attempts, lock release).
+//! - `scripts`: the Lua scripts (record, record a batch, remove, trim, attempts, lock release;
+//!   deliver, retry now, cancel, resolve).
 //! - `stats`: reads of the per-hour failure counters and attempts, and pages of failure groups.
 //! - [`store`]: [`RedisStore`] and its `StatusStore` implementation (`record_batch` in
-//!   chunked script calls; a page in two pipelined round trips), and [`RedisStore::list_json`], the
+//!   one script call; a page in two pipelined round trips), and [`RedisStore::list_json`], the
 //!   read fast path that returns the stored wire bytes.
 //! - [`janitor`]: retention by age and count, with archiving, under a Redis lock.
+//! - `retries`: the `RetryStore` implementation (scheduler step, retry now, cancel, resolve,
+//!   attempt history, gauges).
+//! - `queue`: [`RedisRetryQueue`], a consumer of the retry stream's group (`XREADGROUP`,
+//!   `XACK`, `XAUTOCLAIM`) on its own connection.
 //! - [`compat`]: [`CompatStore`], a read-only `StatusStore` over the Go service's
 //!   `request:id:{id}` records (SCAN + MGET; O(keyspace) per request, documented there).
 //!
 //! # Invariants
 //! - Every key starts with the configured prefix, which holds exactly one hash tag: all keys
 //!   share one cluster slot, so every script is atomic on a cluster too.
-//! - A record, its six index entries (all, category, type, client, code, signature), its
-//!   failure group and its hour's counters are only ever written or removed together,
-//!   inside one script; an upsert finds the old entries from the old record's header.
+//! - A record, its seven index entries (all, category, type, client, code, signature, retry
+//!   state), its failure group, its hour's counters and its due-set entry are only ever
+//!   written or removed together, inside one script; an upsert finds the old entries from
+//!   the old record's header.
+//! - A due retry leaves the due set exactly when it enters the stream (one script).
 //! - Statistics and groups are never computed by scanning tasks: a statistics request reads
 //!   one counter hash per hour of its range, a page of groups O(log G + page) entries.
 //! - Index members sort byte-wise in exactly the domain's `SortKey` order (newest first, then
@@ -47,7 +56,9 @@ mod conn;
 mod health;
 pub mod janitor;
 mod layout;
+mod queue;
 mod record;
+mod retries;
 mod scripts;
 mod stats;
 pub mod store;
@@ -56,4 +67,5 @@ pub use compat::{CompatConfig, CompatStore};
 pub use config::{redact_url, RedisConfig};
 pub use janitor::{JanitorHandle, TrimReport};
 pub use layout::Keys;
+pub use queue::RedisRetryQueue;
 pub use store::{JsonPage, RedisStore};

@@ -16,8 +16,12 @@ use crate::conn::Script;
 /// index entries, minute counters and failure group.
 ///
 /// A `v1` header (6 fields, written by earlier versions) names only the five indexes; a `v2`
-/// header (7 fields) adds the signature, and only `v2` records are counted and grouped, so
-/// `unrecord` undoes exactly what `put` did.
+/// header (7 fields) adds the signature, and only `v2` and `v3` records are counted and
+/// grouped, so `unrecord` undoes exactly what `put` did. A `v3` header (13 fields, written
+/// now) adds the retry state, next attempt, due time, scheduler, codebase path and who
+/// scheduled the attempt that failed: `v3`
+/// records are in a retry-state index and, when scheduled and not yet delivered, in the due
+/// set.
 const HELPERS: &str = r#"
 local function header(v)
   local nl = string.find(v, '\n', 1, true)
@@ -33,8 +37,36 @@ local function header(v)
     table.insert(out, string.sub(h, pos, tab - 1))
     pos = tab + 1
   end
-  if (#out == 7 and out[1] == 'v2') or (#out == 6 and out[1] == 'v1') then return out end
+  if (#out == 13 and out[1] == 'v3') or (#out == 7 and out[1] == 'v2')
+    or (#out == 6 and out[1] == 'v1') then return out end
   return nil
+end
+-- A stored value's header line and JSON.
+local function split(v)
+  local nl = string.find(v, '\n', 1, true)
+  return string.sub(v, 1, nl - 1), string.sub(v, nl + 1)
+end
+-- Every v3 record's JSON ends with `,"NextRetryAt":null}` or `,"NextRetryAt":"<RFC 3339>"}`
+-- (at most 42 bytes). A bare `,"` cannot occur inside a JSON string (quotes are escaped), so
+-- the first match near the end is the field.
+local function tail_pos(json)
+  return string.find(json, ',"NextRetryAt":', math.max(1, #json - 64), true)
+end
+-- The NextRetryAt value as stored: `null` or a quoted time.
+local function tail_value(json)
+  return string.sub(json, tail_pos(json) + 15, #json - 1)
+end
+local function with_tail(json, value)
+  return string.sub(json, 1, tail_pos(json) - 1) .. ',"NextRetryAt":' .. value .. '}'
+end
+local function join(f)
+  return table.concat(f, '\t')
+end
+-- The retry-state index of a header's state letter: s scheduled, f final, n/c none.
+local function retry_index(prefix, s)
+  local name = 'none'
+  if s == 's' then name = 'scheduled' elseif s == 'f' then name = 'final' end
+  return prefix .. ':idx:retry:' .. name
 end
 local function bump(key, field, d)
   local n = redis.call('HINCRBY', key, field, d)
@@ -93,20 +125,26 @@ local function rank(prefix, sig)
     redis.call('DEL', g)
   end
 end
-local function unrecord(acc, prefix, f)
+-- Take a record (by its header) out of its indexes, group, due set and (unless `uncount` is
+-- false: a resolve keeps the failure counted) its minute's counters.
+local function unrecord(acc, prefix, f, uncount)
   local m = f[2]
   redis.call('ZREM', prefix .. ':idx:all', m)
   redis.call('ZREM', prefix .. ':idx:category:' .. f[3], m)
   redis.call('ZREM', prefix .. ':idx:type:' .. f[4], m)
   redis.call('ZREM', prefix .. ':idx:client:' .. f[5], m)
   redis.call('ZREM', prefix .. ':idx:code:' .. f[6], m)
-  if f[1] ~= 'v2' then return end
+  if f[1] == 'v1' then return end
+  if f[1] == 'v3' then
+    redis.call('ZREM', retry_index(prefix, f[8]), m)
+    redis.call('ZREM', prefix .. ':retry:due', string.sub(m, 17))
+  end
   local sig = f[7]
   redis.call('ZREM', prefix .. ':idx:sig:' .. sig, m)
   local g = prefix .. ':grp:' .. sig
   if bump(g, 'cl:' .. f[5], -1) == 0 then bump(g, 'ncl', -1) end
   dirty(acc, sig)
-  count(acc, prefix, f, -1)
+  if uncount ~= false then count(acc, prefix, f, -1) end
 end
 local function flush(acc, prefix)
   for _, k in ipairs(acc.keys) do
@@ -125,11 +163,11 @@ local function flush(acc, prefix)
   end
   for _, sig in ipairs(acc.sigs) do rank(prefix, sig) end
 end
--- Whether a value to store carries a v2 header; every script checks all its values with
+-- Whether a value to store carries a v3 header; every script checks all its values with
 -- this before its first write, so a bad one cannot leave half a batch behind.
 local function storable(value)
   local f = header(value)
-  return f ~= nil and f[1] == 'v2'
+  return f ~= nil and f[1] == 'v3'
 end
 -- Whether the caller's deadline (ms since the epoch on this server's clock; 0: none) has
 -- passed: the caller has stopped waiting and reports a failure, so the script must not write.
@@ -139,18 +177,72 @@ local function late(not_after)
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > limit
 end
--- Upsert one task whose value passed `storable`.
+-- Upsert one task whose value passed `storable`: its record, indexes, group, counters,
+-- retry schedule and history.
 local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   local f = header(value)
+  local m = f[2]
+  local id = string.sub(m, 17)
+  local due = prefix .. ':retry:due'
   local old = redis.call('GET', key)
   local created = 1
+  local o = nil
   if old then
     created = 0
-    local o = header(old)
-    if o then unrecord(acc, prefix, o) end
+    o = header(old)
   end
+  -- Who scheduled the attempt that failed now (its number is the new RetryCount): the old
+  -- record's scheduled retry of that attempt, or, for the same failure reported again, who
+  -- the old record said.
+  -- (A new task id, the common case, leaves the value as the caller built it.)
+  local keep_due = nil
+  local same = false
+  if o and o[1] == 'v3' then
+    same = o[9] == f[9] and string.sub(o[2], 1, 15) == string.sub(m, 1, 15)
+    local changed = false
+    if o[8] == 's' and tonumber(o[9]) == tonumber(f[9]) - 1 then
+      f[13] = o[11]
+      changed = true
+    elseif same and o[13] ~= '-' then
+      f[13] = o[13]
+      changed = true
+    end
+    local _, json = split(value)
+    if f[8] == 's' and o[9] == f[9] and (o[8] == 's' or o[8] == 'c') then
+      -- The same failure again: the retry of its next attempt keeps the schedule it has
+      -- (waiting, delivered or cancelled), so (TaskId, Attempt) is scheduled once.
+      keep_due = redis.call('ZSCORE', due, id) or false
+      f[8] = o[8]
+      f[10] = o[10]
+      f[11] = o[11]
+      local _, ojson = split(old)
+      json = with_tail(json, tail_value(ojson))
+      changed = true
+    end
+    if changed then value = join(f) .. '\n' .. json end
+  end
+  if o then unrecord(acc, prefix, o, true) end
   redis.call('SET', key, value, 'PX', ttl)
-  local m = f[2]
+  redis.call('ZADD', retry_index(prefix, f[8]), 0, m)
+  if f[8] == 's' then
+    if keep_due == nil then
+      redis.call('ZADD', due, f[10], id)
+    elseif keep_due then
+      redis.call('ZADD', due, keep_due, id)
+    end
+  end
+  -- History: the record is the newest failed attempt; the ones before it are kept in a list
+  -- (newest first, 19 of them), made only once a task fails a second time.
+  local hist = prefix .. ':hist:' .. id
+  if o and o[1] == 'v3' and not same then
+    redis.call('LPUSH', hist, string.format('%d', tonumber(o[9]) - 1) .. '\t' ..
+      string.sub(o[2], 1, 15) .. '\t' .. o[6] .. '\t' .. o[3] .. '\t' .. o[13])
+    redis.call('LTRIM', hist, 0, 18)
+    redis.call('PEXPIRE', hist, ttl)
+  elseif o then
+    redis.call('PEXPIRE', hist, ttl)
+  end
+  redis.call('DEL', prefix .. ':resolved:' .. id)
   redis.call('ZADD', prefix .. ':idx:all', 0, m)
   redis.call('ZADD', prefix .. ':idx:category:' .. f[3], 0, m)
   redis.call('ZADD', prefix .. ':idx:type:' .. f[4], 0, m)
@@ -176,11 +268,11 @@ end
 ///
 /// KEYS: record, idx:all, idx:category:C, idx:type:T, idx:client:C, idx:code:E, idx:sig:S
 /// (declared for routing; the script builds the same names from the header).
-/// ARGV: prefix, stored value (with a v2 header), record TTL in ms, the group's normalised
+/// ARGV: prefix, stored value (with a v3 header), record TTL in ms, the group's normalised
 /// message, when the hour's counters may expire (ms since the epoch).
 /// Returns 1 when the task id was new, 0 when it replaced a record.
 const RECORD: &str = r#"
-if not storable(ARGV[2]) then return redis.error_reply('ERR record without a v2 header') end
+if not storable(ARGV[2]) then return redis.error_reply('ERR record without a v3 header') end
 local acc = acc_new()
 local created = put(acc, ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 flush(acc, ARGV[1])
@@ -197,7 +289,7 @@ pub(crate) const LATE: &str = "LATE";
 /// Nothing is written when (1) the call starts after `not-after`, the caller's deadline on
 /// this server's clock (a call queued behind a paused or busy server, or replayed by the
 /// client after a reconnect, once the caller has reported a failure), or (2) any value lacks
-/// a v2 header, or (3) the server is over `maxmemory` when the call starts (Redis refuses the
+/// a v3 header, or (3) the server is over `maxmemory` when the call starts (Redis refuses the
 /// first write of a script that has not written yet). Once the first write is done, Redis runs
 /// the script to its end, over `maxmemory` if need be: a batch is never cut part-way.
 ///
@@ -213,7 +305,7 @@ if late(ARGV[2]) then
 end
 for t = 0, n - 1 do
   if not storable(ARGV[3 + t * 4]) then
-    return redis.error_reply('ERR task ' .. (t + 1) .. ' of the batch has no v2 header; nothing stored')
+    return redis.error_reply('ERR task ' .. (t + 1) .. ' of the batch has no v3 header; nothing stored')
   end
 end
 local acc = acc_new()
@@ -234,8 +326,9 @@ local old = redis.call('GET', KEYS[1])
 if not old then return 0 end
 local f = header(old)
 local acc = acc_new()
-if f then unrecord(acc, ARGV[1], f) end
+if f then unrecord(acc, ARGV[1], f, true) end
 redis.call('DEL', KEYS[1])
+redis.call('DEL', ARGV[1] .. ':hist:' .. string.sub(KEYS[1], #ARGV[1] + 7))
 flush(acc, ARGV[1])
 return 1
 "#;
@@ -256,8 +349,9 @@ for i = 2, #ARGV do
   if v then
     local f = header(v)
     if f and f[2] == m then
-      unrecord(acc, ARGV[1], f)
+      unrecord(acc, ARGV[1], f, true)
       redis.call('DEL', key)
+      redis.call('DEL', ARGV[1] .. ':hist:' .. id)
       removed = removed + 1
     elseif not f then
       redis.call('DEL', key)
@@ -283,6 +377,140 @@ local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'NX')
 redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'GT')
 return n
+"#;
+
+/// One scheduler step: move the retries due by now from the due set into the stream, each
+/// leaving the due set exactly when it enters the stream (one script: never both, never
+/// neither). The scheduler lock is taken or renewed first; another holder's lock answers
+/// `{-1, 0, 0}` and moves nothing.
+///
+/// KEYS: due, stream, lock. ARGV: prefix, now (ms), max entries, stream MAXLEN (approximate),
+/// lock token, lock TTL (ms), then the nine stream field names (`layout::STREAM_FIELDS`).
+/// Returns `{moved, dropped, more}`: `dropped` counts due entries whose task is no longer
+/// scheduled (not delivered), `more` is 1 when due entries are left.
+const DELIVER: &str = r#"
+local lock = redis.call('GET', KEYS[3])
+if lock and lock ~= ARGV[5] then return {-1, 0, 0} end
+redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])
+local ids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
+local moved, dropped = 0, 0
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local v = redis.call('GET', ARGV[1] .. ':task:' .. id)
+  local f = v and header(v)
+  if f and f[1] == 'v3' and f[8] == 's' then
+    local _, json = split(v)
+    local due_at = tail_value(json)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+      ARGV[7], id, ARGV[8], f[4], ARGV[9], f[5], ARGV[10], f[12], ARGV[11], f[9],
+      ARGV[12], f[6], ARGV[13], f[3], ARGV[14], string.sub(due_at, 2, #due_at - 1),
+      ARGV[15], f[11])
+    moved = moved + 1
+  else
+    dropped = dropped + 1
+  end
+end
+local more = 0
+if #redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, 1) > 0 then more = 1 end
+return {moved, dropped, more}
+"#;
+
+/// The task of a per-task retry script: its id, stored value and header, or the script's
+/// answer when it has none: `{'resolved', 0}` (a tombstone exists), `{'missing', 0}`, or an
+/// error for a corrupt record.
+const LOOKUP: &str = r#"
+local function lookup(prefix, key)
+  local id = string.sub(key, #prefix + 7)
+  local v = redis.call('GET', key)
+  if not v then
+    if redis.call('EXISTS', prefix .. ':resolved:' .. id) == 1 then return nil, {'resolved', 0} end
+    return nil, {'missing', 0}
+  end
+  local f = header(v)
+  if not f then return nil, redis.error_reply('ERR corrupt record ' .. key) end
+  return {id = id, v = v, f = f}, nil
+end
+"#;
+
+/// Retry now (an operator): the task's next attempt becomes due at once; a retry already
+/// delivered (scheduled, but no longer in the due set) is left alone.
+///
+/// KEYS: record, due. ARGV: prefix, now (ms), now (RFC 3339). Returns `{status, attempt}`:
+/// `scheduled`, `delivered`, `resolved`, `missing`, or `upgrade` (a record written before
+/// retries existed: the caller re-records it first).
+const RETRY_NOW: &str = r#"
+local prefix = ARGV[1]
+local t, answer = lookup(prefix, KEYS[1])
+if not t then return answer end
+local id, v, f = t.id, t.v, t.f
+if f[1] ~= 'v3' then return {'upgrade', 0} end
+local attempt = tonumber(f[9])
+if f[8] == 's' and not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
+local was = f[8]
+f[8] = 's'
+f[10] = ARGV[2]
+f[11] = 'operator'
+local _, json = split(v)
+redis.call('SET', KEYS[1], join(f) .. '\n' .. with_tail(json, '"' .. ARGV[3] .. '"'), 'KEEPTTL')
+if was ~= 's' then
+  redis.call('ZREM', retry_index(prefix, was), f[2])
+  redis.call('ZADD', retry_index(prefix, 's'), 0, f[2])
+end
+redis.call('ZADD', KEYS[2], ARGV[2], id)
+return {'scheduled', attempt}
+"#;
+
+/// Cancel a scheduled retry that is not delivered yet.
+///
+/// KEYS: record, due. ARGV: prefix. Returns `{status, attempt}`: `cancelled`,
+/// `not_scheduled`, `delivered`, `resolved` or `missing`.
+const CANCEL: &str = r#"
+local prefix = ARGV[1]
+local t, answer = lookup(prefix, KEYS[1])
+if not t then return answer end
+local id, v, f = t.id, t.v, t.f
+if f[1] ~= 'v3' or f[8] ~= 's' then return {'not_scheduled', 0} end
+local attempt = tonumber(f[9])
+if not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
+f[8] = 'c'
+f[10] = ''
+f[11] = ''
+local _, json = split(v)
+redis.call('SET', KEYS[1], join(f) .. '\n' .. with_tail(json, 'null'), 'KEEPTTL')
+redis.call('ZREM', KEYS[2], id)
+redis.call('ZREM', retry_index(prefix, 's'), f[2])
+redis.call('ZADD', retry_index(prefix, 'c'), 0, f[2])
+return {'cancelled', attempt}
+"#;
+
+/// Resolve: the task's retry succeeded. It leaves its record, indexes, group and due set
+/// (its failure stays counted), its history goes, a tombstone remembers it, and the minute
+/// of `now` counts one recovery (field `MINUTE:r`).
+///
+/// KEYS: record. ARGV: prefix, now (ms), tombstone TTL (ms), when that hour's counters may
+/// expire (ms). Returns 1 resolved, 2 resolved before, 0 unknown.
+const RESOLVE: &str = r#"
+local prefix = ARGV[1]
+local id = string.sub(KEYS[1], #prefix + 7)
+local tomb = prefix .. ':resolved:' .. id
+local v = redis.call('GET', KEYS[1])
+if not v then
+  if redis.call('EXISTS', tomb) == 1 then return 2 end
+  return 0
+end
+local f = header(v)
+local acc = acc_new()
+if f then unrecord(acc, prefix, f, false) end
+redis.call('DEL', KEYS[1])
+redis.call('DEL', prefix .. ':hist:' .. id)
+redis.call('SET', tomb, ARGV[2], 'PX', ARGV[3])
+local minute = math.floor(tonumber(ARGV[2]) / 60000)
+local k = prefix .. ':cnt:' .. string.format('%d', math.floor(minute / 60))
+acc_add(acc, k, string.format('%d', minute) .. ':r', 1)
+local at = tonumber(ARGV[4])
+if not acc.expiry[k] or acc.expiry[k] < at then acc.expiry[k] = at end
+flush(acc, prefix)
+return 1
 "#;
 
 /// Release a lock only if we still own it. KEYS: lock. ARGV: token.
@@ -311,6 +539,10 @@ pub(crate) struct Scripts {
     pub(crate) attempts: Script,
     pub(crate) unlock: Script,
     pub(crate) extend: Script,
+    pub(crate) deliver: Script,
+    pub(crate) retry_now: Script,
+    pub(crate) cancel: Script,
+    pub(crate) resolve: Script,
 }
 
 fn with_helpers(body: &str) -> String {
@@ -332,6 +564,10 @@ impl Scripts {
             attempts: Script::new("attempts", ATTEMPTS.to_owned()),
             unlock: Script::new("unlock", UNLOCK.to_owned()),
             extend: Script::new("extend", EXTEND.to_owned()),
+            deliver: Script::new("deliver", with_helpers(DELIVER)),
+            retry_now: Script::new("retry_now", with_helpers(&format!("{LOOKUP}{RETRY_NOW}"))),
+            cancel: Script::new("cancel", with_helpers(&format!("{LOOKUP}{CANCEL}"))),
+            resolve: Script::new("resolve", with_helpers(RESOLVE)),
         })
     }
 }

@@ -61,11 +61,15 @@ fn split_minute(field: &str) -> Option<(i64, &str)> {
     Some((minute.parse().ok()?, rest))
 }
 
-/// Add one counter field (`t`, `c:CATEGORY`, `e:CODE`, `y:TYPE` or `l:CLIENT`, the minute
-/// already split off) to `c`; unknown or malformed fields are ignored.
+/// Add one counter field (`t`, `r` (recovered), `c:CATEGORY`, `e:CODE`, `y:TYPE` or
+/// `l:CLIENT`, the minute already split off) to `c`; unknown or malformed fields are ignored.
 fn add_counter(c: &mut MinuteCounts, field: &str, n: u64) {
     if field == "t" {
         c.total = n;
+        return;
+    }
+    if field == "r" {
+        c.recovered = n;
         return;
     }
     let Some((kind, name)) = field.split_once(':') else {
@@ -106,7 +110,9 @@ fn minute_counts(fields: Vec<(String, String)>, from: i64, to: i64) -> Vec<Minut
         });
         add_counter(c, rest, n);
     }
-    per.into_values().filter(|c| c.total > 0).collect()
+    per.into_values()
+        .filter(|c| c.total > 0 || c.recovered > 0)
+        .collect()
 }
 
 /// Attempts per minute in `[from, to)` of hour-hash fields `MINUTE:TASK_TYPE`.

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use failed_tasks_domain::stats::{minute_of, MinuteCounts, MINUTE_MS};
 use failed_tasks_domain::{
-    Cursor, ErrorPattern, FailedTask, GroupPage, GroupQuery, ListQuery, TaskFilter, TaskId,
-    TaskType,
+    Cursor, ErrorPattern, FailedTask, GroupPage, GroupQuery, ListQuery, RetryPlan, RetryStatus,
+    TaskFilter, TaskId, TaskType,
 };
 use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
 use fred::types::Value;
@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) conn: Conn,
     pub(crate) keys: Keys,
     pub(crate) config: RedisConfig,
+    /// This store's token for the retry scheduler's lock (one per store instance).
+    pub(crate) scheduler_token: String,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -161,6 +163,7 @@ impl RedisStore {
                 conn,
                 keys: Keys::new(&config.key_prefix),
                 config,
+                scheduler_token: uuid::Uuid::new_v4().to_string(),
             }),
         })
     }
@@ -257,7 +260,10 @@ impl RedisStore {
             tasks: page
                 .tasks
                 .iter()
-                .map(|t| fred::bytes::Bytes::from(record::to_wire_json(t)))
+                .enumerate()
+                .map(|(i, t)| {
+                    fred::bytes::Bytes::from(record::to_wire_json(t, &page.retry_status(i)))
+                })
                 .collect(),
             next_cursor: page.next_cursor,
             skipped_corrupt: page.skipped_corrupt,
@@ -287,6 +293,9 @@ impl RedisStore {
         }
         if let Some(s) = &f.signature {
             out.push(k.signature(s));
+        }
+        if let Some(r) = f.retry {
+            out.push(k.retry_state(r));
         }
         out
     }
@@ -378,8 +387,8 @@ impl RedisStore {
                     note_corrupt(&key(), "record is not UTF-8 text");
                     Loaded::Corrupt
                 }
-                Some(text) => match record::decode(text) {
-                    Ok(task) if is_member_of(m, &task) => Loaded::Task(task),
+                Some(text) => match record::decode_with_status(text) {
+                    Ok((task, status)) if is_member_of(m, &task) => Loaded::Task(task, status),
                     // The record moved (re-recorded over a corrupt one): a stale entry.
                     Ok(_) => Loaded::Missing,
                     Err(reason) => {
@@ -439,9 +448,13 @@ impl RedisStore {
         Ok((total, members, values))
     }
 
-    /// Keys and arguments of the `record` script for one task (also one task's share of
-    /// `record_many`).
-    fn record_call(&self, task: &FailedTask) -> ([Value; 7], [Value; 4]) {
+    /// Keys and arguments of the `record` script for one task with its retry plan (also one
+    /// task's share of `record_many`).
+    pub(crate) fn record_call(
+        &self,
+        task: &FailedTask,
+        plan: RetryPlan,
+    ) -> ([Value; 7], [Value; 4]) {
         let k = self.keys();
         let now = now_ms();
         let fail_ms = task.fail_time().unix_millis();
@@ -460,7 +473,7 @@ impl RedisStore {
             k.signature(pattern.signature()).into(),
         ];
         let args = [
-            record::encode(task, pattern.signature()).into(),
+            record::encode(task, pattern.signature(), &plan.status_for(task)).into(),
             ttl.into(),
             pattern.normalised_message().into(),
             counters_until.into(),
@@ -501,6 +514,49 @@ impl RedisStore {
         }
     }
 }
+
+impl RedisStore {
+    /// One `record_many` script call for the whole batch, each task with its retry plan (at
+    /// most [`MAX_BATCH`] tasks): all or nothing, as `record_batch`; the plans are scheduled
+    /// in the same script.
+    pub(crate) async fn record_planned_batch(
+        &self,
+        tasks: &[(FailedTask, RetryPlan)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        if tasks.len() > MAX_BATCH {
+            return Err(StoreError::Rejected(format!(
+                "a batch of {} tasks; at most {MAX_BATCH} are recorded at once",
+                tasks.len()
+            )));
+        }
+        let not_after = self.script_deadline().await?;
+        let mut keys = Vec::with_capacity(tasks.len() * 7);
+        let mut args = Vec::with_capacity(2 + tasks.len() * 4);
+        args.push(Value::from(self.keys().prefix()));
+        args.push(Value::from(not_after));
+        for (task, plan) in tasks {
+            let (k, a) = self.record_call(task, *plan);
+            keys.extend(k);
+            args.extend(a);
+        }
+        let flags: Vec<i64> = self
+            .conn()
+            .eval(&Scripts::get().record_many, keys, args)
+            .await?;
+        if flags.len() != tasks.len() {
+            return Err(StoreError::Internal(format!(
+                "record_many answered {} flags for {} tasks",
+                flags.len(),
+                tasks.len()
+            )));
+        }
+        Ok(flags.into_iter().map(outcome).collect())
+    }
+}
+
 /// The wire JSON of a stored record read for `member`, when its header names that member
 /// and the JSON is well-formed; `None` otherwise (the slow path then decides).
 fn stored_json(member: &str, value: Value) -> Option<fred::bytes::Bytes> {
@@ -538,7 +594,7 @@ fn outcome(created: i64) -> RecordOutcome {
 }
 
 enum Loaded {
-    Task(FailedTask),
+    Task(FailedTask, RetryStatus),
     /// No record, or one that no longer belongs to this index entry.
     Missing,
     Corrupt,
@@ -561,13 +617,17 @@ impl StatusStore for RedisStore {
         let size = query.page_size.as_usize();
         let want = size + 1;
         let mut tasks: Vec<FailedTask> = Vec::with_capacity(want);
+        let mut retry: Vec<RetryStatus> = Vec::with_capacity(want);
         let mut corrupt = 0u64;
         let mut missing = 0u64;
         let mut absorb = |loaded: Vec<Loaded>, tasks: &mut Vec<FailedTask>| {
             for loaded in loaded {
                 match loaded {
-                    Loaded::Task(t) if filter.matches(&t) => tasks.push(t),
-                    Loaded::Task(_) | Loaded::Missing => missing += 1,
+                    Loaded::Task(t, s) if filter.matches(&t) && filter.matches_status(&s) => {
+                        tasks.push(t);
+                        retry.push(s);
+                    }
+                    Loaded::Task(..) | Loaded::Missing => missing += 1,
                     Loaded::Corrupt => corrupt += 1,
                 }
                 if tasks.len() >= want {
@@ -624,6 +684,7 @@ impl StatusStore for RedisStore {
         } else {
             None
         };
+        retry.truncate(tasks.len());
         if missing > 0 {
             tracing::debug!(missing, "skipped index entries without a matching record");
         }
@@ -633,6 +694,7 @@ impl StatusStore for RedisStore {
             tasks,
             next_cursor,
             skipped_corrupt: corrupt,
+            retry,
         })
     }
 
@@ -671,7 +733,7 @@ impl StatusStore for RedisStore {
     /// save the `TIME` round trip: a call given up on a paused Redis may still be applied
     /// when Redis resumes. Recording is an upsert, so repeating it is harmless.
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
-        let (keys, args) = self.record_call(task);
+        let (keys, args) = self.record_call(task, RetryPlan::NotScheduled);
         let mut full_args = Vec::with_capacity(5);
         full_args.push(Value::from(self.keys().prefix()));
         full_args.extend(args);
@@ -687,37 +749,11 @@ impl StatusStore for RedisStore {
     /// its tasks; see `docs/redis-layout.md` for the one case a failure cannot tell (the
     /// answer lost after Redis applied the batch).
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        if tasks.len() > MAX_BATCH {
-            return Err(StoreError::Rejected(format!(
-                "a batch of {} tasks; at most {MAX_BATCH} are recorded at once",
-                tasks.len()
-            )));
-        }
-        let not_after = self.script_deadline().await?;
-        let mut keys = Vec::with_capacity(tasks.len() * 7);
-        let mut args = Vec::with_capacity(2 + tasks.len() * 4);
-        args.push(Value::from(self.keys().prefix()));
-        args.push(Value::from(not_after));
-        for task in tasks {
-            let (k, a) = self.record_call(task);
-            keys.extend(k);
-            args.extend(a);
-        }
-        let flags: Vec<i64> = self
-            .conn()
-            .eval(&Scripts::get().record_many, keys, args)
-            .await?;
-        if flags.len() != tasks.len() {
-            return Err(StoreError::Internal(format!(
-                "record_many answered {} flags for {} tasks",
-                flags.len(),
-                tasks.len()
-            )));
-        }
-        Ok(flags.into_iter().map(outcome).collect())
+        let planned: Vec<(FailedTask, RetryPlan)> = tasks
+            .iter()
+            .map(|t| (t.clone(), RetryPlan::NotScheduled))
+            .collect();
+        self.record_planned_batch(&planned).await
     }
 
     /// One `HGETALL` per hour of the range (`P:cnt:HOUR`), pipelined: O(minutes in the

@@ -20,6 +20,9 @@ use failed_tasks_domain::{
 
 use crate::{RecordOutcome, StatusStore};
 
+pub mod retries;
+pub use retries::run_retries;
+
 /// A base time for generated tasks: 2025-01-24T09:00:00Z.
 pub const BASE_MS: i64 = 1_737_709_200_000;
 
@@ -299,6 +302,7 @@ pub async fn filters_match_brute_force(store: &dyn StatusStore) {
             since: ts(0),
             until: ts(90_000),
             signature: None,
+            retry: None,
         },
     ];
     for f in &filters {

@@ -6,7 +6,9 @@
 //! - [`StoreError`]: the typed errors every adapter maps its driver's errors into.
 //! - [`FailedTaskPage`], [`RecordOutcome`]: what the port answers.
 //! - [`StoreCondition`], [`StoreProblem`]: what an adapter knows of its link (readiness).
-//! - [`memory`]: [`MemoryStore`], the embedded default adapter.
+//! - [`retry`]: the retry capabilities: [`RetryStore`] (schedule with the record, deliver due
+//!   retries, retry now, cancel, resolve) and [`RetryQueue`] (what workers claim and ack).
+//! - [`memory`]: [`MemoryStore`], the embedded default adapter, and its [`MemoryRetryQueue`].
 //!
 //! # Invariants every adapter keeps
 //! - Only failed tasks are stored; a page is in [`SortKey`](failed_tasks_domain::SortKey)
@@ -26,11 +28,16 @@ pub mod conformance;
 mod error;
 pub mod memory;
 mod port;
+pub mod retry;
 
 pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
-pub use memory::MemoryStore;
+pub use memory::{MemoryRetryQueue, MemoryStore};
 pub use port::{FailedTaskPage, RecordOutcome, StatusStore, StoredJsonPage};
+pub use retry::{
+    CancelRetry, DeliverReport, Delivery, Resolve, RetryDetails, RetryGauges, RetryNow, RetryQueue,
+    RetryStore,
+};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use port::MockStatusStore;

@@ -5,21 +5,31 @@
 //! filter, or several filters at once, the page walks the smallest matching index and the
 //! total is counted over that index's range, so both cost O(matches of that index), never a
 //! sort. Nothing survives a restart: this store is for development, demos and tests.
+//!
+//! Retries ([`RetryStore`]) work as on Redis: a due set ordered by due time, changed under
+//! the same lock as the record, and an in-process queue ([`MemoryRetryQueue`]) that due
+//! retries move into under that lock too, with claims, acknowledgements and leases.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::ops::Bound;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use failed_tasks_domain::scheduling::MAX_ATTEMPT_HISTORY;
 use failed_tasks_domain::stats::{minute_of, MinuteCounts};
 use failed_tasks_domain::{
-    ClientId, Cursor, ErrorCategory, ErrorCode, ErrorPattern, ErrorSignature, FailedTask,
-    FailureGroup, GroupCursor, GroupPage, GroupQuery, ListQuery, TaskId, TaskType, Timestamp,
+    AttemptRecord, ClientId, Cursor, ErrorCategory, ErrorCode, ErrorPattern, ErrorSignature,
+    FailedTask, FailureGroup, GroupCursor, GroupPage, GroupQuery, ListQuery, NextRetry, RetryPlan,
+    RetryRequest, RetryState, RetryStatus, ScheduledBy, TaskId, TaskType, Timestamp,
 };
 
-use crate::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
+use crate::{
+    CancelRetry, DeliverReport, Delivery, FailedTaskPage, RecordOutcome, Resolve, RetryDetails,
+    RetryGauges, RetryNow, RetryQueue, RetryStore, StatusStore, StoreError,
+};
 
 /// A task's place in an index: ordering ascending by this key lists newest first, then by
 /// task id descending, exactly like [`failed_tasks_domain::SortKey`].
@@ -32,10 +42,51 @@ fn index_key(task: &FailedTask) -> IndexKey {
     )
 }
 
-/// An in-memory [`StatusStore`], safe to share between tasks (`Arc<MemoryStore>`).
-#[derive(Debug, Default)]
+/// An in-memory [`StatusStore`] and [`RetryStore`], safe to share between tasks
+/// (`Arc<MemoryStore>`).
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: RwLock<Indexes>,
+    queue: Arc<Queue>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            queue: Arc::new(Queue::new(Self::DEFAULT_QUEUE_CAP)),
+        }
+    }
+}
+
+/// A task's retry schedule as the memory store keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sched {
+    /// A retry is scheduled (in the due set) or delivered (no longer in it).
+    Scheduled(NextRetry),
+    Final,
+    /// Recorded without a plan.
+    NotPlanned,
+    /// The scheduled retry of the task's next attempt was cancelled.
+    Cancelled,
+}
+
+impl Sched {
+    fn status(self) -> RetryStatus {
+        match self {
+            Sched::Scheduled(n) => RetryStatus::Scheduled(n),
+            Sched::Final => RetryStatus::Final,
+            Sched::NotPlanned | Sched::Cancelled => RetryStatus::Unscheduled,
+        }
+    }
+}
+
+/// What un-recording a task leaves behind for the upsert that follows.
+struct Unrecorded {
+    task: FailedTask,
+    sched: Sched,
+    /// Its due-set time, when its retry was waiting there.
+    due: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +105,20 @@ struct Indexes {
     groups: HashMap<ErrorSignature, GroupState>,
     /// Groups by last seen, newest first, then signature descending.
     group_order: BTreeSet<(Reverse<i64>, Reverse<ErrorSignature>)>,
+    /// Each task's retry schedule (absent: recorded without a plan).
+    sched: HashMap<TaskId, Sched>,
+    /// Tasks by retry state (the `retry=` filter's index).
+    by_retry: HashMap<RetryState, BTreeSet<IndexKey>>,
+    /// Scheduled retries not yet delivered, by due time.
+    due: BTreeSet<(i64, TaskId)>,
+    due_of: HashMap<TaskId, i64>,
+    /// The last failed attempts of each task, newest first.
+    history: HashMap<TaskId, VecDeque<AttemptRecord>>,
+    /// Resolved task ids, when they were resolved and in which order (at most
+    /// [`MAX_TOMBSTONES`], the oldest forgotten first).
+    resolved: HashMap<TaskId, (Timestamp, u64)>,
+    resolved_order: VecDeque<(TaskId, u64)>,
+    resolved_seq: u64,
 }
 
 #[derive(Debug)]
@@ -99,12 +164,80 @@ fn remove_from<K: Hash + Eq>(map: &mut HashMap<K, BTreeSet<IndexKey>>, k: &K, ke
 
 static EMPTY: BTreeSet<IndexKey> = BTreeSet::new();
 
+/// Most resolved task ids remembered (to answer a late retry request with "resolved"); the
+/// store keeps everything else in memory too, so this only bounds what resolving adds.
+const MAX_TOMBSTONES: usize = 100_000;
+
 impl Indexes {
-    fn insert(&mut self, task: FailedTask) -> RecordOutcome {
-        let outcome = match self.remove(task.task_id()) {
+    fn sched_of(&self, id: &TaskId) -> Sched {
+        self.sched.get(id).copied().unwrap_or(Sched::NotPlanned)
+    }
+
+    fn status_of(&self, id: &TaskId) -> RetryStatus {
+        self.sched_of(id).status()
+    }
+
+    /// Store `task` with `plan`: the upsert, its schedule and its history entry together.
+    fn insert(&mut self, task: FailedTask, plan: RetryPlan) -> RecordOutcome {
+        let id = task.task_id().clone();
+        let old = self.unrecord(&id, true);
+        let outcome = match old {
             Some(_) => RecordOutcome::Updated,
             None => RecordOutcome::Created,
         };
+        // Who scheduled the attempt that failed now, when this store did.
+        let scheduled_by = match old.as_ref().map(|o| o.sched) {
+            Some(Sched::Scheduled(n)) if n.attempt == task.retry_count() => Some(n.by),
+            _ => None,
+        };
+        // The same failure again: the retry of its next attempt keeps the schedule it has
+        // (waiting, delivered or cancelled), so (TaskId, Attempt) is scheduled once.
+        let (sched, due) = match (plan, &old) {
+            (RetryPlan::Retry { .. }, Some(o))
+                if o.task.retry_count() == task.retry_count()
+                    && matches!(o.sched, Sched::Scheduled(_) | Sched::Cancelled) =>
+            {
+                (o.sched, o.due)
+            }
+            (RetryPlan::Retry { due }, _) => (
+                Sched::Scheduled(NextRetry {
+                    attempt: task.retry_count().saturating_add(1),
+                    due,
+                    by: ScheduledBy::Policy,
+                }),
+                Some(due.unix_millis()),
+            ),
+            (RetryPlan::Final, _) => (Sched::Final, None),
+            (RetryPlan::NotScheduled, _) => (Sched::NotPlanned, None),
+        };
+        let history = self.history.entry(id.clone()).or_default();
+        let entry = AttemptRecord {
+            attempt: task.retry_count(),
+            fail_time: task.fail_time(),
+            error_code: task.error_code().clone(),
+            error_category: task.error_category(),
+            scheduled_by,
+        };
+        match history.front_mut() {
+            // The same failure reported again replaces its entry, keeping who scheduled it.
+            Some(head) if head.attempt == entry.attempt && head.fail_time == entry.fail_time => {
+                let scheduled_by = entry.scheduled_by.or(head.scheduled_by);
+                *head = AttemptRecord {
+                    scheduled_by,
+                    ..entry
+                };
+            }
+            _ => history.push_front(entry),
+        }
+        history.truncate(MAX_ATTEMPT_HISTORY);
+        self.resolved.remove(&id);
+        self.index(task, sched, due, true);
+        outcome
+    }
+
+    /// Add `task` to every index, its group, (when `count`) its minute's counters, and its
+    /// schedule.
+    fn index(&mut self, task: FailedTask, sched: Sched, due: Option<i64>, count: bool) {
         let key = index_key(&task);
         self.all.insert(key.clone());
         insert_into(&mut self.by_category, task.error_category(), key.clone());
@@ -114,21 +247,39 @@ impl Indexes {
             key.clone(),
         );
         insert_into(&mut self.by_client, task.client_id().clone(), key.clone());
-        insert_into(&mut self.by_error_code, task.error_code().clone(), key);
+        insert_into(
+            &mut self.by_error_code,
+            task.error_code().clone(),
+            key.clone(),
+        );
+        insert_into(&mut self.by_retry, sched.status().state(), key);
         self.join_group(&task, index_key(&task));
-        let minute = minute_of(task.fail_time());
-        self.minutes
-            .entry(minute)
-            .or_insert_with(|| MinuteCounts {
-                minute,
-                ..MinuteCounts::default()
-            })
-            .apply(&task, 1);
-        self.by_id.insert(task.task_id().clone(), task);
-        outcome
+        if count {
+            let minute = minute_of(task.fail_time());
+            self.minutes
+                .entry(minute)
+                .or_insert_with(|| MinuteCounts {
+                    minute,
+                    ..MinuteCounts::default()
+                })
+                .apply(&task, 1);
+        }
+        let id = task.task_id().clone();
+        if sched == Sched::NotPlanned {
+            self.sched.remove(&id);
+        } else {
+            self.sched.insert(id.clone(), sched);
+        }
+        if let Some(at) = due {
+            self.due.insert((at, id.clone()));
+            self.due_of.insert(id.clone(), at);
+        }
+        self.by_id.insert(id, task);
     }
 
-    fn remove(&mut self, id: &TaskId) -> Option<FailedTask> {
+    /// Take `id` out of every index, its group, its schedule and the due set, and (when
+    /// `uncount`) out of its minute's counters. Its history stays.
+    fn unrecord(&mut self, id: &TaskId, uncount: bool) -> Option<Unrecorded> {
         let task = self.by_id.remove(id)?;
         let key = index_key(&task);
         self.all.remove(&key);
@@ -136,15 +287,134 @@ impl Indexes {
         remove_from(&mut self.by_task_type, task.task_type(), &key);
         remove_from(&mut self.by_client, task.client_id(), &key);
         remove_from(&mut self.by_error_code, task.error_code(), &key);
+        let sched = self.sched.remove(id).unwrap_or(Sched::NotPlanned);
+        remove_from(&mut self.by_retry, &sched.status().state(), &key);
+        let due = self.due_of.remove(id);
+        if let Some(at) = due {
+            self.due.remove(&(at, id.clone()));
+        }
         self.leave_group(&task, &key);
-        let minute = minute_of(task.fail_time());
-        if let Some(counts) = self.minutes.get_mut(&minute) {
-            counts.apply(&task, -1);
-            if counts.total == 0 {
-                self.minutes.remove(&minute);
+        if uncount {
+            let minute = minute_of(task.fail_time());
+            if let Some(counts) = self.minutes.get_mut(&minute) {
+                counts.apply(&task, -1);
+                if counts.total == 0 && counts.recovered == 0 {
+                    self.minutes.remove(&minute);
+                }
             }
         }
-        Some(task)
+        Some(Unrecorded { task, sched, due })
+    }
+
+    /// Remove a task and its history (a deletion, or the janitor).
+    fn remove(&mut self, id: &TaskId) -> Option<FailedTask> {
+        let gone = self.unrecord(id, true)?;
+        self.history.remove(id);
+        Some(gone.task)
+    }
+
+    /// Change a stored task's schedule (retry now, cancel): re-index it under its new state.
+    fn reschedule(&mut self, id: &TaskId, sched: Sched, due: Option<i64>) {
+        if let Some(old) = self.unrecord(id, false) {
+            self.index(old.task, sched, due, false);
+        }
+    }
+
+    fn retry_now(&mut self, id: &TaskId, now: Timestamp) -> RetryNow {
+        let Some(task) = self.by_id.get(id) else {
+            return if self.resolved.contains_key(id) {
+                RetryNow::Resolved
+            } else {
+                RetryNow::NotFound
+            };
+        };
+        let attempt = task.retry_count().saturating_add(1);
+        if let Sched::Scheduled(n) = self.sched_of(id) {
+            if !self.due_of.contains_key(id) {
+                return RetryNow::AlreadyDelivered { attempt: n.attempt };
+            }
+        }
+        let next = NextRetry {
+            attempt,
+            due: now,
+            by: ScheduledBy::Operator,
+        };
+        self.reschedule(id, Sched::Scheduled(next), Some(now.unix_millis()));
+        RetryNow::Scheduled { attempt }
+    }
+
+    fn cancel(&mut self, id: &TaskId) -> CancelRetry {
+        if !self.by_id.contains_key(id) {
+            return if self.resolved.contains_key(id) {
+                CancelRetry::Resolved
+            } else {
+                CancelRetry::NotFound
+            };
+        }
+        match self.sched_of(id) {
+            Sched::Scheduled(n) if self.due_of.contains_key(id) => {
+                self.reschedule(id, Sched::Cancelled, None);
+                CancelRetry::Cancelled { attempt: n.attempt }
+            }
+            Sched::Scheduled(n) => CancelRetry::AlreadyDelivered { attempt: n.attempt },
+            Sched::Final | Sched::NotPlanned | Sched::Cancelled => CancelRetry::NotScheduled,
+        }
+    }
+
+    fn resolve(&mut self, id: &TaskId, at: Timestamp) -> Resolve {
+        if self.unrecord(id, false).is_none() {
+            return if self.resolved.contains_key(id) {
+                Resolve::AlreadyResolved
+            } else {
+                Resolve::NotFound
+            };
+        }
+        self.history.remove(id);
+        self.resolved_seq += 1;
+        self.resolved.insert(id.clone(), (at, self.resolved_seq));
+        self.resolved_order
+            .push_back((id.clone(), self.resolved_seq));
+        while self.resolved_order.len() > MAX_TOMBSTONES {
+            if let Some((old, seq)) = self.resolved_order.pop_front() {
+                if self.resolved.get(&old).is_some_and(|(_, s)| *s == seq) {
+                    self.resolved.remove(&old);
+                }
+            }
+        }
+        let minute = minute_of(at);
+        self.minutes
+            .entry(minute)
+            .or_insert_with(|| MinuteCounts {
+                minute,
+                ..MinuteCounts::default()
+            })
+            .recovered += 1;
+        Resolve::Resolved
+    }
+
+    /// Take up to `max` retries due at `now` out of the due set, as requests.
+    fn take_due(&mut self, now: Timestamp, max: usize) -> (Vec<RetryRequest>, u64, bool) {
+        let mut out = Vec::new();
+        let mut dropped = 0;
+        while out.len() + (dropped as usize) < max {
+            let Some((at, id)) = self.due.first().cloned() else {
+                break;
+            };
+            if at > now.unix_millis() {
+                break;
+            }
+            self.due.remove(&(at, id.clone()));
+            self.due_of.remove(&id);
+            match (self.by_id.get(&id), self.sched_of(&id)) {
+                (Some(task), Sched::Scheduled(n)) => out.push(RetryRequest::for_task(task, &n)),
+                _ => dropped += 1,
+            }
+        }
+        let more = self
+            .due
+            .first()
+            .is_some_and(|(at, _)| *at <= now.unix_millis());
+        (out, dropped, more)
     }
 
     fn join_group(&mut self, task: &FailedTask, key: IndexKey) {
@@ -227,6 +497,7 @@ impl Indexes {
             f.signature
                 .as_ref()
                 .map(|s| self.groups.get(s).map(|g| &g.members)),
+            f.retry.map(|r| self.by_retry.get(&r)),
         ];
         for candidate in candidates.into_iter().flatten() {
             let set = candidate.unwrap_or(&EMPTY);
@@ -247,6 +518,7 @@ impl Indexes {
             filter.client_id.is_some(),
             filter.error_code.is_some(),
             filter.signature.is_some(),
+            filter.retry.is_some(),
         ]
         .iter()
         .filter(|set| **set)
@@ -265,7 +537,9 @@ impl Indexes {
         let in_window = |k: &&IndexKey| since.is_none_or(|s| k.0 .0 >= s);
         let matches = |k: &IndexKey| -> Option<&FailedTask> {
             let task = self.by_id.get(k.1 .0.as_str())?;
-            (single_equality_filter || filter.matches(task)).then_some(task)
+            (single_equality_filter
+                || (filter.matches(task) && filter.matches_status(&self.status_of(task.task_id()))))
+            .then_some(task)
         };
 
         let total = if single_equality_filter && timeless {
@@ -304,19 +578,41 @@ impl Indexes {
             (Some(last), Some(_)) => Some(Cursor::after(last.sort_key())),
             _ => None,
         };
+        let retry = tasks.iter().map(|t| self.status_of(t.task_id())).collect();
         FailedTaskPage {
             total,
             tasks,
             next_cursor,
             skipped_corrupt: 0,
+            retry,
         }
     }
 }
 
 impl MemoryStore {
+    /// Most requests the retry queue holds (read or not) by default; beyond it the oldest
+    /// unread ones are dropped, as a capped Redis stream drops them.
+    pub const DEFAULT_QUEUE_CAP: usize = 100_000;
+
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose retry queue holds at most `cap` requests.
+    pub fn with_queue_cap(cap: usize) -> Self {
+        Self {
+            inner: RwLock::default(),
+            queue: Arc::new(Queue::new(cap.max(1))),
+        }
+    }
+
+    /// A worker's handle on this store's retry queue (all handles share one queue, like the
+    /// consumers of one Redis consumer group).
+    pub fn retry_queue(&self) -> MemoryRetryQueue {
+        MemoryRetryQueue {
+            queue: self.queue.clone(),
+        }
     }
 
     /// How many tasks are stored.
@@ -355,7 +651,7 @@ impl StatusStore for MemoryStore {
     }
 
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
-        Ok(self.write().insert(task.clone()))
+        Ok(self.write().insert(task.clone(), RetryPlan::NotScheduled))
     }
 
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {
@@ -419,6 +715,252 @@ impl StatusStore for MemoryStore {
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
         // One lock for the whole batch: readers see all of it or none of it.
         let mut indexes = self.write();
-        Ok(tasks.iter().map(|t| indexes.insert(t.clone())).collect())
+        Ok(tasks
+            .iter()
+            .map(|t| indexes.insert(t.clone(), RetryPlan::NotScheduled))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl RetryStore for MemoryStore {
+    async fn record_planned(
+        &self,
+        batch: &[(FailedTask, RetryPlan)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let mut indexes = self.write();
+        Ok(batch
+            .iter()
+            .map(|(t, plan)| indexes.insert(t.clone(), *plan))
+            .collect())
+    }
+
+    async fn retry_now(&self, task_id: &TaskId, now: Timestamp) -> Result<RetryNow, StoreError> {
+        Ok(self.write().retry_now(task_id, now))
+    }
+
+    async fn cancel_retry(&self, task_id: &TaskId) -> Result<CancelRetry, StoreError> {
+        Ok(self.write().cancel(task_id))
+    }
+
+    async fn resolve(&self, task_id: &TaskId, at: Timestamp) -> Result<Resolve, StoreError> {
+        Ok(self.write().resolve(task_id, at))
+    }
+
+    async fn retry_details(&self, task_id: &TaskId) -> Result<Option<RetryDetails>, StoreError> {
+        let indexes = self.read();
+        if !indexes.by_id.contains_key(task_id) {
+            return Ok(None);
+        }
+        Ok(Some(RetryDetails {
+            status: indexes.status_of(task_id),
+            attempts: indexes
+                .history
+                .get(task_id)
+                .map(|h| h.iter().cloned().collect())
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn deliver_due(&self, now: Timestamp, max: usize) -> Result<DeliverReport, StoreError> {
+        // The queue is filled under the store's lock: an entry leaves the due set exactly
+        // when it enters the queue.
+        let mut indexes = self.write();
+        let (requests, dropped, more) = indexes.take_due(now, max);
+        let moved = requests.len() as u64;
+        self.queue.push(requests);
+        Ok(DeliverReport {
+            locked_out: false,
+            moved,
+            dropped,
+            more,
+        })
+    }
+
+    async fn retry_gauges(&self, now: Timestamp) -> Result<RetryGauges, StoreError> {
+        let (scheduled, due, oldest) = {
+            let indexes = self.read();
+            let due = indexes
+                .due
+                .iter()
+                .take_while(|(at, _)| *at <= now.unix_millis())
+                .count() as u64;
+            let oldest = indexes
+                .due
+                .first()
+                .map(|(at, _)| now.unix_millis().saturating_sub(*at).max(0));
+            (indexes.due.len() as u64, due, oldest.unwrap_or(0))
+        };
+        let q = self.queue.lock();
+        Ok(RetryGauges {
+            scheduled,
+            due,
+            oldest_due_age: Duration::from_millis(u64::try_from(oldest).unwrap_or(0)),
+            queued: (q.unread.len() + q.pending.len()) as u64,
+            pending: q.pending.len() as u64,
+            reclaimed: q.reclaimed,
+        })
+    }
+}
+
+/// The in-process retry queue: requests wait unread until claimed, then pending until
+/// acknowledged or reclaimed after their lease.
+#[derive(Debug)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes claims waiting for requests.
+    arrived: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    cap: usize,
+    next_id: u64,
+    unread: VecDeque<(u64, RetryRequest)>,
+    pending: BTreeMap<u64, Pending>,
+    reclaimed: u64,
+    /// Unread requests dropped because the queue was full.
+    trimmed: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    request: RetryRequest,
+    since: tokio::time::Instant,
+    deliveries: u64,
+}
+
+impl Queue {
+    fn new(cap: usize) -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                cap,
+                next_id: 1,
+                unread: VecDeque::new(),
+                pending: BTreeMap::new(),
+                reclaimed: 0,
+                trimmed: 0,
+            }),
+            arrived: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, requests: Vec<RetryRequest>) {
+        if requests.is_empty() {
+            return;
+        }
+        let mut q = self.lock();
+        for r in requests {
+            let id = q.next_id;
+            q.next_id += 1;
+            q.unread.push_back((id, r));
+        }
+        while q.unread.len() + q.pending.len() > q.cap && q.unread.pop_front().is_some() {
+            q.trimmed += 1;
+        }
+        drop(q);
+        self.arrived.notify_waiters();
+    }
+
+    fn take(&self, max: usize) -> Vec<Delivery> {
+        let mut q = self.lock();
+        let now = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((id, request)) = q.unread.pop_front() else {
+                break;
+            };
+            out.push(Delivery {
+                id: id.to_string(),
+                request: request.clone(),
+                deliveries: 1,
+            });
+            q.pending.insert(
+                id,
+                Pending {
+                    request,
+                    since: now,
+                    deliveries: 1,
+                },
+            );
+        }
+        out
+    }
+}
+
+/// A worker's handle on a [`MemoryStore`]'s retry queue ([`MemoryStore::retry_queue`]).
+#[derive(Debug, Clone)]
+pub struct MemoryRetryQueue {
+    queue: Arc<Queue>,
+}
+
+impl MemoryRetryQueue {
+    /// Unread requests dropped because the queue was full, since it was created.
+    pub fn trimmed(&self) -> u64 {
+        self.queue.lock().trimmed
+    }
+}
+
+#[async_trait]
+impl RetryQueue for MemoryRetryQueue {
+    async fn claim(&self, max: usize, block: Duration) -> Result<Vec<Delivery>, StoreError> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            // Register interest before looking, so a push in between is not missed
+            // (`notify_waiters` wakes only futures already enabled).
+            let arrived = self.queue.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let got = self.queue.take(max);
+            if !got.is_empty() || max == 0 {
+                return Ok(got);
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let mut q = self.queue.lock();
+        let mut n = 0;
+        for id in ids {
+            if let Ok(id) = id.parse::<u64>() {
+                if q.pending.remove(&id).is_some() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    async fn reclaim_stale(
+        &self,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut q = self.queue.lock();
+        let now = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        for (id, p) in q.pending.iter_mut() {
+            if out.len() >= max {
+                break;
+            }
+            if now.duration_since(p.since) >= lease {
+                p.since = now;
+                p.deliveries += 1;
+                out.push(Delivery {
+                    id: id.to_string(),
+                    request: p.request.clone(),
+                    deliveries: p.deliveries,
+                });
+            }
+        }
+        q.reclaimed += out.len() as u64;
+        Ok(out)
     }
 }

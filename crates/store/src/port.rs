@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use failed_tasks_domain::stats::MinuteCounts;
-use failed_tasks_domain::{Cursor, FailedTask, GroupPage, GroupQuery, ListQuery, TaskId, TaskType};
+use failed_tasks_domain::{
+    Cursor, FailedTask, GroupPage, GroupQuery, ListQuery, RetryStatus, TaskId, TaskType,
+};
 
 use crate::{StoreCondition, StoreError};
 
@@ -17,6 +19,18 @@ pub struct FailedTaskPage {
     pub next_cursor: Option<Cursor>,
     /// Records in this page's range that could not be decoded and were left out.
     pub skipped_corrupt: u64,
+    /// The retry status of each task of `tasks`, in the same order, from stores that
+    /// schedule retries ([`RetryStore`](crate::RetryStore)); empty from stores that do not.
+    /// Read it with [`retry_status`](Self::retry_status).
+    pub retry: Vec<RetryStatus>,
+}
+
+impl FailedTaskPage {
+    /// The retry status of the `i`-th task: [`RetryStatus::Unscheduled`] when the store
+    /// keeps none.
+    pub fn retry_status(&self, i: usize) -> RetryStatus {
+        self.retry.get(i).copied().unwrap_or_default()
+    }
 }
 
 /// A page as each task's stored JSON in the contract's wire form (`{"TaskId":…}`), for
@@ -68,7 +82,9 @@ pub trait StatusStore: Send + Sync {
     /// The failed task with this id, if stored.
     async fn get(&self, task_id: &TaskId) -> Result<Option<FailedTask>, StoreError>;
 
-    /// Store `task`, replacing any task with the same id, atomically with every index.
+    /// Store `task`, replacing any task with the same id, atomically with every index. On a
+    /// store that schedules retries this schedules none (and drops one scheduled before):
+    /// recording with a plan is [`RetryStore::record_planned`](crate::RetryStore::record_planned).
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError>;
 
     /// Remove the task with this id and every index entry of it; `false` when it was absent.

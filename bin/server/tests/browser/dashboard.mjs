@@ -392,7 +392,7 @@ test('delete asks first, cancelling keeps the task, confirming removes it and sh
   await page.waitForSelector('#confirm-dialog[open]');
   await clickAndLoad(page, '#confirm-ok');
   assert.equal(new URL(page.url()).hash, '#/failures');
-  assert.match(await page.textContent('#notice'), /Deleted 1 failed task/);
+  assert.match(await page.textContent('#notice'), /^Failed tasks deleted: 1\./);
   assert.equal((await api('GET', '/tasks/failed/paged-007', null, READ)).status, 404);
 
   // A selection: two rows, the confirmation names how many.
@@ -404,7 +404,7 @@ test('delete asks first, cancelling keeps the task, confirming removes it and sh
   await page.waitForSelector('#confirm-dialog[open]');
   assert.match(await page.textContent('#confirm-text'), /\b2\b/);
   await clickAndLoad(page, '#confirm-ok');
-  assert.match(await page.textContent('#notice'), /Deleted 2 failed tasks/);
+  assert.match(await page.textContent('#notice'), /^Failed tasks deleted: 2\./);
   for (const id of ids) assert.equal((await api('GET', `/tasks/failed/${id}`, null, READ)).status, 404, id);
   const rows = await rowIds(page);
   for (const id of ids) assert.ok(!rows.includes(id), id);
@@ -417,6 +417,92 @@ test('delete asks first, cancelling keeps the task, confirming removes it and sh
   await clickAndLoad(page, '#confirm-ok');
   assert.equal((await api('GET', '/tasks/failed/xss-1', null, READ)).status, 404);
   await page.waitForSelector('#empty');
+  return page;
+});
+
+test('retry now with a token shows NextRetryAt and the count; the retry filter finds it', async () => {
+  const page = await open({ token: ADMIN });
+  // task_001 has used its 3 retries: a final failure, nothing scheduled.
+  const before = (await api('GET', '/tasks/failed/task_001', null, READ)).json.Data;
+  assert.equal(before.FinalFailure, true);
+  assert.equal(before.NextRetryAt, null);
+  await view(page, '#/task/task_001');
+  assert.equal(await page.textContent('dd[data-field="NextRetryAt"]'), '—');
+  await page.click('#retry-task');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /task_001/);
+  await clickAndLoad(page, '#confirm-ok');
+  assert.match(await page.textContent('#notice'), /^Retries made due now: 1\./);
+  const after = (await api('GET', '/tasks/failed/task_001', null, READ)).json.Data;
+  assert.ok(after.NextRetryAt, 'scheduled');
+  assert.equal(await page.getAttribute('dd[data-field="NextRetryAt"] time', 'datetime'), after.NextRetryAt);
+  // The attempts history is on the task view.
+  assert.ok(await page.isVisible('#attempts'));
+
+  // A selection from the listing: the count of both, NextRetryAt in their rows.
+  await view(page, '#/failures?errorCode=QUOTA_EXCEEDED&clientId=client-1');
+  const ids = (await rowIds(page)).slice(0, 2);
+  for (const id of ids) await page.check(`#tasks tbody tr[data-task-id="${id}"] .row-select`);
+  await page.click('#retry-selected');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /\b2\b/);
+  await clickAndLoad(page, '#confirm-ok');
+  assert.match(await page.textContent('#notice'), /^Retries made due now: (2\.|1; already handed to the workers: 1\.)/);
+  for (const id of ids) {
+    const t = (await api('GET', `/tasks/failed/${id}`, null, READ)).json.Data;
+    assert.ok(t.NextRetryAt, id);
+    assert.equal(await page.getAttribute(`#tasks tbody tr[data-task-id="${id}"] td.next-retry time`, 'datetime'), t.NextRetryAt);
+  }
+  // Every match of the filters: the confirmation and the notice give the count.
+  await view(page, '#/failures?errorCode=QUOTA_EXCEEDED&clientId=client-2');
+  const total = Number(await page.getAttribute('#total-count', 'data-count'));
+  assert.ok(total > 5, `${total}`);
+  await page.click('#retry-matching');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), new RegExp(`all ${total} failed tasks`));
+  await clickAndLoad(page, '#confirm-ok');
+  const done = (await page.textContent('#notice')).match(/^Retries made due now: (\d+)(?:; already handed to the workers: (\d+))?/);
+  assert.ok(done, await page.textContent('#notice'));
+  assert.equal(Number(done[1]) + Number(done[2] || 0), total);
+  // retry=final lists final failures only.
+  await view(page, '#/failures?retry=final&pageSize=200');
+  assert.equal(await page.inputValue('#f-retry'), 'final');
+  const finals = await page.$$eval('#tasks tbody tr td .final', (els) => els.map((e) => e.classList.contains('yes')));
+  assert.ok(finals.length > 0 && finals.every(Boolean), `${finals}`);
+  return page;
+});
+
+test('a whole group is retried from the groups view, asking first with its count', async () => {
+  const page = await open({ token: ADMIN });
+  await view(page, '#/groups');
+  const row = page.locator('#groups tbody tr', { hasText: 'cannot parse <path>' });
+  const n = Number(await row.locator('td.num').first().textContent());
+  assert.equal(n, 41);
+  await row.locator('button.retry-group').click();
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /all 41 failed tasks of the group/);
+  await clickAndLoad(page, '#confirm-ok');
+  const notice = await page.textContent('#notice');
+  const m = notice.match(/^Retries made due now: (\d+)(?:; already handed to the workers: (\d+))?/);
+  assert.ok(m, notice);
+  assert.equal(Number(m[1]) + Number(m[2] || 0), 41, notice);
+  const parse = await api('GET', '/tasks/failed?errorCode=PARSE_ERROR&retry=scheduled&pageSize=100', null, READ);
+  assert.equal(parse.json.Data.TotalTasks, 41, 'every task of the group has its retry scheduled');
+  return page;
+});
+
+test('resolve asks first and the task leaves the list, counted as recovered', async () => {
+  const page = await open({ token: ADMIN });
+  await view(page, '#/task/paged-012');
+  await page.click('#resolve-task');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /paged-012/);
+  await clickAndLoad(page, '#confirm-ok');
+  assert.equal(new URL(page.url()).hash, '#/failures');
+  assert.match(await page.textContent('#notice'), /Resolved/);
+  assert.equal((await api('GET', '/tasks/failed/paged-012', null, READ)).status, 404);
+  await view(page, '#/overview?window=1h');
+  assert.ok(Number(await page.textContent('#stat-recovered .stat-value')) >= 1);
   return page;
 });
 

@@ -70,10 +70,10 @@ async fn scenario(store: Arc<dyn StatusStore>) {
 
 #[tokio::test]
 async fn fail_times_at_the_edges_on_the_memory_store() {
-    scenario(crate::memory_store().await).await;
+    scenario(crate::memory_store().await.status).await;
 }
 
 #[tokio::test]
 async fn fail_times_at_the_edges_on_the_redis_store() {
-    scenario(crate::redis_store().await).await;
+    scenario(crate::redis_store().await.status).await;
 }

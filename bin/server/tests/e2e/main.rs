@@ -9,16 +9,18 @@
 mod client;
 mod edges;
 mod faults;
+mod retries;
 mod scenarios;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use failed_tasks_domain::{RetryConfig, RetryPolicy};
 use failed_tasks_http::{App, HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{RedisConfig, RedisStore};
-use failed_tasks_store::{MemoryStore, StatusStore};
+use failed_tasks_store::{MemoryStore, RetryStore, StatusStore};
 use failed_tasks_testkit::RedisServer;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
@@ -35,16 +37,33 @@ fn redis() -> &'static RedisServer {
     SERVER.get_or_init(RedisServer::start)
 }
 
-pub async fn memory_store() -> Arc<dyn StatusStore> {
-    Arc::new(MemoryStore::new())
+/// One store seen through both of its capabilities, as the server wires it.
+#[derive(Clone)]
+pub struct Stores {
+    pub status: Arc<dyn StatusStore>,
+    pub retries: Arc<dyn RetryStore>,
 }
 
-pub async fn redis_store() -> Arc<dyn StatusStore> {
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stores")
+    }
+}
+
+pub async fn memory_store() -> Stores {
+    let store = Arc::new(MemoryStore::new());
+    Stores {
+        status: store.clone(),
+        retries: store,
+    }
+}
+
+pub async fn redis_store() -> Stores {
     redis_store_at(&redis().url()).await
 }
 
 /// A connected Redis store on `url` (a private server), on a fresh key prefix.
-pub async fn redis_store_at(url: &str) -> Arc<dyn StatusStore> {
+pub async fn redis_store_at(url: &str) -> Stores {
     static N: AtomicU64 = AtomicU64::new(0);
     let config = RedisConfig {
         url: url.to_owned(),
@@ -61,11 +80,27 @@ pub async fn redis_store_at(url: &str) -> Arc<dyn StatusStore> {
         store.wait_connected(Duration::from_secs(10)).await,
         "redis store did not connect"
     );
-    Arc::new(store)
+    let store = Arc::new(store);
+    Stores {
+        status: store.clone(),
+        retries: store,
+    }
 }
 
-pub async fn serve(store: Arc<dyn StatusStore>) -> Env {
-    serve_service(FailedTaskService::new(store, Deadlines::default())).await
+/// The service as the server builds it, with retries; no jitter, so delays are exact.
+pub fn service(stores: &Stores) -> FailedTaskService {
+    let policy = RetryPolicy::new(RetryConfig {
+        jitter: 0.0,
+        ..RetryConfig::default()
+    })
+    .unwrap();
+    FailedTaskService::new(stores.status.clone(), Deadlines::default())
+        .with_retries(stores.retries.clone())
+        .with_retry_policy(policy)
+}
+
+pub async fn serve(stores: Stores) -> Env {
+    serve_service(service(&stores)).await
 }
 
 pub async fn serve_service(service: FailedTaskService) -> Env {
@@ -120,4 +155,5 @@ on_every_store!(
     filters_combine_and_totals_match,
     one_task_and_removals,
     stats_and_groups_follow_writes,
+    retry_routes_refuse_bad_input,
 );

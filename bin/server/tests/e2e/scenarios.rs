@@ -41,10 +41,13 @@ fn seed() -> Value {
     ])
 }
 
-/// The seed as the API shows it: with the additive FinalFailure of the default policy.
+/// The seed as the API shows it: with the additive NextRetryAt and FinalFailure of the
+/// default policy without jitter (task_003's second retry is due 1 s x 2 after it failed).
 fn seed_shown() -> Value {
     let mut s = seed();
-    for (i, fin) in [true, true, false].into_iter().enumerate() {
+    let next = [json!(null), json!(null), json!("2025-01-24T10:01:02Z")];
+    for (i, (fin, next)) in [true, true, false].into_iter().zip(next).enumerate() {
+        s[i]["NextRetryAt"] = next;
         s[i]["FinalFailure"] = json!(fin);
     }
     s
@@ -230,7 +233,10 @@ pub async fn filters_combine_and_totals_match(env: &Env) {
 pub async fn one_task_and_removals(env: &Env) {
     post(env, seed()).await;
     let one = get(env, &format!("{LIST}/task_002")).await;
-    assert_eq!(one["Data"], seed_shown()[1]);
+    let mut shown = seed_shown()[1].clone();
+    shown["Attempts"] = json!([{"Attempt":0,"FailTime":"2025-01-24T09:22:00Z",
+        "ErrorCode":"PERMISSION_DENIED","ErrorCategory":"authorization","ScheduledBy":null}]);
+    assert_eq!(one["Data"], shown);
     let (status, _) = call(env, Method::GET, &format!("{LIST}/task_404"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, v) = call(env, Method::DELETE, &format!("{ADMIN}/task_002"), None).await;
@@ -379,4 +385,85 @@ pub async fn stats_and_groups_follow_writes(env: &Env) {
     let hour = get(env, &format!("{STATS}?window=1h")).await;
     assert_eq!(hour["Data"]["Attempts"], 30, "{hour}");
     assert_eq!(hour["Data"]["FailureRate"], 0.1);
+}
+
+/// Unknown tasks, malformed ids, a retry of a resolved task, a resolve of an unknown one:
+/// a clear 4xx in the envelope, and nothing written.
+pub async fn retry_routes_refuse_bad_input(env: &Env) {
+    let now = failed_tasks_domain::Timestamp::now();
+    let (status, _) = post(
+        env,
+        json!([
+            crate::retries::failure_json(0, 0, now),
+            crate::retries::failure_json(1, 0, now)
+        ]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, v) = call(env, Method::POST, &format!("{ADMIN}/e0000/resolve"), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let before = get(env, LIST).await;
+    let before_one = get(env, &format!("{LIST}/e0001")).await;
+    let cases: [(Method, String, StatusCode); 9] = [
+        (
+            Method::POST,
+            format!("{ADMIN}/nope/retry"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/nope/resolve"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::DELETE,
+            format!("{ADMIN}/nope/retry"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/e0000/retry"),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::DELETE,
+            format!("{ADMIN}/e0000/retry"),
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/%C3%28/retry"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/a%09b/resolve"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            format!("{ADMIN}/e0001/retry?force=1"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/codebase-embedder/api/v1/admin/retries".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (method, path, want) in cases {
+        let (status, v) = call(env, method.clone(), &path, None).await;
+        assert_eq!(status, want, "{method} {path}: {v}");
+        assert_eq!(v["Success"], false, "{v}");
+        assert_eq!(v["Code"], want.as_u16(), "{v}");
+        assert!(!v["Message"].as_str().unwrap().is_empty());
+    }
+    // Resolving a resolved task again is idempotent, not an error.
+    let (status, v) = call(env, Method::POST, &format!("{ADMIN}/e0000/resolve"), None).await;
+    assert_eq!(
+        (status, v["Data"]["Status"].clone()),
+        (StatusCode::OK, json!("already_resolved"))
+    );
+    assert_eq!(get(env, LIST).await, before, "nothing written");
+    assert_eq!(get(env, &format!("{LIST}/e0001")).await, before_one);
 }

@@ -23,6 +23,7 @@ fn seed_page() -> FailedTaskPage {
         tasks,
         next_cursor: None,
         skipped_corrupt: 0,
+        retry: Vec::new(),
     }
 }
 
@@ -305,3 +306,5 @@ async fn zero_reuse_checks_before_every_request_and_readiness_always_checks() {
     svc.list_failed(&first_page()).await.unwrap();
     svc.check_connection().await.unwrap();
 }
+
+mod retries;

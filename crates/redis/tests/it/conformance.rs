@@ -1,4 +1,4 @@
-//! The shared behaviour checks (listing, statistics, groups), on a single server, through a
+//! The shared behaviour checks (listing, statistics, groups, retries), on a single server, through a
 //! Sentinel, and on a cluster.
 
 use failed_tasks_testkit::{RedisCluster, RedisSentinel, RedisServer};
@@ -11,6 +11,7 @@ async fn conformance_on_a_single_server() {
     let url = server.url();
     failed_tasks_store::conformance::run_all(|| helpers::store(&url)).await;
     failed_tasks_store::conformance::run_stats(|| helpers::store(&url)).await;
+    failed_tasks_store::conformance::run_retries(|| helpers::store_with_queues(&url)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,6 +20,7 @@ async fn conformance_on_a_cluster() {
     let url = cluster.url();
     failed_tasks_store::conformance::run_all(|| helpers::store(&url)).await;
     failed_tasks_store::conformance::run_stats(|| helpers::store(&url)).await;
+    failed_tasks_store::conformance::run_retries(|| helpers::store_with_queues(&url)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,6 +30,7 @@ async fn conformance_through_a_sentinel() {
     let url = sentinel.url();
     failed_tasks_store::conformance::run_all(|| helpers::store(&url)).await;
     failed_tasks_store::conformance::run_stats(|| helpers::store(&url)).await;
+    failed_tasks_store::conformance::run_retries(|| helpers::store_with_queues(&url)).await;
     // The data is on the master the sentinel names.
     assert!(master.cli(&["DBSIZE"]).trim().parse::<u64>().unwrap() > 0);
 }

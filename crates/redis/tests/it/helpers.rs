@@ -67,3 +67,29 @@ pub async fn keys_of(client: &fred::clients::Client, prefix: &str) -> Vec<String
     let pattern = format!("{}*", prefix.replace('{', "\\{").replace('}', "\\}"));
     cmd(client, prefix, "KEYS", vec![pattern.into()]).await
 }
+
+/// A connected store on a fresh prefix with two worker queues on its retry stream.
+pub async fn store_with_queues(
+    url: &str,
+) -> (
+    RedisStore,
+    failed_tasks_redis::RedisRetryQueue,
+    failed_tasks_redis::RedisRetryQueue,
+) {
+    let store = store(url).await;
+    let a = queue(&store, "worker-a").await;
+    let b = queue(&store, "worker-b").await;
+    (store, a, b)
+}
+
+/// A connected worker queue named `consumer` on `store`'s retry stream.
+pub async fn queue(store: &RedisStore, consumer: &str) -> failed_tasks_redis::RedisRetryQueue {
+    let q = failed_tasks_redis::RedisRetryQueue::connect(store.config(), consumer)
+        .await
+        .expect("queue config");
+    assert!(
+        q.wait_connected(Duration::from_secs(10)).await,
+        "queue did not connect"
+    );
+    q
+}

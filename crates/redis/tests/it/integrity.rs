@@ -55,7 +55,7 @@ async fn concurrent_recorders_leave_every_index_consistent() {
         w.unwrap();
     }
 
-    // Check with raw commands: every record is in exactly its six indexes, and every index
+    // Check with raw commands: every record is in exactly its seven indexes, and every index
     // entry has its record; then the counters and groups against the records.
     let raw = helpers::raw(&server.url()).await;
     let prefix = store.config().key_prefix.clone();
@@ -74,8 +74,15 @@ async fn concurrent_recorders_leave_every_index_consistent() {
     let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for t in records.values() {
         let m = member_of(t);
+        let state = failed_tasks_store::RetryStore::retry_details(&store, t.task_id())
+            .await
+            .unwrap()
+            .unwrap()
+            .status
+            .state();
         for idx in [
             "all".to_owned(),
+            format!("retry:{state}"),
             format!("category:{}", t.error_category()),
             format!("type:{}", t.task_type()),
             format!("client:{}", t.client_id()),

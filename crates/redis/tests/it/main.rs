@@ -14,4 +14,5 @@ mod faults;
 mod health;
 mod integrity;
 mod retention;
+mod retry_faults;
 mod stats;

@@ -72,8 +72,13 @@ async fn assert_no_leftovers(store: &RedisStore, url: &str, live: usize) {
         let n: u64 = helpers::cmd(&raw, prefix, "ZCARD", vec![k.as_str().into()]).await;
         index_entries += n;
     }
-    // all, category, type, client, code, signature
-    assert_eq!(index_entries, 6 * live as u64, "index entries left");
+    // all, category, type, client, code, signature, retry state
+    assert_eq!(index_entries, 7 * live as u64, "index entries left");
+    // Attempt histories only of live records.
+    for h in keys.iter().filter(|k| k.contains(":hist:")) {
+        let record = h.replace(":hist:", ":task:");
+        assert!(keys.contains(&record), "{h} outlived its record");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

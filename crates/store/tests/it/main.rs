@@ -12,6 +12,12 @@ use failed_tasks_store::{MemoryStore, StatusStore};
 async fn memory_store_passes_conformance() {
     conformance::run_all(|| async { MemoryStore::new() }).await;
     conformance::run_stats(|| async { MemoryStore::new() }).await;
+    conformance::run_retries(|| async {
+        let store = MemoryStore::new();
+        let (a, b) = (store.retry_queue(), store.retry_queue());
+        (store, a, b)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,4 +69,38 @@ async fn concurrent_recorders_lose_nothing() {
         .await
         .unwrap();
     assert_eq!(page.total, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_claim_is_woken_by_the_scheduler() {
+    use failed_tasks_domain::{RetryPlan, Timestamp};
+    use failed_tasks_store::{RetryQueue, RetryStore};
+    use std::time::Duration;
+
+    let store = Arc::new(MemoryStore::new());
+    let queue = store.retry_queue();
+    let waiting = tokio::spawn(async move { queue.claim(10, Duration::from_secs(30)).await });
+    let t = task(
+        "w1",
+        0,
+        ErrorCategory::ServiceTimeout,
+        "embedding",
+        "c",
+        "X",
+    );
+    let due = Timestamp::from_unix_millis(conformance::BASE_MS).unwrap();
+    store
+        .record_planned(&[(t, RetryPlan::Retry { due })])
+        .await
+        .unwrap();
+    // The claim may start before or after the delivery; either way it gets the request,
+    // long before its 30 s block would end.
+    assert_eq!(store.deliver_due(due, 10).await.unwrap().moved, 1);
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the claim was woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].request.task_id.as_str(), "w1");
 }

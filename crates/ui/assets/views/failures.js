@@ -12,8 +12,6 @@ import { features } from '../api.js';
 
 /** The listing's filters, as the API names them (`retry` on servers with retries). */
 export const FILTERS = ['category', 'taskType', 'clientId', 'errorCode', 'since', 'until', 'signature', 'retry'];
-/** Filters the bulk removal accepts (not signature). */
-const BULK_FILTERS = ['category', 'taskType', 'clientId', 'errorCode', 'since', 'until'];
 const RETRY_STATES = ['scheduled', 'final', 'none'];
 /** Parallel single requests of an action on a selection. */
 const PARALLEL = 4;
@@ -210,14 +208,8 @@ export function mount(ctx) {
     }
   }
 
+  /** The filters of the view, for the bulk actions (which need at least one). */
   function bulkFilters() {
-    if (filters.signature) return null;
-    const out = {};
-    for (const key of BULK_FILTERS) if (filters[key]) out[key] = filters[key];
-    return Object.keys(out).length ? out : null;
-  }
-
-  function retryFilters() {
     const out = {};
     for (const key of FILTERS) if (filters[key]) out[key] = filters[key];
     return Object.keys(out).length ? out : null;
@@ -225,12 +217,11 @@ export function mount(ctx) {
 
   function bulkBar(total) {
     const matching = bulkFilters();
-    const retrying = retryFilters();
     const retries = features.retries;
     return h('div', { class: 'bulk', id: 'bulk-actions' },
       retries ? h('button', { type: 'button', id: 'retry-selected', disabled: !selected.size, on: { click: retrySelected } },
         t('failures.retrySelected', { n: selected.size })) : null,
-      retries ? h('button', { type: 'button', id: 'retry-matching', disabled: !retrying, title: retrying ? null : t('failures.needFilterRetry'), on: { click: () => retryMatching(total) } },
+      retries ? h('button', { type: 'button', id: 'retry-matching', disabled: !matching, title: matching ? null : t('failures.needFilter'), on: { click: () => retryMatching(total) } },
         t('failures.retryMatching', { n: count(total) })) : null,
       h('button', { type: 'button', id: 'delete-selected', class: 'danger', disabled: !selected.size, on: { click: deleteSelected } },
         t('failures.deleteSelected', { n: selected.size })),
@@ -249,10 +240,10 @@ export function mount(ctx) {
   }
 
   async function retryMatching(total) {
-    const retrying = retryFilters();
-    if (!retrying || !(await ctx.confirm(t('confirm.retryMatching', { n: count(total) })))) return;
+    const matching = bulkFilters();
+    if (!matching || !(await ctx.confirm(t('confirm.retryMatching', { n: count(total) })))) return;
     try {
-      const r = await ctx.api.retryMatching(retrying);
+      const r = await ctx.api.retryMatching(matching);
       const text = retriedText(r.Retried, r.AlreadyDelivered);
       ctx.notify(r.Complete ? text : `${text} ${t('done.incomplete')}`, 'ok');
     } catch (e) {

@@ -1,0 +1,226 @@
+//! The retry use cases over the memory store (real scheduling, no mocks), and what a store
+//! without retries answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use failed_tasks_domain::{
+    ErrorCategory, FailedTask, JitterRng, ListQuery, NewFailedTask, PageLimits, RetryConfig,
+    RetryPolicy, RetryState, RetryStatus, TaskFilter, TaskId, Timestamp,
+};
+use failed_tasks_query::{
+    Deadlines, FailedTaskService, QueryError, RetryCounters, RetryScheduler, SchedulerConfig,
+};
+use failed_tasks_store::{MemoryStore, MockStatusStore, RetryNow, RetryQueue};
+
+const BASE: i64 = 1_737_709_200_000;
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(ms).unwrap()
+}
+
+fn failure(id: &str, code: &str, retry_count: u32, fail_ms: i64) -> FailedTask {
+    FailedTask::new(NewFailedTask {
+        task_id: id.into(),
+        task_type: "embedding".into(),
+        client_id: "c1".into(),
+        codebase_path: "/p".into(),
+        start_time_ms: fail_ms - 1000,
+        fail_time_ms: fail_ms,
+        error_code: code.into(),
+        error_message: format!("{code} on {id}"),
+        retry_count,
+        processed_files: 1,
+        error_category: None,
+    })
+    .unwrap()
+}
+
+fn service() -> (FailedTaskService, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    let policy = RetryPolicy::new(RetryConfig {
+        jitter: 0.0,
+        base_delay: Duration::from_secs(2),
+        ..RetryConfig::default()
+    })
+    .unwrap();
+    let service = FailedTaskService::new(store.clone(), Deadlines::default())
+        .with_retries(store.clone())
+        .with_retry_policy(policy)
+        .with_jitter(JitterRng::new(7));
+    (service, store)
+}
+
+#[tokio::test]
+async fn recording_schedules_by_the_policy() {
+    let (service, _) = service();
+    let tasks = [
+        failure("timeout", "TIMEOUT_ERROR", 1, BASE),
+        failure("denied", "PERMISSION_DENIED", 0, BASE),
+        failure("parse", "PARSE_ERROR", 0, BASE),
+        failure("spent", "TIMEOUT_ERROR", 3, BASE),
+    ];
+    service.record_failures(&tasks).await.unwrap();
+    let page = service
+        .list_failed(&ListQuery::first_page(PageLimits::DEFAULT))
+        .await
+        .unwrap();
+    let status = |id: &str| {
+        let i = page
+            .tasks
+            .iter()
+            .position(|t| t.task_id().as_str() == id)
+            .unwrap();
+        page.retry_status(i)
+    };
+    // 2 s x 2^1 after the failure, attempt 2.
+    let s = status("timeout");
+    assert_eq!(
+        s.next().map(|n| (n.attempt, n.due)),
+        Some((2, ts(BASE + 4_000)))
+    );
+    assert_eq!(
+        status("denied"),
+        RetryStatus::Final,
+        "authorization is never retried"
+    );
+    assert_eq!(
+        status("parse"),
+        RetryStatus::Final,
+        "data_error is not retried by default"
+    );
+    assert_eq!(status("spent"), RetryStatus::Final, "max retries reached");
+    let c = service.retry_counters();
+    assert_eq!(RetryCounters::get(&c.scheduled_by_policy), 1);
+    assert_eq!(RetryCounters::get(&c.finals), 3);
+    let (_, details) = service
+        .get_failed_with_retries(&TaskId::parse("timeout").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(details.attempts.len(), 1);
+    assert_eq!(details.status.state(), RetryState::Scheduled);
+}
+
+#[tokio::test]
+async fn the_scheduler_step_delivers_what_is_due() {
+    let (service, store) = service();
+    let tasks: Vec<FailedTask> = (0..25)
+        .map(|i| failure(&format!("t{i:02}"), "TIMEOUT_ERROR", 0, BASE + i * 1000))
+        .collect();
+    service.record_failures(&tasks).await.unwrap();
+    let scheduler = RetryScheduler::new(
+        service.clone(),
+        SchedulerConfig {
+            batch: 4,
+            max_batches: 3,
+            ..SchedulerConfig::default()
+        },
+    );
+    // Due at BASE + i s + 2 s: by BASE + 11 s, t00..t09.
+    let r = scheduler.step(ts(BASE + 11_000)).await.unwrap();
+    assert_eq!((r.moved, r.more), (10, false));
+    // A backlog larger than one step: 3 batches of 4, then the rest.
+    let r = scheduler.step(ts(BASE + 60_000)).await.unwrap();
+    assert_eq!((r.moved, r.more), (12, true));
+    let r = scheduler.step(ts(BASE + 60_000)).await.unwrap();
+    assert_eq!((r.moved, r.more), (3, false));
+    assert_eq!(RetryCounters::get(&service.retry_counters().delivered), 25);
+    let queue = store.retry_queue();
+    let got = queue.claim(100, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(got.len(), 25);
+    assert!(got.iter().all(|d| d.request.attempt == 1));
+}
+
+#[tokio::test]
+async fn retry_matching_needs_a_match_and_counts() {
+    let (service, _) = service();
+    let tasks: Vec<FailedTask> = (0..30)
+        .map(|i| {
+            let code = if i % 2 == 0 {
+                "PERMISSION_DENIED"
+            } else {
+                "TIMEOUT_ERROR"
+            };
+            failure(&format!("m{i:02}"), code, 0, BASE + i * 1000)
+        })
+        .collect();
+    service.record_failures(&tasks).await.unwrap();
+    let finals = TaskFilter {
+        retry: Some(RetryState::Final),
+        ..TaskFilter::default()
+    };
+    let done = service
+        .retry_matching(&finals, ts(BASE + 100_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.retried, done.already_delivered, done.complete),
+        (15, 0, true)
+    );
+    // Every one of them is scheduled now, by the operator; none is final any more.
+    let page = service
+        .list_failed(&ListQuery {
+            filter: finals.clone(),
+            ..ListQuery::first_page(PageLimits::DEFAULT)
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 0);
+    let delivered = service.deliver_due(ts(BASE + 100_000), 1000).await.unwrap();
+    assert_eq!(
+        delivered.moved, 30,
+        "15 overrides and the 15 timeouts, due by now"
+    );
+    // Again for the same attempts: nothing is delivered twice.
+    let category = TaskFilter {
+        category: Some(ErrorCategory::Authorization),
+        ..TaskFilter::default()
+    };
+    let again = service
+        .retry_matching(&category, ts(BASE + 100_000))
+        .await
+        .unwrap();
+    assert_eq!((again.retried, again.already_delivered), (0, 15));
+    assert_eq!(
+        service
+            .deliver_due(ts(BASE + 200_000), 1000)
+            .await
+            .unwrap()
+            .moved,
+        0
+    );
+    assert!(matches!(
+        service
+            .retry_now(&TaskId::parse("nope").unwrap(), ts(BASE))
+            .await,
+        Ok(RetryNow::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn a_store_without_retries_says_so() {
+    let mut store = MockStatusStore::new();
+    store.expect_ping().returning(|| Ok(()));
+    let service = FailedTaskService::new(Arc::new(store), Deadlines::default());
+    let id = TaskId::parse("t").unwrap();
+    assert!(matches!(
+        service.retry_now(&id, ts(BASE)).await,
+        Err(QueryError::NotSupported(_))
+    ));
+    assert!(matches!(
+        service.resolve(&id, ts(BASE)).await,
+        Err(QueryError::NotSupported(_))
+    ));
+    let q = ListQuery {
+        filter: TaskFilter {
+            retry: Some(RetryState::Scheduled),
+            ..TaskFilter::default()
+        },
+        ..ListQuery::first_page(PageLimits::DEFAULT)
+    };
+    // Refused before any store call (the mock expects no list).
+    assert!(matches!(
+        service.list_failed(&q).await,
+        Err(QueryError::NotSupported(_))
+    ));
+}
