@@ -172,7 +172,7 @@ export function mount(ctx) {
       h('td', { class: 'message', title: task.ErrorMessage }, task.ErrorMessage),
       h('td', { class: 'num' }, count(task.RetryCount)),
       h('td', {}, task.FinalFailure ? h('span', { class: 'final yes' }, t('common.yes')) : h('span', { class: 'final no' }, t('common.no'))),
-      hasRetry ? h('td', { class: 'time next-retry' }, time(task.NextRetryAt)) : null));
+      hasRetry ? h('td', { class: 'time next-retry', title: task.NextRetryAt ? t(new Date(task.NextRetryAt).getTime() > Date.now() ? 'retry.due' : 'retry.delivered') : null }, time(task.NextRetryAt)) : null));
     const table = h('div', { class: 'table-wrap' },
       h('table', { class: 'tasks', id: 'tasks' }, h('thead', {}, head), h('tbody', {}, rows)));
     replace(ctx.data, summary, bulk, table, pager(page.NextCursor, pageNo));

@@ -43,7 +43,8 @@ export function mount(ctx) {
     const fields = h('dl', { class: 'fields', id: 'task-fields' },
       keys.map((k) => [
         h('dt', {}, t(`field.${k}`) === `field.${k}` ? k : t(`field.${k}`)),
-        h('dd', { class: k === 'ErrorMessage' ? 'message-full' : null, dataset: { field: k } }, value(k, task[k])),
+        h('dd', { class: k === 'ErrorMessage' ? 'message-full' : null, dataset: { field: k } }, value(k, task[k]),
+          k === 'NextRetryAt' && task[k] ? h('span', { class: 'muted retry-state' }, ' ', t(new Date(task[k]).getTime() > Date.now() ? 'retry.due' : 'retry.delivered')) : null),
       ]));
     const links = h('p', { class: 'links' },
       h('a', { href: ctx.href('failures', { clientId: task.ClientId }) }, t('task.sameClient')), ' · ',
