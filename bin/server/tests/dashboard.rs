@@ -13,13 +13,14 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use failed_tasks_testkit::RedisServer;
 
-const BIN: &str = env!("CARGO_BIN_EXE_failed-tasks-server");
+mod support;
+use support::Server;
 const ADMIN_TOKEN: &str = "dashboard-admin-token";
 const READ_TOKEN: &str = "dashboard-read-token";
 /// The whole browser run, at most (it takes about a minute).
@@ -76,59 +77,32 @@ fn npm_ci() {
     );
 }
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The server binary on port 0 over `redis_url`; its address is read from its JSON log.
+/// The server binary over `redis_url` (see `support::Server`).
 fn start_server(redis_url: &str) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--store", "redis", "--redis-url", redis_url, "--demo"])
-        .args(["--admin-token", ADMIN_TOKEN, "--read-token", READ_TOKEN])
-        // Errors answer at once and ask the page to retry after 1 s.
-        .args(["--health-timeout", "1s", "--redis-command-timeout", "500ms"])
-        .args(["--retry-after-secs", "1"])
-        // Error codes warn above 50 and are critical above 100 (the overview test).
-        .args(["--alert-error-code-max-critical", "100"])
-        .env("RUST_LOG", "warn,failed_tasks_server=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            break None;
-        };
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "listening" {
-            break v["addr"].as_str().and_then(|a| a.parse().ok());
-        }
-    };
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the server did not log its listening address within 20 s");
-    };
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    Server { child, addr }
+    Server::start(
+        &[
+            "--store",
+            "redis",
+            "--redis-url",
+            redis_url,
+            "--demo",
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--read-token",
+            READ_TOKEN,
+            // Errors answer at once and ask the page to retry after 1 s.
+            "--health-timeout",
+            "1s",
+            "--redis-command-timeout",
+            "500ms",
+            "--retry-after-secs",
+            "1",
+            // Error codes warn above 50 and are critical above 100 (the overview test).
+            "--alert-error-code-max-critical",
+            "100",
+        ],
+        &[("RUST_LOG", "warn,failed_tasks_server=info")],
+    )
 }
 
 /// Wait until the demo's three tasks are served (recorded at start, or within a second or
