@@ -13,7 +13,9 @@ use hyper::header::{
 };
 use hyper::{HeaderMap, StatusCode};
 
-use crate::handlers::Reply;
+use crate::app::App;
+use crate::reply::Reply;
+use crate::request::Call;
 
 /// The page's Content-Security-Policy.
 pub const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'none'; script-src 'self'; \
@@ -47,8 +49,8 @@ fn matches(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// `GET /ui`: the dashboard lives at `/ui/` (its relative links need the slash).
-pub(crate) fn redirect(query: Option<&str>) -> Reply {
-    let location = match query {
+pub(crate) async fn redirect(_app: &App, call: Call<'_>) -> Reply {
+    let location = match call.query {
         Some(q) if !q.is_empty() => format!("/ui/?{q}"),
         _ => "/ui/".to_owned(),
     };
@@ -59,12 +61,12 @@ pub(crate) fn redirect(query: Option<&str>) -> Reply {
     Reply::raw(StatusCode::PERMANENT_REDIRECT, Bytes::new(), "", headers)
 }
 
-/// `GET /ui/{path}`: one asset, `304` when the client's copy is current, 404 when unknown.
-pub(crate) fn asset(path: &str, request_headers: &HeaderMap) -> Reply {
-    let Some(asset) = failed_tasks_ui::get(path) else {
-        let mut reply = Reply::error(StatusCode::NOT_FOUND, 404, "not found");
-        reply.add_headers(security_headers());
-        return reply;
+/// `GET /ui/{asset*}`: one file, `304` when the client's copy is current, 404 when unknown.
+pub(crate) async fn asset(_app: &App, call: Call<'_>) -> Reply {
+    let request_headers = call.headers;
+    let Some(asset) = failed_tasks_ui::get(call.param) else {
+        return Reply::error(StatusCode::NOT_FOUND, 404, "not found")
+            .with_headers(security_headers());
     };
     let etag = asset.etag();
     let mut headers = security_headers();

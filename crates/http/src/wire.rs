@@ -5,8 +5,8 @@ use failed_tasks_domain::{
     AttemptRecord, ErrorCategory, FailedTask, FailureGroup, GroupPage, RetryPolicy, RetryStatus,
     Timestamp,
 };
-use failed_tasks_store::StoredJsonPage;
-use failed_tasks_store::{FailedTaskPage, RetryDetails};
+use failed_tasks_query::StoredJsonPage;
+use failed_tasks_query::{FailedTaskPage, RetryDetails};
 use serde::{Deserialize, Serialize};
 
 /// The contract's message when the store is unreachable (exact text).
