@@ -98,7 +98,7 @@ const browser = await chromium.launch({
 /** A new page in its own context (own sessionStorage), with problems collected. */
 async function open(options = {}) {
   const context = await browser.newContext({
-    viewport: { width: 1280, height: 860 },
+    viewport: options.viewport || { width: 1280, height: 860 },
     locale: options.locale || 'en-GB',
     timezoneId: options.timezoneId || 'UTC',
   });
@@ -508,7 +508,8 @@ test('resolve asks first and the task leaves the list, counted as recovered', as
 
 test('screenshots of the four views', async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
-  const page = await open({ token: ADMIN });
+  // Wide enough for every column of the listing, NextRetryAt included.
+  const page = await open({ token: ADMIN, viewport: { width: 1480, height: 900 } });
   const shots = [
     ['failures.png', '#/failures'],
     ['task.png', '#/task/paged-000'],
