@@ -21,12 +21,15 @@
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - `handlers`: one function per route, calling the query use cases.
 //! - `params`: query-string parsing into validated domain queries.
+//! - `ui`: the dashboard's static files at `/ui/` (from `failed-tasks-ui`) with their
+//!   caching (`ETag`, `304`) and security headers (CSP, `nosniff`, `Referrer-Policy`).
 //! - [`wire`]: the JSON types with the contract's exact field names and the envelope. They
 //!   are converted explicitly from domain types, so renaming a Rust field cannot change the API.
 //!
 //! # Invariants
-//! - Every response, error or not, carries the envelope (`Code`, `Message`, `Success`, `Data`)
-//!   and an `X-Request-Id` header; every log line of a request carries the same id.
+//! - Every API response, error or not, carries the envelope (`Code`, `Message`, `Success`,
+//!   `Data`) and every response an `X-Request-Id` header (the dashboard's files are the only
+//!   bodies that are not envelopes); every log line of a request carries the same id.
 //! - Internal error detail goes to the log, never into a response body.
 //! - No request outlives the use case's deadlines; no connection outlives the header-read
 //!   timeout without sending a complete request head, the idle timeout without a request, or
@@ -49,6 +52,7 @@ mod request;
 mod router;
 pub mod routes;
 pub mod server;
+mod ui;
 pub mod wire;
 
 pub use app::{App, HttpConfig};
@@ -56,3 +60,4 @@ pub use auth::Token;
 pub use metrics::Metrics;
 pub use routes::{BASE_PATH, ROUTES};
 pub use server::serve;
+pub use ui::CONTENT_SECURITY_POLICY_VALUE;

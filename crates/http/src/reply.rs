@@ -1,11 +1,12 @@
-//! [`Reply`]: an answer before the request id is attached, always in the envelope, and the
+//! [`Reply`]: an answer before the request id is attached, in the envelope (the dashboard's
+//! static files excepted), and the
 //! mapping of the use cases' errors onto the contract's statuses and messages.
 
 use bytes::Bytes;
 
 use failed_tasks_domain::ValidationError;
 use failed_tasks_query::QueryError;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::OwnedSemaphorePermit;
@@ -26,6 +27,8 @@ pub(crate) struct Reply {
     allow: Option<Vec<&'static str>>,
     challenge: bool,
     retry_after: Option<u32>,
+    /// Further headers (the dashboard's caching and security headers).
+    extra: Vec<(HeaderName, HeaderValue)>,
     /// Room under the response-bytes cap taken before the answer was built, if any.
     room: Option<OwnedSemaphorePermit>,
     /// Whether the answer is subject to the response-bytes caps (all but `/metrics`, which
@@ -52,6 +55,7 @@ impl Reply {
             allow: None,
             challenge: false,
             retry_after: None,
+            extra: Vec::new(),
             room: None,
             capped: true,
         }
@@ -66,6 +70,7 @@ impl Reply {
             allow: None,
             challenge: false,
             retry_after: None,
+            extra: Vec::new(),
             room: None,
             capped: true,
         }
@@ -91,6 +96,33 @@ impl Reply {
         r
     }
 
+    /// An answer with these bytes and headers as they are (no envelope; an empty content
+    /// type sends none), for the dashboard's static files.
+    pub(crate) fn raw(
+        status: StatusCode,
+        body: Bytes,
+        content_type: &'static str,
+        extra: Vec<(HeaderName, HeaderValue)>,
+    ) -> Reply {
+        Reply {
+            status,
+            body: Payload::from(body),
+            content_type,
+            allow: None,
+            challenge: false,
+            retry_after: None,
+            extra,
+            room: None,
+            capped: true,
+        }
+    }
+
+    /// The same answer with these headers added.
+    pub(crate) fn with_headers(mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Reply {
+        self.extra.extend(headers);
+        self
+    }
+
     /// A 200 in the Prometheus text format (`/metrics`), not subject to the response-bytes
     /// caps: it must keep answering while they are full.
     pub(crate) fn openmetrics(body: Bytes) -> Reply {
@@ -101,6 +133,7 @@ impl Reply {
             allow: None,
             challenge: false,
             retry_after: None,
+            extra: Vec::new(),
             room: None,
             capped: false,
         }
@@ -210,7 +243,12 @@ impl Reply {
         let mut resp = Response::new(self.body);
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        if !self.content_type.is_empty() {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        }
+        for (name, value) in self.extra {
+            h.insert(name, value);
+        }
         if let Some(methods) = self.allow {
             if let Ok(v) = HeaderValue::from_str(&methods.join(", ")) {
                 h.insert(ALLOW, v);

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
+use hyper::HeaderMap;
 
 use crate::app::App;
 use crate::reply::Reply;
@@ -19,6 +20,8 @@ pub(crate) struct Call<'a> {
     pub(crate) param: &'a str,
     /// The body, read under the limits when the route takes one; empty otherwise.
     pub(crate) body: Bytes,
+    /// The request's headers (the dashboard's files read `If-None-Match`).
+    pub(crate) headers: &'a HeaderMap,
 }
 
 /// A handler's answer, boxed so that handlers fit one table.

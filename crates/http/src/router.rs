@@ -42,6 +42,7 @@ pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> 
         query: parts.uri.query(),
         param,
         body,
+        headers: &parts.headers,
     };
     (endpoint.handler)(app, call).await
 }

@@ -6,6 +6,7 @@
 use crate::app::App;
 use crate::handlers;
 use crate::request::{Answer, Call, Handler};
+use crate::ui;
 
 /// The contract's path prefix.
 pub const BASE_PATH: &str = "/codebase-embedder/api/v1";
@@ -190,6 +191,22 @@ pub static ROUTES: &[Route] = &[
         access: Access::Open,
         endpoints: &[endpoint!("GET", None, handlers::metrics)],
     },
+    // The dashboard's static files: open (they hold no data; the API they call checks the
+    // tokens), and not API, so not in docs/openapi.yaml.
+    Route {
+        template: "/ui",
+        name: "ui_root",
+        documented: false,
+        access: Access::Open,
+        endpoints: &[endpoint!("GET", None, ui::redirect)],
+    },
+    Route {
+        template: "/ui/{asset*}",
+        name: "ui",
+        documented: false,
+        access: Access::Open,
+        endpoints: &[endpoint!("GET", None, ui::asset)],
+    },
 ];
 
 /// The label of requests that match no route.
@@ -302,6 +319,10 @@ mod tests {
             ("/readyz", Some(("readyz", ""))),
             ("/metrics", Some(("metrics", ""))),
             ("/metrics/", Some(("metrics", ""))),
+            ("/ui", Some(("ui_root", ""))),
+            ("/ui/", Some(("ui", ""))),
+            ("/ui/views/task.js", Some(("ui", "views/task.js"))),
+            ("/uix", None),
             ("/", None),
             ("", None),
         ];
@@ -325,7 +346,10 @@ mod tests {
     fn every_template_finds_its_own_route_and_names_are_unique() {
         let mut names = std::collections::BTreeSet::new();
         for r in ROUTES {
-            let path = r.template.replace("{taskId}", "t1");
+            let path = r
+                .template
+                .replace("{taskId}", "t1")
+                .replace("{asset*}", "a.js");
             let (found, _) = find(&path).unwrap_or_else(|| panic!("{} finds nothing", r.template));
             assert_eq!(found.template, r.template);
             assert!(names.insert(r.name), "{} named twice", r.name);
