@@ -170,12 +170,22 @@ pub struct Settings {
     pub alert_spike_factor: f64,
     /// ... with at least this many failures.
     pub alert_spike_min_count: u64,
+    /// Alert `sudden_increase` is critical above this many times the average...
+    pub alert_spike_factor_critical: f64,
+    /// ... with at least this many failures.
+    pub alert_spike_min_count_critical: u64,
     /// Alert `category_threshold`: more failures of one category in the window than this.
     pub alert_category_max: u64,
+    /// Alert `category_threshold` is critical above this many.
+    pub alert_category_max_critical: u64,
     /// Alert `error_code_threshold`: more failures of one error code in the window than this.
     pub alert_error_code_max: u64,
+    /// Alert `error_code_threshold` is critical above this many.
+    pub alert_error_code_max_critical: u64,
     /// Alert `failure_rate`: failures / reported attempts above this fraction...
     pub alert_failure_rate_max: f64,
+    /// Alert `failure_rate` is critical above this fraction.
+    pub alert_failure_rate_max_critical: f64,
     /// ... once at least this many attempts were reported in the window.
     pub alert_failure_rate_min_attempts: u64,
     /// Retry policy: retries before a failure is final (`FinalFailure`).
@@ -261,9 +271,14 @@ impl Default for Settings {
             log_format: LogFormat::Human,
             alert_spike_factor: alerts.spike_factor,
             alert_spike_min_count: alerts.spike_min_count,
+            alert_spike_factor_critical: alerts.spike_factor_critical,
+            alert_spike_min_count_critical: alerts.spike_min_count_critical,
             alert_category_max: alerts.category_max,
+            alert_category_max_critical: alerts.category_max_critical,
             alert_error_code_max: alerts.error_code_max,
+            alert_error_code_max_critical: alerts.error_code_max_critical,
             alert_failure_rate_max: alerts.failure_rate_max,
+            alert_failure_rate_max_critical: alerts.failure_rate_max_critical,
             alert_failure_rate_min_attempts: alerts.failure_rate_min_attempts,
             retry_max_retries: retry.max_retries,
             retry_base_delay: retry.base_delay,
@@ -337,12 +352,17 @@ impl Settings {
     pub fn alert_thresholds(&self) -> AlertThresholds {
         AlertThresholds {
             spike_factor: self.alert_spike_factor,
+            spike_factor_critical: self.alert_spike_factor_critical,
             spike_min_count: self.alert_spike_min_count,
+            spike_min_count_critical: self.alert_spike_min_count_critical,
             category_max: self.alert_category_max,
+            category_max_critical: self.alert_category_max_critical,
+            category_max_overrides: Default::default(),
             error_code_max: self.alert_error_code_max,
+            error_code_max_critical: self.alert_error_code_max_critical,
             failure_rate_max: self.alert_failure_rate_max,
+            failure_rate_max_critical: self.alert_failure_rate_max_critical,
             failure_rate_min_attempts: self.alert_failure_rate_min_attempts,
-            ..AlertThresholds::default()
         }
     }
 
@@ -493,6 +513,46 @@ impl Settings {
             && (0.0..=1.0).contains(&self.alert_failure_rate_max))
         {
             return Err("alert_failure_rate_max must be between 0 and 1".to_owned());
+        }
+        if !(self.alert_spike_factor_critical.is_finite()
+            && self.alert_spike_factor_critical >= self.alert_spike_factor)
+        {
+            return Err(
+                "alert_spike_factor_critical must be at least alert_spike_factor".to_owned(),
+            );
+        }
+        if !(self.alert_failure_rate_max_critical.is_finite()
+            && self.alert_failure_rate_max_critical <= 1.0
+            && self.alert_failure_rate_max_critical >= self.alert_failure_rate_max)
+        {
+            return Err(
+                "alert_failure_rate_max_critical must be between alert_failure_rate_max and 1"
+                    .to_owned(),
+            );
+        }
+        for (key, critical, warning) in [
+            (
+                "alert_spike_min_count_critical",
+                self.alert_spike_min_count_critical,
+                self.alert_spike_min_count,
+            ),
+            (
+                "alert_category_max_critical",
+                self.alert_category_max_critical,
+                self.alert_category_max,
+            ),
+            (
+                "alert_error_code_max_critical",
+                self.alert_error_code_max_critical,
+                self.alert_error_code_max,
+            ),
+        ] {
+            if critical < warning {
+                let warning_key = key.trim_end_matches("_critical");
+                return Err(format!(
+                    "{key} ({critical}) must be at least {warning_key} ({warning})"
+                ));
+            }
         }
         self.retry_policy()?;
         self.scheduler().validate()?;
@@ -915,20 +975,45 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_spike_min_count: Option<u64>,
 
+    /// Alert sudden_increase is critical above this many times the average
+    #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_FACTOR_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_spike_factor_critical: Option<f64>,
+
+    /// Alert sudden_increase: and critical with at least this many failures
+    #[arg(long, env = "FAILED_TASKS_ALERT_SPIKE_MIN_COUNT_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_spike_min_count_critical: Option<u64>,
+
     /// Alert category_threshold: failures of one category in the window above this
     #[arg(long, env = "FAILED_TASKS_ALERT_CATEGORY_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_category_max: Option<u64>,
+
+    /// Alert category_threshold is critical above this many
+    #[arg(long, env = "FAILED_TASKS_ALERT_CATEGORY_MAX_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_category_max_critical: Option<u64>,
 
     /// Alert error_code_threshold: failures of one error code in the window above this
     #[arg(long, env = "FAILED_TASKS_ALERT_ERROR_CODE_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_error_code_max: Option<u64>,
 
+    /// Alert error_code_threshold is critical above this many
+    #[arg(long, env = "FAILED_TASKS_ALERT_ERROR_CODE_MAX_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_error_code_max_critical: Option<u64>,
+
     /// Alert failure_rate: failures / reported attempts above this fraction
     #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MAX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert_failure_rate_max: Option<f64>,
+
+    /// Alert failure_rate is critical above this fraction
+    #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MAX_CRITICAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert_failure_rate_max_critical: Option<f64>,
 
     /// Alert failure_rate: only once this many attempts were reported in the window
     #[arg(long, env = "FAILED_TASKS_ALERT_FAILURE_RATE_MIN_ATTEMPTS")]

@@ -100,10 +100,18 @@ fn without_demo_the_store_starts_empty() {
 
 #[test]
 fn bad_configuration_exits_with_a_message_naming_the_setting() {
-    let table: [(&[&str], &str); 3] = [
+    let table: [(&[&str], &str); 5] = [
         (&["--page-size-default", "0"], "page_size_default"),
         (&["--health-timeout", "soon"], "--health-timeout"),
         (&["--listen", "not-an-address"], "--listen"),
+        (
+            &["--alert-category-max-critical", "99"],
+            "alert_category_max_critical (99) must be at least alert_category_max (100)",
+        ),
+        (
+            &["--alert-failure-rate-max-critical", "0.1"],
+            "alert_failure_rate_max_critical",
+        ),
     ];
     for (args, name) in table {
         let out = Command::new(BIN).args(args).output().unwrap();

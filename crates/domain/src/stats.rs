@@ -10,7 +10,7 @@
 //! # Alert rules (the source's 告警建议)
 //! - `sudden_increase`: the failures of the last 5 minutes exceed `spike_factor` times the
 //!   window's average per 5 minutes (the window without those 5 minutes), and at least
-//!   `spike_min_count` of them.
+//!   `spike_min_count` of them (critical: `spike_factor_critical`, `spike_min_count_critical`).
 //! - `category_threshold` / `error_code_threshold`: one category (error code) failed more
 //!   than its threshold within the window.
 //! - `failure_rate`: failures / reported task attempts within the window exceed
@@ -18,6 +18,11 @@
 //!
 //! Each alert names its rule, its subject (the category or code), the figure, the threshold
 //! and since when it holds: the minute at which the figure last crossed its threshold.
+//!
+//! # Levels (the source's 不同级别的告警策略)
+//! Every rule has two thresholds: a `warning` one and a higher `critical` one (the `*_critical`
+//! fields of [`AlertThresholds`]). A rule fires at most once per subject, at the highest level
+//! whose threshold the figure exceeds; its `threshold` and `since` are that level's.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -51,22 +56,53 @@ pub struct MinuteCounts {
     pub recovered: u64,
 }
 
-/// The thresholds of the alert rules (all configurable; defaults in [`Default`]).
+/// How urgent a firing alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlertLevel {
+    /// Look at it soon (the lower threshold of a rule is exceeded).
+    Warning,
+    /// Act now (the higher threshold is exceeded).
+    Critical,
+}
+
+impl AlertLevel {
+    /// `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertLevel::Warning => "warning",
+            AlertLevel::Critical => "critical",
+        }
+    }
+}
+
+/// The thresholds of the alert rules (all configurable; the defaults in [`Default`] are the
+/// only place they are written). Each rule has a warning and a critical threshold; a critical
+/// threshold below its warning one acts as the warning one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertThresholds {
-    /// `sudden_increase` fires when the last 5 minutes exceed this many times the average.
+    /// `sudden_increase` warns when the last 5 minutes exceed this many times the average...
     pub spike_factor: f64,
-    /// ... and hold at least this many failures.
+    /// ... and is critical above this many times.
+    pub spike_factor_critical: f64,
+    /// ... and hold at least this many failures to warn...
     pub spike_min_count: u64,
-    /// `category_threshold` fires above this many failures of one category in the window.
+    /// ... and at least this many to be critical.
+    pub spike_min_count_critical: u64,
+    /// `category_threshold` warns above this many failures of one category in the window...
     pub category_max: u64,
-    /// Per-category overrides of `category_max`.
+    /// ... and is critical above this many.
+    pub category_max_critical: u64,
+    /// Per-category overrides of `category_max` (the warning level).
     pub category_max_overrides: HashMap<ErrorCategory, u64>,
-    /// `error_code_threshold` fires above this many failures of one error code in the window.
+    /// `error_code_threshold` warns above this many failures of one error code in the window...
     pub error_code_max: u64,
-    /// `failure_rate` fires above this fraction of failed attempts...
+    /// ... and is critical above this many.
+    pub error_code_max_critical: u64,
+    /// `failure_rate` warns above this fraction of failed attempts...
     pub failure_rate_max: f64,
-    /// ... once at least this many attempts were reported in the window.
+    /// ... and is critical above this fraction...
+    pub failure_rate_max_critical: f64,
+    /// ... once at least this many attempts were reported in the window (both levels).
     pub failure_rate_min_attempts: u64,
 }
 
@@ -74,11 +110,16 @@ impl Default for AlertThresholds {
     fn default() -> Self {
         Self {
             spike_factor: 3.0,
+            spike_factor_critical: 10.0,
             spike_min_count: 10,
+            spike_min_count_critical: 50,
             category_max: 100,
+            category_max_critical: 500,
             category_max_overrides: HashMap::new(),
             error_code_max: 50,
+            error_code_max_critical: 250,
             failure_rate_max: 0.2,
+            failure_rate_max_critical: 0.5,
             failure_rate_min_attempts: 20,
         }
     }
@@ -131,13 +172,15 @@ impl StatsWindow {
 pub struct Alert {
     /// `sudden_increase`, `category_threshold`, `error_code_threshold` or `failure_rate`.
     pub rule: &'static str,
+    /// The highest level whose threshold the figure exceeds.
+    pub level: AlertLevel,
     /// The category or error code concerned, when the rule has one.
     pub subject: Option<String>,
     /// The measured figure (a count, or a rate for `failure_rate`).
     pub figure: f64,
-    /// The threshold it exceeds.
+    /// The threshold of `level` that it exceeds.
     pub threshold: f64,
-    /// Since when it holds: the start of the minute its figure last crossed the threshold.
+    /// Since when it holds: the start of the minute its figure last crossed that threshold.
     pub since: Timestamp,
 }
 
@@ -191,6 +234,18 @@ fn crossing(series: impl Iterator<Item = (i64, u64)>, threshold: f64) -> Option<
         }
     }
     None
+}
+
+/// The level a count `n` fires at, with that level's threshold: above `critical` (never
+/// below `warning`) it is critical, above `warning` a warning.
+fn count_level(n: u64, warning: u64, critical: u64) -> Option<(AlertLevel, u64)> {
+    if n > critical {
+        Some((AlertLevel::Critical, critical))
+    } else if n > warning {
+        Some((AlertLevel::Warning, warning))
+    } else {
+        None
+    }
 }
 
 /// Statistics and alerts of `window` from its minute counts (only minutes inside the window
@@ -257,35 +312,58 @@ pub fn summarize(
     } else {
         0.0
     };
-    let trigger = (thresholds.spike_factor * baseline).max(thresholds.spike_min_count as f64 - 1.0);
-    if recent >= thresholds.spike_min_count && recent as f64 > trigger {
+    let trigger = |factor: f64, min_count: u64| (factor * baseline).max(min_count as f64 - 1.0);
+    let spike_level = [
+        (
+            AlertLevel::Critical,
+            thresholds
+                .spike_factor_critical
+                .max(thresholds.spike_factor),
+            thresholds
+                .spike_min_count_critical
+                .max(thresholds.spike_min_count),
+        ),
+        (
+            AlertLevel::Warning,
+            thresholds.spike_factor,
+            thresholds.spike_min_count,
+        ),
+    ]
+    .into_iter()
+    .find(|(_, factor, min_count)| {
+        recent >= *min_count && recent as f64 > trigger(*factor, *min_count)
+    });
+    if let Some((level, factor, min_count)) = spike_level {
         let since = crossing(
             timeline.iter().copied().filter(|(m, _)| *m >= recent_from),
-            trigger,
+            trigger(factor, min_count),
         )
         .unwrap_or(recent_from);
         alerts.push(Alert {
             rule: "sudden_increase",
+            level,
             subject: None,
             figure: recent as f64,
-            threshold: thresholds.spike_factor * baseline,
+            threshold: factor * baseline,
             since: minute_start(since),
         });
     }
 
     // category_threshold and error_code_threshold.
     for (category, n) in &by_category {
-        let max = thresholds
+        let warning = thresholds
             .category_max_overrides
             .get(category)
             .copied()
             .unwrap_or(thresholds.category_max);
-        if *n > max {
+        let critical = thresholds.category_max_critical.max(warning);
+        if let Some((level, max)) = count_level(*n, warning, critical) {
             let series = per_minute
                 .iter()
                 .map(|(m, c)| (*m, c.by_category.get(category).copied().unwrap_or(0)));
             alerts.push(Alert {
                 rule: "category_threshold",
+                level,
                 subject: Some(category.as_str().to_owned()),
                 figure: *n as f64,
                 threshold: max as f64,
@@ -293,53 +371,71 @@ pub fn summarize(
             });
         }
     }
+    let code_critical = thresholds
+        .error_code_max_critical
+        .max(thresholds.error_code_max);
     let mut codes: Vec<(&String, &u64)> = by_code
         .iter()
         .filter(|(_, n)| **n > thresholds.error_code_max)
         .collect();
     codes.sort();
     for (code, n) in codes {
+        let Some((level, max)) = count_level(*n, thresholds.error_code_max, code_critical) else {
+            continue;
+        };
         let series = per_minute
             .iter()
             .map(|(m, c)| (*m, c.by_error_code.get(code).copied().unwrap_or(0)));
         alerts.push(Alert {
             rule: "error_code_threshold",
+            level,
             subject: Some(code.clone()),
             figure: *n as f64,
-            threshold: thresholds.error_code_max as f64,
-            since: minute_start(
-                crossing(series, thresholds.error_code_max as f64).unwrap_or(window.from_minute),
-            ),
+            threshold: max as f64,
+            since: minute_start(crossing(series, max as f64).unwrap_or(window.from_minute)),
         });
     }
 
     // failure_rate: since = the start of the current run above the threshold, cumulatively.
     let failure_rate = (attempts_total > 0).then(|| total as f64 / attempts_total as f64);
-    if let Some(rate) = failure_rate {
-        if attempts_total >= thresholds.failure_rate_min_attempts
-            && rate > thresholds.failure_rate_max
-        {
-            let attempts_map: BTreeMap<i64, u64> = attempts_in.iter().copied().collect();
-            let (mut f, mut a) = (0u64, 0u64);
-            let mut since = window.from_minute;
-            let mut above = false;
-            for (m, n) in &timeline {
-                f += n;
-                a += attempts_map.get(m).copied().unwrap_or(0);
-                let now_above = a > 0 && f as f64 / a as f64 > thresholds.failure_rate_max;
-                if now_above && !above {
-                    since = *m;
-                }
-                above = now_above;
+    let rate_level = failure_rate
+        .filter(|_| attempts_total >= thresholds.failure_rate_min_attempts)
+        .and_then(|rate| {
+            [
+                (
+                    AlertLevel::Critical,
+                    thresholds
+                        .failure_rate_max_critical
+                        .max(thresholds.failure_rate_max),
+                ),
+                (AlertLevel::Warning, thresholds.failure_rate_max),
+            ]
+            .into_iter()
+            .find(|(_, max)| rate > *max)
+            .map(|(level, max)| (rate, level, max))
+        });
+    if let Some((rate, level, max)) = rate_level {
+        let attempts_map: BTreeMap<i64, u64> = attempts_in.iter().copied().collect();
+        let (mut f, mut a) = (0u64, 0u64);
+        let mut since = window.from_minute;
+        let mut above = false;
+        for (m, n) in &timeline {
+            f += n;
+            a += attempts_map.get(m).copied().unwrap_or(0);
+            let now_above = a > 0 && f as f64 / a as f64 > max;
+            if now_above && !above {
+                since = *m;
             }
-            alerts.push(Alert {
-                rule: "failure_rate",
-                subject: None,
-                figure: rate,
-                threshold: thresholds.failure_rate_max,
-                since: minute_start(since),
-            });
+            above = now_above;
         }
+        alerts.push(Alert {
+            rule: "failure_rate",
+            level,
+            subject: None,
+            figure: rate,
+            threshold: max,
+            since: minute_start(since),
+        });
     }
 
     FailureStats {

@@ -1,224 +1,23 @@
-//! One function per route, and the [`Reply`] they build.
+//! One function per route (the route table in `routes` names them): each turns its [`Call`]
+//! into a use-case call and the answer into a [`Reply`].
 
-use bytes::Bytes;
 use std::future::Future;
 use std::time::Duration;
 
-use failed_tasks_domain::{ListQuery, TaskId, ValidationError};
-use failed_tasks_query::QueryError;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use hyper::{Response, StatusCode};
-use serde::Serialize;
-use tokio::sync::OwnedSemaphorePermit;
+use bytes::Bytes;
+use failed_tasks_domain::{ListQuery, TaskId, Timestamp, ValidationError};
+use failed_tasks_query::{CancelRetry, QueryError, RecordOutcome, Resolve, RetryNow};
+use hyper::StatusCode;
 
-use crate::body::{Items, Payload, PayloadWriter};
-use crate::router::App;
+use crate::app::App;
+use crate::body::{Items, PayloadWriter};
+use crate::reply::Reply;
+use crate::request::Call;
 use crate::wire::{
-    AttemptsRecorded, BulkRetried, Envelope, GroupList, Health, Recorded, Removed, RetryAction,
-    Stats, TaskDetail, TaskList, MSG_QUERY_FAILED, MSG_STORE_FULL, MSG_STORE_UNAVAILABLE,
+    AttemptsRecorded, BulkRetried, GroupList, Health, Recorded, Removed, RetryAction, Stats,
+    TaskDetail, TaskList,
 };
 use crate::{ingest, params};
-use failed_tasks_store::{CancelRetry, Resolve, RetryNow};
-
-/// The header carrying the request id, on every response.
-pub(crate) const REQUEST_ID: &str = "x-request-id";
-
-/// A response before the request id is attached.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
-    body: Payload,
-    content_type: &'static str,
-    allow: Option<&'static [&'static str]>,
-    challenge: bool,
-    retry_after: Option<u32>,
-    /// Room under the response-bytes cap taken before the answer was built, if any.
-    room: Option<OwnedSemaphorePermit>,
-    /// Whether the answer is subject to the response-bytes caps (all but `/metrics`, which
-    /// must keep answering while they are full).
-    capped: bool,
-}
-
-impl Reply {
-    fn json<T: Serialize>(status: StatusCode, envelope: &Envelope<T>) -> Reply {
-        // The wire types hold only strings and integers, so serialization fails only when
-        // memory for the body cannot be had; then answer with a fixed, valid envelope.
-        let mut out = PayloadWriter::default();
-        let body = match serde_json::to_writer(&mut out, envelope) {
-            Ok(()) => out.finish(),
-            Err(_) => Payload::from(Bytes::from_static(
-                "{\"Code\":500,\"Message\":\"查询失败任务时发生内部错误\",\"Success\":false,\"Data\":null}"
-                    .as_bytes(),
-            )),
-        };
-        Reply {
-            status,
-            body,
-            content_type: "application/json",
-            allow: None,
-            challenge: false,
-            retry_after: None,
-            room: None,
-            capped: true,
-        }
-    }
-
-    /// A 200 whose body is already a complete success envelope.
-    pub(crate) fn ok_json_payload(body: Payload) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            body,
-            content_type: "application/json",
-            allow: None,
-            challenge: false,
-            retry_after: None,
-            room: None,
-            capped: true,
-        }
-    }
-
-    pub(crate) fn ok<T: Serialize>(data: T) -> Reply {
-        Self::json(StatusCode::OK, &Envelope::ok(data))
-    }
-
-    pub(crate) fn error(status: StatusCode, code: u16, message: impl Into<String>) -> Reply {
-        Self::json(status, &Envelope::error(code, message))
-    }
-
-    /// 503 when the answer does not fit the response-bytes caps: too many large answers are
-    /// waiting for clients that do not read them.
-    pub(crate) fn busy(retry_after: u32) -> Reply {
-        let mut r = Self::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            503,
-            "server busy: too many large answers are waiting for their clients; retry later",
-        );
-        r.retry_after = Some(retry_after);
-        r
-    }
-
-    /// The size of the body.
-    pub(crate) fn body_len(&self) -> usize {
-        self.body.len()
-    }
-
-    /// Whether the answer is subject to the response-bytes caps.
-    pub(crate) fn capped(&self) -> bool {
-        self.capped
-    }
-
-    /// The room taken for this answer before it was built (see [`crate::body::Budget::room_for`]).
-    pub(crate) fn take_room(&mut self) -> Option<OwnedSemaphorePermit> {
-        self.room.take()
-    }
-
-    fn with_room(mut self, room: Option<OwnedSemaphorePermit>) -> Reply {
-        self.room = room;
-        self
-    }
-
-    /// The answer of a request that passed its deadline outside the use case (waiting for
-    /// room), the same as the use case's own.
-    fn deadline_passed(app: &App) -> Reply {
-        Self::from_query_error(
-            app,
-            QueryError::Unavailable {
-                reason: format!(
-                    "request exceeded its {:?} deadline",
-                    app.service.deadlines().request
-                ),
-                kind: "deadline",
-            },
-        )
-    }
-
-    pub(crate) fn method_not_allowed(allowed: &'static [&'static str]) -> Reply {
-        let mut r = Self::error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed");
-        r.allow = Some(allowed);
-        r
-    }
-
-    pub(crate) fn unauthorized() -> Reply {
-        let mut r = Self::error(
-            StatusCode::UNAUTHORIZED,
-            401,
-            "a valid bearer token is required (Authorization: Bearer <token>)",
-        );
-        r.challenge = true;
-        r
-    }
-
-    fn bad_request(e: &ValidationError) -> Reply {
-        Self::error(
-            StatusCode::BAD_REQUEST,
-            400,
-            format!("invalid parameter {e}"),
-        )
-    }
-
-    fn bad_body(e: &ValidationError) -> Reply {
-        Self::error(StatusCode::BAD_REQUEST, 400, format!("invalid body: {e}"))
-    }
-
-    fn unavailable(retry_after: u32) -> Reply {
-        // The contract keeps the source's body (`Code` 500) but answers HTTP 503.
-        let mut r = Self::error(StatusCode::SERVICE_UNAVAILABLE, 500, MSG_STORE_UNAVAILABLE);
-        r.retry_after = Some(retry_after);
-        r
-    }
-
-    /// Map a use-case error, logging what clients must not see.
-    fn from_query_error(app: &App, err: QueryError) -> Reply {
-        match err {
-            QueryError::Unavailable { reason, kind } => {
-                app.metrics.store_error(kind);
-                tracing::warn!(%reason, kind, "status store unavailable");
-                Self::unavailable(app.config.retry_after_secs)
-            }
-            QueryError::Internal { detail, kind } => {
-                app.metrics.store_error(kind);
-                tracing::error!(%detail, kind, "query failed");
-                Self::error(StatusCode::INTERNAL_SERVER_ERROR, 500, MSG_QUERY_FAILED)
-            }
-            QueryError::StoreFull { detail, kind } => {
-                app.metrics.store_error(kind);
-                tracing::error!(%detail, kind, "status store full; write refused");
-                Self::error(StatusCode::INSUFFICIENT_STORAGE, 507, MSG_STORE_FULL)
-            }
-            QueryError::BadRequest(e) => Self::bad_request(&e),
-            QueryError::NotFound => Self::error(StatusCode::NOT_FOUND, 404, "not found"),
-            // The message names the store and what it lacks; the same for every capability.
-            e @ QueryError::NotSupported { .. } => {
-                Self::error(StatusCode::NOT_IMPLEMENTED, 501, e.to_string())
-            }
-        }
-    }
-
-    pub(crate) fn into_response(self, request_id: &str) -> Response<Payload> {
-        let mut resp = Response::new(self.body);
-        *resp.status_mut() = self.status;
-        let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-        if let Some(methods) = self.allow {
-            if let Ok(v) = HeaderValue::from_str(&methods.join(", ")) {
-                h.insert(ALLOW, v);
-            }
-        }
-        if self.challenge {
-            h.insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"failed-tasks\""),
-            );
-        }
-        if let Some(secs) = self.retry_after {
-            h.insert(RETRY_AFTER, HeaderValue::from(secs));
-        }
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(REQUEST_ID, v);
-        }
-        resp
-    }
-}
 
 /// Extra time past the request deadline for work that started after waiting for room: the
 /// use case's own deadline, started a moment later, is the one that normally fires.
@@ -251,7 +50,8 @@ where
 }
 
 /// `GET /codebase-embedder/api/v1/tasks/failed`
-pub(crate) async fn list_failed(app: &App, query: Option<&str>) -> Reply {
+pub(crate) async fn list_failed(app: &App, call: Call<'_>) -> Reply {
+    let query = call.query;
     let q = match params::list_query(query, app.config.page_limits) {
         Ok(q) => q,
         Err(e) => return Reply::bad_request(&e),
@@ -294,7 +94,8 @@ async fn list_page(app: &App, q: &ListQuery) -> (Reply, usize) {
 }
 
 /// `GET /codebase-embedder/api/v1/tasks/failed/{taskId}` (the id percent-decoded)
-pub(crate) async fn get_failed(app: &App, raw_id: &str, query: Option<&str>) -> Reply {
+pub(crate) async fn get_failed(app: &App, call: Call<'_>) -> Reply {
+    let (raw_id, query) = (call.param, call.query);
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
@@ -325,7 +126,8 @@ pub(crate) async fn get_failed(app: &App, raw_id: &str, query: Option<&str>) -> 
 }
 
 /// `GET /healthz`: the process is alive; never touches the store.
-pub(crate) fn healthz(query: Option<&str>) -> Reply {
+pub(crate) async fn healthz(_app: &App, call: Call<'_>) -> Reply {
+    let query = call.query;
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
@@ -336,7 +138,8 @@ pub(crate) fn healthz(query: Option<&str>) -> Reply {
 }
 
 /// `GET /readyz`: the store answers its connection check.
-pub(crate) async fn readyz(app: &App, query: Option<&str>) -> Reply {
+pub(crate) async fn readyz(app: &App, call: Call<'_>) -> Reply {
+    let query = call.query;
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
@@ -353,13 +156,12 @@ pub(crate) async fn readyz(app: &App, query: Option<&str>) -> Reply {
         (Err(QueryError::Unavailable { reason, kind }), Some(problem)) => {
             app.metrics.store_error(kind);
             tracing::warn!(%reason, cause = problem.label(), "not ready");
-            let mut r = Reply::error(
+            Reply::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 500,
                 format!("not ready: {}", problem.describe()),
-            );
-            r.retry_after = Some(app.config.retry_after_secs);
-            r
+            )
+            .with_retry_after(app.config.retry_after_secs)
         }
         (Err(e), _) => Reply::from_query_error(app, e),
     }
@@ -374,7 +176,8 @@ fn task_id(raw: &str) -> Result<TaskId, ValidationError> {
 }
 
 /// `POST /codebase-embedder/api/v1/admin/failed-tasks`: one task or an array, all or nothing.
-pub(crate) async fn record_tasks(app: &App, query: Option<&str>, body: &[u8]) -> Reply {
+pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
+    let (query, body) = (call.query, &call.body[..]);
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
@@ -386,7 +189,7 @@ pub(crate) async fn record_tasks(app: &App, query: Option<&str>, body: &[u8]) ->
         Ok(outcomes) => {
             let created = outcomes
                 .iter()
-                .filter(|o| **o == failed_tasks_store::RecordOutcome::Created)
+                .filter(|o| **o == RecordOutcome::Created)
                 .count();
             for task in &tasks {
                 app.metrics.recorded(task);
@@ -417,7 +220,8 @@ pub(crate) async fn record_tasks(app: &App, query: Option<&str>, body: &[u8]) ->
 }
 
 /// `DELETE /codebase-embedder/api/v1/admin/failed-tasks/{taskId}`
-pub(crate) async fn remove_task(app: &App, raw_id: &str, query: Option<&str>) -> Reply {
+pub(crate) async fn remove_task(app: &App, call: Call<'_>) -> Reply {
+    let (raw_id, query) = (call.param, call.query);
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
@@ -443,7 +247,8 @@ pub(crate) async fn remove_task(app: &App, raw_id: &str, query: Option<&str>) ->
 }
 
 /// `DELETE /codebase-embedder/api/v1/admin/failed-tasks?filters`: bulk removal.
-pub(crate) async fn remove_matching(app: &App, query: Option<&str>) -> Reply {
+pub(crate) async fn remove_matching(app: &App, call: Call<'_>) -> Reply {
+    let query = call.query;
     let filter = match params::filter_only(query) {
         Ok(f) => f,
         Err(e) => return Reply::bad_request(&e),
@@ -466,7 +271,8 @@ pub(crate) async fn remove_matching(app: &App, query: Option<&str>) -> Reply {
 
 /// `GET /metrics`: Prometheus metrics (OpenMetrics text). The stored-tasks gauge is read
 /// from the store at most every few seconds; when the store is down, the last values stay.
-pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
+pub(crate) async fn metrics(app: &App, call: Call<'_>) -> Reply {
+    let query = call.query;
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
@@ -489,7 +295,7 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
             Err(_) => {}
         }
         if app.service.schedules_retries() {
-            match app.service.retry_gauges(now()).await {
+            match app.service.retry_gauges(Timestamp::now()).await {
                 Ok(g) => app.metrics.set_retry_gauges(&g),
                 Err(QueryError::Unavailable { kind, .. } | QueryError::Internal { kind, .. }) => {
                     app.metrics.store_error(kind);
@@ -498,33 +304,21 @@ pub(crate) async fn metrics(app: &App, query: Option<&str>) -> Reply {
             }
         }
     }
-    Reply {
-        status: StatusCode::OK,
-        body: Payload::from(Bytes::from(app.metrics.encode())),
-        content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        allow: None,
-        challenge: false,
-        retry_after: None,
-        room: None,
-        capped: false,
-    }
-}
-
-/// The current time, for windows and attempts reported without a time.
-fn now() -> failed_tasks_domain::Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    failed_tasks_domain::Timestamp::saturating_from_unix_millis(ms)
+    Reply::openmetrics(Bytes::from(app.metrics.encode()))
 }
 
 /// `GET /codebase-embedder/api/v1/tasks/failed-stats?window=1h`
-pub(crate) async fn failure_stats(app: &App, query: Option<&str>) -> Reply {
+pub(crate) async fn failure_stats(app: &App, call: Call<'_>) -> Reply {
+    let query = call.query;
     let minutes = match params::stats_window(query) {
         Ok(m) => m,
         Err(e) => return Reply::bad_request(&e),
     };
-    match app.service.failure_stats(minutes, now(), 20).await {
+    match app
+        .service
+        .failure_stats(minutes, Timestamp::now(), 20)
+        .await
+    {
         Ok(stats) => Reply::ok(Stats::from(&stats)),
         Err(e) => Reply::from_query_error(app, e),
     }
@@ -532,11 +326,12 @@ pub(crate) async fn failure_stats(app: &App, query: Option<&str>) -> Reply {
 
 /// `POST /codebase-embedder/api/v1/admin/task-attempts`: `{"TaskType","Count","At"?}` or an
 /// array of them; all validated before any is stored.
-pub(crate) async fn record_attempts(app: &App, query: Option<&str>, body: &[u8]) -> Reply {
+pub(crate) async fn record_attempts(app: &App, call: Call<'_>) -> Reply {
+    let (query, body) = (call.query, &call.body[..]);
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
-    let reports = match ingest::parse_attempts(body, now()) {
+    let reports = match ingest::parse_attempts(body, Timestamp::now()) {
         Ok(r) => r,
         Err(e) => return Reply::bad_body(&e),
     };
@@ -552,7 +347,8 @@ pub(crate) async fn record_attempts(app: &App, query: Option<&str>, body: &[u8])
 }
 
 /// `GET /codebase-embedder/api/v1/tasks/failed-groups?pageSize&cursor`
-pub(crate) async fn failure_groups(app: &App, query: Option<&str>) -> Reply {
+pub(crate) async fn failure_groups(app: &App, call: Call<'_>) -> Reply {
+    let query = call.query;
     let q = match params::group_query(query, app.config.page_limits) {
         Ok(q) => q,
         Err(e) => return Reply::bad_request(&e),
@@ -622,12 +418,13 @@ fn plain_task_route(raw_id: &str, query: Option<&str>, body: &[u8]) -> Result<Ta
 }
 
 /// `POST /codebase-embedder/api/v1/admin/failed-tasks/{taskId}/retry`: retry now.
-pub(crate) async fn retry_task(app: &App, raw_id: &str, query: Option<&str>, body: &[u8]) -> Reply {
+pub(crate) async fn retry_task(app: &App, call: Call<'_>) -> Reply {
+    let (raw_id, query, body) = (call.param, call.query, &call.body[..]);
     let id = match plain_task_route(raw_id, query, body) {
         Ok(id) => id,
         Err(bad) => return bad.reply(),
     };
-    match app.service.retry_now(&id, now()).await {
+    match app.service.retry_now(&id, Timestamp::now()).await {
         Ok(RetryNow::Scheduled { attempt }) => {
             tracing::info!(task_id = %id, attempt, "retry made due now by an operator");
             action(&id, Some(attempt), "scheduled")
@@ -645,7 +442,8 @@ pub(crate) async fn retry_task(app: &App, raw_id: &str, query: Option<&str>, bod
 
 /// `DELETE /codebase-embedder/api/v1/admin/failed-tasks/{taskId}/retry`: cancel the
 /// scheduled retry.
-pub(crate) async fn cancel_retry(app: &App, raw_id: &str, query: Option<&str>) -> Reply {
+pub(crate) async fn cancel_retry(app: &App, call: Call<'_>) -> Reply {
+    let (raw_id, query) = (call.param, call.query);
     let id = match plain_task_route(raw_id, query, &[]) {
         Ok(id) => id,
         Err(bad) => return bad.reply(),
@@ -667,17 +465,13 @@ pub(crate) async fn cancel_retry(app: &App, raw_id: &str, query: Option<&str>) -
 
 /// `POST /codebase-embedder/api/v1/admin/failed-tasks/{taskId}/resolve`: the retry
 /// succeeded.
-pub(crate) async fn resolve_task(
-    app: &App,
-    raw_id: &str,
-    query: Option<&str>,
-    body: &[u8],
-) -> Reply {
+pub(crate) async fn resolve_task(app: &App, call: Call<'_>) -> Reply {
+    let (raw_id, query, body) = (call.param, call.query, &call.body[..]);
     let id = match plain_task_route(raw_id, query, body) {
         Ok(id) => id,
         Err(bad) => return bad.reply(),
     };
-    match app.service.resolve(&id, now()).await {
+    match app.service.resolve(&id, Timestamp::now()).await {
         Ok(Resolve::Resolved) => {
             tracing::info!(task_id = %id, "failed task resolved");
             action(&id, None, "resolved")
@@ -689,7 +483,8 @@ pub(crate) async fn resolve_task(
 }
 
 /// `POST /codebase-embedder/api/v1/admin/retries?filters`: retry every match now.
-pub(crate) async fn retry_matching(app: &App, query: Option<&str>, body: &[u8]) -> Reply {
+pub(crate) async fn retry_matching(app: &App, call: Call<'_>) -> Reply {
+    let (query, body) = (call.query, &call.body[..]);
     if !empty_body(body) {
         return Reply::bad_body(&ValidationError::new(
             "body",
@@ -700,7 +495,7 @@ pub(crate) async fn retry_matching(app: &App, query: Option<&str>, body: &[u8]) 
         Ok(f) => f,
         Err(e) => return Reply::bad_request(&e),
     };
-    match app.service.retry_matching(&filter, now()).await {
+    match app.service.retry_matching(&filter, Timestamp::now()).await {
         Ok(done) => {
             tracing::info!(
                 retried = done.retried,

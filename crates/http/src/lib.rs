@@ -9,18 +9,27 @@
 //!   ones are dropped.
 //! - `body`: response bodies, counted against the response-bytes caps until sent, large ones
 //!   in anonymous memory maps.
-//! - `router`: maps method and path to a handler ([`ROUTES`] lists them); a method a route
-//!   does not answer gets 405 with `Allow`, unknown paths 404; bearer-token checks.
+//! - [`app`](App): the state every request shares ([`App`], [`HttpConfig`]).
+//! - [`routes`]: the route table, [`ROUTES`]: path template, methods, access, body and
+//!   handler of every route; dispatch, `Allow`, the metrics' labels and the OpenAPI check
+//!   read it.
+//! - `router`: dispatch over the table: unknown paths 404, a method a route does not answer
+//!   405 with `Allow`, bearer-token checks, body limits.
+//! - `request`: what a handler receives (`Call`); `reply`: what it answers (`Reply`, the
+//!   envelope, the mapping of use-case errors onto statuses and messages).
 //! - [`ingest`]: request bodies of the admin API, validated field by field.
 //! - [`metrics`]: the Prometheus metrics served at `/metrics`.
 //! - `handlers`: one function per route, calling the query use cases.
 //! - `params`: query-string parsing into validated domain queries.
+//! - `ui`: the dashboard's static files at `/ui/` (from `failed-tasks-ui`) with their
+//!   caching (`ETag`, `304`) and security headers (CSP, `nosniff`, `Referrer-Policy`).
 //! - [`wire`]: the JSON types with the contract's exact field names and the envelope. They
 //!   are converted explicitly from domain types, so renaming a Rust field cannot change the API.
 //!
 //! # Invariants
-//! - Every response, error or not, carries the envelope (`Code`, `Message`, `Success`, `Data`)
-//!   and an `X-Request-Id` header; every log line of a request carries the same id.
+//! - Every API response, error or not, carries the envelope (`Code`, `Message`, `Success`,
+//!   `Data`) and every response an `X-Request-Id` header (the dashboard's files are the only
+//!   bodies that are not envelopes); every log line of a request carries the same id.
 //! - Internal error detail goes to the log, never into a response body.
 //! - No request outlives the use case's deadlines; no connection outlives the header-read
 //!   timeout without sending a complete request head, the idle timeout without a request, or
@@ -30,6 +39,7 @@
 
 #![forbid(unsafe_code)]
 
+mod app;
 mod auth;
 mod body;
 mod conn;
@@ -37,11 +47,17 @@ mod handlers;
 pub mod ingest;
 pub mod metrics;
 mod params;
+mod reply;
+mod request;
 mod router;
+pub mod routes;
 pub mod server;
+mod ui;
 pub mod wire;
 
+pub use app::{App, HttpConfig};
 pub use auth::Token;
 pub use metrics::Metrics;
-pub use router::{App, HttpConfig, BASE_PATH, ROUTES};
+pub use routes::{BASE_PATH, ROUTES};
 pub use server::serve;
+pub use ui::CONTENT_SECURITY_POLICY_VALUE;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use failed_tasks_domain::{ErrorCategory, FailedTask};
 use failed_tasks_query::RetryCounters;
-use failed_tasks_store::RetryGauges;
+use failed_tasks_query::RetryGauges;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -453,7 +453,7 @@ impl Metrics {
     /// Show what the store's adapter last observed: its eviction policy (the current one
     /// at 1; an earlier one's series goes away) and the cause of a problem (that one 1, the
     /// others 0).
-    pub fn set_store_condition(&self, condition: &failed_tasks_store::StoreCondition) {
+    pub fn set_store_condition(&self, condition: &failed_tasks_query::StoreCondition) {
         if let Some(policy) = &condition.eviction_policy {
             // Label values come from the store, not from clients: a handful at most.
             self.eviction_policy.clear();
@@ -463,7 +463,7 @@ impl Metrics {
                 })
                 .set(1);
         }
-        for p in failed_tasks_store::StoreProblem::ALL {
+        for p in failed_tasks_query::StoreProblem::ALL {
             self.store_problem
                 .get_or_create(&CauseLabels {
                     cause: p.label().to_owned(),

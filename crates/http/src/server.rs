@@ -15,10 +15,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::app::App;
 use crate::body::{self, ResponseBody};
 use crate::conn::{Conn, Registry, StallIo, Verdict};
-use crate::handlers::{Reply, REQUEST_ID};
-use crate::router::{self, App, Route};
+use crate::reply::{Reply, REQUEST_ID};
+use crate::router;
+use crate::routes;
 
 /// A request id from the client when it is short and printable, otherwise a fresh UUID.
 fn request_id<B>(req: &Request<B>) -> String {
@@ -50,7 +52,7 @@ async fn handle(
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
     async move {
         let app = &shared.app;
-        let route = Route::of(&path).name();
+        let route = routes::find(&path).map_or(routes::NOT_FOUND, |(r, _)| r.name);
         let mut reply = router::dispatch(app, req).await;
         let room = reply.take_room();
         let admitted = if reply.capped() {

@@ -5,8 +5,8 @@ use failed_tasks_domain::{
     AttemptRecord, ErrorCategory, FailedTask, FailureGroup, GroupPage, RetryPolicy, RetryStatus,
     Timestamp,
 };
-use failed_tasks_store::StoredJsonPage;
-use failed_tasks_store::{FailedTaskPage, RetryDetails};
+use failed_tasks_query::StoredJsonPage;
+use failed_tasks_query::{FailedTaskPage, RetryDetails};
 use serde::{Deserialize, Serialize};
 
 /// The contract's message when the store is unreachable (exact text).
@@ -317,6 +317,9 @@ pub struct WireAlert {
     /// `sudden_increase`, `category_threshold`, `error_code_threshold` or `failure_rate`.
     #[serde(rename = "Rule")]
     pub rule: String,
+    /// `warning` or `critical`: the highest level whose threshold is exceeded.
+    #[serde(rename = "Level")]
+    pub level: String,
     /// The category or error code concerned, or null.
     #[serde(rename = "Subject")]
     pub subject: Option<String>,
@@ -415,6 +418,7 @@ impl From<&FailureStats> for Stats {
                 .iter()
                 .map(|a| WireAlert {
                     rule: a.rule.to_owned(),
+                    level: a.level.as_str().to_owned(),
                     subject: a.subject.clone(),
                     figure: a.figure,
                     threshold: a.threshold,

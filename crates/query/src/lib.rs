@@ -29,7 +29,12 @@
 mod scheduler;
 mod service;
 
-pub use failed_tasks_store::{Capability, Stores};
+/// What the use cases answer with, from the store port, re-exported so that an adapter on
+/// top (HTTP) depends on this crate and the domain only.
+pub use failed_tasks_store::{
+    CancelRetry, Capability, FailedTaskPage, RecordOutcome, Resolve, RetryDetails, RetryGauges,
+    RetryNow, StoreCondition, StoreProblem, StoredJsonPage, Stores,
+};
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
     BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError, RetryCounters,

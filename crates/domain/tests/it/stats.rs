@@ -1,7 +1,7 @@
 //! The alert rules with controlled fail times: what fires, what does not, and since when.
 
 use failed_tasks_domain::stats::{
-    minute_of, summarize, AlertThresholds, MinuteCounts, StatsWindow,
+    minute_of, summarize, AlertLevel, AlertThresholds, MinuteCounts, StatsWindow,
 };
 use failed_tasks_domain::{ErrorCategory, FailedTask, NewFailedTask, Timestamp};
 
@@ -58,11 +58,15 @@ fn a_spike_in_the_last_five_minutes_fires_since_it_crossed() {
     // 55 quiet minutes at 1/min, then 2, 30, 30, 30, 30.
     let mut per = vec![1u64; 55];
     per.extend([2, 30, 30, 30, 30]);
+    let thresholds = AlertThresholds {
+        spike_factor_critical: 100.0,
+        ..loose()
+    };
     let stats = summarize(
         window_of(60),
         &counts(&per, ErrorCategory::SystemError, "E"),
         &[],
-        &loose(),
+        &thresholds,
         10,
     );
     assert_eq!(stats.total, 55 + 122);
@@ -72,6 +76,7 @@ fn a_spike_in_the_last_five_minutes_fires_since_it_crossed() {
         .find(|a| a.rule == "sudden_increase")
         .expect("spike fires");
     assert_eq!(spike.figure, 122.0);
+    assert_eq!(spike.level, AlertLevel::Warning, "122 < 100 x 5");
     assert!(
         (spike.threshold - 15.0).abs() < 1e-9,
         "3 x (55 / 11 blocks) = 15, got {}",
@@ -79,6 +84,47 @@ fn a_spike_in_the_last_five_minutes_fires_since_it_crossed() {
     );
     // Running sum of the last 5 minutes crosses 15 in its second minute (2 + 30).
     assert_eq!(spike.since.to_rfc3339(), "2025-01-24T09:56:00Z");
+}
+
+#[test]
+fn a_spike_past_the_critical_factor_is_critical_since_it_crossed_that() {
+    let mut per = vec![1u64; 55];
+    per.extend([2, 30, 30, 30, 30]);
+    // Defaults: critical above 10 x the average per 5 minutes (10 x 5 = 50) and at least 50.
+    let stats = summarize(
+        window_of(60),
+        &counts(&per, ErrorCategory::SystemError, "E"),
+        &[],
+        &loose(),
+        10,
+    );
+    let spikes: Vec<_> = stats
+        .alerts
+        .iter()
+        .filter(|a| a.rule == "sudden_increase")
+        .collect();
+    assert_eq!(spikes.len(), 1, "one alert per rule, at its highest level");
+    assert_eq!(spikes[0].level, AlertLevel::Critical);
+    assert!((spikes[0].threshold - 50.0).abs() < 1e-9, "{:?}", spikes[0]);
+    // 2, 32, 62: the running sum passes 49 (the trigger) in the third minute.
+    assert_eq!(spikes[0].since.to_rfc3339(), "2025-01-24T09:57:00Z");
+
+    // From a silent baseline, 12 failures warn (>= 10) but are not critical (< 50).
+    let mut quiet = vec![0u64; 55];
+    quiet.extend([0, 0, 4, 4, 4]);
+    let stats = summarize(
+        window_of(60),
+        &counts(&quiet, ErrorCategory::SystemError, "E"),
+        &[],
+        &loose(),
+        10,
+    );
+    let spike = stats
+        .alerts
+        .iter()
+        .find(|a| a.rule == "sudden_increase")
+        .expect("spike fires");
+    assert_eq!(spike.level, AlertLevel::Warning);
 }
 
 #[test]
@@ -136,6 +182,7 @@ fn category_and_error_code_thresholds() {
         .find(|a| a.rule == "category_threshold")
         .expect("category fires");
     assert_eq!(cat.subject.as_deref(), Some("authorization"));
+    assert_eq!(cat.level, AlertLevel::Warning);
     assert_eq!((cat.figure, cat.threshold), (120.0, 100.0));
     // 2/min: the running count exceeds 100 in minute 50 (102).
     assert_eq!(cat.since.to_rfc3339(), "2025-01-24T09:50:00Z");
@@ -157,6 +204,49 @@ fn category_and_error_code_thresholds() {
     );
     assert_eq!(stats.by_error_code, vec![("DENIED".to_owned(), 120)]);
     assert_eq!(stats.top_clients.len(), 3);
+
+    let critical = summarize(
+        window_of(60),
+        &counts(&per, ErrorCategory::Authorization, "DENIED"),
+        &[],
+        &AlertThresholds {
+            category_max_critical: 110,
+            error_code_max_critical: 10, // below the warning threshold: acts as 50
+            ..thresholds.clone()
+        },
+        10,
+    );
+    let levels: Vec<(&str, AlertLevel, f64, String)> = critical
+        .alerts
+        .iter()
+        .map(|a| (a.rule, a.level, a.threshold, a.since.to_rfc3339()))
+        .collect();
+    assert!(
+        levels.contains(&(
+            "category_threshold",
+            AlertLevel::Critical,
+            110.0,
+            "2025-01-24T09:55:00Z".to_owned() // 112 > 110
+        )),
+        "{levels:?}"
+    );
+    assert!(
+        levels.contains(&(
+            "error_code_threshold",
+            AlertLevel::Critical,
+            50.0,
+            "2025-01-24T09:25:00Z".to_owned()
+        )),
+        "{levels:?}"
+    );
+    assert_eq!(
+        critical
+            .alerts
+            .iter()
+            .filter(|a| a.rule == "category_threshold")
+            .count(),
+        1
+    );
 
     let below = summarize(
         window_of(60),
@@ -195,7 +285,27 @@ fn failure_rate_over_threshold_fires_only_with_enough_attempts() {
         .expect("rate fires");
     assert!((alert.figure - 60.0 / 210.0).abs() < 1e-9, "{alert:?}");
     assert_eq!(alert.threshold, 0.2);
+    assert_eq!(alert.level, AlertLevel::Warning, "0.29 < 0.5");
     assert_eq!(alert.since.to_rfc3339(), "2025-01-24T09:30:00Z");
+    // Critical above 0.25: the cumulative rate passes it in minute 45 (46 / 182).
+    let strict = AlertThresholds {
+        failure_rate_max_critical: 0.25,
+        ..loose()
+    };
+    let crit = summarize(window_of(60), &c, &falling, &strict, 10);
+    let alert = crit
+        .alerts
+        .iter()
+        .find(|a| a.rule == "failure_rate")
+        .expect("rate fires");
+    assert_eq!(
+        (alert.level, alert.threshold, alert.since.to_rfc3339()),
+        (
+            AlertLevel::Critical,
+            0.25,
+            "2025-01-24T09:45:00Z".to_owned()
+        )
+    );
     // Too few attempts: no verdict.
     let few = summarize(window_of(60), &c, &[(first, 5)], &loose(), 10);
     assert!(few.alerts.iter().all(|a| a.rule != "failure_rate"));

@@ -14,6 +14,7 @@ mod slow_readers;
 mod stats;
 mod stored;
 mod strict;
+mod ui;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -123,6 +123,7 @@ async fn stats_count_the_window_and_fire_the_rules_that_hold() {
         .find(|a| a["Rule"] == "category_threshold")
         .unwrap();
     assert_eq!(cat["Subject"], "authorization");
+    assert_eq!(cat["Level"], "warning", "30 is above 20 but not above 500");
     assert_eq!(cat["Figure"], 30.0);
     assert_eq!(cat["Threshold"], 20.0);
     assert!(cat["Since"].as_str().unwrap().ends_with(":00Z"));
@@ -156,6 +157,7 @@ async fn stats_count_the_window_and_fire_the_rules_that_hold() {
         .find(|a| a["Rule"] == "failure_rate")
         .expect("rate alert");
     assert_eq!(rate["Threshold"], 0.2);
+    assert_eq!(rate["Level"], "warning", "0.33 is not above 0.5");
 
     // A 5-minute window holds only the burst.
     let d = get(&server, &format!("{STATS}?window=5m")).await.json()["Data"].clone();

@@ -1,0 +1,577 @@
+// The dashboard in a real headless Chromium (Debian's `chromium`), driven by playwright-core,
+// which never downloads a browser. Run by bin/server/tests/dashboard.rs (cargo test), which
+// starts a private redis-server and the server binary and passes:
+//
+//   BASE_URL        the server, e.g. http://127.0.0.1:41234
+//   ADMIN_TOKEN     its admin token; READ_TOKEN its read token (the read API needs one)
+//   CHROMIUM        the browser executable (default /usr/bin/chromium)
+//   SCREENSHOT_DIR  where the four views' screenshots go (docs/screenshots)
+//
+// Faults are asked of the harness over stdout/stdin: this script prints `@@ <command>` and
+// waits for a line `ok` (commands: redis-kill, redis-restart). Every wait has a deadline.
+// Exit status 0 only when every test passed; each test prints `ok`/`FAILED` with its name.
+
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+
+const BASE = process.env.BASE_URL;
+const ADMIN = process.env.ADMIN_TOKEN;
+const READ = process.env.READ_TOKEN;
+const SHOTS = process.env.SCREENSHOT_DIR;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const API = `${BASE}/codebase-embedder/api/v1`;
+/** Longest wait for one condition in the page. */
+const WAIT_MS = 15000;
+/** Longest the harness may take to answer a control command. */
+const CONTROL_MS = 30000;
+
+if (!BASE || !ADMIN || !READ || !SHOTS) {
+  console.error('BASE_URL, ADMIN_TOKEN, READ_TOKEN and SCREENSHOT_DIR are required');
+  process.exit(2);
+}
+
+// ---- the control channel to the harness --------------------------------------------------
+const replies = [];
+const waiting = [];
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  const w = waiting.shift();
+  if (w) w(line.trim());
+  else replies.push(line.trim());
+});
+async function control(command) {
+  process.stdout.write(`@@ ${command}\n`);
+  const reply = replies.length
+    ? replies.shift()
+    : await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no answer to ${command} within ${CONTROL_MS} ms`)), CONTROL_MS);
+      waiting.push((line) => { clearTimeout(timer); resolve(line); });
+    });
+  assert.equal(reply, 'ok', `harness answered ${reply} to ${command}`);
+}
+
+// ---- the API, for fixtures and cross-checks ---------------------------------------------
+async function api(method, pathAndQuery, body, token = ADMIN) {
+  const r = await fetch(`${API}${pathAndQuery}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+    signal: AbortSignal.timeout(WAIT_MS),
+  });
+  const json = await r.json();
+  return { status: r.status, json };
+}
+async function record(tasks) {
+  for (let i = 0; i < tasks.length; i += 500) {
+    const r = await api('POST', '/admin/failed-tasks', tasks.slice(i, i + 500));
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+  }
+}
+async function listIds(filters = {}) {
+  const ids = [];
+  let cursor = '';
+  for (let pages = 0; pages < 100; pages += 1) {
+    const q = new URLSearchParams({ pageSize: '1000', ...filters, ...(cursor ? { cursor } : {}) });
+    const r = await api('GET', `/tasks/failed?${q}`, null, READ);
+    assert.equal(r.status, 200);
+    ids.push(...r.json.Data.Tasks.map((t) => t.TaskId));
+    if (!r.json.Data.NextCursor) return ids;
+    cursor = r.json.Data.NextCursor;
+  }
+  throw new Error('more than 100 pages');
+}
+
+// ---- the browser -------------------------------------------------------------------------
+// A fresh profile in a temporary directory (playwright makes one per launch) and the flags
+// that keep Chromium from reaching out to the network, which is closed here.
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  timeout: 60000,
+});
+
+/** A new page in its own context (own sessionStorage), with problems collected. */
+async function open(options = {}) {
+  const context = await browser.newContext({
+    viewport: options.viewport || { width: 1280, height: 860 },
+    locale: options.locale || 'en-GB',
+    timezoneId: options.timezoneId || 'UTC',
+  });
+  if (options.token !== null) {
+    const tok = options.token === undefined ? READ : options.token;
+    await context.addInitScript((t) => { if (!sessionStorage.getItem('failed-tasks.token')) sessionStorage.setItem('failed-tasks.token', t); }, tok);
+  }
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  page.problems = [];
+  page.dialogs = [];
+  page.on('pageerror', (e) => page.problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    // A CSP violation or any script error is a failure; 4xx/5xx the tests cause are not.
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of (40[0134]|503)/.test(m.text())) {
+      page.problems.push(`console: ${m.text()}`);
+    }
+  });
+  page.on('dialog', (d) => { page.dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  return page;
+}
+
+/** Go to a view and wait until it has loaded (the shell marks body[data-loaded]). */
+async function view(page, hash) {
+  const before = await page.evaluate(() => document.body && document.body.dataset.loaded).catch(() => undefined);
+  await page.goto(`${BASE}/ui/${hash}`);
+  await waitLoaded(page, before);
+}
+async function waitLoaded(page, before) {
+  await page.waitForFunction((b) => document.body.dataset.loaded && document.body.dataset.loaded !== b
+    && document.querySelector('#state').dataset.state === 'ok', before ?? null);
+}
+/** Click something that navigates, and wait for the next view to load. */
+async function clickAndLoad(page, selector) {
+  const before = await page.evaluate(() => document.body.dataset.loaded);
+  await page.click(selector);
+  await waitLoaded(page, before);
+}
+const rowIds = (page) => page.$$eval('#tasks tbody tr', (rows) => rows.map((r) => r.dataset.taskId));
+const hashParams = (page) => new URLSearchParams(new URL(page.url()).hash.split('?')[1] || '');
+
+// ---- fixtures ----------------------------------------------------------------------------
+const NOW = Date.now();
+const iso = (ms) => new Date(ms).toISOString();
+const KINDS = [
+  { code: 'TIMEOUT_ERROR', category: 'service_timeout', type: 'embedding', msg: (i) => `upstream embedder timed out after ${1000 + i} ms` },
+  { code: 'QUOTA_EXCEEDED', category: 'resource_exhausted', type: 'indexing', msg: (i) => `quota exceeded for repository ${i}` },
+  { code: 'PARSE_ERROR', category: 'data_error', type: 'parsing', msg: (i) => `cannot parse /repo/src/file_${i}.rs` },
+];
+// 250 failures over the last ~29 minutes, 3 kinds (125 / 84 / 41), every 10th pair sharing a
+// FailTime so that paging must break ties by TaskId.
+const PAGED = Array.from({ length: 250 }, (_, i) => {
+  const k = KINDS[i % 2 === 0 ? 0 : (i % 6 === 1 || i % 6 === 3 ? 1 : 2)];
+  const at = NOW - 60000 - Math.floor(i / 2) * 14000 - (i % 10 === 1 ? 0 : (i % 2) * 7000);
+  return {
+    TaskId: `paged-${String(i).padStart(3, '0')}`, TaskType: k.type, ClientId: `client-${i % 7}`,
+    FailTime: iso(at), ErrorCode: k.code, ErrorCategory: k.category, ErrorMessage: k.msg(i),
+    RetryCount: i % 4, ProcessedFiles: i, CodebasePath: `/repos/r${i % 5}`,
+  };
+});
+const XSS = '<img src=x onerror=alert(1)>';
+
+// ---- the tests ---------------------------------------------------------------------------
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+test("the demo's three tasks appear newest first, served with the security policy", async () => {
+  const page = await open();
+  const response = await page.goto(`${BASE}/ui`);
+  assert.equal(new URL(page.url()).pathname, '/ui/', 'redirected to /ui/');
+  const csp = response.headers()['content-security-policy'];
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.equal(response.headers()['x-content-type-options'], 'nosniff');
+  await waitLoaded(page);
+  assert.deepEqual(await rowIds(page), ['task_003', 'task_002', 'task_001']);
+  assert.equal(await page.getAttribute('#total-count', 'data-count'), '3');
+  // Category names and times: FailTime in the browser's zone (UTC here), UTC on hover.
+  const failTime = (await api('GET', '/tasks/failed/task_003', null, READ)).json.Data.FailTime;
+  const cell = page.locator('#tasks tbody tr[data-task-id="task_003"] td.fail-time time');
+  assert.equal(await cell.getAttribute('datetime'), failTime);
+  assert.equal(await cell.getAttribute('title'), `${failTime.replace('T', ' ').replace(/(\.\d+)?Z$/, '')} UTC`);
+  assert.equal(await page.textContent('#tasks tbody tr[data-task-id="task_002"] .badge'), 'Authorization');
+  return page;
+});
+
+test('times are shown in the browser time zone with UTC on hover', async () => {
+  const page = await open({ timezoneId: 'Asia/Shanghai' });
+  await view(page, '#/failures');
+  const failTime = (await api('GET', '/tasks/failed/task_003', null, READ)).json.Data.FailTime;
+  const shanghai = new Intl.DateTimeFormat('en-GB', {
+    timeZone: 'Asia/Shanghai', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  }).format(new Date(failTime));
+  const cell = page.locator('#tasks tbody tr[data-task-id="task_003"] td.fail-time time');
+  assert.ok((await cell.textContent()).includes(shanghai), `${await cell.textContent()} shows ${failTime} at UTC+8 (${shanghai})`);
+  assert.ok((await cell.getAttribute('title')).endsWith(' UTC'));
+  return page;
+});
+
+test('without a token the read-protected API asks for one; the read token shows data but no actions', async () => {
+  const page = await open({ token: null });
+  await page.goto(`${BASE}/ui/#/failures`);
+  await page.waitForSelector('#state[data-state="error"] #error-token');
+  await page.click('#error-token');
+  await page.fill('#token-input', READ);
+  await clickAndLoad(page, '#token-save');
+  assert.deepEqual(await rowIds(page), ['task_003', 'task_002', 'task_001']);
+  assert.equal(await page.$('#bulk-actions'), null, 'no actions with the read token');
+  assert.equal(await page.$('#tasks .row-select'), null);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('failed-tasks.token')), READ);
+  assert.equal(await page.evaluate(() => localStorage.getItem('failed-tasks.token')), null);
+  // The admin token shows them; the token never appears in the URL.
+  await page.click('#token-button');
+  await page.fill('#token-input', ADMIN);
+  await clickAndLoad(page, '#token-save');
+  await page.waitForSelector('#bulk-actions');
+  assert.ok(!page.url().includes(ADMIN), page.url());
+  return page;
+});
+
+test('a category filter narrows the list and the URL, and the link reproduces it', async () => {
+  const page = await open();
+  await view(page, '#/failures');
+  await page.selectOption('#f-category', 'authorization');
+  await clickAndLoad(page, '#apply-filters');
+  assert.equal(hashParams(page).get('category'), 'authorization');
+  assert.deepEqual(await rowIds(page), ['task_002']);
+  assert.equal(await page.getAttribute('#total-count', 'data-count'), '1');
+  const link = page.url();
+  const other = await open();
+  await other.goto(link);
+  await waitLoaded(other);
+  assert.deepEqual(await rowIds(other), ['task_002']);
+  assert.equal(await other.inputValue('#f-category'), 'authorization');
+  await other.context().close();
+  return page;
+});
+
+test('paging across 250 recorded tasks visits each exactly once, and Previous goes back', async () => {
+  await record(PAGED);
+  const expected = await listIds();
+  const page = await open();
+  await view(page, '#/failures?pageSize=100');
+  const seen = [];
+  const pages = [];
+  for (let n = 1; n <= 10; n += 1) {
+    const ids = await rowIds(page);
+    pages.push(ids);
+    seen.push(...ids);
+    assert.equal(await page.getAttribute('#page-number', 'data-page'), String(n));
+    if (await page.isDisabled('#next-page')) break;
+    await clickAndLoad(page, '#next-page');
+  }
+  assert.equal(pages.length, 3, '253 tasks at 100 a page');
+  assert.equal(seen.length, 253);
+  assert.equal(new Set(seen).size, 253, 'no task twice');
+  assert.deepEqual(seen, expected, 'every task once, in the API order (newest first)');
+  for (const t of PAGED) assert.ok(seen.includes(t.TaskId), t.TaskId);
+  await clickAndLoad(page, '#prev-page');
+  assert.deepEqual(await rowIds(page), pages[1]);
+  await clickAndLoad(page, '#prev-page');
+  assert.deepEqual(await rowIds(page), pages[0]);
+  assert.ok(await page.isDisabled('#prev-page'));
+  return page;
+});
+
+test('keyboard only (Tab, typing, Enter) can filter and page', async () => {
+  const page = await open();
+  await view(page, '#/failures');
+  // Every press moves the focus one stop (the date-time inputs have several stops each).
+  const tabTo = async (id, key = 'Tab') => {
+    for (let i = 0; i < 200; i += 1) {
+      await page.keyboard.press(key);
+      if (await page.evaluate((x) => document.activeElement && document.activeElement.id === x, id)) return;
+    }
+    throw new Error(`#${id} not reached with Tab`);
+  };
+  await tabTo('f-errorCode');
+  await page.keyboard.type('TIMEOUT_ERROR');
+  let before = await page.evaluate(() => document.body.dataset.loaded);
+  await page.keyboard.press('Enter');
+  await waitLoaded(page, before);
+  assert.equal(hashParams(page).get('errorCode'), 'TIMEOUT_ERROR');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'f-errorCode', 'the focus stays in the field');
+  assert.equal(await page.getAttribute('#total-count', 'data-count'), '126', '125 recorded + task_001');
+  const first = await rowIds(page);
+  await tabTo('next-page');
+  before = await page.evaluate(() => document.body.dataset.loaded);
+  await page.keyboard.press('Enter');
+  await waitLoaded(page, before);
+  assert.equal(await page.getAttribute('#page-number', 'data-page'), '2');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'next-page', 'the focus stays on Next');
+  const second = await rowIds(page);
+  assert.equal(second.filter((id) => first.includes(id)).length, 0);
+  await tabTo('prev-page', 'Shift+Tab');
+  before = await page.evaluate(() => document.body.dataset.loaded);
+  await page.keyboard.press('Enter');
+  await waitLoaded(page, before);
+  assert.deepEqual(await rowIds(page), first);
+  return page;
+});
+
+test('a group click shows its tasks', async () => {
+  const page = await open();
+  await view(page, '#/groups');
+  const pattern = 'quota exceeded for repository <n>';
+  const row = page.locator('#groups tbody tr', { hasText: pattern });
+  assert.equal(await row.count(), 1);
+  const signature = await row.getAttribute('data-signature');
+  assert.equal(await row.locator('td.num').first().textContent(), '84');
+  await clickAndLoad(page, `#groups tbody tr[data-signature="${signature}"] a.group-link`);
+  assert.equal(hashParams(page).get('signature'), signature);
+  assert.equal(await page.getAttribute('#total-count', 'data-count'), '84');
+  const want = PAGED.filter((t) => t.ErrorCode === 'QUOTA_EXCEEDED').map((t) => t.TaskId);
+  const ids = await rowIds(page);
+  assert.equal(ids.length, 50);
+  for (const id of ids) assert.ok(want.includes(id), id);
+  assert.equal(await page.inputValue('#f-signature'), signature);
+  return page;
+});
+
+test('the overview shows the window, alerts with their levels linking to their tasks, and the timeline', async () => {
+  const page = await open();
+  await view(page, '#/overview?window=1h');
+  // The 250 recorded and the demo's three (moved to the server's start, within the hour).
+  assert.equal(await page.textContent('#stat-total .stat-value'), '253');
+  // Server flags: error codes warn above 50 and are critical above 100.
+  const critical = page.locator('#alerts li[data-rule="error_code_threshold"][data-level="critical"]');
+  assert.equal(await critical.count(), 1);
+  assert.match(await critical.textContent(), /TIMEOUT_ERROR/);
+  const warning = page.locator('#alerts li[data-rule="error_code_threshold"][data-level="warning"]');
+  assert.equal(await warning.count(), 1);
+  assert.match(await warning.textContent(), /QUOTA_EXCEEDED/);
+  const levels = await page.$$eval('#alerts li', (lis) => lis.map((li) => li.dataset.level));
+  assert.equal(levels[0], 'critical', `critical first: ${levels}`);
+  const bars = await page.$$eval('svg.timeline rect.bar', (rs) => rs.reduce((s, r) => s + Number(r.dataset.count), 0));
+  assert.equal(bars, 253, 'the timeline holds every failure of the window');
+  const cat = await page.$$eval('#by-category li', (lis) => Object.fromEntries(lis.map((li) => [li.dataset.name, li.querySelector('.bar-count').textContent])));
+  assert.deepEqual(cat, { service_timeout: '126', authorization: '1', resource_exhausted: '85', data_error: '41', system_error: '0' });
+  await clickAndLoad(page, '#alerts li[data-level="critical"] a.alert-link');
+  assert.equal(hashParams(page).get('errorCode'), 'TIMEOUT_ERROR');
+  assert.equal(await page.getAttribute('#total-count', 'data-count'), '126', '125 recorded + task_001');
+  return page;
+});
+
+test('labels switch to Chinese in the header, and follow a Chinese browser by default', async () => {
+  const page = await open();
+  await view(page, '#/failures?category=authorization');
+  const before = await page.evaluate(() => document.body.dataset.loaded);
+  await page.selectOption('#lang', 'zh');
+  await waitLoaded(page, before);
+  assert.equal(await page.textContent('#nav-failures'), '失败列表');
+  assert.equal(await page.getAttribute('html', 'lang'), 'zh-CN');
+  assert.equal(await page.textContent('#tasks tbody tr[data-task-id="task_002"] .badge'), '权限错误');
+  const zh = await open({ locale: 'zh-CN' });
+  await view(zh, '#/overview');
+  assert.equal(await zh.textContent('#nav-overview'), '概览');
+  await zh.context().close();
+  return page;
+});
+
+test('an ErrorMessage of <img src=x onerror=alert(1)> renders as text and no dialog opens', async () => {
+  await record([{
+    TaskId: 'xss-1', TaskType: '<b>bold</b>', ClientId: '<script>alert(2)</script>', FailTime: iso(NOW - 30000),
+    ErrorCode: 'XSS_TEST', ErrorCategory: 'system_error', ErrorMessage: XSS,
+  }]);
+  const page = await open();
+  await view(page, `#/failures?errorCode=XSS_TEST`);
+  assert.equal(await page.textContent('#tasks tbody tr[data-task-id="xss-1"] td.message'), XSS);
+  assert.equal(await page.textContent('#tasks tbody tr[data-task-id="xss-1"] td:nth-child(4)'), '<script>alert(2)</script>');
+  assert.equal(await page.locator('#view img, #view b, #view script').count(), 0);
+  await view(page, '#/task/xss-1');
+  assert.equal(await page.textContent('dd[data-field="ErrorMessage"]'), XSS);
+  await view(page, '#/groups');
+  // The group's pattern has the number normalised: <img src=x onerror=alert(<n>)>
+  assert.equal(await page.locator('#groups td.pattern', { hasText: '<img src=x onerror=alert(<n>)>' }).count(), 1);
+  assert.equal(await page.locator('img').count(), 0);
+  assert.deepEqual(page.dialogs, [], 'no dialog opened');
+  return page;
+});
+
+test('delete asks first, cancelling keeps the task, confirming removes it and shows the count', async () => {
+  const page = await open({ token: ADMIN });
+  await view(page, '#/task/paged-007');
+  await page.click('#delete-task');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /paged-007/);
+  await page.click('#confirm-cancel');
+  assert.equal((await api('GET', '/tasks/failed/paged-007', null, READ)).status, 200, 'cancel keeps it');
+  await page.click('#delete-task');
+  await page.waitForSelector('#confirm-dialog[open]');
+  await clickAndLoad(page, '#confirm-ok');
+  assert.equal(new URL(page.url()).hash, '#/failures');
+  assert.match(await page.textContent('#notice'), /^Failed tasks deleted: 1\./);
+  assert.equal((await api('GET', '/tasks/failed/paged-007', null, READ)).status, 404);
+
+  // A selection: two rows, the confirmation names how many.
+  await view(page, '#/failures?clientId=client-3');
+  const ids = (await rowIds(page)).slice(0, 2);
+  for (const id of ids) await page.check(`#tasks tbody tr[data-task-id="${id}"] .row-select`);
+  assert.equal(await page.textContent('#delete-selected'), 'Delete selected (2)');
+  await page.click('#delete-selected');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /\b2\b/);
+  await clickAndLoad(page, '#confirm-ok');
+  assert.match(await page.textContent('#notice'), /^Failed tasks deleted: 2\./);
+  for (const id of ids) assert.equal((await api('GET', `/tasks/failed/${id}`, null, READ)).status, 404, id);
+  const rows = await rowIds(page);
+  for (const id of ids) assert.ok(!rows.includes(id), id);
+
+  // Every match of a filter.
+  await view(page, '#/failures?errorCode=XSS_TEST');
+  await page.click('#delete-matching');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /all 1 failed tasks/);
+  await clickAndLoad(page, '#confirm-ok');
+  assert.equal((await api('GET', '/tasks/failed/xss-1', null, READ)).status, 404);
+  await page.waitForSelector('#empty');
+  return page;
+});
+
+test('retry now with a token shows NextRetryAt and the count; the retry filter finds it', async () => {
+  const page = await open({ token: ADMIN });
+  // task_001 has used its 3 retries: a final failure, nothing scheduled.
+  const before = (await api('GET', '/tasks/failed/task_001', null, READ)).json.Data;
+  assert.equal(before.FinalFailure, true);
+  assert.equal(before.NextRetryAt, null);
+  await view(page, '#/task/task_001');
+  assert.equal(await page.textContent('dd[data-field="NextRetryAt"]'), '—');
+  await page.click('#retry-task');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /task_001/);
+  await clickAndLoad(page, '#confirm-ok');
+  assert.match(await page.textContent('#notice'), /^Retries made due now: 1\./);
+  const after = (await api('GET', '/tasks/failed/task_001', null, READ)).json.Data;
+  assert.ok(after.NextRetryAt, 'scheduled');
+  assert.equal(await page.getAttribute('dd[data-field="NextRetryAt"] time', 'datetime'), after.NextRetryAt);
+  // The attempts history is on the task view.
+  assert.ok(await page.isVisible('#attempts'));
+
+  // A selection from the listing: the count of both, NextRetryAt in their rows.
+  await view(page, '#/failures?errorCode=QUOTA_EXCEEDED&clientId=client-1');
+  const ids = (await rowIds(page)).slice(0, 2);
+  for (const id of ids) await page.check(`#tasks tbody tr[data-task-id="${id}"] .row-select`);
+  await page.click('#retry-selected');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /\b2\b/);
+  await clickAndLoad(page, '#confirm-ok');
+  assert.match(await page.textContent('#notice'), /^Retries made due now: (2\.|1; already handed to the workers: 1\.)/);
+  for (const id of ids) {
+    const t = (await api('GET', `/tasks/failed/${id}`, null, READ)).json.Data;
+    assert.ok(t.NextRetryAt, id);
+    assert.equal(await page.getAttribute(`#tasks tbody tr[data-task-id="${id}"] td.next-retry time`, 'datetime'), t.NextRetryAt);
+  }
+  // Every match of the filters: the confirmation and the notice give the count.
+  await view(page, '#/failures?errorCode=QUOTA_EXCEEDED&clientId=client-2');
+  const total = Number(await page.getAttribute('#total-count', 'data-count'));
+  assert.ok(total > 5, `${total}`);
+  await page.click('#retry-matching');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), new RegExp(`all ${total} failed tasks`));
+  await clickAndLoad(page, '#confirm-ok');
+  const done = (await page.textContent('#notice')).match(/^Retries made due now: (\d+)(?:; already handed to the workers: (\d+))?/);
+  assert.ok(done, await page.textContent('#notice'));
+  assert.equal(Number(done[1]) + Number(done[2] || 0), total);
+  // retry=final lists final failures only.
+  await view(page, '#/failures?retry=final&pageSize=200');
+  assert.equal(await page.inputValue('#f-retry'), 'final');
+  const finals = await page.$$eval('#tasks tbody tr td .final', (els) => els.map((e) => e.classList.contains('yes')));
+  assert.ok(finals.length > 0 && finals.every(Boolean), `${finals}`);
+  return page;
+});
+
+test('a whole group is retried from the groups view, asking first with its count', async () => {
+  const page = await open({ token: ADMIN });
+  await view(page, '#/groups');
+  const row = page.locator('#groups tbody tr', { hasText: 'cannot parse <path>' });
+  const n = Number(await row.locator('td.num').first().textContent());
+  assert.equal(n, 41);
+  await row.locator('button.retry-group').click();
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /all 41 failed tasks of the group/);
+  await clickAndLoad(page, '#confirm-ok');
+  const notice = await page.textContent('#notice');
+  const m = notice.match(/^Retries made due now: (\d+)(?:; already handed to the workers: (\d+))?/);
+  assert.ok(m, notice);
+  assert.equal(Number(m[1]) + Number(m[2] || 0), 41, notice);
+  const parse = await api('GET', '/tasks/failed?errorCode=PARSE_ERROR&retry=scheduled&pageSize=100', null, READ);
+  assert.equal(parse.json.Data.TotalTasks, 41, 'every task of the group has its retry scheduled');
+  return page;
+});
+
+test('resolve asks first and the task leaves the list, counted as recovered', async () => {
+  const page = await open({ token: ADMIN });
+  await view(page, '#/task/paged-012');
+  await page.click('#resolve-task');
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), /paged-012/);
+  await clickAndLoad(page, '#confirm-ok');
+  assert.equal(new URL(page.url()).hash, '#/failures');
+  assert.match(await page.textContent('#notice'), /Resolved/);
+  assert.equal((await api('GET', '/tasks/failed/paged-012', null, READ)).status, 404);
+  await view(page, '#/overview?window=1h');
+  assert.ok(Number(await page.textContent('#stat-recovered .stat-value')) >= 1);
+  return page;
+});
+
+test('screenshots of the four views', async () => {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  // Wide enough for every column of the listing, NextRetryAt included.
+  const page = await open({ token: ADMIN, viewport: { width: 1480, height: 900 } });
+  const shots = [
+    ['failures.png', '#/failures'],
+    ['task.png', '#/task/paged-000'],
+    ['overview.png', '#/overview?window=1h'],
+    ['groups.png', '#/groups'],
+  ];
+  for (const [file, hash] of shots) {
+    await view(page, hash);
+    await page.screenshot({ path: path.join(SHOTS, file), fullPage: false });
+    assert.ok(fs.statSync(path.join(SHOTS, file)).size > 10000, file);
+  }
+  return page;
+});
+
+test('auto-refresh shows a new failure without a reload', async () => {
+  const page = await open();
+  await view(page, '#/failures?errorCode=LATE_ARRIVAL');
+  await page.waitForSelector('#empty');
+  await page.selectOption('#refresh', '5');
+  await record([{ TaskId: 'late-1', TaskType: 'embedding', ClientId: 'c', FailTime: iso(Date.now()), ErrorCode: 'LATE_ARRIVAL' }]);
+  await page.waitForSelector('#tasks tbody tr[data-task-id="late-1"]', { timeout: 20000 });
+  return page;
+});
+
+test('store down shows the error state, and the page recovers by itself when Redis is back', async () => {
+  const page = await open();
+  await view(page, '#/failures');
+  await control('redis-kill');
+  await page.reload();
+  await page.waitForSelector('#state[data-state="error"] #error-message');
+  assert.equal(await page.textContent('#error-message'), 'Redis服务不可用，请稍后再试');
+  assert.match(await page.textContent('#state'), /Retrying in \d+ s/);
+  assert.ok(await page.isHidden('#view-data'));
+  await control('redis-restart');
+  // No click: the page retries after the server's Retry-After. The restarted Redis is empty.
+  await page.waitForSelector('#state[data-state="ok"]', { state: 'attached', timeout: 30000 });
+  await page.waitForSelector('#empty');
+  assert.equal(await page.getAttribute('#total-count', 'data-count'), '0');
+  return page;
+});
+
+// ---- run -----------------------------------------------------------------------------------
+let failed = 0;
+for (const { name, fn } of tests) {
+  const started = Date.now();
+  let page = null;
+  try {
+    page = await fn();
+    if (page && page.problems.length) throw new Error(`problems in the page:\n  ${page.problems.join('\n  ')}`);
+    console.log(`ok      ${name} (${Date.now() - started} ms)`);
+  } catch (e) {
+    failed += 1;
+    console.log(`FAILED  ${name}\n        ${String(e && e.stack || e).split('\n').join('\n        ')}`);
+    if (page) {
+      const file = path.join(os.tmpdir(), `dashboard-failure-${failed}.png`);
+      await page.screenshot({ path: file, fullPage: true }).catch(() => {});
+      console.log(`        screenshot: ${file}`);
+    }
+  } finally {
+    if (page) await page.context().close().catch(() => {});
+  }
+}
+await browser.close();
+console.log(`${tests.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,106 @@
+// The one place that talks to the API. The token (admin or read) lives in this tab's
+// sessionStorage and travels only as an Authorization header, never in a URL.
+
+export const BASE = '/codebase-embedder/api/v1';
+const TOKEN_KEY = 'failed-tasks.token';
+/** No call waits longer than this for the server. */
+const TIMEOUT_MS = 15000;
+
+export function token() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || '';
+  } catch {
+    return '';
+  }
+}
+
+export function setToken(value) {
+  try {
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Storage disabled: the token is simply not kept.
+  }
+}
+
+/** An answer other than success: the HTTP status, the envelope's Code and Message, and the
+ *  Retry-After seconds when the server sent them. `status` 0: the server was not reached. */
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message || `HTTP ${status}`);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+async function call(method, path, { query, signal } = {}) {
+  const url = new URL(BASE + path, window.location.origin);
+  for (const [key, value] of Object.entries(query || {})) {
+    if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, value);
+  }
+  const headers = { Accept: 'application/json' };
+  const t = token();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  const timeout = AbortSignal.timeout(TIMEOUT_MS);
+  const both = signal ? AbortSignal.any([signal, timeout]) : timeout;
+  let response;
+  try {
+    response = await fetch(url, {
+      method, headers, signal: both, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
+    });
+  } catch (e) {
+    if (signal && signal.aborted) throw e;
+    throw new ApiError(0, 0, null, null);
+  }
+  let envelope = null;
+  try {
+    envelope = await response.json();
+  } catch {
+    envelope = null;
+  }
+  if (response.ok && envelope && envelope.Success === true) return envelope.Data;
+  const retryAfter = Number.parseInt(response.headers.get('Retry-After') || '', 10);
+  throw new ApiError(
+    response.status,
+    envelope && typeof envelope.Code === 'number' ? envelope.Code : response.status,
+    envelope && typeof envelope.Message === 'string' ? envelope.Message : response.statusText,
+    Number.isFinite(retryAfter) ? retryAfter : null,
+  );
+}
+
+const id = (taskId) => encodeURIComponent(taskId);
+
+/** What this server can do, learned from its answers: `retries` is true once a task came
+ *  with `NextRetryAt` (a server with automatic retries), false once one came without it,
+ *  null while no task was seen. */
+export const features = { retries: null };
+function note(tasks) {
+  if (tasks.length) features.retries = 'NextRetryAt' in tasks[0];
+}
+
+export const api = {
+  list: (query, signal) => call('GET', '/tasks/failed', { query, signal }).then((d) => { note(d.Tasks || []); return d; }),
+  task: (taskId, signal) => call('GET', `/tasks/failed/${id(taskId)}`, { signal }).then((d) => { note([d]); return d; }),
+  stats: (window, signal) => call('GET', '/tasks/failed-stats', { query: { window }, signal }),
+  groups: (query, signal) => call('GET', '/tasks/failed-groups', { query, signal }),
+  remove: (taskId) => call('DELETE', `/admin/failed-tasks/${id(taskId)}`),
+  removeMatching: (filters) => call('DELETE', '/admin/failed-tasks', { query: filters }),
+  retry: (taskId) => call('POST', `/admin/failed-tasks/${id(taskId)}/retry`),
+  cancelRetry: (taskId) => call('DELETE', `/admin/failed-tasks/${id(taskId)}/retry`),
+  resolve: (taskId) => call('POST', `/admin/failed-tasks/${id(taskId)}/resolve`),
+  retryMatching: (filters) => call('POST', '/admin/retries', { query: filters }),
+  /** Whether the token opens the admin API, without changing anything: a removal without a
+   *  filter is refused with 400 after the token check (401: not the admin token, 403: the
+   *  admin API is disabled). */
+  async isAdmin() {
+    if (!token()) return false;
+    try {
+      await call('DELETE', '/admin/failed-tasks');
+      return false;
+    } catch (e) {
+      return e.status === 400;
+    }
+  },
+};

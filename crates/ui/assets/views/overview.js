@@ -1,0 +1,97 @@
+// Overview: one statistics window (5m to 7d) from one API call: totals, failure rate, the
+// alert rules that fire with their levels, the per-minute timeline, counts by category and
+// the top error codes, task types and clients, each linking to the matching listing.
+// State in the URL: #/overview?window=1h
+
+import { h, replace } from '../dom.js';
+import { t, category, CATEGORIES } from '../i18n.js';
+import { time, count, percent, figure } from '../format.js';
+import { timelineChart, barList } from '../chart.js';
+
+const WINDOWS = ['5m', '15m', '1h', '6h', '24h', '7d'];
+const DEFAULT_WINDOW = '1h';
+
+/** A label with a node in place of its one placeholder (filled with NUL). */
+function around(label, node) {
+  const [before, after] = label.split('\u0000');
+  return [before, node, after];
+}
+
+/** The listing an alert is about. */
+function alertFilters(alert, stats) {
+  switch (alert.Rule) {
+    case 'category_threshold':
+      return { category: alert.Subject, since: stats.WindowStart };
+    case 'error_code_threshold':
+      return { errorCode: alert.Subject, since: stats.WindowStart };
+    case 'sudden_increase': {
+      const end = new Date(stats.WindowEnd).getTime();
+      return { since: new Date(end - 5 * 60000).toISOString().replace(/\.000Z$/, 'Z') };
+    }
+    default:
+      return { since: stats.WindowStart };
+  }
+}
+
+export function mount(ctx) {
+  const win = WINDOWS.includes(ctx.params.get('window')) ? ctx.params.get('window') : DEFAULT_WINDOW;
+  const select = h('select', { id: 'window', on: { change: () => ctx.navigate('overview', { window: select.value === DEFAULT_WINDOW ? '' : select.value }) } },
+    WINDOWS.map((w) => h('option', { value: w, selected: w === win }, w)));
+  replace(ctx.controls, h('div', { class: 'filters' }, h('label', { class: 'field' }, h('span', {}, t('overview.window')), select)));
+
+  async function load() {
+    render(await ctx.api.stats(win, ctx.signal));
+  }
+
+  function render(s) {
+    const since = { since: s.WindowStart };
+    const cards = h('div', { class: 'cards' },
+      h('a', { class: 'card stat', id: 'stat-total', href: ctx.href('failures', since) },
+        h('span', { class: 'stat-label' }, t('overview.total')), h('span', { class: 'stat-value' }, count(s.TotalFailures))),
+      'Recovered' in s ? h('div', { class: 'card stat', id: 'stat-recovered' },
+        h('span', { class: 'stat-label' }, t('overview.recovered')), h('span', { class: 'stat-value' }, count(s.Recovered))) : null,
+      h('div', { class: 'card stat', id: 'stat-attempts' },
+        h('span', { class: 'stat-label' }, t('overview.attempts')), s.Attempts === null ? h('span', { class: 'stat-value none' }, t('overview.none')) : h('span', { class: 'stat-value' }, count(s.Attempts))),
+      h('div', { class: 'card stat', id: 'stat-rate' },
+        h('span', { class: 'stat-label' }, t('overview.rate')), s.FailureRate === null ? h('span', { class: 'stat-value none' }, t('overview.none')) : h('span', { class: 'stat-value' }, percent(s.FailureRate))));
+
+    const alerts = (s.Alerts || []).slice().sort((a, b) => (a.Level === b.Level ? 0 : a.Level === 'critical' ? -1 : 1));
+    const alertList = alerts.length
+      ? h('ul', { class: 'alerts', id: 'alerts' }, alerts.map((a) => h('li', { class: ['alert', `level-${a.Level === 'critical' ? 'critical' : 'warning'}`], dataset: { rule: a.Rule, level: a.Level } },
+        h('span', { class: ['badge', `level-${a.Level === 'critical' ? 'critical' : 'warning'}`] }, t(`level.${a.Level === 'critical' ? 'critical' : 'warning'}`)),
+        h('span', { class: 'alert-rule' }, t(`rule.${a.Rule}`) === `rule.${a.Rule}` ? a.Rule : t(`rule.${a.Rule}`)),
+        a.Subject ? h('span', { class: 'alert-subject' }, a.Rule === 'category_threshold' ? category(a.Subject) : a.Subject) : null,
+        h('span', { class: 'alert-figure' }, t('overview.alertFigure', { figure: figure(a.Rule, a.Figure), threshold: figure(a.Rule, a.Threshold) })),
+        h('span', { class: 'alert-since' }, ...around(t('overview.alertSince', { t: '\u0000' }), time(a.Since))),
+        h('a', { class: 'alert-link', href: ctx.href('failures', alertFilters(a, s)) }, t('overview.showTasks')))))
+      : h('p', { class: 'muted', id: 'alerts-none' }, t('overview.noAlerts'));
+
+    const { svg, size } = timelineChart(s.Timeline || [], t('overview.timeline'));
+    const timeline = h('section', { class: 'card wide' },
+      h('h2', {}, size > 1 ? t('overview.timelineBucket', { n: size }) : t('overview.timeline')), svg);
+
+    const byCategory = h('section', { class: 'card' }, h('h2', {}, t('overview.byCategory')),
+      barList((s.ByCategory || []).map((c) => ({
+        name: c.Name, label: category(c.Name), count: c.Count,
+        className: `cat-${CATEGORIES.includes(c.Name) ? c.Name : 'unknown'}`,
+        href: ctx.href('failures', { category: c.Name, since: s.WindowStart }),
+      })), 'by-category'));
+    const top = (title, items, key, id) => h('section', { class: 'card' }, h('h2', {}, title),
+      items.length
+        ? barList(items.map((c) => ({ name: c.Name, label: c.Name, count: c.Count, href: ctx.href('failures', { [key]: c.Name, since: s.WindowStart }) })), id)
+        : h('p', { class: 'muted' }, t('overview.empty')));
+
+    replace(ctx.data,
+      h('p', { class: 'summary', id: 'window-range' }, time(s.WindowStart), ' – ', time(s.WindowEnd)),
+      cards,
+      h('section', { class: 'card wide' }, h('h2', {}, t('overview.alerts')), alertList),
+      timeline,
+      h('div', { class: 'grid' },
+        byCategory,
+        top(t('overview.byErrorCode'), s.ByErrorCode || [], 'errorCode', 'by-error-code'),
+        top(t('overview.byTaskType'), s.ByTaskType || [], 'taskType', 'by-task-type'),
+        top(t('overview.topClients'), s.TopClients || [], 'clientId', 'top-clients')));
+  }
+
+  return { load };
+}
