@@ -37,5 +37,6 @@ pub use failed_tasks_store::{
 };
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
-    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError, RetryCounters,
+    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError,
+    RecordCounters, RecordedLabels, RetryCounters,
 };

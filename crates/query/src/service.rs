@@ -1,6 +1,7 @@
 //! The failed-task service: deadlines around a store's capabilities ([`Stores`]) and error
 //! mapping.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -202,6 +203,101 @@ impl RetryCounters {
     }
 }
 
+/// Failures recorded and task attempts reported through this process (by any caller: the
+/// HTTP adapter, or a Rust embedder calling the use cases directly), for the metrics: read
+/// at scrape time like [`RetryCounters`].
+///
+/// The label values come from clients (error codes, task types), so their number is
+/// bounded: past [`MAX_LABEL_VALUES`](Self::MAX_LABEL_VALUES) distinct values of a label,
+/// new ones are counted as [`OTHER`](Self::OTHER). Categories are the five of the domain.
+#[derive(Debug, Default)]
+pub struct RecordCounters {
+    state: Mutex<RecordState>,
+}
+
+#[derive(Debug, Default)]
+struct RecordState {
+    recorded: HashMap<RecordedLabels, u64>,
+    attempts: HashMap<String, u64>,
+    error_codes: HashSet<String>,
+    task_types: HashSet<String>,
+}
+
+/// The labels of one series of [`RecordCounters::recorded`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordedLabels {
+    /// The failure's category.
+    pub category: ErrorCategory,
+    /// Its error code, or [`RecordCounters::OTHER`] past the cap.
+    pub error_code: String,
+    /// Its task type, or [`RecordCounters::OTHER`] past the cap.
+    pub task_type: String,
+}
+
+/// `value` when it is already a label value of `seen` or there is room for it; `other`
+/// past the cap.
+fn bounded(seen: &mut HashSet<String>, value: &str) -> String {
+    if seen.contains(value) {
+        return value.to_owned();
+    }
+    if seen.len() < RecordCounters::MAX_LABEL_VALUES {
+        seen.insert(value.to_owned());
+        return value.to_owned();
+    }
+    RecordCounters::OTHER.to_owned()
+}
+
+/// The entries of `map`, in key order.
+fn sorted<K: Clone + Ord>(map: &HashMap<K, u64>) -> Vec<(K, u64)> {
+    let mut out: Vec<_> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    out.sort();
+    out
+}
+
+impl RecordCounters {
+    /// Most distinct values of a client-supplied label (error code, task type).
+    pub const MAX_LABEL_VALUES: usize = 200;
+    /// The label value that stands for every value past the cap.
+    pub const OTHER: &'static str = "other";
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecordState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Count `tasks` as recorded.
+    fn add_recorded(&self, tasks: &[FailedTask]) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        for task in tasks {
+            let labels = RecordedLabels {
+                category: task.error_category(),
+                error_code: bounded(&mut state.error_codes, task.error_code().as_str()),
+                task_type: bounded(&mut state.task_types, task.task_type().as_str()),
+            };
+            *state.recorded.entry(labels).or_default() += 1;
+        }
+    }
+
+    /// Count `n` attempts of `task_type`.
+    fn add_attempts(&self, task_type: &TaskType, n: u64) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let task_type = bounded(&mut state.task_types, task_type.as_str());
+        let count = state.attempts.entry(task_type).or_default();
+        *count = count.saturating_add(n);
+    }
+
+    /// Failures recorded, by category, error code and task type, in label order.
+    pub fn recorded(&self) -> Vec<(RecordedLabels, u64)> {
+        sorted(&self.lock().recorded)
+    }
+
+    /// Task attempts reported, by task type, in label order.
+    pub fn attempts(&self) -> Vec<(String, u64)> {
+        sorted(&self.lock().attempts)
+    }
+}
+
 /// The use cases over one store, through the capabilities it has ([`Stores`]): what needs a
 /// capability the store lacks answers [`QueryError::NotSupported`]. Cheap to clone; share
 /// one per process.
@@ -214,6 +310,7 @@ pub struct FailedTaskService {
     retry_policy: Arc<RetryPolicy>,
     jitter: Arc<Mutex<JitterRng>>,
     retry_counters: Arc<RetryCounters>,
+    record_counters: Arc<RecordCounters>,
     health: Arc<RecentHealth>,
     fail_times: FailTimeLimits,
 }
@@ -290,6 +387,7 @@ impl FailedTaskService {
             retry_policy: Arc::new(RetryPolicy::default()),
             jitter: Arc::new(Mutex::new(JitterRng::new(jitter_seed()))),
             retry_counters: Arc::new(RetryCounters::default()),
+            record_counters: Arc::new(RecordCounters::default()),
             health: Arc::new(RecentHealth::new(Self::DEFAULT_CHECK_REUSE)),
             fail_times: FailTimeLimits::default(),
         }
@@ -329,6 +427,11 @@ impl FailedTaskService {
     /// The retry counters of this process (shared by clones of this service).
     pub fn retry_counters(&self) -> &Arc<RetryCounters> {
         &self.retry_counters
+    }
+
+    /// The recording counters of this process (shared by clones of this service).
+    pub fn record_counters(&self) -> &Arc<RecordCounters> {
+        &self.record_counters
     }
 
     fn retry_store(&self) -> Result<&Arc<dyn RetryStore>, QueryError> {
@@ -614,10 +717,13 @@ impl FailedTaskService {
             })?;
         }
         let Some(retries) = &self.stores.retries else {
-            return self.checked(self.store.record_batch(tasks)).await;
+            let outcomes = self.checked(self.store.record_batch(tasks)).await?;
+            self.record_counters.add_recorded(tasks);
+            return Ok(outcomes);
         };
         let planned = self.plans(tasks);
         let outcomes = self.checked(retries.record_planned(&planned)).await?;
+        self.record_counters.add_recorded(tasks);
         let scheduled = planned
             .iter()
             .filter(|(_, p)| matches!(p, RetryPlan::Retry { .. }))
@@ -858,7 +964,9 @@ impl FailedTaskService {
     ) -> Result<(), QueryError> {
         let stats = self.stats_store()?;
         self.checked(stats.record_attempts(task_type, minute_of(at), count))
-            .await
+            .await?;
+        self.record_counters.add_attempts(task_type, count);
+        Ok(())
     }
 
     /// How many failed tasks are stored in each category (five one-item pages: each store

@@ -167,3 +167,50 @@ async fn store_errors_are_counted_by_kind() {
         Some(3.0)
     );
 }
+
+/// Recordings are counted by the use case: those made by Rust code calling the service
+/// directly (an embedder, `--demo`) are in `/metrics` as well as those through HTTP. Before,
+/// the HTTP handler counted them, and only its own.
+#[tokio::test]
+async fn recordings_through_the_use_case_are_counted_wherever_they_come_from() {
+    let service = failed_tasks_query::FailedTaskService::new(
+        memory(Arc::new(MemoryStore::new())),
+        Deadlines::default(),
+    );
+    let server = crate::helpers::spawn_service(service.clone(), test_config()).await;
+    let seed = FailedTask::seed_examples();
+    service.record_failures(&seed).await.unwrap();
+    service
+        .report_attempts(
+            &failed_tasks_domain::TaskType::embedding(),
+            7,
+            failed_tasks_domain::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let s = scrape(&get(&server, "/metrics").await.body);
+    for t in &seed {
+        assert_eq!(
+            value(
+                &s,
+                "failed_tasks_recorded_total",
+                &[
+                    ("category", t.error_category().as_str()),
+                    ("error_code", t.error_code().as_str()),
+                    ("task_type", t.task_type().as_str()),
+                ]
+            ),
+            Some(1.0),
+            "{}",
+            t.task_id()
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "failed_tasks_task_attempts_total",
+            &[("task_type", "embedding")]
+        ),
+        Some(7.0)
+    );
+}

@@ -235,3 +235,54 @@ async fn a_store_without_retries_says_so() {
         })
     ));
 }
+
+#[tokio::test]
+async fn recordings_and_attempts_are_counted_by_the_use_case_with_bounded_labels() {
+    use failed_tasks_domain::{ErrorCategory, TaskType};
+    use failed_tasks_query::{RecordCounters, RecordedLabels};
+    let (service, _store) = service();
+    let now = Timestamp::now();
+    // 250 distinct error codes: the first 200 keep their value, the rest count as `other`.
+    let tasks: Vec<FailedTask> = (0..250)
+        .map(|i| {
+            let mut raw =
+                failure(&format!("t{i}"), "STORAGE_ERROR", 0, now.unix_millis()).into_parts();
+            raw.error_code = format!("CODE_{i:03}");
+            FailedTask::new(raw).unwrap()
+        })
+        .collect();
+    service.record_failures(&tasks).await.unwrap();
+    // A refused batch counts nothing.
+    let mut ahead = tasks[0].clone().into_parts();
+    ahead.fail_time_ms = now.unix_millis() + 3_600_000;
+    assert!(service
+        .record_failures(&[FailedTask::new(ahead).unwrap()])
+        .await
+        .is_err());
+    service
+        .report_attempts(&TaskType::embedding(), 40, now)
+        .await
+        .unwrap();
+
+    let counts = service.record_counters().recorded();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 250);
+    let distinct_codes: std::collections::BTreeSet<&str> =
+        counts.iter().map(|(l, _)| l.error_code.as_str()).collect();
+    assert_eq!(distinct_codes.len(), RecordCounters::MAX_LABEL_VALUES + 1);
+    let category = tasks[0].error_category();
+    let other = RecordedLabels {
+        category,
+        error_code: RecordCounters::OTHER.to_owned(),
+        task_type: tasks[0].task_type().to_string(),
+    };
+    assert_eq!(
+        counts.iter().find(|(l, _)| *l == other).map(|(_, n)| *n),
+        Some(50)
+    );
+    assert_ne!(category, ErrorCategory::Authorization);
+    assert_eq!(
+        service.record_counters().attempts(),
+        vec![("embedding".to_owned(), 40)]
+    );
+}
