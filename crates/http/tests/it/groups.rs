@@ -17,8 +17,11 @@ fn failure(id: &str, minute: i64, client: &str, code: &str, message: &str) -> Fa
         task_id: id.into(),
         task_type: "embedding".into(),
         client_id: client.into(),
-        start_time_ms: 1_737_709_200_000,
-        fail_time_ms: 1_737_709_200_000 + minute * 60_000,
+        start_time: failed_tasks_domain::Timestamp::from_unix_millis(1_737_709_200_000).unwrap(),
+        fail_time: failed_tasks_domain::Timestamp::from_unix_millis(
+            1_737_709_200_000 + minute * 60_000,
+        )
+        .unwrap(),
         error_code: code.into(),
         error_message: message.into(),
         error_category: Some(ErrorCategory::ServiceTimeout),

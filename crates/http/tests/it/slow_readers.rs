@@ -31,8 +31,10 @@ async fn store_of(n: i64) -> Arc<MemoryStore> {
                 task_id: format!("big{i:04}"),
                 task_type: "embedding".into(),
                 client_id: "c1".into(),
-                start_time_ms: 1_737_700_000_000 + i,
-                fail_time_ms: 1_737_700_000_000 + i,
+                start_time: failed_tasks_domain::Timestamp::from_unix_millis(1_737_700_000_000 + i)
+                    .unwrap(),
+                fail_time: failed_tasks_domain::Timestamp::from_unix_millis(1_737_700_000_000 + i)
+                    .unwrap(),
                 error_code: "TIMEOUT_ERROR".into(),
                 error_message: message.clone(),
                 ..Default::default()

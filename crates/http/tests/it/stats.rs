@@ -35,8 +35,8 @@ fn failure(id: usize, minutes_ago: i64, category: &str, code: &str) -> FailedTas
         }
         .into(),
         client_id: format!("client{}", id % 3),
-        start_time_ms: fail - 1000,
-        fail_time_ms: fail,
+        start_time: failed_tasks_domain::Timestamp::from_unix_millis(fail - 1000).unwrap(),
+        fail_time: failed_tasks_domain::Timestamp::from_unix_millis(fail).unwrap(),
         error_code: code.into(),
         error_category: Some(failed_tasks_domain::ErrorCategory::parse(category).unwrap()),
         ..Default::default()

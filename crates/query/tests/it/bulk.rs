@@ -52,8 +52,11 @@ fn task(i: usize) -> FailedTask {
         task_type: "embedding".into(),
         client_id: "c1".into(),
         codebase_path: String::new(),
-        start_time_ms: 1_737_709_200_000,
-        fail_time_ms: 1_737_709_200_000 + i as i64 * 1000,
+        start_time: failed_tasks_domain::Timestamp::from_unix_millis(1_737_709_200_000).unwrap(),
+        fail_time: failed_tasks_domain::Timestamp::from_unix_millis(
+            1_737_709_200_000 + i as i64 * 1000,
+        )
+        .unwrap(),
         error_code: "TIMEOUT_ERROR".into(),
         error_message: String::new(),
         retry_count: 0,

@@ -25,8 +25,8 @@ fn failure(id: &str, code: &str, retry_count: u32, fail_ms: i64) -> FailedTask {
         task_type: "embedding".into(),
         client_id: "c1".into(),
         codebase_path: "/p".into(),
-        start_time_ms: fail_ms - 1000,
-        fail_time_ms: fail_ms,
+        start_time: Timestamp::from_unix_millis(fail_ms - 1000).unwrap(),
+        fail_time: Timestamp::from_unix_millis(fail_ms).unwrap(),
         error_code: code.into(),
         error_message: format!("{code} on {id}"),
         retry_count,
@@ -254,7 +254,7 @@ async fn recordings_and_attempts_are_counted_by_the_use_case_with_bounded_labels
     service.record_failures(&tasks).await.unwrap();
     // A refused batch counts nothing.
     let mut ahead = tasks[0].clone().into_parts();
-    ahead.fail_time_ms = now.unix_millis() + 3_600_000;
+    ahead.fail_time = Timestamp::from_unix_millis(now.unix_millis() + 3_600_000).unwrap();
     assert!(service
         .record_failures(&[FailedTask::new(ahead).unwrap()])
         .await
