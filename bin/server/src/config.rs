@@ -324,6 +324,7 @@ impl Settings {
             retention: Retention {
                 max_age: self.retention_max_age,
                 max_count: self.retention_max_count,
+                janitor_interval: self.janitor_interval,
             },
             retry_queue_cap: usize::try_from(self.retry_stream_max_len).unwrap_or(usize::MAX),
         }

@@ -66,7 +66,7 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
     match flags.store {
         StoreKind::Memory => {
             let store = Arc::new(MemoryStore::with_config(flags.memory_config()));
-            let janitor = store.spawn_janitor(flags.janitor_interval);
+            let janitor = store.spawn_janitor();
             Ok(Opened {
                 stores: Stores::from(store),
                 janitor: Some(Janitor::Memory(janitor)),

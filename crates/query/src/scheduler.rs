@@ -88,6 +88,12 @@ impl SchedulerHandle {
     pub fn stop(self) {
         self.task.abort();
     }
+
+    /// Stop the loop and wait until it has ended.
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for SchedulerHandle {

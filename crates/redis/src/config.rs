@@ -65,14 +65,14 @@ impl Default for RedisConfig {
             // The same retention defaults as every store's.
             max_age: Retention::default().max_age,
             max_count: Retention::default().max_count,
-            janitor_interval: Duration::from_secs(60),
+            janitor_interval: Retention::default().janitor_interval,
             archive_dir: None,
             record_ttl_slack: Duration::from_secs(24 * 3600),
             allow_eviction: false,
             retry_stream_key: None,
             retry_stream_max_len: 1_000_000,
             retry_consumer_group: "embedders".to_owned(),
-            retry_consumer_lease: Duration::from_secs(60),
+            retry_consumer_lease: failed_tasks_store::retry::DEFAULT_LEASE,
         }
     }
 }

@@ -54,6 +54,12 @@ impl JanitorHandle {
     pub fn stop(self) {
         self.task.abort();
     }
+
+    /// Stop the janitor and wait until it has ended.
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for JanitorHandle {

@@ -712,11 +712,15 @@ impl MemoryStore {
         }
     }
 
-    /// Run [`trim_at`](Self::trim_at) with the current time every `every` in a background
-    /// task (on the current tokio runtime) until the handle is dropped or stopped.
-    pub fn spawn_janitor(self: &Arc<Self>, every: Duration) -> MemoryJanitor {
+    /// Run [`trim_at`](Self::trim_at) with the current time every
+    /// [`Retention::janitor_interval`] in a background task (on the current tokio runtime)
+    /// until the handle is dropped or stopped.
+    pub fn spawn_janitor(self: &Arc<Self>) -> MemoryJanitor {
         let store = Arc::downgrade(self);
-        let every = every.max(Duration::from_millis(10));
+        let every = self
+            .retention
+            .janitor_interval
+            .max(Duration::from_millis(10));
         let task = tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -790,6 +794,12 @@ impl MemoryJanitor {
     /// Stop the loop.
     pub fn stop(self) {
         self.task.abort();
+    }
+
+    /// Stop the loop and wait until it has ended.
+    pub async fn shutdown(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
     }
 }
 

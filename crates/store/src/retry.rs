@@ -162,6 +162,10 @@ pub trait RetryStore: Send + Sync {
     async fn retry_gauges(&self, now: Timestamp) -> Result<RetryGauges, StoreError>;
 }
 
+/// How long a worker may hold a claimed request without acknowledging it before another
+/// may reclaim it, by default (the Redis store's `retry_consumer_lease`): one minute.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
 /// One claimed retry request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {

@@ -139,6 +139,8 @@ pub struct Retention {
     /// At most this many tasks are kept; the oldest beyond it are trimmed: 1,000,000 by
     /// default.
     pub max_count: u64,
+    /// How often the retention janitor trims: 1 minute by default.
+    pub janitor_interval: Duration,
 }
 
 impl Default for Retention {
@@ -146,6 +148,7 @@ impl Default for Retention {
         Self {
             max_age: Duration::from_secs(30 * 24 * 3600),
             max_count: 1_000_000,
+            janitor_interval: Duration::from_secs(60),
         }
     }
 }

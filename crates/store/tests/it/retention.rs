@@ -12,7 +12,11 @@ use failed_tasks_store::{
 
 fn store(max_count: u64, max_age: Duration) -> MemoryStore {
     MemoryStore::with_config(MemoryConfig {
-        retention: Retention { max_age, max_count },
+        retention: Retention {
+            max_age,
+            max_count,
+            janitor_interval: Duration::from_secs(60),
+        },
         ..MemoryConfig::default()
     })
 }
@@ -26,6 +30,7 @@ fn the_default_retention_is_the_documented_one() {
     let r = MemoryStore::new().retention();
     assert_eq!(r.max_age, Duration::from_secs(30 * 24 * 3600));
     assert_eq!(r.max_count, 1_000_000);
+    assert_eq!(r.janitor_interval, Duration::from_secs(60));
     assert_eq!(r, Retention::default());
 }
 
@@ -137,7 +142,7 @@ async fn the_janitor_runs_the_trim_step_and_stops_with_its_handle() {
     let store = Arc::new(store(1_000, Duration::from_secs(1)));
     let old = |id: &str| task(id, 0, ErrorCategory::DataError, "embedding", "c", "X");
     store.record(&old("t")).await.unwrap();
-    let janitor = store.spawn_janitor(Duration::from_secs(60));
+    let janitor = store.spawn_janitor();
     // With tokio's clock paused, time advances only when every task waits: the first tick
     // is at once, so the store is trimmed once the janitor task has run.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
