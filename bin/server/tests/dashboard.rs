@@ -153,7 +153,18 @@ fn the_dashboard_in_a_real_headless_chromium() {
     let server = start_server(&redis.url());
     wait_for_demo(server.addr);
 
-    let shots = repo_root().join("docs/screenshots");
+    // The screenshots go to the target directory, fresh each run, unless
+    // UPDATE_SCREENSHOTS=1 asks for the committed ones in docs/screenshots to be replaced
+    // (README shows those): a plain test run leaves the working tree as it was.
+    let shots = if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        repo_root().join("docs/screenshots")
+    } else {
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let started = std::time::SystemTime::now();
     let mut node = Command::new("node")
         .arg("dashboard.mjs")
         .current_dir(browser_dir())
@@ -219,6 +230,13 @@ fn the_dashboard_in_a_real_headless_chromium() {
     assert!(summary.ends_with(" 0 failed"), "{summary}");
     for view in ["failures", "task", "overview", "groups"] {
         let shot = shots.join(format!("{view}.png"));
-        assert!(shot.is_file(), "no screenshot {}", shot.display());
+        let written = std::fs::metadata(&shot)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|e| panic!("no screenshot {}: {e}", shot.display()));
+        assert!(
+            written >= started,
+            "{} was not written by this run",
+            shot.display()
+        );
     }
 }
