@@ -15,7 +15,9 @@ use failed_tasks_domain::{FailedTask, Timestamp};
 use failed_tasks_http::App;
 use failed_tasks_query::{FailedTaskService, RetryScheduler};
 use failed_tasks_redis::{CompatStore, JanitorHandle, RedisStore};
-use failed_tasks_store::{MemoryJanitor, MemoryStore, StatusStore, StoreProblem, Stores};
+use failed_tasks_store::{
+    Capability, MemoryJanitor, MemoryStore, StatusStore, StoreProblem, Stores,
+};
 
 mod config;
 
@@ -171,8 +173,11 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     let scheduler = service
         .schedules_retries()
         .then(|| RetryScheduler::new(service.clone(), flags.scheduler()).spawn());
-    if flags.demo && flags.store == StoreKind::Compat {
-        bail!("--demo cannot record into --store compat, which is read-only");
+    if flags.demo && !service.stores().has(Capability::Writes) {
+        bail!(
+            "--demo cannot record into --store {}, which is read-only",
+            service.stores().name
+        );
     }
     if flags.demo {
         // Before serving when the store answers; otherwise in the background until it does:

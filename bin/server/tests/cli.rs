@@ -228,8 +228,9 @@ fn http_call(
     )
 }
 
-/// The compat source keeps tasks only: the statistics, groups and retry routes answer 501
-/// naming the store and what it lacks (before: 500 for the statistics), the listing 200.
+/// The compat source reads tasks only: the statistics, groups, retry and write routes answer
+/// 501 naming the store and what it lacks (before: 500 for the statistics and the writes),
+/// the listing 200.
 #[test]
 fn the_compat_store_answers_501_where_it_lacks_a_capability() {
     let redis = failed_tasks_testkit::RedisServer::start();
@@ -260,6 +261,30 @@ fn the_compat_store_answers_501_where_it_lacks_a_capability() {
     );
     assert_eq!(status, 501, "{body}");
     assert_eq!(body["Message"], "the compat store does not support retries");
+    // It is read-only: writes are refused the same way (before: 500 from the store).
+    let writes = "the compat store does not support recording or removing failed tasks";
+    let (status, body) = http_call(
+        server.addr,
+        "DELETE",
+        "/codebase-embedder/api/v1/admin/failed-tasks/t1",
+        &["Authorization: Bearer t0ken"],
+    );
+    assert_eq!(
+        (status, body["Message"].as_str()),
+        (501, Some(writes)),
+        "{body}"
+    );
+    let (status, body) = http_call(
+        server.addr,
+        "DELETE",
+        "/codebase-embedder/api/v1/admin/failed-tasks?category=data_error",
+        &["Authorization: Bearer t0ken"],
+    );
+    assert_eq!(
+        (status, body["Message"].as_str()),
+        (501, Some(writes)),
+        "{body}"
+    );
     // The tasks are served once the source is connected (it connects in the background).
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {

@@ -417,6 +417,15 @@ impl FailedTaskService {
         }
     }
 
+    /// The store's tasks, for a write; [`QueryError::NotSupported`] on a read-only one.
+    fn writable_store(&self) -> Result<&Arc<dyn StatusStore>, QueryError> {
+        if self.stores.writable {
+            Ok(&self.store)
+        } else {
+            Err(self.not_supported(Capability::Writes))
+        }
+    }
+
     fn stats_store(&self) -> Result<&Arc<dyn StatsStore>, QueryError> {
         self.stores
             .stats
@@ -702,11 +711,13 @@ impl FailedTaskService {
     /// checked first: a `FailTime` beyond the allowed clock skew refuses the whole batch
     /// ([`QueryError::BadRequest`] naming `[i].FailTime`, or `FailTime` for a single task).
     /// A store that schedules retries schedules each failure's retry by the policy (or makes
-    /// it final) in the same atomic write.
+    /// it final) in the same atomic write. A read-only store answers
+    /// [`QueryError::NotSupported`].
     pub async fn record_failures(
         &self,
         tasks: &[FailedTask],
     ) -> Result<Vec<RecordOutcome>, QueryError> {
+        let store = self.writable_store()?;
         for (i, task) in tasks.iter().enumerate() {
             self.check_fail_time(task, || {
                 if tasks.len() == 1 {
@@ -717,7 +728,7 @@ impl FailedTaskService {
             })?;
         }
         let Some(retries) = &self.stores.retries else {
-            let outcomes = self.checked(self.store.record_batch(tasks)).await?;
+            let outcomes = self.checked(store.record_batch(tasks)).await?;
             self.record_counters.add_recorded(tasks);
             return Ok(outcomes);
         };
@@ -884,10 +895,11 @@ impl FailedTaskService {
     /// Each removal is counted as soon as the store confirms it, so a deadline (or a store
     /// failure after some removals) that cuts the work short loses no count; only the
     /// removal in flight at that moment is unknown (it may have happened, and is not counted).
+    /// A read-only store answers [`QueryError::NotSupported`].
     pub async fn remove_matching(&self, filter: &TaskFilter) -> Result<BulkRemoval, QueryError> {
         self.check_filter(filter)?;
+        let store = self.writable_store()?;
         let removed = AtomicU64::new(0);
-        let store = &self.store;
         let walked = self
             .walk_matching(filter, |id| {
                 let removed = &removed;
@@ -992,9 +1004,11 @@ impl FailedTaskService {
         .await
     }
 
-    /// Remove a failed task; [`QueryError::NotFound`] when absent.
+    /// Remove a failed task; [`QueryError::NotFound`] when absent, [`QueryError::NotSupported`]
+    /// on a read-only store.
     pub async fn remove_failed(&self, task_id: &TaskId) -> Result<(), QueryError> {
-        if self.checked(self.store.remove(task_id)).await? {
+        let store = self.writable_store()?;
+        if self.checked(store.remove(task_id)).await? {
             Ok(())
         } else {
             Err(QueryError::NotFound)

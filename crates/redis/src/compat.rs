@@ -354,10 +354,10 @@ impl StatusStore for CompatStore {
     }
 }
 
-/// The compat source's capabilities: failed tasks only (the Go service keeps no statistics,
-/// groups or retries, and its records are not in the wire form).
+/// The compat source's capabilities: reading failed tasks only (it is read-only; the Go
+/// service keeps no statistics, groups or retries, and its records are not in the wire form).
 impl From<CompatStore> for Stores {
     fn from(store: CompatStore) -> Self {
-        Stores::new("compat", std::sync::Arc::new(store))
+        Stores::new("compat", std::sync::Arc::new(store)).read_only()
     }
 }

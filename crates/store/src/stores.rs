@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use crate::{RetryStore, StatsStore, StatusStore, StoredJsonPages};
 
-/// What a store can do beyond keeping failed tasks ([`StatusStore`], which every store is).
+/// What a store can do beyond listing and reading failed tasks ([`StatusStore`], which every
+/// store is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Capability {
+    /// Recording and removing failed tasks ([`StatusStore::record`] and friends): every store
+    /// but a read-only source (the compat store, over another service's records).
+    Writes,
     /// Failure statistics, task attempts and failure groups ([`StatsStore`]).
     Statistics,
     /// Pages as each task's stored wire JSON ([`StoredJsonPages`]): a read fast path, never
@@ -21,15 +25,18 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 3] = [
+    pub const ALL: [Capability; 4] = [
+        Capability::Writes,
         Capability::Statistics,
         Capability::StoredJson,
         Capability::Retries,
     ];
 
-    /// A short, stable label, for logs and metrics: `statistics`, `stored_json`, `retries`.
+    /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_json`,
+    /// `retries`.
     pub fn label(self) -> &'static str {
         match self {
+            Capability::Writes => "writes",
             Capability::Statistics => "statistics",
             Capability::StoredJson => "stored_json",
             Capability::Retries => "retries",
@@ -41,6 +48,7 @@ impl Capability {
 impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Capability::Writes => "recording or removing failed tasks",
             Capability::Statistics => "failure statistics, task attempts and failure groups",
             Capability::StoredJson => "pages of stored wire JSON",
             Capability::Retries => "retries",
@@ -60,6 +68,9 @@ pub struct Stores {
     pub name: &'static str,
     /// The failed tasks themselves.
     pub tasks: Arc<dyn StatusStore>,
+    /// Whether `tasks` takes writes (`false`: a read-only source, whose writes the use cases
+    /// refuse before calling it).
+    pub writable: bool,
     /// Statistics and groups, when the store keeps them.
     pub stats: Option<Arc<dyn StatsStore>>,
     /// Pages as stored wire JSON, when the store keeps tasks that way.
@@ -69,16 +80,25 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// A store named `name` that keeps failed tasks and nothing else; add what else it can
-    /// do with the `with_*` methods.
+    /// A store named `name` that keeps failed tasks (reads and writes) and nothing else;
+    /// add what else it can do with the `with_*` methods.
     pub fn new(name: &'static str, tasks: Arc<dyn StatusStore>) -> Self {
         Self {
             name,
             tasks,
+            writable: true,
             stats: None,
             stored_json: None,
             retries: None,
         }
+    }
+
+    /// The same, read-only: the use cases refuse writes
+    /// ([`Capability::Writes`] is missing).
+    #[must_use]
+    pub fn read_only(mut self) -> Self {
+        self.writable = false;
+        self
     }
 
     /// The same, keeping statistics and groups in `stats` (the same store).
@@ -105,6 +125,7 @@ impl Stores {
     /// Whether the store has `capability`.
     pub fn has(&self, capability: Capability) -> bool {
         match capability {
+            Capability::Writes => self.writable,
             Capability::Statistics => self.stats.is_some(),
             Capability::StoredJson => self.stored_json.is_some(),
             Capability::Retries => self.retries.is_some(),

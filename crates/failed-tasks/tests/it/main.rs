@@ -47,7 +47,11 @@ async fn the_example_runs_in_memory() {
     assert_eq!(failures.stores().name, "memory");
     assert_eq!(
         failures.stores().capabilities(),
-        [Capability::Statistics, Capability::Retries]
+        [
+            Capability::Writes,
+            Capability::Statistics,
+            Capability::Retries
+        ]
     );
     let report = embed::run(&failures, "task_007").await.unwrap();
     check(&report, "task_007");

@@ -390,3 +390,29 @@ async fn statistics_go_to_the_stats_capability() {
     let got = svc.failure_stats(60, now, 5).await.unwrap();
     assert_eq!(got.total, 4);
 }
+
+#[tokio::test]
+async fn a_read_only_store_refuses_writes_before_any_store_call() {
+    use failed_tasks_query::Capability;
+    // No expectations: a call on the store fails the test.
+    let svc = FailedTaskService::new(
+        Stores::new("source", Arc::new(MockStatusStore::new())).read_only(),
+        Deadlines::default(),
+    );
+    let missing = QueryError::NotSupported {
+        capability: Capability::Writes,
+        store: "source",
+    };
+    let seed = FailedTask::seed_examples();
+    assert_eq!(svc.record_failures(&seed).await.unwrap_err(), missing);
+    assert_eq!(
+        svc.remove_failed(seed[0].task_id()).await.unwrap_err(),
+        missing
+    );
+    let filter = TaskFilter {
+        category: Some(seed[0].error_category()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(svc.remove_matching(&filter).await.unwrap_err(), missing);
+    assert!(svc.record_counters().recorded().is_empty());
+}

@@ -27,7 +27,11 @@ fn memory_store_claims_tasks_statistics_and_retries() {
     assert_eq!(stores.name, "memory");
     assert_eq!(
         stores.capabilities(),
-        [Capability::Statistics, Capability::Retries],
+        [
+            Capability::Writes,
+            Capability::Statistics,
+            Capability::Retries
+        ],
         "the memory store keeps decoded tasks: no stored-JSON pages"
     );
 }
