@@ -278,7 +278,10 @@ impl FailedTasks {
     }
 
     /// The in-memory store with its default settings, its janitor and the retry scheduler
-    /// started on the current tokio runtime (so call it from within one).
+    /// started on the current tokio runtime.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime (the background jobs are tokio tasks).
     pub fn memory() -> FailedTasks {
         // The default scheduler settings are valid: nothing to check.
         Self::builder().in_memory(MemoryConfig::default())
