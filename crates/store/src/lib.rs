@@ -7,7 +7,9 @@
 //!   statistics, attempts, groups), [`StoredJsonPages`] (pages as stored wire JSON), and the
 //!   retry capabilities in [`retry`]. No trait has a default that fails at run time: a store
 //!   implements a capability or does not, and [`Stores`] (built by each adapter) says which
-//!   ones it has, named by [`Capability`].
+//!   ones it has, named by [`Capability`] (writes included: a read-only source implements
+//!   [`StatusStore`] without [`Capability::Writes`], and the use cases refuse its writes).
+//! - [`Retention`]: how long and how many tasks a store keeps (memory and Redis alike).
 //! - With the `mocks` feature (or in this crate's tests) `mockall` generates
 //!   `MockStatusStore`, `MockStatsStore`, `MockStoredJsonPages`, `MockRetryStore` and
 //!   `MockRetryQueue` for consumers' unit tests.
