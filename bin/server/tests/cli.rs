@@ -89,6 +89,23 @@ fn settings_come_from_env_vars_and_flags_win() {
     assert_eq!(body["Data"]["Tasks"].as_array().unwrap().len(), 1);
 }
 
+/// The default (memory) store keeps at most `--retention-max-count` tasks: the demo's three
+/// leave the two newest, at once (enforced on write, not by a background run).
+#[test]
+fn the_memory_store_keeps_at_most_the_retention_count() {
+    let server = start(&["--demo", "--retention-max-count", "2"], &[]);
+    let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Data"]["TotalTasks"], 2);
+    let ids: Vec<&str> = body["Data"]["Tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["TaskId"].as_str())
+        .collect();
+    assert_eq!(ids, ["task_003", "task_002"]);
+}
+
 #[test]
 fn without_demo_the_store_starts_empty() {
     let server = start(&[], &[]);
