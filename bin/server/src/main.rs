@@ -14,10 +14,8 @@ use anyhow::{bail, Context};
 use failed_tasks_domain::{FailedTask, Timestamp};
 use failed_tasks_http::App;
 use failed_tasks_query::{FailedTaskService, RetryScheduler};
-use failed_tasks_redis::{CompatStore, JanitorHandle, RedisStore};
-use failed_tasks_store::{
-    Capability, MemoryJanitor, MemoryStore, StatusStore, StoreProblem, Stores,
-};
+use failed_tasks_redis::{CompatStore, RedisStore};
+use failed_tasks_store::{Background, Capability, MemoryStore, StatusStore, StoreProblem, Stores};
 
 mod config;
 
@@ -46,22 +44,7 @@ fn init_logging(format: LogFormat) {
 /// (if any).
 struct Opened {
     stores: Stores,
-    janitor: Option<Janitor>,
-}
-
-/// The retention janitor of the store in use.
-enum Janitor {
-    Redis(JanitorHandle),
-    Memory(MemoryJanitor),
-}
-
-impl Janitor {
-    fn stop(self) {
-        match self {
-            Janitor::Redis(j) => j.stop(),
-            Janitor::Memory(j) => j.stop(),
-        }
-    }
+    janitor: Option<Background>,
 }
 
 async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
@@ -71,7 +54,7 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
             let janitor = store.spawn_janitor();
             Ok(Opened {
                 stores: Stores::from(store),
-                janitor: Some(Janitor::Memory(janitor)),
+                janitor: Some(janitor),
             })
         }
         StoreKind::Redis => {
@@ -101,7 +84,7 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
             let janitor = store.spawn_janitor();
             Ok(Opened {
                 stores: Stores::from(store),
-                janitor: Some(Janitor::Redis(janitor)),
+                janitor: Some(janitor),
             })
         }
         StoreKind::Compat => {

@@ -280,28 +280,22 @@ fn the_compat_store_answers_501_where_it_lacks_a_capability() {
     assert_eq!(body["Message"], "the compat store does not support retries");
     // It is read-only: writes are refused the same way (before: 500 from the store).
     let writes = "the compat store does not support recording or removing failed tasks";
-    let (status, body) = http_call(
-        server.addr,
-        "DELETE",
+    for path in [
         "/codebase-embedder/api/v1/admin/failed-tasks/t1",
-        &["Authorization: Bearer t0ken"],
-    );
-    assert_eq!(
-        (status, body["Message"].as_str()),
-        (501, Some(writes)),
-        "{body}"
-    );
-    let (status, body) = http_call(
-        server.addr,
-        "DELETE",
         "/codebase-embedder/api/v1/admin/failed-tasks?category=data_error",
-        &["Authorization: Bearer t0ken"],
-    );
-    assert_eq!(
-        (status, body["Message"].as_str()),
-        (501, Some(writes)),
-        "{body}"
-    );
+    ] {
+        let (status, body) = http_call(
+            server.addr,
+            "DELETE",
+            path,
+            &["Authorization: Bearer t0ken"],
+        );
+        assert_eq!(
+            (status, body["Message"].as_str()),
+            (501, Some(writes)),
+            "{path}: {body}"
+        );
+    }
     // The tasks are served once the source is connected (it connects in the background).
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {

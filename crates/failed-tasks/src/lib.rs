@@ -64,8 +64,8 @@ pub use failed_tasks_store::{
     Delivery, MemoryConfig, MemoryStore, Retention, RetryQueue, StatusStore, StoreError,
 };
 
-use failed_tasks_query::{RetryScheduler, SchedulerHandle};
-use failed_tasks_store::MemoryJanitor;
+use failed_tasks_query::RetryScheduler;
+use failed_tasks_store::Background;
 
 /// Why [`FailedTasks`] could not be built or a worker's queue opened.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +191,7 @@ impl FailedTasksBuilder {
         Ok(self.finish(
             Stores::from(store),
             WorkerSource::Redis(Box::new(config)),
-            Janitor::Redis(janitor),
+            janitor,
         ))
     }
 
@@ -202,12 +202,17 @@ impl FailedTasksBuilder {
         self.finish(
             Stores::from(store.clone()),
             WorkerSource::Memory(store),
-            Janitor::Memory(janitor),
+            janitor,
         )
     }
 
     /// The use cases over `stores`, and the retry scheduler when the store has retries.
-    fn finish(self, stores: Stores, worker_source: WorkerSource, janitor: Janitor) -> FailedTasks {
+    fn finish(
+        self,
+        stores: Stores,
+        worker_source: WorkerSource,
+        janitor: Background,
+    ) -> FailedTasks {
         let mut service = FailedTaskService::new(stores, self.deadlines);
         if let Some(policy) = self.retry_policy {
             service = service.with_retry_policy(policy);
@@ -233,24 +238,6 @@ enum WorkerSource {
     Redis(Box<RedisConfig>),
 }
 
-/// The running retention janitor of the store in use.
-#[derive(Debug)]
-enum Janitor {
-    Memory(MemoryJanitor),
-    #[cfg(feature = "redis")]
-    Redis(failed_tasks_redis::JanitorHandle),
-}
-
-impl Janitor {
-    async fn shutdown(self) {
-        match self {
-            Janitor::Memory(j) => j.shutdown().await,
-            #[cfg(feature = "redis")]
-            Janitor::Redis(j) => j.shutdown().await,
-        }
-    }
-}
-
 /// The failed-task use cases over one store, with its janitor and retry scheduler running
 /// (see the crate's documentation). Dereferences to [`FailedTaskService`] for every use
 /// case; dropping it stops the background jobs.
@@ -258,8 +245,8 @@ impl Janitor {
 pub struct FailedTasks {
     service: FailedTaskService,
     worker_source: WorkerSource,
-    janitor: Option<Janitor>,
-    scheduler: Option<SchedulerHandle>,
+    janitor: Option<Background>,
+    scheduler: Option<Background>,
 }
 
 impl FailedTasks {

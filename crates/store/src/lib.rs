@@ -10,6 +10,7 @@
 //!   ones it has, named by [`Capability`] (writes included: a read-only source implements
 //!   [`StatusStore`] without [`Capability::Writes`], and the use cases refuse its writes).
 //! - [`Retention`]: how long and how many tasks a store keeps (memory and Redis alike).
+//! - [`Background`]: the handle of a background loop (janitors, the retry scheduler).
 //! - With the `mocks` feature (or in this crate's tests) `mockall` generates
 //!   `MockStatusStore`, `MockStatsStore`, `MockStoredJsonPages`, `MockRetryStore` and
 //!   `MockRetryQueue` for consumers' unit tests.
@@ -33,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+mod background;
 mod condition;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -42,6 +44,7 @@ mod port;
 pub mod retry;
 mod stores;
 
+pub use background::Background;
 pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
 pub use memory::{MemoryConfig, MemoryJanitor, MemoryRetryQueue, MemoryStore, MemoryTrimReport};

@@ -721,7 +721,7 @@ impl MemoryStore {
             .retention
             .janitor_interval
             .max(Duration::from_millis(10));
-        let task = tokio::spawn(async move {
+        crate::Background::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -737,8 +737,7 @@ impl MemoryStore {
                     );
                 }
             }
-        });
-        MemoryJanitor { task }
+        })
     }
 
     /// Store a batch under one lock, then drop the oldest tasks beyond the maximum count.
@@ -785,29 +784,7 @@ impl MemoryStore {
 
 /// The running trim loop of a [`MemoryStore`] ([`MemoryStore::spawn_janitor`]); dropping it
 /// stops it.
-#[derive(Debug)]
-pub struct MemoryJanitor {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl MemoryJanitor {
-    /// Stop the loop.
-    pub fn stop(self) {
-        self.task.abort();
-    }
-
-    /// Stop the loop and wait until it has ended.
-    pub async fn shutdown(mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for MemoryJanitor {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub type MemoryJanitor = crate::Background;
 
 /// The memory store's capabilities: tasks, statistics and retries.
 impl From<Arc<MemoryStore>> for Stores {
