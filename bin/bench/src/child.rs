@@ -18,7 +18,7 @@ use bytes::Bytes;
 use failed_tasks_http::{App, HttpConfig};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{RedisConfig, RedisStore};
-use failed_tasks_store::StatusStore;
+use failed_tasks_store::{StatusStore, Stores};
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
@@ -171,7 +171,12 @@ pub fn serve_child(
         match kind {
             Kind::App => {
                 let store = connect_store(redis_url, prefix, "app").await?;
-                let service = FailedTaskService::new(Arc::new(store), Deadlines::default());
+                // Measured as before retries existed: recording schedules none.
+                let stores = Stores {
+                    retries: None,
+                    ..Stores::from(store)
+                };
+                let service = FailedTaskService::new(stores, Deadlines::default());
                 let app = Arc::new(App::new(service, HttpConfig::default()));
                 announce(port)?;
                 failed_tasks_http::serve(listener, app, stop).await?;

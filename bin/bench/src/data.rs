@@ -48,8 +48,10 @@ pub fn task(i: u64, base_ms: i64) -> anyhow::Result<FailedTask> {
         task_type: TYPES[(i % 3) as usize].to_owned(),
         client_id: format!("client-{:03}", i % 50),
         codebase_path: format!("/projects/team-{:02}/repo-{:04}", i % 17, i % 1000),
-        start_time_ms: fail - 60_000 - (i % 600) as i64 * 1000,
-        fail_time_ms: fail,
+        start_time: failed_tasks_domain::Timestamp::saturating_from_unix_millis(
+            fail - 60_000 - (i % 600) as i64 * 1000,
+        ),
+        fail_time: failed_tasks_domain::Timestamp::saturating_from_unix_millis(fail),
         error_code: code.to_owned(),
         error_message: format!("{message} {}", i % 997),
         retry_count: (i % 4) as u32,

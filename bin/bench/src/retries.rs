@@ -2,14 +2,13 @@
 //! into the stream) and `retry_lag_p99_ms` (due → in the stream, at 1,000 due per second,
 //! with the scheduler loop as the server runs it). Both on database 2, flushed after each.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use failed_tasks_domain::{FailedTask, RetryPlan, Timestamp};
 use failed_tasks_query::{Deadlines, FailedTaskService, RetryScheduler, SchedulerConfig};
 use failed_tasks_redis::RedisStore;
-use failed_tasks_store::RetryStore;
+use failed_tasks_store::{RetryStore, Stores};
 use fred::types::Value;
 
 use crate::raw::Raw;
@@ -152,8 +151,7 @@ pub async fn lag(url: &str, secs: u64, f: &mut Figures) -> anyhow::Result<()> {
     let base = now_ms();
     let first_due = base + 3_000;
     schedule(&store, 0, n, base, |i| first_due + i as i64).await?;
-    let service = FailedTaskService::new(Arc::new(store.clone()), Deadlines::default())
-        .with_retries(Arc::new(store.clone()));
+    let service = FailedTaskService::new(Stores::from(store.clone()), Deadlines::default());
     let config = SchedulerConfig::default();
     let scheduler = RetryScheduler::new(service, config).spawn();
     let key = store.config().retry_stream();

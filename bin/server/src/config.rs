@@ -16,6 +16,7 @@ use failed_tasks_domain::{PageLimits, RetryConfig};
 use failed_tasks_http::{HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailTimeLimits, FailedTaskService};
 use failed_tasks_redis::{redact_url, CompatConfig, RedisConfig};
+use failed_tasks_store::{MemoryConfig, Retention};
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -316,6 +317,19 @@ impl Settings {
         }
     }
 
+    /// The memory store's configuration: the same retention as the Redis store's, and its
+    /// retry queue capped like the Redis stream.
+    pub fn memory_config(&self) -> MemoryConfig {
+        MemoryConfig {
+            retention: Retention {
+                max_age: self.retention_max_age,
+                max_count: self.retention_max_count,
+                janitor_interval: self.janitor_interval,
+            },
+            retry_queue_cap: usize::try_from(self.retry_stream_max_len).unwrap_or(usize::MAX),
+        }
+    }
+
     /// The compat source's configuration.
     pub fn compat_config(&self) -> CompatConfig {
         CompatConfig {
@@ -354,11 +368,11 @@ impl Settings {
     }
 
     /// Which fail times are recorded: the clock-skew allowance, and the retention age where
-    /// the store trims by age (only the Redis store does).
+    /// the store trims by age (the memory and the Redis store; not the compat source).
     pub fn fail_time_limits(&self) -> FailTimeLimits {
         FailTimeLimits {
             clock_skew: self.clock_skew_allowance,
-            retention: (self.store == StoreKind::Redis).then_some(self.retention_max_age),
+            retention: (self.store != StoreKind::Compat).then_some(self.retention_max_age),
         }
     }
 
@@ -757,7 +771,7 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_allow_eviction: Option<bool>,
 
-    /// Retention: failed tasks older than this are trimmed (Redis store)
+    /// Retention: failed tasks older than this are trimmed (memory and Redis stores)
     #[arg(long, env = "FAILED_TASKS_RETENTION_MAX_AGE", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -765,12 +779,12 @@ pub struct Cli {
     )]
     pub retention_max_age: Option<Duration>,
 
-    /// Retention: at most this many failed tasks are kept (Redis store)
+    /// Retention: at most this many failed tasks are kept (memory and Redis stores)
     #[arg(long, env = "FAILED_TASKS_RETENTION_MAX_COUNT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_max_count: Option<u64>,
 
-    /// How often the retention janitor runs (Redis store)
+    /// How often the retention janitor runs (memory and Redis stores)
     #[arg(long, env = "FAILED_TASKS_JANITOR_INTERVAL", value_parser = duration)]
     #[serde(
         skip_serializing_if = "Option::is_none",

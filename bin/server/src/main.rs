@@ -14,8 +14,8 @@ use anyhow::{bail, Context};
 use failed_tasks_domain::{FailedTask, Timestamp};
 use failed_tasks_http::App;
 use failed_tasks_query::{FailedTaskService, RetryScheduler};
-use failed_tasks_redis::{CompatStore, JanitorHandle, RedisStore};
-use failed_tasks_store::{MemoryStore, RetryStore, StatusStore, StoreProblem};
+use failed_tasks_redis::{CompatStore, RedisStore};
+use failed_tasks_store::{Background, Capability, MemoryStore, StatusStore, StoreProblem, Stores};
 
 mod config;
 
@@ -40,23 +40,21 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// The chosen store, its retry capability (when it schedules retries), and the background
-/// job that keeps it trimmed (if any).
+/// The chosen store through its capabilities, and the background job that keeps it trimmed
+/// (if any).
 struct Opened {
-    store: Arc<dyn StatusStore>,
-    retries: Option<Arc<dyn RetryStore>>,
-    janitor: Option<JanitorHandle>,
+    stores: Stores,
+    janitor: Option<Background>,
 }
 
 async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
     match flags.store {
         StoreKind::Memory => {
-            let cap = usize::try_from(flags.retry_stream_max_len).unwrap_or(usize::MAX);
-            let store = Arc::new(MemoryStore::with_queue_cap(cap));
+            let store = Arc::new(MemoryStore::with_config(flags.memory_config()));
+            let janitor = store.spawn_janitor();
             Ok(Opened {
-                store: store.clone(),
-                retries: Some(store),
-                janitor: None,
+                stores: Stores::from(store),
+                janitor: Some(janitor),
             })
         }
         StoreKind::Redis => {
@@ -84,10 +82,8 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
                 );
             }
             let janitor = store.spawn_janitor();
-            let store = Arc::new(store);
             Ok(Opened {
-                store: store.clone(),
-                retries: Some(store),
+                stores: Stores::from(store),
                 janitor: Some(janitor),
             })
         }
@@ -97,8 +93,7 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
                 .await
                 .context("--redis-url / --compat-key-prefix")?;
             Ok(Opened {
-                store: Arc::new(store),
-                retries: None,
+                stores: Stores::from(store),
                 janitor: None,
             })
         }
@@ -146,26 +141,26 @@ async fn shutdown_signal() {
 }
 
 async fn run(flags: Settings) -> anyhow::Result<()> {
-    let Opened {
-        store,
-        retries,
-        janitor,
-    } = open_store(&flags).await?;
-    let service = FailedTaskService::new(store, flags.deadlines())
+    let Opened { stores, janitor } = open_store(&flags).await?;
+    tracing::info!(
+        store = stores.name,
+        capabilities = ?stores.capabilities(),
+        "store opened"
+    );
+    let service = FailedTaskService::new(stores, flags.deadlines())
         .with_alert_thresholds(flags.alert_thresholds())
         .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
         .with_connection_check_reuse(flags.connection_check_reuse)
         .with_fail_time_limits(flags.fail_time_limits());
-    let service = match retries {
-        Some(retries) => service.with_retries(retries),
-        None => service,
-    };
     // Every replica runs the scheduler; the store lets one at a time move due retries.
     let scheduler = service
         .schedules_retries()
         .then(|| RetryScheduler::new(service.clone(), flags.scheduler()).spawn());
-    if flags.demo && flags.store == StoreKind::Compat {
-        bail!("--demo cannot record into --store compat, which is read-only");
+    if flags.demo && !service.stores().has(Capability::Writes) {
+        bail!(
+            "--demo cannot record into --store {}, which is read-only",
+            service.stores().name
+        );
     }
     if flags.demo {
         // Before serving when the store answers; otherwise in the background until it does:

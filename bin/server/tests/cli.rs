@@ -89,6 +89,23 @@ fn settings_come_from_env_vars_and_flags_win() {
     assert_eq!(body["Data"]["Tasks"].as_array().unwrap().len(), 1);
 }
 
+/// The default (memory) store keeps at most `--retention-max-count` tasks: the demo's three
+/// leave the two newest, at once (enforced on write, not by a background run).
+#[test]
+fn the_memory_store_keeps_at_most_the_retention_count() {
+    let server = start(&["--demo", "--retention-max-count", "2"], &[]);
+    let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["Data"]["TotalTasks"], 2);
+    let ids: Vec<&str> = body["Data"]["Tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["TaskId"].as_str())
+        .collect();
+    assert_eq!(ids, ["task_003", "task_002"]);
+}
+
 #[test]
 fn without_demo_the_store_starts_empty() {
     let server = start(&[], &[]);
@@ -200,6 +217,98 @@ fn redis_faults_are_503_and_the_same_process_recovers() {
             "no recovery within 15 s of the restart"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A request with a method and headers, and its status and JSON body.
+fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("Content-Length: 0\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response");
+    (
+        head[9..12].parse().unwrap(),
+        serde_json::from_str(body).unwrap(),
+    )
+}
+
+/// The compat source reads tasks only: the statistics, groups, retry and write routes answer
+/// 501 naming the store and what it lacks (before: 500 for the statistics and the writes),
+/// the listing 200.
+#[test]
+fn the_compat_store_answers_501_where_it_lacks_a_capability() {
+    let redis = failed_tasks_testkit::RedisServer::start();
+    let url = redis.url();
+    let server = start(
+        &["--store", "compat", "--redis-url", &url],
+        &[("FAILED_TASKS_ADMIN_TOKEN", "t0ken")],
+    );
+    let stats =
+        "the compat store does not support failure statistics, task attempts and failure groups";
+    for path in [
+        "/codebase-embedder/api/v1/tasks/failed-stats?window=1h",
+        "/codebase-embedder/api/v1/tasks/failed-groups",
+    ] {
+        let (status, body) = http_get(server.addr, path);
+        assert_eq!(status, 501, "{path}: {body}");
+        assert_eq!(
+            body,
+            serde_json::json!({"Code": 501, "Message": stats, "Success": false, "Data": null}),
+            "{path}"
+        );
+    }
+    let (status, body) = http_call(
+        server.addr,
+        "POST",
+        "/codebase-embedder/api/v1/admin/failed-tasks/t1/retry",
+        &["Authorization: Bearer t0ken"],
+    );
+    assert_eq!(status, 501, "{body}");
+    assert_eq!(body["Message"], "the compat store does not support retries");
+    // It is read-only: writes are refused the same way (before: 500 from the store).
+    let writes = "the compat store does not support recording or removing failed tasks";
+    for path in [
+        "/codebase-embedder/api/v1/admin/failed-tasks/t1",
+        "/codebase-embedder/api/v1/admin/failed-tasks?category=data_error",
+    ] {
+        let (status, body) = http_call(
+            server.addr,
+            "DELETE",
+            path,
+            &["Authorization: Bearer t0ken"],
+        );
+        assert_eq!(
+            (status, body["Message"].as_str()),
+            (501, Some(writes)),
+            "{path}: {body}"
+        );
+    }
+    // The tasks are served once the source is connected (it connects in the background).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+        if status == 200 {
+            assert_eq!(body["Data"]["TotalTasks"], 0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the compat listing never answered: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -112,11 +112,13 @@ impl Server {
     /// 1000 tasks with 8 KiB messages: the page of pageSize=1000 is about 8.5 MB.
     async fn seed_big_page(&self) {
         let message = "m".repeat(8 * 1024);
+        // Recent: the server's retention (30 days by default) never trims them.
+        let fail_time = failed_tasks_domain::Timestamp::now().to_rfc3339();
         for batch in 0..10 {
             let tasks: Vec<serde_json::Value> = (0..100)
                 .map(|i| {
                     serde_json::json!({"TaskId": format!("big{batch}-{i:03}"), "TaskType": "embedding",
-                        "ClientId": "c1", "FailTime": "2025-01-24T09:15:00Z",
+                        "ClientId": "c1", "FailTime": fail_time,
                         "ErrorCode": "TIMEOUT_ERROR", "ErrorMessage": message})
                 })
                 .collect();

@@ -277,8 +277,8 @@ impl RetryRequest {
         error_message: &str,
     ) -> Result<FailedTask, ValidationError> {
         let mut raw = template.clone().into_parts();
-        raw.start_time_ms = started_at.unix_millis().min(failed_at.unix_millis());
-        raw.fail_time_ms = failed_at.unix_millis();
+        raw.start_time = started_at.min(failed_at);
+        raw.fail_time = failed_at;
         raw.error_code = error_code.to_owned();
         raw.error_message = error_message.to_owned();
         raw.error_category = None;

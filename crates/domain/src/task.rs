@@ -142,7 +142,17 @@ impl TaskType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Timestamp(i64);
 
+/// The Unix epoch, 1970-01-01T00:00:00Z (the earliest representable instant).
+impl Default for Timestamp {
+    fn default() -> Self {
+        Self::EPOCH
+    }
+}
+
 impl Timestamp {
+    /// The Unix epoch, 1970-01-01T00:00:00Z.
+    pub const EPOCH: Timestamp = Timestamp(0);
+
     /// The largest representable instant: 9999-12-31T23:59:59.999Z.
     pub const MAX_MILLIS: i64 = 253_402_300_799_999;
 
@@ -237,10 +247,10 @@ pub struct NewFailedTask {
     pub client_id: String,
     /// See [`CodebasePath`].
     pub codebase_path: String,
-    /// When the task started, in milliseconds since the epoch.
-    pub start_time_ms: i64,
-    /// When the task failed, in milliseconds since the epoch; not before the start.
-    pub fail_time_ms: i64,
+    /// When the task started.
+    pub start_time: Timestamp,
+    /// When the task failed; not before the start.
+    pub fail_time: Timestamp,
     /// See [`ErrorCode`].
     pub error_code: String,
     /// See [`ErrorMessage`].
@@ -275,10 +285,7 @@ pub struct FailedTask {
 impl FailedTask {
     /// Validate every part; the first problem found is returned, naming the contract field.
     pub fn new(raw: NewFailedTask) -> Result<Self, ValidationError> {
-        let start_time =
-            Timestamp::from_unix_millis(raw.start_time_ms).map_err(|e| e.for_field("StartTime"))?;
-        let fail_time =
-            Timestamp::from_unix_millis(raw.fail_time_ms).map_err(|e| e.for_field("FailTime"))?;
+        let (start_time, fail_time) = (raw.start_time, raw.fail_time);
         if fail_time < start_time {
             return Err(ValidationError::new(
                 "FailTime",
@@ -361,8 +368,8 @@ impl FailedTask {
             task_type: self.task_type.into_string(),
             client_id: self.client_id.into_string(),
             codebase_path: self.codebase_path.into_string(),
-            start_time_ms: self.start_time.unix_millis(),
-            fail_time_ms: self.fail_time.unix_millis(),
+            start_time: self.start_time,
+            fail_time: self.fail_time,
             error_code: self.error_code.into_string(),
             error_message: self.error_message.into_string(),
             retry_count: self.retry_count,
@@ -378,7 +385,7 @@ impl FailedTask {
     /// [`demo_examples`](FailedTask::demo_examples) instead: the same tasks in the recent
     /// past, so that retention does not trim them.
     pub fn seed_examples() -> Vec<FailedTask> {
-        let ts = |s: &str| Timestamp::parse_rfc3339("seed", s).map(Timestamp::unix_millis);
+        let ts = |s: &str| Timestamp::parse_rfc3339("seed", s);
         let rows = [
             (
                 "task_001",
@@ -428,8 +435,8 @@ impl FailedTask {
                         task_type: ty.into(),
                         client_id: client.into(),
                         codebase_path: path.into(),
-                        start_time_ms: ts(start).ok()?,
-                        fail_time_ms: ts(fail).ok()?,
+                        start_time: ts(start).ok()?,
+                        fail_time: ts(fail).ok()?,
                         error_code: code.into(),
                         error_message: msg.into(),
                         retry_count: retries,
@@ -525,7 +532,7 @@ mod tests {
     #[test]
     fn fail_time_before_start_is_rejected() {
         let mut raw = FailedTask::seed_examples()[0].clone().into_parts();
-        raw.fail_time_ms = raw.start_time_ms - 1;
+        raw.fail_time = Timestamp::from_unix_millis(raw.start_time.unix_millis() - 1).unwrap();
         let e = FailedTask::new(raw).unwrap_err();
         assert_eq!(e.field, "FailTime");
     }

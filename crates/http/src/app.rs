@@ -93,7 +93,10 @@ pub struct App {
 impl App {
     /// An app with fresh metrics.
     pub fn new(service: FailedTaskService, config: HttpConfig) -> Self {
-        let metrics = Metrics::with_retry_counters(service.retry_counters().clone());
+        let metrics = Metrics::with_counters(
+            service.retry_counters().clone(),
+            service.record_counters().clone(),
+        );
         let budget = Budget::new(
             config.max_response_bytes_in_flight,
             config.max_connection_response_bytes,

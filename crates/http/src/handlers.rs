@@ -191,9 +191,6 @@ pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
                 .iter()
                 .filter(|o| **o == RecordOutcome::Created)
                 .count();
-            for task in &tasks {
-                app.metrics.recorded(task);
-            }
             let past_retention: Vec<String> = app
                 .service
                 .past_retention(&tasks)
@@ -340,7 +337,6 @@ pub(crate) async fn record_attempts(app: &App, call: Call<'_>) -> Reply {
         if let Err(e) = app.service.report_attempts(task_type, *count, *at).await {
             return Reply::from_query_error(app, e);
         }
-        app.metrics.attempts(task_type.as_str(), *count);
         recorded += count;
     }
     Reply::ok(AttemptsRecorded { recorded })

@@ -3,17 +3,20 @@
 //! Names follow Prometheus conventions (`_total` for counters, `_seconds` for durations);
 //! `docs/monitoring.md` lists them with the alert rules that use them. Labels that come from
 //! clients (error codes, task types) are capped in number, so a client cannot blow up the
-//! series count: past the cap, new values are reported as `other`.
+//! series count: past the cap, new values are reported as `other` (the use case counts
+//! recordings so: [`RecordCounters`]).
+//!
+//! What the use cases count themselves ([`RetryCounters`], [`RecordCounters`]: whoever
+//! called them, HTTP or a Rust embedder) is read at every scrape by a collector; the rest
+//! is counted here, where it happens.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use failed_tasks_domain::{ErrorCategory, FailedTask};
-use failed_tasks_query::RetryCounters;
-use failed_tasks_query::RetryGauges;
+use failed_tasks_domain::ErrorCategory;
+use failed_tasks_query::{RecordCounters, RetryCounters, RetryGauges};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -22,8 +25,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-/// Most distinct values of a client-supplied label before new ones become `other`.
-const MAX_LABEL_VALUES: usize = 200;
 /// How long the stored-tasks gauge is reused before the store is asked again.
 pub const STORED_GAUGE_TTL: Duration = Duration::from_secs(5);
 
@@ -63,44 +64,11 @@ struct CategoryLabels {
     category: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RecordedLabels {
-    category: String,
-    error_code: String,
-    task_type: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TaskTypeLabels {
-    task_type: String,
-}
-
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // 0.25 ms .. ~8 s
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
-}
-
-/// A set of label values that stops growing at [`MAX_LABEL_VALUES`].
-#[derive(Debug, Default)]
-struct BoundedLabels(Mutex<HashSet<String>>);
-
-impl BoundedLabels {
-    fn value(&self, v: &str) -> String {
-        let mut seen = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.contains(v) {
-            return v.to_owned();
-        }
-        if seen.len() < MAX_LABEL_VALUES {
-            seen.insert(v.to_owned());
-            return v.to_owned();
-        }
-        "other".to_owned()
-    }
 }
 
 /// Every metric of the server, and the registry that encodes them.
@@ -114,10 +82,6 @@ pub struct Metrics {
     stored: Family<CategoryLabels, Gauge>,
     eviction_policy: Family<PolicyLabels, Gauge>,
     store_problem: Family<CauseLabels, Gauge>,
-    recorded: Family<RecordedLabels, Counter>,
-    attempts: Family<TaskTypeLabels, Counter>,
-    error_codes: BoundedLabels,
-    task_types: BoundedLabels,
     stored_refreshed: Mutex<Option<Instant>>,
     connections_open: Gauge,
     connections_closed: Family<ReasonLabels, Counter>,
@@ -186,6 +150,43 @@ impl Collector for RetryCollector {
     }
 }
 
+/// The recording counters of the use case ([`RecordCounters`]), read at every scrape:
+/// `failed_tasks_recorded_total{category,error_code,task_type}` and
+/// `failed_tasks_task_attempts_total{task_type}`.
+#[derive(Debug)]
+struct RecordCollector(Arc<RecordCounters>);
+
+impl Collector for RecordCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let probe = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "failed_tasks_recorded",
+            "Failures recorded through this process, by category, error code and task type",
+            None,
+            probe.metric_type(),
+        )?;
+        for (labels, value) in self.0.recorded() {
+            let labels = [
+                ("category", labels.category.as_str()),
+                ("error_code", labels.error_code.as_str()),
+                ("task_type", labels.task_type.as_str()),
+            ];
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "failed_tasks_task_attempts",
+            "Task attempts reported through this process (the failure-rate denominator), by task type",
+            None,
+            probe.metric_type(),
+        )?;
+        for (task_type, value) in self.0.attempts() {
+            let labels = [("task_type", task_type.as_str())];
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -238,18 +239,6 @@ impl Metrics {
             "failed_tasks_store_problem",
             "1 for the cause the store is not usable (auth_failed, connection_refused, timeout, dns, evicting, unreachable), 0 for the others",
             store_problem.clone(),
-        );
-        let recorded = Family::<RecordedLabels, Counter>::default();
-        registry.register(
-            "failed_tasks_recorded",
-            "Failures recorded through this server, by category, error code and task type",
-            recorded.clone(),
-        );
-        let attempts = Family::<TaskTypeLabels, Counter>::default();
-        registry.register(
-            "failed_tasks_task_attempts",
-            "Task attempts reported by embedders (the failure-rate denominator), by task type",
-            attempts.clone(),
         );
         let connections_open = Gauge::default();
         registry.register(
@@ -327,10 +316,6 @@ impl Metrics {
             stored,
             eviction_policy,
             store_problem,
-            recorded,
-            attempts,
-            error_codes: BoundedLabels::default(),
-            task_types: BoundedLabels::default(),
             stored_refreshed: Mutex::new(None),
             connections_open,
             connections_closed,
@@ -363,11 +348,14 @@ impl Metrics {
         self.responses_refused.inc();
     }
 
-    /// The same metrics, plus the retry counters of `counters` (read at every scrape).
-    pub fn with_retry_counters(counters: Arc<RetryCounters>) -> Self {
+    /// The same metrics, plus the use cases' retry and recording counters (read at every
+    /// scrape).
+    pub fn with_counters(retries: Arc<RetryCounters>, records: Arc<RecordCounters>) -> Self {
         let mut m = Self::new();
         m.registry
-            .register_collector(Box::new(RetryCollector(counters)));
+            .register_collector(Box::new(RetryCollector(retries)));
+        m.registry
+            .register_collector(Box::new(RecordCollector(records)));
         m
     }
 
@@ -412,26 +400,6 @@ impl Metrics {
         if n > 0 {
             self.corrupt_skipped.inc_by(n);
         }
-    }
-
-    /// A failure recorded through this server.
-    pub fn recorded(&self, task: &FailedTask) {
-        self.recorded
-            .get_or_create(&RecordedLabels {
-                category: task.error_category().as_str().to_owned(),
-                error_code: self.error_codes.value(task.error_code().as_str()),
-                task_type: self.task_types.value(task.task_type().as_str()),
-            })
-            .inc();
-    }
-
-    /// Task attempts reported for a task type.
-    pub fn attempts(&self, task_type: &str, n: u64) {
-        self.attempts
-            .get_or_create(&TaskTypeLabels {
-                task_type: self.task_types.value(task_type),
-            })
-            .inc_by(n);
     }
 
     /// Whether the stored-tasks gauge is older than [`STORED_GAUGE_TTL`] (and claim the

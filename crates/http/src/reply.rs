@@ -235,7 +235,10 @@ impl Reply {
             }
             QueryError::BadRequest(e) => Self::bad_request(&e),
             QueryError::NotFound => Self::error(StatusCode::NOT_FOUND, 404, "not found"),
-            QueryError::NotSupported(what) => Self::error(StatusCode::NOT_IMPLEMENTED, 501, what),
+            // The message names the store and what it lacks; the same for every capability.
+            e @ QueryError::NotSupported { .. } => {
+                Self::error(StatusCode::NOT_IMPLEMENTED, 501, e.to_string())
+            }
         }
     }
 

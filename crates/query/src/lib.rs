@@ -5,7 +5,12 @@
 //! both under a whole-request deadline, and map every failure to one of the contract's kinds
 //! ([`QueryError`]).
 //!
-//! With a store that schedules retries ([`FailedTaskService::with_retries`]), recording a
+//! The service is built from a store's capabilities ([`Stores`], which each adapter builds):
+//! what needs one the store lacks (statistics and groups, retries) answers
+//! [`QueryError::NotSupported`] naming the store and the capability, never an internal
+//! error.
+//!
+//! With a store that schedules retries ([`Stores::retries`]), recording a
 //! failure schedules its retry by the [`RetryPolicy`](failed_tasks_domain::RetryPolicy) in
 //! the same write; operators retry now, cancel, resolve and retry a whole selection; and the
 //! [`RetryScheduler`] moves due retries into the workers' queue.
@@ -27,10 +32,11 @@ mod service;
 /// What the use cases answer with, from the store port, re-exported so that an adapter on
 /// top (HTTP) depends on this crate and the domain only.
 pub use failed_tasks_store::{
-    CancelRetry, FailedTaskPage, RecordOutcome, Resolve, RetryDetails, RetryGauges, RetryNow,
-    StoreCondition, StoreProblem, StoredJsonPage,
+    CancelRetry, Capability, FailedTaskPage, RecordOutcome, Resolve, RetryDetails, RetryGauges,
+    RetryNow, StoreCondition, StoreProblem, StoredJsonPage, Stores,
 };
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
-    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError, RetryCounters,
+    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError,
+    RecordCounters, RecordedLabels, RetryCounters,
 };

@@ -12,7 +12,6 @@
 use std::time::Duration;
 
 use failed_tasks_domain::Timestamp;
-use tokio::task::JoinHandle;
 
 use crate::{FailedTaskService, QueryError};
 
@@ -77,24 +76,9 @@ pub struct RetryScheduler {
     config: SchedulerConfig,
 }
 
-/// The running scheduler loop; dropping it stops it.
-#[derive(Debug)]
-pub struct SchedulerHandle {
-    task: JoinHandle<()>,
-}
-
-impl SchedulerHandle {
-    /// Stop the loop (a step in progress is abandoned: each store call is atomic).
-    pub fn stop(self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for SchedulerHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// The running scheduler loop; dropping it stops it (a step in progress is abandoned:
+/// each store call is atomic).
+pub type SchedulerHandle = failed_tasks_store::Background;
 
 /// The current time.
 pub(crate) fn now() -> Timestamp {
@@ -136,7 +120,7 @@ impl RetryScheduler {
     /// is dropped or stopped. Errors are logged; the next tick tries again, so the loop
     /// resumes by itself when the store comes back.
     pub fn spawn(self) -> SchedulerHandle {
-        let task = tokio::spawn(async move {
+        SchedulerHandle::spawn(async move {
             let mut ticks = tokio::time::interval(self.config.interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut failing = false;
@@ -161,7 +145,6 @@ impl RetryScheduler {
                     }
                 }
             }
-        });
-        SchedulerHandle { task }
+        })
     }
 }

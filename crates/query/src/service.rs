@@ -1,5 +1,7 @@
-//! The failed-task service: deadlines around a [`StatusStore`] and error mapping.
+//! The failed-task service: deadlines around a store's capabilities ([`Stores`]) and error
+//! mapping.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,8 +15,9 @@ use failed_tasks_domain::{
     RetryPlan, RetryPolicy, TaskFilter, TaskId, TaskType, Timestamp, ValidationError,
 };
 use failed_tasks_store::{
-    CancelRetry, DeliverReport, FailedTaskPage, RecordOutcome, Resolve, RetryDetails, RetryGauges,
-    RetryNow, RetryStore, StatusStore, StoreCondition, StoreError, StoredJsonPage,
+    CancelRetry, Capability, DeliverReport, FailedTaskPage, RecordOutcome, Resolve, RetryDetails,
+    RetryGauges, RetryNow, RetryStore, StatsStore, StatusStore, StoreCondition, StoreError,
+    StoredJsonPage, Stores,
 };
 
 /// How long the service waits for the store.
@@ -104,10 +107,16 @@ pub enum QueryError {
     /// The task asked for is not stored.
     #[error("not found")]
     NotFound,
-    /// The store in use cannot do this (e.g. retries on a store that schedules none). HTTP
-    /// answers 501 with the message.
-    #[error("not supported: {0}")]
-    NotSupported(String),
+    /// The store in use lacks the capability this needs (statistics or retries on the
+    /// read-only compat source). HTTP answers 501 with this error's message, which names the
+    /// store and the capability; nothing was read or written.
+    #[error("the {store} store does not support {capability}")]
+    NotSupported {
+        /// What the store would need.
+        capability: Capability,
+        /// The store's name ([`Stores::name`]).
+        store: &'static str,
+    },
 }
 
 impl QueryError {
@@ -194,17 +203,114 @@ impl RetryCounters {
     }
 }
 
-/// The use cases over one [`StatusStore`] (and, when it schedules retries, its
-/// [`RetryStore`]). Cheap to clone; share one per process.
+/// Failures recorded and task attempts reported through this process (by any caller: the
+/// HTTP adapter, or a Rust embedder calling the use cases directly), for the metrics: read
+/// at scrape time like [`RetryCounters`].
+///
+/// The label values come from clients (error codes, task types), so their number is
+/// bounded: past [`MAX_LABEL_VALUES`](Self::MAX_LABEL_VALUES) distinct values of a label,
+/// new ones are counted as [`OTHER`](Self::OTHER). Categories are the five of the domain.
+#[derive(Debug, Default)]
+pub struct RecordCounters {
+    state: Mutex<RecordState>,
+}
+
+#[derive(Debug, Default)]
+struct RecordState {
+    recorded: HashMap<RecordedLabels, u64>,
+    attempts: HashMap<String, u64>,
+    error_codes: HashSet<String>,
+    task_types: HashSet<String>,
+}
+
+/// The labels of one series of [`RecordCounters::recorded`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordedLabels {
+    /// The failure's category.
+    pub category: ErrorCategory,
+    /// Its error code, or [`RecordCounters::OTHER`] past the cap.
+    pub error_code: String,
+    /// Its task type, or [`RecordCounters::OTHER`] past the cap.
+    pub task_type: String,
+}
+
+/// `value` when it is already a label value of `seen` or there is room for it; `other`
+/// past the cap.
+fn bounded(seen: &mut HashSet<String>, value: &str) -> String {
+    if seen.contains(value) {
+        return value.to_owned();
+    }
+    if seen.len() < RecordCounters::MAX_LABEL_VALUES {
+        seen.insert(value.to_owned());
+        return value.to_owned();
+    }
+    RecordCounters::OTHER.to_owned()
+}
+
+/// The entries of `map`, in key order.
+fn sorted<K: Clone + Ord>(map: &HashMap<K, u64>) -> Vec<(K, u64)> {
+    let mut out: Vec<_> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    out.sort();
+    out
+}
+
+impl RecordCounters {
+    /// Most distinct values of a client-supplied label (error code, task type).
+    pub const MAX_LABEL_VALUES: usize = 200;
+    /// The label value that stands for every value past the cap.
+    pub const OTHER: &'static str = "other";
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecordState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Count `tasks` as recorded.
+    fn add_recorded(&self, tasks: &[FailedTask]) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        for task in tasks {
+            let labels = RecordedLabels {
+                category: task.error_category(),
+                error_code: bounded(&mut state.error_codes, task.error_code().as_str()),
+                task_type: bounded(&mut state.task_types, task.task_type().as_str()),
+            };
+            *state.recorded.entry(labels).or_default() += 1;
+        }
+    }
+
+    /// Count `n` attempts of `task_type`.
+    fn add_attempts(&self, task_type: &TaskType, n: u64) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let task_type = bounded(&mut state.task_types, task_type.as_str());
+        let count = state.attempts.entry(task_type).or_default();
+        *count = count.saturating_add(n);
+    }
+
+    /// Failures recorded, by category, error code and task type, in label order.
+    pub fn recorded(&self) -> Vec<(RecordedLabels, u64)> {
+        sorted(&self.lock().recorded)
+    }
+
+    /// Task attempts reported, by task type, in label order.
+    pub fn attempts(&self) -> Vec<(String, u64)> {
+        sorted(&self.lock().attempts)
+    }
+}
+
+/// The use cases over one store, through the capabilities it has ([`Stores`]): what needs a
+/// capability the store lacks answers [`QueryError::NotSupported`]. Cheap to clone; share
+/// one per process.
 #[derive(Clone)]
 pub struct FailedTaskService {
     store: Arc<dyn StatusStore>,
-    retries: Option<Arc<dyn RetryStore>>,
+    stores: Stores,
     deadlines: Deadlines,
     alert_thresholds: Arc<AlertThresholds>,
     retry_policy: Arc<RetryPolicy>,
     jitter: Arc<Mutex<JitterRng>>,
     retry_counters: Arc<RetryCounters>,
+    record_counters: Arc<RecordCounters>,
     health: Arc<RecentHealth>,
     fail_times: FailTimeLimits,
 }
@@ -261,34 +367,30 @@ impl RecentHealth {
 impl std::fmt::Debug for FailedTaskService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FailedTaskService")
+            .field("stores", &self.stores)
             .field("deadlines", &self.deadlines)
             .finish_non_exhaustive()
     }
 }
 
 impl FailedTaskService {
-    /// A service over `store` with the given deadlines.
-    pub fn new(store: Arc<dyn StatusStore>, deadlines: Deadlines) -> Self {
+    /// A service over `stores` (one store through its capabilities, as its adapter builds
+    /// it, e.g. `Stores::from(MemoryStore::new())`) with the given deadlines. When the store
+    /// schedules retries, recording schedules each failure's retry by the policy in the same
+    /// atomic write.
+    pub fn new(stores: Stores, deadlines: Deadlines) -> Self {
         Self {
-            store,
-            retries: None,
+            store: stores.tasks.clone(),
+            stores,
             deadlines,
             alert_thresholds: Arc::new(AlertThresholds::default()),
             retry_policy: Arc::new(RetryPolicy::default()),
             jitter: Arc::new(Mutex::new(JitterRng::new(jitter_seed()))),
             retry_counters: Arc::new(RetryCounters::default()),
+            record_counters: Arc::new(RecordCounters::default()),
             health: Arc::new(RecentHealth::new(Self::DEFAULT_CHECK_REUSE)),
             fail_times: FailTimeLimits::default(),
         }
-    }
-
-    /// The same service scheduling retries in `retries`, which must be the same store as
-    /// the one given to [`new`](Self::new) seen through its retry capability: recording then
-    /// schedules each failure's retry by the policy, in the same atomic write.
-    #[must_use]
-    pub fn with_retries(mut self, retries: Arc<dyn RetryStore>) -> Self {
-        self.retries = Some(retries);
-        self
     }
 
     /// The same service drawing jitter from `rng` (tests seed it to be reproducible).
@@ -300,7 +402,35 @@ impl FailedTaskService {
 
     /// Whether the store schedules retries.
     pub fn schedules_retries(&self) -> bool {
-        self.retries.is_some()
+        self.stores.retries.is_some()
+    }
+
+    /// The store through its capabilities.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    fn not_supported(&self, capability: Capability) -> QueryError {
+        QueryError::NotSupported {
+            capability,
+            store: self.stores.name,
+        }
+    }
+
+    /// The store's tasks, for a write; [`QueryError::NotSupported`] on a read-only one.
+    fn writable_store(&self) -> Result<&Arc<dyn StatusStore>, QueryError> {
+        if self.stores.writable {
+            Ok(&self.store)
+        } else {
+            Err(self.not_supported(Capability::Writes))
+        }
+    }
+
+    fn stats_store(&self) -> Result<&Arc<dyn StatsStore>, QueryError> {
+        self.stores
+            .stats
+            .as_ref()
+            .ok_or_else(|| self.not_supported(Capability::Statistics))
     }
 
     /// The retry counters of this process (shared by clones of this service).
@@ -308,13 +438,16 @@ impl FailedTaskService {
         &self.retry_counters
     }
 
+    /// The recording counters of this process (shared by clones of this service).
+    pub fn record_counters(&self) -> &Arc<RecordCounters> {
+        &self.record_counters
+    }
+
     fn retry_store(&self) -> Result<&Arc<dyn RetryStore>, QueryError> {
-        self.retries.as_ref().ok_or_else(|| {
-            QueryError::NotSupported(
-                "this store does not schedule retries (use the memory or the redis store)"
-                    .to_owned(),
-            )
-        })
+        self.stores
+            .retries
+            .as_ref()
+            .ok_or_else(|| self.not_supported(Capability::Retries))
     }
 
     /// The plan of each task by the policy in force, with fresh jitter.
@@ -399,9 +532,11 @@ impl FailedTaskService {
         &self.retry_policy
     }
 
-    /// One page of failure groups, last seen newest first.
+    /// One page of failure groups, last seen newest first;
+    /// [`QueryError::NotSupported`] on a store without statistics.
     pub async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, QueryError> {
-        self.checked(self.store.list_groups(query)).await
+        let stats = self.stats_store()?;
+        self.checked(stats.list_groups(query)).await
     }
 
     /// The same service evaluating alerts with `thresholds`.
@@ -422,7 +557,7 @@ impl FailedTaskService {
         self.store.condition()
     }
 
-    /// The store, for wiring that needs it directly (demo data, background jobs).
+    /// The store's tasks, for wiring that needs them directly (demo data, background jobs).
     pub fn store(&self) -> &Arc<dyn StatusStore> {
         &self.store
     }
@@ -517,13 +652,17 @@ impl FailedTaskService {
     }
 
     /// The same page as [`list_failed`](Self::list_failed) as stored wire JSON, when the
-    /// store keeps it (`None`: use `list_failed`).
+    /// store keeps it; `None` without a call when it does not
+    /// ([`Capability::StoredJson`] is a fast path, never required): use `list_failed`.
     pub async fn list_failed_stored_json(
         &self,
         query: &ListQuery,
     ) -> Result<Option<StoredJsonPage>, QueryError> {
         self.check_filter(&query.filter)?;
-        self.checked(self.store.list_stored_json(query)).await
+        let Some(json) = &self.stores.stored_json else {
+            return Ok(None);
+        };
+        self.checked(json.list_stored_json(query)).await.map(Some)
     }
 
     /// One failed task by id; [`QueryError::NotFound`] when absent.
@@ -540,7 +679,7 @@ impl FailedTaskService {
         task_id: &TaskId,
     ) -> Result<(FailedTask, RetryDetails), QueryError> {
         let store = &self.store;
-        let retries = self.retries.as_ref();
+        let retries = self.stores.retries.as_ref();
         let (task, details) = self
             .checked(async move {
                 let task = store.get(task_id).await?;
@@ -572,11 +711,13 @@ impl FailedTaskService {
     /// checked first: a `FailTime` beyond the allowed clock skew refuses the whole batch
     /// ([`QueryError::BadRequest`] naming `[i].FailTime`, or `FailTime` for a single task).
     /// A store that schedules retries schedules each failure's retry by the policy (or makes
-    /// it final) in the same atomic write.
+    /// it final) in the same atomic write. A read-only store answers
+    /// [`QueryError::NotSupported`].
     pub async fn record_failures(
         &self,
         tasks: &[FailedTask],
     ) -> Result<Vec<RecordOutcome>, QueryError> {
+        let store = self.writable_store()?;
         for (i, task) in tasks.iter().enumerate() {
             self.check_fail_time(task, || {
                 if tasks.len() == 1 {
@@ -586,11 +727,14 @@ impl FailedTaskService {
                 }
             })?;
         }
-        let Some(retries) = &self.retries else {
-            return self.checked(self.store.record_batch(tasks)).await;
+        let Some(retries) = &self.stores.retries else {
+            let outcomes = self.checked(store.record_batch(tasks)).await?;
+            self.record_counters.add_recorded(tasks);
+            return Ok(outcomes);
         };
         let planned = self.plans(tasks);
         let outcomes = self.checked(retries.record_planned(&planned)).await?;
+        self.record_counters.add_recorded(tasks);
         let scheduled = planned
             .iter()
             .filter(|(_, p)| matches!(p, RetryPlan::Retry { .. }))
@@ -751,10 +895,11 @@ impl FailedTaskService {
     /// Each removal is counted as soon as the store confirms it, so a deadline (or a store
     /// failure after some removals) that cuts the work short loses no count; only the
     /// removal in flight at that moment is unknown (it may have happened, and is not counted).
+    /// A read-only store answers [`QueryError::NotSupported`].
     pub async fn remove_matching(&self, filter: &TaskFilter) -> Result<BulkRemoval, QueryError> {
         self.check_filter(filter)?;
+        let store = self.writable_store()?;
         let removed = AtomicU64::new(0);
-        let store = &self.store;
         let walked = self
             .walk_matching(filter, |id| {
                 let removed = &removed;
@@ -791,7 +936,8 @@ impl FailedTaskService {
 
     /// Failure statistics of the `minutes` whole minutes up to `now`, with the alert rules
     /// evaluated: read from the store's per-minute counters, so the cost depends on the
-    /// window, not on how many failures are stored.
+    /// window, not on how many failures are stored. [`QueryError::NotSupported`] on a store
+    /// without statistics.
     pub async fn failure_stats(
         &self,
         minutes: i64,
@@ -799,7 +945,7 @@ impl FailedTaskService {
         top_n: usize,
     ) -> Result<FailureStats, QueryError> {
         let window = StatsWindow::ending_at(now, minutes)?;
-        let store = &self.store;
+        let store = self.stats_store()?;
         let (counts, attempts) = self
             .checked(async move {
                 let counts = store
@@ -820,15 +966,19 @@ impl FailedTaskService {
         ))
     }
 
-    /// Report `count` attempts of `task_type` made at `at` (the failure-rate denominator).
+    /// Report `count` attempts of `task_type` made at `at` (the failure-rate denominator);
+    /// [`QueryError::NotSupported`] on a store without statistics.
     pub async fn report_attempts(
         &self,
         task_type: &TaskType,
         count: u64,
         at: Timestamp,
     ) -> Result<(), QueryError> {
-        self.checked(self.store.record_attempts(task_type, minute_of(at), count))
-            .await
+        let stats = self.stats_store()?;
+        self.checked(stats.record_attempts(task_type, minute_of(at), count))
+            .await?;
+        self.record_counters.add_attempts(task_type, count);
+        Ok(())
     }
 
     /// How many failed tasks are stored in each category (five one-item pages: each store
@@ -854,9 +1004,11 @@ impl FailedTaskService {
         .await
     }
 
-    /// Remove a failed task; [`QueryError::NotFound`] when absent.
+    /// Remove a failed task; [`QueryError::NotFound`] when absent, [`QueryError::NotSupported`]
+    /// on a read-only store.
     pub async fn remove_failed(&self, task_id: &TaskId) -> Result<(), QueryError> {
-        if self.checked(self.store.remove(task_id)).await? {
+        let store = self.writable_store()?;
+        if self.checked(store.remove(task_id)).await? {
             Ok(())
         } else {
             Err(QueryError::NotFound)

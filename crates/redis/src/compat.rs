@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use failed_tasks_domain::{
     Cursor, ErrorCategory, FailedTask, ListQuery, NewFailedTask, TaskId, Timestamp,
 };
-use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
+use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError, Stores};
 use fred::prelude::ClientLike;
 use fred::types::scan::Scanner;
 use fred::types::Value;
@@ -159,8 +159,8 @@ impl CompatStore {
             task_type: "unknown".to_owned(),
             client_id: "unknown".to_owned(),
             codebase_path: String::new(),
-            start_time_ms: fail_ms,
-            fail_time_ms: fail_ms,
+            start_time: Timestamp::saturating_from_unix_millis(fail_ms),
+            fail_time: Timestamp::saturating_from_unix_millis(fail_ms),
             error_code: "UNKNOWN".to_owned(),
             error_message: "the original service records that the task failed, not why".to_owned(),
             retry_count: 0,
@@ -341,9 +341,23 @@ impl StatusStore for CompatStore {
         ))
     }
 
+    async fn record_batch(&self, _tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+        Err(StoreError::Rejected(
+            "compat source is read-only".to_owned(),
+        ))
+    }
+
     async fn remove(&self, _task_id: &TaskId) -> Result<bool, StoreError> {
         Err(StoreError::Rejected(
             "compat source is read-only".to_owned(),
         ))
+    }
+}
+
+/// The compat source's capabilities: reading failed tasks only (it is read-only; the Go
+/// service keeps no statistics, groups or retries, and its records are not in the wire form).
+impl From<CompatStore> for Stores {
+    fn from(store: CompatStore) -> Self {
+        Stores::new("compat", std::sync::Arc::new(store)).read_only()
     }
 }

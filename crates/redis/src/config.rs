@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use failed_tasks_store::StoreError;
+use failed_tasks_store::{Retention, StoreError};
 
 /// Everything the Redis store needs, with working defaults ([`RedisConfig::default`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,16 +62,17 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             key_prefix: "{failed-tasks}".to_owned(),
             command_timeout: Duration::from_secs(2),
-            max_age: Duration::from_secs(30 * 24 * 3600),
-            max_count: 1_000_000,
-            janitor_interval: Duration::from_secs(60),
+            // The same retention defaults as every store's.
+            max_age: Retention::default().max_age,
+            max_count: Retention::default().max_count,
+            janitor_interval: Retention::default().janitor_interval,
             archive_dir: None,
             record_ttl_slack: Duration::from_secs(24 * 3600),
             allow_eviction: false,
             retry_stream_key: None,
             retry_stream_max_len: 1_000_000,
             retry_consumer_group: "embedders".to_owned(),
-            retry_consumer_lease: Duration::from_secs(60),
+            retry_consumer_lease: failed_tasks_store::retry::DEFAULT_LEASE,
         }
     }
 }

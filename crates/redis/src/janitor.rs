@@ -17,7 +17,6 @@ use std::time::Duration;
 use failed_tasks_domain::Timestamp;
 use failed_tasks_store::StoreError;
 use fred::types::Value;
-use tokio::task::JoinHandle;
 
 use crate::layout::{member_id, LexRange};
 use crate::record;
@@ -43,24 +42,9 @@ pub struct TrimReport {
     pub archived: u64,
 }
 
-/// The running janitor; dropping it stops it.
-#[derive(Debug)]
-pub struct JanitorHandle {
-    task: JoinHandle<()>,
-}
-
-impl JanitorHandle {
-    /// Stop the janitor (a run in progress is abandoned; its lock expires by itself).
-    pub fn stop(self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for JanitorHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// The running janitor; dropping it stops it (a run in progress is abandoned; its lock
+/// expires by itself).
+pub type JanitorHandle = failed_tasks_store::Background;
 
 impl RedisStore {
     /// Run the janitor every `janitor_interval` in a background task until the handle is
@@ -72,7 +56,7 @@ impl RedisStore {
             .config
             .janitor_interval
             .max(Duration::from_millis(10));
-        let task = tokio::spawn(async move {
+        JanitorHandle::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -99,8 +83,7 @@ impl RedisStore {
                     Err(e) => tracing::warn!(error = %e, "janitor run failed"),
                 }
             }
-        });
-        JanitorHandle { task }
+        })
     }
 
     /// One janitor run as of `now_ms` (milliseconds since the epoch).

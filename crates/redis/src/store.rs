@@ -10,7 +10,10 @@ use failed_tasks_domain::{
     Cursor, ErrorPattern, FailedTask, GroupPage, GroupQuery, ListQuery, RetryPlan, RetryStatus,
     TaskFilter, TaskId, TaskType,
 };
-use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError};
+use failed_tasks_store::{
+    FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoreError, StoredJsonPage,
+    StoredJsonPages, Stores,
+};
 use fred::types::Value;
 
 use crate::config::RedisConfig;
@@ -698,19 +701,6 @@ impl StatusStore for RedisStore {
         })
     }
 
-    async fn list_stored_json(
-        &self,
-        query: &ListQuery,
-    ) -> Result<Option<failed_tasks_store::StoredJsonPage>, StoreError> {
-        let page = self.list_json(query).await?;
-        Ok(Some(failed_tasks_store::StoredJsonPage {
-            total: page.total,
-            tasks: page.tasks,
-            next_cursor: page.next_cursor,
-            skipped_corrupt: page.skipped_corrupt,
-        }))
-    }
-
     async fn get(&self, task_id: &TaskId) -> Result<Option<FailedTask>, StoreError> {
         let key = self.keys().record(task_id.as_str());
         let value: Value = self
@@ -756,6 +746,22 @@ impl StatusStore for RedisStore {
         self.record_planned_batch(&planned).await
     }
 
+    async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {
+        let k = self.keys();
+        let removed: i64 = self
+            .conn()
+            .eval(
+                &Scripts::get().remove,
+                vec![k.record(task_id.as_str()).into()],
+                vec![k.prefix().into()],
+            )
+            .await?;
+        Ok(removed == 1)
+    }
+}
+
+#[async_trait]
+impl StatsStore for RedisStore {
     /// One `HGETALL` per hour of the range (`P:cnt:HOUR`), pipelined: O(minutes in the
     /// range), whatever the number of stored tasks.
     async fn failure_counts(
@@ -789,17 +795,29 @@ impl StatusStore for RedisStore {
     async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError> {
         self.read_groups(query).await
     }
+}
 
-    async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {
-        let k = self.keys();
-        let removed: i64 = self
-            .conn()
-            .eval(
-                &Scripts::get().remove,
-                vec![k.record(task_id.as_str()).into()],
-                vec![k.prefix().into()],
-            )
-            .await?;
-        Ok(removed == 1)
+#[async_trait]
+impl StoredJsonPages for RedisStore {
+    async fn list_stored_json(&self, query: &ListQuery) -> Result<StoredJsonPage, StoreError> {
+        let page = self.list_json(query).await?;
+        Ok(StoredJsonPage {
+            total: page.total,
+            tasks: page.tasks,
+            next_cursor: page.next_cursor,
+            skipped_corrupt: page.skipped_corrupt,
+        })
+    }
+}
+
+/// The Redis store's capabilities: all of them. A `RedisStore` is a cheap handle (clone it
+/// to keep one for the janitor or the tests).
+impl From<RedisStore> for Stores {
+    fn from(store: RedisStore) -> Self {
+        let store = Arc::new(store);
+        Stores::new("redis", store.clone())
+            .with_stats(store.clone())
+            .with_stored_json(store.clone())
+            .with_retries(store)
     }
 }

@@ -1,11 +1,15 @@
-//! The behaviour every [`StatusStore`] adapter must show, as reusable async checks.
+//! The behaviour every store adapter must show, as reusable async checks: one set per
+//! capability.
 //!
 //! Enabled by the `conformance` feature, for adapters' own test suites: each check takes an
-//! **empty** store and panics (like an assertion) when the adapter misbehaves. Run them all
-//! with [`run_all`], giving a function that makes a fresh empty store per check.
+//! **empty** store and panics (like an assertion) when the adapter misbehaves. [`run_all`]
+//! takes a function that makes a fresh empty store per check, as the [`Stores`] the adapter
+//! builds, and runs the checks of every capability that value claims: the tasks always,
+//! statistics and groups when it has [`Stores::stats`], the stored-JSON pages when it has
+//! [`Stores::stored_json`]. The retry checks also need the store's queue: [`run_retries`].
 //!
 //! ```text
-//! failed_tasks_store::conformance::run_all(|| async { my_fresh_store().await }).await;
+//! failed_tasks_store::conformance::run_all(|| async { Stores::from(my_fresh_store().await) }).await;
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
@@ -18,7 +22,7 @@ use failed_tasks_domain::{
     PageSize, TaskFilter, TaskId, TaskType, Timestamp,
 };
 
-use crate::{RecordOutcome, StatusStore};
+use crate::{RecordOutcome, StatsStore, StatusStore, StoredJsonPages, Stores};
 
 pub mod retries;
 pub use retries::run_retries;
@@ -41,8 +45,8 @@ pub fn task(
         task_type: task_type.into(),
         client_id: client.into(),
         codebase_path: format!("/projects/{client}"),
-        start_time_ms: BASE_MS - 60_000,
-        fail_time_ms: BASE_MS + fail_offset_ms,
+        start_time: Timestamp::from_unix_millis(BASE_MS - 60_000).unwrap(),
+        fail_time: Timestamp::from_unix_millis(BASE_MS + fail_offset_ms).unwrap(),
         error_code: code.into(),
         error_message: format!("{code} while working on {id}"),
         retry_count: 1,
@@ -382,7 +386,7 @@ pub async fn ties_are_ordered_by_id(store: &dyn StatusStore) {
 
 /// The per-minute failure counters follow every write: records, upserts that move a task to
 /// another minute, category or client, removals; attempts add up per minute.
-pub async fn stats_follow_writes(store: &dyn StatusStore) {
+pub async fn stats_follow_writes(store: &dyn StatusStore, stats: &dyn StatsStore) {
     use failed_tasks_domain::stats::{minute_of, MinuteCounts};
     use std::collections::BTreeMap;
 
@@ -436,36 +440,36 @@ pub async fn stats_follow_writes(store: &dyn StatusStore) {
     }
     let from = minute_of(Timestamp::from_unix_millis(BASE_MS).unwrap()) - 5;
     let to = from + 60;
-    let got = store.failure_counts(from, to).await.unwrap();
+    let got = stats.failure_counts(from, to).await.unwrap();
     let want: Vec<MinuteCounts> = want
         .into_values()
         .filter(|c| c.minute >= from && c.minute < to)
         .collect();
     assert_eq!(got, want, "minute counters disagree with the stored tasks");
     // A sub-range answers only its minutes.
-    let part = store.failure_counts(from + 6, from + 8).await.unwrap();
+    let part = stats.failure_counts(from + 6, from + 8).await.unwrap();
     assert!(part
         .iter()
         .all(|c| c.minute >= from + 6 && c.minute < from + 8));
-    assert!(store.failure_counts(to, from).await.unwrap().is_empty());
+    assert!(stats.failure_counts(to, from).await.unwrap().is_empty());
 
-    store
+    stats
         .record_attempts(&TaskType::embedding(), from + 1, 7)
         .await
         .unwrap();
-    store
+    stats
         .record_attempts(&TaskType::indexing(), from + 1, 3)
         .await
         .unwrap();
-    store
+    stats
         .record_attempts(&TaskType::embedding(), from + 2, 5)
         .await
         .unwrap();
-    store
+    stats
         .record_attempts(&TaskType::embedding(), to + 10, 99)
         .await
         .unwrap();
-    let attempts = store.attempt_counts(from, to).await.unwrap();
+    let attempts = stats.attempt_counts(from, to).await.unwrap();
     assert_eq!(attempts, vec![(from + 1, 10), (from + 2, 5)]);
 }
 
@@ -473,7 +477,7 @@ pub async fn stats_follow_writes(store: &dyn StatusStore) {
 /// numbers and ids; counts, first and last seen, clients affected, sample; an upsert that
 /// changes the message moves the task to another group; removal shrinks or drops a group;
 /// paging by cursor is complete; the listing's `signature` filter matches brute force.
-pub async fn groups_follow_writes(store: &dyn StatusStore) {
+pub async fn groups_follow_writes(store: &dyn StatusStore, stats: &dyn StatsStore) {
     use failed_tasks_domain::{ErrorPattern, ErrorSignature, GroupCursor, GroupQuery};
 
     let with_message = |id: &str, off: i64, client: &str, code: &str, msg: &str| {
@@ -531,7 +535,7 @@ pub async fn groups_follow_writes(store: &dyn StatusStore) {
         page_size: PageSize::new(size, PageLimits::DEFAULT).unwrap(),
         cursor: None,
     };
-    let page = store.list_groups(&first_page(10)).await.unwrap();
+    let page = stats.list_groups(&first_page(10)).await.unwrap();
     assert_eq!(page.total, 2);
     let a = &page.groups[0];
     assert_eq!(
@@ -555,7 +559,7 @@ pub async fn groups_follow_writes(store: &dyn StatusStore) {
     store.record(&tasks[3]).await.unwrap();
     assert!(store.remove(tasks[0].task_id()).await.unwrap());
     tasks.remove(0);
-    let page = store.list_groups(&first_page(10)).await.unwrap();
+    let page = stats.list_groups(&first_page(10)).await.unwrap();
     let summary: Vec<(String, u64, u64)> = page
         .groups
         .iter()
@@ -579,7 +583,7 @@ pub async fn groups_follow_writes(store: &dyn StatusStore) {
     let mut seen = Vec::new();
     let mut cursor: Option<GroupCursor> = None;
     loop {
-        let page = store
+        let page = stats
             .list_groups(&GroupQuery {
                 page_size: PageSize::new(1, PageLimits::DEFAULT).unwrap(),
                 cursor: cursor.take(),
@@ -608,33 +612,153 @@ pub async fn groups_follow_writes(store: &dyn StatusStore) {
     for t in tasks.iter().filter(|t| ErrorSignature::of_task(t) == sig_a) {
         store.remove(t.task_id()).await.unwrap();
     }
-    let page = store.list_groups(&first_page(10)).await.unwrap();
+    let page = stats.list_groups(&first_page(10)).await.unwrap();
     assert_eq!(page.total, 1);
     assert_eq!(page.groups[0].pattern.signature(), &sig_b);
 }
 
-/// Run the statistics and group checks, each on a fresh empty store from `fresh` (for
-/// adapters that keep statistics and groups).
-pub async fn run_stats<S, F, Fut>(mut fresh: F)
-where
-    S: StatusStore,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
-{
-    stats_follow_writes(&fresh().await).await;
-    groups_follow_writes(&fresh().await).await;
+/// The stored-JSON page equals the decoded page field for field: for the same query, the
+/// same total, cursor and skipped records, and each task's stored object holds exactly the
+/// contract's fields with the decoded task's values (`NextRetryAt` from the page's retry
+/// status; an object stored without it counts as null). Messages with quotes, backslashes,
+/// markup and non-ASCII text check the encoding. With `retries`, some tasks get a
+/// scheduled retry, so `NextRetryAt` is checked with a time too.
+pub async fn stored_json_matches_decoded(
+    store: &dyn StatusStore,
+    json: &dyn StoredJsonPages,
+    retries: Option<&dyn crate::RetryStore>,
+) {
+    use failed_tasks_domain::RetryPlan;
+    use serde_json::{json, Value};
+
+    let mut tasks = mixed_tasks(60);
+    let odd = [
+        "said \"no\" and left",
+        "back\\slash and /slash",
+        "<script>alert(1)</script> & more",
+        "ünïcödé, 日本語, emoji 🙂",
+    ];
+    for (i, msg) in odd.iter().enumerate() {
+        let mut raw = tasks[i].clone().into_parts();
+        raw.error_message = (*msg).to_owned();
+        tasks[i] = FailedTask::new(raw).unwrap();
+    }
+    store.record_batch(&tasks).await.unwrap();
+    if let Some(retries) = retries {
+        let due = Timestamp::from_unix_millis(BASE_MS + 3_600_000).unwrap();
+        let planned: Vec<_> = tasks
+            .iter()
+            .step_by(3)
+            .map(|t| (t.clone(), RetryPlan::Retry { due }))
+            .collect();
+        retries.record_planned(&planned).await.unwrap();
+    }
+
+    let filters = [
+        TaskFilter::all(),
+        TaskFilter {
+            category: Some(ErrorCategory::DataError),
+            ..Default::default()
+        },
+        TaskFilter {
+            client_id: Some(ClientId::parse("client2").unwrap()),
+            task_type: Some(TaskType::embedding()),
+            ..Default::default()
+        },
+        TaskFilter {
+            since: Some(Timestamp::from_unix_millis(BASE_MS + 5_000).unwrap()),
+            ..Default::default()
+        },
+    ];
+    let mut compared = 0;
+    for filter in &filters {
+        let mut cursor = None;
+        for _ in 0..1_000 {
+            let q = query(filter.clone(), 7, cursor.clone());
+            let decoded = store.list(&q).await.unwrap();
+            let stored = json.list_stored_json(&q).await.unwrap();
+            assert_eq!(stored.total, decoded.total, "total for {filter:?}");
+            assert_eq!(
+                stored.next_cursor, decoded.next_cursor,
+                "cursor for {filter:?}"
+            );
+            assert_eq!(stored.skipped_corrupt, decoded.skipped_corrupt);
+            assert_eq!(
+                stored.tasks.len(),
+                decoded.tasks.len(),
+                "page of {filter:?}"
+            );
+            for (i, (bytes, t)) in stored.tasks.iter().zip(&decoded.tasks).enumerate() {
+                let mut got: Value = serde_json::from_slice(bytes)
+                    .unwrap_or_else(|e| panic!("stored JSON of {} is not JSON: {e}", t.task_id()));
+                if let Some(obj) = got.as_object_mut() {
+                    obj.entry("NextRetryAt").or_insert(Value::Null);
+                }
+                let want = json!({
+                    "TaskId": t.task_id().as_str(),
+                    "TaskType": t.task_type().as_str(),
+                    "ClientId": t.client_id().as_str(),
+                    "CodebasePath": t.codebase_path().as_str(),
+                    "StartTime": t.start_time().to_rfc3339(),
+                    "FailTime": t.fail_time().to_rfc3339(),
+                    "ErrorCode": t.error_code().as_str(),
+                    "ErrorMessage": t.error_message().as_str(),
+                    "RetryCount": t.retry_count(),
+                    "ProcessedFiles": t.processed_files(),
+                    "ErrorCategory": t.error_category().as_str(),
+                    "NextRetryAt": decoded.retry_status(i).next_retry_at().map(Timestamp::to_rfc3339),
+                });
+                assert_eq!(got, want, "stored JSON of {} differs", t.task_id());
+                compared += 1;
+            }
+            match decoded.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+    }
+    assert!(
+        compared >= tasks.len(),
+        "too few tasks compared: {compared}"
+    );
 }
 
-/// Run every check, each on a fresh empty store from `fresh`.
-pub async fn run_all<S, F, Fut>(mut fresh: F)
+/// Run every check of every capability `fresh`'s stores claim, but retries
+/// ([`run_retries`]), each on a fresh empty store: the tasks always; statistics and groups
+/// with [`Stores::stats`]; stored-JSON pages with [`Stores::stored_json`].
+pub async fn run_all<F, Fut>(mut fresh: F)
 where
-    S: StatusStore,
     F: FnMut() -> Fut,
-    Fut: Future<Output = S>,
+    Fut: Future<Output = Stores>,
 {
-    record_get_remove(&fresh().await).await;
-    upsert_moves_every_index(&fresh().await).await;
-    filters_match_brute_force(&fresh().await).await;
-    paging_is_stable_under_writes(&fresh().await).await;
-    ties_are_ordered_by_id(&fresh().await).await;
+    record_get_remove(&*fresh().await.tasks).await;
+    upsert_moves_every_index(&*fresh().await.tasks).await;
+    filters_match_brute_force(&*fresh().await.tasks).await;
+    paging_is_stable_under_writes(&*fresh().await.tasks).await;
+    ties_are_ordered_by_id(&*fresh().await.tasks).await;
+    let probe = fresh().await;
+    if probe.stats.is_some() {
+        for check in 0..2 {
+            let stores = fresh().await;
+            let stats = stores
+                .stats
+                .as_deref()
+                .expect("the same adapter claims the same");
+            match check {
+                0 => stats_follow_writes(&*stores.tasks, stats).await,
+                _ => groups_follow_writes(&*stores.tasks, stats).await,
+            }
+        }
+    }
+    if probe.stored_json.is_some() {
+        for with_retries in [false, true] {
+            let stores = fresh().await;
+            let json = stores
+                .stored_json
+                .as_deref()
+                .expect("the same adapter claims the same");
+            let retries = stores.retries.as_deref().filter(|_| with_retries);
+            stored_json_matches_decoded(&*stores.tasks, json, retries).await;
+        }
+    }
 }

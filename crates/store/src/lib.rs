@@ -1,14 +1,26 @@
 //! The status-store port: what the use cases need from wherever failed tasks are kept.
 //!
 //! # Layout
-//! - [`StatusStore`]: the port, an `#[async_trait]` trait. With the `mocks` feature (or in
-//!   this crate's tests) `mockall` generates `MockStatusStore` for consumers' unit tests.
+//! - [`StatusStore`]: the port every store implements (ping, list, get, record, remove), an
+//!   `#[async_trait]` trait.
+//! - The capabilities a store may add, each a trait of its own: [`StatsStore`] (failure
+//!   statistics, attempts, groups), [`StoredJsonPages`] (pages as stored wire JSON), and the
+//!   retry capabilities in [`retry`]. No trait has a default that fails at run time: a store
+//!   implements a capability or does not, and [`Stores`] (built by each adapter) says which
+//!   ones it has, named by [`Capability`] (writes included: a read-only source implements
+//!   [`StatusStore`] without [`Capability::Writes`], and the use cases refuse its writes).
+//! - [`Retention`]: how long and how many tasks a store keeps (memory and Redis alike).
+//! - [`Background`]: the handle of a background loop (janitors, the retry scheduler).
+//! - With the `mocks` feature (or in this crate's tests) `mockall` generates
+//!   `MockStatusStore`, `MockStatsStore`, `MockStoredJsonPages`, `MockRetryStore` and
+//!   `MockRetryQueue` for consumers' unit tests.
 //! - [`StoreError`]: the typed errors every adapter maps its driver's errors into.
 //! - [`FailedTaskPage`], [`RecordOutcome`]: what the port answers.
 //! - [`StoreCondition`], [`StoreProblem`]: what an adapter knows of its link (readiness).
 //! - [`retry`]: the retry capabilities: [`RetryStore`] (schedule with the record, deliver due
 //!   retries, retry now, cancel, resolve) and [`RetryQueue`] (what workers claim and ack).
-//! - [`memory`]: [`MemoryStore`], the embedded default adapter, and its [`MemoryRetryQueue`].
+//! - [`memory`]: [`MemoryStore`], the embedded default adapter (tasks, statistics, retries,
+//!   with retention), and its [`MemoryRetryQueue`].
 //!
 //! # Invariants every adapter keeps
 //! - Only failed tasks are stored; a page is in [`SortKey`](failed_tasks_domain::SortKey)
@@ -22,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+mod background;
 mod condition;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -29,15 +42,22 @@ mod error;
 pub mod memory;
 mod port;
 pub mod retry;
+mod stores;
 
+pub use background::Background;
 pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
-pub use memory::{MemoryRetryQueue, MemoryStore};
-pub use port::{FailedTaskPage, RecordOutcome, StatusStore, StoredJsonPage};
+pub use memory::{MemoryConfig, MemoryJanitor, MemoryRetryQueue, MemoryStore, MemoryTrimReport};
+pub use port::{
+    FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoredJsonPage, StoredJsonPages,
+};
 pub use retry::{
     CancelRetry, DeliverReport, Delivery, Resolve, RetryDetails, RetryGauges, RetryNow, RetryQueue,
     RetryStore,
 };
+pub use stores::{Capability, Retention, Stores};
 
 #[cfg(any(test, feature = "mocks"))]
-pub use port::MockStatusStore;
+pub use port::{MockStatsStore, MockStatusStore, MockStoredJsonPages};
+#[cfg(any(test, feature = "mocks"))]
+pub use retry::{MockRetryQueue, MockRetryStore};

@@ -6,6 +6,19 @@
 //! total is counted over that index's range, so both cost O(matches of that index), never a
 //! sort. Nothing survives a restart: this store is for development, demos and tests.
 //!
+//! It implements [`StatusStore`], [`StatsStore`] and [`RetryStore`] (not
+//! [`StoredJsonPages`](crate::StoredJsonPages): it keeps decoded tasks), and
+//! [`Stores::from`] claims exactly those.
+//!
+//! # Retention
+//! The store keeps at most [`Retention::max_count`] tasks: a write that goes beyond it drops
+//! the oldest tasks (by `FailTime`, the end of the listing) in the same step, so the store
+//! cannot grow without bound whatever runs or does not run in the background. Tasks that
+//! failed longer ago than [`Retention::max_age`] leave at the next trim step
+//! ([`MemoryStore::trim_at`]), which [`MemoryStore::spawn_janitor`] runs periodically, as
+//! the Redis janitor does; a trim also drops the per-minute counters and attempts older
+//! than the age. Trimmed tasks leave every index, counter and group, like a removal.
+//!
 //! Retries ([`RetryStore`]) work as on Redis: a due set ordered by due time, changed under
 //! the same lock as the record, and an in-process queue ([`MemoryRetryQueue`]) that due
 //! retries move into under that lock too, with claims, acknowledgements and leases.
@@ -26,9 +39,10 @@ use failed_tasks_domain::{
     RetryRequest, RetryState, RetryStatus, ScheduledBy, TaskId, TaskType, Timestamp,
 };
 
+use crate::Retention;
 use crate::{
     CancelRetry, DeliverReport, Delivery, FailedTaskPage, RecordOutcome, Resolve, RetryDetails,
-    RetryGauges, RetryNow, RetryQueue, RetryStore, StatusStore, StoreError,
+    RetryGauges, RetryNow, RetryQueue, RetryStore, StatsStore, StatusStore, StoreError, Stores,
 };
 
 /// A task's place in an index: ordering ascending by this key lists newest first, then by
@@ -42,20 +56,46 @@ fn index_key(task: &FailedTask) -> IndexKey {
     )
 }
 
-/// An in-memory [`StatusStore`] and [`RetryStore`], safe to share between tasks
-/// (`Arc<MemoryStore>`).
+/// What a [`MemoryStore`] is built with. `Default` is the documented default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// What the store keeps (see the module's "Retention").
+    pub retention: Retention,
+    /// Most requests the retry queue holds (read or not); beyond it the oldest unread ones
+    /// are dropped, as a capped Redis stream drops them. 100,000 by default.
+    pub retry_queue_cap: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            retention: Retention::default(),
+            retry_queue_cap: MemoryStore::DEFAULT_QUEUE_CAP,
+        }
+    }
+}
+
+/// What one [`MemoryStore::trim_at`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryTrimReport {
+    /// Tasks that failed longer ago than the maximum age.
+    pub removed_by_age: u64,
+    /// The oldest tasks beyond the maximum count.
+    pub removed_by_count: u64,
+}
+
+/// An in-memory [`StatusStore`], [`StatsStore`] and [`RetryStore`], safe to share between
+/// tasks (`Arc<MemoryStore>`), keeping what its [`Retention`] allows.
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: RwLock<Indexes>,
     queue: Arc<Queue>,
+    retention: Retention,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self {
-            inner: RwLock::default(),
-            queue: Arc::new(Queue::new(Self::DEFAULT_QUEUE_CAP)),
-        }
+        Self::with_config(MemoryConfig::default())
     }
 }
 
@@ -392,6 +432,42 @@ impl Indexes {
         Resolve::Resolved
     }
 
+    /// Remove the oldest tasks (the end of the listing order) beyond `max`.
+    fn trim_to_count(&mut self, max: u64) -> u64 {
+        let mut removed = 0;
+        while self.by_id.len() as u64 > max {
+            let Some((_, Reverse(id))) = self.all.last().cloned() else {
+                break;
+            };
+            let Ok(id) = TaskId::parse(id) else { break };
+            if self.remove(&id).is_none() {
+                break;
+            }
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Remove the tasks that failed before `oldest_ms`, and the minute counters and attempts
+    /// of the minutes before it.
+    fn trim_older_than(&mut self, oldest_ms: i64) -> u64 {
+        let mut removed = 0;
+        while let Some((Reverse(fail_ms), Reverse(id))) = self.all.last().cloned() {
+            if fail_ms >= oldest_ms {
+                break;
+            }
+            let Ok(id) = TaskId::parse(id) else { break };
+            if self.remove(&id).is_none() {
+                break;
+            }
+            removed += 1;
+        }
+        let first_kept = minute_of(Timestamp::saturating_from_unix_millis(oldest_ms));
+        self.minutes = self.minutes.split_off(&first_kept);
+        self.attempts = self.attempts.split_off(&first_kept);
+        removed
+    }
+
     /// Take up to `max` retries due at `now` out of the due set, as requests.
     fn take_due(&mut self, now: Timestamp, max: usize) -> (Vec<RetryRequest>, u64, bool) {
         let mut out = Vec::new();
@@ -594,17 +670,87 @@ impl MemoryStore {
     /// unread ones are dropped, as a capped Redis stream drops them.
     pub const DEFAULT_QUEUE_CAP: usize = 100_000;
 
-    /// An empty store.
+    /// An empty store with the default [`MemoryConfig`].
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// An empty store whose retry queue holds at most `cap` requests.
-    pub fn with_queue_cap(cap: usize) -> Self {
+    /// An empty store built with `config`.
+    pub fn with_config(config: MemoryConfig) -> Self {
         Self {
             inner: RwLock::default(),
-            queue: Arc::new(Queue::new(cap.max(1))),
+            queue: Arc::new(Queue::new(config.retry_queue_cap.max(1))),
+            retention: config.retention,
         }
+    }
+
+    /// An empty store whose retry queue holds at most `cap` requests.
+    pub fn with_queue_cap(cap: usize) -> Self {
+        Self::with_config(MemoryConfig {
+            retry_queue_cap: cap,
+            ..MemoryConfig::default()
+        })
+    }
+
+    /// The retention in force.
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
+    /// One trim step as of `now`: remove the tasks that failed longer ago than the maximum
+    /// age (and the counters of those minutes), then the oldest beyond the maximum count.
+    /// [`spawn_janitor`](Self::spawn_janitor) runs it periodically; tests call it directly.
+    pub fn trim_at(&self, now: Timestamp) -> MemoryTrimReport {
+        let max_age = i64::try_from(self.retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let oldest = now.unix_millis().saturating_sub(max_age);
+        let mut indexes = self.write();
+        let removed_by_age = indexes.trim_older_than(oldest);
+        let removed_by_count = indexes.trim_to_count(self.retention.max_count);
+        MemoryTrimReport {
+            removed_by_age,
+            removed_by_count,
+        }
+    }
+
+    /// Run [`trim_at`](Self::trim_at) with the current time every
+    /// [`Retention::janitor_interval`] in a background task (on the current tokio runtime)
+    /// until the handle is dropped or stopped.
+    pub fn spawn_janitor(self: &Arc<Self>) -> MemoryJanitor {
+        let store = Arc::downgrade(self);
+        let every = self
+            .retention
+            .janitor_interval
+            .max(Duration::from_millis(10));
+        crate::Background::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                // The janitor does not keep a dropped store alive.
+                let Some(store) = store.upgrade() else { return };
+                let r = store.trim_at(Timestamp::now());
+                if r.removed_by_age + r.removed_by_count > 0 {
+                    tracing::info!(
+                        removed_by_age = r.removed_by_age,
+                        removed_by_count = r.removed_by_count,
+                        "memory store trimmed failed tasks"
+                    );
+                }
+            }
+        })
+    }
+
+    /// Store a batch under one lock, then drop the oldest tasks beyond the maximum count.
+    fn insert_all<'a>(
+        &self,
+        batch: impl Iterator<Item = (&'a FailedTask, RetryPlan)>,
+    ) -> Vec<RecordOutcome> {
+        let mut indexes = self.write();
+        let outcomes = batch
+            .map(|(t, plan)| indexes.insert(t.clone(), plan))
+            .collect();
+        indexes.trim_to_count(self.retention.max_count);
+        outcomes
     }
 
     /// A worker's handle on this store's retry queue (all handles share one queue, like the
@@ -636,6 +782,25 @@ impl MemoryStore {
     }
 }
 
+/// The running trim loop of a [`MemoryStore`] ([`MemoryStore::spawn_janitor`]); dropping it
+/// stops it.
+pub type MemoryJanitor = crate::Background;
+
+/// The memory store's capabilities: tasks, statistics and retries.
+impl From<Arc<MemoryStore>> for Stores {
+    fn from(store: Arc<MemoryStore>) -> Self {
+        Stores::new("memory", store.clone())
+            .with_stats(store.clone())
+            .with_retries(store)
+    }
+}
+
+impl From<MemoryStore> for Stores {
+    fn from(store: MemoryStore) -> Self {
+        Stores::from(Arc::new(store))
+    }
+}
+
 #[async_trait]
 impl StatusStore for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -651,13 +816,24 @@ impl StatusStore for MemoryStore {
     }
 
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError> {
-        Ok(self.write().insert(task.clone(), RetryPlan::NotScheduled))
+        let mut outcomes = self.insert_all(std::iter::once((task, RetryPlan::NotScheduled)));
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Internal("no outcome for one task".to_owned()))
+    }
+
+    async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+        // One lock for the whole batch: readers see all of it or none of it.
+        Ok(self.insert_all(tasks.iter().map(|t| (t, RetryPlan::NotScheduled))))
     }
 
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {
         Ok(self.write().remove(task_id).is_some())
     }
+}
 
+#[async_trait]
+impl StatsStore for MemoryStore {
     async fn failure_counts(
         &self,
         from_minute: i64,
@@ -711,15 +887,6 @@ impl StatusStore for MemoryStore {
     async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError> {
         Ok(self.read().list_groups(query))
     }
-
-    async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
-        // One lock for the whole batch: readers see all of it or none of it.
-        let mut indexes = self.write();
-        Ok(tasks
-            .iter()
-            .map(|t| indexes.insert(t.clone(), RetryPlan::NotScheduled))
-            .collect())
-    }
 }
 
 #[async_trait]
@@ -728,11 +895,7 @@ impl RetryStore for MemoryStore {
         &self,
         batch: &[(FailedTask, RetryPlan)],
     ) -> Result<Vec<RecordOutcome>, StoreError> {
-        let mut indexes = self.write();
-        Ok(batch
-            .iter()
-            .map(|(t, plan)| indexes.insert(t.clone(), *plan))
-            .collect())
+        Ok(self.insert_all(batch.iter().map(|(t, plan)| (t, *plan))))
     }
 
     async fn retry_now(&self, task_id: &TaskId, now: Timestamp) -> Result<RetryNow, StoreError> {

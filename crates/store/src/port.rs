@@ -1,4 +1,4 @@
-//! The port itself.
+//! The port itself: the task store every adapter is, and the optional capabilities.
 
 use async_trait::async_trait;
 use failed_tasks_domain::stats::MinuteCounts;
@@ -57,10 +57,12 @@ pub enum RecordOutcome {
     Updated,
 }
 
-/// Where failed tasks are kept.
+/// Where failed tasks are kept: the capability every store has.
 ///
 /// Implementations must be safe under concurrent use from many tasks, and must bound every
 /// call in time themselves (a command timeout); the use cases add their own deadlines on top.
+/// What else a store can do is a trait of its own ([`StatsStore`], [`StoredJsonPages`],
+/// [`RetryStore`](crate::RetryStore)); [`Stores`](crate::Stores) says which ones a store has.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait StatusStore: Send + Sync {
@@ -70,7 +72,7 @@ pub trait StatusStore: Send + Sync {
 
     /// What the adapter last observed of its link to the store (why it is not usable, its
     /// eviction policy), without I/O: for `/readyz`, metrics and start-up checks. The
-    /// default knows nothing.
+    /// default knows nothing (a store without a link to watch, such as the memory store).
     fn condition(&self) -> StoreCondition {
         StoreCondition::default()
     }
@@ -87,53 +89,38 @@ pub trait StatusStore: Send + Sync {
     /// recording with a plan is [`RetryStore::record_planned`](crate::RetryStore::record_planned).
     async fn record(&self, task: &FailedTask) -> Result<RecordOutcome, StoreError>;
 
-    /// Remove the task with this id and every index entry of it; `false` when it was absent.
-    async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError>;
-
     /// Store several tasks, each an upsert as in [`record`](StatusStore::record); the
     /// outcomes are in the order of `tasks` (a repeated id sees its earlier copy).
     ///
-    /// Adapters override this to make a batch **all or nothing**: on `Ok` every task is
-    /// stored, on `Err` none is (the memory store under one lock; Redis in one script, at most
+    /// A batch is **all or nothing**: on `Ok` every task is stored, on `Err` none is (the
+    /// memory store under one lock; Redis in one script, at most
     /// `failed_tasks_redis::store::MAX_BATCH` tasks per call). The one exception no store
     /// can rule out: the store applied the batch and the answer was lost on the way back
     /// (a timeout or a dropped connection after the write), so after an `Unavailable` or
     /// `Timeout` the batch may be stored; recording again is safe (an upsert).
-    /// The default here records one after another and stops at the first error, which is
-    /// not all or nothing.
-    async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
-        let mut outcomes = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            outcomes.push(self.record(task).await?);
-        }
-        Ok(outcomes)
-    }
+    async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError>;
 
-    /// The same page as [`list`](StatusStore::list), as each task's stored wire JSON, when
-    /// the store keeps tasks in that form; `None` (the default) when it does not, and the
-    /// caller uses `list`. The bytes are the store's: callers still check what they rely on.
-    async fn list_stored_json(
-        &self,
-        query: &ListQuery,
-    ) -> Result<Option<StoredJsonPage>, StoreError> {
-        let _ = query;
-        Ok(None)
-    }
+    /// Remove the task with this id and every index entry of it; `false` when it was absent.
+    async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError>;
+}
 
+/// Failure statistics, task attempts and failure groups, kept up to date on every write: the
+/// capability behind `/tasks/failed-stats` and `/tasks/failed-groups` (the memory and Redis
+/// stores; not the read-only compat source).
+///
+/// A statistics store is always a [`StatusStore`] too, the writes of which keep these
+/// figures in step; the same bounds on time and concurrency apply.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait StatsStore: Send + Sync {
     /// The per-minute failure counters of the minutes in `[from_minute, to_minute)` that had
     /// failures, oldest first. Stores keep them up to date on every write (record, upsert,
     /// remove, trim), so this costs O(minutes in the range), never O(stored tasks).
-    /// Stores that keep no statistics answer [`StoreError::Rejected`] (the default).
     async fn failure_counts(
         &self,
         from_minute: i64,
         to_minute: i64,
-    ) -> Result<Vec<MinuteCounts>, StoreError> {
-        let _ = (from_minute, to_minute);
-        Err(StoreError::Rejected(
-            "this store keeps no failure statistics".to_owned(),
-        ))
-    }
+    ) -> Result<Vec<MinuteCounts>, StoreError>;
 
     /// Add `count` task attempts of `task_type` in `minute` (the failure-rate denominator,
     /// reported by embedders). Kept with the same retention as failures.
@@ -142,31 +129,29 @@ pub trait StatusStore: Send + Sync {
         task_type: &TaskType,
         minute: i64,
         count: u64,
-    ) -> Result<(), StoreError> {
-        let _ = (task_type, minute, count);
-        Err(StoreError::Rejected(
-            "this store keeps no task attempts".to_owned(),
-        ))
-    }
-
-    /// One page of failure groups (failures sharing an error signature), last seen newest
-    /// first, kept up to date on every write like the indexes. Stores that keep no groups
-    /// answer [`StoreError::Rejected`] (the default).
-    async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError> {
-        let _ = query;
-        Err(StoreError::Rejected(
-            "this store keeps no failure groups".to_owned(),
-        ))
-    }
+    ) -> Result<(), StoreError>;
 
     /// Task attempts per minute (all task types together) in `[from_minute, to_minute)`,
-    /// oldest first; minutes without attempts are left out. The default: none reported.
+    /// oldest first; minutes without attempts are left out.
     async fn attempt_counts(
         &self,
         from_minute: i64,
         to_minute: i64,
-    ) -> Result<Vec<(i64, u64)>, StoreError> {
-        let _ = (from_minute, to_minute);
-        Ok(Vec::new())
-    }
+    ) -> Result<Vec<(i64, u64)>, StoreError>;
+
+    /// One page of failure groups (failures sharing an error signature), last seen newest
+    /// first, kept up to date on every write like the indexes.
+    async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError>;
+}
+
+/// The optional read fast path of stores that keep each task as its wire JSON (Redis): a
+/// page as those bytes, so an HTTP adapter can assemble its body without decoding and
+/// re-encoding each task. Stores without it are read through [`StatusStore::list`].
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait StoredJsonPages: Send + Sync {
+    /// The same page as [`StatusStore::list`] gives for `query` (the same tasks, totals,
+    /// cursor and skipped records), as each task's stored wire JSON. The bytes are the
+    /// store's: callers still check what they rely on.
+    async fn list_stored_json(&self, query: &ListQuery) -> Result<StoredJsonPage, StoreError>;
 }

@@ -126,6 +126,7 @@ pub struct RetryGauges {
 ///
 /// Implementations are safe under concurrent use and bound every call in time, like
 /// [`StatusStore`](crate::StatusStore), of which a retry store is always one too.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait RetryStore: Send + Sync {
     /// Store each task as [`StatusStore::record`](crate::StatusStore::record) does, and
@@ -161,6 +162,10 @@ pub trait RetryStore: Send + Sync {
     async fn retry_gauges(&self, now: Timestamp) -> Result<RetryGauges, StoreError>;
 }
 
+/// How long a worker may hold a claimed request without acknowledging it before another
+/// may reclaim it, by default (the Redis store's `retry_consumer_lease`): one minute.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+
 /// One claimed retry request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -179,6 +184,7 @@ pub struct Delivery {
 /// Each request is handed to one worker at a time; one that is not acknowledged within the
 /// lease may be reclaimed by another, so a request can be seen more than once: use
 /// `(TaskId, Attempt)` as the idempotency key.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait RetryQueue: Send + Sync {
     /// Up to `max` requests never handed out before, waiting at most `block` for the first.

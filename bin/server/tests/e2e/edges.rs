@@ -2,12 +2,11 @@
 //! naming the field, nothing stored); older than the retention age is recorded and named in
 //! the answer (`PastRetention`).
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use failed_tasks_domain::Timestamp;
 use failed_tasks_query::{Deadlines, FailTimeLimits, FailedTaskService};
-use failed_tasks_store::StatusStore;
+use failed_tasks_store::Stores;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
@@ -29,12 +28,18 @@ fn at(id: &str, fail_ms: i64) -> Value {
         "ErrorCode": "TIMEOUT_ERROR", "ErrorCategory": "service_timeout"})
 }
 
-async fn scenario(store: Arc<dyn StatusStore>) {
-    let service =
-        FailedTaskService::new(store, Deadlines::default()).with_fail_time_limits(FailTimeLimits {
+async fn scenario(stores: Stores) {
+    // Recording schedules no retries here: only the fail times matter.
+    let stores = Stores {
+        retries: None,
+        ..stores
+    };
+    let service = FailedTaskService::new(stores, Deadlines::default()).with_fail_time_limits(
+        FailTimeLimits {
             clock_skew: Duration::from_secs(300),
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
-        });
+        },
+    );
     let env = crate::serve_service(service).await;
     let now = now_ms();
 
@@ -70,10 +75,10 @@ async fn scenario(store: Arc<dyn StatusStore>) {
 
 #[tokio::test]
 async fn fail_times_at_the_edges_on_the_memory_store() {
-    scenario(crate::memory_store().await.status).await;
+    scenario(crate::memory_store().await).await;
 }
 
 #[tokio::test]
 async fn fail_times_at_the_edges_on_the_redis_store() {
-    scenario(crate::redis_store().await.status).await;
+    scenario(crate::redis_store().await).await;
 }

@@ -20,7 +20,7 @@ use failed_tasks_domain::{RetryConfig, RetryPolicy};
 use failed_tasks_http::{App, HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{RedisConfig, RedisStore};
-use failed_tasks_store::{MemoryStore, RetryStore, StatusStore};
+use failed_tasks_store::{MemoryStore, Stores};
 use failed_tasks_testkit::RedisServer;
 
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
@@ -37,25 +37,8 @@ fn redis() -> &'static RedisServer {
     SERVER.get_or_init(RedisServer::start)
 }
 
-/// One store seen through both of its capabilities, as the server wires it.
-#[derive(Clone)]
-pub struct Stores {
-    pub status: Arc<dyn StatusStore>,
-    pub retries: Arc<dyn RetryStore>,
-}
-
-impl std::fmt::Debug for Stores {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Stores")
-    }
-}
-
 pub async fn memory_store() -> Stores {
-    let store = Arc::new(MemoryStore::new());
-    Stores {
-        status: store.clone(),
-        retries: store,
-    }
+    Stores::from(MemoryStore::new())
 }
 
 pub async fn redis_store() -> Stores {
@@ -80,11 +63,7 @@ pub async fn redis_store_at(url: &str) -> Stores {
         store.wait_connected(Duration::from_secs(10)).await,
         "redis store did not connect"
     );
-    let store = Arc::new(store);
-    Stores {
-        status: store.clone(),
-        retries: store,
-    }
+    Stores::from(store)
 }
 
 /// The service as the server builds it, with retries; no jitter, so delays are exact.
@@ -94,9 +73,7 @@ pub fn service(stores: &Stores) -> FailedTaskService {
         ..RetryConfig::default()
     })
     .unwrap();
-    FailedTaskService::new(stores.status.clone(), Deadlines::default())
-        .with_retries(stores.retries.clone())
-        .with_retry_policy(policy)
+    FailedTaskService::new(stores.clone(), Deadlines::default()).with_retry_policy(policy)
 }
 
 pub async fn serve(stores: Stores) -> Env {

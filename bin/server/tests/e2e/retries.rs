@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use failed_tasks_domain::{ErrorCategory, RetryConfig, RetryPolicy, Timestamp};
@@ -13,7 +12,7 @@ use failed_tasks_query::{
     Deadlines, FailedTaskService, RetryCounters, RetryScheduler, SchedulerConfig,
 };
 use failed_tasks_redis::{RedisConfig, RedisRetryQueue, RedisStore};
-use failed_tasks_store::RetryQueue;
+use failed_tasks_store::{RetryQueue, Stores};
 use failed_tasks_testkit::RedisServer;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -62,10 +61,9 @@ struct Replica {
 }
 
 async fn replica(config: &RedisConfig, policy: &RetryPolicy) -> Replica {
-    let store = Arc::new(RedisStore::connect(config.clone()).await.unwrap());
+    let store = RedisStore::connect(config.clone()).await.unwrap();
     assert!(store.wait_connected(Duration::from_secs(10)).await);
-    let service = FailedTaskService::new(store.clone(), Deadlines::default())
-        .with_retries(store)
+    let service = FailedTaskService::new(Stores::from(store), Deadlines::default())
         .with_retry_policy(policy.clone());
     let scheduler = RetryScheduler::new(
         service.clone(),

@@ -12,8 +12,8 @@ fn task(id: usize, minute: i64, category: ErrorCategory, code: &str) -> FailedTa
         task_id: format!("t{id}"),
         task_type: "embedding".into(),
         client_id: format!("client{}", id % 3),
-        fail_time_ms: BASE + minute * 60_000 + 1_000,
-        start_time_ms: BASE,
+        fail_time: Timestamp::from_unix_millis(BASE + minute * 60_000 + 1_000).unwrap(),
+        start_time: Timestamp::from_unix_millis(BASE).unwrap(),
         error_code: code.into(),
         error_category: Some(category),
         ..Default::default()

@@ -10,7 +10,7 @@ use failed_tasks_store::{MemoryStore, StatusStore};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{get, request, request_with_body, spawn_app, test_config, TestServer};
+use crate::helpers::{get, memory, request, request_with_body, spawn_app, test_config, TestServer};
 
 const ADMIN: &str = "/codebase-embedder/api/v1/admin/failed-tasks";
 const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
@@ -23,7 +23,7 @@ async fn admin_server(store: Arc<MemoryStore>) -> TestServer {
         admin_token: Token::new(TOKEN),
         ..test_config()
     };
-    spawn_app(store, Deadlines::default(), config).await
+    spawn_app(memory(store), Deadlines::default(), config).await
 }
 
 fn task_json(id: &str, fail: &str, category: &str, client: &str) -> serde_json::Value {
@@ -39,7 +39,7 @@ async fn post(server: &TestServer, body: &serde_json::Value) -> crate::helpers::
 #[tokio::test]
 async fn admin_routes_are_disabled_without_a_token() {
     let server = spawn_app(
-        Arc::new(MemoryStore::new()),
+        memory(Arc::new(MemoryStore::new())),
         Deadlines::default(),
         test_config(),
     )
@@ -197,7 +197,7 @@ async fn wrong_content_type_is_415_and_oversized_body_is_413() {
         max_body_bytes: 1024,
         ..test_config()
     };
-    let server = spawn_app(store.clone(), Deadlines::default(), config).await;
+    let server = spawn_app(memory(store.clone()), Deadlines::default(), config).await;
     let body = task_json("t1", "2025-01-24T09:15:00Z", "service_timeout", "c1").to_string();
     let a = request_with_body(
         &server,
@@ -290,7 +290,7 @@ async fn a_read_token_protects_the_read_routes_only() {
         read_token: Token::new("reader"),
         ..test_config()
     };
-    let server = spawn_app(store, Deadlines::default(), config).await;
+    let server = spawn_app(memory(store), Deadlines::default(), config).await;
     assert_eq!(get(&server, LIST).await.status, StatusCode::UNAUTHORIZED);
     let ok = request(
         &server,

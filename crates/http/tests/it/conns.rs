@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::helpers::{get, metric, spawn_app, test_config, SlowList, TestServer};
+use crate::helpers::{
+    get, memory, metric, spawn_app, tasks_only, test_config, SlowList, TestServer,
+};
 
 /// An HTTP/2 prior-knowledge (h2c) connection: the request handle and the task driving it,
 /// which ends when the server closes the connection.
@@ -56,7 +58,7 @@ async fn memory_server(config: HttpConfig) -> TestServer {
     for t in FailedTask::seed_examples() {
         store.record(&t).await.unwrap();
     }
-    spawn_app(Arc::new(store), Deadlines::default(), config).await
+    spawn_app(memory(Arc::new(store)), Deadlines::default(), config).await
 }
 
 #[tokio::test]
@@ -190,7 +192,7 @@ async fn a_connection_with_a_request_in_flight_is_never_closed_to_make_room() {
     let slow_store = SlowList::new(store, Duration::from_millis(600));
     let started = slow_store.started.clone();
     let server = spawn_app(
-        Arc::new(slow_store),
+        tasks_only(Arc::new(slow_store)),
         Deadlines::default(),
         HttpConfig {
             max_connections: 1,
@@ -223,7 +225,7 @@ async fn shutdown_does_not_wait_for_an_idle_h2_client_that_never_answers() {
     let addr = listener.local_addr().unwrap();
     let app = Arc::new(failed_tasks_http::App::new(
         failed_tasks_query::FailedTaskService::new(
-            Arc::new(MemoryStore::new()),
+            failed_tasks_store::Stores::from(MemoryStore::new()),
             Deadlines::default(),
         ),
         test_config(),

@@ -7,7 +7,7 @@ use failed_tasks_query::Deadlines;
 use failed_tasks_store::{MemoryStore, StatusStore};
 use hyper::StatusCode;
 
-use crate::helpers::{get, spawn_app, test_config};
+use crate::helpers::{get, memory, spawn_app, test_config};
 
 const GROUPS: &str = "/codebase-embedder/api/v1/tasks/failed-groups";
 const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
@@ -17,8 +17,11 @@ fn failure(id: &str, minute: i64, client: &str, code: &str, message: &str) -> Fa
         task_id: id.into(),
         task_type: "embedding".into(),
         client_id: client.into(),
-        start_time_ms: 1_737_709_200_000,
-        fail_time_ms: 1_737_709_200_000 + minute * 60_000,
+        start_time: failed_tasks_domain::Timestamp::from_unix_millis(1_737_709_200_000).unwrap(),
+        fail_time: failed_tasks_domain::Timestamp::from_unix_millis(
+            1_737_709_200_000 + minute * 60_000,
+        )
+        .unwrap(),
         error_code: code.into(),
         error_message: message.into(),
         error_category: Some(ErrorCategory::ServiceTimeout),
@@ -62,7 +65,7 @@ async fn failures_group_by_signature_and_the_listing_filters_by_it() {
     ] {
         store.record(&t).await.unwrap();
     }
-    let server = spawn_app(Arc::new(store), Deadlines::default(), test_config()).await;
+    let server = spawn_app(memory(Arc::new(store)), Deadlines::default(), test_config()).await;
     let a = get(&server, GROUPS).await;
     assert_eq!(a.status, StatusCode::OK);
     let d = &a.json()["Data"];

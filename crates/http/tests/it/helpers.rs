@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use failed_tasks_http::{App, HttpConfig};
 use failed_tasks_query::{Deadlines, FailedTaskService};
-use failed_tasks_store::StatusStore;
+use failed_tasks_store::{MemoryStore, StatusStore, Stores};
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -56,12 +56,19 @@ pub async fn spawn_service(service: FailedTaskService, config: HttpConfig) -> Te
     }
 }
 
-pub async fn spawn_app(
-    store: Arc<dyn StatusStore>,
-    deadlines: Deadlines,
-    config: HttpConfig,
-) -> TestServer {
-    spawn_service(FailedTaskService::new(store, deadlines), config).await
+pub async fn spawn_app(stores: Stores, deadlines: Deadlines, config: HttpConfig) -> TestServer {
+    spawn_service(FailedTaskService::new(stores, deadlines), config).await
+}
+
+/// A memory store through its tasks and statistics, without retries (recording schedules
+/// none, so answers carry no `NextRetryAt`).
+pub fn memory(store: Arc<MemoryStore>) -> Stores {
+    Stores::new("memory", store.clone()).with_stats(store)
+}
+
+/// A store that keeps tasks and nothing else (a mock, a wrapper).
+pub fn tasks_only(store: Arc<dyn StatusStore>) -> Stores {
+    Stores::new("test", store)
 }
 
 pub struct Answer {
@@ -194,6 +201,12 @@ impl StatusStore for SlowList {
         t: &failed_tasks_domain::FailedTask,
     ) -> Result<failed_tasks_store::RecordOutcome, failed_tasks_store::StoreError> {
         self.store.record(t).await
+    }
+    async fn record_batch(
+        &self,
+        t: &[failed_tasks_domain::FailedTask],
+    ) -> Result<Vec<failed_tasks_store::RecordOutcome>, failed_tasks_store::StoreError> {
+        self.store.record_batch(t).await
     }
     async fn remove(
         &self,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use failed_tasks_domain::FailedTask;
 use failed_tasks_query::Deadlines;
 use failed_tasks_store::{MemoryStore, MockStatusStore, StatusStore, StoreError};
-use helpers::{get, request, spawn_app, test_config, SlowList, TestServer};
+use helpers::{get, memory, request, spawn_app, tasks_only, test_config, SlowList, TestServer};
 use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +34,7 @@ async fn seeded() -> TestServer {
     for t in FailedTask::seed_examples() {
         store.record(&t).await.unwrap();
     }
-    spawn_app(Arc::new(store), Deadlines::default(), test_config()).await
+    spawn_app(memory(Arc::new(store)), Deadlines::default(), test_config()).await
 }
 
 /// The source document's example tasks, as the contract prints them, plus the additive
@@ -208,7 +208,7 @@ async fn one_task_by_id_and_404_when_absent() {
     let mut raw = FailedTask::seed_examples()[0].clone().into_parts();
     raw.task_id = "repo/a b#1".into();
     store.record(&FailedTask::new(raw).unwrap()).await.unwrap();
-    let server = spawn_app(Arc::new(store), Deadlines::default(), test_config()).await;
+    let server = spawn_app(memory(Arc::new(store)), Deadlines::default(), test_config()).await;
     let a = get(
         &server,
         "/codebase-embedder/api/v1/tasks/failed/repo%2Fa%20b%231",
@@ -222,12 +222,12 @@ async fn one_task_by_id_and_404_when_absent() {
     assert_eq!(b.json()["Data"], serde_json::Value::Null);
 }
 
-fn store_failing_ping(err: StoreError) -> Arc<dyn StatusStore> {
+fn store_failing_ping(err: StoreError) -> failed_tasks_store::Stores {
     let mut store = MockStatusStore::new();
     store.expect_ping().returning(move || Err(err.clone()));
     store.expect_list().never();
     store.expect_condition().returning(Default::default);
-    Arc::new(store)
+    tasks_only(Arc::new(store))
 }
 
 #[tokio::test]
@@ -284,6 +284,12 @@ impl StatusStore for Hanging {
     ) -> Result<failed_tasks_store::RecordOutcome, StoreError> {
         std::future::pending().await
     }
+    async fn record_batch(
+        &self,
+        _: &[FailedTask],
+    ) -> Result<Vec<failed_tasks_store::RecordOutcome>, StoreError> {
+        std::future::pending().await
+    }
     async fn remove(&self, _: &failed_tasks_domain::TaskId) -> Result<bool, StoreError> {
         std::future::pending().await
     }
@@ -295,7 +301,7 @@ async fn a_hanging_store_is_503_within_the_health_deadline() {
         health_check: Duration::from_millis(300),
         request: Duration::from_secs(2),
     };
-    let server = spawn_app(Arc::new(Hanging), deadlines, test_config()).await;
+    let server = spawn_app(tasks_only(Arc::new(Hanging)), deadlines, test_config()).await;
     let started = Instant::now();
     let a = get(&server, LIST).await;
     let took = started.elapsed();
@@ -311,14 +317,18 @@ async fn a_hanging_store_is_503_within_the_health_deadline() {
 async fn query_failure_is_500_without_internal_detail() {
     let mut store = MockStatusStore::new();
     store.expect_ping().returning(|| Ok(()));
-    // No stored-JSON fast path: the listing goes to `list`.
-    store.expect_list_stored_json().returning(|_| Ok(None));
+    // No stored-JSON fast path (a tasks-only store): the listing goes to `list`.
     store.expect_list().returning(|_| {
         Err(StoreError::Rejected(
             "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
         ))
     });
-    let server = spawn_app(Arc::new(store), Deadlines::default(), test_config()).await;
+    let server = spawn_app(
+        tasks_only(Arc::new(store)),
+        Deadlines::default(),
+        test_config(),
+    )
+    .await;
     let a = get(&server, LIST).await;
     assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
@@ -438,7 +448,7 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     let addr = listener.local_addr().unwrap();
     let app = Arc::new(failed_tasks_http::App::new(
         failed_tasks_query::FailedTaskService::new(
-            Arc::new(SlowList::new(store, Duration::from_millis(500))),
+            tasks_only(Arc::new(SlowList::new(store, Duration::from_millis(500)))),
             Deadlines::default(),
         ),
         test_config(),

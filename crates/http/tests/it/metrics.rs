@@ -9,7 +9,7 @@ use failed_tasks_store::{MemoryStore, StatusStore};
 use hyper::{Method, StatusCode};
 use prometheus_parse::{Scrape, Value};
 
-use crate::helpers::{get, request, request_with_body, spawn_app, test_config};
+use crate::helpers::{get, memory, request, request_with_body, spawn_app, tasks_only, test_config};
 
 pub(crate) fn scrape(body: &[u8]) -> Scrape {
     let text = String::from_utf8(body.to_vec()).unwrap();
@@ -38,7 +38,7 @@ async fn metrics_parse_and_count_requests_recordings_and_stored_tasks() {
         admin_token: Token::new("t"),
         ..test_config()
     };
-    let server = spawn_app(store, Deadlines::default(), config).await;
+    let server = spawn_app(memory(store), Deadlines::default(), config).await;
     let list = "/codebase-embedder/api/v1/tasks/failed";
     for _ in 0..3 {
         assert_eq!(get(&server, list).await.status, StatusCode::OK);
@@ -140,7 +140,12 @@ async fn store_errors_are_counted_by_kind() {
             "refused".into(),
         ))
     });
-    let server = spawn_app(Arc::new(store), Deadlines::default(), test_config()).await;
+    let server = spawn_app(
+        tasks_only(Arc::new(store)),
+        Deadlines::default(),
+        test_config(),
+    )
+    .await;
     for _ in 0..2 {
         let a = get(&server, "/codebase-embedder/api/v1/tasks/failed").await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -160,5 +165,52 @@ async fn store_errors_are_counted_by_kind() {
             &[("kind", "unavailable")]
         ),
         Some(3.0)
+    );
+}
+
+/// Recordings are counted by the use case: those made by Rust code calling the service
+/// directly (an embedder, `--demo`) are in `/metrics` as well as those through HTTP. Before,
+/// the HTTP handler counted them, and only its own.
+#[tokio::test]
+async fn recordings_through_the_use_case_are_counted_wherever_they_come_from() {
+    let service = failed_tasks_query::FailedTaskService::new(
+        memory(Arc::new(MemoryStore::new())),
+        Deadlines::default(),
+    );
+    let server = crate::helpers::spawn_service(service.clone(), test_config()).await;
+    let seed = FailedTask::seed_examples();
+    service.record_failures(&seed).await.unwrap();
+    service
+        .report_attempts(
+            &failed_tasks_domain::TaskType::embedding(),
+            7,
+            failed_tasks_domain::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let s = scrape(&get(&server, "/metrics").await.body);
+    for t in &seed {
+        assert_eq!(
+            value(
+                &s,
+                "failed_tasks_recorded_total",
+                &[
+                    ("category", t.error_category().as_str()),
+                    ("error_code", t.error_code().as_str()),
+                    ("task_type", t.task_type().as_str()),
+                ]
+            ),
+            Some(1.0),
+            "{}",
+            t.task_id()
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "failed_tasks_task_attempts_total",
+            &[("task_type", "embedding")]
+        ),
+        Some(7.0)
     );
 }

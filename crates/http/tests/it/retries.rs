@@ -8,7 +8,7 @@ use std::time::Duration;
 use failed_tasks_domain::{JitterRng, RetryConfig, RetryPolicy, Timestamp};
 use failed_tasks_http::{HttpConfig, Token};
 use failed_tasks_query::{Deadlines, FailedTaskService};
-use failed_tasks_store::{MemoryStore, RetryQueue};
+use failed_tasks_store::{MemoryStore, RetryQueue, Stores};
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -33,8 +33,7 @@ fn service(store: &Arc<MemoryStore>) -> FailedTaskService {
         ..RetryConfig::default()
     })
     .unwrap();
-    FailedTaskService::new(store.clone(), Deadlines::default())
-        .with_retries(store.clone())
+    FailedTaskService::new(Stores::from(store.clone()), Deadlines::default())
         .with_retry_policy(policy)
         .with_jitter(JitterRng::new(1))
 }
@@ -403,7 +402,7 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
 #[tokio::test]
 async fn a_store_without_retries_answers_501() {
     let store = Arc::new(MemoryStore::new());
-    let plain = FailedTaskService::new(store, Deadlines::default());
+    let plain = FailedTaskService::new(crate::helpers::memory(store), Deadlines::default());
     let server = spawn_service(plain, config()).await;
     record(&server, json!(failure("t1", "TIMEOUT_ERROR", 0))).await;
     for (method, path) in [
@@ -415,6 +414,11 @@ async fn a_store_without_retries_answers_501() {
         let a = admin(&server, method, path).await;
         assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{path}");
         assert_eq!(a.json()["Code"], 501);
+        assert_eq!(
+            a.json()["Message"],
+            "the memory store does not support retries",
+            "{path}"
+        );
     }
     let a = get(&server, &format!("{BASE}/tasks/failed?retry=final")).await;
     assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED);

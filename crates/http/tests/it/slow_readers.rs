@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::conns::{h2_get, h2c};
-use crate::helpers::{get, metric, spawn_app, test_config, wait_for_metric, TestServer};
+use crate::helpers::{get, memory, metric, spawn_app, test_config, wait_for_metric, TestServer};
 
 /// The big page: 1000 tasks of 8 KiB messages, about 8.5 MB of JSON.
 const BIG: &str = "/codebase-embedder/api/v1/tasks/failed?pageSize=1000";
@@ -31,8 +31,10 @@ async fn store_of(n: i64) -> Arc<MemoryStore> {
                 task_id: format!("big{i:04}"),
                 task_type: "embedding".into(),
                 client_id: "c1".into(),
-                start_time_ms: 1_737_700_000_000 + i,
-                fail_time_ms: 1_737_700_000_000 + i,
+                start_time: failed_tasks_domain::Timestamp::from_unix_millis(1_737_700_000_000 + i)
+                    .unwrap(),
+                fail_time: failed_tasks_domain::Timestamp::from_unix_millis(1_737_700_000_000 + i)
+                    .unwrap(),
                 error_code: "TIMEOUT_ERROR".into(),
                 error_message: message.clone(),
                 ..Default::default()
@@ -53,7 +55,7 @@ fn deadlines() -> Deadlines {
 }
 
 async fn big_server(config: HttpConfig) -> TestServer {
-    spawn_app(store_of(1000).await, deadlines(), config).await
+    spawn_app(memory(store_of(1000).await), deadlines(), config).await
 }
 
 /// A connection with a small receive buffer (no kernel autotuning), so a few KiB that the
@@ -122,7 +124,7 @@ async fn response_bytes_in_flight_are_capped_overall_and_the_rest_get_503() {
 async fn clients_that_read_wait_for_room_instead_of_being_refused() {
     // Room for one page at a time; the request deadline leaves time for all to take turns.
     let server = spawn_app(
-        store_of(1000).await,
+        memory(store_of(1000).await),
         Deadlines {
             health_check: Duration::from_secs(5),
             request: Duration::from_secs(30),
@@ -225,7 +227,7 @@ async fn h2_zero_window_streams_are_capped_per_connection_and_dropped_when_stall
     let page = "/codebase-embedder/api/v1/tasks/failed?pageSize=100";
     let per_connection = 2 * 1024 * 1024;
     let server = spawn_app(
-        store_of(100).await,
+        memory(store_of(100).await),
         deadlines(),
         HttpConfig {
             max_connection_response_bytes: per_connection,

@@ -35,8 +35,8 @@ fn failure(id: usize, minutes_ago: i64, category: &str, code: &str) -> FailedTas
         }
         .into(),
         client_id: format!("client{}", id % 3),
-        start_time_ms: fail - 1000,
-        fail_time_ms: fail,
+        start_time: failed_tasks_domain::Timestamp::from_unix_millis(fail - 1000).unwrap(),
+        fail_time: failed_tasks_domain::Timestamp::from_unix_millis(fail).unwrap(),
         error_code: code.into(),
         error_category: Some(failed_tasks_domain::ErrorCategory::parse(category).unwrap()),
         ..Default::default()
@@ -61,8 +61,8 @@ async fn stats_count_the_window_and_fire_the_rules_that_hold() {
         error_code_max: 1000,
         ..Default::default()
     };
-    let service =
-        FailedTaskService::new(store, Deadlines::default()).with_alert_thresholds(thresholds);
+    let service = FailedTaskService::new(crate::helpers::memory(store), Deadlines::default())
+        .with_alert_thresholds(thresholds);
     let config = HttpConfig {
         admin_token: Token::new("t"),
         ..crate::helpers::test_config()
@@ -166,7 +166,10 @@ async fn stats_count_the_window_and_fire_the_rules_that_hold() {
 
 #[tokio::test]
 async fn bad_windows_and_attempts_are_400() {
-    let service = FailedTaskService::new(Arc::new(MemoryStore::new()), Deadlines::default());
+    let service = FailedTaskService::new(
+        crate::helpers::memory(Arc::new(MemoryStore::new())),
+        Deadlines::default(),
+    );
     let config = HttpConfig {
         admin_token: Token::new("t"),
         ..crate::helpers::test_config()
@@ -212,4 +215,51 @@ async fn bad_windows_and_attempts_are_400() {
         Value::Null,
         "rejected reports stored nothing"
     );
+}
+
+#[tokio::test]
+async fn a_store_without_statistics_answers_501_naming_it() {
+    // A store that keeps tasks and nothing else (as the read-only compat source).
+    let store = Arc::new(MemoryStore::new());
+    let service = FailedTaskService::new(
+        failed_tasks_store::Stores::new("tasks-only", store.clone()),
+        Deadlines::default(),
+    );
+    let config = HttpConfig {
+        admin_token: Token::new("t"),
+        ..crate::helpers::test_config()
+    };
+    let server = spawn_service(service, config).await;
+    let want = "the tasks-only store does not support failure statistics, task attempts and failure groups";
+    for path in [
+        format!("{STATS}?window=1h"),
+        "/codebase-embedder/api/v1/tasks/failed-groups".to_owned(),
+    ] {
+        let a = get(&server, &path).await;
+        assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert_eq!(
+            a.json(),
+            json!({"Code": 501, "Message": want, "Success": false, "Data": null}),
+            "{path}"
+        );
+    }
+    let a = request_with_body(
+        &server,
+        Method::POST,
+        ATTEMPTS,
+        &[
+            ("authorization", "Bearer t"),
+            ("content-type", "application/json"),
+        ],
+        json!({"TaskType": "embedding", "Count": 3}).to_string(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(a.json()["Message"], want);
+    // Bad input is still refused first, as on every store.
+    let a = get(&server, &format!("{STATS}?window=soon")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    // The tasks themselves are served as always.
+    let a = get(&server, "/codebase-embedder/api/v1/tasks/failed").await;
+    assert_eq!(a.status, StatusCode::OK);
 }

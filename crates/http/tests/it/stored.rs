@@ -7,11 +7,12 @@ use bytes::Bytes;
 use failed_tasks_domain::{FailedTask, ListQuery, RetryPlan, TaskId, Timestamp};
 use failed_tasks_query::Deadlines;
 use failed_tasks_store::{
-    FailedTaskPage, MemoryStore, RecordOutcome, RetryStore, StatusStore, StoreError, StoredJsonPage,
+    FailedTaskPage, MemoryStore, RecordOutcome, RetryStore, StatusStore, StoreError,
+    StoredJsonPage, StoredJsonPages, Stores,
 };
 use hyper::StatusCode;
 
-use crate::helpers::{get, spawn_app, test_config};
+use crate::helpers::{get, memory, spawn_app, test_config};
 
 const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
 
@@ -35,7 +36,23 @@ impl StatusStore for StoresJson {
         }
         self.inner.list(q).await
     }
-    async fn list_stored_json(&self, q: &ListQuery) -> Result<Option<StoredJsonPage>, StoreError> {
+    async fn get(&self, id: &TaskId) -> Result<Option<FailedTask>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn record(&self, t: &FailedTask) -> Result<RecordOutcome, StoreError> {
+        self.inner.record(t).await
+    }
+    async fn record_batch(&self, t: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+        self.inner.record_batch(t).await
+    }
+    async fn remove(&self, id: &TaskId) -> Result<bool, StoreError> {
+        self.inner.remove(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl StoredJsonPages for StoresJson {
+    async fn list_stored_json(&self, q: &ListQuery) -> Result<StoredJsonPage, StoreError> {
         let page = self.inner.list(q).await?;
         let policy = failed_tasks_domain::RetryPolicy::default();
         // As the Redis store keeps them: the wire object with NextRetryAt last, without the
@@ -54,21 +71,12 @@ impl StatusStore for StoresJson {
                 Bytes::from((self.edit)(json))
             })
             .collect();
-        Ok(Some(StoredJsonPage {
+        Ok(StoredJsonPage {
             total: page.total,
             tasks,
             next_cursor: page.next_cursor,
             skipped_corrupt: page.skipped_corrupt,
-        }))
-    }
-    async fn get(&self, id: &TaskId) -> Result<Option<FailedTask>, StoreError> {
-        self.inner.get(id).await
-    }
-    async fn record(&self, t: &FailedTask) -> Result<RecordOutcome, StoreError> {
-        self.inner.record(t).await
-    }
-    async fn remove(&self, id: &TaskId) -> Result<bool, StoreError> {
-        self.inner.remove(id).await
+        })
     }
 }
 
@@ -92,25 +100,22 @@ async fn filled(scheduled: bool) -> MemoryStore {
     inner
 }
 
-async fn seeded_with(
-    edit: fn(String) -> String,
-    list_works: bool,
-    scheduled: bool,
-) -> Arc<dyn StatusStore> {
-    Arc::new(StoresJson {
+async fn seeded_with(edit: fn(String) -> String, list_works: bool, scheduled: bool) -> Stores {
+    let store = Arc::new(StoresJson {
         inner: filled(scheduled).await,
         edit,
         list_works,
-    })
+    });
+    Stores::new("stores-json", store.clone()).with_stored_json(store)
 }
 
-async fn seeded(edit: fn(String) -> String, list_works: bool) -> Arc<dyn StatusStore> {
+async fn seeded(edit: fn(String) -> String, list_works: bool) -> Stores {
     seeded_with(edit, list_works, true).await
 }
 
 async fn reference_body(path: &str, scheduled: bool) -> Bytes {
     let server = spawn_app(
-        Arc::new(filled(scheduled).await),
+        memory(Arc::new(filled(scheduled).await)),
         Deadlines::default(),
         test_config(),
     )

@@ -13,7 +13,9 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{request, request_with_body, spawn_app, test_config, Answer, TestServer};
+use crate::helpers::{
+    memory, request, request_with_body, spawn_app, test_config, Answer, TestServer,
+};
 
 const BASE: &str = "/codebase-embedder/api/v1";
 const AUTH: (&str, &str) = ("authorization", "Bearer strict-token");
@@ -28,7 +30,7 @@ async fn server() -> (Arc<MemoryStore>, TestServer) {
         admin_token: Token::new("strict-token"),
         ..test_config()
     };
-    let server = spawn_app(store.clone(), Deadlines::default(), config).await;
+    let server = spawn_app(memory(store.clone()), Deadlines::default(), config).await;
     (store, server)
 }
 

@@ -37,7 +37,12 @@ async fn the_page_and_its_files_are_served_with_validators_and_the_policy() {
         read_token: Token::new("reader"),
         ..test_config()
     };
-    let server = spawn_app(Arc::new(MemoryStore::new()), Deadlines::default(), config).await;
+    let server = spawn_app(
+        crate::helpers::memory(Arc::new(MemoryStore::new())),
+        Deadlines::default(),
+        config,
+    )
+    .await;
 
     let r = get(&server, "/ui").await;
     assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);

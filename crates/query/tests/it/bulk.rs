@@ -32,6 +32,9 @@ impl StatusStore for StallsAfter {
     async fn record(&self, t: &FailedTask) -> Result<RecordOutcome, StoreError> {
         self.inner.record(t).await
     }
+    async fn record_batch(&self, t: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
+        self.inner.record_batch(t).await
+    }
     async fn remove(&self, id: &TaskId) -> Result<bool, StoreError> {
         if self.removals.fetch_add(1, Ordering::SeqCst) >= self.answered {
             if self.fail {
@@ -49,8 +52,11 @@ fn task(i: usize) -> FailedTask {
         task_type: "embedding".into(),
         client_id: "c1".into(),
         codebase_path: String::new(),
-        start_time_ms: 1_737_709_200_000,
-        fail_time_ms: 1_737_709_200_000 + i as i64 * 1000,
+        start_time: failed_tasks_domain::Timestamp::from_unix_millis(1_737_709_200_000).unwrap(),
+        fail_time: failed_tasks_domain::Timestamp::from_unix_millis(
+            1_737_709_200_000 + i as i64 * 1000,
+        )
+        .unwrap(),
         error_code: "TIMEOUT_ERROR".into(),
         error_message: String::new(),
         retry_count: 0,
@@ -69,7 +75,10 @@ async fn remove_all_from(answered: u64, fail: bool) -> (BulkRemoval, usize) {
     });
     let tasks: Vec<FailedTask> = (0..1200).map(task).collect();
     store.inner.record_batch(&tasks).await.unwrap();
-    let service = FailedTaskService::new(store.clone(), Deadlines::default());
+    let service = FailedTaskService::new(
+        failed_tasks_store::Stores::new("stalling", store.clone()),
+        Deadlines::default(),
+    );
     let filter = TaskFilter {
         task_type: Some(TaskType::parse("embedding").unwrap()),
         ..TaskFilter::default()

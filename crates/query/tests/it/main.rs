@@ -9,10 +9,15 @@ use std::time::Duration;
 
 use failed_tasks_domain::{FailedTask, ListQuery, PageLimits, TaskFilter, TaskId, Timestamp};
 use failed_tasks_query::{Deadlines, FailedTaskService, QueryError};
-use failed_tasks_store::{FailedTaskPage, MockStatusStore, StoreError};
+use failed_tasks_store::{FailedTaskPage, MockStatusStore, StatusStore, StoreError, Stores};
 
 fn service(store: MockStatusStore) -> FailedTaskService {
-    FailedTaskService::new(Arc::new(store), Deadlines::default())
+    FailedTaskService::new(tasks_only(store), Deadlines::default())
+}
+
+/// A store that keeps tasks and nothing else.
+fn tasks_only(store: impl StatusStore + 'static) -> Stores {
+    Stores::new("mock", Arc::new(store))
 }
 
 fn seed_page() -> FailedTaskPage {
@@ -107,6 +112,12 @@ impl failed_tasks_store::StatusStore for Late {
     ) -> Result<failed_tasks_store::RecordOutcome, StoreError> {
         self.inner.record(t).await
     }
+    async fn record_batch(
+        &self,
+        t: &[FailedTask],
+    ) -> Result<Vec<failed_tasks_store::RecordOutcome>, StoreError> {
+        self.inner.record_batch(t).await
+    }
     async fn remove(&self, id: &TaskId) -> Result<bool, StoreError> {
         self.inner.remove(id).await
     }
@@ -118,7 +129,7 @@ async fn a_ping_that_never_answers_is_unavailable_at_the_health_deadline() {
     inner.expect_ping().never();
     inner.expect_list().never();
     let svc = FailedTaskService::new(
-        Arc::new(Late {
+        tasks_only(Late {
             inner,
             ping_delay: None,
             list_delay: Some(Duration::ZERO),
@@ -145,7 +156,7 @@ async fn a_slow_query_is_cut_at_the_request_deadline() {
         request: Duration::from_secs(8),
     };
     let svc = FailedTaskService::new(
-        Arc::new(Late {
+        tasks_only(Late {
             inner,
             ping_delay: Some(Duration::from_secs(1)),
             list_delay: None,
@@ -167,7 +178,7 @@ async fn a_late_but_timely_store_is_served() {
     inner.expect_ping().returning(|| Ok(()));
     inner.expect_list().returning(|_| Ok(seed_page()));
     let svc = FailedTaskService::new(
-        Arc::new(Late {
+        tasks_only(Late {
             inner,
             ping_delay: Some(Duration::from_millis(4_900)),
             list_delay: Some(Duration::from_secs(4)),
@@ -308,3 +319,100 @@ async fn zero_reuse_checks_before_every_request_and_readiness_always_checks() {
 }
 
 mod retries;
+
+#[tokio::test]
+async fn a_store_without_statistics_says_so_before_any_store_call() {
+    use failed_tasks_domain::{GroupQuery, TaskType};
+    use failed_tasks_query::Capability;
+    // No expectations: any call on the store (a ping included) fails the test.
+    let svc = FailedTaskService::new(
+        Stores::new("tasks-only", Arc::new(MockStatusStore::new())),
+        Deadlines::default(),
+    );
+    let now = Timestamp::from_unix_millis(1_737_709_200_000).unwrap();
+    let missing = QueryError::NotSupported {
+        capability: Capability::Statistics,
+        store: "tasks-only",
+    };
+    assert_eq!(svc.failure_stats(60, now, 5).await.unwrap_err(), missing);
+    assert_eq!(
+        svc.report_attempts(&TaskType::embedding(), 3, now)
+            .await
+            .unwrap_err(),
+        missing
+    );
+    let groups = GroupQuery {
+        page_size: PageLimits::DEFAULT.default_size(),
+        cursor: None,
+    };
+    assert_eq!(svc.list_groups(&groups).await.unwrap_err(), missing);
+    assert_eq!(
+        missing.to_string(),
+        "the tasks-only store does not support failure statistics, task attempts and failure groups"
+    );
+    // The stored-JSON fast path is optional: absent means "use the decoded page".
+    assert_eq!(
+        svc.list_failed_stored_json(&ListQuery::first_page(PageLimits::DEFAULT))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn statistics_go_to_the_stats_capability() {
+    use failed_tasks_domain::stats::{minute_of, MinuteCounts};
+    use failed_tasks_store::MockStatsStore;
+    let now = Timestamp::from_unix_millis(1_737_709_200_000).unwrap();
+    let mut tasks = MockStatusStore::new();
+    tasks.expect_ping().returning(|| Ok(()));
+    let mut stats = MockStatsStore::new();
+    let to = minute_of(now) + 1;
+    stats
+        .expect_failure_counts()
+        .withf(move |from, until| *from == to - 60 && *until == to)
+        .times(1)
+        .returning(|from, _| {
+            Ok(vec![MinuteCounts {
+                minute: from,
+                total: 4,
+                ..MinuteCounts::default()
+            }])
+        });
+    stats
+        .expect_attempt_counts()
+        .times(1)
+        .returning(|from, _| Ok(vec![(from, 10)]));
+    let svc = FailedTaskService::new(
+        Stores::new("mock", Arc::new(tasks)).with_stats(Arc::new(stats)),
+        Deadlines::default(),
+    );
+    let got = svc.failure_stats(60, now, 5).await.unwrap();
+    assert_eq!(got.total, 4);
+}
+
+#[tokio::test]
+async fn a_read_only_store_refuses_writes_before_any_store_call() {
+    use failed_tasks_query::Capability;
+    // No expectations: a call on the store fails the test.
+    let svc = FailedTaskService::new(
+        Stores::new("source", Arc::new(MockStatusStore::new())).read_only(),
+        Deadlines::default(),
+    );
+    let missing = QueryError::NotSupported {
+        capability: Capability::Writes,
+        store: "source",
+    };
+    let seed = FailedTask::seed_examples();
+    assert_eq!(svc.record_failures(&seed).await.unwrap_err(), missing);
+    assert_eq!(
+        svc.remove_failed(seed[0].task_id()).await.unwrap_err(),
+        missing
+    );
+    let filter = TaskFilter {
+        category: Some(seed[0].error_category()),
+        ..TaskFilter::default()
+    };
+    assert_eq!(svc.remove_matching(&filter).await.unwrap_err(), missing);
+    assert!(svc.record_counters().recorded().is_empty());
+}

@@ -11,7 +11,7 @@ use failed_tasks_domain::{
 use failed_tasks_query::{
     Deadlines, FailedTaskService, QueryError, RetryCounters, RetryScheduler, SchedulerConfig,
 };
-use failed_tasks_store::{MemoryStore, MockStatusStore, RetryNow, RetryQueue};
+use failed_tasks_store::{Capability, MemoryStore, MockStatusStore, RetryNow, RetryQueue, Stores};
 
 const BASE: i64 = 1_737_709_200_000;
 
@@ -25,8 +25,8 @@ fn failure(id: &str, code: &str, retry_count: u32, fail_ms: i64) -> FailedTask {
         task_type: "embedding".into(),
         client_id: "c1".into(),
         codebase_path: "/p".into(),
-        start_time_ms: fail_ms - 1000,
-        fail_time_ms: fail_ms,
+        start_time: Timestamp::from_unix_millis(fail_ms - 1000).unwrap(),
+        fail_time: Timestamp::from_unix_millis(fail_ms).unwrap(),
         error_code: code.into(),
         error_message: format!("{code} on {id}"),
         retry_count,
@@ -44,8 +44,7 @@ fn service() -> (FailedTaskService, Arc<MemoryStore>) {
         ..RetryConfig::default()
     })
     .unwrap();
-    let service = FailedTaskService::new(store.clone(), Deadlines::default())
-        .with_retries(store.clone())
+    let service = FailedTaskService::new(Stores::from(store.clone()), Deadlines::default())
         .with_retry_policy(policy)
         .with_jitter(JitterRng::new(7));
     (service, store)
@@ -201,15 +200,24 @@ async fn retry_matching_needs_a_match_and_counts() {
 async fn a_store_without_retries_says_so() {
     let mut store = MockStatusStore::new();
     store.expect_ping().returning(|| Ok(()));
-    let service = FailedTaskService::new(Arc::new(store), Deadlines::default());
+    let service = FailedTaskService::new(
+        Stores::new("read-only", Arc::new(store)),
+        Deadlines::default(),
+    );
     let id = TaskId::parse("t").unwrap();
     assert!(matches!(
         service.retry_now(&id, ts(BASE)).await,
-        Err(QueryError::NotSupported(_))
+        Err(QueryError::NotSupported {
+            capability: Capability::Retries,
+            store: "read-only"
+        })
     ));
     assert!(matches!(
         service.resolve(&id, ts(BASE)).await,
-        Err(QueryError::NotSupported(_))
+        Err(QueryError::NotSupported {
+            capability: Capability::Retries,
+            store: "read-only"
+        })
     ));
     let q = ListQuery {
         filter: TaskFilter {
@@ -221,6 +229,60 @@ async fn a_store_without_retries_says_so() {
     // Refused before any store call (the mock expects no list).
     assert!(matches!(
         service.list_failed(&q).await,
-        Err(QueryError::NotSupported(_))
+        Err(QueryError::NotSupported {
+            capability: Capability::Retries,
+            store: "read-only"
+        })
     ));
+}
+
+#[tokio::test]
+async fn recordings_and_attempts_are_counted_by_the_use_case_with_bounded_labels() {
+    use failed_tasks_domain::{ErrorCategory, TaskType};
+    use failed_tasks_query::{RecordCounters, RecordedLabels};
+    let (service, _store) = service();
+    let now = Timestamp::now();
+    // 250 distinct error codes: the first 200 keep their value, the rest count as `other`.
+    let tasks: Vec<FailedTask> = (0..250)
+        .map(|i| {
+            let mut raw =
+                failure(&format!("t{i}"), "STORAGE_ERROR", 0, now.unix_millis()).into_parts();
+            raw.error_code = format!("CODE_{i:03}");
+            FailedTask::new(raw).unwrap()
+        })
+        .collect();
+    service.record_failures(&tasks).await.unwrap();
+    // A refused batch counts nothing.
+    let mut ahead = tasks[0].clone().into_parts();
+    ahead.fail_time = Timestamp::from_unix_millis(now.unix_millis() + 3_600_000).unwrap();
+    assert!(service
+        .record_failures(&[FailedTask::new(ahead).unwrap()])
+        .await
+        .is_err());
+    service
+        .report_attempts(&TaskType::embedding(), 40, now)
+        .await
+        .unwrap();
+
+    let counts = service.record_counters().recorded();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 250);
+    let distinct_codes: std::collections::BTreeSet<&str> =
+        counts.iter().map(|(l, _)| l.error_code.as_str()).collect();
+    assert_eq!(distinct_codes.len(), RecordCounters::MAX_LABEL_VALUES + 1);
+    let category = tasks[0].error_category();
+    let other = RecordedLabels {
+        category,
+        error_code: RecordCounters::OTHER.to_owned(),
+        task_type: tasks[0].task_type().to_string(),
+    };
+    assert_eq!(
+        counts.iter().find(|(l, _)| *l == other).map(|(_, n)| *n),
+        Some(50)
+    );
+    assert_ne!(category, ErrorCategory::Authorization);
+    assert_eq!(
+        service.record_counters().attempts(),
+        vec![("embedding".to_owned(), 40)]
+    );
 }

@@ -1,6 +1,7 @@
-//! The shared behaviour checks (listing, statistics, groups, retries), on a single server, through a
-//! Sentinel, and on a cluster.
+//! The shared behaviour checks (listing, statistics, groups, stored-JSON pages, retries), on a
+//! single server, through a Sentinel, and on a cluster.
 
+use failed_tasks_store::{Capability, Stores};
 use failed_tasks_testkit::{RedisCluster, RedisSentinel, RedisServer};
 
 use crate::helpers;
@@ -9,8 +10,8 @@ use crate::helpers;
 async fn conformance_on_a_single_server() {
     let server = RedisServer::start();
     let url = server.url();
-    failed_tasks_store::conformance::run_all(|| helpers::store(&url)).await;
-    failed_tasks_store::conformance::run_stats(|| helpers::store(&url)).await;
+    failed_tasks_store::conformance::run_all(|| async { Stores::from(helpers::store(&url).await) })
+        .await;
     failed_tasks_store::conformance::run_retries(|| helpers::store_with_queues(&url)).await;
 }
 
@@ -18,8 +19,8 @@ async fn conformance_on_a_single_server() {
 async fn conformance_on_a_cluster() {
     let cluster = RedisCluster::start();
     let url = cluster.url();
-    failed_tasks_store::conformance::run_all(|| helpers::store(&url)).await;
-    failed_tasks_store::conformance::run_stats(|| helpers::store(&url)).await;
+    failed_tasks_store::conformance::run_all(|| async { Stores::from(helpers::store(&url).await) })
+        .await;
     failed_tasks_store::conformance::run_retries(|| helpers::store_with_queues(&url)).await;
 }
 
@@ -28,9 +29,30 @@ async fn conformance_through_a_sentinel() {
     let master = RedisServer::start();
     let sentinel = RedisSentinel::start(&master);
     let url = sentinel.url();
-    failed_tasks_store::conformance::run_all(|| helpers::store(&url)).await;
-    failed_tasks_store::conformance::run_stats(|| helpers::store(&url)).await;
+    failed_tasks_store::conformance::run_all(|| async { Stores::from(helpers::store(&url).await) })
+        .await;
     failed_tasks_store::conformance::run_retries(|| helpers::store_with_queues(&url)).await;
     // The data is on the master the sentinel names.
     assert!(master.cli(&["DBSIZE"]).trim().parse::<u64>().unwrap() > 0);
+}
+
+#[test]
+fn the_redis_store_claims_every_capability() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Connecting needs no server (it connects in the background).
+    let stores = runtime.block_on(async {
+        Stores::from(
+            failed_tasks_redis::RedisStore::connect(failed_tasks_redis::RedisConfig {
+                url: "redis://127.0.0.1:1".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
+        )
+    });
+    assert_eq!(stores.name, "redis");
+    assert_eq!(stores.capabilities(), Capability::ALL);
 }

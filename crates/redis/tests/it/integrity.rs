@@ -20,8 +20,11 @@ fn variant(id: usize, n: usize) -> FailedTask {
         task_type: ["embedding", "indexing", "cleaning"][n % 3].into(),
         client_id: format!("client{}", n % 4),
         codebase_path: "/p".into(),
-        start_time_ms: conformance::BASE_MS,
-        fail_time_ms: conformance::BASE_MS + (n % 97) as i64 * 1000,
+        start_time: failed_tasks_domain::Timestamp::from_unix_millis(conformance::BASE_MS).unwrap(),
+        fail_time: failed_tasks_domain::Timestamp::from_unix_millis(
+            conformance::BASE_MS + (n % 97) as i64 * 1000,
+        )
+        .unwrap(),
         error_code: ["TIMEOUT_ERROR", "PERMISSION_DENIED", "X"][n % 3].into(),
         error_message: format!("attempt {n}"),
         retry_count: n as u32,

@@ -11,7 +11,7 @@ use failed_tasks_domain::{
 };
 use failed_tasks_redis::RedisStore;
 use failed_tasks_store::conformance::{expected, mixed_tasks, walk};
-use failed_tasks_store::StatusStore;
+use failed_tasks_store::{StatsStore, StatusStore};
 use failed_tasks_testkit::RedisServer;
 
 use crate::helpers;
@@ -156,7 +156,7 @@ async fn records_with_a_v1_header_are_still_served_and_replaced() {
 }
 
 /// Every group page of `store`, `size` groups at a time.
-pub async fn all_groups(store: &dyn StatusStore, size: u32) -> (Vec<FailureGroup>, u64) {
+pub async fn all_groups(store: &dyn StatsStore, size: u32) -> (Vec<FailureGroup>, u64) {
     let mut out = Vec::new();
     let mut cursor: Option<GroupCursor> = None;
     loop {
@@ -240,8 +240,8 @@ fn at(id: &str, fail_ms: i64, i: usize) -> FailedTask {
         task_type: ["embedding", "indexing"][i % 2].into(),
         client_id: format!("client{}", i % 3),
         codebase_path: "/p".into(),
-        start_time_ms: fail_ms - 1000,
-        fail_time_ms: fail_ms,
+        start_time: Timestamp::from_unix_millis(fail_ms - 1000).unwrap(),
+        fail_time: Timestamp::from_unix_millis(fail_ms).unwrap(),
         error_code: ["TIMEOUT_ERROR", "STORAGE_ERROR"][i % 2].into(),
         error_message: format!("failed after {i} tries"),
         retry_count: 0,

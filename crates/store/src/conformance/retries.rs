@@ -1,7 +1,8 @@
 //! The behaviour every [`RetryStore`] and its [`RetryQueue`] must show.
 //!
-//! Each check takes an empty store that is a [`StatusStore`] and a [`RetryStore`] at once,
-//! and a queue handle on that store's queue; run them all with [`run_retries`].
+//! Each check takes an empty store that is a [`StatusStore`], a [`StatsStore`] and a
+//! [`RetryStore`] at once, and a queue handle on that store's queue; run them all with
+//! [`run_retries`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -15,12 +16,14 @@ use failed_tasks_domain::{
 
 use super::{expected, task, walk, BASE_MS};
 use crate::{
-    CancelRetry, Delivery, RecordOutcome, Resolve, RetryNow, RetryQueue, RetryStore, StatusStore,
+    CancelRetry, Delivery, RecordOutcome, Resolve, RetryNow, RetryQueue, RetryStore, StatsStore,
+    StatusStore,
 };
 
-/// A store with both capabilities, as the checks need it.
-pub trait Both: StatusStore + RetryStore {}
-impl<T: StatusStore + RetryStore> Both for T {}
+/// A store with the capabilities the checks need: tasks, statistics (recoveries are
+/// counted) and retries.
+pub trait Both: StatusStore + StatsStore + RetryStore {}
+impl<T: StatusStore + StatsStore + RetryStore> Both for T {}
 
 fn at(offset_ms: i64) -> Timestamp {
     Timestamp::from_unix_millis(BASE_MS + offset_ms).unwrap()
@@ -546,7 +549,7 @@ pub async fn queue_leases(store: &dyn Both, queue: &dyn RetryQueue, other: &dyn 
 /// Run every retry check, each on a fresh empty store with two queue handles from `fresh`.
 pub async fn run_retries<S, Q, F, Fut>(mut fresh: F)
 where
-    S: StatusStore + RetryStore,
+    S: StatusStore + StatsStore + RetryStore,
     Q: RetryQueue,
     F: FnMut() -> Fut,
     Fut: Future<Output = (S, Q, Q)>,

@@ -6,18 +6,34 @@ use std::sync::Arc;
 
 use failed_tasks_domain::{ErrorCategory, ListQuery, PageLimits};
 use failed_tasks_store::conformance::{self, task};
-use failed_tasks_store::{MemoryStore, StatusStore};
+use failed_tasks_store::{Capability, MemoryStore, StatusStore, Stores};
+
+mod retention;
 
 #[tokio::test]
 async fn memory_store_passes_conformance() {
-    conformance::run_all(|| async { MemoryStore::new() }).await;
-    conformance::run_stats(|| async { MemoryStore::new() }).await;
+    conformance::run_all(|| async { Stores::from(MemoryStore::new()) }).await;
     conformance::run_retries(|| async {
         let store = MemoryStore::new();
         let (a, b) = (store.retry_queue(), store.retry_queue());
         (store, a, b)
     })
     .await;
+}
+
+#[test]
+fn memory_store_claims_tasks_statistics_and_retries() {
+    let stores = Stores::from(MemoryStore::new());
+    assert_eq!(stores.name, "memory");
+    assert_eq!(
+        stores.capabilities(),
+        [
+            Capability::Writes,
+            Capability::Statistics,
+            Capability::Retries
+        ],
+        "the memory store keeps decoded tasks: no stored-JSON pages"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

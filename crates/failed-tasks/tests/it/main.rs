@@ -1,0 +1,88 @@
+//! The facade as an embedder uses it: the example against a private redis-server and in
+//! memory, and what each store claims.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
+
+use failed_tasks::{Capability, FailedTasks, QueryError, Resolve, TaskId, Timestamp};
+use failed_tasks_testkit::RedisServer;
+
+/// The example itself (`examples/embed.rs`), so that what README points to is what runs.
+#[path = "../../examples/embed.rs"]
+#[allow(dead_code)] // its `main`
+mod embed;
+
+fn check(report: &embed::Report, id: &str) {
+    assert_eq!(report.listed, [id]);
+    assert_eq!(report.retried.task_id.as_str(), id);
+    assert_eq!(report.retried.attempt, 1);
+    assert_eq!(report.resolved, Resolve::Resolved);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_runs_against_redis() {
+    let redis = RedisServer::start();
+    let failures = FailedTasks::redis(redis.url()).await.unwrap();
+    assert_eq!(failures.stores().name, "redis");
+    assert_eq!(failures.stores().capabilities(), Capability::ALL);
+    let report = embed::run(&failures, "task_042").await.unwrap();
+    check(&report, "task_042");
+    failures.shutdown().await;
+
+    // It was all in that Redis: a second embedder sees the task resolved.
+    let again = FailedTasks::redis(redis.url()).await.unwrap();
+    let id = TaskId::parse("task_042").unwrap();
+    assert_eq!(again.get_failed(&id).await, Err(QueryError::NotFound));
+    assert_eq!(
+        again.resolve(&id, Timestamp::now()).await.unwrap(),
+        Resolve::AlreadyResolved
+    );
+    let keys = redis.cli(&["KEYS", "{failed-tasks}:*"]);
+    assert!(!keys.trim().is_empty(), "nothing under the default prefix");
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_runs_in_memory() {
+    let failures = FailedTasks::memory();
+    assert_eq!(failures.stores().name, "memory");
+    assert_eq!(
+        failures.stores().capabilities(),
+        [
+            Capability::Writes,
+            Capability::Statistics,
+            Capability::Retries
+        ]
+    );
+    let report = embed::run(&failures, "task_007").await.unwrap();
+    check(&report, "task_007");
+    // The recording was counted by the use case, as for the server's metrics.
+    let recorded: u64 = failures
+        .record_counters()
+        .recorded()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(recorded, 1);
+    failures.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_scheduler_settings_are_refused_naming_them() {
+    let err = FailedTasks::builder()
+        .scheduler(failed_tasks::SchedulerConfig {
+            batch: 0,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("batch"), "{err}");
+    // Without a scheduler, no check and no loop: the store still schedules retries.
+    let failures = FailedTasks::builder()
+        .without_scheduler()
+        .start()
+        .await
+        .unwrap();
+    assert!(failures.schedules_retries());
+    failures.shutdown().await;
+}

@@ -1,0 +1,175 @@
+//! One store seen through each capability it has ([`Stores`]), and the names of those
+//! capabilities ([`Capability`]); what a store keeps ([`Retention`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{RetryStore, StatsStore, StatusStore, StoredJsonPages};
+
+/// What a store can do beyond listing and reading failed tasks ([`StatusStore`], which every
+/// store is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// Recording and removing failed tasks ([`StatusStore::record`] and friends): every store
+    /// but a read-only source (the compat store, over another service's records).
+    Writes,
+    /// Failure statistics, task attempts and failure groups ([`StatsStore`]).
+    Statistics,
+    /// Pages as each task's stored wire JSON ([`StoredJsonPages`]): a read fast path, never
+    /// required (the use cases fall back to the decoded page).
+    StoredJson,
+    /// Scheduling and tracking retries ([`RetryStore`]).
+    Retries,
+}
+
+impl Capability {
+    /// Every capability, in a stable order.
+    pub const ALL: [Capability; 4] = [
+        Capability::Writes,
+        Capability::Statistics,
+        Capability::StoredJson,
+        Capability::Retries,
+    ];
+
+    /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_json`,
+    /// `retries`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Capability::Writes => "writes",
+            Capability::Statistics => "statistics",
+            Capability::StoredJson => "stored_json",
+            Capability::Retries => "retries",
+        }
+    }
+}
+
+/// What the capability is, in words: "the compat store does not support {this}".
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Capability::Writes => "recording or removing failed tasks",
+            Capability::Statistics => "failure statistics, task attempts and failure groups",
+            Capability::StoredJson => "pages of stored wire JSON",
+            Capability::Retries => "retries",
+        })
+    }
+}
+
+/// One store through each of its capabilities: what the use cases are built from. Each
+/// adapter builds its own (`Stores::from(Arc<MemoryStore>)`, `Stores::from(RedisStore)`, …),
+/// claiming exactly what it implements; the handles all point at the same store.
+///
+/// Cheap to clone (`Arc`s).
+#[derive(Clone)]
+pub struct Stores {
+    /// The store's name in messages (`memory`, `redis`, `compat`): "the compat store does
+    /// not support retries".
+    pub name: &'static str,
+    /// The failed tasks themselves.
+    pub tasks: Arc<dyn StatusStore>,
+    /// Whether `tasks` takes writes (`false`: a read-only source, whose writes the use cases
+    /// refuse before calling it).
+    pub writable: bool,
+    /// Statistics and groups, when the store keeps them.
+    pub stats: Option<Arc<dyn StatsStore>>,
+    /// Pages as stored wire JSON, when the store keeps tasks that way.
+    pub stored_json: Option<Arc<dyn StoredJsonPages>>,
+    /// Retries, when the store schedules them.
+    pub retries: Option<Arc<dyn RetryStore>>,
+}
+
+impl Stores {
+    /// A store named `name` that keeps failed tasks (reads and writes) and nothing else;
+    /// add what else it can do with the `with_*` methods.
+    pub fn new(name: &'static str, tasks: Arc<dyn StatusStore>) -> Self {
+        Self {
+            name,
+            tasks,
+            writable: true,
+            stats: None,
+            stored_json: None,
+            retries: None,
+        }
+    }
+
+    /// The same, read-only: the use cases refuse writes
+    /// ([`Capability::Writes`] is missing).
+    #[must_use]
+    pub fn read_only(mut self) -> Self {
+        self.writable = false;
+        self
+    }
+
+    /// The same, keeping statistics and groups in `stats` (the same store).
+    #[must_use]
+    pub fn with_stats(mut self, stats: Arc<dyn StatsStore>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// The same, answering pages of stored wire JSON from `stored_json` (the same store).
+    #[must_use]
+    pub fn with_stored_json(mut self, stored_json: Arc<dyn StoredJsonPages>) -> Self {
+        self.stored_json = Some(stored_json);
+        self
+    }
+
+    /// The same, scheduling retries in `retries` (the same store).
+    #[must_use]
+    pub fn with_retries(mut self, retries: Arc<dyn RetryStore>) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// Whether the store has `capability`.
+    pub fn has(&self, capability: Capability) -> bool {
+        match capability {
+            Capability::Writes => self.writable,
+            Capability::Statistics => self.stats.is_some(),
+            Capability::StoredJson => self.stored_json.is_some(),
+            Capability::Retries => self.retries.is_some(),
+        }
+    }
+
+    /// The capabilities the store has, in the order of [`Capability::ALL`].
+    pub fn capabilities(&self) -> Vec<Capability> {
+        Capability::ALL
+            .into_iter()
+            .filter(|c| self.has(*c))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Stores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stores")
+            .field("name", &self.name)
+            .field("capabilities", &self.capabilities())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long, and how many, failed tasks a store keeps: the same two settings for the
+/// memory and the Redis store (`retention_max_age`, `retention_max_count` of the server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Tasks that failed longer ago than this (by `FailTime`) are trimmed: 30 days by
+    /// default.
+    pub max_age: Duration,
+    /// At most this many tasks are kept; the oldest beyond it are trimmed: 1,000,000 by
+    /// default.
+    pub max_count: u64,
+    /// How often the retention janitor trims: 1 minute by default.
+    pub janitor_interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_count: 1_000_000,
+            janitor_interval: Duration::from_secs(60),
+        }
+    }
+}
