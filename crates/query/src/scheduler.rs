@@ -120,17 +120,16 @@ impl RetryScheduler {
     /// is dropped or stopped. Errors are logged; the next tick tries again, so the loop
     /// resumes by itself when the store comes back.
     pub fn spawn(self) -> SchedulerHandle {
-        SchedulerHandle::spawn(async move {
-            let mut ticks = tokio::time::interval(self.config.interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failing = false;
-            loop {
-                ticks.tick().await;
-                match self.step(now()).await {
+        let scheduler = std::sync::Arc::new(self);
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        SchedulerHandle::every(scheduler.config.interval, move || {
+            let (scheduler, failing) = (scheduler.clone(), failing.clone());
+            async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                match scheduler.step(now()).await {
                     Ok(r) => {
-                        if failing {
+                        if failing.swap(false, Relaxed) {
                             tracing::info!("retry scheduler recovered");
-                            failing = false;
                         }
                         if r.dropped > 0 {
                             tracing::info!(dropped = r.dropped, "stale due retries dropped");
@@ -138,12 +137,12 @@ impl RetryScheduler {
                     }
                     Err(e) => {
                         // Log a failing store once, not at every tick.
-                        if !failing {
+                        if !failing.swap(true, Relaxed) {
                             tracing::warn!(error = %e, "retry scheduler step failed; retrying");
-                            failing = true;
                         }
                     }
                 }
+                std::ops::ControlFlow::Continue(())
             }
         })
     }

@@ -42,8 +42,7 @@ pub struct TrimReport {
     pub archived: u64,
 }
 
-/// The running janitor; dropping it stops it (a run in progress is abandoned; its lock
-/// expires by itself).
+/// The running janitor; dropping it stops it after the run in progress.
 pub type JanitorHandle = failed_tasks_store::Background;
 
 impl RedisStore {
@@ -56,11 +55,9 @@ impl RedisStore {
             .config
             .janitor_interval
             .max(Duration::from_millis(10));
-        JanitorHandle::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
+        JanitorHandle::every(every, move || {
+            let store = store.clone();
+            async move {
                 match store.trim_once(now_ms()).await {
                     Ok(r) => {
                         if r.removed_by_age + r.removed_by_count > 0 {
@@ -82,6 +79,7 @@ impl RedisStore {
                     }
                     Err(e) => tracing::warn!(error = %e, "janitor run failed"),
                 }
+                std::ops::ControlFlow::Continue(())
             }
         })
     }

@@ -721,13 +721,13 @@ impl MemoryStore {
             .retention
             .janitor_interval
             .max(Duration::from_millis(10));
-        crate::Background::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                // The janitor does not keep a dropped store alive.
-                let Some(store) = store.upgrade() else { return };
+        crate::Background::every(every, move || {
+            // The janitor does not keep a dropped store alive.
+            let store = store.upgrade();
+            async move {
+                let Some(store) = store else {
+                    return std::ops::ControlFlow::Break(());
+                };
                 let r = store.trim_at(Timestamp::now());
                 if r.removed_by_age + r.removed_by_count > 0 {
                     tracing::info!(
@@ -736,6 +736,7 @@ impl MemoryStore {
                         "memory store trimmed failed tasks"
                     );
                 }
+                std::ops::ControlFlow::Continue(())
             }
         })
     }
