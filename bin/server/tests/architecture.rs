@@ -15,7 +15,9 @@ fn root() -> PathBuf {
 
 /// Our crates' short names: `failed-tasks-store` is `store`; the facade keeps its name.
 fn short(name: &str) -> String {
-    name.strip_prefix("failed-tasks-").unwrap_or(name).to_owned()
+    name.strip_prefix("failed-tasks-")
+        .unwrap_or(name)
+        .to_owned()
 }
 
 /// The table of docs/ARCHITECTURE.md: crate → the crates it depends on.
@@ -41,7 +43,13 @@ fn documented() -> BTreeMap<String, BTreeSet<String>> {
 fn actual() -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(root())
         .output()
         .unwrap();

@@ -37,6 +37,22 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// An answer with nothing but a status, a body and its type; `capped`: subject to the
+    /// response-bytes caps.
+    fn plain(status: StatusCode, body: Payload, content_type: &'static str, capped: bool) -> Reply {
+        Reply {
+            status,
+            body,
+            content_type,
+            allow: None,
+            challenge: false,
+            retry_after: None,
+            extra: Vec::new(),
+            room: None,
+            capped,
+        }
+    }
+
     pub(crate) fn json<T: Serialize>(status: StatusCode, envelope: &Envelope<T>) -> Reply {
         // The wire types hold only strings and integers, so serialization fails only when
         // memory for the body cannot be had; then answer with a fixed, valid envelope.
@@ -48,32 +64,12 @@ impl Reply {
                     .as_bytes(),
             )),
         };
-        Reply {
-            status,
-            body,
-            content_type: "application/json",
-            allow: None,
-            challenge: false,
-            retry_after: None,
-            extra: Vec::new(),
-            room: None,
-            capped: true,
-        }
+        Self::plain(status, body, "application/json", true)
     }
 
     /// A 200 whose body is already a complete success envelope.
     pub(crate) fn ok_json_payload(body: Payload) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            body,
-            content_type: "application/json",
-            allow: None,
-            challenge: false,
-            retry_after: None,
-            extra: Vec::new(),
-            room: None,
-            capped: true,
-        }
+        Self::plain(StatusCode::OK, body, "application/json", true)
     }
 
     pub(crate) fn ok<T: Serialize>(data: T) -> Reply {
@@ -126,17 +122,12 @@ impl Reply {
     /// A 200 in the Prometheus text format (`/metrics`), not subject to the response-bytes
     /// caps: it must keep answering while they are full.
     pub(crate) fn openmetrics(body: Bytes) -> Reply {
-        Reply {
-            status: StatusCode::OK,
-            body: Payload::from(body),
-            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            allow: None,
-            challenge: false,
-            retry_after: None,
-            extra: Vec::new(),
-            room: None,
-            capped: false,
-        }
+        Self::plain(
+            StatusCode::OK,
+            Payload::from(body),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            false,
+        )
     }
 
     /// The same answer with a `Retry-After` of `secs`.
