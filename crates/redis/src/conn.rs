@@ -205,7 +205,7 @@ impl Conn {
     /// Refuse at once while disconnected (naming the cause when known) or while Redis's
     /// eviction policy forbids serving; read that policy first when it is due (after each
     /// (re)connection), so no command of a new connection runs before it was checked.
-    async fn usable(&self, doing: &str) -> Result<(), StoreError> {
+    pub(crate) async fn usable(&self, doing: &str) -> Result<(), StoreError> {
         if !self.client.is_connected() {
             let cause = self
                 .health

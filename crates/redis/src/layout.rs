@@ -95,6 +95,12 @@ impl Keys {
         format!("{}:idx:{}:{value}", self.prefix, kind.segment())
     }
 
+    /// `PREFIX:batch:TOKEN`: the receipt a `record_many` call leaves when it applied its batch
+    /// (its per-task flags, kept for a few minutes), read when the answer was lost.
+    pub(crate) fn batch_receipt(&self, token: &str) -> String {
+        format!("{}:batch:{token}", self.prefix)
+    }
+
     /// `PREFIX:janitor:lock`: held by the janitor that is trimming.
     pub(crate) fn janitor_lock(&self) -> String {
         format!("{}:janitor:lock", self.prefix)

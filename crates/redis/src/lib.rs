@@ -68,4 +68,4 @@ pub use config::{redact_url, RedisConfig};
 pub use janitor::{JanitorHandle, TrimReport};
 pub use layout::Keys;
 pub use queue::RedisRetryQueue;
-pub use store::{JsonPage, RedisStore};
+pub use store::{JsonPage, RedisStore, OUTCOME_UNKNOWN};

@@ -293,9 +293,14 @@ pub(crate) const LATE: &str = "LATE";
 /// first write of a script that has not written yet). Once the first write is done, Redis runs
 /// the script to its end, over `maxmemory` if need be: a batch is never cut part-way.
 ///
+/// After the last write it leaves a receipt, `PREFIX:batch:TOKEN` = the flags (`"1011…"`),
+/// expiring after a few minutes, in the same atomic step: a caller whose answer was lost
+/// (Redis killed after applying the batch, connection dropped) reads it to learn the outcome.
+///
 /// KEYS: per task, its seven keys in [`RECORD`]'s order (7 x n keys).
 /// ARGV: prefix, not-after (ms since the epoch, server clock; 0: none), then per task
-/// [`RECORD`]'s four arguments after the prefix (2 + 4 x n).
+/// [`RECORD`]'s four arguments after the prefix, then the receipt's key and its lifetime in
+/// ms (2 + 4 x n + 2; the receipt pair is last, so it is found whatever a task's arguments).
 /// Returns one flag per task: 1 when its id was new, 0 when it replaced a record.
 const RECORD_MANY: &str = r#"
 local prefix = ARGV[1]
@@ -315,6 +320,7 @@ for t = 0, n - 1 do
   out[t + 1] = put(acc, prefix, KEYS[t * 7 + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
 end
 flush(acc, prefix)
+redis.call('SET', ARGV[#ARGV - 1], table.concat(out), 'PX', ARGV[#ARGV])
 return out
 "#;
 

@@ -500,17 +500,24 @@ impl RedisStore {
     /// up at least one command timeout after it was sent, which is after `TIME` answered).
     /// Reading Redis's own clock keeps the deadline free of clock skew between hosts.
     async fn script_deadline(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .redis_now_ms()
+            .await?
+            .saturating_add(millis_of(self.conn().timeout()))
+            .saturating_sub(1))
+    }
+
+    /// Redis's clock (`TIME`), in ms since the epoch.
+    async fn redis_now_ms(&self) -> Result<i64, StoreError> {
         let time: Vec<String> = self
             .conn()
             .cmd("reading the redis clock", "TIME", vec![])
             .await?;
         let part = |i: usize| time.get(i).and_then(|v| v.parse::<i64>().ok());
         match (part(0), part(1)) {
-            (Some(secs), Some(micros)) => Ok(secs
-                .saturating_mul(1000)
-                .saturating_add(micros / 1000)
-                .saturating_add(millis_of(self.conn().timeout()))
-                .saturating_sub(1)),
+            (Some(secs), Some(micros)) => {
+                Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
+            }
             _ => Err(StoreError::Internal(format!(
                 "TIME answered {time:?}, not seconds and microseconds"
             ))),
@@ -536,8 +543,11 @@ impl RedisStore {
             )));
         }
         let not_after = self.script_deadline().await?;
+        let receipt = self
+            .keys()
+            .batch_receipt(&uuid::Uuid::new_v4().simple().to_string());
         let mut keys = Vec::with_capacity(tasks.len() * 7);
-        let mut args = Vec::with_capacity(2 + tasks.len() * 4);
+        let mut args = Vec::with_capacity(4 + tasks.len() * 4);
         args.push(Value::from(self.keys().prefix()));
         args.push(Value::from(not_after));
         for (task, plan) in tasks {
@@ -545,10 +555,23 @@ impl RedisStore {
             keys.extend(k);
             args.extend(a);
         }
-        let flags: Vec<i64> = self
+        args.push(Value::from(receipt.as_str()));
+        args.push(Value::from(millis_of(RECEIPT_LIFETIME)));
+        // Refuse here, before sending, while the link is known to be down: a batch that was
+        // never sent needs no settling.
+        self.conn().usable("recording a batch").await?;
+        let flags: Vec<i64> = match self
             .conn()
             .eval(&Scripts::get().record_many, keys, args)
-            .await?;
+            .await
+        {
+            Ok(flags) => flags,
+            Err(e) if e.is_unavailable() => {
+                self.settle_batch(&receipt, not_after, tasks.len(), e)
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
         if flags.len() != tasks.len() {
             return Err(StoreError::Internal(format!(
                 "record_many answered {} flags for {} tasks",
@@ -559,6 +582,55 @@ impl RedisStore {
         Ok(flags.into_iter().map(outcome).collect())
     }
 }
+
+/// How long a `record_many` receipt is kept: far longer than any caller settles a batch.
+const RECEIPT_LIFETIME: Duration = Duration::from_secs(600);
+
+impl RedisStore {
+    /// The outcome of a batch whose answer was lost (`lost`: a timeout, or the link dropped
+    /// after the script was sent). Redis may have applied it (killed after the AOF write but
+    /// before the reply) or not. Within two command timeouts, read Redis's clock and then the
+    /// batch's receipt: a receipt means it was applied (its flags are the answer); no receipt
+    /// once the clock is past the batch's `not_after` means it never will be (the script
+    /// refuses to start late, and one that started earlier finished before `TIME` answered),
+    /// so `lost` is the answer. When Redis cannot tell in time, the error says the outcome is
+    /// unknown: recording the batch again is safe (an upsert).
+    async fn settle_batch(
+        &self,
+        receipt: &str,
+        not_after: i64,
+        n: usize,
+        lost: StoreError,
+    ) -> Result<Vec<i64>, StoreError> {
+        let until = tokio::time::Instant::now() + self.conn().timeout() * 2;
+        loop {
+            if let Ok(now) = self.redis_now_ms().await {
+                let flags: Result<Option<String>, StoreError> = self
+                    .conn()
+                    .cmd("reading a batch receipt", "GET", vec![receipt.into()])
+                    .await;
+                match flags {
+                    Ok(Some(flags)) => {
+                        tracing::debug!(receipt, "a batch whose answer was lost was applied");
+                        return Ok(flags.bytes().map(|b| i64::from(b == b'1')).collect());
+                    }
+                    Ok(None) if now > not_after => return Err(lost),
+                    Ok(None) | Err(_) => {}
+                }
+            }
+            if tokio::time::Instant::now() >= until {
+                return Err(StoreError::Unavailable(format!(
+                    "{lost}; whether the batch of {n} tasks was stored is unknown ({OUTCOME_UNKNOWN}): it was stored whole or not at all, and recording it again is safe"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Part of the message of an error whose batch may or may not have been stored (whole, or
+/// not at all): Redis did not answer in time to tell.
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
 
 /// The wire JSON of a stored record read for `member`, when its header names that member
 /// and the JSON is well-formed; `None` otherwise (the slow path then decides).
@@ -736,8 +808,9 @@ impl StatusStore for RedisStore {
 
     /// One `record_many` script call for the whole batch (at most [`MAX_BATCH`] tasks): all
     /// or nothing. A refused batch (store full, a deadline passed, Redis gone) stored none of
-    /// its tasks; see `docs/redis-layout.md` for the one case a failure cannot tell (the
-    /// answer lost after Redis applied the batch).
+    /// its tasks. An answer lost after the script was sent is settled by the batch's receipt
+    /// (see `settle_batch`); only when Redis cannot tell in time is the error one of unknown
+    /// outcome ([`OUTCOME_UNKNOWN`]: whole or not at all, safe to send again).
     async fn record_batch(&self, tasks: &[FailedTask]) -> Result<Vec<RecordOutcome>, StoreError> {
         let planned: Vec<(FailedTask, RetryPlan)> = tasks
             .iter()
@@ -819,5 +892,72 @@ impl From<RedisStore> for Stores {
             .with_stats(store.clone())
             .with_stored_json(store.clone())
             .with_retries(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use failed_tasks_testkit::RedisServer;
+
+    async fn store_on(server: &RedisServer) -> RedisStore {
+        let config = RedisConfig {
+            url: server.url(),
+            command_timeout: Duration::from_millis(500),
+            ..RedisConfig::default()
+        };
+        let store = RedisStore::connect(config).await.expect("connect");
+        assert!(store.wait_connected(Duration::from_secs(10)).await);
+        store
+    }
+
+    fn lost() -> StoreError {
+        StoreError::Timeout("running the record_many script: no answer".into())
+    }
+
+    /// A batch whose answer was lost but whose receipt is there was applied: its flags are
+    /// the answer.
+    #[tokio::test]
+    async fn a_receipt_settles_a_lost_answer_as_applied() {
+        let server = RedisServer::start();
+        let store = store_on(&server).await;
+        let receipt = store.keys().batch_receipt("t1");
+        server.cli(&["SET", &receipt, "101"]);
+        let far = store.redis_now_ms().await.unwrap() + 60_000;
+        let flags = store.settle_batch(&receipt, far, 3, lost()).await;
+        assert_eq!(flags, Ok(vec![1, 0, 1]));
+    }
+
+    /// No receipt once Redis's clock is past the batch's deadline: it was not applied and
+    /// never will be, so the original error stands.
+    #[tokio::test]
+    async fn no_receipt_after_the_deadline_settles_as_not_stored() {
+        let server = RedisServer::start();
+        let store = store_on(&server).await;
+        let past = store.redis_now_ms().await.unwrap() - 1;
+        let receipt = store.keys().batch_receipt("t2");
+        let answer = store.settle_batch(&receipt, past, 3, lost()).await;
+        assert_eq!(answer, Err(lost()));
+    }
+
+    /// Redis gone: the store cannot tell, says so, and stops trying within two command
+    /// timeouts (plus the last attempt's).
+    #[tokio::test]
+    async fn an_unreachable_redis_leaves_the_outcome_unknown_within_bounds() {
+        let mut server = RedisServer::start();
+        let store = store_on(&server).await;
+        let far = store.redis_now_ms().await.unwrap() + 60_000;
+        server.kill();
+        let started = std::time::Instant::now();
+        let receipt = store.keys().batch_receipt("t3");
+        match store.settle_batch(&receipt, far, 3, lost()).await {
+            Err(StoreError::Unavailable(msg)) => assert!(msg.contains(OUTCOME_UNKNOWN), "{msg}"),
+            other => panic!("expected an unknown outcome, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

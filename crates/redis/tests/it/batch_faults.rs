@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use failed_tasks_domain::{ErrorCategory, FailedTask};
-use failed_tasks_redis::RedisStore;
+use failed_tasks_redis::{RedisStore, OUTCOME_UNKNOWN};
 use failed_tasks_store::conformance::task;
 use failed_tasks_store::{StatusStore, StoreError};
 use failed_tasks_testkit::RedisServer;
@@ -182,7 +182,9 @@ async fn a_batch_that_starts_after_its_caller_gave_up_stores_nothing() {
 
 /// Writers record 1,000-task batches while Redis (AOF, fsync always) is SIGKILLed and
 /// restarted twice: every batch is stored whole or not at all, every acknowledged batch
-/// survives, every batch answered with an error stored nothing.
+/// survives, every batch answered with an error stored nothing, except those whose error
+/// says the outcome is unknown (Redis killed after applying the batch, before the answer,
+/// and not back in time to read the batch's receipt): those are whole or absent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_survive_or_vanish_whole_when_redis_is_killed_and_restarted() {
     let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
@@ -190,7 +192,7 @@ async fn batches_survive_or_vanish_whole_when_redis_is_killed_and_restarted() {
     let prefix = config.key_prefix.clone();
     let store: Arc<RedisStore> = Arc::new(helpers::store_with(config).await);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let outcomes = Arc::new(std::sync::Mutex::new(HashMap::<String, bool>::new()));
+    let outcomes = Arc::new(std::sync::Mutex::new(HashMap::<String, Outcome>::new()));
     let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
     let writers: Vec<_> = (0..3)
@@ -207,8 +209,13 @@ async fn batches_survive_or_vanish_whole_when_redis_is_killed_and_restarted() {
                         break;
                     }
                     let name = format!("w{w}k{k}");
-                    let ok = store.record_batch(&batch(&name, 1000, false)).await.is_ok();
-                    outcomes.lock().unwrap().insert(name, ok);
+                    let outcome = match store.record_batch(&batch(&name, 1000, false)).await {
+                        Ok(_) => Outcome::Stored,
+                        Err(e) if e.to_string().contains(OUTCOME_UNKNOWN) => Outcome::Unknown,
+                        Err(_) => Outcome::Refused,
+                    };
+                    let ok = outcome == Outcome::Stored;
+                    outcomes.lock().unwrap().insert(name, outcome);
                     if ok {
                         acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     } else {
@@ -242,17 +249,72 @@ async fn batches_survive_or_vanish_whole_when_redis_is_killed_and_restarted() {
 
     let outcomes = outcomes.lock().unwrap().clone();
     let per = stored_per_batch(&stored_ids(&server.url(), &prefix).await);
-    let failed = outcomes.values().filter(|ok| !**ok).count();
+    let failed = outcomes.values().filter(|o| **o != Outcome::Stored).count();
     assert!(failed > 0, "no batch met the kills: {outcomes:?}");
-    for (name, ok) in &outcomes {
+    let tally = |o: Outcome| outcomes.values().filter(|v| **v == o).count();
+    eprintln!(
+        "batches: {} stored, {} refused, {} of unknown outcome",
+        tally(Outcome::Stored),
+        tally(Outcome::Refused),
+        tally(Outcome::Unknown)
+    );
+    for (name, outcome) in &outcomes {
         let stored = per.get(name).copied().unwrap_or(0);
-        if *ok {
-            assert_eq!(stored, 1000, "acknowledged batch {name} lost tasks");
-        } else {
-            assert_eq!(
+        match outcome {
+            Outcome::Stored => assert_eq!(stored, 1000, "acknowledged batch {name} lost tasks"),
+            Outcome::Refused => assert_eq!(
                 stored, 0,
                 "batch {name} answered an error but stored {stored}"
-            );
+            ),
+            Outcome::Unknown => assert!(
+                stored == 0 || stored == 1000,
+                "batch {name} of unknown outcome is half-stored: {stored}"
+            ),
         }
     }
+}
+
+/// What a writer was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Stored,
+    Refused,
+    Unknown,
+}
+
+/// Every applied batch leaves its receipt (the per-task flags: 1 new, 0 replaced), which is
+/// what settles a batch whose answer was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_batch_leaves_a_receipt_of_its_flags() {
+    let server = RedisServer::start();
+    let config = helpers::config(&server.url());
+    let prefix = config.key_prefix.clone();
+    let store = helpers::store_with(config).await;
+    store.record_batch(&batch("r0", 2, false)).await.unwrap();
+    let mut again = batch("r0", 2, false);
+    again.extend(batch("r1", 1, false));
+    let flags: Vec<_> = store
+        .record_batch(&again)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o == failed_tasks_store::RecordOutcome::Created)
+        .collect();
+    assert_eq!(flags, [false, false, true]);
+    let raw = helpers::raw(&server.url()).await;
+    let receipts: Vec<String> = helpers::keys_of(&raw, &prefix)
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("{prefix}:batch:")))
+        .collect();
+    assert_eq!(receipts.len(), 2, "{receipts:?}");
+    let mut values = Vec::new();
+    for key in &receipts {
+        let v: String = helpers::cmd(&raw, &prefix, "GET", vec![key.as_str().into()]).await;
+        let ttl: i64 = helpers::cmd(&raw, &prefix, "PTTL", vec![key.as_str().into()]).await;
+        assert!(ttl > 0 && ttl <= 600_000, "receipt {key} lives {ttl} ms");
+        values.push(v);
+    }
+    values.sort();
+    assert_eq!(values, ["001", "11"]);
 }

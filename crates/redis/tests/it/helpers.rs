@@ -68,6 +68,15 @@ pub async fn keys_of(client: &fred::clients::Client, prefix: &str) -> Vec<String
     cmd(client, prefix, "KEYS", vec![pattern.into()]).await
 }
 
+/// The keys under `prefix` that hold data: without batch receipts (`PREFIX:batch:*`, left by
+/// every `record_batch` and expiring by themselves after minutes).
+pub async fn data_keys_of(client: &fred::clients::Client, prefix: &str) -> Vec<String> {
+    let receipt = format!("{prefix}:batch:");
+    let mut keys = keys_of(client, prefix).await;
+    keys.retain(|k| !k.starts_with(&receipt));
+    keys
+}
+
 /// A connected store on a fresh prefix with two worker queues on its retry stream.
 pub async fn store_with_queues(
     url: &str,

@@ -283,7 +283,10 @@ async fn janitor_trims_counters_and_groups_with_the_records() {
     assert_consistent(&store, &[], range.0, range.1).await;
     let raw = helpers::raw(&server.url()).await;
     let prefix = store.config().key_prefix.clone();
-    assert_eq!(helpers::keys_of(&raw, &prefix).await, Vec::<String>::new());
+    assert_eq!(
+        helpers::data_keys_of(&raw, &prefix).await,
+        Vec::<String>::new()
+    );
 }
 
 /// `(calls of HGETALL, all commands)` Redis processed during `f`.
