@@ -313,6 +313,11 @@ pub struct FailedTaskService {
     record_counters: Arc<RecordCounters>,
     health: Arc<RecentHealth>,
     fail_times: FailTimeLimits,
+    /// Permits of the statistics requests computed at once: each is bounded in work and
+    /// memory by its window (not by the data), this bounds how many run together, so a crowd
+    /// of statistics callers cannot starve listings of the store or the process of memory.
+    stats_gate: Arc<tokio::sync::Semaphore>,
+    stats_concurrency: usize,
 }
 
 /// A jitter seed that differs between processes and starts.
@@ -390,7 +395,22 @@ impl FailedTaskService {
             record_counters: Arc::new(RecordCounters::default()),
             health: Arc::new(RecentHealth::new(Self::DEFAULT_CHECK_REUSE)),
             fail_times: FailTimeLimits::default(),
+            stats_gate: Arc::new(tokio::sync::Semaphore::new(Self::DEFAULT_STATS_CONCURRENCY)),
+            stats_concurrency: Self::DEFAULT_STATS_CONCURRENCY,
         }
+    }
+
+    /// How many statistics requests are computed at once by default; the others wait
+    /// (within their request deadline) for one to finish.
+    pub const DEFAULT_STATS_CONCURRENCY: usize = 4;
+
+    /// The same service computing at most `n` (at least 1) statistics requests at once.
+    #[must_use]
+    pub fn with_stats_concurrency(mut self, n: usize) -> Self {
+        let n = n.max(1);
+        self.stats_gate = Arc::new(tokio::sync::Semaphore::new(n));
+        self.stats_concurrency = n;
+        self
     }
 
     /// The same service drawing jitter from `rng` (tests seed it to be reproducible).
@@ -609,6 +629,15 @@ impl FailedTaskService {
     where
         F: Future<Output = Result<T, StoreError>>,
     {
+        self.checked_within(self.deadlines.request, work).await
+    }
+
+    /// [`checked`](Self::checked) with `deadline` instead of the request deadline (what is
+    /// left of it after a wait).
+    async fn checked_within<T, F>(&self, deadline: Duration, work: F) -> Result<T, QueryError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
         let run = async {
             self.ensure_connection().await?;
             match work.await {
@@ -624,7 +653,7 @@ impl FailedTaskService {
                 }
             }
         };
-        match tokio::time::timeout(self.deadlines.request, run).await {
+        match tokio::time::timeout(deadline, run).await {
             Ok(result) => result,
             Err(_) => {
                 self.health.lost();
@@ -935,9 +964,12 @@ impl FailedTaskService {
     }
 
     /// Failure statistics of the `minutes` whole minutes up to `now`, with the alert rules
-    /// evaluated: read from the store's per-minute counters, so the cost depends on the
-    /// window, not on how many failures are stored. [`QueryError::NotSupported`] on a store
-    /// without statistics.
+    /// evaluated: read from the store's per-minute counters and per-bucket breakdowns, so the
+    /// cost depends on the window, neither on how many failures are stored nor on how many
+    /// distinct values they have. At most [`with_stats_concurrency`](Self::with_stats_concurrency)
+    /// are computed at once; the others wait for a turn within the request deadline (then
+    /// [`QueryError::Unavailable`], kind `stats_busy`). [`QueryError::NotSupported`] on a
+    /// store without statistics.
     pub async fn failure_stats(
         &self,
         minutes: i64,
@@ -946,20 +978,36 @@ impl FailedTaskService {
     ) -> Result<FailureStats, QueryError> {
         let window = StatsWindow::ending_at(now, minutes)?;
         let store = self.stats_store()?;
-        let (counts, attempts) = self
-            .checked(async move {
-                let counts = store
-                    .failure_counts(window.from_minute(), window.to_minute())
-                    .await?;
-                let attempts = store
-                    .attempt_counts(window.from_minute(), window.to_minute())
-                    .await?;
-                Ok((counts, attempts))
+        let started = tokio::time::Instant::now();
+        let busy = || QueryError::Unavailable {
+            reason: format!(
+                "statistics are busy: {} requests were computed for the whole {:?} deadline",
+                self.stats_concurrency, self.deadlines.request
+            ),
+            kind: "stats_busy",
+        };
+        let Ok(Ok(_turn)) =
+            tokio::time::timeout(self.deadlines.request, self.stats_gate.acquire()).await
+        else {
+            return Err(busy());
+        };
+        let left = self.deadlines.request.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(busy());
+        }
+        let (from, to) = (window.from_minute(), window.to_minute());
+        let (counts, tops, attempts) = self
+            .checked_within(left, async move {
+                let counts = store.failure_counts(from, to).await?;
+                let tops = store.failure_tops(from, to).await?;
+                let attempts = store.attempt_counts(from, to).await?;
+                Ok((counts, tops, attempts))
             })
             .await?;
         Ok(summarize(
             window,
             &counts,
+            &tops,
             &attempts,
             &self.alert_thresholds,
             top_n,
