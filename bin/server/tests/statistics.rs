@@ -193,14 +193,20 @@ async fn thirty_two_statistics_callers_over_100k_distinct_values_stay_bounded() 
         baseline_rss >> 20,
         peak >> 20,
     );
-    assert!(stats_answered >= CALLERS, "{stats_answered} statistics answers");
+    assert!(
+        stats_answered >= CALLERS,
+        "{stats_answered} statistics answers"
+    );
     assert!(
         stats_refused.is_empty(),
         "{} of {stats_answered} statistics answers were not 200: {:?}",
         stats_refused.len(),
         stats_refused.iter().take(5).collect::<Vec<_>>()
     );
-    assert_eq!(listing_failed, 0, "listings answered other than 200 under load");
+    assert_eq!(
+        listing_failed, 0,
+        "listings answered other than 200 under load"
+    );
     assert!(peak <= 200 << 20, "peak RSS {} MB > 200 MB", peak >> 20);
     // Generous: the figure is 2x, but the two CPUs are shared with the test itself and the
     // redis-server; a listing stuck behind statistics work took seconds before.

@@ -530,8 +530,9 @@ pub fn summarize(
     for c in counts.iter().filter(|c| inside(c.minute)) {
         per_minute.insert(c.minute, c);
     }
-    let wanted: std::collections::HashSet<Bucket> =
-        buckets(window.from_minute, window.to_minute).into_iter().collect();
+    let wanted: std::collections::HashSet<Bucket> = buckets(window.from_minute, window.to_minute)
+        .into_iter()
+        .collect();
     let mut per_bucket: BTreeMap<Bucket, &BucketTops> = BTreeMap::new();
     for t in tops.iter().filter(|t| wanted.contains(&t.bucket)) {
         per_bucket.insert(t.bucket, t);

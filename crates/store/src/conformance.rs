@@ -528,16 +528,33 @@ pub async fn breakdowns_are_capped(store: &dyn StatusStore, stats: &dyn StatsSto
         )
     };
     let tasks: Vec<FailedTask> = (0..n)
-        .map(|i| one(i, &if i < 3 { "hot".to_owned() } else { format!("c{i:05}") }))
+        .map(|i| {
+            one(
+                i,
+                &if i < 3 {
+                    "hot".to_owned()
+                } else {
+                    format!("c{i:05}")
+                },
+            )
+        })
         .collect();
     for chunk in tasks.chunks(1_000) {
         store.record_batch(chunk).await.unwrap();
     }
     let minute = minute_of(tasks[0].fail_time());
-    let (hour, from, to) = (minute.div_euclid(60), minute.div_euclid(60) * 60, minute + 1);
+    let (hour, from, to) = (
+        minute.div_euclid(60),
+        minute.div_euclid(60) * 60,
+        minute + 1,
+    );
     let tops = stats.failure_tops(from, to).await.unwrap();
     let buckets: Vec<Bucket> = tops.iter().map(|t| t.bucket).collect();
-    assert_eq!(buckets, [Bucket::Minute(minute)], "only the minute with failures");
+    assert_eq!(
+        buckets,
+        [Bucket::Minute(minute)],
+        "only the minute with failures"
+    );
     let t = &tops[0];
     // 1,005 codes; 1,003 clients (`hot` has three tasks).
     let want = Untracked {
@@ -549,7 +566,10 @@ pub async fn breakdowns_are_capped(store: &dyn StatusStore, stats: &dyn StatsSto
     assert_eq!(t.by_client.len(), READ_PER_BUCKET + 1);
     assert_eq!(t.by_client[0], ("hot".to_owned(), 3));
     // Equal counts by name descending: the tracked clients are the first recorded.
-    assert_eq!(t.by_client[1], (format!("c{:05}", TRACKED_PER_BUCKET + 1), 1));
+    assert_eq!(
+        t.by_client[1],
+        (format!("c{:05}", TRACKED_PER_BUCKET + 1), 1)
+    );
     assert_eq!(t.by_task_type.len(), 2);
     let whole = stats.failure_tops(hour * 60, hour * 60 + 60).await.unwrap();
     assert_eq!(whole.len(), 1);
@@ -569,7 +589,10 @@ pub async fn breakdowns_are_capped(store: &dyn StatusStore, stats: &dyn StatsSto
         let t = &stats.failure_tops(a, b).await.unwrap()[0];
         assert_eq!(t.untracked.get(Dimension::Client), 1, "[{a}, {b})");
         assert_eq!(t.untracked.get(Dimension::ErrorCode), 3, "[{a}, {b})");
-        assert!(t.by_client.contains(&("newcomer".to_owned(), 1)), "[{a}, {b})");
+        assert!(
+            t.by_client.contains(&("newcomer".to_owned(), 1)),
+            "[{a}, {b})"
+        );
         assert!(!t.by_client.iter().any(|(c, _)| c == "c00005"));
     }
 }

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use failed_tasks_domain::scheduling::MAX_ATTEMPT_HISTORY;
-use failed_tasks_domain::stats::{buckets, minute_of, Bucket, BucketCounts, BucketTops, MinuteCounts};
+use failed_tasks_domain::stats::{
+    buckets, minute_of, Bucket, BucketCounts, BucketTops, MinuteCounts,
+};
 use failed_tasks_domain::{
     AttemptRecord, ClientId, Cursor, ErrorCategory, ErrorCode, ErrorPattern, ErrorSignature,
     FailedTask, FailureGroup, GroupCursor, GroupPage, GroupQuery, ListQuery, NextRetry, RetryPlan,

@@ -2,8 +2,8 @@
 
 use failed_tasks_domain::stats::{
     buckets, minute_of, summarize as summarize_parts, AlertLevel, AlertThresholds, Bucket,
-    BucketCounts, BucketTops, FailureStats, MinuteCounts, StatsWindow, TrackedCounts,
-    Untracked, READ_PER_BUCKET, TRACKED_PER_BUCKET,
+    BucketCounts, BucketTops, FailureStats, MinuteCounts, StatsWindow, TrackedCounts, Untracked,
+    READ_PER_BUCKET, TRACKED_PER_BUCKET,
 };
 use failed_tasks_domain::{ErrorCategory, FailedTask, NewFailedTask, Timestamp};
 
@@ -400,11 +400,17 @@ fn removing_what_was_added_leaves_nothing() {
 #[test]
 fn buckets_cover_a_range_with_whole_hours_and_edge_minutes() {
     assert_eq!(buckets(5, 5), vec![]);
-    assert_eq!(buckets(58, 61), vec![Bucket::Minute(58), Bucket::Minute(59), Bucket::Minute(60)]);
+    assert_eq!(
+        buckets(58, 61),
+        vec![Bucket::Minute(58), Bucket::Minute(59), Bucket::Minute(60)]
+    );
     assert_eq!(buckets(60, 120), vec![Bucket::Hour(1)]);
     let b = buckets(59, 181);
     assert_eq!(b.len(), 4);
-    assert_eq!(b[..3], [Bucket::Minute(59), Bucket::Hour(1), Bucket::Hour(2)]);
+    assert_eq!(
+        b[..3],
+        [Bucket::Minute(59), Bucket::Hour(1), Bucket::Hour(2)]
+    );
     assert_eq!(b[3], Bucket::Minute(180));
     // A 7-day window: 168 or 167 hours, at most 2 x 59 minutes.
     let week = 7 * 24 * 60;
@@ -441,7 +447,10 @@ fn a_full_bucket_counts_new_values_as_untracked_and_taking_away_stays_exact() {
     assert_eq!(c.top(1), vec![("v0000".to_owned(), 2)]);
     c.add("late", -2);
     assert_eq!(c.untracked(), 0);
-    assert!(c.top(TRACKED_PER_BUCKET + 1).iter().all(|(k, _)| k != "late"));
+    assert!(c
+        .top(TRACKED_PER_BUCKET + 1)
+        .iter()
+        .all(|(k, _)| k != "late"));
 }
 
 #[test]

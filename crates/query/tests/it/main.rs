@@ -466,10 +466,19 @@ async fn statistics_beyond_the_concurrency_wait_their_turn_within_the_deadline()
     tokio::task::yield_now().await;
     let busy = svc.failure_stats(60, now, 5).await.unwrap_err();
     assert!(
-        matches!(busy, QueryError::Unavailable { kind: "stats_busy", .. }),
+        matches!(
+            busy,
+            QueryError::Unavailable {
+                kind: "stats_busy",
+                ..
+            }
+        ),
         "{busy:?}"
     );
-    assert!(held.await.unwrap().is_err(), "the holder ran out of time too");
+    assert!(
+        held.await.unwrap().is_err(),
+        "the holder ran out of time too"
+    );
 }
 
 #[tokio::test]

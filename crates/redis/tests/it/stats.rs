@@ -224,6 +224,12 @@ pub async fn assert_consistent(store: &RedisStore, tasks: &[FailedTask], from: i
     let (want_minutes, want_groups) = brute_force(tasks);
     let got = store.failure_counts(from, to).await.unwrap();
     assert_eq!(got, want_minutes, "minute counters differ from the records");
+    let got = store.failure_tops(from, to).await.unwrap();
+    assert_eq!(
+        got,
+        failed_tasks_store::conformance::brute_tops(tasks, from, to),
+        "breakdowns differ from the records"
+    );
     for size in [3, 1000] {
         let (groups, total) = all_groups(store, size).await;
         assert_eq!(total as usize, want_groups.len(), "group total");
@@ -324,11 +330,12 @@ async fn commands_during<F: std::future::Future<Output = ()>>(
                 .ok()
         })
         .sum();
-    (calls("hgetall"), all)
+    (calls("hmget") + calls("hgetall") + calls("zrange"), all)
 }
 
-/// A statistics request sends one read per hour of its window, whatever the number of
-/// stored failures, and a page of groups a fixed number per group; the answers stay exact.
+/// A statistics request sends a fixed number of reads per hour and per edge minute of its
+/// window, whatever the number of stored failures or of their distinct values, and a page of
+/// groups a fixed number per group; the answers stay exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_group_reads_do_not_grow_with_stored_tasks() {
     let server = RedisServer::start();
@@ -355,9 +362,12 @@ async fn stats_and_group_reads_do_not_grow_with_stored_tasks() {
             store.record_batch(batch).await.unwrap();
         }
         let (from, to) = (window.0, window.0 + window.1);
-        let (hgetall, all) = commands_during(&raw, &prefix, async {
+        let (reads, all) = commands_during(&raw, &prefix, async {
             let got = store.failure_counts(from, to).await.unwrap();
             assert_eq!(got, brute_force(&tasks).0, "counters at N = {n}");
+            let got = store.failure_tops(from, to).await.unwrap();
+            let want = failed_tasks_store::conformance::brute_tops(&tasks, from, to);
+            assert_eq!(got, want, "breakdowns at N = {n}");
         })
         .await;
         let (_, group_cmds) = commands_during(&raw, &prefix, async {
@@ -373,21 +383,24 @@ async fn stats_and_group_reads_do_not_grow_with_stored_tasks() {
             let week = 7 * 24 * 60;
             let started = std::time::Instant::now();
             let got = store.failure_counts(to - week, to).await.unwrap();
+            store.failure_tops(to - week, to).await.unwrap();
             took.1 = started.elapsed();
             assert_eq!(got.iter().map(|c| c.total).sum::<u64>(), n as u64);
         })
         .await;
         let week_cmds = week.1;
         eprintln!(
-            "N = {n}: 1 h stats: {hgetall} HGETALL ({all} commands); 7 d stats: {week_cmds} \
+            "N = {n}: 1 h stats: {reads} HMGET/ZRANGE ({all} commands); 7 d stats: {week_cmds} \
              commands (with a second 1 h read); all groups: {group_cmds} commands; \
              wall time (informative only): 1 h {:?}, 7 d {:?}",
             took.0, took.1
         );
-        costs.push((hgetall, all, week.1, group_cmds));
+        costs.push((reads, all, week.1, group_cmds));
     }
     assert_eq!(costs[0], costs[1], "read cost grew with N");
-    // The window's 60 minutes start on a whole hour: one hash; 7 days: 169 hours at most.
-    assert_eq!(costs[0].0, 1, "one HGETALL per hour of the window");
-    assert!(costs[0].2 <= 1 + 7 * 24 + 1, "{costs:?}");
+    // The window's 60 minutes start on a whole hour: one bucket, so one HMGET of counters,
+    // three ZRANGE, one HMGET of untracked counts. 7 days from a minute that is not on an
+    // hour: 169 hours, 168 - 1 whole ones and at most 2 x 59 edge minutes.
+    assert_eq!(costs[0].0, 1 + 3 + 1, "reads of a one-hour window");
+    assert!(costs[0].2 <= 5 + 169 + (167 + 118) * 3 + 169, "{costs:?}");
 }
