@@ -30,6 +30,12 @@ use crate::store::{hour_end_ms, hour_of, now_ms, value_text, RedisStore};
 /// Commands sent at once when reading hour hashes (a 7-day window reads 169).
 const PIPELINE_CHUNK: usize = 1_000;
 
+/// Commands sent at once when reading breakdown sets: each answers up to
+/// `READ_PER_BUCKET` + 1 members, so a statistics read goes in rounds of this many, and the
+/// commands of concurrent requests (listings) on the same connection wait behind one round at
+/// most, not behind the whole read (a 1-hour window reads about 180 sets, 7 days about 860).
+const SETS_CHUNK: usize = 48;
+
 /// The longest range of minutes one call may read (31 days): far beyond the longest
 /// statistics window (7 days), and a bound on the commands one call sends.
 const MAX_RANGE_MINUTES: i64 = 31 * 24 * 60;
@@ -270,7 +276,7 @@ impl RedisStore {
         let sets: Vec<(usize, Dimension)> = (0..all.len())
             .flat_map(|i| Dimension::ALL.map(|d| (i, d)))
             .collect();
-        for chunk in sets.chunks(PIPELINE_CHUNK) {
+        for chunk in sets.chunks(SETS_CHUNK) {
             let reads = chunk.iter().map(|&(i, d)| {
                 let args: Vec<Value> = vec![
                     keys.tops(all[i], d).into(),

@@ -403,6 +403,51 @@ async fn statistics_go_to_the_stats_capability() {
     assert!(got.breakdowns_exact);
 }
 
+#[tokio::test(start_paused = true)]
+async fn callers_of_one_window_share_an_answer_until_a_write_through_the_service() {
+    use failed_tasks_domain::stats::MinuteCounts;
+    use failed_tasks_store::MockStatsStore;
+    let now = Timestamp::from_unix_millis(1_737_709_200_000).unwrap();
+    let mut tasks = MockStatusStore::new();
+    tasks.expect_ping().returning(|| Ok(()));
+    let mut stats = MockStatsStore::new();
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = reads.clone();
+    stats.expect_failure_counts().returning(move |from, _| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Ok(vec![MinuteCounts {
+            minute: from,
+            total: n,
+            ..MinuteCounts::default()
+        }])
+    });
+    stats.expect_failure_tops().returning(|_, _| Ok(Vec::new()));
+    stats
+        .expect_attempt_counts()
+        .returning(|_, _| Ok(Vec::new()));
+    stats.expect_record_attempts().returning(|_, _, _| Ok(()));
+    let svc = FailedTaskService::new(
+        Stores::new("mock", Arc::new(tasks)).with_stats(Arc::new(stats)),
+        Deadlines::default(),
+    );
+    let total = |svc: &FailedTaskService, minutes| {
+        let svc = svc.clone();
+        async move { svc.failure_stats(minutes, now, 5).await.unwrap().total }
+    };
+    assert_eq!(total(&svc, 60).await, 1);
+    assert_eq!(total(&svc, 60).await, 1, "shared");
+    assert_eq!(total(&svc, 30).await, 2, "another window is its own answer");
+    // A write through the service ends the shared answers.
+    svc.report_attempts(&failed_tasks_domain::TaskType::embedding(), 1, now)
+        .await
+        .unwrap();
+    assert_eq!(total(&svc, 60).await, 3);
+    // So does the cache's lifetime.
+    tokio::time::advance(FailedTaskService::DEFAULT_STATS_CACHE_TTL).await;
+    assert_eq!(total(&svc, 60).await, 4);
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
 /// A statistics store whose counter reads wait until released.
 struct HeldStats(Arc<tokio::sync::Notify>);
 
@@ -448,7 +493,8 @@ async fn statistics_beyond_the_concurrency_wait_their_turn_within_the_deadline()
         Stores::new("mock", Arc::new(tasks)).with_stats(Arc::new(HeldStats(release.clone()))),
         Deadlines::default(),
     )
-    .with_stats_concurrency(1);
+    .with_stats_concurrency(1)
+    .with_stats_cache(Duration::ZERO);
     let call = || {
         let svc = svc.clone();
         tokio::spawn(async move { svc.failure_stats(60, now, 5).await })
