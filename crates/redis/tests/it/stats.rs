@@ -404,3 +404,60 @@ async fn stats_and_group_reads_do_not_grow_with_stored_tasks() {
     assert_eq!(costs[0].0, 1 + 3 + 1, "reads of a one-hour window");
     assert!(costs[0].2 <= 5 + 169 + (167 + 118) * 3 + 169, "{costs:?}");
 }
+
+/// Counter hashes written by earlier versions hold one field per minute and distinct error
+/// code, task type and client (`{m}:e:CODE`, `{m}:y:TYPE`, `{m}:l:CLIENT`): their totals,
+/// categories and recoveries are still read (the same fields), their per-value fields are
+/// never read (a read asks for named fields only, so 20,000 of them cost nothing), and a
+/// task recorded now in such an hour is broken down as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_hashes_of_earlier_versions_are_read_without_their_per_value_fields() {
+    let server = RedisServer::start();
+    let store = helpers::store(&server.url()).await;
+    let raw = helpers::raw(&server.url()).await;
+    let prefix = store.config().key_prefix.clone();
+    let now = Timestamp::now().unix_millis();
+    let minute = now.div_euclid(MINUTE) - 3;
+    let hour = minute.div_euclid(60);
+    let key = format!("{prefix}:cnt:{hour}");
+    let mut args: Vec<fred::types::Value> = vec![key.as_str().into()];
+    for (f, v) in [
+        (format!("{minute}:t"), 10_000),
+        (format!("{minute}:c:data_error"), 10_000),
+        (format!("{minute}:r"), 2),
+    ] {
+        args.extend([f.into(), v.into()]);
+    }
+    for i in 0..10_000 {
+        args.extend([format!("{minute}:l:c{i}").into(), 1.into()]);
+        args.extend([format!("{minute}:e:E{i}").into(), 1.into()]);
+    }
+    let _: i64 = helpers::cmd(&raw, &prefix, "HSET", args).await;
+
+    let (from, to) = (minute - 10, minute + 10);
+    let counts = store.failure_counts(from, to).await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!((counts[0].total, counts[0].recovered), (10_000, 2));
+    assert_eq!(
+        counts[0].by_category.get(&ErrorCategory::DataError),
+        Some(&10_000)
+    );
+    assert!(store.failure_tops(from, to).await.unwrap().is_empty());
+
+    let t = at("fresh", minute * MINUTE + 5_000, 0);
+    store.record(&t).await.unwrap();
+    let counts = store.failure_counts(from, to).await.unwrap();
+    assert_eq!(counts[0].total, 10_001);
+    let tops = store.failure_tops(from, to).await.unwrap();
+    assert_eq!(tops.len(), 1);
+    assert_eq!(tops[0].by_client, vec![(t.client_id().to_string(), 1)]);
+    // Removing it takes it out of both, and leaves the old fields alone.
+    assert!(store.remove(t.task_id()).await.unwrap());
+    assert_eq!(
+        store.failure_counts(from, to).await.unwrap()[0].total,
+        10_000
+    );
+    assert!(store.failure_tops(from, to).await.unwrap().is_empty());
+    let len: u64 = helpers::cmd(&raw, &prefix, "HLEN", vec![key.as_str().into()]).await;
+    assert_eq!(len, 3 + 20_000);
+}
