@@ -23,6 +23,9 @@ use tokio::time::Instant;
 /// chosen by clients, so the cache must not grow with what they ask.
 const MAX_CACHED: usize = 16;
 
+/// Held while one window's answer is computed.
+type ComputeLock = Arc<tokio::sync::Mutex<()>>;
+
 /// One kept answer.
 struct Cached {
     window: StatsWindow,
@@ -44,7 +47,7 @@ pub(crate) struct StatsGate {
     answers: Mutex<Vec<Cached>>,
     /// One lock per window being computed (while the cache is on), so its other callers
     /// wait for that answer; at most one per kept answer plus the computations running.
-    computing: Mutex<Vec<(StatsWindow, usize, Arc<tokio::sync::Mutex<()>>)>>,
+    computing: Mutex<Vec<(StatsWindow, usize, ComputeLock)>>,
 }
 
 impl std::fmt::Debug for StatsGate {
@@ -132,11 +135,7 @@ impl StatsGate {
     /// The lock of `window`'s computation (the cache on), whose holder computes it while
     /// other callers of the window wait and then take the kept answer; `None` with the
     /// cache off (nothing to share).
-    pub(crate) fn computing(
-        &self,
-        window: StatsWindow,
-        top_n: usize,
-    ) -> Option<Arc<tokio::sync::Mutex<()>>> {
+    pub(crate) fn computing(&self, window: StatsWindow, top_n: usize) -> Option<ComputeLock> {
         if self.ttl.is_zero() {
             return None;
         }

@@ -125,7 +125,7 @@ fn scored(v: Value) -> Vec<(String, u64)> {
             Value::Integer(i) => *i as f64,
             other => other.as_str()?.parse::<f64>().ok()?,
         };
-        (n >= 1.0 && n.is_finite()).then(|| n as u64)
+        (n >= 1.0 && n.is_finite()).then_some(n as u64)
     };
     let Value::Array(items) = v else {
         return Vec::new();
