@@ -791,7 +791,8 @@ impl StatsStore for RedisStore {
         self.add_attempts(task_type, minute, count).await
     }
 
-    /// One `HGETALL` per hour of the range (`P:att:HOUR`), as `failure_counts`.
+    /// One `HGETALL` per hour of the range (`P:att:HOUR`, one field per minute and task
+    /// type), pipelined.
     async fn attempt_counts(
         &self,
         from_minute: i64,

@@ -292,7 +292,7 @@ async fn janitor_trims_counters_and_groups_with_the_records() {
     assert_eq!(helpers::keys_of(&raw, &prefix).await, Vec::<String>::new());
 }
 
-/// `(calls of HGETALL, all commands)` Redis processed during `f`.
+/// `(calls of HMGET, HGETALL and ZRANGE, all commands)` Redis processed during `f`.
 async fn commands_during<F: std::future::Future<Output = ()>>(
     raw: &fred::clients::Client,
     prefix: &str,
