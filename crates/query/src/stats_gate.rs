@@ -9,7 +9,8 @@
 //!
 //! Freshness: a write made through this service (record, remove, resolve, retry, attempts)
 //! invalidates every cached answer once it is done, so a client that wrote here reads its
-//! write; a write made through another replica shows after at most the cache's lifetime.
+//! write; a write made through another replica, or a retention trim, shows after at most the
+//! cache's lifetime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
