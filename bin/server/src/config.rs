@@ -120,6 +120,13 @@ pub struct Settings {
     /// soon after it (0: check before every request).
     #[serde(with = "humantime_serde")]
     pub connection_check_reuse: Duration,
+    /// Statistics requests computed at once; the others wait their turn within the request
+    /// deadline.
+    pub stats_concurrency: usize,
+    /// A statistics answer is shared with callers of the same window this long (0: never); a
+    /// write through this server ends it at once.
+    #[serde(with = "humantime_serde")]
+    pub stats_cache_ttl: Duration,
     /// Time a client has to send its request head.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -250,6 +257,8 @@ impl Default for Settings {
             health_timeout: deadlines.health_check,
             request_timeout: deadlines.request,
             connection_check_reuse: FailedTaskService::DEFAULT_CHECK_REUSE,
+            stats_concurrency: FailedTaskService::DEFAULT_STATS_CONCURRENCY,
+            stats_cache_ttl: FailedTaskService::DEFAULT_STATS_CACHE_TTL,
             header_read_timeout: http.header_read_timeout,
             body_read_timeout: http.body_read_timeout,
             admin_token: None,
@@ -566,6 +575,9 @@ impl Settings {
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".to_owned());
         }
+        if self.stats_concurrency == 0 {
+            return Err("stats_concurrency must be at least 1".to_owned());
+        }
         for (key, n) in [
             (
                 "max_response_bytes_in_flight",
@@ -848,6 +860,21 @@ pub struct Cli {
         with = "humantime_serde::option"
     )]
     pub connection_check_reuse: Option<Duration>,
+
+    /// Statistics requests computed at once; the others wait their turn within the request
+    /// deadline (each is bounded in work and memory by its window)
+    #[arg(long, env = "FAILED_TASKS_STATS_CONCURRENCY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats_concurrency: Option<usize>,
+
+    /// A statistics answer is shared with callers of the same window this long; 0 computes
+    /// every request (a write through this server ends a shared answer at once)
+    #[arg(long, env = "FAILED_TASKS_STATS_CACHE_TTL", value_parser = duration)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "humantime_serde::option"
+    )]
+    pub stats_cache_ttl: Option<Duration>,
 
     /// How long a client may take to send a complete request head
     #[arg(long, env = "FAILED_TASKS_HEADER_READ_TIMEOUT", value_parser = duration)]

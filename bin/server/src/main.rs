@@ -151,6 +151,8 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         .with_alert_thresholds(flags.alert_thresholds())
         .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
         .with_connection_check_reuse(flags.connection_check_reuse)
+        .with_stats_concurrency(flags.stats_concurrency)
+        .with_stats_cache(flags.stats_cache_ttl)
         .with_fail_time_limits(flags.fail_time_limits());
     // Every replica runs the scheduler; the store lets one at a time move due retries.
     let scheduler = service

@@ -1,18 +1,35 @@
-//! Failure statistics over a window and the source's alert rules, computed from per-minute
-//! counters that the stores keep up to date on every write.
+//! Failure statistics over a window and the source's alert rules, computed from counters
+//! that the stores keep up to date on every write.
 //!
-//! Stores never scan tasks to answer a statistics request: they keep one [`MinuteCounts`] per
-//! minute that had failures (incremented when a task is recorded, decremented when it is
-//! removed, moved when an upsert changes it) and task-attempt counts per minute. A request
-//! reads the minutes of its window, so its cost depends on the window, not on how many
-//! failures are stored. [`summarize`] then does the arithmetic, here, once for every store.
+//! Stores never scan tasks to answer a statistics request, and what one request reads is
+//! bounded whatever the number of distinct error codes, task types and clients:
+//! - one [`MinuteCounts`] per minute that had failures (total, per category, recovered:
+//!   categories are a closed set), incremented when a task is recorded, decremented when it
+//!   is removed, moved when an upsert changes it;
+//! - per [`Bucket`] (each minute, and each whole hour) and per [`Dimension`] (error code,
+//!   task type, client), a [`TrackedCounts`]: the counts of at most
+//!   [`TRACKED_PER_BUCKET`] distinct values; a value first seen when the bucket is full is
+//!   counted as *untracked*. A read takes the [`READ_PER_BUCKET`] most frequent values of
+//!   each bucket covering the window ([`buckets`]: whole hours as one bucket, the minutes at
+//!   the window's edges one by one) and [`summarize`] merges them;
+//! - task-attempt counts per minute.
+//!
+//! So a request costs O(minutes at the edges + hours in the window), not O(failures) nor
+//! O(distinct values). What that costs in exactness, and only when a bucket holds more than
+//! [`READ_PER_BUCKET`] values (or more than [`TRACKED_PER_BUCKET`]): a value's merged count
+//! leaves out the buckets where it was not among the most frequent (a lower bound), a value
+//! frequent over the window but never among a bucket's most frequent may be missing, and
+//! untracked failures are counted only as [`Untracked`]. [`FailureStats::breakdowns_exact`]
+//! says whether any of this happened.
 //!
 //! # Alert rules (the source's 告警建议)
 //! - `sudden_increase`: the failures of the last 5 minutes exceed `spike_factor` times the
 //!   window's average per 5 minutes (the window without those 5 minutes), and at least
 //!   `spike_min_count` of them (critical: `spike_factor_critical`, `spike_min_count_critical`).
 //! - `category_threshold` / `error_code_threshold`: one category (error code) failed more
-//!   than its threshold within the window.
+//!   than its threshold within the window. An error code's figure is its merged count (see
+//!   above), and its `since` has the resolution of its buckets: the minute at the window's
+//!   edges, the first minute of the hour within whole hours.
 //! - `failure_rate`: failures / reported task attempts within the window exceed
 //!   `failure_rate_max`, once at least `failure_rate_min_attempts` attempts were reported.
 //!
@@ -36,7 +53,8 @@ pub fn minute_of(t: Timestamp) -> i64 {
     t.unix_millis().div_euclid(MINUTE_MS)
 }
 
-/// Failures that happened within one minute, broken down four ways.
+/// Failures that happened within one minute, in all and by category (the breakdowns by
+/// error code, task type and client are kept per [`Bucket`], see [`BucketTops`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MinuteCounts {
     /// Minutes since the Unix epoch.
@@ -45,15 +63,256 @@ pub struct MinuteCounts {
     pub total: u64,
     /// By category.
     pub by_category: BTreeMap<ErrorCategory, u64>,
-    /// By error code.
-    pub by_error_code: BTreeMap<String, u64>,
-    /// By task type.
-    pub by_task_type: BTreeMap<String, u64>,
-    /// By client.
-    pub by_client: BTreeMap<String, u64>,
     /// Failed tasks resolved (their retry succeeded) in this minute. Not part of `total`:
     /// a resolved task's failure stays counted in the minute it failed.
     pub recovered: u64,
+}
+
+/// The most distinct values of one [`Dimension`] a [`Bucket`] counts by name; a value first
+/// seen when its bucket is full is counted as untracked. Fixed (the Redis scripts carry the
+/// same number), so every store and every replica agree; it bounds the memory a bucket takes
+/// in the store and never the cost of a read (that is [`READ_PER_BUCKET`]).
+pub const TRACKED_PER_BUCKET: usize = 1_000;
+
+/// The most values of one [`Dimension`] a statistics read takes from each [`Bucket`] (its
+/// most frequent): with the number of buckets, the bound of one read's work and memory.
+pub const READ_PER_BUCKET: usize = 100;
+
+/// What failures are broken down by, beyond their category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    /// The error code.
+    ErrorCode,
+    /// The task type.
+    TaskType,
+    /// The client.
+    Client,
+}
+
+impl Dimension {
+    /// Every dimension.
+    pub const ALL: [Dimension; 3] = [Dimension::ErrorCode, Dimension::TaskType, Dimension::Client];
+}
+
+/// A span of time whose breakdowns are counted together: one minute, or one whole hour
+/// (both since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bucket {
+    /// One minute.
+    Minute(i64),
+    /// The 60 minutes of one hour.
+    Hour(i64),
+}
+
+impl Bucket {
+    /// Its first minute.
+    pub fn first_minute(self) -> i64 {
+        match self {
+            Bucket::Minute(m) => m,
+            Bucket::Hour(h) => h.saturating_mul(60),
+        }
+    }
+}
+
+/// The buckets that cover the minutes `[from, to)` exactly, oldest first: each whole hour
+/// inside the range as one [`Bucket::Hour`], the minutes before the first and after the last
+/// whole hour one by one (at most 2 x 59 of them).
+pub fn buckets(from_minute: i64, to_minute: i64) -> Vec<Bucket> {
+    let mut out = Vec::new();
+    let mut m = from_minute;
+    while m < to_minute {
+        if m.rem_euclid(60) == 0 && m.saturating_add(60) <= to_minute {
+            out.push(Bucket::Hour(m.div_euclid(60)));
+            m += 60;
+        } else {
+            out.push(Bucket::Minute(m));
+            m += 1;
+        }
+    }
+    out
+}
+
+/// The counts of one dimension's values in one bucket, of at most [`TRACKED_PER_BUCKET`]
+/// distinct values (the memory store's copy of what the Redis scripts keep in a sorted set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrackedCounts {
+    counts: HashMap<String, u64>,
+    untracked: u64,
+}
+
+impl TrackedCounts {
+    /// Add `delta` failures of `name`. A value already tracked is counted by name, as is a
+    /// new one while fewer than [`TRACKED_PER_BUCKET`] are; otherwise it counts as
+    /// untracked. Taking away lowers the value's own count while it is tracked (down to 0,
+    /// when it is forgotten), the untracked count otherwise: each failure taken away was
+    /// added, so no count goes below zero and the sum stays exact.
+    pub fn add(&mut self, name: &str, delta: i64) {
+        if delta > 0 {
+            let d = delta.unsigned_abs();
+            if let Some(n) = self.counts.get_mut(name) {
+                *n = n.saturating_add(d);
+            } else if self.counts.len() < TRACKED_PER_BUCKET {
+                self.counts.insert(name.to_owned(), d);
+            } else {
+                self.untracked = self.untracked.saturating_add(d);
+            }
+        } else if delta < 0 {
+            let mut rest = delta.unsigned_abs();
+            if let Some(n) = self.counts.get_mut(name) {
+                let taken = rest.min(*n);
+                *n -= taken;
+                rest -= taken;
+                if *n == 0 {
+                    self.counts.remove(name);
+                }
+            }
+            self.untracked = self.untracked.saturating_sub(rest);
+        }
+    }
+
+    /// The `n` most frequent values, most frequent first, equal counts by name descending
+    /// (the order of a Redis `ZRANGE … REV`).
+    pub fn top(&self, n: usize) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self.counts.iter().map(|(k, c)| (k.clone(), *c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        v.truncate(n);
+        v
+    }
+
+    /// Failures counted as untracked.
+    pub fn untracked(&self) -> u64 {
+        self.untracked
+    }
+
+    /// Whether it counts nothing.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty() && self.untracked == 0
+    }
+}
+
+/// Failures counted as untracked per dimension: their value was first seen in a bucket that
+/// already tracked [`TRACKED_PER_BUCKET`] values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Untracked {
+    /// Failures whose error code was not tracked.
+    pub error_codes: u64,
+    /// Failures whose task type was not tracked.
+    pub task_types: u64,
+    /// Failures whose client was not tracked.
+    pub clients: u64,
+}
+
+impl Untracked {
+    /// The count of `dimension`.
+    pub fn get(&self, dimension: Dimension) -> u64 {
+        match dimension {
+            Dimension::ErrorCode => self.error_codes,
+            Dimension::TaskType => self.task_types,
+            Dimension::Client => self.clients,
+        }
+    }
+
+    /// The count of `dimension`, to change.
+    pub fn get_mut(&mut self, dimension: Dimension) -> &mut u64 {
+        match dimension {
+            Dimension::ErrorCode => &mut self.error_codes,
+            Dimension::TaskType => &mut self.task_types,
+            Dimension::Client => &mut self.clients,
+        }
+    }
+}
+
+/// What a store answers for one bucket: the most frequent values of each dimension (at most
+/// [`READ_PER_BUCKET`] + 1 each: one more than a read uses, so [`summarize`] knows whether
+/// the list was cut), and the untracked counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketTops {
+    /// The bucket.
+    pub bucket: Bucket,
+    /// Error codes, most frequent first (equal counts by name descending).
+    pub by_error_code: Vec<(String, u64)>,
+    /// Task types, in the same order.
+    pub by_task_type: Vec<(String, u64)>,
+    /// Clients, in the same order.
+    pub by_client: Vec<(String, u64)>,
+    /// Failures of the bucket whose value was not tracked.
+    pub untracked: Untracked,
+}
+
+impl BucketTops {
+    /// Nothing counted yet in `bucket`.
+    pub fn empty(bucket: Bucket) -> Self {
+        Self {
+            bucket,
+            by_error_code: Vec::new(),
+            by_task_type: Vec::new(),
+            by_client: Vec::new(),
+            untracked: Untracked::default(),
+        }
+    }
+
+    /// The list of `dimension`.
+    pub fn of(&self, dimension: Dimension) -> &[(String, u64)] {
+        match dimension {
+            Dimension::ErrorCode => &self.by_error_code,
+            Dimension::TaskType => &self.by_task_type,
+            Dimension::Client => &self.by_client,
+        }
+    }
+
+    /// The list of `dimension`, to fill.
+    pub fn of_mut(&mut self, dimension: Dimension) -> &mut Vec<(String, u64)> {
+        match dimension {
+            Dimension::ErrorCode => &mut self.by_error_code,
+            Dimension::TaskType => &mut self.by_task_type,
+            Dimension::Client => &mut self.by_client,
+        }
+    }
+
+    /// Whether the bucket counts nothing.
+    pub fn is_empty(&self) -> bool {
+        Dimension::ALL
+            .iter()
+            .all(|d| self.of(*d).is_empty() && self.untracked.get(*d) == 0)
+    }
+}
+
+/// The three dimensions' counts of one bucket, as the memory store keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketCounts {
+    by_error_code: TrackedCounts,
+    by_task_type: TrackedCounts,
+    by_client: TrackedCounts,
+}
+
+impl BucketCounts {
+    /// Add (`+1`) or take away (`-1`) one failure of `task`.
+    pub fn apply(&mut self, task: &crate::FailedTask, delta: i64) {
+        self.by_error_code.add(task.error_code().as_str(), delta);
+        self.by_task_type.add(task.task_type().as_str(), delta);
+        self.by_client.add(task.client_id().as_str(), delta);
+    }
+
+    /// What a read of `bucket` answers: [`READ_PER_BUCKET`] + 1 values of each dimension.
+    pub fn tops(&self, bucket: Bucket) -> BucketTops {
+        let n = READ_PER_BUCKET + 1;
+        BucketTops {
+            bucket,
+            by_error_code: self.by_error_code.top(n),
+            by_task_type: self.by_task_type.top(n),
+            by_client: self.by_client.top(n),
+            untracked: Untracked {
+                error_codes: self.by_error_code.untracked(),
+                task_types: self.by_task_type.untracked(),
+                clients: self.by_client.untracked(),
+            },
+        }
+    }
+
+    /// Whether it counts nothing.
+    pub fn is_empty(&self) -> bool {
+        self.by_error_code.is_empty() && self.by_task_type.is_empty() && self.by_client.is_empty()
+    }
 }
 
 /// How urgent a firing alert is.
@@ -195,10 +454,17 @@ pub struct FailureStats {
     pub by_category: Vec<(ErrorCategory, u64)>,
     /// By error code, most frequent first, at most `top` of them.
     pub by_error_code: Vec<(String, u64)>,
-    /// By task type, most frequent first.
+    /// By task type, most frequent first, at most [`READ_PER_BUCKET`] of them.
     pub by_task_type: Vec<(String, u64)>,
     /// By client, most frequent first, at most `top` of them.
     pub top_clients: Vec<(String, u64)>,
+    /// Failures in the window counted in no breakdown of their dimension (their value was
+    /// first seen in a bucket that already tracked [`TRACKED_PER_BUCKET`] values).
+    pub untracked: Untracked,
+    /// Whether the three breakdowns are exact: no bucket of the window had more values of a
+    /// dimension than a read takes ([`READ_PER_BUCKET`]) and none was untracked. When not,
+    /// each count is a lower bound and a value may be missing (see the module docs).
+    pub breakdowns_exact: bool,
     /// Failures per minute over the whole window, oldest first, zeros included.
     pub timeline: Vec<(i64, u64)>,
     /// Failed tasks resolved in the window (their retry succeeded).
@@ -248,11 +514,13 @@ fn count_level(n: u64, warning: u64, critical: u64) -> Option<(AlertLevel, u64)>
     }
 }
 
-/// Statistics and alerts of `window` from its minute counts (only minutes inside the window
-/// are used; absent minutes count zero) and attempt counts `(minute, attempts)`.
+/// Statistics and alerts of `window` from its minute counts and the most frequent values of
+/// its buckets (only minutes and buckets inside the window are used; absent ones count zero)
+/// and attempt counts `(minute, attempts)`.
 pub fn summarize(
     window: StatsWindow,
     counts: &[MinuteCounts],
+    tops: &[BucketTops],
     attempts: &[(i64, u64)],
     thresholds: &AlertThresholds,
     top_n: usize,
@@ -262,11 +530,15 @@ pub fn summarize(
     for c in counts.iter().filter(|c| inside(c.minute)) {
         per_minute.insert(c.minute, c);
     }
+    let wanted: std::collections::HashSet<Bucket> = buckets(window.from_minute, window.to_minute)
+        .into_iter()
+        .collect();
+    let mut per_bucket: BTreeMap<Bucket, &BucketTops> = BTreeMap::new();
+    for t in tops.iter().filter(|t| wanted.contains(&t.bucket)) {
+        per_bucket.insert(t.bucket, t);
+    }
     let mut by_category: BTreeMap<ErrorCategory, u64> =
         ErrorCategory::ALL.iter().map(|c| (*c, 0)).collect();
-    let mut by_code: HashMap<String, u64> = HashMap::new();
-    let mut by_type: HashMap<String, u64> = HashMap::new();
-    let mut by_client: HashMap<String, u64> = HashMap::new();
     let mut total = 0u64;
     let mut recovered = 0u64;
     for c in per_minute.values() {
@@ -275,16 +547,21 @@ pub fn summarize(
         for (k, v) in &c.by_category {
             *by_category.entry(*k).or_default() += v;
         }
-        for (k, v) in &c.by_error_code {
-            *by_code.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &c.by_task_type {
-            *by_type.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &c.by_client {
-            *by_client.entry(k.clone()).or_default() += v;
+    }
+    let mut merged: [HashMap<String, u64>; 3] = Default::default();
+    let mut untracked = Untracked::default();
+    let mut breakdowns_exact = true;
+    for t in per_bucket.values() {
+        for (i, d) in Dimension::ALL.into_iter().enumerate() {
+            let list = t.of(d);
+            breakdowns_exact &= list.len() <= READ_PER_BUCKET && t.untracked.get(d) == 0;
+            for (k, v) in list.iter().take(READ_PER_BUCKET) {
+                *merged[i].entry(k.clone()).or_default() += v;
+            }
+            *untracked.get_mut(d) += t.untracked.get(d);
         }
     }
+    let [by_code, by_type, by_client] = merged;
     let timeline: Vec<(i64, u64)> = (window.from_minute..window.to_minute)
         .map(|m| (m, per_minute.get(&m).map_or(0, |c| c.total)))
         .collect();
@@ -383,9 +660,15 @@ pub fn summarize(
         let Some((level, max)) = count_level(*n, thresholds.error_code_max, code_critical) else {
             continue;
         };
-        let series = per_minute
-            .iter()
-            .map(|(m, c)| (*m, c.by_error_code.get(code).copied().unwrap_or(0)));
+        let series = per_bucket.iter().map(|(b, t)| {
+            let n = t
+                .by_error_code
+                .iter()
+                .take(READ_PER_BUCKET)
+                .find(|(k, _)| k == code)
+                .map_or(0, |(_, n)| *n);
+            (b.first_minute(), n)
+        });
         alerts.push(Alert {
             rule: "error_code_threshold",
             level,
@@ -443,8 +726,10 @@ pub fn summarize(
         total,
         by_category: by_category.into_iter().collect(),
         by_error_code: top(by_code, top_n),
-        by_task_type: top(by_type, usize::MAX),
+        by_task_type: top(by_type, READ_PER_BUCKET),
         top_clients: top(by_client, top_n),
+        untracked,
+        breakdowns_exact,
         timeline,
         recovered,
         attempts: (attempts_total > 0).then_some(attempts_total),
@@ -456,22 +741,9 @@ pub fn summarize(
 impl MinuteCounts {
     /// Add (`+1`) or take away (`-1`) one failure of `task` in its minute.
     pub fn apply(&mut self, task: &crate::FailedTask, delta: i64) {
-        fn bump<K: Ord>(map: &mut BTreeMap<K, u64>, k: K, delta: i64) {
-            let v = map.entry(k).or_default();
-            *v = v.saturating_add_signed(delta);
-        }
         self.total = self.total.saturating_add_signed(delta);
-        bump(&mut self.by_category, task.error_category(), delta);
-        bump(
-            &mut self.by_error_code,
-            task.error_code().to_string(),
-            delta,
-        );
-        bump(&mut self.by_task_type, task.task_type().to_string(), delta);
-        bump(&mut self.by_client, task.client_id().to_string(), delta);
+        let v = self.by_category.entry(task.error_category()).or_default();
+        *v = v.saturating_add_signed(delta);
         self.by_category.retain(|_, v| *v > 0);
-        self.by_error_code.retain(|_, v| *v > 0);
-        self.by_task_type.retain(|_, v| *v > 0);
-        self.by_client.retain(|_, v| *v > 0);
     }
 }

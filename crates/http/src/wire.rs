@@ -300,6 +300,20 @@ pub struct NamedCount {
     pub count: u64,
 }
 
+/// `Untracked` of the statistics: failures per breakdown whose value was not tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireUntracked {
+    /// Failures whose error code was not tracked.
+    #[serde(rename = "ErrorCodes")]
+    pub error_codes: u64,
+    /// Failures whose task type was not tracked.
+    #[serde(rename = "TaskTypes")]
+    pub task_types: u64,
+    /// Failures whose client was not tracked.
+    #[serde(rename = "Clients")]
+    pub clients: u64,
+}
+
 /// One minute of the timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelinePoint {
@@ -362,6 +376,15 @@ pub struct Stats {
     /// Clients with the most failures.
     #[serde(rename = "TopClients")]
     pub top_clients: Vec<NamedCount>,
+    /// Failures in the window counted in no breakdown of their kind (additive; see
+    /// `failed_tasks_domain::stats`): their error code, task type or client was first seen
+    /// when its minute or hour already tracked the most values the store keeps.
+    #[serde(rename = "Untracked")]
+    pub untracked: WireUntracked,
+    /// Whether `ByErrorCode`, `ByTaskType` and `TopClients` are exact (additive). When
+    /// false, a count may be below the true one and a value may be missing.
+    #[serde(rename = "BreakdownsExact")]
+    pub breakdowns_exact: bool,
     /// Failures per minute over the window, oldest first.
     #[serde(rename = "Timeline")]
     pub timeline: Vec<TimelinePoint>,
@@ -403,6 +426,12 @@ impl From<&FailureStats> for Stats {
             by_error_code: named(&s.by_error_code),
             by_task_type: named(&s.by_task_type),
             top_clients: named(&s.top_clients),
+            untracked: WireUntracked {
+                error_codes: s.untracked.error_codes,
+                task_types: s.untracked.task_types,
+                clients: s.untracked.clients,
+            },
+            breakdowns_exact: s.breakdowns_exact,
             timeline: s
                 .timeline
                 .iter()

@@ -28,6 +28,7 @@
 
 mod scheduler;
 mod service;
+mod stats_gate;
 
 /// What the use cases answer with, from the store port, re-exported so that an adapter on
 /// top (HTTP) depends on this crate and the domain only.

@@ -20,6 +20,8 @@ use failed_tasks_store::{
     StoredJsonPage, Stores,
 };
 
+use crate::stats_gate::StatsGate;
+
 /// How long the service waits for the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
@@ -313,6 +315,10 @@ pub struct FailedTaskService {
     record_counters: Arc<RecordCounters>,
     health: Arc<RecentHealth>,
     fail_times: FailTimeLimits,
+    /// How many statistics requests are computed at once, and the answers they share
+    /// (`stats_gate`): a crowd of statistics callers cannot starve listings of the store or
+    /// the process of memory.
+    stats_gate: Arc<StatsGate>,
 }
 
 /// A jitter seed that differs between processes and starts.
@@ -390,7 +396,43 @@ impl FailedTaskService {
             record_counters: Arc::new(RecordCounters::default()),
             health: Arc::new(RecentHealth::new(Self::DEFAULT_CHECK_REUSE)),
             fail_times: FailTimeLimits::default(),
+            stats_gate: Arc::new(StatsGate::new(
+                Self::DEFAULT_STATS_CONCURRENCY,
+                Self::DEFAULT_STATS_CACHE_TTL,
+            )),
         }
+    }
+
+    /// How many statistics requests are computed at once by default; the others wait
+    /// (within their request deadline) for one to finish.
+    pub const DEFAULT_STATS_CONCURRENCY: usize = 4;
+
+    /// How long a statistics answer is shared with callers asking for the same window by
+    /// default (a write through this service ends it at once).
+    pub const DEFAULT_STATS_CACHE_TTL: Duration = Duration::from_secs(1);
+
+    /// The same service computing at most `n` (at least 1) statistics requests at once.
+    #[must_use]
+    pub fn with_stats_concurrency(mut self, n: usize) -> Self {
+        self.stats_gate = Arc::new(StatsGate::new(n, self.stats_gate.ttl()));
+        self
+    }
+
+    /// The same service sharing a statistics answer for `ttl` with callers asking for the
+    /// same window (zero: every request computes its own). A write through this service
+    /// ends every shared answer at once; a write through another replica shows after `ttl`.
+    #[must_use]
+    pub fn with_stats_cache(mut self, ttl: Duration) -> Self {
+        self.stats_gate = Arc::new(StatsGate::new(self.stats_gate.concurrency(), ttl));
+        self
+    }
+
+    /// Run a write, then end the shared statistics answers (whatever its outcome: a
+    /// failed write may have been applied).
+    async fn writing<T>(&self, work: impl Future<Output = T>) -> T {
+        let out = work.await;
+        self.stats_gate.wrote();
+        out
     }
 
     /// The same service drawing jitter from `rng` (tests seed it to be reproducible).
@@ -609,6 +651,15 @@ impl FailedTaskService {
     where
         F: Future<Output = Result<T, StoreError>>,
     {
+        self.checked_within(self.deadlines.request, work).await
+    }
+
+    /// [`checked`](Self::checked) with `deadline` instead of the request deadline (what is
+    /// left of it after a wait).
+    async fn checked_within<T, F>(&self, deadline: Duration, work: F) -> Result<T, QueryError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
         let run = async {
             self.ensure_connection().await?;
             match work.await {
@@ -624,7 +675,7 @@ impl FailedTaskService {
                 }
             }
         };
-        match tokio::time::timeout(self.deadlines.request, run).await {
+        match tokio::time::timeout(deadline, run).await {
             Ok(result) => result,
             Err(_) => {
                 self.health.lost();
@@ -728,12 +779,16 @@ impl FailedTaskService {
             })?;
         }
         let Some(retries) = &self.stores.retries else {
-            let outcomes = self.checked(store.record_batch(tasks)).await?;
+            let outcomes = self
+                .writing(self.checked(store.record_batch(tasks)))
+                .await?;
             self.record_counters.add_recorded(tasks);
             return Ok(outcomes);
         };
         let planned = self.plans(tasks);
-        let outcomes = self.checked(retries.record_planned(&planned)).await?;
+        let outcomes = self
+            .writing(self.checked(retries.record_planned(&planned)))
+            .await?;
         self.record_counters.add_recorded(tasks);
         let scheduled = planned
             .iter()
@@ -753,7 +808,9 @@ impl FailedTaskService {
         now: Timestamp,
     ) -> Result<RetryNow, QueryError> {
         let retries = self.retry_store()?;
-        let outcome = self.checked(retries.retry_now(task_id, now)).await?;
+        let outcome = self
+            .writing(self.checked(retries.retry_now(task_id, now)))
+            .await?;
         if matches!(outcome, RetryNow::Scheduled { .. }) {
             RetryCounters::add(&self.retry_counters.scheduled_by_operator, 1);
         }
@@ -763,7 +820,9 @@ impl FailedTaskService {
     /// Cancel a task's scheduled retry.
     pub async fn cancel_retry(&self, task_id: &TaskId) -> Result<CancelRetry, QueryError> {
         let retries = self.retry_store()?;
-        let outcome = self.checked(retries.cancel_retry(task_id)).await?;
+        let outcome = self
+            .writing(self.checked(retries.cancel_retry(task_id)))
+            .await?;
         if matches!(outcome, CancelRetry::Cancelled { .. }) {
             RetryCounters::add(&self.retry_counters.cancelled, 1);
         }
@@ -773,7 +832,9 @@ impl FailedTaskService {
     /// A task's retry succeeded: it leaves the failed tasks and counts as recovered.
     pub async fn resolve(&self, task_id: &TaskId, at: Timestamp) -> Result<Resolve, QueryError> {
         let retries = self.retry_store()?;
-        let outcome = self.checked(retries.resolve(task_id, at)).await?;
+        let outcome = self
+            .writing(self.checked(retries.resolve(task_id, at)))
+            .await?;
         if outcome == Resolve::Resolved {
             RetryCounters::add(&self.retry_counters.recovered, 1);
         }
@@ -794,7 +855,7 @@ impl FailedTaskService {
         let (retried, delivered) = (AtomicU64::new(0), AtomicU64::new(0));
         let counters = &self.retry_counters;
         let walked = self
-            .walk_matching(filter, |id| {
+            .writing(self.walk_matching(filter, |id| {
                 let (retried, delivered) = (&retried, &delivered);
                 async move {
                     match retries.retry_now(&id, now).await? {
@@ -810,7 +871,7 @@ impl FailedTaskService {
                     }
                     Ok(())
                 }
-            })
+            }))
             .await?;
         let done = BulkRetry {
             retried: retried.into_inner(),
@@ -901,7 +962,7 @@ impl FailedTaskService {
         let store = self.writable_store()?;
         let removed = AtomicU64::new(0);
         let walked = self
-            .walk_matching(filter, |id| {
+            .writing(self.walk_matching(filter, |id| {
                 let removed = &removed;
                 async move {
                     if store.remove(&id).await? {
@@ -909,7 +970,7 @@ impl FailedTaskService {
                     }
                     Ok(())
                 }
-            })
+            }))
             .await?;
         let removed = removed.into_inner();
         match walked {
@@ -935,9 +996,12 @@ impl FailedTaskService {
     }
 
     /// Failure statistics of the `minutes` whole minutes up to `now`, with the alert rules
-    /// evaluated: read from the store's per-minute counters, so the cost depends on the
-    /// window, not on how many failures are stored. [`QueryError::NotSupported`] on a store
-    /// without statistics.
+    /// evaluated: read from the store's per-minute counters and per-bucket breakdowns, so the
+    /// cost depends on the window, neither on how many failures are stored nor on how many
+    /// distinct values they have. At most [`with_stats_concurrency`](Self::with_stats_concurrency)
+    /// are computed at once; the others wait for a turn within the request deadline (then
+    /// [`QueryError::Unavailable`], kind `stats_busy`). [`QueryError::NotSupported`] on a
+    /// store without statistics.
     pub async fn failure_stats(
         &self,
         minutes: i64,
@@ -946,24 +1010,58 @@ impl FailedTaskService {
     ) -> Result<FailureStats, QueryError> {
         let window = StatsWindow::ending_at(now, minutes)?;
         let store = self.stats_store()?;
-        let (counts, attempts) = self
-            .checked(async move {
-                let counts = store
-                    .failure_counts(window.from_minute(), window.to_minute())
-                    .await?;
-                let attempts = store
-                    .attempt_counts(window.from_minute(), window.to_minute())
-                    .await?;
-                Ok((counts, attempts))
+        if let Some(shared) = self.stats_gate.cached(window, top_n) {
+            return Ok(shared);
+        }
+        let started = tokio::time::Instant::now();
+        let request = self.deadlines.request;
+        let busy = || QueryError::Unavailable {
+            reason: format!(
+                "statistics are busy: {} requests were computed for the whole {request:?} deadline",
+                self.stats_gate.concurrency()
+            ),
+            kind: "stats_busy",
+        };
+        // One computation per window at a time: its other callers wait for its answer.
+        let computing = self.stats_gate.computing(window, top_n);
+        let _computing = match &computing {
+            Some(lock) => match tokio::time::timeout(request, lock.lock()).await {
+                Ok(guard) => Some(guard),
+                Err(_) => return Err(busy()),
+            },
+            None => None,
+        };
+        if let Some(shared) = self.stats_gate.cached(window, top_n) {
+            return Ok(shared);
+        }
+        let left = request.saturating_sub(started.elapsed());
+        let Some(_turn) = self.stats_gate.turn(left).await else {
+            return Err(busy());
+        };
+        let left = request.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(busy());
+        }
+        let generation = self.stats_gate.generation();
+        let (from, to) = (window.from_minute(), window.to_minute());
+        let (counts, tops, attempts) = self
+            .checked_within(left, async move {
+                let counts = store.failure_counts(from, to).await?;
+                let tops = store.failure_tops(from, to).await?;
+                let attempts = store.attempt_counts(from, to).await?;
+                Ok((counts, tops, attempts))
             })
             .await?;
-        Ok(summarize(
+        let stats = summarize(
             window,
             &counts,
+            &tops,
             &attempts,
             &self.alert_thresholds,
             top_n,
-        ))
+        );
+        self.stats_gate.keep(top_n, generation, &stats);
+        Ok(stats)
     }
 
     /// Report `count` attempts of `task_type` made at `at` (the failure-rate denominator);
@@ -975,7 +1073,7 @@ impl FailedTaskService {
         at: Timestamp,
     ) -> Result<(), QueryError> {
         let stats = self.stats_store()?;
-        self.checked(stats.record_attempts(task_type, minute_of(at), count))
+        self.writing(self.checked(stats.record_attempts(task_type, minute_of(at), count)))
             .await?;
         self.record_counters.add_attempts(task_type, count);
         Ok(())
@@ -1008,7 +1106,7 @@ impl FailedTaskService {
     /// on a read-only store.
     pub async fn remove_failed(&self, task_id: &TaskId) -> Result<(), QueryError> {
         let store = self.writable_store()?;
-        if self.checked(store.remove(task_id)).await? {
+        if self.writing(self.checked(store.remove(task_id))).await? {
             Ok(())
         } else {
             Err(QueryError::NotFound)

@@ -5,6 +5,7 @@
 //! descending byte order: exactly [`SortKey`]'s order. Fifteen digits hold every
 //! [`Timestamp`] up to 9999-12-31 ([`Timestamp::MAX_MILLIS`] has 15 digits).
 
+use failed_tasks_domain::stats::{Bucket, Dimension};
 use failed_tasks_domain::{
     ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, RetryState, SortKey, TaskType,
     Timestamp,
@@ -135,9 +136,21 @@ impl Keys {
     }
 
     /// `PREFIX:cnt:HOUR`: the failure counters of the minutes of one hour (hash, fields
-    /// `MINUTE:t`, `MINUTE:c:CATEGORY`, ...).
+    /// `MINUTE:t`, `MINUTE:c:CATEGORY`, `MINUTE:r`, and the untracked counts `MINUTE:u:D`,
+    /// `h:u:D`).
     pub(crate) fn counters(&self, hour: i64) -> String {
         format!("{}:cnt:{hour}", self.prefix)
+    }
+
+    /// `PREFIX:top:m:MINUTE:D` or `PREFIX:top:h:HOUR:D`: one bucket's counts of the values
+    /// of dimension `D` (`e` error code, `y` task type, `l` client), a sorted set of at most
+    /// `TRACKED_PER_BUCKET` members scored by their count.
+    pub(crate) fn tops(&self, bucket: Bucket, dimension: Dimension) -> String {
+        let d = dimension_letter(dimension);
+        match bucket {
+            Bucket::Minute(m) => format!("{}:top:m:{m}:{d}", self.prefix),
+            Bucket::Hour(h) => format!("{}:top:h:{h}:{d}", self.prefix),
+        }
     }
 
     /// `PREFIX:idx:retry:STATE`: the tasks in one retry state (`scheduled`, `final`, `none`).
@@ -170,6 +183,16 @@ impl Keys {
     /// `MINUTE:TASK_TYPE`).
     pub(crate) fn attempts(&self, hour: i64) -> String {
         format!("{}:att:{hour}", self.prefix)
+    }
+}
+
+/// The letter of a dimension in the counter keys and fields (as the record script writes
+/// them: `e` error code, `y` task type, `l` client).
+pub(crate) fn dimension_letter(dimension: Dimension) -> &'static str {
+    match dimension {
+        Dimension::ErrorCode => "e",
+        Dimension::TaskType => "y",
+        Dimension::Client => "l",
     }
 }
 

@@ -40,7 +40,9 @@
 //!   the old record's header.
 //! - A due retry leaves the due set exactly when it enters the stream (one script).
 //! - Statistics and groups are never computed by scanning tasks: a statistics request reads
-//!   one counter hash per hour of its range, a page of groups O(log G + page) entries.
+//!   named fields of one counter hash per hour of its range and at most `READ_PER_BUCKET` + 1
+//!   members of each capped breakdown set of its buckets (never more with more distinct
+//!   values), a page of groups O(log G + page) entries.
 //! - Index members sort byte-wise in exactly the domain's `SortKey` order (newest first, then
 //!   task id descending), so a cursor is an exclusive lex bound: O(log N + page) per page.
 //! - No call waits longer than the command timeout (fred's timeout plus `tokio::time::timeout`

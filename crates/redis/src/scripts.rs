@@ -78,7 +78,7 @@ end
 -- minutes and groups costs a few commands, not five per task. The script is atomic, so
 -- nobody sees the intermediate state.
 local function acc_new()
-  return {keys = {}, deltas = {}, expiry = {}, sigs = {}, dirty = {}}
+  return {keys = {}, deltas = {}, expiry = {}, sigs = {}, dirty = {}, tops = {}, zkeys = {}}
 end
 local function acc_add(acc, key, field, d)
   local per = acc.deltas[key]
@@ -93,15 +93,65 @@ local function acc_add(acc, key, field, d)
   end
   per.by[field] = per.by[field] + d
 end
+-- Breakdowns by task type (y), client (l) and error code (e): a sorted set per minute and
+-- per hour (P:top:m:{minute}:{d}, P:top:h:{hour}:{d}) of at most TOP_CAP members; a value
+-- first seen when its set is full counts in its hour hash's field {minute}:u:{d} or h:u:{d}
+-- (untracked) instead. A decrement lowers the member while it is there, the untracked field
+-- otherwise (failed_tasks_domain::stats::TrackedCounts is the same rule). Collected per set and
+-- member like the counters, applied by `flush_tops`.
+local TOP_CAP = {TOP_CAP}
+local function acc_top(acc, hash, zkey, ufield, name, d)
+  local per = acc.tops[zkey]
+  if not per then
+    per = {hash = hash, ufield = ufield, names = {}, by = {}}
+    acc.tops[zkey] = per
+    table.insert(acc.zkeys, zkey)
+  end
+  if per.by[name] == nil then
+    per.by[name] = 0
+    table.insert(per.names, name)
+  end
+  per.by[name] = per.by[name] + d
+end
+local function flush_tops(acc)
+  for _, z in ipairs(acc.zkeys) do
+    local per = acc.tops[z]
+    for _, name in ipairs(per.names) do
+      local d = per.by[name]
+      if d > 0 then
+        if redis.call('ZSCORE', z, name) or redis.call('ZCARD', z) < TOP_CAP then
+          redis.call('ZINCRBY', z, d, name)
+        else
+          bump(per.hash, per.ufield, d)
+        end
+      elseif d < 0 then
+        local rest = d
+        if redis.call('ZSCORE', z, name) then
+          local n = tonumber(redis.call('ZINCRBY', z, d, name))
+          rest = 0
+          if n <= 0 then
+            redis.call('ZREM', z, name)
+            rest = n
+          end
+        end
+        if rest < 0 then bump(per.hash, per.ufield, rest) end
+      end
+    end
+  end
+end
 local function count(acc, prefix, f, d)
   local minute = math.floor(tonumber(string.sub(f[2], 1, 15)) / 60000)
-  local k = prefix .. ':cnt:' .. string.format('%d', math.floor(minute / 60))
+  local hour = string.format('%d', math.floor(minute / 60))
+  local k = prefix .. ':cnt:' .. hour
   local m = string.format('%d', minute) .. ':'
   acc_add(acc, k, m .. 't', d)
   acc_add(acc, k, m .. 'c:' .. f[3], d)
-  acc_add(acc, k, m .. 'y:' .. f[4], d)
-  acc_add(acc, k, m .. 'l:' .. f[5], d)
-  acc_add(acc, k, m .. 'e:' .. f[6], d)
+  local mz = prefix .. ':top:m:' .. string.format('%d', minute) .. ':'
+  local hz = prefix .. ':top:h:' .. hour .. ':'
+  for _, dv in ipairs({{'y', f[4]}, {'l', f[5]}, {'e', f[6]}}) do
+    acc_top(acc, k, mz .. dv[1], m .. 'u:' .. dv[1], dv[2], d)
+    acc_top(acc, k, hz .. dv[1], 'h:u:' .. dv[1], dv[2], d)
+  end
   return k
 end
 local function dirty(acc, sig)
@@ -147,6 +197,7 @@ local function unrecord(acc, prefix, f, uncount)
   if uncount ~= false then count(acc, prefix, f, -1) end
 end
 local function flush(acc, prefix)
+  flush_tops(acc)
   for _, k in ipairs(acc.keys) do
     local per = acc.deltas[k]
     for _, field in ipairs(per.fields) do
@@ -159,6 +210,13 @@ local function flush(acc, prefix)
     if at then
       redis.call('PEXPIREAT', k, at, 'NX')
       redis.call('PEXPIREAT', k, at, 'GT')
+    end
+  end
+  for _, z in ipairs(acc.zkeys) do
+    local at = acc.expiry[acc.tops[z].hash]
+    if at then
+      redis.call('PEXPIREAT', z, at, 'NX')
+      redis.call('PEXPIREAT', z, at, 'GT')
     end
   end
   for _, sig in ipairs(acc.sigs) do rank(prefix, sig) end
@@ -552,7 +610,11 @@ pub(crate) struct Scripts {
 }
 
 fn with_helpers(body: &str) -> String {
-    format!("{HELPERS}{body}")
+    let helpers = HELPERS.replace(
+        "{TOP_CAP}",
+        &failed_tasks_domain::stats::TRACKED_PER_BUCKET.to_string(),
+    );
+    format!("{helpers}{body}")
 }
 
 impl Scripts {

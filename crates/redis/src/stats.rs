@@ -1,13 +1,20 @@
 //! Statistics and failure groups on Redis: reads of the counters and groups that the write
 //! scripts keep up to date (see `docs/redis-layout.md`), and the attempts counters.
 //!
-//! Nothing here scans tasks: a statistics request reads one counter hash per hour of its
-//! range (pipelined; the hash holds that hour's minutes), a page of groups reads the
-//! ordering set from a lex bound plus four O(log N) commands per group of the page.
+//! Nothing here scans tasks, and no read grows with the number of distinct values: a
+//! statistics request reads, per hour of its range, the fields of its minutes from the
+//! hour's counter hash (`HMGET` of named fields: never the whole hash, which in hours
+//! written by earlier versions also holds one field per distinct code, type and client), and
+//! per bucket (each whole hour, each minute at the range's edges) the
+//! `READ_PER_BUCKET` + 1 most frequent members of its three breakdown sets; all pipelined.
+//! A page of groups reads the ordering set from a lex bound plus four O(log N) commands per
+//! group of the page.
 
 use std::collections::{BTreeMap, HashMap};
 
-use failed_tasks_domain::stats::MinuteCounts;
+use failed_tasks_domain::stats::{
+    buckets, Bucket, BucketTops, Dimension, MinuteCounts, READ_PER_BUCKET,
+};
 use failed_tasks_domain::{
     ErrorCategory, ErrorPattern, ErrorSignature, FailureGroup, GroupCursor, GroupPage, GroupQuery,
     TaskId, TaskType, Timestamp,
@@ -15,13 +22,19 @@ use failed_tasks_domain::{
 use failed_tasks_store::StoreError;
 use fred::types::Value;
 
-use crate::layout::{member_id, ms_part, MS_DIGITS};
+use crate::layout::{dimension_letter, member_id, ms_part, MS_DIGITS};
 use crate::record;
 use crate::scripts::Scripts;
 use crate::store::{hour_end_ms, hour_of, now_ms, value_text, RedisStore};
 
 /// Commands sent at once when reading hour hashes (a 7-day window reads 169).
 const PIPELINE_CHUNK: usize = 1_000;
+
+/// Commands sent at once when reading breakdown sets: each answers up to
+/// `READ_PER_BUCKET` + 1 members, so a statistics read goes in rounds of this many, and the
+/// commands of concurrent requests (listings) on the same connection wait behind one round at
+/// most, not behind the whole read (a 1-hour window reads about 180 sets, 7 days about 860).
+const SETS_CHUNK: usize = 48;
 
 /// The longest range of minutes one call may read (31 days): far beyond the longest
 /// statistics window (7 days), and a bound on the commands one call sends.
@@ -61,58 +74,83 @@ fn split_minute(field: &str) -> Option<(i64, &str)> {
     Some((minute.parse().ok()?, rest))
 }
 
-/// Add one counter field (`t`, `r` (recovered), `c:CATEGORY`, `e:CODE`, `y:TYPE` or
-/// `l:CLIENT`, the minute already split off) to `c`; unknown or malformed fields are ignored.
-fn add_counter(c: &mut MinuteCounts, field: &str, n: u64) {
-    if field == "t" {
-        c.total = n;
-        return;
-    }
-    if field == "r" {
-        c.recovered = n;
-        return;
-    }
-    let Some((kind, name)) = field.split_once(':') else {
-        return;
+/// The fields of `P:cnt:{hour}` that a read of minute `m` asks for, in this order: total,
+/// recovered, then one per category of `ErrorCategory::ALL`.
+fn minute_fields(m: i64) -> impl Iterator<Item = String> {
+    [format!("{m}:t"), format!("{m}:r")].into_iter().chain(
+        ErrorCategory::ALL
+            .iter()
+            .map(move |c| format!("{m}:c:{}", c.as_str())),
+    )
+}
+
+/// The minute's counts from the values of its [`minute_fields`], in their order; `None`
+/// when it had neither failures nor recoveries.
+fn minute_of_fields(minute: i64, values: &[Option<u64>]) -> Option<MinuteCounts> {
+    let get = |i: usize| values.get(i).copied().flatten().unwrap_or(0);
+    let mut c = MinuteCounts {
+        minute,
+        total: get(0),
+        recovered: get(1),
+        ..MinuteCounts::default()
     };
-    match kind {
-        "c" => {
-            if let Ok(cat) = ErrorCategory::parse(name) {
-                c.by_category.insert(cat, n);
-            }
+    for (i, cat) in ErrorCategory::ALL.iter().enumerate() {
+        let n = get(2 + i);
+        if n > 0 {
+            c.by_category.insert(*cat, n);
         }
-        "e" => {
-            c.by_error_code.insert(name.to_owned(), n);
-        }
-        "y" => {
-            c.by_task_type.insert(name.to_owned(), n);
-        }
-        "l" => {
-            c.by_client.insert(name.to_owned(), n);
-        }
-        _ => {}
+    }
+    (c.total > 0 || c.recovered > 0).then_some(c)
+}
+
+/// The values of an `HMGET` reply, each a positive count or `None` (absent, zero, not a
+/// number).
+fn counts_of(v: Value) -> Vec<Option<u64>> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| v.as_str().and_then(|s| positive(&s)))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
-/// The minutes in `[from, to)` of hour-hash fields, oldest first, empty minutes left out.
-fn minute_counts(fields: Vec<(String, String)>, from: i64, to: i64) -> Vec<MinuteCounts> {
-    let mut per: BTreeMap<i64, MinuteCounts> = BTreeMap::new();
-    for (field, value) in &fields {
-        let (Some((minute, rest)), Some(n)) = (split_minute(field), positive(value)) else {
-            continue;
+/// The members and scores of a `ZRANGE … WITHSCORES` reply (RESP2: a flat array; RESP3:
+/// pairs), highest first as Redis sent them; members that are not text or whose score is
+/// not a positive count are left out.
+fn scored(v: Value) -> Vec<(String, u64)> {
+    let score = |v: &Value| -> Option<u64> {
+        let n = match v {
+            Value::Double(d) => *d,
+            Value::Integer(i) => *i as f64,
+            other => other.as_str()?.parse::<f64>().ok()?,
         };
-        if minute < from || minute >= to {
-            continue;
+        (n >= 1.0 && n.is_finite()).then_some(n as u64)
+    };
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len() / 2 + 1);
+    if items.iter().all(|i| matches!(i, Value::Array(_))) {
+        for item in items {
+            if let Value::Array(pair) = item {
+                if let (Some(m), Some(n)) = (
+                    pair.first().and_then(Value::as_str),
+                    pair.get(1).and_then(score),
+                ) {
+                    out.push((m.into_owned(), n));
+                }
+            }
         }
-        let c = per.entry(minute).or_insert_with(|| MinuteCounts {
-            minute,
-            ..MinuteCounts::default()
-        });
-        add_counter(c, rest, n);
+    } else {
+        let mut it = items.into_iter();
+        while let (Some(m), Some(n)) = (it.next(), it.next()) {
+            if let (Some(m), Some(n)) = (m.as_str(), score(&n)) {
+                out.push((m.into_owned(), n));
+            }
+        }
     }
-    per.into_values()
-        .filter(|c| c.total > 0 || c.recovered > 0)
-        .collect()
+    out
 }
 
 /// Attempts per minute in `[from, to)` of hour-hash fields `MINUTE:TASK_TYPE`.
@@ -176,6 +214,9 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// The minute counters of `[from, to)`: per hour, one `HMGET` of its minutes' total,
+    /// recovered and category fields (pipelined in chunks), so a read never depends on how
+    /// many other fields the hash holds.
     pub(crate) async fn read_failure_counts(
         &self,
         from_minute: i64,
@@ -185,10 +226,118 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let keys = &self.inner.keys;
-        let fields = self
-            .read_hours(from_minute, to_minute, |h| keys.counters(h))
-            .await?;
-        Ok(minute_counts(fields, from_minute, to_minute))
+        let per_minute = 2 + ErrorCategory::ALL.len();
+        let hours: Vec<i64> = (hour_of(from_minute)..=hour_of(to_minute - 1)).collect();
+        let mut out = Vec::new();
+        for chunk in hours.chunks(PIPELINE_CHUNK) {
+            let reads = chunk.iter().map(|&h| {
+                let minutes = (h * 60).max(from_minute)..(h * 60 + 60).min(to_minute);
+                let mut args: Vec<Value> = vec![keys.counters(h).into()];
+                args.extend(minutes.clone().flat_map(minute_fields).map(Value::from));
+                async move {
+                    let v: Value = self
+                        .inner
+                        .conn
+                        .cmd("reading failure counters", "HMGET", args)
+                        .await?;
+                    let values = counts_of(v);
+                    Ok::<_, StoreError>(
+                        minutes
+                            .enumerate()
+                            .filter_map(|(i, m)| minute_of_fields(m, values.get(i * per_minute..)?))
+                            .collect::<Vec<_>>(),
+                    )
+                }
+            });
+            for r in futures_util::future::join_all(reads).await {
+                out.extend(r?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The breakdowns of `[from, to)`: for each bucket of [`buckets`], the
+    /// `READ_PER_BUCKET` + 1 highest members of its three sets (`ZRANGE … REV LIMIT`), and,
+    /// per hour, one `HMGET` of the untracked fields of its buckets; pipelined in chunks.
+    /// Buckets that count nothing are left out.
+    pub(crate) async fn read_failure_tops(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<BucketTops>, StoreError> {
+        if !check_range(from_minute, to_minute)? {
+            return Ok(Vec::new());
+        }
+        let keys = &self.inner.keys;
+        let conn = &self.inner.conn;
+        let all = buckets(from_minute, to_minute);
+        let mut tops: Vec<BucketTops> = all.iter().map(|b| BucketTops::empty(*b)).collect();
+        // The sets: one ZRANGE per bucket and dimension.
+        let sets: Vec<(usize, Dimension)> = (0..all.len())
+            .flat_map(|i| Dimension::ALL.map(|d| (i, d)))
+            .collect();
+        for chunk in sets.chunks(SETS_CHUNK) {
+            let reads = chunk.iter().map(|&(i, d)| {
+                let args: Vec<Value> = vec![
+                    keys.tops(all[i], d).into(),
+                    0i64.into(),
+                    (READ_PER_BUCKET as i64).into(),
+                    "REV".into(),
+                    "WITHSCORES".into(),
+                ];
+                async move {
+                    let v: Value = conn
+                        .cmd("reading failure breakdowns", "ZRANGE", args)
+                        .await?;
+                    Ok::<_, StoreError>((i, d, scored(v)))
+                }
+            });
+            for r in futures_util::future::join_all(reads).await {
+                let (i, d, list) = r?;
+                *tops[i].of_mut(d) = list;
+            }
+        }
+        // The untracked counts: per hour, the fields of its buckets.
+        let mut by_hour: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (i, b) in all.iter().enumerate() {
+            let hour = match b {
+                Bucket::Minute(m) => hour_of(*m),
+                Bucket::Hour(h) => *h,
+            };
+            by_hour.entry(hour).or_default().push(i);
+        }
+        let hours: Vec<(i64, Vec<usize>)> = by_hour.into_iter().collect();
+        for chunk in hours.chunks(PIPELINE_CHUNK) {
+            let reads = chunk.iter().map(|(h, idx)| {
+                let mut args: Vec<Value> = vec![keys.counters(*h).into()];
+                for &i in idx {
+                    let at = match all[i] {
+                        Bucket::Minute(m) => m.to_string(),
+                        Bucket::Hour(_) => "h".to_owned(),
+                    };
+                    for d in Dimension::ALL {
+                        args.push(format!("{at}:u:{}", dimension_letter(d)).into());
+                    }
+                }
+                async move {
+                    let v: Value = conn
+                        .cmd("reading untracked failure counts", "HMGET", args)
+                        .await?;
+                    Ok::<_, StoreError>((idx, counts_of(v)))
+                }
+            });
+            for r in futures_util::future::join_all(reads).await {
+                let (idx, values) = r?;
+                for (n, &i) in idx.iter().enumerate() {
+                    for (k, d) in Dimension::ALL.into_iter().enumerate() {
+                        let v = values.get(n * 3 + k).copied().flatten().unwrap_or(0);
+                        *tops[i].untracked.get_mut(d) = v;
+                    }
+                }
+            }
+        }
+        tops.retain(|t| !t.is_empty());
+        Ok(tops)
     }
 
     pub(crate) async fn read_attempt_counts(
@@ -393,28 +542,27 @@ mod tests {
 
     #[test]
     fn hour_fields_are_parsed_and_bad_ones_ignored() {
-        let fields = [
-            ("7:t", "3"),
-            ("7:c:data_error", "2"),
-            ("7:c:nonsense", "1"),
-            ("7:e:E", "3"),
-            ("7:y:embedding", "3"),
-            ("7:l:c1", "3"),
-            ("7:l:c2", "x"),
-            ("7:q", "1"),
-            ("x:t", "1"),
-            ("8:t", "1"),
-            ("6:t", "0"),
-        ]
-        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-        .to_vec();
-        let got = minute_counts(fields.clone(), 6, 8);
-        assert_eq!(got.len(), 1);
-        let c = &got[0];
-        assert_eq!((c.minute, c.total), (7, 3));
+        let fields: Vec<String> = minute_fields(7).collect();
+        assert_eq!(fields[..3], ["7:t", "7:r", "7:c:service_timeout"]);
+        let mut values = vec![Some(3), None];
+        values.extend((0..ErrorCategory::ALL.len()).map(|i| (i == 1).then_some(2)));
+        let c = minute_of_fields(7, &values).unwrap();
+        assert_eq!((c.minute, c.total, c.recovered), (7, 3, 0));
         assert_eq!(c.by_category.len(), 1);
-        assert_eq!(c.by_client.len(), 1);
-        assert_eq!(minute_counts(fields, 9, 10), vec![]);
+        assert_eq!(minute_of_fields(7, &[None, None]), None);
+        let reply = Value::Array(vec!["3".into(), Value::Null, "x".into(), "0".into()]);
+        assert_eq!(counts_of(reply), vec![Some(3), None, None, None]);
+        // ZRANGE WITHSCORES: RESP2 flat, RESP3 pairs; bad scores left out.
+        let flat = Value::Array(vec!["a".into(), "2".into(), "b".into(), "x".into()]);
+        assert_eq!(scored(flat), vec![("a".to_owned(), 2)]);
+        let pairs = Value::Array(vec![
+            Value::Array(vec!["a".into(), Value::Double(2.0)]),
+            Value::Array(vec!["b".into(), Value::Double(1.0)]),
+        ]);
+        assert_eq!(
+            scored(pairs),
+            vec![("a".to_owned(), 2), ("b".to_owned(), 1)]
+        );
         let att = [
             ("7:embedding", "2"),
             ("7:indexing", "3"),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use failed_tasks_domain::stats::{minute_of, MinuteCounts, MINUTE_MS};
+use failed_tasks_domain::stats::{minute_of, BucketTops, MinuteCounts, MINUTE_MS};
 use failed_tasks_domain::{
     Cursor, ErrorPattern, FailedTask, GroupPage, GroupQuery, ListQuery, RetryPlan, RetryStatus,
     TaskFilter, TaskId, TaskType,
@@ -835,14 +835,24 @@ impl StatusStore for RedisStore {
 
 #[async_trait]
 impl StatsStore for RedisStore {
-    /// One `HGETALL` per hour of the range (`P:cnt:HOUR`), pipelined: O(minutes in the
-    /// range), whatever the number of stored tasks.
+    /// One `HMGET` of the range's minute fields per hour (`P:cnt:HOUR`), pipelined:
+    /// O(minutes in the range), whatever the number of stored tasks or distinct values.
     async fn failure_counts(
         &self,
         from_minute: i64,
         to_minute: i64,
     ) -> Result<Vec<MinuteCounts>, StoreError> {
         self.read_failure_counts(from_minute, to_minute).await
+    }
+
+    /// Three `ZRANGE … REV LIMIT` per bucket (`P:top:m:MINUTE:D`, `P:top:h:HOUR:D`) and one
+    /// `HMGET` of untracked fields per hour, pipelined: O(buckets x `READ_PER_BUCKET`).
+    async fn failure_tops(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<BucketTops>, StoreError> {
+        self.read_failure_tops(from_minute, to_minute).await
     }
 
     async fn record_attempts(
@@ -854,7 +864,8 @@ impl StatsStore for RedisStore {
         self.add_attempts(task_type, minute, count).await
     }
 
-    /// One `HGETALL` per hour of the range (`P:att:HOUR`), as `failure_counts`.
+    /// One `HGETALL` per hour of the range (`P:att:HOUR`, one field per minute and task
+    /// type), pipelined.
     async fn attempt_counts(
         &self,
         from_minute: i64,

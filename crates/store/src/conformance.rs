@@ -452,6 +452,15 @@ pub async fn stats_follow_writes(store: &dyn StatusStore, stats: &dyn StatsStore
         .iter()
         .all(|c| c.minute >= from + 6 && c.minute < from + 8));
     assert!(stats.failure_counts(to, from).await.unwrap().is_empty());
+    // The breakdowns: a range of edge minutes only, and one with whole hours.
+    for (a, b) in [(from, to), (from, from + 125), (from + 70, from + 71)] {
+        assert_eq!(
+            stats.failure_tops(a, b).await.unwrap(),
+            brute_tops(&tasks, a, b),
+            "breakdowns of [{a}, {b}) disagree with the stored tasks"
+        );
+    }
+    assert!(stats.failure_tops(to, from).await.unwrap().is_empty());
 
     stats
         .record_attempts(&TaskType::embedding(), from + 1, 7)
@@ -471,6 +480,121 @@ pub async fn stats_follow_writes(store: &dyn StatusStore, stats: &dyn StatsStore
         .unwrap();
     let attempts = stats.attempt_counts(from, to).await.unwrap();
     assert_eq!(attempts, vec![(from + 1, 10), (from + 2, 5)]);
+}
+
+/// The breakdowns of the buckets of `[from, to)` that count anything, computed from `tasks`
+/// (valid while no bucket reaches its cap: then the order of writes decides what is tracked).
+pub fn brute_tops(
+    tasks: &[FailedTask],
+    from: i64,
+    to: i64,
+) -> Vec<failed_tasks_domain::stats::BucketTops> {
+    use failed_tasks_domain::stats::{buckets, minute_of, Bucket, BucketCounts};
+    buckets(from, to)
+        .into_iter()
+        .filter_map(|b| {
+            let mut c = BucketCounts::default();
+            for t in tasks {
+                let m = minute_of(t.fail_time());
+                if b == Bucket::Minute(m) || b == Bucket::Hour(m.div_euclid(60)) {
+                    c.apply(t, 1);
+                }
+            }
+            (!c.is_empty()).then(|| c.tops(b))
+        })
+        .collect()
+}
+
+/// A bucket tracks at most `TRACKED_PER_BUCKET` distinct values per dimension: later new
+/// ones are counted as untracked, a read answers `READ_PER_BUCKET` + 1 of the most
+/// frequent, removals lower a tracked value's count or the untracked one, and a value can be
+/// tracked again once there is room.
+pub async fn breakdowns_are_capped(store: &dyn StatusStore, stats: &dyn StatsStore) {
+    use failed_tasks_domain::stats::{
+        minute_of, Bucket, Dimension, Untracked, READ_PER_BUCKET, TRACKED_PER_BUCKET,
+    };
+    let n = TRACKED_PER_BUCKET + 5;
+    // All in one minute, 2 hours after BASE_MS; every task its own client and error code,
+    // `hot` the most frequent client.
+    let at = |i: usize| 2 * 3_600_000 + (i % 50) as i64 * 1_000;
+    let one = |i: usize, client: &str| {
+        task(
+            &format!("cap{i:05}"),
+            at(i),
+            ErrorCategory::ALL[i % 4],
+            ["embedding", "indexing"][i % 2],
+            client,
+            &format!("E{i:05}"),
+        )
+    };
+    let tasks: Vec<FailedTask> = (0..n)
+        .map(|i| {
+            one(
+                i,
+                &if i < 3 {
+                    "hot".to_owned()
+                } else {
+                    format!("c{i:05}")
+                },
+            )
+        })
+        .collect();
+    for chunk in tasks.chunks(1_000) {
+        store.record_batch(chunk).await.unwrap();
+    }
+    let minute = minute_of(tasks[0].fail_time());
+    let (hour, from, to) = (
+        minute.div_euclid(60),
+        minute.div_euclid(60) * 60,
+        minute + 1,
+    );
+    let tops = stats.failure_tops(from, to).await.unwrap();
+    let buckets: Vec<Bucket> = tops.iter().map(|t| t.bucket).collect();
+    assert_eq!(
+        buckets,
+        [Bucket::Minute(minute)],
+        "only the minute with failures"
+    );
+    let t = &tops[0];
+    // 1,005 codes; 1,003 clients (`hot` has three tasks).
+    let want = Untracked {
+        error_codes: 5,
+        task_types: 0,
+        clients: 3,
+    };
+    assert_eq!(t.untracked, want);
+    assert_eq!(t.by_client.len(), READ_PER_BUCKET + 1);
+    assert_eq!(t.by_client[0], ("hot".to_owned(), 3));
+    // Equal counts by name descending: the tracked clients are the first recorded.
+    assert_eq!(
+        t.by_client[1],
+        (format!("c{:05}", TRACKED_PER_BUCKET + 1), 1)
+    );
+    assert_eq!(t.by_task_type.len(), 2);
+    let whole = stats.failure_tops(hour * 60, hour * 60 + 60).await.unwrap();
+    assert_eq!(whole.len(), 1);
+    assert_eq!(whole[0].bucket, Bucket::Hour(hour));
+    assert_eq!(
+        (whole[0].untracked, &whole[0].by_client),
+        (t.untracked, &t.by_client),
+        "the hour counts as its only minute"
+    );
+    // Removing two untracked tasks lowers the untracked counts; a tracked one frees room,
+    // and a new client recorded then is tracked.
+    for i in [n - 1, n - 2, 5] {
+        assert!(store.remove(tasks[i].task_id()).await.unwrap());
+    }
+    store.record(&one(n, "newcomer")).await.unwrap();
+    for (a, b) in [(from, to), (hour * 60, hour * 60 + 60)] {
+        let t = &stats.failure_tops(a, b).await.unwrap()[0];
+        assert_eq!(t.untracked.get(Dimension::Client), 1, "[{a}, {b})");
+        assert_eq!(t.untracked.get(Dimension::ErrorCode), 3, "[{a}, {b})");
+        assert!(
+            t.by_client.contains(&("newcomer".to_owned(), 1)),
+            "[{a}, {b})"
+        );
+        assert!(!t.by_client.iter().any(|(c, _)| c == "c00005"));
+    }
 }
 
 /// Failure groups follow every write: same signature for messages that differ only in
@@ -738,7 +862,7 @@ where
     ties_are_ordered_by_id(&*fresh().await.tasks).await;
     let probe = fresh().await;
     if probe.stats.is_some() {
-        for check in 0..2 {
+        for check in 0..3 {
             let stores = fresh().await;
             let stats = stores
                 .stats
@@ -746,6 +870,7 @@ where
                 .expect("the same adapter claims the same");
             match check {
                 0 => stats_follow_writes(&*stores.tasks, stats).await,
+                1 => breakdowns_are_capped(&*stores.tasks, stats).await,
                 _ => groups_follow_writes(&*stores.tasks, stats).await,
             }
         }

@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use failed_tasks_domain::scheduling::MAX_ATTEMPT_HISTORY;
-use failed_tasks_domain::stats::{minute_of, MinuteCounts};
+use failed_tasks_domain::stats::{
+    buckets, minute_of, Bucket, BucketCounts, BucketTops, MinuteCounts,
+};
 use failed_tasks_domain::{
     AttemptRecord, ClientId, Cursor, ErrorCategory, ErrorCode, ErrorPattern, ErrorSignature,
     FailedTask, FailureGroup, GroupCursor, GroupPage, GroupQuery, ListQuery, NextRetry, RetryPlan,
@@ -139,6 +141,9 @@ struct Indexes {
     by_error_code: HashMap<ErrorCode, BTreeSet<IndexKey>>,
     /// Failure counters per minute, kept in step with every insert and remove.
     minutes: BTreeMap<i64, MinuteCounts>,
+    /// The breakdowns by error code, task type and client per minute and per hour (the
+    /// buckets of `failed_tasks_domain::stats`), in step with `minutes`.
+    tops: BTreeMap<Bucket, BucketCounts>,
     /// Task attempts per minute, by task type.
     attempts: BTreeMap<i64, HashMap<TaskType, u64>>,
     /// Failure groups by signature; their members double as the signature index.
@@ -303,6 +308,7 @@ impl Indexes {
                     ..MinuteCounts::default()
                 })
                 .apply(&task, 1);
+            self.count_tops(&task, minute, 1);
         }
         let id = task.task_id().clone();
         if sched == Sched::NotPlanned {
@@ -315,6 +321,17 @@ impl Indexes {
             self.due_of.insert(id.clone(), at);
         }
         self.by_id.insert(id, task);
+    }
+
+    /// Count `task` (`delta` +1 or -1) in the breakdowns of its minute and of its hour.
+    fn count_tops(&mut self, task: &FailedTask, minute: i64, delta: i64) {
+        for bucket in [Bucket::Minute(minute), Bucket::Hour(minute.div_euclid(60))] {
+            let counts = self.tops.entry(bucket).or_default();
+            counts.apply(task, delta);
+            if counts.is_empty() {
+                self.tops.remove(&bucket);
+            }
+        }
     }
 
     /// Take `id` out of every index, its group, its schedule and the due set, and (when
@@ -342,6 +359,7 @@ impl Indexes {
                     self.minutes.remove(&minute);
                 }
             }
+            self.count_tops(&task, minute, -1);
         }
         Some(Unrecorded { task, sched, due })
     }
@@ -464,6 +482,11 @@ impl Indexes {
         }
         let first_kept = minute_of(Timestamp::saturating_from_unix_millis(oldest_ms));
         self.minutes = self.minutes.split_off(&first_kept);
+        // Emptied by the removals already; this only drops what a corrupt state left.
+        self.tops.retain(|b, _| match b {
+            Bucket::Minute(m) => *m >= first_kept,
+            Bucket::Hour(h) => (h + 1) * 60 > first_kept,
+        });
         self.attempts = self.attempts.split_off(&first_kept);
         removed
     }
@@ -848,6 +871,18 @@ impl StatsStore for MemoryStore {
             .minutes
             .range(from_minute..to_minute)
             .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    async fn failure_tops(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<BucketTops>, StoreError> {
+        let indexes = self.read();
+        Ok(buckets(from_minute, to_minute)
+            .into_iter()
+            .filter_map(|b| Some(indexes.tops.get(&b)?.tops(b)))
             .collect())
     }
 

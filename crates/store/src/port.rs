@@ -1,7 +1,7 @@
 //! The port itself: the task store every adapter is, and the optional capabilities.
 
 use async_trait::async_trait;
-use failed_tasks_domain::stats::MinuteCounts;
+use failed_tasks_domain::stats::{BucketTops, MinuteCounts};
 use failed_tasks_domain::{
     Cursor, FailedTask, GroupPage, GroupQuery, ListQuery, RetryStatus, TaskId, TaskType,
 };
@@ -121,6 +121,21 @@ pub trait StatsStore: Send + Sync {
         from_minute: i64,
         to_minute: i64,
     ) -> Result<Vec<MinuteCounts>, StoreError>;
+
+    /// The breakdowns by error code, task type and client of the minutes in
+    /// `[from_minute, to_minute)`: one [`BucketTops`] per bucket of
+    /// [`failed_tasks_domain::stats::buckets`] that counts anything, oldest first, each with
+    /// at most [`READ_PER_BUCKET`](failed_tasks_domain::stats::READ_PER_BUCKET) + 1 values
+    /// per dimension (the most frequent; equal counts by name descending) and its untracked
+    /// counts. Stores keep at most
+    /// [`TRACKED_PER_BUCKET`](failed_tasks_domain::stats::TRACKED_PER_BUCKET) values per
+    /// bucket and dimension ([`TrackedCounts`](failed_tasks_domain::stats::TrackedCounts)'s
+    /// rule), so this costs O(buckets), never O(distinct values) nor O(stored tasks).
+    async fn failure_tops(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<BucketTops>, StoreError>;
 
     /// Add `count` task attempts of `task_type` in `minute` (the failure-rate denominator,
     /// reported by embedders). Kept with the same retention as failures.

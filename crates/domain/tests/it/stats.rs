@@ -1,7 +1,9 @@
 //! The alert rules with controlled fail times: what fires, what does not, and since when.
 
 use failed_tasks_domain::stats::{
-    minute_of, summarize, AlertLevel, AlertThresholds, MinuteCounts, StatsWindow,
+    buckets, minute_of, summarize as summarize_parts, AlertLevel, AlertThresholds, Bucket,
+    BucketCounts, BucketTops, FailureStats, MinuteCounts, StatsWindow, TrackedCounts, Untracked,
+    READ_PER_BUCKET, TRACKED_PER_BUCKET,
 };
 use failed_tasks_domain::{ErrorCategory, FailedTask, NewFailedTask, Timestamp};
 
@@ -21,9 +23,58 @@ fn task(id: usize, minute: i64, category: ErrorCategory, code: &str) -> FailedTa
     .unwrap()
 }
 
+/// The counters of some failures, as a store keeps them: per minute, and the tasks, to count
+/// the buckets of a window from.
+struct Counts {
+    minutes: Vec<MinuteCounts>,
+    tasks: Vec<FailedTask>,
+}
+
+impl std::ops::Deref for Counts {
+    type Target = [MinuteCounts];
+    fn deref(&self) -> &[MinuteCounts] {
+        &self.minutes
+    }
+}
+
+impl Counts {
+    /// What a store reads for `window`: each of its buckets' most frequent values.
+    fn tops(&self, window: StatsWindow) -> Vec<BucketTops> {
+        buckets(window.from_minute(), window.to_minute())
+            .into_iter()
+            .map(|b| {
+                let mut c = BucketCounts::default();
+                for t in &self.tasks {
+                    let m = minute_of(t.fail_time());
+                    let inside = match b {
+                        Bucket::Minute(x) => m == x,
+                        Bucket::Hour(h) => m.div_euclid(60) == h,
+                    };
+                    if inside {
+                        c.apply(t, 1);
+                    }
+                }
+                c.tops(b)
+            })
+            .collect()
+    }
+}
+
+/// The statistics of `window` over `c`, as the use case computes them from a store's reads.
+fn summarize(
+    window: StatsWindow,
+    c: &Counts,
+    attempts: &[(i64, u64)],
+    thresholds: &AlertThresholds,
+    top_n: usize,
+) -> FailureStats {
+    summarize_parts(window, c, &c.tops(window), attempts, thresholds, top_n)
+}
+
 /// Minute counts of `per_minute[i]` failures in minute i (after BASE), all one category/code.
-fn counts(per_minute: &[u64], category: ErrorCategory, code: &str) -> Vec<MinuteCounts> {
+fn counts(per_minute: &[u64], category: ErrorCategory, code: &str) -> Counts {
     let mut out = Vec::new();
+    let mut tasks = Vec::new();
     let mut id = 0;
     for (i, n) in per_minute.iter().enumerate() {
         let t0 = task(0, i as i64, category, code);
@@ -33,11 +84,16 @@ fn counts(per_minute: &[u64], category: ErrorCategory, code: &str) -> Vec<Minute
         };
         for _ in 0..*n {
             id += 1;
-            c.apply(&task(id, i as i64, category, code), 1);
+            let t = task(id, i as i64, category, code);
+            c.apply(&t, 1);
+            tasks.push(t);
         }
         out.push(c);
     }
-    out
+    Counts {
+        minutes: out,
+        tasks,
+    }
 }
 
 fn window_of(minutes: usize) -> StatsWindow {
@@ -192,7 +248,8 @@ fn category_and_error_code_thresholds() {
         .find(|a| a.rule == "error_code_threshold")
         .expect("code fires");
     assert_eq!(code.subject.as_deref(), Some("DENIED"));
-    assert_eq!(code.since.to_rfc3339(), "2025-01-24T09:25:00Z"); // 52 > 50
+    // 52 > 50 in minute 25, but the window is one whole hour: one bucket, since its start.
+    assert_eq!(code.since.to_rfc3339(), "2025-01-24T09:00:00Z");
     assert_eq!(
         stats
             .by_category
@@ -235,7 +292,7 @@ fn category_and_error_code_thresholds() {
             "error_code_threshold",
             AlertLevel::Critical,
             50.0,
-            "2025-01-24T09:25:00Z".to_owned()
+            "2025-01-24T09:00:00Z".to_owned()
         )),
         "{levels:?}"
     );
@@ -333,5 +390,93 @@ fn removing_what_was_added_leaves_nothing() {
     c.apply(&t, 1);
     c.apply(&t, -1);
     assert_eq!(c.total, 0);
-    assert!(c.by_category.is_empty() && c.by_client.is_empty() && c.by_error_code.is_empty());
+    assert!(c.by_category.is_empty());
+    let mut b = BucketCounts::default();
+    b.apply(&t, 1);
+    b.apply(&t, -1);
+    assert!(b.is_empty());
+}
+
+#[test]
+fn buckets_cover_a_range_with_whole_hours_and_edge_minutes() {
+    assert_eq!(buckets(5, 5), vec![]);
+    assert_eq!(
+        buckets(58, 61),
+        vec![Bucket::Minute(58), Bucket::Minute(59), Bucket::Minute(60)]
+    );
+    assert_eq!(buckets(60, 120), vec![Bucket::Hour(1)]);
+    let b = buckets(59, 181);
+    assert_eq!(b.len(), 4);
+    assert_eq!(
+        b[..3],
+        [Bucket::Minute(59), Bucket::Hour(1), Bucket::Hour(2)]
+    );
+    assert_eq!(b[3], Bucket::Minute(180));
+    // A 7-day window: 168 or 167 hours, at most 2 x 59 minutes.
+    let week = 7 * 24 * 60;
+    for from in [0, 1, 30, 59] {
+        let b = buckets(from, from + week);
+        let covered: i64 = b
+            .iter()
+            .map(|b| if matches!(b, Bucket::Hour(_)) { 60 } else { 1 })
+            .sum();
+        assert_eq!(covered, week);
+        assert!(b.len() <= 168 + 118, "{}", b.len());
+    }
+}
+
+#[test]
+fn a_full_bucket_counts_new_values_as_untracked_and_taking_away_stays_exact() {
+    let mut c = TrackedCounts::default();
+    for i in 0..TRACKED_PER_BUCKET {
+        c.add(&format!("v{i:04}"), 1);
+    }
+    c.add("late", 2);
+    c.add("v0000", 1);
+    assert_eq!(c.untracked(), 2);
+    assert_eq!(c.top(1), vec![("v0000".to_owned(), 2)]);
+    // Equal counts: by name descending, as Redis's ZRANGE REV.
+    assert_eq!(c.top(2)[1], ("v0999".to_owned(), 1));
+    // "late" is not tracked: taking it away lowers the untracked count.
+    c.add("late", -1);
+    assert_eq!(c.untracked(), 1);
+    // Room again: a value counted untracked may now be tracked; its removal then lowers
+    // its own count first, and the sum of all counts stays the number of failures.
+    c.add("v0001", -1);
+    c.add("late", 1);
+    assert_eq!(c.top(1), vec![("v0000".to_owned(), 2)]);
+    c.add("late", -2);
+    assert_eq!(c.untracked(), 0);
+    assert!(c
+        .top(TRACKED_PER_BUCKET + 1)
+        .iter()
+        .all(|(k, _)| k != "late"));
+}
+
+#[test]
+fn breakdowns_say_when_they_are_not_exact() {
+    let window = window_of(60);
+    let many: Vec<(String, u64)> = (0..=READ_PER_BUCKET)
+        .map(|i| (format!("c{i:03}"), 1))
+        .collect();
+    let mut cut = BucketTops::empty(Bucket::Hour(window.from_minute() / 60));
+    cut.by_client = many.clone();
+    let stats = summarize_parts(window, &[], &[cut.clone()], &[], &loose(), 20);
+    assert!(!stats.breakdowns_exact);
+    assert_eq!(stats.top_clients.len(), 20);
+    cut.by_client.truncate(READ_PER_BUCKET);
+    let stats = summarize_parts(window, &[], &[cut.clone()], &[], &loose(), 20);
+    assert!(stats.breakdowns_exact);
+    cut.untracked = Untracked {
+        clients: 7,
+        ..Untracked::default()
+    };
+    let stats = summarize_parts(window, &[], &[cut], &[], &loose(), 20);
+    assert!(!stats.breakdowns_exact);
+    assert_eq!(stats.untracked.clients, 7);
+    // A bucket outside the window is not used.
+    let mut outside = BucketTops::empty(Bucket::Minute(window.to_minute()));
+    outside.by_client = many;
+    let stats = summarize_parts(window, &[], &[outside], &[], &loose(), 20);
+    assert!(stats.top_clients.is_empty() && stats.breakdowns_exact);
 }

@@ -7,6 +7,7 @@ mod bulk;
 use std::sync::Arc;
 use std::time::Duration;
 
+use failed_tasks_domain::stats::{Bucket, BucketTops};
 use failed_tasks_domain::{FailedTask, ListQuery, PageLimits, TaskFilter, TaskId, Timestamp};
 use failed_tasks_query::{Deadlines, FailedTaskService, QueryError};
 use failed_tasks_store::{FailedTaskPage, MockStatusStore, StatusStore, StoreError, Stores};
@@ -380,6 +381,15 @@ async fn statistics_go_to_the_stats_capability() {
             }])
         });
     stats
+        .expect_failure_tops()
+        .withf(move |from, until| *from == to - 60 && *until == to)
+        .times(1)
+        .returning(|from, _| {
+            let mut t = BucketTops::empty(Bucket::Minute(from));
+            t.by_client = vec![("c1".to_owned(), 4)];
+            Ok(vec![t])
+        });
+    stats
         .expect_attempt_counts()
         .times(1)
         .returning(|from, _| Ok(vec![(from, 10)]));
@@ -389,6 +399,132 @@ async fn statistics_go_to_the_stats_capability() {
     );
     let got = svc.failure_stats(60, now, 5).await.unwrap();
     assert_eq!(got.total, 4);
+    assert_eq!(got.top_clients, vec![("c1".to_owned(), 4)]);
+    assert!(got.breakdowns_exact);
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_of_one_window_share_an_answer_until_a_write_through_the_service() {
+    use failed_tasks_domain::stats::MinuteCounts;
+    use failed_tasks_store::MockStatsStore;
+    let now = Timestamp::from_unix_millis(1_737_709_200_000).unwrap();
+    let mut tasks = MockStatusStore::new();
+    tasks.expect_ping().returning(|| Ok(()));
+    let mut stats = MockStatsStore::new();
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = reads.clone();
+    stats.expect_failure_counts().returning(move |from, _| {
+        let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Ok(vec![MinuteCounts {
+            minute: from,
+            total: n,
+            ..MinuteCounts::default()
+        }])
+    });
+    stats.expect_failure_tops().returning(|_, _| Ok(Vec::new()));
+    stats
+        .expect_attempt_counts()
+        .returning(|_, _| Ok(Vec::new()));
+    stats.expect_record_attempts().returning(|_, _, _| Ok(()));
+    let svc = FailedTaskService::new(
+        Stores::new("mock", Arc::new(tasks)).with_stats(Arc::new(stats)),
+        Deadlines::default(),
+    );
+    let total = |svc: &FailedTaskService, minutes| {
+        let svc = svc.clone();
+        async move { svc.failure_stats(minutes, now, 5).await.unwrap().total }
+    };
+    assert_eq!(total(&svc, 60).await, 1);
+    assert_eq!(total(&svc, 60).await, 1, "shared");
+    assert_eq!(total(&svc, 30).await, 2, "another window is its own answer");
+    // A write through the service ends the shared answers.
+    svc.report_attempts(&failed_tasks_domain::TaskType::embedding(), 1, now)
+        .await
+        .unwrap();
+    assert_eq!(total(&svc, 60).await, 3);
+    // So does the cache's lifetime.
+    tokio::time::advance(FailedTaskService::DEFAULT_STATS_CACHE_TTL).await;
+    assert_eq!(total(&svc, 60).await, 4);
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+/// A statistics store whose counter reads wait until released.
+struct HeldStats(Arc<tokio::sync::Notify>);
+
+#[async_trait::async_trait]
+impl failed_tasks_store::StatsStore for HeldStats {
+    async fn failure_counts(
+        &self,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<failed_tasks_domain::stats::MinuteCounts>, StoreError> {
+        self.0.notified().await;
+        Ok(Vec::new())
+    }
+    async fn failure_tops(&self, _: i64, _: i64) -> Result<Vec<BucketTops>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn record_attempts(
+        &self,
+        _: &failed_tasks_domain::TaskType,
+        _: i64,
+        _: u64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn attempt_counts(&self, _: i64, _: i64) -> Result<Vec<(i64, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn list_groups(
+        &self,
+        _: &failed_tasks_domain::GroupQuery,
+    ) -> Result<failed_tasks_domain::GroupPage, StoreError> {
+        Ok(failed_tasks_domain::GroupPage::default())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn statistics_beyond_the_concurrency_wait_their_turn_within_the_deadline() {
+    let now = Timestamp::from_unix_millis(1_737_709_200_000).unwrap();
+    let mut tasks = MockStatusStore::new();
+    tasks.expect_ping().returning(|| Ok(()));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let svc = FailedTaskService::new(
+        Stores::new("mock", Arc::new(tasks)).with_stats(Arc::new(HeldStats(release.clone()))),
+        Deadlines::default(),
+    )
+    .with_stats_concurrency(1)
+    .with_stats_cache(Duration::ZERO);
+    let call = || {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.failure_stats(60, now, 5).await })
+    };
+    // The one permit is held by the first; the second waits its turn and gets it when the
+    // first is answered.
+    let (first, second) = (call(), call());
+    tokio::task::yield_now().await;
+    release.notify_one();
+    assert!(first.await.unwrap().is_ok());
+    release.notify_one();
+    assert!(second.await.unwrap().is_ok());
+    // Held past the deadline: the waiting caller gives up at its deadline, as stats_busy.
+    let held = call();
+    tokio::task::yield_now().await;
+    let busy = svc.failure_stats(60, now, 5).await.unwrap_err();
+    assert!(
+        matches!(
+            busy,
+            QueryError::Unavailable {
+                kind: "stats_busy",
+                ..
+            }
+        ),
+        "{busy:?}"
+    );
+    assert!(
+        held.await.unwrap().is_err(),
+        "the holder ran out of time too"
+    );
 }
 
 #[tokio::test]

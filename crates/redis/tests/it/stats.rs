@@ -224,6 +224,12 @@ pub async fn assert_consistent(store: &RedisStore, tasks: &[FailedTask], from: i
     let (want_minutes, want_groups) = brute_force(tasks);
     let got = store.failure_counts(from, to).await.unwrap();
     assert_eq!(got, want_minutes, "minute counters differ from the records");
+    let got = store.failure_tops(from, to).await.unwrap();
+    assert_eq!(
+        got,
+        failed_tasks_store::conformance::brute_tops(tasks, from, to),
+        "breakdowns differ from the records"
+    );
     for size in [3, 1000] {
         let (groups, total) = all_groups(store, size).await;
         assert_eq!(total as usize, want_groups.len(), "group total");
@@ -289,7 +295,7 @@ async fn janitor_trims_counters_and_groups_with_the_records() {
     );
 }
 
-/// `(calls of HGETALL, all commands)` Redis processed during `f`.
+/// `(calls of HMGET, HGETALL and ZRANGE, all commands)` Redis processed during `f`.
 async fn commands_during<F: std::future::Future<Output = ()>>(
     raw: &fred::clients::Client,
     prefix: &str,
@@ -327,11 +333,12 @@ async fn commands_during<F: std::future::Future<Output = ()>>(
                 .ok()
         })
         .sum();
-    (calls("hgetall"), all)
+    (calls("hmget") + calls("hgetall") + calls("zrange"), all)
 }
 
-/// A statistics request sends one read per hour of its window, whatever the number of
-/// stored failures, and a page of groups a fixed number per group; the answers stay exact.
+/// A statistics request sends a fixed number of reads per hour and per edge minute of its
+/// window, whatever the number of stored failures or of their distinct values, and a page of
+/// groups a fixed number per group; the answers stay exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_group_reads_do_not_grow_with_stored_tasks() {
     let server = RedisServer::start();
@@ -358,9 +365,12 @@ async fn stats_and_group_reads_do_not_grow_with_stored_tasks() {
             store.record_batch(batch).await.unwrap();
         }
         let (from, to) = (window.0, window.0 + window.1);
-        let (hgetall, all) = commands_during(&raw, &prefix, async {
+        let (reads, all) = commands_during(&raw, &prefix, async {
             let got = store.failure_counts(from, to).await.unwrap();
             assert_eq!(got, brute_force(&tasks).0, "counters at N = {n}");
+            let got = store.failure_tops(from, to).await.unwrap();
+            let want = failed_tasks_store::conformance::brute_tops(&tasks, from, to);
+            assert_eq!(got, want, "breakdowns at N = {n}");
         })
         .await;
         let (_, group_cmds) = commands_during(&raw, &prefix, async {
@@ -376,21 +386,81 @@ async fn stats_and_group_reads_do_not_grow_with_stored_tasks() {
             let week = 7 * 24 * 60;
             let started = std::time::Instant::now();
             let got = store.failure_counts(to - week, to).await.unwrap();
+            store.failure_tops(to - week, to).await.unwrap();
             took.1 = started.elapsed();
             assert_eq!(got.iter().map(|c| c.total).sum::<u64>(), n as u64);
         })
         .await;
         let week_cmds = week.1;
         eprintln!(
-            "N = {n}: 1 h stats: {hgetall} HGETALL ({all} commands); 7 d stats: {week_cmds} \
+            "N = {n}: 1 h stats: {reads} HMGET/ZRANGE ({all} commands); 7 d stats: {week_cmds} \
              commands (with a second 1 h read); all groups: {group_cmds} commands; \
              wall time (informative only): 1 h {:?}, 7 d {:?}",
             took.0, took.1
         );
-        costs.push((hgetall, all, week.1, group_cmds));
+        costs.push((reads, all, week.1, group_cmds));
     }
     assert_eq!(costs[0], costs[1], "read cost grew with N");
-    // The window's 60 minutes start on a whole hour: one hash; 7 days: 169 hours at most.
-    assert_eq!(costs[0].0, 1, "one HGETALL per hour of the window");
-    assert!(costs[0].2 <= 1 + 7 * 24 + 1, "{costs:?}");
+    // The window's 60 minutes start on a whole hour: one bucket, so one HMGET of counters,
+    // three ZRANGE, one HMGET of untracked counts. 7 days from a minute that is not on an
+    // hour: 169 hours, 168 - 1 whole ones and at most 2 x 59 edge minutes.
+    assert_eq!(costs[0].0, 1 + 3 + 1, "reads of a one-hour window");
+    assert!(costs[0].2 <= 5 + 169 + (167 + 118) * 3 + 169, "{costs:?}");
+}
+
+/// Counter hashes written by earlier versions hold one field per minute and distinct error
+/// code, task type and client (`{m}:e:CODE`, `{m}:y:TYPE`, `{m}:l:CLIENT`): their totals,
+/// categories and recoveries are still read (the same fields), their per-value fields are
+/// never read (a read asks for named fields only, so 20,000 of them cost nothing), and a
+/// task recorded now in such an hour is broken down as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_hashes_of_earlier_versions_are_read_without_their_per_value_fields() {
+    let server = RedisServer::start();
+    let store = helpers::store(&server.url()).await;
+    let raw = helpers::raw(&server.url()).await;
+    let prefix = store.config().key_prefix.clone();
+    let now = Timestamp::now().unix_millis();
+    let minute = now.div_euclid(MINUTE) - 3;
+    let hour = minute.div_euclid(60);
+    let key = format!("{prefix}:cnt:{hour}");
+    let mut args: Vec<fred::types::Value> = vec![key.as_str().into()];
+    for (f, v) in [
+        (format!("{minute}:t"), 10_000),
+        (format!("{minute}:c:data_error"), 10_000),
+        (format!("{minute}:r"), 2),
+    ] {
+        args.extend([f.into(), v.into()]);
+    }
+    for i in 0..10_000 {
+        args.extend([format!("{minute}:l:c{i}").into(), 1.into()]);
+        args.extend([format!("{minute}:e:E{i}").into(), 1.into()]);
+    }
+    let _: i64 = helpers::cmd(&raw, &prefix, "HSET", args).await;
+
+    let (from, to) = (minute - 10, minute + 10);
+    let counts = store.failure_counts(from, to).await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!((counts[0].total, counts[0].recovered), (10_000, 2));
+    assert_eq!(
+        counts[0].by_category.get(&ErrorCategory::DataError),
+        Some(&10_000)
+    );
+    assert!(store.failure_tops(from, to).await.unwrap().is_empty());
+
+    let t = at("fresh", minute * MINUTE + 5_000, 0);
+    store.record(&t).await.unwrap();
+    let counts = store.failure_counts(from, to).await.unwrap();
+    assert_eq!(counts[0].total, 10_001);
+    let tops = store.failure_tops(from, to).await.unwrap();
+    assert_eq!(tops.len(), 1);
+    assert_eq!(tops[0].by_client, vec![(t.client_id().to_string(), 1)]);
+    // Removing it takes it out of both, and leaves the old fields alone.
+    assert!(store.remove(t.task_id()).await.unwrap());
+    assert_eq!(
+        store.failure_counts(from, to).await.unwrap()[0].total,
+        10_000
+    );
+    assert!(store.failure_tops(from, to).await.unwrap().is_empty());
+    let len: u64 = helpers::cmd(&raw, &prefix, "HLEN", vec![key.as_str().into()]).await;
+    assert_eq!(len, 3 + 20_000);
 }

@@ -90,7 +90,12 @@ export function mount(ctx) {
         byCategory,
         top(t('overview.byErrorCode'), s.ByErrorCode || [], 'errorCode', 'by-error-code'),
         top(t('overview.byTaskType'), s.ByTaskType || [], 'taskType', 'by-task-type'),
-        top(t('overview.topClients'), s.TopClients || [], 'clientId', 'top-clients')));
+        top(t('overview.topClients'), s.TopClients || [], 'clientId', 'top-clients')),
+      s.BreakdownsExact === false
+        ? h('p', { class: 'muted', id: 'breakdowns-approximate' }, t('overview.approximate', {
+          n: Math.max(s.Untracked?.ErrorCodes || 0, s.Untracked?.TaskTypes || 0, s.Untracked?.Clients || 0),
+        }))
+        : null);
   }
 
   return { load };
