@@ -62,16 +62,17 @@ pub(crate) async fn list_failed(app: &App, call: Call<'_>) -> Reply {
 
 /// One page of the listing, and how many tasks it holds.
 async fn list_page(app: &App, q: &ListQuery) -> (Reply, usize) {
-    // The fast path: a store that keeps the wire JSON answers with it, and the body is
-    // assembled around those bytes (see `wire::stored_page_body`); anything it cannot vouch
-    // for falls back to the decoded path below, which skips and counts corrupt records.
-    match app.service.list_failed_stored_json(q).await {
+    // The fast path: a store that keeps stored records answers with them, and the body is
+    // rendered from their headers without a JSON parser (see `wire::stored_page_body`);
+    // anything it cannot vouch for falls back to the decoded path below, which skips and
+    // counts corrupt records.
+    match app.service.list_failed_stored(q).await {
         Ok(Some(page)) => {
             let mut body = PayloadWriter::default();
             if crate::wire::stored_page_body(&page, app.service.retry_policy(), &mut body).is_some()
             {
                 app.metrics.corrupt_skipped(page.skipped_corrupt);
-                return (Reply::ok_json_payload(body.finish()), page.tasks.len());
+                return (Reply::ok_json_payload(body.finish()), page.records.len());
             }
         }
         Ok(None) => {}

@@ -16,7 +16,8 @@
 //! - `health`: the cause of a connection problem and Redis's `maxmemory-policy`, checked
 //!   after every (re)connection (an evicting Redis is refused unless allowed).
 //! - `layout`: key names, index members `{fail_ms:015}:{task_id}`, lex bounds.
-//! - `record`: the stored value (header line + the contract's JSON wire form).
+//! - The stored value (header line + the error message) is defined in
+//!   `failed_tasks_store::stored`, shared with the tools that read records.
 //! - `scripts`: the Lua scripts (record, record a batch, remove, trim, attempts, lock release;
 //!   deliver, retry now, cancel, resolve).
 //! - `stats`: reads of the per-hour failure counters and attempts, and pages of failure groups.
@@ -57,7 +58,6 @@ mod health;
 pub mod janitor;
 mod layout;
 mod queue;
-mod record;
 mod retries;
 mod scripts;
 mod stats;
@@ -68,4 +68,4 @@ pub use config::{redact_url, RedisConfig};
 pub use janitor::{JanitorHandle, TrimReport};
 pub use layout::Keys;
 pub use queue::RedisRetryQueue;
-pub use store::{JsonPage, RedisStore};
+pub use store::RedisStore;
