@@ -302,6 +302,24 @@ flush(acc, ARGV[1])
 return created
 "#;
 
+/// Migrate one record to the current layout (`failed-tasks-server migrate`): when the record
+/// still holds exactly the value the migration read, upsert its rewritten form as [`RECORD`]
+/// does (indexes, group, counters and schedule follow the header, so a `v3` record's stay as
+/// they are and a `v1` record joins its group and counters); otherwise a writer got there
+/// first and nothing changes.
+///
+/// KEYS: as [`RECORD`]. ARGV: prefix, the value read, its rewritten form (v4), then
+/// [`RECORD`]'s TTL, normalised message and counters' expiry. Returns 1 when migrated, 0 when
+/// the record changed since it was read.
+const MIGRATE: &str = r#"
+if not storable(ARGV[3]) then return redis.error_reply('ERR migrated record without a v4 header') end
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local acc = acc_new()
+put(acc, ARGV[1], KEYS[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+flush(acc, ARGV[1])
+return 1
+"#;
+
 /// The first word of the error a [`RECORD_MANY`] call answers when it started after its
 /// caller's deadline (and so wrote nothing).
 pub(crate) const LATE: &str = "LATE";
@@ -567,6 +585,7 @@ pub(crate) struct Scripts {
     pub(crate) retry_now: Script,
     pub(crate) cancel: Script,
     pub(crate) resolve: Script,
+    pub(crate) migrate: Script,
 }
 
 fn with_helpers(body: &str) -> String {
@@ -592,6 +611,7 @@ impl Scripts {
             retry_now: Script::new("retry_now", with_helpers(&format!("{LOOKUP}{RETRY_NOW}"))),
             cancel: Script::new("cancel", with_helpers(&format!("{LOOKUP}{CANCEL}"))),
             resolve: Script::new("resolve", with_helpers(RESOLVE)),
+            migrate: Script::new("migrate", with_helpers(MIGRATE)),
         })
     }
 }

@@ -395,6 +395,42 @@ pub fn attempt_of(stored: &str) -> Option<AttemptRecord> {
     legacy::header_attempt(stored.split_once('\n')?.0)
 }
 
+/// A stored value of an earlier version rewritten as `v4`, with the task it holds; `None`
+/// when it already is `v4`. A `v3` record keeps every header field as the scripts left it
+/// (retry state, cancelled or not, schedulers, due time); `v1` and `v2` records become what
+/// recording the task now writes (never scheduled, the signature computed). The error says
+/// why a value cannot be read.
+pub fn upgrade(stored: &str) -> Result<Option<(String, FailedTask)>, String> {
+    use std::fmt::Write as _;
+    if stored.starts_with("v4\t") {
+        Record::parse(stored.as_bytes())?;
+        return Ok(None);
+    }
+    let (task, status) = legacy::decode(stored)?;
+    let header = stored.split_once('\n').map_or("", |(h, _)| h);
+    if !header.starts_with("v3\t") {
+        let out = encode(&task, &ErrorSignature::of_task(&task), &status);
+        return Ok(Some((out, task)));
+    }
+    let mut out = String::with_capacity(stored.len());
+    out.push_str(VERSION);
+    for field in header.split('\t').skip(1) {
+        out.push('\t');
+        out.push_str(field);
+    }
+    let due_at = status.next_retry_at().map(Timestamp::to_rfc3339);
+    let _ = writeln!(
+        out,
+        "\t{}\t{}\t{}",
+        task.start_time().unix_millis(),
+        task.processed_files(),
+        due_at.unwrap_or_default()
+    );
+    out.push_str(task.error_message().as_str());
+    Record::parse(out.as_bytes())?;
+    Ok(Some((out, task)))
+}
+
 /// Records written before `v4`: a header line, then the task as wire JSON.
 mod legacy {
     use super::*;
@@ -557,6 +593,9 @@ mod tests {
             assert!(v3.starts_with("v3\t"), "{v3}");
             assert_eq!(decode(&v3), Ok((t.clone(), status)));
             assert_eq!(wire_json(&v3), wire_json(&stored));
+            // Upgrading gives back exactly what is written now.
+            assert_eq!(upgrade(&v3), Ok(Some((stored.clone(), t.clone()))));
+            assert_eq!(upgrade(&stored), Ok(None));
         }
     }
 
