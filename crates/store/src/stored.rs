@@ -288,7 +288,7 @@ impl<'a> Record<'a> {
         final_failure: Option<bool>,
         out: &mut impl Write,
     ) -> io::Result<()> {
-        let mut time = String::with_capacity(24);
+        let mut time = [0u8; 24];
         out.write_all(b"{\"TaskId\":")?;
         json_string(self.task_id, out)?;
         out.write_all(b",\"TaskType\":")?;
@@ -298,23 +298,22 @@ impl<'a> Record<'a> {
         out.write_all(b",\"CodebasePath\":")?;
         json_string(self.codebase_path, out)?;
         out.write_all(b",\"StartTime\":\"")?;
-        Timestamp::saturating_from_unix_millis(self.start_ms).write_rfc3339(&mut time);
-        out.write_all(time.as_bytes())?;
+        let start = Timestamp::saturating_from_unix_millis(self.start_ms);
+        out.write_all(start.format_rfc3339(&mut time).as_bytes())?;
         out.write_all(b"\",\"FailTime\":\"")?;
-        time.clear();
-        Timestamp::saturating_from_unix_millis(self.fail_ms).write_rfc3339(&mut time);
-        out.write_all(time.as_bytes())?;
+        let fail = Timestamp::saturating_from_unix_millis(self.fail_ms);
+        out.write_all(fail.format_rfc3339(&mut time).as_bytes())?;
         out.write_all(b"\",\"ErrorCode\":")?;
         json_string(self.error_code, out)?;
         out.write_all(b",\"ErrorMessage\":")?;
         json_string(self.message, out)?;
-        write!(
-            out,
-            ",\"RetryCount\":{},\"ProcessedFiles\":{},\"ErrorCategory\":\"{}\",\"NextRetryAt\":",
-            self.retry_count(),
-            self.processed_files,
-            self.category.as_str()
-        )?;
+        out.write_all(b",\"RetryCount\":")?;
+        write_u64(u64::from(self.retry_count()), out)?;
+        out.write_all(b",\"ProcessedFiles\":")?;
+        write_u64(self.processed_files, out)?;
+        out.write_all(b",\"ErrorCategory\":\"")?;
+        out.write_all(self.category.as_str().as_bytes())?;
+        out.write_all(b"\",\"NextRetryAt\":")?;
         match self.next_retry_at() {
             Some(at) => json_string(at, out)?,
             None => out.write_all(b"null")?,
@@ -327,14 +326,47 @@ impl<'a> Record<'a> {
     }
 }
 
+/// `n` in decimal, without the formatting machinery.
+pub fn write_u64(mut n: u64, out: &mut impl Write) -> io::Result<()> {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.write_all(&buf[at..])
+}
+
+/// Which bytes a JSON string escapes (`"`, `\`, control characters), as `serde_json` does.
+const ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// `s` as a JSON string, escaped exactly as `serde_json` does (`"`, `\`, and control
-/// characters; everything else as it is).
+/// characters; everything else as it is). Text without any of them, the common case, is
+/// copied in one piece.
 fn json_string(s: &str, out: &mut impl Write) -> io::Result<()> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.write_all(b"\"")?;
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        if !ESCAPED[b as usize] {
+            continue;
+        }
+        let unicode;
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -343,15 +375,17 @@ fn json_string(s: &str, out: &mut impl Write) -> io::Result<()> {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0x00..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 0xf) as usize],
-            ],
-            _ => continue,
+            _ => {
+                unicode = [
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ];
+                &unicode
+            }
         };
         out.write_all(&bytes[start..i])?;
         out.write_all(esc)?;
