@@ -14,6 +14,7 @@ use failed_tasks_store::{
     FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoreError, StoredPage, StoredPages,
     Stores,
 };
+use fred::bytes::Bytes;
 use fred::types::Value;
 
 use crate::config::RedisConfig;
@@ -335,15 +336,13 @@ impl RedisStore {
         total: &LexRange,
         walk: &LexRange,
         n: usize,
-    ) -> Result<(u64, Vec<String>, Vec<Value>), StoreError> {
+    ) -> Result<(u64, Vec<Bytes>, Vec<Value>), StoreError> {
         // Without bounds, the cheaper forms: ZCARD is O(1), and a range by rank skips the
         // byte comparisons of a lex range (all scores are 0, so rank order is lex order).
         let count = if total.min == "-" && total.max == "+" {
-            self.conn()
-                .cmd::<u64>("counting an index", "ZCARD", vec![index.into()])
+            ("ZCARD", vec![index.into()])
         } else {
-            self.conn().cmd::<u64>(
-                "counting an index",
+            (
                 "ZLEXCOUNT",
                 vec![
                     index.into(),
@@ -362,17 +361,28 @@ impl RedisStore {
         } else {
             crate::layout::zrange_bylex(index, &walk.max, &walk.min, true, n as i64)
         };
-        let range = self
+        // Members as the reply's bytes: no UTF-8 check or copy per member.
+        let (total, members): (u64, Vec<Bytes>) = self
             .conn()
-            .cmd::<Vec<String>>("reading an index", "ZRANGE", range_args);
-        let (total, members) = tokio::join!(count, range);
-        let (total, members) = (total?, members?);
+            .cmd_pair(
+                "counting and reading an index",
+                count,
+                ("ZRANGE", range_args),
+            )
+            .await?;
         if members.is_empty() {
             return Ok((total, members, Vec::new()));
         }
+        let prefix = self.keys().record_prefix();
         let keys: Vec<Value> = members
             .iter()
-            .map(|m| Value::from(self.keys().record(member_id(m).unwrap_or_default())))
+            .map(|m| {
+                let id = m.get(MS_DIGITS + 1..).unwrap_or_default();
+                let mut key = Vec::with_capacity(prefix.len() + id.len());
+                key.extend_from_slice(prefix.as_bytes());
+                key.extend_from_slice(id);
+                Value::Bytes(Bytes::from(key))
+            })
             .collect();
         let values: Vec<Value> = self.conn().cmd("reading records", "MGET", keys).await?;
         if values.len() != members.len() {
@@ -392,7 +402,7 @@ impl RedisStore {
         index: &str,
         query: &ListQuery,
         n: usize,
-    ) -> Result<(LexRange, u64, Vec<String>, Vec<Value>), StoreError> {
+    ) -> Result<(LexRange, u64, Vec<Bytes>, Vec<Value>), StoreError> {
         let f = &query.filter;
         let range = LexRange::new(
             f.since,
@@ -517,7 +527,7 @@ impl RedisStore {
 /// ([`stored::VERSION`]) record whose header names that member; `None` otherwise (the
 /// decoded path then decides). The rest of the header is checked by whoever renders it
 /// ([`stored::Record::parse`]).
-fn stored_record(member: &str, value: Value) -> Option<fred::bytes::Bytes> {
+fn stored_record(member: &[u8], value: Value) -> Option<Bytes> {
     let b = match value {
         Value::Bytes(b) => b,
         Value::String(s) => s.into_inner(),
@@ -526,7 +536,7 @@ fn stored_record(member: &str, value: Value) -> Option<fred::bytes::Bytes> {
     let rest = b
         .strip_prefix(stored::VERSION.as_bytes())?
         .strip_prefix(b"\t")?;
-    let after = rest.strip_prefix(member.as_bytes())?;
+    let after = rest.strip_prefix(member)?;
     (after.first() == Some(&b'\t')).then_some(b)
 }
 
@@ -597,6 +607,12 @@ impl StatusStore for RedisStore {
             // page take two round trips.
             let index = indexes.pop().unwrap_or_else(|| self.keys().all());
             let (range, total, members, values) = self.first_page_of(&index, query, want).await?;
+            // (A member that is not UTF-8 is none of ours: it matches no record and is
+            // skipped like any stale entry.)
+            let members: Vec<String> = members
+                .iter()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .collect();
             let walk = Walk {
                 index,
                 others: Vec::new(),
@@ -767,7 +783,8 @@ impl StoredPages for RedisStore {
                     records.truncate(size);
                     members
                         .get(size - 1)
-                        .and_then(|m| crate::layout::parse_member(m))
+                        .and_then(|m| std::str::from_utf8(m).ok())
+                        .and_then(crate::layout::parse_member)
                         .map(Cursor::after)
                 } else {
                     None
