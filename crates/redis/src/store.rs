@@ -770,7 +770,12 @@ impl StoredPages for RedisStore {
         if indexes.len() <= 1 {
             let size = query.page_size.as_usize();
             let index = indexes.pop().unwrap_or_else(|| self.keys().all());
-            let (_, total, members, values) = self.first_page_of(&index, query, size + 1).await?;
+            // From the start of the range the count says whether a page follows, so the
+            // page reads exactly `size` members and records (as the raw floor does);
+            // after a cursor one more is read to know.
+            let from_start = query.cursor.is_none();
+            let n = if from_start { size } else { size + 1 };
+            let (_, total, members, values) = self.first_page_of(&index, query, n).await?;
             let mut records = Vec::with_capacity(members.len());
             for (m, v) in members.iter().zip(values) {
                 match stored_record(m, v) {
@@ -779,7 +784,12 @@ impl StoredPages for RedisStore {
                 }
             }
             if records.len() == members.len() {
-                let next_cursor = if records.len() > size {
+                let more = if from_start {
+                    total > members.len() as u64 && members.len() == size
+                } else {
+                    records.len() > size
+                };
+                let next_cursor = if more {
                     records.truncate(size);
                     members
                         .get(size - 1)
