@@ -4,7 +4,7 @@
 //! - [`StatusStore`]: the port every store implements (ping, list, get, record, remove), an
 //!   `#[async_trait]` trait.
 //! - The capabilities a store may add, each a trait of its own: [`StatsStore`] (failure
-//!   statistics, attempts, groups), [`StoredPages`] (pages as stored wire JSON), and the
+//!   statistics, attempts, groups), [`StoredPages`] (pages as stored records), and the
 //!   retry capabilities in [`retry`]. No trait has a default that fails at run time: a store
 //!   implements a capability or does not, and [`Stores`] (built by each adapter) says which
 //!   ones it has, named by [`Capability`] (writes included: a read-only source implements

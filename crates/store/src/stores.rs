@@ -73,7 +73,7 @@ pub struct Stores {
     pub writable: bool,
     /// Statistics and groups, when the store keeps them.
     pub stats: Option<Arc<dyn StatsStore>>,
-    /// Pages as stored wire JSON, when the store keeps tasks that way.
+    /// Pages as stored records ([`stored`](crate::stored)), when the store keeps tasks that way.
     pub stored: Option<Arc<dyn StoredPages>>,
     /// Retries, when the store schedules them.
     pub retries: Option<Arc<dyn RetryStore>>,
