@@ -373,15 +373,16 @@ impl RedisStore {
         if members.is_empty() {
             return Ok((total, members, Vec::new()));
         }
+        // Every record key in one allocation, each key a slice of it.
         let prefix = self.keys().record_prefix();
+        let size: usize = members.iter().map(|m| prefix.len() + m.len()).sum();
+        let mut buf = fred::bytes::BytesMut::with_capacity(size);
         let keys: Vec<Value> = members
             .iter()
             .map(|m| {
-                let id = m.get(MS_DIGITS + 1..).unwrap_or_default();
-                let mut key = Vec::with_capacity(prefix.len() + id.len());
-                key.extend_from_slice(prefix.as_bytes());
-                key.extend_from_slice(id);
-                Value::Bytes(Bytes::from(key))
+                buf.extend_from_slice(prefix.as_bytes());
+                buf.extend_from_slice(m.get(MS_DIGITS + 1..).unwrap_or_default());
+                Value::Bytes(buf.split().freeze())
             })
             .collect();
         let values: Vec<Value> = self.conn().cmd("reading records", "MGET", keys).await?;
