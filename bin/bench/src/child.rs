@@ -18,7 +18,7 @@ use bytes::Bytes;
 use failed_tasks_http::{App, HttpConfig};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{RedisConfig, RedisStore};
-use failed_tasks_store::{StatusStore, Stores};
+use failed_tasks_store::{StatusStore, StoredPages, Stores};
 use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
@@ -34,8 +34,9 @@ pub enum Kind {
     /// A hello-world hyper server with fixed response bytes.
     Hello,
     /// The proposed read fast path, prototyped: the hello-world server, but each request
-    /// pings Redis and assembles the page from `RedisStore::list_json` (stored wire bytes,
-    /// one round trip), like the HTTP adapter would with that change.
+    /// pings Redis and renders the page from `StoredPages::list_stored` (stored records)
+    /// with `wire::stored_page_body`, as the HTTP adapter does, without its routing, limits,
+    /// metrics and response plumbing.
     Fast,
 }
 
@@ -242,7 +243,7 @@ async fn hello(
     }
 }
 
-/// The fast-path prototype: ping + one `list_json` call + byte concatenation per request.
+/// The fast-path prototype: ping + one `list_stored` call + `stored_page_body` per request.
 async fn fast(
     listener: tokio::net::TcpListener,
     store: RedisStore,
@@ -279,35 +280,18 @@ async fn fast_page(
     query: &failed_tasks_domain::ListQuery,
 ) -> Response<Full<Bytes>> {
     let page = match store.ping().await {
-        Ok(()) => store.list_json(query).await,
+        Ok(()) => store.list_stored(query).await,
         Err(e) => Err(e),
     };
+    let policy = failed_tasks_domain::RetryPolicy::default();
     let body = match page {
         Ok(page) => {
-            let size: usize = page.tasks.iter().map(|t| t.len() + 1).sum();
+            let size: usize = page.records.iter().map(|t| t.len() + 200).sum();
             let mut out = Vec::with_capacity(size + 160);
-            out.extend_from_slice(
-                br#"{"Code":0,"Message":"ok","Success":true,"Data":{"TotalTasks":"#,
-            );
-            out.extend_from_slice(page.total.to_string().as_bytes());
-            out.extend_from_slice(br#","Tasks":["#);
-            for (i, t) in page.tasks.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(t);
+            match failed_tasks_http::wire::stored_page_body(&page, &policy, &mut out) {
+                Some(()) => Bytes::from(out),
+                None => Bytes::from_static(br#"{"Code":500,"Success":false,"Data":null}"#),
             }
-            out.extend_from_slice(br#"],"NextCursor":"#);
-            match page.next_cursor {
-                Some(c) => {
-                    out.push(b'"');
-                    out.extend_from_slice(c.encode().as_bytes());
-                    out.push(b'"');
-                }
-                None => out.extend_from_slice(b"null"),
-            }
-            out.extend_from_slice(b"}}");
-            Bytes::from(out)
         }
         Err(_) => Bytes::from_static(br#"{"Code":500,"Success":false,"Data":null}"#),
     };

@@ -44,7 +44,7 @@ use failed_tasks_domain::{
 };
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::{CompatConfig, CompatStore, Keys, RedisConfig, RedisStore};
-use failed_tasks_store::{RetryStore, StatusStore, Stores};
+use failed_tasks_store::{RetryStore, StatusStore, StoredPages, Stores};
 
 use crate::child::{ChildServer, Kind};
 use crate::load::HttpConn;
@@ -860,6 +860,12 @@ impl Bench {
             f.set("http_server_cpu_us_per_req", app_cpu * 1e6 / a_req as f64);
             f.set("http_redis_cpu_us_per_req", redis_cpu * 1e6 / a_req as f64);
         }
+        if let (Some(app), Some(hello)) = (
+            f.get("http_server_cpu_us_per_req"),
+            f.get("hello_server_cpu_us_per_req"),
+        ) {
+            f.set("server_cpu_vs_hello", app / hello);
+        }
         eprintln!("  HTTP: hello {h_best:.0} req/s, list {a_best:.0} req/s");
         Ok(())
     }
@@ -886,15 +892,18 @@ impl Bench {
             let st = st.clone();
             let q = q.clone();
             async move {
-                st.list_json(&q)
+                st.list_stored(&q)
                     .await
-                    .map_err(|e| anyhow!("list_json: {e}"))?;
+                    .map_err(|e| anyhow!("list_stored: {e}"))?;
                 Ok(())
             }
         })
         .await?;
         self.f.set("redis_list_json_pages_per_s", rate);
         self.f.set("redis_list_json_cpu_us_per_page", cpu);
+        if let Some(floor) = self.f.get("redis_floor_cpu_us_per_page") {
+            self.f.set("redis_cpu_vs_floor", cpu / floor);
+        }
         Ok(())
     }
 

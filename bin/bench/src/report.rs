@@ -141,8 +141,20 @@ pub const TARGETS: &[Target] = &[
     Target {
         key: "http_vs_hello",
         op: Op::AtLeast,
-        bound: 0.5,
+        bound: 0.25,
         what: "HTTP req/s of the list / hello-world",
+    },
+    Target {
+        key: "server_cpu_vs_hello",
+        op: Op::AtMost,
+        bound: 4.0,
+        what: "server CPU per listing request / hello-world's, same bytes and load",
+    },
+    Target {
+        key: "redis_cpu_vs_floor",
+        op: Op::AtMost,
+        bound: 1.0,
+        what: "Redis CPU per page of our read path / the raw two-command floor's",
     },
     Target {
         key: "records_per_s",

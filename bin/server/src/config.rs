@@ -730,6 +730,22 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 /// Serve the failed tasks of a codebase-embedder deployment over HTTP.
 ///
+/// A maintenance command (`failed-tasks-server [settings] COMMAND`).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Rewrite the Redis store's records of earlier layouts in the current one, in batches,
+    /// printing progress (docs/operations.md): resumable, idempotent, safe while serving
+    /// once every server runs this version
+    Migrate {
+        /// Index members per batch (1 to 10000)
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Resume after this position: the `next` a stopped run printed last
+        #[arg(long)]
+        after: Option<String>,
+    },
+}
+
 /// Every setting is a flag, an environment variable and a key of the `--config` TOML file;
 /// flags win over the environment, which wins over the file, which wins over the defaults
 /// (`--print-config` shows the result).
@@ -745,6 +761,11 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip)]
     pub print_config: bool,
+
+    /// A maintenance command instead of serving (the settings before it apply).
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
 
     /// Address to listen on
     #[arg(long, env = "FAILED_TASKS_LISTEN")]

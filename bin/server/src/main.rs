@@ -19,7 +19,7 @@ use failed_tasks_store::{Background, Capability, MemoryStore, StatusStore, Store
 
 mod config;
 
-use config::{Cli, LogFormat, Settings, StoreKind};
+use config::{Cli, Command, LogFormat, Settings, StoreKind};
 use failed_tasks_redis::redact_url;
 
 fn init_logging(format: LogFormat) {
@@ -140,6 +140,59 @@ async fn shutdown_signal() {
     }
 }
 
+/// `failed-tasks-server migrate`: walk the Redis store's `idx:all` in batches and rewrite
+/// every record of an earlier layout (`RedisStore::migrate_step`), printing each batch and
+/// the position to resume from.
+async fn migrate(flags: Settings, batch: usize, mut after: Option<String>) -> anyhow::Result<()> {
+    if flags.store != StoreKind::Redis {
+        bail!(
+            "migrate works on --store redis (the store is {:?})",
+            flags.store
+        );
+    }
+    let store = RedisStore::connect(flags.redis_config())
+        .await
+        .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
+    if !store.wait_connected(Duration::from_secs(10)).await {
+        bail!(
+            "Redis at {} did not answer within 10 s",
+            redact_url(&flags.redis_url)
+        );
+    }
+    let (mut scanned, mut migrated, mut current, mut corrupt, mut missing) = (0, 0, 0, 0, 0);
+    for n in 1u64.. {
+        let step = store
+            .migrate_step(after.as_deref(), batch)
+            .await
+            .with_context(|| match &after {
+                Some(a) => format!("batch {n} failed; resume with: migrate --after '{a}'"),
+                None => format!("batch {n} failed; run migrate again"),
+            })?;
+        scanned += step.scanned;
+        migrated += step.migrated;
+        current += step.current;
+        corrupt += step.corrupt;
+        missing += step.missing;
+        println!(
+            "batch {n}: {} read, {} migrated, {} current, {} corrupt, {} gone; next: {}",
+            step.scanned,
+            step.migrated,
+            step.current,
+            step.corrupt,
+            step.missing,
+            step.next.as_deref().unwrap_or("(done)")
+        );
+        after = step.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    println!(
+        "migrated {migrated} of {scanned} records ({current} already current, {corrupt} corrupt left as they are, {missing} gone)"
+    );
+    Ok(())
+}
+
 async fn run(flags: Settings) -> anyhow::Result<()> {
     let Opened { stores, janitor } = open_store(&flags).await?;
     tracing::info!(
@@ -258,7 +311,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings)) {
+    let work = async {
+        match cli.command.clone() {
+            Some(Command::Migrate { batch, after }) => migrate(settings, batch, after).await,
+            None => run(settings).await,
+        }
+    };
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

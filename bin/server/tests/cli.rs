@@ -713,3 +713,50 @@ fn a_wrong_redis_password_is_named_on_readyz_and_logged_once() {
         }
     }
 }
+
+/// `migrate` walks the Redis store in batches, prints each and a summary, and exits 0 while
+/// a server serves the same store (the demo's records are current: nothing to rewrite; the
+/// rewrite itself is tested in crates/redis/tests/it/migrate.rs). It refuses other stores.
+#[test]
+fn migrate_walks_the_redis_store_in_batches_while_it_is_served() {
+    let redis = failed_tasks_testkit::RedisServer::start();
+    let url = redis.url();
+    let server = start(
+        &["--store", "redis", "--redis-url", url.as_str(), "--demo"],
+        &[],
+    );
+    let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+    assert_eq!(
+        (status, &body["Data"]["TotalTasks"]),
+        (200, &serde_json::json!(3))
+    );
+    let out = Command::new(BIN)
+        .args(["--store", "redis", "--redis-url", url.as_str()])
+        .args(["migrate", "--batch", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("batch 1: 2 read, 0 migrated, 2 current"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("batch 2: 1 read"), "{stdout}");
+    assert!(
+        stdout.contains("migrated 0 of 3 records (3 already current"),
+        "{stdout}"
+    );
+    let (status, _) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+    assert_eq!(status, 200);
+
+    let out = Command::new(BIN)
+        .args(["--store", "memory", "migrate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("migrate works on --store redis"));
+}

@@ -211,20 +211,62 @@ impl Timestamp {
 
     /// Append the RFC 3339 form to `out` without an intermediate allocation.
     pub fn write_rfc3339(self, out: &mut String) {
-        use std::fmt::Write;
-        let secs = self.0.div_euclid(1000);
-        let ms = self.0.rem_euclid(1000);
-        // In range by construction (0..=MAX_MILLIS), so the conversion cannot fail; fall back
-        // to the epoch rather than panic if that ever changes.
-        let dt = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let (y, mo, d) = (dt.year(), u8::from(dt.month()), dt.day());
-        let (h, mi, s) = (dt.hour(), dt.minute(), dt.second());
-        let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
-        if ms != 0 {
-            let _ = write!(out, ".{ms:03}");
-        }
-        out.push('Z');
+        let mut buf = [0u8; 24];
+        out.push_str(self.format_rfc3339(&mut buf));
     }
+
+    /// The RFC 3339 form, written into `buf` (no allocation, no formatting machinery: the
+    /// listing renders two or three per task).
+    pub fn format_rfc3339(self, buf: &mut [u8; 24]) -> &str {
+        // In range by construction (0..=MAX_MILLIS): years 1970..=9999, four digits.
+        let ms = self.0.clamp(0, Self::MAX_MILLIS);
+        let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+        let (y, mo, d) = civil_from_days(days);
+        let secs = rest / 1000;
+        let (h, mi, s, frac) = (secs / 3600, secs / 60 % 60, secs % 60, rest % 1000);
+        let digits = |buf: &mut [u8; 24], at: usize, mut v: i64, n: usize| {
+            for i in (0..n).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        digits(buf, 0, y, 4);
+        buf[4] = b'-';
+        digits(buf, 5, mo, 2);
+        buf[7] = b'-';
+        digits(buf, 8, d, 2);
+        buf[10] = b'T';
+        digits(buf, 11, h, 2);
+        buf[13] = b':';
+        digits(buf, 14, mi, 2);
+        buf[16] = b':';
+        digits(buf, 17, s, 2);
+        let end = if frac != 0 {
+            buf[19] = b'.';
+            digits(buf, 20, frac, 3);
+            23
+        } else {
+            19
+        };
+        buf[end] = b'Z';
+        // Only ASCII digits and separators were written.
+        std::str::from_utf8(&buf[..=end]).unwrap_or("1970-01-01T00:00:00Z")
+    }
+}
+
+/// The proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 impl fmt::Display for Timestamp {
@@ -475,6 +517,48 @@ impl FailedTask {
 
 #[cfg(test)]
 mod tests {
+
+    /// The hand-written RFC 3339 formatter agrees with the `time` crate's calendar over the
+    /// whole range (leap years, century rules, month ends, with and without milliseconds).
+    #[test]
+    fn rfc3339_formatting_agrees_with_the_time_crate() {
+        let reference = |ms: i64| {
+            let dt = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).unwrap();
+            let mut out = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                dt.year(),
+                u8::from(dt.month()),
+                dt.day(),
+                dt.hour(),
+                dt.minute(),
+                dt.second()
+            );
+            if ms % 1000 != 0 {
+                out.push_str(&format!(".{:03}", ms % 1000));
+            }
+            out + "Z"
+        };
+        let mut ms = 0i64;
+        let mut n = 0;
+        while ms <= Timestamp::MAX_MILLIS {
+            let t = Timestamp::from_unix_millis(ms).unwrap();
+            assert_eq!(t.to_rfc3339(), reference(ms), "{ms}");
+            // Steps of just under 5 days with a changing remainder: every month end, hour
+            // and minute comes by, over all 8,000 years.
+            ms += 431_999_987 + (n % 1000) * 7;
+            n += 1;
+        }
+        for ms in [
+            0,
+            951_782_400_000,
+            951_868_799_999,
+            4_107_542_400_000,
+            Timestamp::MAX_MILLIS,
+        ] {
+            let t = Timestamp::from_unix_millis(ms).unwrap();
+            assert_eq!(t.to_rfc3339(), reference(ms), "{ms}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -220,6 +220,17 @@ pub(crate) struct Payload {
 }
 
 impl Payload {
+    /// A body built in memory: kept as it is when it fits in the first part (no copy),
+    /// otherwise moved into anonymous maps beyond it like any large body.
+    pub(crate) fn of(body: Vec<u8>) -> io::Result<Payload> {
+        if body.len() <= PART {
+            return Ok(Payload::from(Bytes::from(body)));
+        }
+        let mut w = PayloadWriter::default();
+        io::Write::write_all(&mut w, &body)?;
+        Ok(w.finish())
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -10,7 +10,7 @@ use failed_tasks_query::{CancelRetry, QueryError, RecordOutcome, Resolve, RetryN
 use hyper::StatusCode;
 
 use crate::app::App;
-use crate::body::{Items, PayloadWriter};
+use crate::body::{Items, Payload};
 use crate::reply::Reply;
 use crate::request::Call;
 use crate::wire::{
@@ -62,16 +62,20 @@ pub(crate) async fn list_failed(app: &App, call: Call<'_>) -> Reply {
 
 /// One page of the listing, and how many tasks it holds.
 async fn list_page(app: &App, q: &ListQuery) -> (Reply, usize) {
-    // The fast path: a store that keeps the wire JSON answers with it, and the body is
-    // assembled around those bytes (see `wire::stored_page_body`); anything it cannot vouch
-    // for falls back to the decoded path below, which skips and counts corrupt records.
-    match app.service.list_failed_stored_json(q).await {
+    // The fast path: a store that keeps stored records answers with them, and the body is
+    // rendered from their headers without a JSON parser (see `wire::stored_page_body`);
+    // anything it cannot vouch for falls back to the decoded path below, which skips and
+    // counts corrupt records.
+    match app.service.list_failed_stored(q).await {
         Ok(Some(page)) => {
-            let mut body = PayloadWriter::default();
-            if crate::wire::stored_page_body(&page, app.service.retry_policy(), &mut body).is_some()
-            {
+            let mut body = Vec::new();
+            let rendered =
+                crate::wire::stored_page_body(&page, app.service.retry_policy(), &mut body);
+            // (A body that cannot be mapped falls to the decoded path, which answers as its
+            // own large bodies do.)
+            if let (Some(()), Ok(payload)) = (rendered, Payload::of(body)) {
                 app.metrics.corrupt_skipped(page.skipped_corrupt);
-                return (Reply::ok_json_payload(body.finish()), page.tasks.len());
+                return (Reply::ok_json_payload(payload), page.records.len());
             }
         }
         Ok(None) => {}

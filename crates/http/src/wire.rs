@@ -2,10 +2,9 @@
 
 use failed_tasks_domain::stats::{minute_start, FailureStats};
 use failed_tasks_domain::{
-    AttemptRecord, ErrorCategory, FailedTask, FailureGroup, GroupPage, RetryPolicy, RetryStatus,
-    Timestamp,
+    AttemptRecord, FailedTask, FailureGroup, GroupPage, RetryPolicy, RetryStatus, Timestamp,
 };
-use failed_tasks_query::StoredJsonPage;
+use failed_tasks_query::{stored, StoredPage};
 use failed_tasks_query::{FailedTaskPage, RetryDetails};
 use serde::{Deserialize, Serialize};
 
@@ -538,104 +537,44 @@ impl From<&GroupPage> for GroupList {
     }
 }
 
-/// The fields of a stored task that the server itself needs (for `FinalFailure`), read
-/// without allocating; every other field is type-checked and skipped.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // the typed fields are read to check their types
-struct StoredTask<'a> {
-    #[serde(rename = "TaskId", borrow)]
-    task_id: std::borrow::Cow<'a, str>,
-    #[serde(rename = "TaskType", borrow)]
-    task_type: std::borrow::Cow<'a, str>,
-    #[serde(rename = "ClientId", borrow)]
-    client_id: std::borrow::Cow<'a, str>,
-    #[serde(rename = "CodebasePath", borrow)]
-    codebase_path: std::borrow::Cow<'a, str>,
-    #[serde(rename = "StartTime", borrow)]
-    start_time: std::borrow::Cow<'a, str>,
-    #[serde(rename = "FailTime", borrow)]
-    fail_time: std::borrow::Cow<'a, str>,
-    #[serde(rename = "ErrorCode", borrow)]
-    error_code: std::borrow::Cow<'a, str>,
-    #[serde(rename = "ErrorMessage", borrow)]
-    error_message: std::borrow::Cow<'a, str>,
-    #[serde(rename = "RetryCount")]
-    retry_count: u32,
-    #[serde(rename = "ProcessedFiles")]
-    processed_files: u64,
-    #[serde(rename = "ErrorCategory", borrow)]
-    error_category: std::borrow::Cow<'a, str>,
-    /// Stored by stores that schedule retries (last, before the closing brace); absent in
-    /// records written before retries existed.
-    #[serde(rename = "NextRetryAt", default, borrow, deserialize_with = "present")]
-    next_retry_at: Option<Option<&'a str>>,
-}
-
-/// A field that is present (`Some`, null included) as opposed to absent (`None`, the default).
-fn present<'de, D>(d: D) -> Result<Option<Option<&'de str>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    Option::<&'de str>::deserialize(d).map(Some)
-}
-
-/// Write the whole success body of a listing into `out`, assembled from the stored wire JSON
-/// of each task: the envelope and `Data` written here, each task's bytes copied as they are with the
-/// additive `FinalFailure` appended (and `"NextRetryAt":null` before it for records stored
-/// without one). `None` when a stored object is not exactly the wire form (a missing or
-/// wrong-typed field, an unknown category, an unexpected field, a `NextRetryAt` that is not
-/// null or an RFC 3339 time, not ending in `}`): the caller then serves the decoded path,
-/// which skips and counts it. The bytes equal the decoded path's for the same tasks.
-pub fn stored_page_body(
-    page: &StoredJsonPage,
-    policy: &RetryPolicy,
-    out: &mut impl std::io::Write,
-) -> Option<()> {
-    out.write_all(b"{\"Code\":0,\"Message\":\"ok\",\"Success\":true,\"Data\":{\"TotalTasks\":")
-        .ok()?;
-    out.write_all(page.total.to_string().as_bytes()).ok()?;
-    out.write_all(b",\"Tasks\":[").ok()?;
-    for (i, json) in page.tasks.iter().enumerate() {
-        let t: StoredTask<'_> = serde_json::from_slice(json).ok()?;
-        let category = ErrorCategory::parse(&t.error_category).ok()?;
-        let last = json.len().checked_sub(1)?;
-        if json.get(last) != Some(&b'}') || json.first() != Some(&b'{') {
-            return None;
-        }
+/// Append the whole success body of a listing to `body`, rendered from each task's stored
+/// record without a JSON parser and without building tasks: the envelope and `Data` written
+/// here, each task by [`stored::Record::write_wire_json`] (the one place where stored bytes
+/// become API bytes; a test checks it against [`WireTask`] field by field) with
+/// `FinalFailure` judged from the header's category, error code and retry count. `None`
+/// when a record's header does not check out (an earlier version, a foreign or corrupt
+/// value): the caller then serves the decoded path, which skips and counts it. The bytes
+/// equal the decoded path's for the same tasks.
+pub fn stored_page_body(page: &StoredPage, policy: &RetryPolicy, body: &mut Vec<u8>) -> Option<()> {
+    // Into one buffer sized up front (a record renders to its length plus the field names,
+    // under 256 bytes more): no regrowth, no per-write bookkeeping.
+    let size: usize = page.records.iter().map(|r| r.len() + 256).sum();
+    body.reserve(size + 200);
+    body.extend_from_slice(
+        b"{\"Code\":0,\"Message\":\"ok\",\"Success\":true,\"Data\":{\"TotalTasks\":",
+    );
+    stored::write_u64(page.total, body).ok()?;
+    body.extend_from_slice(b",\"Tasks\":[");
+    for (i, bytes) in page.records.iter().enumerate() {
+        let r = stored::Record::parse(bytes).ok()?;
         let final_failure = policy
-            .decide(category, &t.error_code, t.retry_count, 0.0)
+            .decide(r.category(), r.error_code(), r.retry_count(), 0.0)
             .is_give_up();
-        let has_next_retry = match &t.next_retry_at {
-            None => false,
-            Some(None) => true,
-            Some(Some(at)) => {
-                Timestamp::parse_rfc3339("NextRetryAt", at).ok()?;
-                true
-            }
-        };
         if i > 0 {
-            out.write_all(b",").ok()?;
+            body.push(b',');
         }
-        out.write_all(&json[..last]).ok()?;
-        if !has_next_retry {
-            out.write_all(b",\"NextRetryAt\":null").ok()?;
-        }
-        out.write_all(if final_failure {
-            b",\"FinalFailure\":true}"
-        } else {
-            b",\"FinalFailure\":false}"
-        })
-        .ok()?;
+        r.write_wire_json(Some(final_failure), body).ok()?;
     }
-    out.write_all(b"],\"NextCursor\":").ok()?;
+    body.extend_from_slice(b"],\"NextCursor\":");
     match &page.next_cursor {
         // URL-safe base64: nothing to escape.
-        Some(c) => out
-            .write_all(format!("\"{}\"", c.encode()).as_bytes())
-            .ok()?,
-        None => out.write_all(b"null").ok()?,
+        Some(c) => {
+            body.push(b'"');
+            body.extend_from_slice(c.encode().as_bytes());
+            body.push(b'"');
+        }
+        None => body.extend_from_slice(b"null"),
     }
-    out.write_all(b"}}").ok()?;
+    body.extend_from_slice(b"}}");
     Some(())
 }

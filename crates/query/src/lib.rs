@@ -33,8 +33,8 @@ mod stats_gate;
 /// What the use cases answer with, from the store port, re-exported so that an adapter on
 /// top (HTTP) depends on this crate and the domain only.
 pub use failed_tasks_store::{
-    CancelRetry, Capability, FailedTaskPage, RecordOutcome, Resolve, RetryDetails, RetryGauges,
-    RetryNow, StoreCondition, StoreProblem, StoredJsonPage, Stores,
+    stored, CancelRetry, Capability, FailedTaskPage, RecordOutcome, Resolve, RetryDetails,
+    RetryGauges, RetryNow, StoreCondition, StoreProblem, StoredPage, Stores,
 };
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{

@@ -17,7 +17,7 @@ use failed_tasks_domain::{
 use failed_tasks_store::{
     CancelRetry, Capability, DeliverReport, FailedTaskPage, RecordOutcome, Resolve, RetryDetails,
     RetryGauges, RetryNow, RetryStore, StatsStore, StatusStore, StoreCondition, StoreError,
-    StoredJsonPage, Stores,
+    StoredPage, Stores,
 };
 
 use crate::stats_gate::StatsGate;
@@ -702,18 +702,18 @@ impl FailedTaskService {
         self.checked(self.store.list(query)).await
     }
 
-    /// The same page as [`list_failed`](Self::list_failed) as stored wire JSON, when the
+    /// The same page as [`list_failed`](Self::list_failed) as stored records, when the
     /// store keeps it; `None` without a call when it does not
-    /// ([`Capability::StoredJson`] is a fast path, never required): use `list_failed`.
-    pub async fn list_failed_stored_json(
+    /// ([`Capability::StoredRecords`] is a fast path, never required): use `list_failed`.
+    pub async fn list_failed_stored(
         &self,
         query: &ListQuery,
-    ) -> Result<Option<StoredJsonPage>, QueryError> {
+    ) -> Result<Option<StoredPage>, QueryError> {
         self.check_filter(&query.filter)?;
-        let Some(json) = &self.stores.stored_json else {
+        let Some(json) = &self.stores.stored else {
             return Ok(None);
         };
-        self.checked(json.list_stored_json(query)).await.map(Some)
+        self.checked(json.list_stored(query)).await.map(Some)
     }
 
     /// One failed task by id; [`QueryError::NotFound`] when absent.

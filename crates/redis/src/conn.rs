@@ -326,6 +326,34 @@ impl Conn {
         self.unchecked(doing, name, args).await
     }
 
+    /// Run two commands on the store's slot in one pipeline: one write, one round trip, and
+    /// Redis reads both in one event (two separate calls may reach it as two).
+    pub(crate) async fn cmd_pair<A: FromValue, B: FromValue>(
+        &self,
+        doing: &str,
+        first: (&'static str, Vec<Value>),
+        second: (&'static str, Vec<Value>),
+    ) -> Result<(A, B), StoreError> {
+        self.usable(doing).await?;
+        let pipe = fred::clients::Pipeline::from(self.client.with_options(&self.options));
+        let slot = self.slot;
+        self.timed(doing, async move {
+            for (name, args) in [first, second] {
+                let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
+                let _: () = pipe.custom(command, args).await?;
+            }
+            let mut replies: Vec<Value> = pipe.all().await?;
+            let (Some(b), Some(a)) = (replies.pop(), replies.pop()) else {
+                return Err(FredError::new(
+                    fred::error::ErrorKind::Protocol,
+                    "a pipeline of two commands answered fewer replies",
+                ));
+            };
+            Ok((a.convert()?, b.convert()?))
+        })
+        .await
+    }
+
     /// Run one blocking command that may wait up to `block` on the server (on top of the
     /// command timeout) on the store's slot.
     pub(crate) async fn cmd_blocking<R: FromValue>(

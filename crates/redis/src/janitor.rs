@@ -19,9 +19,9 @@ use failed_tasks_store::StoreError;
 use fred::types::Value;
 
 use crate::layout::{member_id, LexRange};
-use crate::record;
 use crate::scripts::Scripts;
 use crate::store::{millis_of, now_ms, value_text, RedisStore};
+use failed_tasks_store::stored;
 
 /// Most members trimmed by one script call.
 pub const BATCH: usize = 500;
@@ -238,10 +238,10 @@ impl RedisStore {
         for (key, v) in keys.iter().zip(values) {
             let Some(text) = value_text(v) else { continue };
             let line = match text {
-                Ok(t) => match record::json_part(&t) {
-                    Some(json) if record::decode_wire_json(json).is_ok() => json.to_owned(),
+                Ok(t) => match stored::wire_json(&t) {
+                    Ok(json) => json,
                     // Keep what was there rather than lose it silently.
-                    _ => corrupt_line(key, &t),
+                    Err(_) => corrupt_line(key, &t),
                 },
                 Err(bytes) => corrupt_line(key, &String::from_utf8_lossy(&bytes)),
             };

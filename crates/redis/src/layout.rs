@@ -7,8 +7,7 @@
 
 use failed_tasks_domain::stats::{Bucket, Dimension};
 use failed_tasks_domain::{
-    ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, RetryState, SortKey, TaskType,
-    Timestamp,
+    ClientId, ErrorCategory, ErrorCode, ErrorSignature, RetryState, SortKey, TaskType, Timestamp,
 };
 
 /// The fields of a retry request in the stream, in the order the scheduler writes them
@@ -25,8 +24,9 @@ pub(crate) const STREAM_FIELDS: [&str; 9] = [
     "ScheduledBy",
 ];
 
-/// Width of the zero-padded fail time at the start of every member.
-pub(crate) const MS_DIGITS: usize = 15;
+/// Width of the zero-padded fail time at the start of every member (the member's format is
+/// the stored record's: [`failed_tasks_store::stored::member`]).
+pub(crate) use failed_tasks_store::stored::MS_DIGITS;
 
 /// Every key of the store, derived from one prefix. Public so that tools (the benchmark,
 /// operators' scripts) name keys the way the store does instead of spelling them again.
@@ -221,12 +221,7 @@ pub(crate) fn ms_part(ms: i64) -> String {
 
 /// The index member of a position.
 pub(crate) fn member(fail_ms: i64, task_id: &str) -> String {
-    format!("{}:{task_id}", ms_part(fail_ms))
-}
-
-/// The index member of a task.
-pub(crate) fn task_member(task: &FailedTask) -> String {
-    member(task.fail_time().unix_millis(), task.task_id().as_str())
+    failed_tasks_store::stored::member(fail_ms, task_id)
 }
 
 /// Split a member back into its position; `None` when it is not one of ours.

@@ -16,13 +16,16 @@
 //! - `health`: the cause of a connection problem and Redis's `maxmemory-policy`, checked
 //!   after every (re)connection (an evicting Redis is refused unless allowed).
 //! - `layout`: key names, index members `{fail_ms:015}:{task_id}`, lex bounds.
-//! - `record`: the stored value (header line + the contract's JSON wire form).
+//! - The stored value (header line + the error message) is defined in
+//!   `failed_tasks_store::stored`, shared with the tools that read records.
 //! - `scripts`: the Lua scripts (record, record a batch, remove, trim, attempts, lock release;
-//!   deliver, retry now, cancel, resolve).
+//!   deliver, retry now, cancel, resolve; migrate).
 //! - `stats`: reads of the per-hour failure counters and attempts, and pages of failure groups.
 //! - [`store`]: [`RedisStore`] and its `StatusStore` implementation (`record_batch` in
-//!   one script call; a page in two pipelined round trips), and [`RedisStore::list_json`], the
-//!   read fast path that returns the stored wire bytes.
+//!   one script call; a page in two pipelined round trips), and its `StoredPages` read
+//!   fast path, which returns the stored records as the reply's bytes.
+//! - [`migrate`]: [`RedisStore::migrate_step`], one resumable, idempotent batch of rewriting
+//!   records of earlier layouts (`failed-tasks-server migrate`).
 //! - [`janitor`]: retention by age and count, with archiving, under a Redis lock.
 //! - `retries`: the `RetryStore` implementation (scheduler step, retry now, cancel, resolve,
 //!   attempt history, gauges).
@@ -58,8 +61,8 @@ mod conn;
 mod health;
 pub mod janitor;
 mod layout;
+pub mod migrate;
 mod queue;
-mod record;
 mod retries;
 mod scripts;
 mod stats;
@@ -69,5 +72,6 @@ pub use compat::{CompatConfig, CompatStore};
 pub use config::{redact_url, RedisConfig};
 pub use janitor::{JanitorHandle, TrimReport};
 pub use layout::Keys;
+pub use migrate::{MigrateStep, Migrated};
 pub use queue::RedisRetryQueue;
-pub use store::{JsonPage, RedisStore, OUTCOME_UNKNOWN};
+pub use store::{RedisStore, OUTCOME_UNKNOWN};

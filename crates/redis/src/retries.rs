@@ -20,9 +20,9 @@ use failed_tasks_store::{
 use fred::types::Value;
 
 use crate::layout::STREAM_FIELDS;
-use crate::record;
 use crate::scripts::Scripts;
 use crate::store::{hour_end_ms, hour_of, millis_of, now_ms, value_text, RedisStore};
+use failed_tasks_store::stored;
 
 /// `{status, attempt}` as the per-task retry scripts answer it.
 fn status_reply(v: Vec<Value>) -> Result<(String, u32), StoreError> {
@@ -209,14 +209,13 @@ impl RetryStore for RedisStore {
             }
             Some(Ok(text)) => {
                 let (task, status) =
-                    record::decode_with_status(&text).map_err(|reason| StoreError::Corrupt {
+                    stored::decode(&text).map_err(|reason| StoreError::Corrupt {
                         key: key.clone(),
                         reason,
                     })?;
                 // The record's own failure is the newest attempt (a record written before
                 // retries existed: without who scheduled it).
-                let header = text.split_once('\n').map_or("", |(h, _)| h);
-                let newest = record::header_attempt(header).unwrap_or(AttemptRecord {
+                let newest = stored::attempt_of(&text).unwrap_or(AttemptRecord {
                     attempt: task.retry_count(),
                     fail_time: task.fail_time(),
                     error_code: task.error_code().clone(),

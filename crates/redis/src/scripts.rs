@@ -1,7 +1,7 @@
 //! The Lua scripts that keep records and indexes consistent (see `docs/redis-layout.md`).
 //!
 //! Every script finds a record's old index entries, group and minute counters from its
-//! header line (see [`crate::record`]), so an upsert that changes the fail time, category,
+//! header line (see [`failed_tasks_store::stored`]), so an upsert that changes the fail time, category,
 //! task type, client, error code or signature moves the task in every index, group and
 //! counter in the same atomic step. Every script is bounded: a fixed number of commands per
 //! task (a group's re-ranking reads one member with `ZRANGE … LIMIT 0 1`), never a loop
@@ -16,12 +16,13 @@ use crate::conn::Script;
 /// index entries, minute counters and failure group.
 ///
 /// A `v1` header (6 fields, written by earlier versions) names only the five indexes; a `v2`
-/// header (7 fields) adds the signature, and only `v2` and `v3` records are counted and
-/// grouped, so `unrecord` undoes exactly what `put` did. A `v3` header (13 fields, written
-/// now) adds the retry state, next attempt, due time, scheduler, codebase path and who
-/// scheduled the attempt that failed: `v3`
-/// records are in a retry-state index and, when scheduled and not yet delivered, in the due
-/// set.
+/// header (7 fields) adds the signature, and only `v2` and later records are counted and
+/// grouped, so `unrecord` undoes exactly what `put` did. A `v3` header (13 fields) adds the
+/// retry state, next attempt, due time, scheduler, codebase path and who scheduled the
+/// attempt that failed: `v3` and `v4` records are in a retry-state index and, when scheduled
+/// and not yet delivered, in the due set. A `v4` header (16 fields, written now) keeps the
+/// first 13 in the same places and adds the start time, processed files and the due time in
+/// RFC 3339; its body is the error message instead of the task's JSON.
 const HELPERS: &str = r#"
 local function header(v)
   local nl = string.find(v, '\n', 1, true)
@@ -37,7 +38,7 @@ local function header(v)
     table.insert(out, string.sub(h, pos, tab - 1))
     pos = tab + 1
   end
-  if (#out == 13 and out[1] == 'v3') or (#out == 7 and out[1] == 'v2')
+  if (#out == 16 and out[1] == 'v4') or (#out == 13 and out[1] == 'v3') or (#out == 7 and out[1] == 'v2')
     or (#out == 6 and out[1] == 'v1') then return out end
   return nil
 end
@@ -61,6 +62,28 @@ local function with_tail(json, value)
 end
 local function join(f)
   return table.concat(f, '\t')
+end
+-- Whether a header carries the retry fields (v3, v4).
+local function retrying(f)
+  return f[1] == 'v4' or f[1] == 'v3'
+end
+-- The scheduled retry's due time (RFC 3339) a record names: a v4 header's field, a v3
+-- record's JSON tail; '' when none.
+local function due_at(f, body)
+  if f[1] == 'v4' then return f[16] end
+  local v = tail_value(body)
+  if v == 'null' then return '' end
+  return string.sub(v, 2, #v - 1)
+end
+-- Set the due time (RFC 3339, '' for none) of a record: in a v4 header (`f`, joined by the
+-- caller), or a v3 record's JSON tail. Returns the body to store after the header.
+local function with_due(f, body, at)
+  if f[1] == 'v4' then
+    f[16] = at
+    return body
+  end
+  if at == '' then return with_tail(body, 'null') end
+  return with_tail(body, '"' .. at .. '"')
 end
 -- The retry-state index of a header's state letter: s scheduled, f final, n/c none.
 local function retry_index(prefix, s)
@@ -185,7 +208,7 @@ local function unrecord(acc, prefix, f, uncount)
   redis.call('ZREM', prefix .. ':idx:client:' .. f[5], m)
   redis.call('ZREM', prefix .. ':idx:code:' .. f[6], m)
   if f[1] == 'v1' then return end
-  if f[1] == 'v3' then
+  if retrying(f) then
     redis.call('ZREM', retry_index(prefix, f[8]), m)
     redis.call('ZREM', prefix .. ':retry:due', string.sub(m, 17))
   end
@@ -221,11 +244,11 @@ local function flush(acc, prefix)
   end
   for _, sig in ipairs(acc.sigs) do rank(prefix, sig) end
 end
--- Whether a value to store carries a v3 header; every script checks all its values with
+-- Whether a value to store carries a v4 header; every script checks all its values with
 -- this before its first write, so a bad one cannot leave half a batch behind.
 local function storable(value)
   local f = header(value)
-  return f ~= nil and f[1] == 'v3'
+  return f ~= nil and f[1] == 'v4'
 end
 -- Whether the caller's deadline (ms since the epoch on this server's clock; 0: none) has
 -- passed: the caller has stopped waiting and reports a failure, so the script must not write.
@@ -255,7 +278,7 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   -- (A new task id, the common case, leaves the value as the caller built it.)
   local keep_due = nil
   local same = false
-  if o and o[1] == 'v3' then
+  if o and retrying(o) then
     same = o[9] == f[9] and string.sub(o[2], 1, 15) == string.sub(m, 1, 15)
     local changed = false
     if o[8] == 's' and tonumber(o[9]) == tonumber(f[9]) - 1 then
@@ -273,8 +296,8 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
       f[8] = o[8]
       f[10] = o[10]
       f[11] = o[11]
-      local _, ojson = split(old)
-      json = with_tail(json, tail_value(ojson))
+      local _, obody = split(old)
+      json = with_due(f, json, due_at(o, obody))
       changed = true
     end
     if changed then value = join(f) .. '\n' .. json end
@@ -292,7 +315,7 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   -- History: the record is the newest failed attempt; the ones before it are kept in a list
   -- (newest first, 19 of them), made only once a task fails a second time.
   local hist = prefix .. ':hist:' .. id
-  if o and o[1] == 'v3' and not same then
+  if o and retrying(o) and not same then
     redis.call('LPUSH', hist, string.format('%d', tonumber(o[9]) - 1) .. '\t' ..
       string.sub(o[2], 1, 15) .. '\t' .. o[6] .. '\t' .. o[3] .. '\t' .. o[13])
     redis.call('LTRIM', hist, 0, 18)
@@ -326,15 +349,33 @@ end
 ///
 /// KEYS: record, idx:all, idx:category:C, idx:type:T, idx:client:C, idx:code:E, idx:sig:S
 /// (declared for routing; the script builds the same names from the header).
-/// ARGV: prefix, stored value (with a v3 header), record TTL in ms, the group's normalised
+/// ARGV: prefix, stored value (with a v4 header), record TTL in ms, the group's normalised
 /// message, when the hour's counters may expire (ms since the epoch).
 /// Returns 1 when the task id was new, 0 when it replaced a record.
 const RECORD: &str = r#"
-if not storable(ARGV[2]) then return redis.error_reply('ERR record without a v3 header') end
+if not storable(ARGV[2]) then return redis.error_reply('ERR record without a v4 header') end
 local acc = acc_new()
 local created = put(acc, ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 flush(acc, ARGV[1])
 return created
+"#;
+
+/// Migrate one record to the current layout (`failed-tasks-server migrate`): when the record
+/// still holds exactly the value the migration read, upsert its rewritten form as [`RECORD`]
+/// does (indexes, group, counters and schedule follow the header, so a `v3` record's stay as
+/// they are and a `v1` record joins its group and counters); otherwise a writer got there
+/// first and nothing changes.
+///
+/// KEYS: as [`RECORD`]. ARGV: prefix, the value read, its rewritten form (v4), then
+/// [`RECORD`]'s TTL, normalised message and counters' expiry. Returns 1 when migrated, 0 when
+/// the record changed since it was read.
+const MIGRATE: &str = r#"
+if not storable(ARGV[3]) then return redis.error_reply('ERR migrated record without a v4 header') end
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+local acc = acc_new()
+put(acc, ARGV[1], KEYS[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+flush(acc, ARGV[1])
+return 1
 "#;
 
 /// The first word of the error a [`RECORD_MANY`] call answers when it started after its
@@ -347,7 +388,7 @@ pub(crate) const LATE: &str = "LATE";
 /// Nothing is written when (1) the call starts after `not-after`, the caller's deadline on
 /// this server's clock (a call queued behind a paused or busy server, or replayed by the
 /// client after a reconnect, once the caller has reported a failure), or (2) any value lacks
-/// a v3 header, or (3) the server is over `maxmemory` when the call starts (Redis refuses the
+/// a v4 header, or (3) the server is over `maxmemory` when the call starts (Redis refuses the
 /// first write of a script that has not written yet). Once the first write is done, Redis runs
 /// the script to its end, over `maxmemory` if need be: a batch is never cut part-way.
 ///
@@ -368,7 +409,7 @@ if late(ARGV[2]) then
 end
 for t = 0, n - 1 do
   if not storable(ARGV[3 + t * 4]) then
-    return redis.error_reply('ERR task ' .. (t + 1) .. ' of the batch has no v3 header; nothing stored')
+    return redis.error_reply('ERR task ' .. (t + 1) .. ' of the batch has no v4 header; nothing stored')
   end
 end
 local acc = acc_new()
@@ -462,12 +503,11 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local v = redis.call('GET', ARGV[1] .. ':task:' .. id)
   local f = v and header(v)
-  if f and f[1] == 'v3' and f[8] == 's' then
-    local _, json = split(v)
-    local due_at = tail_value(json)
+  if f and retrying(f) and f[8] == 's' then
+    local _, body = split(v)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
       ARGV[7], id, ARGV[8], f[4], ARGV[9], f[5], ARGV[10], f[12], ARGV[11], f[9],
-      ARGV[12], f[6], ARGV[13], f[3], ARGV[14], string.sub(due_at, 2, #due_at - 1),
+      ARGV[12], f[6], ARGV[13], f[3], ARGV[14], due_at(f, body),
       ARGV[15], f[11])
     moved = moved + 1
   else
@@ -507,15 +547,16 @@ local prefix = ARGV[1]
 local t, answer = lookup(prefix, KEYS[1])
 if not t then return answer end
 local id, v, f = t.id, t.v, t.f
-if f[1] ~= 'v3' then return {'upgrade', 0} end
+if not retrying(f) then return {'upgrade', 0} end
 local attempt = tonumber(f[9])
 if f[8] == 's' and not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
 local was = f[8]
 f[8] = 's'
 f[10] = ARGV[2]
 f[11] = 'operator'
-local _, json = split(v)
-redis.call('SET', KEYS[1], join(f) .. '\n' .. with_tail(json, '"' .. ARGV[3] .. '"'), 'KEEPTTL')
+local _, body = split(v)
+body = with_due(f, body, ARGV[3])
+redis.call('SET', KEYS[1], join(f) .. '\n' .. body, 'KEEPTTL')
 if was ~= 's' then
   redis.call('ZREM', retry_index(prefix, was), f[2])
   redis.call('ZADD', retry_index(prefix, 's'), 0, f[2])
@@ -533,14 +574,15 @@ local prefix = ARGV[1]
 local t, answer = lookup(prefix, KEYS[1])
 if not t then return answer end
 local id, v, f = t.id, t.v, t.f
-if f[1] ~= 'v3' or f[8] ~= 's' then return {'not_scheduled', 0} end
+if not retrying(f) or f[8] ~= 's' then return {'not_scheduled', 0} end
 local attempt = tonumber(f[9])
 if not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
 f[8] = 'c'
 f[10] = ''
 f[11] = ''
-local _, json = split(v)
-redis.call('SET', KEYS[1], join(f) .. '\n' .. with_tail(json, 'null'), 'KEEPTTL')
+local _, body = split(v)
+body = with_due(f, body, '')
+redis.call('SET', KEYS[1], join(f) .. '\n' .. body, 'KEEPTTL')
 redis.call('ZREM', KEYS[2], id)
 redis.call('ZREM', retry_index(prefix, 's'), f[2])
 redis.call('ZADD', retry_index(prefix, 'c'), 0, f[2])
@@ -607,6 +649,7 @@ pub(crate) struct Scripts {
     pub(crate) retry_now: Script,
     pub(crate) cancel: Script,
     pub(crate) resolve: Script,
+    pub(crate) migrate: Script,
 }
 
 fn with_helpers(body: &str) -> String {
@@ -636,6 +679,7 @@ impl Scripts {
             retry_now: Script::new("retry_now", with_helpers(&format!("{LOOKUP}{RETRY_NOW}"))),
             cancel: Script::new("cancel", with_helpers(&format!("{LOOKUP}{CANCEL}"))),
             resolve: Script::new("resolve", with_helpers(RESOLVE)),
+            migrate: Script::new("migrate", with_helpers(MIGRATE)),
         })
     }
 }

@@ -23,9 +23,9 @@ use failed_tasks_store::StoreError;
 use fred::types::Value;
 
 use crate::layout::{dimension_letter, member_id, ms_part, MS_DIGITS};
-use crate::record;
 use crate::scripts::Scripts;
 use crate::store::{hour_end_ms, hour_of, now_ms, value_text, RedisStore};
+use failed_tasks_store::stored;
 
 /// Commands sent at once when reading hour hashes (a 7-day window reads 169).
 const PIPELINE_CHUNK: usize = 1_000;
@@ -519,8 +519,8 @@ impl RedisStore {
             .await?;
         Ok(value_text(value)
             .and_then(Result::ok)
-            .and_then(|text| record::decode(&text).ok())
-            .map(|t| ErrorPattern::of_task(&t))
+            .and_then(|text| stored::decode(&text).ok())
+            .map(|(t, _)| ErrorPattern::of_task(&t))
             .filter(|p| p.signature() == sig))
     }
 }

@@ -11,16 +11,17 @@ use failed_tasks_domain::{
     TaskFilter, TaskId, TaskType,
 };
 use failed_tasks_store::{
-    FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoreError, StoredJsonPage,
-    StoredJsonPages, Stores,
+    FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoreError, StoredPage, StoredPages,
+    Stores,
 };
+use fred::bytes::Bytes;
 use fred::types::Value;
 
 use crate::config::RedisConfig;
 use crate::conn::Conn;
 use crate::layout::{member_id, Keys, LexRange, MS_DIGITS};
-use crate::record;
 use crate::scripts::Scripts;
+use failed_tasks_store::stored;
 
 /// Records skipped because they could not be decoded, since the process started.
 static CORRUPT_SKIPPED: AtomicU64 = AtomicU64::new(0);
@@ -32,21 +33,6 @@ const COMBINED_BATCH: usize = 500;
 /// (all or nothing), and a script blocks Redis while it runs; 1,000 tasks take about 10 ms
 /// of Redis time (measured in `docs/redis-layout.md`).
 pub const MAX_BATCH: usize = 1000;
-
-/// One page in the contract's wire form, straight from the stored bytes: see
-/// [`RedisStore::list_json`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonPage {
-    /// As [`FailedTaskPage::total`].
-    pub total: u64,
-    /// Each task's wire JSON object (`{"TaskId":…,"ErrorCategory":…}`), newest first.
-    pub tasks: Vec<fred::bytes::Bytes>,
-    /// As [`FailedTaskPage::next_cursor`].
-    pub next_cursor: Option<Cursor>,
-    /// As [`FailedTaskPage::skipped_corrupt`] (non-zero only when the page was served from
-    /// `list` because a stored record was not usable as it is).
-    pub skipped_corrupt: u64,
-}
 
 /// The Redis status store. Cheap to clone: clones share one connection.
 #[derive(Debug, Clone)]
@@ -207,72 +193,6 @@ impl RedisStore {
         &self.inner.conn
     }
 
-    /// A page as the stored wire JSON of each task, without decoding and re-encoding: the
-    /// read fast path for an HTTP adapter that assembles its body from these bytes.
-    ///
-    /// With at most one equality filter this is two round trips, as for `list`; each
-    /// record's header must name its index member and its JSON must be well-formed (checked
-    /// without building a task). Otherwise (several filters, or a skipped entry in the
-    /// page) it answers from [`StatusStore::list`] and encodes the tasks.
-    pub async fn list_json(&self, query: &ListQuery) -> Result<JsonPage, StoreError> {
-        let filter = &query.filter;
-        let mut indexes = self.equality_indexes(filter);
-        if indexes.len() <= 1 {
-            let size = query.page_size.as_usize();
-            let index = indexes.pop().unwrap_or_else(|| self.keys().all());
-            let range = LexRange::new(
-                filter.since,
-                filter.until,
-                query.cursor.as_ref().map(Cursor::position),
-            );
-            let total_range = LexRange::new(filter.since, filter.until, None);
-            let (total, members, values) = self
-                .first_page(&index, &total_range, &range, size + 1)
-                .await?;
-            let mut tasks = Vec::with_capacity(members.len());
-            for (m, v) in members.iter().zip(values) {
-                match stored_json(m, v) {
-                    Some(json) => tasks.push(json),
-                    None => {
-                        tasks.clear();
-                        break;
-                    }
-                }
-            }
-            if tasks.len() == members.len() {
-                let next_cursor = if tasks.len() > size {
-                    tasks.truncate(size);
-                    members
-                        .get(size - 1)
-                        .and_then(|m| crate::layout::parse_member(m))
-                        .map(Cursor::after)
-                } else {
-                    None
-                };
-                return Ok(JsonPage {
-                    total,
-                    tasks,
-                    next_cursor,
-                    skipped_corrupt: 0,
-                });
-            }
-        }
-        let page = self.list(query).await?;
-        Ok(JsonPage {
-            total: page.total,
-            tasks: page
-                .tasks
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    fred::bytes::Bytes::from(record::to_wire_json(t, &page.retry_status(i)))
-                })
-                .collect(),
-            next_cursor: page.next_cursor,
-            skipped_corrupt: page.skipped_corrupt,
-        })
-    }
-
     /// The names of this store's keys.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
@@ -390,7 +310,7 @@ impl RedisStore {
                     note_corrupt(&key(), "record is not UTF-8 text");
                     Loaded::Corrupt
                 }
-                Some(text) => match record::decode_with_status(text) {
+                Some(text) => match stored::decode(text) {
                     Ok((task, status)) if is_member_of(m, &task) => Loaded::Task(task, status),
                     // The record moved (re-recorded over a corrupt one): a stale entry.
                     Ok(_) => Loaded::Missing,
@@ -416,29 +336,54 @@ impl RedisStore {
         total: &LexRange,
         walk: &LexRange,
         n: usize,
-    ) -> Result<(u64, Vec<String>, Vec<Value>), StoreError> {
-        let count = self.conn().cmd::<u64>(
-            "counting an index",
-            "ZLEXCOUNT",
+    ) -> Result<(u64, Vec<Bytes>, Vec<Value>), StoreError> {
+        // Without bounds, the cheaper forms: ZCARD is O(1), and a range by rank skips the
+        // byte comparisons of a lex range (all scores are 0, so rank order is lex order).
+        let count = if total.min == "-" && total.max == "+" {
+            ("ZCARD", vec![index.into()])
+        } else {
+            (
+                "ZLEXCOUNT",
+                vec![
+                    index.into(),
+                    total.min.as_str().into(),
+                    total.max.as_str().into(),
+                ],
+            )
+        };
+        let range_args = if walk.min == "-" && walk.max == "+" {
             vec![
                 index.into(),
-                total.min.as_str().into(),
-                total.max.as_str().into(),
-            ],
-        );
-        let range = self.conn().cmd::<Vec<String>>(
-            "reading an index",
-            "ZRANGE",
-            crate::layout::zrange_bylex(index, &walk.max, &walk.min, true, n as i64),
-        );
-        let (total, members) = tokio::join!(count, range);
-        let (total, members) = (total?, members?);
+                0i64.into(),
+                (n as i64 - 1).into(),
+                "REV".into(),
+            ]
+        } else {
+            crate::layout::zrange_bylex(index, &walk.max, &walk.min, true, n as i64)
+        };
+        // Members as the reply's bytes: no UTF-8 check or copy per member.
+        let (total, members): (u64, Vec<Bytes>) = self
+            .conn()
+            .cmd_pair(
+                "counting and reading an index",
+                count,
+                ("ZRANGE", range_args),
+            )
+            .await?;
         if members.is_empty() {
             return Ok((total, members, Vec::new()));
         }
+        // Every record key in one allocation, each key a slice of it.
+        let prefix = self.keys().record_prefix();
+        let size: usize = members.iter().map(|m| prefix.len() + m.len()).sum();
+        let mut buf = fred::bytes::BytesMut::with_capacity(size);
         let keys: Vec<Value> = members
             .iter()
-            .map(|m| Value::from(self.keys().record(member_id(m).unwrap_or_default())))
+            .map(|m| {
+                buf.extend_from_slice(prefix.as_bytes());
+                buf.extend_from_slice(m.get(MS_DIGITS + 1..).unwrap_or_default());
+                Value::Bytes(buf.split().freeze())
+            })
             .collect();
         let values: Vec<Value> = self.conn().cmd("reading records", "MGET", keys).await?;
         if values.len() != members.len() {
@@ -449,6 +394,25 @@ impl RedisStore {
             )));
         }
         Ok((total, members, values))
+    }
+
+    /// [`first_page`](Self::first_page) of `query` on `index` (its time window, from its
+    /// cursor), with the walk's bounds.
+    async fn first_page_of(
+        &self,
+        index: &str,
+        query: &ListQuery,
+        n: usize,
+    ) -> Result<(LexRange, u64, Vec<Bytes>, Vec<Value>), StoreError> {
+        let f = &query.filter;
+        let range = LexRange::new(
+            f.since,
+            f.until,
+            query.cursor.as_ref().map(Cursor::position),
+        );
+        let total_range = LexRange::new(f.since, f.until, None);
+        let (total, members, values) = self.first_page(index, &total_range, &range, n).await?;
+        Ok((range, total, members, values))
     }
 
     /// Keys and arguments of the `record` script for one task with its retry plan (also one
@@ -476,7 +440,7 @@ impl RedisStore {
             k.signature(pattern.signature()).into(),
         ];
         let args = [
-            record::encode(task, pattern.signature(), &plan.status_for(task)).into(),
+            stored::encode(task, pattern.signature(), &plan.status_for(task)).into(),
             ttl.into(),
             pattern.normalised_message().into(),
             counters_until.into(),
@@ -632,22 +596,21 @@ impl RedisStore {
 /// not at all): Redis did not answer in time to tell.
 pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
 
-/// The wire JSON of a stored record read for `member`, when its header names that member
-/// and the JSON is well-formed; `None` otherwise (the slow path then decides).
-fn stored_json(member: &str, value: Value) -> Option<fred::bytes::Bytes> {
+/// A record read for `member`, as the reply's bytes (no copy), when it is a current
+/// ([`stored::VERSION`]) record whose header names that member; `None` otherwise (the
+/// decoded path then decides). The rest of the header is checked by whoever renders it
+/// ([`stored::Record::parse`]).
+fn stored_record(member: &[u8], value: Value) -> Option<Bytes> {
     let b = match value {
         Value::Bytes(b) => b,
         Value::String(s) => s.into_inner(),
         _ => return None,
     };
-    let nl = b.iter().position(|&c| c == b'\n')?;
-    let mut header = b[..nl].split(|&c| c == b'\t');
-    if !record::is_known_version(header.next()?) || header.next()? != member.as_bytes() {
-        return None;
-    }
-    let json = b.slice(nl + 1..);
-    serde_json::from_slice::<serde::de::IgnoredAny>(&json).ok()?;
-    Some(json)
+    let rest = b
+        .strip_prefix(stored::VERSION.as_bytes())?
+        .strip_prefix(b"\t")?;
+    let after = rest.strip_prefix(member)?;
+    (after.first() == Some(&b'\t')).then_some(b)
 }
 
 /// Whether `member` is the index member of `task`, without building the member string.
@@ -716,14 +679,13 @@ impl StatusStore for RedisStore {
             // At most one equality filter: one index answers it; the total and the first
             // page take two round trips.
             let index = indexes.pop().unwrap_or_else(|| self.keys().all());
-            let range = LexRange::new(
-                filter.since,
-                filter.until,
-                query.cursor.as_ref().map(Cursor::position),
-            );
-            let total_range = LexRange::new(filter.since, filter.until, None);
-            let (total, members, values) =
-                self.first_page(&index, &total_range, &range, want).await?;
+            let (range, total, members, values) = self.first_page_of(&index, query, want).await?;
+            // (A member that is not UTF-8 is none of ours: it matches no record and is
+            // skipped like any stale entry.)
+            let members: Vec<String> = members
+                .iter()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .collect();
             let walk = Walk {
                 index,
                 others: Vec::new(),
@@ -785,8 +747,8 @@ impl StatusStore for RedisStore {
                 key,
                 reason: "record is not UTF-8 text".to_owned(),
             }),
-            Some(Ok(text)) => record::decode(&text)
-                .map(Some)
+            Some(Ok(text)) => stored::decode(&text)
+                .map(|(task, _)| Some(task))
                 .map_err(|reason| StoreError::Corrupt { key, reason }),
         }
     }
@@ -882,12 +844,66 @@ impl StatsStore for RedisStore {
 }
 
 #[async_trait]
-impl StoredJsonPages for RedisStore {
-    async fn list_stored_json(&self, query: &ListQuery) -> Result<StoredJsonPage, StoreError> {
-        let page = self.list_json(query).await?;
-        Ok(StoredJsonPage {
+impl StoredPages for RedisStore {
+    /// With at most one equality filter this is two round trips, as for `list`, and each
+    /// record is the reply's bytes, checked only for its version and member (a byte
+    /// comparison). Otherwise (several filters, or a record of an earlier version, missing
+    /// or moved in the page) it answers from [`StatusStore::list`] and encodes the tasks.
+    async fn list_stored(&self, query: &ListQuery) -> Result<StoredPage, StoreError> {
+        let filter = &query.filter;
+        let mut indexes = self.equality_indexes(filter);
+        if indexes.len() <= 1 {
+            let size = query.page_size.as_usize();
+            let index = indexes.pop().unwrap_or_else(|| self.keys().all());
+            // From the start of the range the count says whether a page follows, so the
+            // page reads exactly `size` members and records (as the raw floor does);
+            // after a cursor one more is read to know.
+            let from_start = query.cursor.is_none();
+            let n = if from_start { size } else { size + 1 };
+            let (_, total, members, values) = self.first_page_of(&index, query, n).await?;
+            let mut records = Vec::with_capacity(members.len());
+            for (m, v) in members.iter().zip(values) {
+                match stored_record(m, v) {
+                    Some(r) => records.push(r),
+                    None => break,
+                }
+            }
+            if records.len() == members.len() {
+                let more = if from_start {
+                    total > members.len() as u64 && members.len() == size
+                } else {
+                    records.len() > size
+                };
+                let next_cursor = if more {
+                    records.truncate(size);
+                    members
+                        .get(size - 1)
+                        .and_then(|m| std::str::from_utf8(m).ok())
+                        .and_then(crate::layout::parse_member)
+                        .map(Cursor::after)
+                } else {
+                    None
+                };
+                return Ok(StoredPage {
+                    total,
+                    records,
+                    next_cursor,
+                    skipped_corrupt: 0,
+                });
+            }
+        }
+        let page = self.list(query).await?;
+        Ok(StoredPage {
             total: page.total,
-            tasks: page.tasks,
+            records: page
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let sig = failed_tasks_domain::ErrorSignature::of_task(t);
+                    fred::bytes::Bytes::from(stored::encode(t, &sig, &page.retry_status(i)))
+                })
+                .collect(),
             next_cursor: page.next_cursor,
             skipped_corrupt: page.skipped_corrupt,
         })
@@ -901,7 +917,7 @@ impl From<RedisStore> for Stores {
         let store = Arc::new(store);
         Stores::new("redis", store.clone())
             .with_stats(store.clone())
-            .with_stored_json(store.clone())
+            .with_stored(store.clone())
             .with_retries(store)
     }
 }

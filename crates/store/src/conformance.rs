@@ -5,8 +5,8 @@
 //! **empty** store and panics (like an assertion) when the adapter misbehaves. [`run_all`]
 //! takes a function that makes a fresh empty store per check, as the [`Stores`] the adapter
 //! builds, and runs the checks of every capability that value claims: the tasks always,
-//! statistics and groups when it has [`Stores::stats`], the stored-JSON pages when it has
-//! [`Stores::stored_json`]. The retry checks also need the store's queue: [`run_retries`].
+//! statistics and groups when it has [`Stores::stats`], the stored-record pages when it has
+//! [`Stores::stored`]. The retry checks also need the store's queue: [`run_retries`].
 //!
 //! ```text
 //! failed_tasks_store::conformance::run_all(|| async { Stores::from(my_fresh_store().await) }).await;
@@ -22,7 +22,7 @@ use failed_tasks_domain::{
     PageSize, TaskFilter, TaskId, TaskType, Timestamp,
 };
 
-use crate::{RecordOutcome, StatsStore, StatusStore, StoredJsonPages, Stores};
+use crate::{RecordOutcome, StatsStore, StatusStore, StoredPages, Stores};
 
 pub mod retries;
 pub use retries::run_retries;
@@ -741,15 +741,16 @@ pub async fn groups_follow_writes(store: &dyn StatusStore, stats: &dyn StatsStor
     assert_eq!(page.groups[0].pattern.signature(), &sig_b);
 }
 
-/// The stored-JSON page equals the decoded page field for field: for the same query, the
-/// same total, cursor and skipped records, and each task's stored object holds exactly the
-/// contract's fields with the decoded task's values (`NextRetryAt` from the page's retry
-/// status; an object stored without it counts as null). Messages with quotes, backslashes,
+/// The stored-record page equals the decoded page field for field: for the same query, the
+/// same total, cursor and skipped records, and each record, checked by
+/// [`stored::Record::parse`](crate::stored::Record::parse) and rendered by its
+/// `write_wire_json`, holds exactly the contract's fields with the decoded task's values
+/// (`NextRetryAt` from the page's retry status). Messages with quotes, backslashes,
 /// markup and non-ASCII text check the encoding. With `retries`, some tasks get a
 /// scheduled retry, so `NextRetryAt` is checked with a time too.
-pub async fn stored_json_matches_decoded(
+pub async fn stored_matches_decoded(
     store: &dyn StatusStore,
-    json: &dyn StoredJsonPages,
+    pages: &dyn StoredPages,
     retries: Option<&dyn crate::RetryStore>,
 ) {
     use failed_tasks_domain::RetryPlan;
@@ -800,7 +801,7 @@ pub async fn stored_json_matches_decoded(
         for _ in 0..1_000 {
             let q = query(filter.clone(), 7, cursor.clone());
             let decoded = store.list(&q).await.unwrap();
-            let stored = json.list_stored_json(&q).await.unwrap();
+            let stored = pages.list_stored(&q).await.unwrap();
             assert_eq!(stored.total, decoded.total, "total for {filter:?}");
             assert_eq!(
                 stored.next_cursor, decoded.next_cursor,
@@ -808,16 +809,18 @@ pub async fn stored_json_matches_decoded(
             );
             assert_eq!(stored.skipped_corrupt, decoded.skipped_corrupt);
             assert_eq!(
-                stored.tasks.len(),
+                stored.records.len(),
                 decoded.tasks.len(),
                 "page of {filter:?}"
             );
-            for (i, (bytes, t)) in stored.tasks.iter().zip(&decoded.tasks).enumerate() {
-                let mut got: Value = serde_json::from_slice(bytes)
-                    .unwrap_or_else(|e| panic!("stored JSON of {} is not JSON: {e}", t.task_id()));
-                if let Some(obj) = got.as_object_mut() {
-                    obj.entry("NextRetryAt").or_insert(Value::Null);
-                }
+            for (i, (bytes, t)) in stored.records.iter().zip(&decoded.tasks).enumerate() {
+                let record = crate::stored::Record::parse(bytes)
+                    .unwrap_or_else(|e| panic!("stored record of {}: {e}", t.task_id()));
+                let mut rendered = Vec::new();
+                record.write_wire_json(None, &mut rendered).unwrap();
+                let got: Value = serde_json::from_slice(&rendered).unwrap_or_else(|e| {
+                    panic!("rendered JSON of {} is not JSON: {e}", t.task_id())
+                });
                 let want = json!({
                     "TaskId": t.task_id().as_str(),
                     "TaskType": t.task_type().as_str(),
@@ -849,7 +852,7 @@ pub async fn stored_json_matches_decoded(
 
 /// Run every check of every capability `fresh`'s stores claim, but retries
 /// ([`run_retries`]), each on a fresh empty store: the tasks always; statistics and groups
-/// with [`Stores::stats`]; stored-JSON pages with [`Stores::stored_json`].
+/// with [`Stores::stats`]; stored-record pages with [`Stores::stored`].
 pub async fn run_all<F, Fut>(mut fresh: F)
 where
     F: FnMut() -> Fut,
@@ -875,15 +878,15 @@ where
             }
         }
     }
-    if probe.stored_json.is_some() {
+    if probe.stored.is_some() {
         for with_retries in [false, true] {
             let stores = fresh().await;
-            let json = stores
-                .stored_json
+            let pages = stores
+                .stored
                 .as_deref()
                 .expect("the same adapter claims the same");
             let retries = stores.retries.as_deref().filter(|_| with_retries);
-            stored_json_matches_decoded(&*stores.tasks, json, retries).await;
+            stored_matches_decoded(&*stores.tasks, pages, retries).await;
         }
     }
 }

@@ -4,7 +4,7 @@
 //! - [`StatusStore`]: the port every store implements (ping, list, get, record, remove), an
 //!   `#[async_trait]` trait.
 //! - The capabilities a store may add, each a trait of its own: [`StatsStore`] (failure
-//!   statistics, attempts, groups), [`StoredJsonPages`] (pages as stored wire JSON), and the
+//!   statistics, attempts, groups), [`StoredPages`] (pages as stored records), and the
 //!   retry capabilities in [`retry`]. No trait has a default that fails at run time: a store
 //!   implements a capability or does not, and [`Stores`] (built by each adapter) says which
 //!   ones it has, named by [`Capability`] (writes included: a read-only source implements
@@ -12,13 +12,15 @@
 //! - [`Retention`]: how long and how many tasks a store keeps (memory and Redis alike).
 //! - [`Background`]: the handle of a background loop (janitors, the retry scheduler).
 //! - With the `mocks` feature (or in this crate's tests) `mockall` generates
-//!   `MockStatusStore`, `MockStatsStore`, `MockStoredJsonPages`, `MockRetryStore` and
+//!   `MockStatusStore`, `MockStatsStore`, `MockStoredPages`, `MockRetryStore` and
 //!   `MockRetryQueue` for consumers' unit tests.
 //! - [`StoreError`]: the typed errors every adapter maps its driver's errors into.
 //! - [`FailedTaskPage`], [`RecordOutcome`]: what the port answers.
 //! - [`StoreCondition`], [`StoreProblem`]: what an adapter knows of its link (readiness).
 //! - [`retry`]: the retry capabilities: [`RetryStore`] (schedule with the record, deliver due
 //!   retries, retry now, cancel, resolve) and [`RetryQueue`] (what workers claim and ack).
+//! - [`stored`]: the stored form of a task (one owner: encode, decode, render a page
+//!   without a JSON parser), used by the Redis adapter and the tools.
 //! - [`memory`]: [`MemoryStore`], the embedded default adapter (tasks, statistics, retries,
 //!   with retention), and its [`MemoryRetryQueue`].
 //!
@@ -42,15 +44,14 @@ mod error;
 pub mod memory;
 mod port;
 pub mod retry;
+pub mod stored;
 mod stores;
 
 pub use background::Background;
 pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
 pub use memory::{MemoryConfig, MemoryJanitor, MemoryRetryQueue, MemoryStore, MemoryTrimReport};
-pub use port::{
-    FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoredJsonPage, StoredJsonPages,
-};
+pub use port::{FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoredPage, StoredPages};
 pub use retry::{
     CancelRetry, DeliverReport, Delivery, Resolve, RetryDetails, RetryGauges, RetryNow, RetryQueue,
     RetryStore,
@@ -58,6 +59,6 @@ pub use retry::{
 pub use stores::{Capability, Retention, Stores};
 
 #[cfg(any(test, feature = "mocks"))]
-pub use port::{MockStatsStore, MockStatusStore, MockStoredJsonPages};
+pub use port::{MockStatsStore, MockStatusStore, MockStoredPages};
 #[cfg(any(test, feature = "mocks"))]
 pub use retry::{MockRetryQueue, MockRetryStore};

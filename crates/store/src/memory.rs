@@ -7,7 +7,7 @@
 //! sort. Nothing survives a restart: this store is for development, demos and tests.
 //!
 //! It implements [`StatusStore`], [`StatsStore`] and [`RetryStore`] (not
-//! [`StoredJsonPages`](crate::StoredJsonPages): it keeps decoded tasks), and
+//! [`StoredPages`](crate::StoredPages): it keeps decoded tasks), and
 //! [`Stores::from`] claims exactly those.
 //!
 //! # Retention

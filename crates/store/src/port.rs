@@ -33,15 +33,17 @@ impl FailedTaskPage {
     }
 }
 
-/// A page as each task's stored JSON in the contract's wire form (`{"TaskId":…}`), for
-/// stores that keep records that way: an HTTP adapter can assemble its body from these bytes
-/// without decoding and re-encoding each task.
+/// A page as each task's stored record (the [`stored`](crate::stored) form), for stores that
+/// keep tasks that way: an HTTP adapter renders its body from these bytes
+/// ([`stored::Record::write_wire_json`](crate::stored::Record::write_wire_json)) without
+/// a JSON parser and without building tasks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StoredJsonPage {
+pub struct StoredPage {
     /// As [`FailedTaskPage::total`].
     pub total: u64,
-    /// Each task's JSON object, newest first.
-    pub tasks: Vec<bytes::Bytes>,
+    /// Each task's stored record, newest first. The store checked that each belongs to its
+    /// index entry; its header is checked again by [`stored::Record::parse`](crate::stored::Record::parse).
+    pub records: Vec<bytes::Bytes>,
     /// As [`FailedTaskPage::next_cursor`].
     pub next_cursor: Option<Cursor>,
     /// As [`FailedTaskPage::skipped_corrupt`].
@@ -61,7 +63,7 @@ pub enum RecordOutcome {
 ///
 /// Implementations must be safe under concurrent use from many tasks, and must bound every
 /// call in time themselves (a command timeout); the use cases add their own deadlines on top.
-/// What else a store can do is a trait of its own ([`StatsStore`], [`StoredJsonPages`],
+/// What else a store can do is a trait of its own ([`StatsStore`], [`StoredPages`],
 /// [`RetryStore`](crate::RetryStore)); [`Stores`](crate::Stores) says which ones a store has.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
@@ -159,14 +161,14 @@ pub trait StatsStore: Send + Sync {
     async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError>;
 }
 
-/// The optional read fast path of stores that keep each task as its wire JSON (Redis): a
-/// page as those bytes, so an HTTP adapter can assemble its body without decoding and
-/// re-encoding each task. Stores without it are read through [`StatusStore::list`].
+/// The optional read fast path of stores that keep each task as a [`stored`](crate::stored)
+/// record (Redis): a page as those bytes, so an HTTP adapter can render its body without
+/// decoding each task. Stores without it are read through [`StatusStore::list`].
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
-pub trait StoredJsonPages: Send + Sync {
+pub trait StoredPages: Send + Sync {
     /// The same page as [`StatusStore::list`] gives for `query` (the same tasks, totals,
-    /// cursor and skipped records), as each task's stored wire JSON. The bytes are the
-    /// store's: callers still check what they rely on.
-    async fn list_stored_json(&self, query: &ListQuery) -> Result<StoredJsonPage, StoreError>;
+    /// cursor and skipped records), as each task's stored record. The bytes are the
+    /// store's: callers still check what they rely on (`stored::Record::parse`).
+    async fn list_stored(&self, query: &ListQuery) -> Result<StoredPage, StoreError>;
 }

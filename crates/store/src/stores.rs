@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{RetryStore, StatsStore, StatusStore, StoredJsonPages};
+use crate::{RetryStore, StatsStore, StatusStore, StoredPages};
 
 /// What a store can do beyond listing and reading failed tasks ([`StatusStore`], which every
 /// store is).
@@ -16,9 +16,9 @@ pub enum Capability {
     Writes,
     /// Failure statistics, task attempts and failure groups ([`StatsStore`]).
     Statistics,
-    /// Pages as each task's stored wire JSON ([`StoredJsonPages`]): a read fast path, never
-    /// required (the use cases fall back to the decoded page).
-    StoredJson,
+    /// Pages as each task's stored record ([`StoredPages`], in the [`stored`](crate::stored)
+    /// form): a read fast path, never required (the use cases fall back to the decoded page).
+    StoredRecords,
     /// Scheduling and tracking retries ([`RetryStore`]).
     Retries,
 }
@@ -28,17 +28,17 @@ impl Capability {
     pub const ALL: [Capability; 4] = [
         Capability::Writes,
         Capability::Statistics,
-        Capability::StoredJson,
+        Capability::StoredRecords,
         Capability::Retries,
     ];
 
-    /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_json`,
+    /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_records`,
     /// `retries`.
     pub fn label(self) -> &'static str {
         match self {
             Capability::Writes => "writes",
             Capability::Statistics => "statistics",
-            Capability::StoredJson => "stored_json",
+            Capability::StoredRecords => "stored_records",
             Capability::Retries => "retries",
         }
     }
@@ -50,7 +50,7 @@ impl fmt::Display for Capability {
         f.write_str(match self {
             Capability::Writes => "recording or removing failed tasks",
             Capability::Statistics => "failure statistics, task attempts and failure groups",
-            Capability::StoredJson => "pages of stored wire JSON",
+            Capability::StoredRecords => "pages of stored records",
             Capability::Retries => "retries",
         })
     }
@@ -73,8 +73,8 @@ pub struct Stores {
     pub writable: bool,
     /// Statistics and groups, when the store keeps them.
     pub stats: Option<Arc<dyn StatsStore>>,
-    /// Pages as stored wire JSON, when the store keeps tasks that way.
-    pub stored_json: Option<Arc<dyn StoredJsonPages>>,
+    /// Pages as stored records ([`stored`](crate::stored)), when the store keeps tasks that way.
+    pub stored: Option<Arc<dyn StoredPages>>,
     /// Retries, when the store schedules them.
     pub retries: Option<Arc<dyn RetryStore>>,
 }
@@ -88,7 +88,7 @@ impl Stores {
             tasks,
             writable: true,
             stats: None,
-            stored_json: None,
+            stored: None,
             retries: None,
         }
     }
@@ -108,10 +108,10 @@ impl Stores {
         self
     }
 
-    /// The same, answering pages of stored wire JSON from `stored_json` (the same store).
+    /// The same, answering pages of stored records from `stored` (the same store).
     #[must_use]
-    pub fn with_stored_json(mut self, stored_json: Arc<dyn StoredJsonPages>) -> Self {
-        self.stored_json = Some(stored_json);
+    pub fn with_stored(mut self, stored: Arc<dyn StoredPages>) -> Self {
+        self.stored = Some(stored);
         self
     }
 
@@ -127,7 +127,7 @@ impl Stores {
         match capability {
             Capability::Writes => self.writable,
             Capability::Statistics => self.stats.is_some(),
-            Capability::StoredJson => self.stored_json.is_some(),
+            Capability::StoredRecords => self.stored.is_some(),
             Capability::Retries => self.retries.is_some(),
         }
     }

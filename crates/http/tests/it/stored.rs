@@ -1,14 +1,18 @@
-//! The listing's fast path: a store that keeps the wire JSON answers with it, and the body
-//! is assembled around those bytes; what the server cannot vouch for falls back.
+//! The listing's fast path: a store that keeps stored records answers with them, and the
+//! body is rendered from their headers; what the server cannot vouch for falls back.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use failed_tasks_domain::{FailedTask, ListQuery, RetryPlan, TaskId, Timestamp};
+use failed_tasks_domain::{
+    ErrorSignature, FailedTask, ListQuery, NextRetry, RetryPlan, RetryPolicy, RetryStatus,
+    ScheduledBy, TaskId, Timestamp,
+};
+use failed_tasks_http::wire::WireTask;
 use failed_tasks_query::Deadlines;
 use failed_tasks_store::{
-    FailedTaskPage, MemoryStore, RecordOutcome, RetryStore, StatusStore, StoreError,
-    StoredJsonPage, StoredJsonPages, Stores,
+    stored, FailedTaskPage, MemoryStore, RecordOutcome, RetryStore, StatusStore, StoreError,
+    StoredPage, StoredPages, Stores,
 };
 use hyper::StatusCode;
 
@@ -16,8 +20,8 @@ use crate::helpers::{get, memory, spawn_app, test_config};
 
 const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
 
-/// A memory store that also answers `list_stored_json`, with each task's JSON passed
-/// through `edit` (to store what a tampered Redis would hold).
+/// A memory store that also answers `list_stored`, with each task's stored record passed
+/// through `edit` (to store what a tampered Redis, or an earlier version, would hold).
 struct StoresJson {
     inner: MemoryStore,
     edit: fn(String) -> String,
@@ -51,29 +55,22 @@ impl StatusStore for StoresJson {
 }
 
 #[async_trait::async_trait]
-impl StoredJsonPages for StoresJson {
-    async fn list_stored_json(&self, q: &ListQuery) -> Result<StoredJsonPage, StoreError> {
+impl StoredPages for StoresJson {
+    async fn list_stored(&self, q: &ListQuery) -> Result<StoredPage, StoreError> {
         let page = self.inner.list(q).await?;
-        let policy = failed_tasks_domain::RetryPolicy::default();
-        // As the Redis store keeps them: the wire object with NextRetryAt last, without the
-        // FinalFailure the server adds.
-        let tasks = page
+        // As the Redis store keeps them.
+        let records = page
             .tasks
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let wire =
-                    failed_tasks_http::wire::WireTask::new(t, &page.retry_status(i), &policy);
-                let mut json = serde_json::to_string(&wire).unwrap();
-                let cut = json.rfind(",\"FinalFailure\"").unwrap();
-                json.truncate(cut);
-                json.push('}');
-                Bytes::from((self.edit)(json))
+                let sig = ErrorSignature::of_task(t);
+                Bytes::from((self.edit)(stored::encode(t, &sig, &page.retry_status(i))))
             })
             .collect();
-        Ok(StoredJsonPage {
+        Ok(StoredPage {
             total: page.total,
-            tasks,
+            records,
             next_cursor: page.next_cursor,
             skipped_corrupt: page.skipped_corrupt,
         })
@@ -106,7 +103,7 @@ async fn seeded_with(edit: fn(String) -> String, list_works: bool, scheduled: bo
         edit,
         list_works,
     });
-    Stores::new("stores-json", store.clone()).with_stored_json(store)
+    Stores::new("stores-json", store.clone()).with_stored(store)
 }
 
 async fn seeded(edit: fn(String) -> String, list_works: bool) -> Stores {
@@ -128,7 +125,7 @@ async fn reference(path: &str) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn stored_json_pages_equal_the_decoded_ones() {
+async fn stored_pages_equal_the_decoded_ones() {
     // `list` fails here: every page below comes from the stored bytes.
     let server = spawn_app(
         seeded(|s| s, false).await,
@@ -170,32 +167,54 @@ async fn stored_json_pages_equal_the_decoded_ones() {
 }
 
 #[tokio::test]
-async fn records_stored_without_next_retry_at_get_null() {
-    // Records written before retries existed have no NextRetryAt: the fast path adds null,
-    // and the body still equals the decoded one byte for byte.
+async fn records_of_an_earlier_version_are_served_decoded() {
+    // A v3 record (the task as wire JSON after the header) is not rendered: the page comes
+    // from the decoded path, byte for byte the same.
+    fn to_v3(s: String) -> String {
+        let (task, status) = stored::decode(&s).unwrap();
+        stored::encode_v3(&task, &ErrorSignature::of_task(&task), &status)
+    }
     let server = spawn_app(
-        seeded_with(|s| s.replace(",\"NextRetryAt\":null", ""), false, false).await,
+        seeded(to_v3, true).await,
         Deadlines::default(),
         test_config(),
     )
     .await;
     let a = get(&server, LIST).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.body, reference_body(LIST, false).await);
+    assert_eq!(a.body, reference_body(LIST, true).await);
 }
 
 #[tokio::test]
 async fn what_the_server_cannot_vouch_for_is_served_decoded() {
-    // An unknown category, an extra field, a wrong-typed count, a truncated object, a
-    // NextRetryAt that is no time.
-    let edits: [fn(String) -> String; 5] = [
-        |s| s.replace("\"authorization\"", "\"bogus\""),
-        |s| s.replacen('{', "{\"Extra\":1,", 1),
-        |s| s.replace("\"RetryCount\":0", "\"RetryCount\":\"0\""),
-        |s| s[..s.len() - 1].to_owned(),
-        |s| s.replace("\"2025-01-24T09:15:08.250Z\"", "\"soon\""),
+    // An unknown category, a header field too many, an attempt that is no number, an
+    // unknown retry state, a scheduled retry without its due time, no header line.
+    let edits: [fn(String) -> String; 6] = [
+        |s| s.replace("\tauthorization\t", "\tbogus\t"),
+        |s| s.replacen('\n', "\textra\n", 1),
+        |s| s.replacen("\tf\t1\t", "\tf\tone\t", 1),
+        |s| s.replacen("\tf\t", "\tq\t", 1),
+        |s| s.replace("\t2025-01-24T09:15:08.250Z\n", "\t\n"),
+        |s| s.replace('\n', " "),
     ];
+    let inner = filled(true).await;
+    let page = inner
+        .list(&ListQuery::first_page(
+            failed_tasks_domain::PageLimits::DEFAULT,
+        ))
+        .await
+        .unwrap();
+    let records: Vec<String> = page
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| stored::encode(t, &ErrorSignature::of_task(t), &page.retry_status(i)))
+        .collect();
     for edit in edits {
+        assert!(
+            records.iter().any(|r| edit(r.clone()) != *r),
+            "the edit changes a record"
+        );
         let server = spawn_app(
             seeded(edit, true).await,
             Deadlines::default(),
@@ -206,4 +225,61 @@ async fn what_the_server_cannot_vouch_for_is_served_decoded() {
         assert_eq!(a.status, StatusCode::OK);
         assert_eq!(a.json(), reference(LIST).await);
     }
+}
+
+/// The one place stored bytes become API bytes, `stored::Record::write_wire_json`, writes
+/// exactly what `WireTask` serializes: every field, its order, its escaping, for every
+/// retry status and awkward text.
+#[test]
+fn rendered_records_equal_the_wire_type_for_every_field() {
+    let policy = RetryPolicy::default();
+    let due = Timestamp::from_unix_millis(1_737_710_108_250).unwrap();
+    let statuses = [
+        RetryStatus::Scheduled(NextRetry {
+            attempt: 2,
+            due,
+            by: ScheduledBy::Policy,
+        }),
+        RetryStatus::Scheduled(NextRetry {
+            attempt: 9,
+            due: Timestamp::from_unix_millis(0).unwrap(),
+            by: ScheduledBy::Operator,
+        }),
+        RetryStatus::Final,
+        RetryStatus::Unscheduled,
+    ];
+    let mut tasks = FailedTask::seed_examples();
+    for (i, text) in [
+        "said \"no\"\tand\nleft\r",
+        "back\\slash / <b>&amp;</b>",
+        "ünïcödé 日本語 🙂",
+        "",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut raw = tasks[i % 3].clone().into_parts();
+        raw.error_message = (*text).to_owned();
+        raw.task_id = format!("id \"{i}\" \\ é");
+        raw.client_id = format!("client/{text:.3}");
+        raw.codebase_path = format!("C:\\repo\\{i} \"x\"");
+        raw.start_time = Timestamp::from_unix_millis(1_737_700_000_001 + i as i64).unwrap();
+        tasks.push(FailedTask::new(raw).unwrap());
+    }
+    let mut compared = 0;
+    for t in &tasks {
+        for status in &statuses {
+            let want = serde_json::to_string(&WireTask::new(t, status, &policy)).unwrap();
+            let record = stored::encode(t, &ErrorSignature::of_task(t), status);
+            let r = stored::Record::parse(record.as_bytes()).unwrap();
+            let mut got = Vec::new();
+            let final_failure = policy
+                .decide(r.category(), r.error_code(), r.retry_count(), 0.0)
+                .is_give_up();
+            r.write_wire_json(Some(final_failure), &mut got).unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), want);
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, tasks.len() * statuses.len());
 }

@@ -353,7 +353,7 @@ async fn a_store_without_statistics_says_so_before_any_store_call() {
     );
     // The stored-JSON fast path is optional: absent means "use the decoded page".
     assert_eq!(
-        svc.list_failed_stored_json(&ListQuery::first_page(PageLimits::DEFAULT))
+        svc.list_failed_stored(&ListQuery::first_page(PageLimits::DEFAULT))
             .await
             .unwrap(),
         None

@@ -70,8 +70,9 @@ async fn record_batch_equals_one_by_one_on_a_cluster() {
 
 /// The read fast path serves exactly the tasks, totals and cursors of `list`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_json_matches_list() {
+async fn list_stored_matches_list() {
     use failed_tasks_domain::{ListQuery, PageLimits, PageSize};
+    use failed_tasks_store::{stored, StoredPages};
     let server = RedisServer::start();
     let store = helpers::store(&server.url()).await;
     let tasks = mixed_tasks(300);
@@ -96,16 +97,13 @@ async fn list_json_matches_list() {
         };
         for _ in 0..20 {
             let page = store.list(&query).await.unwrap();
-            let json = store.list_json(&query).await.unwrap();
+            let json = store.list_stored(&query).await.unwrap();
             assert_eq!(json.total, page.total);
             assert_eq!(json.next_cursor, page.next_cursor);
             let ids: Vec<String> = json
-                .tasks
+                .records
                 .iter()
-                .map(|b| {
-                    let v: serde_json::Value = serde_json::from_slice(b).unwrap();
-                    v["TaskId"].as_str().unwrap().to_owned()
-                })
+                .map(|b| stored::Record::parse(b).unwrap().task_id().to_owned())
                 .collect();
             let want: Vec<String> = page.tasks.iter().map(|t| t.task_id().to_string()).collect();
             assert_eq!(ids, want, "{filter:?}");

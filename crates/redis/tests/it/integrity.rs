@@ -151,6 +151,17 @@ async fn malformed_records_are_skipped_counted_and_reported() {
     };
     let (h1, j1) = good(1);
     let (h2, j2) = good(2);
+    // A current (v4) record as stored, its header then broken: an unknown category.
+    let v4: String = helpers::cmd(
+        &raw,
+        &prefix,
+        "GET",
+        vec![format!("{prefix}:task:task003").into()],
+    )
+    .await;
+    let category = variant(3, 3).error_category().as_str().to_owned();
+    let bad_v4 = v4.replacen(&format!("\t{category}\t"), "\tsometimes\t", 1);
+    assert_ne!(bad_v4, v4);
     let (h3, j3) = good(3);
     let bad_values = [
         (1, format!("{h1}{}", j1.replace("CATEGORY", "sometimes"))), // unknown category
@@ -161,10 +172,10 @@ async fn malformed_records_are_skipped_counted_and_reported() {
                 j2.replace("\"RetryCount\":1", "\"RetryCount\":\"one\"")
             ),
         ), // wrong type
-        (3, format!("{h3}{{not json")),                              // bad JSON
+        (3, bad_v4),                                                 // bad v4 header
         (4, "no header at all".to_owned()),                          // no header
     ];
-    let _ = j3;
+    let _ = (h3, j3);
     for (n, v) in &bad_values {
         let key = format!("{prefix}:task:task{n:03}");
         let _: Value =
@@ -181,6 +192,14 @@ async fn malformed_records_are_skipped_counted_and_reported() {
     assert_eq!(page.skipped_corrupt, 4);
     assert_eq!(page.total, 2, "total leaves skipped records out");
     assert!(RedisStore::corrupt_records_skipped() >= before + 4);
+    // The stored-records path answers the same page (it falls back to the decoded one).
+    let stored = failed_tasks_store::StoredPages::list_stored(
+        &store,
+        &ListQuery::first_page(PageLimits::DEFAULT),
+    )
+    .await
+    .unwrap();
+    assert_eq!((stored.total, stored.skipped_corrupt), (2, 4));
 
     // Small pages still reach every good task, with a cursor past the corrupt ones.
     let (ids, _) = conformance::walk(&store, &TaskFilter::all(), 1).await;

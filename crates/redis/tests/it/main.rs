@@ -13,6 +13,7 @@ mod conformance;
 mod faults;
 mod health;
 mod integrity;
+mod migrate;
 mod retention;
 mod retry_faults;
 mod stats;

@@ -11,7 +11,7 @@ use failed_tasks_domain::{
 };
 use failed_tasks_redis::RedisStore;
 use failed_tasks_store::conformance::{expected, mixed_tasks, walk};
-use failed_tasks_store::{StatsStore, StatusStore};
+use failed_tasks_store::{stored, StatsStore, StatusStore, StoredPages};
 use failed_tasks_testkit::RedisServer;
 
 use crate::helpers;
@@ -23,7 +23,7 @@ async fn walk_json(store: &RedisStore, filter: &TaskFilter, size: u32) -> (Vec<S
     let mut total = None;
     loop {
         let page = store
-            .list_json(&ListQuery {
+            .list_stored(&ListQuery {
                 filter: filter.clone(),
                 page_size: PageSize::new(size, PageLimits::DEFAULT).unwrap(),
                 cursor: cursor.take(),
@@ -31,9 +31,8 @@ async fn walk_json(store: &RedisStore, filter: &TaskFilter, size: u32) -> (Vec<S
             .await
             .unwrap();
         total.get_or_insert(page.total);
-        for json in &page.tasks {
-            let v: serde_json::Value = serde_json::from_slice(json).unwrap();
-            ids.push(v["TaskId"].as_str().unwrap().to_owned());
+        for r in &page.records {
+            ids.push(stored::Record::parse(r).unwrap().task_id().to_owned());
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -43,7 +42,7 @@ async fn walk_json(store: &RedisStore, filter: &TaskFilter, size: u32) -> (Vec<S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signature_filter_uses_its_index_in_list_and_list_json() {
+async fn signature_filter_uses_its_index_in_list_and_list_stored() {
     let server = RedisServer::start();
     let store = helpers::store(&server.url()).await;
     let tasks = mixed_tasks(300);
@@ -70,7 +69,7 @@ async fn signature_filter_uses_its_index_in_list_and_list_json() {
                     "{totals:?}"
                 );
                 let (ids, total) = walk_json(&store, f, size).await;
-                assert_eq!(ids, want, "list_json {f:?} size {size}");
+                assert_eq!(ids, want, "list_stored {f:?} size {size}");
                 assert_eq!(total as usize, want.len());
             }
         }
