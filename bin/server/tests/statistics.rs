@@ -33,7 +33,7 @@ const DISTINCT: usize = 100_000;
 const CALLERS: usize = 32;
 /// How long the callers of one phase keep asking (each waits for its answer, at most
 /// `CALL_TIMEOUT`).
-const LOAD: Duration = Duration::from_secs(5);
+const LOAD: Duration = Duration::from_secs(4);
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `DISTINCT` failures of the last 50 minutes, each with its own client and error code,
@@ -203,15 +203,15 @@ struct Run {
     unloaded_p99: Duration,
     baseline_rss: u64,
     /// The same callers asking for one task (a cheap store read): what the load of 33
-    /// clients on two CPUs costs the listing by itself.
-    control: Phase,
+    /// clients on two CPUs costs the listing by itself (when measured).
+    control: Option<Phase>,
     stats: Phase,
     peak_rss: u64,
 }
 
 /// The server on `url` with `args`: the listing unloaded, under `CALLERS` callers of one
-/// task, under `CALLERS` statistics callers.
-async fn run(url: &str, args: &[&str]) -> Run {
+/// task (with `control`), under `CALLERS` statistics callers.
+async fn run(url: &str, args: &[&str], control: bool) -> Run {
     let mut all = vec![
         "--store",
         "redis",
@@ -240,7 +240,11 @@ async fn run(url: &str, args: &[&str]) -> Run {
     assert_eq!(failed, 0);
     let unloaded_p99 = p99(&mut unloaded);
     let baseline_rss = server.rss();
-    let control = hammer(&server, ONE_TASK).await;
+    let control = if control {
+        Some(hammer(&server, ONE_TASK).await)
+    } else {
+        None
+    };
     let stats = hammer(&server, STATS).await;
     Run {
         unloaded_p99,
@@ -253,21 +257,26 @@ async fn run(url: &str, args: &[&str]) -> Run {
 
 /// Checks the figure on `run` (named `what` in messages).
 fn check(what: &str, run: &Run, latency_bound: bool) {
+    // `latency_bound` needs the control load.
     let ratio = |d: Duration| d.as_secs_f64() / run.unloaded_p99.as_secs_f64().max(1e-6);
-    let (c, st) = (&run.control, &run.stats);
+    let st = &run.stats;
+    let control = run.control.as_ref().map_or(String::new(), |c| {
+        format!(
+            "under {CALLERS} callers of one task {:?} ({:.1}x, {} answers, {} listings); ",
+            c.listing_p99,
+            ratio(c.listing_p99),
+            c.answered,
+            c.listings
+        )
+    });
     eprintln!(
         "{what}: RSS {} MB before the load, peak {} MB (sampled under statistics {} MB); \
-         listing p99 unloaded {:?}; under {CALLERS} callers of one task {:?} ({:.1}x, {} \
-         answers, {} listings); under {CALLERS} statistics callers {:?} ({:.1}x, {} answers, \
-         {} refused {:?}, {} listings, {} failed)",
+         listing p99 unloaded {:?}; {control}under {CALLERS} statistics callers {:?} ({:.1}x, \
+         {} answers, {} refused {:?}, {} listings, {} failed)",
         run.baseline_rss >> 20,
         run.peak_rss.max(st.peak_rss) >> 20,
         st.peak_rss >> 20,
         run.unloaded_p99,
-        c.listing_p99,
-        ratio(c.listing_p99),
-        c.answered,
-        c.listings,
         st.listing_p99,
         ratio(st.listing_p99),
         st.answered,
@@ -276,10 +285,12 @@ fn check(what: &str, run: &Run, latency_bound: bool) {
         st.listings,
         st.listing_failed,
     );
-    assert!(
-        c.refused.is_empty() && c.listing_failed == 0,
-        "{what}: control load failed"
-    );
+    if let Some(c) = &run.control {
+        assert!(
+            c.refused.is_empty() && c.listing_failed == 0,
+            "{what}: control load failed"
+        );
+    }
     assert!(st.answered >= CALLERS, "{what}: {} answers", st.answered);
     assert!(
         st.refused.is_empty(),
@@ -302,8 +313,8 @@ fn check(what: &str, run: &Run, latency_bound: bool) {
     // test's 33 callers, the server and the redis-server, so any load of 32 callers slows
     // the listing (the control shows by how much). Before, a listing stuck behind
     // statistics work timed out (15 s).
-    if latency_bound {
-        let bound = (c.listing_p99 * 3).max(Duration::from_millis(250));
+    if let Some(c) = run.control.as_ref().filter(|_| latency_bound) {
+        let bound = (c.listing_p99 * 5).max(Duration::from_millis(500));
         assert!(
             st.listing_p99 <= bound,
             "{what}: listing p99 {:?} under statistics vs {:?} under the control load",
@@ -324,8 +335,8 @@ async fn thirty_two_statistics_callers_over_100k_distinct_values_stay_bounded() 
     );
     // As deployed (an answer shared for 1 s, 4 computed at once), and every request
     // computed (nothing shared): the memory bound and the 0 refusals hold without sharing.
-    let shared = run(&redis.url(), &[]).await;
-    let computed = run(&redis.url(), &["--stats-cache-ttl", "0s"]).await;
+    let shared = run(&redis.url(), &[], true).await;
+    let computed = run(&redis.url(), &["--stats-cache-ttl", "0s"], false).await;
     check("defaults", &shared, true);
     check("nothing shared", &computed, false);
 }
