@@ -54,7 +54,22 @@ pub struct RedisConfig {
     /// another worker may reclaim it ([`RedisRetryQueue::reclaim_stale`](failed_tasks_store::RetryQueue::reclaim_stale)
     /// with [`RedisRetryQueue::lease`](crate::RedisRetryQueue::lease)).
     pub retry_consumer_lease: Duration,
+    /// Into how many shards one deployment's failures are split
+    /// ([`ShardedStore`](crate::ShardedStore)): shard `i` of `n > 1` has the prefix with
+    /// `:i` added inside its hash tag (`{failed-tasks:3}`), so on a Redis Cluster the shards
+    /// spread over the masters; `1` (the default) is exactly the one prefix of a plain
+    /// [`RedisStore`](crate::RedisStore). At most [`MAX_SHARDS`]. See
+    /// `docs/redis-layout.md#shards`.
+    pub shards: u32,
+    /// While the shard count changes (`failed-tasks-server reshard`): the count tasks are
+    /// moving away from. Reads then see both layouts (a task seen in both is shown once),
+    /// writes go to the new one and remove the task from its old shard. `None` (the
+    /// default) outside a reshard.
+    pub resharding_from: Option<u32>,
 }
+
+/// The most shards a deployment may have (each is a set of keys with its own hash tag).
+pub const MAX_SHARDS: u32 = 1024;
 
 impl Default for RedisConfig {
     fn default() -> Self {
@@ -73,6 +88,8 @@ impl Default for RedisConfig {
             retry_stream_max_len: 1_000_000,
             retry_consumer_group: "embedders".to_owned(),
             retry_consumer_lease: failed_tasks_store::retry::DEFAULT_LEASE,
+            shards: 1,
+            resharding_from: None,
         }
     }
 }
@@ -140,6 +157,18 @@ impl RedisConfig {
                 "retry consumer group must be non-empty text without control characters".to_owned(),
             ));
         }
+        for (what, n) in [
+            ("redis shards", Some(self.shards)),
+            ("resharding from", self.resharding_from),
+        ] {
+            if let Some(n) = n {
+                if n == 0 || n > MAX_SHARDS {
+                    return Err(StoreError::Rejected(format!(
+                        "{what} must be between 1 and {MAX_SHARDS}, got {n}"
+                    )));
+                }
+            }
+        }
         if self.retry_consumer_lease.is_zero() {
             return Err(StoreError::Rejected(
                 "retry consumer lease must be greater than zero".to_owned(),
@@ -157,7 +186,23 @@ impl RedisConfig {
     }
 }
 
-/// Hides the password of a URL for logs and error messages.
+/// `key` with `:{shard}` added at the end of its hash tag when there are several shards
+/// (`{failed-tasks}` → `{failed-tasks:3}`, `app:{ft}:x` → `app:{ft:3}:x`); `key` itself
+/// when `shards == 1`, so one shard is exactly today's layout. A key without a hash tag
+/// is returned unchanged (the configuration check refuses such prefixes).
+pub fn shard_key(key: &str, shard: u32, shards: u32) -> String {
+    if shards <= 1 {
+        return key.to_owned();
+    }
+    match key
+        .find('{')
+        .and_then(|open| key[open..].find('}').map(|i| open + i))
+    {
+        Some(close) => format!("{}:{shard}{}", &key[..close], &key[close..]),
+        None => key.to_owned(),
+    }
+}
+
 /// A Redis URL as it may be shown (logs, `--print-config`, error messages): the user info
 /// (`user:password@`) and the value of every query parameter that names a password, a
 /// secret or a token (`sentinelPassword=`, …) replaced by `<redacted>`. Everything else,
@@ -319,6 +364,22 @@ mod tests {
         assert!(with(Some("")).validate().is_err());
         let zero = RedisConfig {
             retry_stream_max_len: 0,
+            ..RedisConfig::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn shard_keys_add_the_shard_inside_the_hash_tag() {
+        assert_eq!(shard_key("{failed-tasks}", 0, 1), "{failed-tasks}");
+        assert_eq!(shard_key("{failed-tasks}", 3, 16), "{failed-tasks:3}");
+        assert_eq!(shard_key("app:{ft}:v2", 15, 16), "app:{ft:15}:v2");
+        assert_eq!(
+            shard_key("{failed-tasks}:retries", 2, 4),
+            "{failed-tasks:2}:retries"
+        );
+        let zero = RedisConfig {
+            shards: 0,
             ..RedisConfig::default()
         };
         assert!(zero.validate().is_err());

@@ -183,6 +183,16 @@ impl Conn {
         })
     }
 
+    /// The same client (one connection pool, one health) routing every command to the slot
+    /// of `prefix`'s hash tag: how the shards of a [`ShardedStore`](crate::ShardedStore)
+    /// share one client instead of connecting once per shard.
+    pub(crate) fn on_slot_of(&self, prefix: &str) -> Conn {
+        Conn {
+            slot: fred::util::redis_keyslot(prefix.as_bytes()),
+            ..self.clone()
+        }
+    }
+
     /// What the connection last observed (problem, eviction policy).
     pub(crate) fn health(&self) -> &Health {
         &self.health

@@ -203,7 +203,7 @@ impl RedisStore {
         false
     }
 
-    fn conn(&self) -> &Conn {
+    pub(crate) fn conn(&self) -> &Conn {
         &self.inner.conn
     }
 
@@ -279,7 +279,7 @@ impl RedisStore {
     }
 
     /// Index keys of the filter's equality conditions.
-    fn equality_indexes(&self, f: &TaskFilter) -> Vec<String> {
+    pub(crate) fn equality_indexes(&self, f: &TaskFilter) -> Vec<String> {
         let k = self.keys();
         let mut out = Vec::new();
         if let Some(c) = f.category {
@@ -371,7 +371,7 @@ impl RedisStore {
 
     /// Decode the records read for `members` (same order) and check that each still belongs
     /// to its index entry.
-    fn check(&self, members: &[String], values: Vec<Value>) -> Vec<Loaded> {
+    pub(crate) fn check(&self, members: &[String], values: Vec<Value>) -> Vec<Loaded> {
         let mut out = Vec::with_capacity(members.len());
         for (m, v) in members.iter().zip(values) {
             let key = || self.keys().record(member_id(m).unwrap_or_default());
@@ -634,7 +634,7 @@ pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
 
 /// The wire JSON of a stored record read for `member`, when its header names that member
 /// and the JSON is well-formed; `None` otherwise (the slow path then decides).
-fn stored_json(member: &str, value: Value) -> Option<fred::bytes::Bytes> {
+pub(crate) fn stored_json(member: &str, value: Value) -> Option<fred::bytes::Bytes> {
     let b = match value {
         Value::Bytes(b) => b,
         Value::String(s) => s.into_inner(),
@@ -668,7 +668,7 @@ fn outcome(created: i64) -> RecordOutcome {
     }
 }
 
-enum Loaded {
+pub(crate) enum Loaded {
     Task(FailedTask, RetryStatus),
     /// No record, or one that no longer belongs to this index entry.
     Missing,

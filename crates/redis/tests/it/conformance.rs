@@ -24,6 +24,32 @@ async fn conformance_on_a_cluster() {
     failed_tasks_store::conformance::run_retries(|| helpers::store_with_queues(&url)).await;
 }
 
+/// The sharded store with `shards` shards on `url`: every check, the retries too.
+async fn sharded_conformance(url: &str, shards: u32) {
+    failed_tasks_store::conformance::run_all(|| async {
+        Stores::from(helpers::sharded(url, shards).await)
+    })
+    .await;
+    failed_tasks_store::conformance::run_retries(|| helpers::sharded_with_queues(url, shards))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_conformance_on_a_single_server() {
+    let server = RedisServer::start();
+    for shards in [1, 16] {
+        sharded_conformance(&server.url(), shards).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_conformance_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    for shards in [1, 16] {
+        sharded_conformance(&cluster.url(), shards).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_through_a_sentinel() {
     let master = RedisServer::start();
