@@ -90,6 +90,10 @@ pub struct Settings {
     pub redis_command_timeout: Duration,
     /// Serve even when Redis's maxmemory-policy evicts keys (not `noeviction`).
     pub redis_allow_eviction: bool,
+    /// Shards of the Redis store: one hash tag each, spread over a cluster's masters.
+    pub redis_shards: u32,
+    /// While the shard count changes: the count tasks move away from (unset otherwise).
+    pub redis_resharding_from: Option<u32>,
     /// Retention: tasks that failed longer ago are trimmed.
     #[serde(with = "humantime_serde")]
     pub retention_max_age: Duration,
@@ -239,6 +243,8 @@ impl Default for Settings {
             redis_key_prefix: redis.key_prefix,
             redis_command_timeout: redis.command_timeout,
             redis_allow_eviction: redis.allow_eviction,
+            redis_shards: redis.shards,
+            redis_resharding_from: redis.resharding_from,
             retention_max_age: redis.max_age,
             retention_max_count: redis.max_count,
             janitor_interval: redis.janitor_interval,
@@ -313,6 +319,8 @@ impl Settings {
             retry_stream_max_len: self.retry_stream_max_len,
             retry_consumer_group: self.retry_consumer_group.clone(),
             retry_consumer_lease: self.retry_consumer_lease,
+            shards: self.redis_shards,
+            resharding_from: self.redis_resharding_from,
             ..RedisConfig::default()
         }
     }
@@ -486,6 +494,15 @@ impl Settings {
 
     /// Rules between settings that no single type can state.
     fn check(&self) -> Result<(), String> {
+        let max_shards = failed_tasks_redis::MAX_SHARDS;
+        for (key, n) in [
+            ("redis_shards", Some(self.redis_shards)),
+            ("redis_resharding_from", self.redis_resharding_from),
+        ] {
+            if n.is_some_and(|n| n == 0 || n > max_shards) {
+                return Err(format!("{key} must be between 1 and {max_shards}"));
+            }
+        }
         if self.page_size_default == 0 || self.page_size_default > self.page_size_max {
             return Err(format!(
                 "page_size_default ({}) must be between 1 and page_size_max ({})",
@@ -770,6 +787,20 @@ pub struct Cli {
     #[arg(long, env = "FAILED_TASKS_REDIS_ALLOW_EVICTION", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_allow_eviction: Option<bool>,
+
+    /// Shards of the Redis store (1-1024): on a Redis Cluster, each shard's keys share one
+    /// hash tag of their own (`{failed-tasks:3}`), so the data and the writes spread over
+    /// the masters; 1 is one hash tag, `redis_key_prefix` itself. Changing it needs
+    /// `reshard` (docs/operations.md)
+    #[arg(long, env = "FAILED_TASKS_REDIS_SHARDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_shards: Option<u32>,
+
+    /// While `reshard` moves tasks to `redis_shards` shards: the shard count they move away
+    /// from (reads see both, writes go to the new shards)
+    #[arg(long, env = "FAILED_TASKS_REDIS_RESHARDING_FROM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_resharding_from: Option<u32>,
 
     /// Retention: failed tasks older than this are trimmed (memory and Redis stores)
     #[arg(long, env = "FAILED_TASKS_RETENTION_MAX_AGE", value_parser = duration)]

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use failed_tasks_domain::{FailedTask, Timestamp};
 use failed_tasks_http::App;
 use failed_tasks_query::{FailedTaskService, RetryScheduler};
-use failed_tasks_redis::{CompatStore, RedisStore};
+use failed_tasks_redis::{CompatStore, ShardedStore};
 use failed_tasks_store::{Background, Capability, MemoryStore, StatusStore, StoreProblem, Stores};
 
 mod config;
@@ -61,9 +61,10 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
             let config = flags.redis_config();
             // Fails only on bad configuration: a Redis that is down is retried in the
             // background while /readyz reports not-ready.
-            let store = RedisStore::connect(config)
-                .await
-                .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
+            // One shard (the default) is exactly a single `RedisStore`'s keys and behaviour.
+            let store = ShardedStore::connect(config).await.context(
+                "--redis-url / --redis-key-prefix / --redis-command-timeout / --redis-shards",
+            )?;
             if !store.wait_connected(Duration::from_secs(2)).await {
                 let condition = store.condition();
                 if condition.problem == Some(StoreProblem::Evicting) {
