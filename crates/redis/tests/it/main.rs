@@ -15,4 +15,5 @@ mod health;
 mod integrity;
 mod retention;
 mod retry_faults;
+mod sharded;
 mod stats;
