@@ -733,6 +733,26 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// Maintenance commands (run with the same settings as the server, then exit).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Move every task of the Redis store (`--redis-url`, `--redis-key-prefix`) from its
+    /// shard among FROM shards to its shard among TO, in batches, printing progress.
+    /// Resumable and idempotent (run it again after a stop); safe while servers serve with
+    /// `redis_shards = TO` and `redis_resharding_from = FROM` (docs/operations.md).
+    Reshard {
+        /// The shard count the tasks are stored under now.
+        #[arg(long)]
+        from: u32,
+        /// The new shard count.
+        #[arg(long)]
+        to: u32,
+        /// Tasks moved per step (at most 1000).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+}
+
 /// Serve the failed tasks of a codebase-embedder deployment over HTTP.
 ///
 /// Every setting is a flag, an environment variable and a key of the `--config` TOML file;
@@ -750,6 +770,11 @@ pub struct Cli {
     #[arg(long)]
     #[serde(skip)]
     pub print_config: bool,
+
+    /// A maintenance command to run instead of serving.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub command: Option<Command>,
 
     /// Address to listen on
     #[arg(long, env = "FAILED_TASKS_LISTEN")]

@@ -19,7 +19,7 @@ use failed_tasks_store::{Background, Capability, MemoryStore, StatusStore, Store
 
 mod config;
 
-use config::{Cli, LogFormat, Settings, StoreKind};
+use config::{Cli, Command, LogFormat, Settings, StoreKind};
 use failed_tasks_redis::redact_url;
 
 fn init_logging(format: LogFormat) {
@@ -225,6 +225,48 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A maintenance command (`reshard`) on its own runtime; progress on stdout.
+fn run_command(command: &Command, settings: &Settings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("failed-tasks-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Command::Reshard { from, to, batch } = *command;
+    let config = settings.redis_config();
+    let done = runtime.block_on(failed_tasks_redis::reshard(&config, from, to, batch, |p| {
+        println!(
+            "reshard {from} -> {to}: old shard {}/{}: moved {}, kept {}, superseded {}, skipped {}",
+            p.shard + 1,
+            p.shards,
+            p.moved,
+            p.kept,
+            p.superseded,
+            p.skipped
+        );
+    }));
+    match done {
+        Ok(p) => {
+            println!(
+                "reshard {from} -> {to} done: moved {}, kept {}, superseded {}, skipped {}",
+                p.moved, p.kept, p.superseded, p.skipped
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "failed-tasks-server: reshard {from} -> {to} stopped: {e} (run it again to resume)"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_with_defaults();
     let settings = match Settings::load(&cli) {
@@ -247,6 +289,9 @@ fn main() -> ExitCode {
         };
     }
     init_logging(settings.log_format);
+    if let Some(command) = &cli.command {
+        return run_command(command, &settings);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
