@@ -288,7 +288,8 @@ impl ShardedStore {
 
     /// As [`RedisStore::wait_connected`] (the shards share one client).
     pub async fn wait_connected(&self, within: Duration) -> bool {
-        self.inner.shards[0].wait_connected(within).await
+        // Boxed: embedders' futures nest this deep enough to reach the compiler's depth limit.
+        Box::pin(self.inner.shards[0].wait_connected(within)).await
     }
 
     /// One janitor run over every shard (each under its own lock; `max_count` is applied
