@@ -814,7 +814,7 @@ pub struct Cli {
     pub redis_allow_eviction: Option<bool>,
 
     /// Shards of the Redis store (1-1024): on a Redis Cluster, each shard's keys share one
-    /// hash tag of their own (`{failed-tasks:3}`), so the data and the writes spread over
+    /// hash tag of their own (`{failed-tasks:3.20}`), so the data and the writes spread over
     /// the masters; 1 is one hash tag, `redis_key_prefix` itself. Changing it needs
     /// `reshard` (docs/operations.md)
     #[arg(long, env = "FAILED_TASKS_REDIS_SHARDS")]

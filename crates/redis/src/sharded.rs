@@ -4,7 +4,7 @@
 //! # Responsibility
 //! A layer over [`RedisStore`], not a change to its scripts: every shard is a complete
 //! `RedisStore` (records, indexes, counters, groups, due set, retry stream) on its own
-//! prefix, `shard_key(prefix, i, n)` (`{failed-tasks:0}` … `{failed-tasks:15}`; with one
+//! prefix, `shard_key(prefix, i, n)` (`{failed-tasks:0.2}` … `{failed-tasks:15.63}` for 16: see `shard_key`; with one
 //! shard exactly the configured prefix). All shards share one fred client.
 //!
 //! # Invariants
@@ -393,7 +393,11 @@ impl ShardedStore {
                 ],
             )
         });
-        let mut merge = LexMerge::new(keys.clone(), &range, want);
+        // Each shard holds about 1/n of the page (the hash spreads tasks evenly): ask each
+        // for twice its share plus two; a shard whose share runs out before the page is
+        // full is read again from where it stopped (exact either way, one more round trip).
+        let per_shard = (want.div_ceil(readers.len()) * 2 + 2).min(want);
+        let mut merge = LexMerge::new(keys.clone(), &range, per_shard);
         let mut picked: Vec<(usize, String)> = Vec::with_capacity(want);
         let mut ids: HashSet<String> = HashSet::with_capacity(want);
         // The first `next` fills every shard's buffer at once, alongside the counts.
@@ -1339,8 +1343,8 @@ mod tests {
             ..RedisConfig::default()
         };
         let s = shard_config(&c, 3, 16);
-        assert_eq!(s.key_prefix, "{failed-tasks:3}");
-        assert_eq!(s.retry_stream(), "{failed-tasks:3}:retries");
+        assert_eq!(s.key_prefix, "{failed-tasks:3.20}");
+        assert_eq!(s.retry_stream(), "{failed-tasks:3.20}:retries");
         assert_eq!(s.max_count, 62_500);
         assert_eq!(s.shards, 1);
         assert!(s.validate().is_ok());
