@@ -270,6 +270,9 @@ pub fn table(f: &Figures, sizes: &[u64]) -> String {
         "shard_json_page_1_p50_ms",
         "shard_json_page_16_p50_ms",
         "shard_json_page_ratio",
+        "shard_floor_one_master_p50_ms",
+        "shard_floor_three_masters_p50_ms",
+        "shard_floor_ratio",
     ] {
         if let Some(v) = f.get(key) {
             out.push_str(&format!("  {key:<34} {:>12}\n", fmt(Some(v))));

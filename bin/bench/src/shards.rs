@@ -138,6 +138,33 @@ pub async fn figures(samples: usize, query: &ListQuery, f: &mut Figures) -> anyh
             }
         }
     }
+    // The floor of a fan-out on this machine: two round trips to all three masters at once
+    // against two to one master (what a page costs without any work in it).
+    let mut floor: [Vec<Duration>; 2] = Default::default();
+    for i in 0..samples + warm {
+        let t = Instant::now();
+        for _ in 0..2 {
+            masters[0].run("PING", vec![]).await?;
+        }
+        let one_master = t.elapsed();
+        let t = Instant::now();
+        for _ in 0..2 {
+            let (a, b, c) = tokio::join!(
+                masters[0].run("PING", vec![]),
+                masters[1].run("PING", vec![]),
+                masters[2].run("PING", vec![])
+            );
+            (a?, b?, c?);
+        }
+        if i >= warm {
+            floor[0].push(one_master);
+            floor[1].push(t.elapsed());
+        }
+    }
+    let [floor1, floor3] = floor.map(Latency::of);
+    f.latency("shard_floor_one_master", floor1);
+    f.latency("shard_floor_three_masters", floor3);
+    f.set("shard_floor_ratio", floor3.p50_ms / floor1.p50_ms);
     let [list1, list16, json1, json16] = times.map(Latency::of);
     f.latency("shard_page_1", list1);
     f.latency("shard_page_16", list16);
@@ -152,6 +179,10 @@ pub async fn figures(samples: usize, query: &ListQuery, f: &mut Figures) -> anyh
         list16.p50_ms,
         json1.p50_ms,
         json16.p50_ms
+    );
+    eprintln!(
+        "  cluster, two round trips: to one master p50 {:.3} ms, to all three at once {:.3} ms",
+        floor1.p50_ms, floor3.p50_ms
     );
     Ok(())
 }
