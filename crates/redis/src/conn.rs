@@ -51,8 +51,15 @@ pub(crate) fn map_error(doing: &str, e: &FredError) -> StoreError {
         | ErrorKind::Sentinel
         | ErrorKind::Backpressure => StoreError::Unavailable(detail),
         ErrorKind::Timeout => StoreError::Timeout(detail),
-        // Router states such as "Client is not initialized": the link is not there.
-        ErrorKind::Unknown if e.details().contains("not initialized") => {
+        // Router states such as "Client is not initialized": the link is not there. "Too
+        // many failed write attempts": fred gave up re-sending a command while a cluster
+        // moved its slot or failed over (MOVED/ASK/CLUSTERDOWN each time); "channel
+        // closed": the connection a command waited on was replaced meanwhile: transient.
+        ErrorKind::Unknown
+            if e.details().contains("not initialized")
+                || e.details().contains("Too many failed write attempts")
+                || e.details().contains("channel closed") =>
+        {
             StoreError::Unavailable(detail)
         }
         // A server error reply: Redis answered and refused.

@@ -518,7 +518,9 @@ impl RedisStore {
             (Some(secs), Some(micros)) => {
                 Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
             }
-            _ => Err(StoreError::Internal(format!(
+            // Seen only while a cluster moves the store's slot (a reply of the client's
+            // redirection, `OK`, handed to this command): transient, nothing was written.
+            _ => Err(StoreError::Unavailable(format!(
                 "TIME answered {time:?}, not seconds and microseconds"
             ))),
         }
