@@ -154,7 +154,9 @@ pub async fn figures(samples: usize, query: &ListQuery, f: &mut Figures) -> anyh
                 masters[1].run("PING", vec![]),
                 masters[2].run("PING", vec![])
             );
-            (a?, b?, c?);
+            a?;
+            b?;
+            c?;
         }
         if i >= warm {
             floor[0].push(one_master);
