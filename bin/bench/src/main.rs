@@ -12,7 +12,9 @@
 //! 4. recording throughput from one process;
 //! 5. Redis memory per stored failure and the server's peak resident memory;
 //! 6. retries: due retries moved into the stream per second by one scheduler, and the lag
-//!    from due to in the stream at 1,000 due retries per second (database 2).
+//!    from due to in the stream at 1,000 due retries per second (database 2);
+//! 7. sharding, on a private three-master Redis Cluster: 100k failures in 16 shards spread
+//!    over the masters, page latency and recording rate of 16 shards against 1.
 //!
 //! The HTTP servers run in child processes of this executable (`--serve-child`), so their CPU
 //! time and memory are measured apart from the load generator and the data filler.
@@ -22,6 +24,7 @@
 //! - `raw`: direct Redis access (floor page, Go algorithm, INFO).
 //! - `load`: raw keep-alive HTTP client, built-in load generator, `wrk` driver.
 //! - `child`: the app and hello-world servers in child processes.
+//! - `shards`: the sharding figures on a private cluster.
 //! - `report`: figures, targets, table and JSON.
 
 #![forbid(unsafe_code)]
@@ -32,6 +35,7 @@ mod load;
 mod raw;
 mod report;
 mod retries;
+mod shards;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,6 +100,9 @@ struct Flags {
     /// The HTTP load generator.
     #[arg(long, value_enum, default_value = "auto")]
     load_generator: Generator,
+    /// Run only the sharding figures (a private three-master cluster; phase 7).
+    #[arg(long)]
+    only_shards: bool,
     /// Internal: run one of the servers under test (started by the bench itself).
     #[arg(long, value_enum, hide = true)]
     serve_child: Option<Kind>,
@@ -375,6 +382,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         }
     };
     let mut b = Bench::setup(&flags, &base_url).await?;
+    if flags.only_shards {
+        b.shards().await?;
+        return b.report(flags.json.as_deref());
+    }
     b.record_one_at_a_time().await?;
     b.fill_reference().await?;
     for n in b.sizes.clone() {
@@ -391,6 +402,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     b.redis_cpu_per_page().await?;
     b.server_memory()?;
     b.retries().await?;
+    b.shards().await?;
     b.report(flags.json.as_deref())
 }
 
@@ -934,6 +946,11 @@ impl Bench {
     }
 
     /// Print the table (and write the JSON), then empty the database.
+    /// Phase 7: the sharding figures on a private cluster.
+    async fn shards(&mut self) -> anyhow::Result<()> {
+        shards::figures(self.samples, &self.query, &mut self.f).await
+    }
+
     fn report(mut self, json: Option<&std::path::Path>) -> anyhow::Result<()> {
         let elapsed = self.started.elapsed().as_secs_f64();
         self.f.set("elapsed_s", elapsed);

@@ -121,6 +121,30 @@ impl Target {
 
 pub const TARGETS: &[Target] = &[
     Target {
+        key: "shard_spread_min_pct",
+        op: Op::AtLeast,
+        bound: 25.0,
+        what: "cluster, 16 shards, 100k tasks: the emptiest master's share of the keys",
+    },
+    Target {
+        key: "shard_spread_max_pct",
+        op: Op::AtMost,
+        bound: 40.0,
+        what: "cluster, 16 shards, 100k tasks: the fullest master's share of the keys",
+    },
+    Target {
+        key: "shard_page_ratio",
+        op: Op::AtMost,
+        bound: 2.0,
+        what: "cluster, 100k: page p50 with 16 shards / with 1 shard",
+    },
+    Target {
+        key: "shard_records_ratio",
+        op: Op::AtLeast,
+        bound: 1.5,
+        what: "cluster, 100k: records/s with 16 shards / with 1 shard",
+    },
+    Target {
         key: "scale_ratio",
         op: Op::AtMost,
         bound: 1.2,
@@ -248,6 +272,19 @@ pub fn table(f: &Figures, sizes: &[u64]) -> String {
         "retry_lag_n",
         "retry_lag_p50_ms",
         "server_rss_now_mb",
+        "cluster_records_per_s_1_shard",
+        "cluster_records_per_s_16_shards",
+        "shard_keys_pct_master_0",
+        "shard_keys_pct_master_1",
+        "shard_keys_pct_master_2",
+        "shard_page_1_p50_ms",
+        "shard_page_16_p50_ms",
+        "shard_json_page_1_p50_ms",
+        "shard_json_page_16_p50_ms",
+        "shard_json_page_ratio",
+        "shard_floor_one_master_p50_ms",
+        "shard_floor_three_masters_p50_ms",
+        "shard_floor_ratio",
     ] {
         if let Some(v) = f.get(key) {
             out.push_str(&format!("  {key:<34} {:>12}\n", fmt(Some(v))));

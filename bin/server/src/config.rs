@@ -90,6 +90,10 @@ pub struct Settings {
     pub redis_command_timeout: Duration,
     /// Serve even when Redis's maxmemory-policy evicts keys (not `noeviction`).
     pub redis_allow_eviction: bool,
+    /// Shards of the Redis store: one hash tag each, spread over a cluster's masters.
+    pub redis_shards: u32,
+    /// While the shard count changes: the count tasks move away from (unset otherwise).
+    pub redis_resharding_from: Option<u32>,
     /// Retention: tasks that failed longer ago are trimmed.
     #[serde(with = "humantime_serde")]
     pub retention_max_age: Duration,
@@ -246,6 +250,8 @@ impl Default for Settings {
             redis_key_prefix: redis.key_prefix,
             redis_command_timeout: redis.command_timeout,
             redis_allow_eviction: redis.allow_eviction,
+            redis_shards: redis.shards,
+            redis_resharding_from: redis.resharding_from,
             retention_max_age: redis.max_age,
             retention_max_count: redis.max_count,
             janitor_interval: redis.janitor_interval,
@@ -322,6 +328,8 @@ impl Settings {
             retry_stream_max_len: self.retry_stream_max_len,
             retry_consumer_group: self.retry_consumer_group.clone(),
             retry_consumer_lease: self.retry_consumer_lease,
+            shards: self.redis_shards,
+            resharding_from: self.redis_resharding_from,
             ..RedisConfig::default()
         }
     }
@@ -495,6 +503,15 @@ impl Settings {
 
     /// Rules between settings that no single type can state.
     fn check(&self) -> Result<(), String> {
+        let max_shards = failed_tasks_redis::MAX_SHARDS;
+        for (key, n) in [
+            ("redis_shards", Some(self.redis_shards)),
+            ("redis_resharding_from", self.redis_resharding_from),
+        ] {
+            if n.is_some_and(|n| n == 0 || n > max_shards) {
+                return Err(format!("{key} must be between 1 and {max_shards}"));
+            }
+        }
         if self.page_size_default == 0 || self.page_size_default > self.page_size_max {
             return Err(format!(
                 "page_size_default ({}) must be between 1 and page_size_max ({})",
@@ -728,8 +745,6 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Serve the failed tasks of a codebase-embedder deployment over HTTP.
-///
 /// A maintenance command (`failed-tasks-server [settings] COMMAND`).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
@@ -740,9 +755,29 @@ pub enum Command {
         /// Index members per batch (1 to 10000)
         #[arg(long, default_value_t = 500)]
         batch: usize,
-        /// Resume after this position: the `next` a stopped run printed last
+        /// With several shards (`redis_shards`), start at this shard (0-based): a stopped run
+        /// prints where to resume
+        #[arg(long, default_value_t = 0)]
+        shard: u32,
+        /// Resume after this position (in the first shard walked): the `next` a stopped run
+        /// printed last
         #[arg(long)]
         after: Option<String>,
+    },
+    /// Move every task of the Redis store (`--redis-url`, `--redis-key-prefix`) from its
+    /// shard among FROM shards to its shard among TO, in batches, printing progress.
+    /// Resumable and idempotent (run it again after a stop); safe while servers serve with
+    /// `redis_shards = TO` and `redis_resharding_from = FROM` (docs/operations.md)
+    Reshard {
+        /// The shard count the tasks are stored under now
+        #[arg(long)]
+        from: u32,
+        /// The new shard count
+        #[arg(long)]
+        to: u32,
+        /// Tasks moved per step (at most 1000)
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
     },
 }
 
@@ -803,6 +838,20 @@ pub struct Cli {
     #[arg(long, env = "FAILED_TASKS_REDIS_ALLOW_EVICTION", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_allow_eviction: Option<bool>,
+
+    /// Shards of the Redis store (1-1024): on a Redis Cluster, each shard's keys share one
+    /// hash tag of their own (`{failed-tasks:3.20}`), so the data and the writes spread over
+    /// the masters; 1 is one hash tag, `redis_key_prefix` itself. Changing it needs
+    /// `reshard` (docs/operations.md)
+    #[arg(long, env = "FAILED_TASKS_REDIS_SHARDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_shards: Option<u32>,
+
+    /// While `reshard` moves tasks to `redis_shards` shards: the shard count they move away
+    /// from (reads see both, writes go to the new shards)
+    #[arg(long, env = "FAILED_TASKS_REDIS_RESHARDING_FROM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_resharding_from: Option<u32>,
 
     /// Retention: failed tasks older than this are trimmed (memory and Redis stores)
     #[arg(long, env = "FAILED_TASKS_RETENTION_MAX_AGE", value_parser = duration)]

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use failed_tasks_domain::{FailedTask, Timestamp};
 use failed_tasks_http::App;
 use failed_tasks_query::{FailedTaskService, RetryScheduler};
-use failed_tasks_redis::{CompatStore, RedisStore};
+use failed_tasks_redis::{CompatStore, RedisStore, ShardedStore};
 use failed_tasks_store::{Background, Capability, MemoryStore, StatusStore, StoreProblem, Stores};
 
 mod config;
@@ -61,9 +61,10 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
             let config = flags.redis_config();
             // Fails only on bad configuration: a Redis that is down is retried in the
             // background while /readyz reports not-ready.
-            let store = RedisStore::connect(config)
-                .await
-                .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
+            // One shard (the default) is exactly a single `RedisStore`'s keys and behaviour.
+            let store = ShardedStore::connect(config).await.context(
+                "--redis-url / --redis-key-prefix / --redis-command-timeout / --redis-shards",
+            )?;
             if !store.wait_connected(Duration::from_secs(2)).await {
                 let condition = store.condition();
                 if condition.problem == Some(StoreProblem::Evicting) {
@@ -140,51 +141,80 @@ async fn shutdown_signal() {
     }
 }
 
-/// `failed-tasks-server migrate`: walk the Redis store's `idx:all` in batches and rewrite
-/// every record of an earlier layout (`RedisStore::migrate_step`), printing each batch and
-/// the position to resume from.
-async fn migrate(flags: Settings, batch: usize, mut after: Option<String>) -> anyhow::Result<()> {
+/// `failed-tasks-server migrate`: walk each shard's `idx:all` in batches and rewrite every
+/// record of an earlier layout (`RedisStore::migrate_step`), printing each batch and the
+/// position to resume from (`--shard` and `--after`).
+async fn migrate(
+    flags: Settings,
+    batch: usize,
+    first_shard: u32,
+    mut after: Option<String>,
+) -> anyhow::Result<()> {
     if flags.store != StoreKind::Redis {
         bail!(
             "migrate works on --store redis (the store is {:?})",
             flags.store
         );
     }
-    let store = RedisStore::connect(flags.redis_config())
-        .await
-        .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
-    if !store.wait_connected(Duration::from_secs(10)).await {
-        bail!(
-            "Redis at {} did not answer within 10 s",
-            redact_url(&flags.redis_url)
-        );
+    let base = flags.redis_config();
+    let shards = base.shards.max(1);
+    if first_shard >= shards {
+        bail!("--shard {first_shard}: the store has {shards} shard(s), numbered from 0");
     }
     let (mut scanned, mut migrated, mut current, mut corrupt, mut missing) = (0, 0, 0, 0, 0);
-    for n in 1u64.. {
-        let step = store
-            .migrate_step(after.as_deref(), batch)
+    for shard in first_shard..shards {
+        let config = failed_tasks_redis::RedisConfig {
+            key_prefix: failed_tasks_redis::shard_key(&base.key_prefix, shard, shards),
+            shards: 1,
+            resharding_from: None,
+            ..base.clone()
+        };
+        let store = RedisStore::connect(config)
             .await
-            .with_context(|| match &after {
-                Some(a) => format!("batch {n} failed; resume with: migrate --after '{a}'"),
-                None => format!("batch {n} failed; run migrate again"),
-            })?;
-        scanned += step.scanned;
-        migrated += step.migrated;
-        current += step.current;
-        corrupt += step.corrupt;
-        missing += step.missing;
-        println!(
-            "batch {n}: {} read, {} migrated, {} current, {} corrupt, {} gone; next: {}",
-            step.scanned,
-            step.migrated,
-            step.current,
-            step.corrupt,
-            step.missing,
-            step.next.as_deref().unwrap_or("(done)")
-        );
-        after = step.next;
-        if after.is_none() {
-            break;
+            .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
+        if !store.wait_connected(Duration::from_secs(10)).await {
+            bail!(
+                "Redis at {} did not answer within 10 s",
+                redact_url(&flags.redis_url)
+            );
+        }
+        let name = if shards > 1 {
+            format!("shard {shard} ")
+        } else {
+            String::new()
+        };
+        for n in 1u64.. {
+            let step = store
+                .migrate_step(after.as_deref(), batch)
+                .await
+                .with_context(|| match &after {
+                    Some(a) if shards > 1 => format!(
+                        "{name}batch {n} failed; resume with: migrate --shard {shard} --after '{a}'"
+                    ),
+                    Some(a) => format!("batch {n} failed; resume with: migrate --after '{a}'"),
+                    None if shards > 1 => {
+                        format!("{name}batch {n} failed; resume with: migrate --shard {shard}")
+                    }
+                    None => format!("batch {n} failed; run migrate again"),
+                })?;
+            scanned += step.scanned;
+            migrated += step.migrated;
+            current += step.current;
+            corrupt += step.corrupt;
+            missing += step.missing;
+            println!(
+                "{name}batch {n}: {} read, {} migrated, {} current, {} corrupt, {} gone; next: {}",
+                step.scanned,
+                step.migrated,
+                step.current,
+                step.corrupt,
+                step.missing,
+                step.next.as_deref().unwrap_or("(done)")
+            );
+            after = step.next;
+            if after.is_none() {
+                break;
+            }
         }
     }
     println!(
@@ -279,6 +309,36 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `failed-tasks-server reshard`: move every task to its shard under the new count
+/// (`failed_tasks_redis::reshard`), printing progress per old shard.
+async fn reshard(settings: Settings, from: u32, to: u32, batch: usize) -> anyhow::Result<()> {
+    if settings.store != StoreKind::Redis {
+        bail!(
+            "reshard works on --store redis (the store is {:?})",
+            settings.store
+        );
+    }
+    let config = settings.redis_config();
+    let p = failed_tasks_redis::reshard(&config, from, to, batch, |p| {
+        println!(
+            "reshard {from} -> {to}: old shard {}/{}: moved {}, kept {}, superseded {}, skipped {}",
+            p.shard + 1,
+            p.shards,
+            p.moved,
+            p.kept,
+            p.superseded,
+            p.skipped
+        );
+    })
+    .await
+    .with_context(|| format!("reshard {from} -> {to} stopped (run it again to resume)"))?;
+    println!(
+        "reshard {from} -> {to} done: moved {}, kept {}, superseded {}, skipped {}",
+        p.moved, p.kept, p.superseded, p.skipped
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_with_defaults();
     let settings = match Settings::load(&cli) {
@@ -313,7 +373,12 @@ fn main() -> ExitCode {
     };
     let work = async {
         match cli.command.clone() {
-            Some(Command::Migrate { batch, after }) => migrate(settings, batch, after).await,
+            Some(Command::Migrate {
+                batch,
+                shard,
+                after,
+            }) => migrate(settings, batch, shard, after).await,
+            Some(Command::Reshard { from, to, batch }) => reshard(settings, from, to, batch).await,
             None => run(settings).await,
         }
     };

@@ -760,3 +760,66 @@ fn migrate_walks_the_redis_store_in_batches_while_it_is_served() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("migrate works on --store redis"));
 }
+
+/// `reshard` as an operator runs it: the demo tasks recorded with one shard, moved to four
+/// (progress printed, a second run moves nothing), then served by a server with four shards.
+#[test]
+fn reshard_moves_the_tasks_to_the_new_shard_count() {
+    let redis = failed_tasks_testkit::RedisServer::start();
+    let url = redis.url();
+    let list = "/codebase-embedder/api/v1/tasks/failed";
+    let serve = |shards: &str| {
+        start(
+            &[
+                "--store",
+                "redis",
+                "--redis-url",
+                &url,
+                "--redis-shards",
+                shards,
+            ],
+            &[],
+        )
+    };
+    let total = |server: &Running| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = http_get(server.addr, list);
+            if status == 200 {
+                return body["Data"]["TotalTasks"].clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{status} {body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    {
+        let server = start(&["--store", "redis", "--redis-url", &url, "--demo"], &[]);
+        assert_eq!(total(&server), 3);
+    }
+    assert_eq!(
+        total(&serve("4")),
+        0,
+        "four shards do not see the one shard's keys"
+    );
+    let reshard = |from: &str, to: &str| {
+        let out = Command::new(BIN)
+            .args(["--redis-url", &url, "reshard", "--from", from, "--to", to])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = reshard("1", "4");
+    assert!(first.contains("reshard 1 -> 4 done: moved 3,"), "{first}");
+    let again = reshard("1", "4");
+    assert!(again.contains("done: moved 0,"), "{again}");
+    assert_eq!(total(&serve("4")), 3);
+    assert_eq!(redis.cli(&["EXISTS", "{failed-tasks}:idx:all"]).trim(), "0");
+    let refused = Command::new(BIN)
+        .args(["--redis-url", &url, "reshard", "--from", "0", "--to", "4"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

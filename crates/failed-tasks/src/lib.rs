@@ -59,7 +59,9 @@ pub use failed_tasks_query::{
     SchedulerConfig, Stores,
 };
 #[cfg(feature = "redis")]
-pub use failed_tasks_redis::{RedisConfig, RedisRetryQueue, RedisStore};
+pub use failed_tasks_redis::{
+    RedisConfig, RedisRetryQueue, RedisStore, ShardedRetryQueue, ShardedStore,
+};
 pub use failed_tasks_store::{
     Delivery, MemoryConfig, MemoryStore, Retention, RetryQueue, StatusStore, StoreError,
 };
@@ -177,10 +179,11 @@ impl FailedTasksBuilder {
         }
     }
 
-    /// The Redis store with `config` and its janitor.
+    /// The Redis store with `config` (split into `config.shards` shards; one by default:
+    /// exactly a [`RedisStore`]) and its janitor.
     #[cfg(feature = "redis")]
     async fn in_redis(self, config: RedisConfig) -> Result<FailedTasks, Error> {
-        let store = RedisStore::connect(config.clone()).await?;
+        let store = ShardedStore::connect(config.clone()).await?;
         if !store.wait_connected(config.command_timeout).await {
             tracing::warn!(
                 url = %failed_tasks_redis::redact_url(&config.url),
@@ -300,7 +303,8 @@ impl FailedTasks {
             }
             #[cfg(feature = "redis")]
             WorkerSource::Redis(config) => {
-                let queue = RedisRetryQueue::connect(config, consumer).await?;
+                // Every shard's stream; with one shard exactly a `RedisRetryQueue`.
+                let queue = ShardedRetryQueue::connect(config, consumer).await?;
                 if !queue.wait_connected(config.command_timeout).await {
                     tracing::warn!("the retry queue's connection is not up yet; retrying");
                 }

@@ -54,7 +54,22 @@ pub struct RedisConfig {
     /// another worker may reclaim it ([`RedisRetryQueue::reclaim_stale`](failed_tasks_store::RetryQueue::reclaim_stale)
     /// with [`RedisRetryQueue::lease`](crate::RedisRetryQueue::lease)).
     pub retry_consumer_lease: Duration,
+    /// Into how many shards one deployment's failures are split
+    /// ([`ShardedStore`](crate::ShardedStore)): shard `i` of `n > 1` has the prefix with
+    /// the shard added inside its hash tag (`{failed-tasks:3.20}`, see [`shard_key`]), so on a Redis Cluster the shards
+    /// spread over the masters; `1` (the default) is exactly the one prefix of a plain
+    /// [`RedisStore`](crate::RedisStore). At most [`MAX_SHARDS`]. See
+    /// `docs/redis-layout.md#shards`.
+    pub shards: u32,
+    /// While the shard count changes (`failed-tasks-server reshard`): the count tasks are
+    /// moving away from. Reads then see both layouts (a task seen in both is shown once),
+    /// writes go to the new one and remove the task from its old shard. `None` (the
+    /// default) outside a reshard.
+    pub resharding_from: Option<u32>,
 }
+
+/// The most shards a deployment may have (each is a set of keys with its own hash tag).
+pub const MAX_SHARDS: u32 = 1024;
 
 impl Default for RedisConfig {
     fn default() -> Self {
@@ -73,6 +88,8 @@ impl Default for RedisConfig {
             retry_stream_max_len: 1_000_000,
             retry_consumer_group: "embedders".to_owned(),
             retry_consumer_lease: failed_tasks_store::retry::DEFAULT_LEASE,
+            shards: 1,
+            resharding_from: None,
         }
     }
 }
@@ -128,6 +145,16 @@ impl RedisConfig {
                 )));
             }
         }
+        if let Some(key) = &self.retry_stream_key {
+            let several = self.shards > 1 || self.resharding_from.is_some_and(|n| n > 1);
+            if several && hash_tag(key) != hash_tag(&self.key_prefix) {
+                return Err(StoreError::Rejected(format!(
+                    "retry stream key {key:?} must hold the key prefix's hash tag ({}) itself when \
+                     there are several shards: each shard's stream takes its shard's tag",
+                    self.key_prefix
+                )));
+            }
+        }
         if self.retry_stream_max_len == 0 {
             return Err(StoreError::Rejected(
                 "retry stream max len must be at least 1".to_owned(),
@@ -139,6 +166,18 @@ impl RedisConfig {
             return Err(StoreError::Rejected(
                 "retry consumer group must be non-empty text without control characters".to_owned(),
             ));
+        }
+        for (what, n) in [
+            ("redis shards", Some(self.shards)),
+            ("resharding from", self.resharding_from),
+        ] {
+            if let Some(n) = n {
+                if n == 0 || n > MAX_SHARDS {
+                    return Err(StoreError::Rejected(format!(
+                        "{what} must be between 1 and {MAX_SHARDS}, got {n}"
+                    )));
+                }
+            }
         }
         if self.retry_consumer_lease.is_zero() {
             return Err(StoreError::Rejected(
@@ -155,6 +194,59 @@ impl RedisConfig {
             .clone()
             .unwrap_or_else(|| format!("{}:retries", self.key_prefix))
     }
+}
+
+/// `key` with shard `shard` of `shards` put into its hash tag: the tag `T` becomes
+/// `T:{shard}` (`{failed-tasks}` → `{failed-tasks:3}`), or `T:{shard}.{k}` for the smallest
+/// `k` ≥ 1 with which the tag's cluster slot falls into the shard's share of the slot space,
+/// `[shard × 16384 / shards, (shard + 1) × 16384 / shards)`. So the shards' slots are spread
+/// evenly over the 16,384 slots, and a cluster whose masters own equal ranges of slots (as
+/// `redis-cli --cluster create` makes them) holds an equal share of the shards on each master,
+/// not whatever the CRC of `T:0` … `T:15` happens to give. The tag depends only on `T`,
+/// `shard` and `shards`: it never changes for a given count. `key` itself when
+/// `shards == 1`, so one shard is exactly today's layout. A key without a hash tag is
+/// returned unchanged (the configuration check refuses such prefixes).
+pub fn shard_key(key: &str, shard: u32, shards: u32) -> String {
+    if shards <= 1 {
+        return key.to_owned();
+    }
+    let Some((open, close)) = key
+        .find('{')
+        .and_then(|open| key[open..].find('}').map(|i| (open, open + i)))
+    else {
+        return key.to_owned();
+    };
+    let tag = &key[open + 1..close];
+    format!(
+        "{}{}{}",
+        &key[..=open],
+        shard_tag(tag, shard, shards),
+        &key[close..]
+    )
+}
+
+/// The content of `key`'s first hash tag (`{…}`), if any.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = open + key[open..].find('}')?;
+    Some(&key[open + 1..close])
+}
+
+/// The hash tag content of shard `shard` of `shards` for the tag `tag` (see [`shard_key`]).
+fn shard_tag(tag: &str, shard: u32, shards: u32) -> String {
+    const SLOTS: u64 = 16_384;
+    let lo = u64::from(shard) * SLOTS / u64::from(shards);
+    let hi = (u64::from(shard) + 1) * SLOTS / u64::from(shards);
+    let plain = format!("{tag}:{shard}");
+    let fits = |t: &str| (lo..hi).contains(&u64::from(fred::util::redis_keyslot(t.as_bytes())));
+    if fits(&plain) {
+        return plain;
+    }
+    // About `shards` candidates on average; the bound is never reached in practice.
+    (1..=SLOTS * 64)
+        .map(|k| format!("{tag}:{shard}.{k}"))
+        .find(|t| fits(t))
+        .unwrap_or(plain)
 }
 
 /// Hides the password of a URL for logs and error messages.
@@ -319,6 +411,59 @@ mod tests {
         assert!(with(Some("")).validate().is_err());
         let zero = RedisConfig {
             retry_stream_max_len: 0,
+            ..RedisConfig::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    const PINNED_16: [&str; 16] = [
+        "{failed-tasks:0.2}",
+        "{failed-tasks:1.1}",
+        "{failed-tasks:2.23}",
+        "{failed-tasks:3.20}",
+        "{failed-tasks:4.60}",
+        "{failed-tasks:5.63}",
+        "{failed-tasks:6.40}",
+        "{failed-tasks:7.43}",
+        "{failed-tasks:8.23}",
+        "{failed-tasks:9.20}",
+        "{failed-tasks:10.10}",
+        "{failed-tasks:11.13}",
+        "{failed-tasks:12.2}",
+        "{failed-tasks:13.1}",
+        "{failed-tasks:14.60}",
+        "{failed-tasks:15.63}",
+    ];
+
+    #[test]
+    fn shard_keys_add_the_shard_inside_the_hash_tag() {
+        assert_eq!(shard_key("{failed-tasks}", 0, 1), "{failed-tasks}");
+        // Pinned: the layout of a deployment with 16 shards.
+        let tags: Vec<String> = (0..16)
+            .map(|i| shard_key("{failed-tasks}", i, 16))
+            .collect();
+        assert_eq!(tags, PINNED_16);
+        for (i, t) in tags.iter().enumerate() {
+            let slot = u64::from(fred::util::redis_keyslot(t.as_bytes()));
+            assert_eq!(
+                slot * 16 / 16_384,
+                i as u64,
+                "{t} is in its sixteenth of the slots"
+            );
+        }
+        let stream = shard_key("{failed-tasks}:retries", 2, 16);
+        assert_eq!(stream, format!("{}:retries", tags[2]));
+        assert!(shard_key("app:{ft}:v2", 15, 16).starts_with("app:{ft:15"));
+        assert!(shard_key("app:{ft}:v2", 15, 16).ends_with("}:v2"));
+        for n in [2, 3, 64, 1024] {
+            for i in [0, n / 2, n - 1] {
+                let t = shard_key("{x}", i, n);
+                let slot = u64::from(fred::util::redis_keyslot(t.as_bytes()));
+                assert_eq!(slot * u64::from(n) / 16_384, u64::from(i), "{t}");
+            }
+        }
+        let zero = RedisConfig {
+            shards: 0,
             ..RedisConfig::default()
         };
         assert!(zero.validate().is_err());

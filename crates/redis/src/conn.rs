@@ -51,8 +51,15 @@ pub(crate) fn map_error(doing: &str, e: &FredError) -> StoreError {
         | ErrorKind::Sentinel
         | ErrorKind::Backpressure => StoreError::Unavailable(detail),
         ErrorKind::Timeout => StoreError::Timeout(detail),
-        // Router states such as "Client is not initialized": the link is not there.
-        ErrorKind::Unknown if e.details().contains("not initialized") => {
+        // Router states such as "Client is not initialized": the link is not there. "Too
+        // many failed write attempts": fred gave up re-sending a command while a cluster
+        // moved its slot or failed over (MOVED/ASK/CLUSTERDOWN each time); "channel
+        // closed": the connection a command waited on was replaced meanwhile: transient.
+        ErrorKind::Unknown
+            if e.details().contains("not initialized")
+                || e.details().contains("Too many failed write attempts")
+                || e.details().contains("channel closed") =>
+        {
             StoreError::Unavailable(detail)
         }
         // A server error reply: Redis answered and refused.
@@ -181,6 +188,16 @@ impl Conn {
             },
             health,
         })
+    }
+
+    /// The same client (one connection pool, one health) routing every command to the slot
+    /// of `prefix`'s hash tag: how the shards of a [`ShardedStore`](crate::ShardedStore)
+    /// share one client instead of connecting once per shard.
+    pub(crate) fn on_slot_of(&self, prefix: &str) -> Conn {
+        Conn {
+            slot: fred::util::redis_keyslot(prefix.as_bytes()),
+            ..self.clone()
+        }
     }
 
     /// What the connection last observed (problem, eviction policy).

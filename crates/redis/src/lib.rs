@@ -31,6 +31,9 @@
 //!   attempt history, gauges).
 //! - `queue`: [`RedisRetryQueue`], a consumer of the retry stream's group (`XREADGROUP`,
 //!   `XACK`, `XAUTOCLAIM`) on its own connection.
+//! - [`sharded`]: [`ShardedStore`], one deployment split over `shards` `RedisStore`s (each
+//!   its own hash tag, one shared client): writes by a stable hash of the task id, pages as
+//!   a k-way merge; [`ShardedRetryQueue`] reads every shard's stream.
 //! - [`compat`]: [`CompatStore`], a read-only `StatusStore` over the Go service's
 //!   `request:id:{id}` records (SCAN + MGET; O(keyspace) per request, documented there).
 //!
@@ -63,15 +66,19 @@ pub mod janitor;
 mod layout;
 pub mod migrate;
 mod queue;
+pub mod reshard;
 mod retries;
 mod scripts;
+pub mod sharded;
 mod stats;
 pub mod store;
 
 pub use compat::{CompatConfig, CompatStore};
-pub use config::{redact_url, RedisConfig};
+pub use config::{redact_url, shard_key, RedisConfig, MAX_SHARDS};
 pub use janitor::{JanitorHandle, TrimReport};
 pub use layout::Keys;
 pub use migrate::{MigrateStep, Migrated};
 pub use queue::RedisRetryQueue;
+pub use reshard::{reshard, ReshardProgress};
+pub use sharded::{shard_of, ShardedRetryQueue, ShardedStore};
 pub use store::{RedisStore, OUTCOME_UNKNOWN};

@@ -140,6 +140,18 @@ impl RedisRetryQueue {
             ));
         }
         let conn = Conn::start_blocking(config, MAX_BLOCK)?;
+        Self::on_conn(conn, config, consumer)
+    }
+
+    /// A consumer of `config`'s stream on an existing blocking connection (one made with
+    /// `Conn::start_blocking(…, MAX_BLOCK)`), routed to the slot of `config`'s prefix: the
+    /// shards of a `ShardedRetryQueue` share one connection.
+    pub(crate) fn on_conn(
+        conn: Conn,
+        config: &RedisConfig,
+        consumer: &str,
+    ) -> Result<Self, StoreError> {
+        let conn = conn.on_slot_of(&config.key_prefix);
         Ok(Self {
             conn,
             stream: config.retry_stream(),

@@ -42,7 +42,7 @@ const MAX_RANGE_MINUTES: i64 = 31 * 24 * 60;
 
 /// The field/value pairs of an `HGETALL` reply (RESP2 array or RESP3 map); pairs that are
 /// not text are left out.
-fn pairs(v: Value) -> Vec<(String, String)> {
+pub(crate) fn pairs(v: Value) -> Vec<(String, String)> {
     match v {
         Value::Map(m) => m
             .inner()
@@ -64,7 +64,7 @@ fn pairs(v: Value) -> Vec<(String, String)> {
 }
 
 /// A positive counter value, or `None` for anything else.
-fn positive(v: &str) -> Option<u64> {
+pub(crate) fn positive(v: &str) -> Option<u64> {
     v.parse::<u64>().ok().filter(|n| *n > 0)
 }
 
@@ -495,7 +495,7 @@ impl RedisStore {
     /// The group's pattern from its stored description (category, code, normalised
     /// message; normalising is idempotent, so this gives the signature back), or, should it
     /// not, from its sample task's record.
-    async fn pattern_of(
+    pub(crate) async fn pattern_of(
         &self,
         sig: &ErrorSignature,
         desc: &HashMap<String, String>,
@@ -526,7 +526,7 @@ impl RedisStore {
 }
 
 /// `{last_ms:015}:{signature}` back into its parts.
-fn parse_group_member(m: &str) -> Option<(Timestamp, ErrorSignature)> {
+pub(crate) fn parse_group_member(m: &str) -> Option<(Timestamp, ErrorSignature)> {
     let ms = m.get(..MS_DIGITS)?;
     let sig = m.get(MS_DIGITS..)?.strip_prefix(':')?;
     if !ms.bytes().all(|b| b.is_ascii_digit()) {

@@ -189,7 +189,7 @@ impl RedisStore {
         false
     }
 
-    fn conn(&self) -> &Conn {
+    pub(crate) fn conn(&self) -> &Conn {
         &self.inner.conn
     }
 
@@ -199,7 +199,7 @@ impl RedisStore {
     }
 
     /// Index keys of the filter's equality conditions.
-    fn equality_indexes(&self, f: &TaskFilter) -> Vec<String> {
+    pub(crate) fn equality_indexes(&self, f: &TaskFilter) -> Vec<String> {
         let k = self.keys();
         let mut out = Vec::new();
         if let Some(c) = f.category {
@@ -291,7 +291,7 @@ impl RedisStore {
 
     /// Decode the records read for `members` (same order) and check that each still belongs
     /// to its index entry.
-    fn check(&self, members: &[String], values: Vec<Value>) -> Vec<Loaded> {
+    pub(crate) fn check(&self, members: &[String], values: Vec<Value>) -> Vec<Loaded> {
         let mut out = Vec::with_capacity(members.len());
         for (m, v) in members.iter().zip(values) {
             let key = || self.keys().record(member_id(m).unwrap_or_default());
@@ -482,7 +482,9 @@ impl RedisStore {
             (Some(secs), Some(micros)) => {
                 Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
             }
-            _ => Err(StoreError::Internal(format!(
+            // Seen only while a cluster moves the store's slot (a reply of the client's
+            // redirection, `OK`, handed to this command): transient, nothing was written.
+            _ => Err(StoreError::Unavailable(format!(
                 "TIME answered {time:?}, not seconds and microseconds"
             ))),
         }
@@ -600,7 +602,7 @@ pub const OUTCOME_UNKNOWN: &str = "outcome unknown";
 /// ([`stored::VERSION`]) record whose header names that member; `None` otherwise (the
 /// decoded path then decides). The rest of the header is checked by whoever renders it
 /// ([`stored::Record::parse`]).
-fn stored_record(member: &[u8], value: Value) -> Option<Bytes> {
+pub(crate) fn stored_record(member: &[u8], value: Value) -> Option<Bytes> {
     let b = match value {
         Value::Bytes(b) => b,
         Value::String(s) => s.into_inner(),
@@ -631,7 +633,7 @@ fn outcome(created: i64) -> RecordOutcome {
     }
 }
 
-enum Loaded {
+pub(crate) enum Loaded {
     Task(FailedTask, RetryStatus),
     /// No record, or one that no longer belongs to this index entry.
     Missing,

@@ -443,7 +443,14 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Start three cluster-enabled nodes and join them with `redis-cli --cluster create`.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with_replicas(0)
+    }
+
+    /// Three masters with `replicas` replicas each (`--cluster-replicas`), every replica
+    /// connected to its master before this returns: a cluster in which killing a master
+    /// fails over to its replica.
+    pub fn start_with_replicas(replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(&[
                     "--cluster-enabled",
@@ -461,7 +468,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster create (install redis-tools)");
         assert!(
@@ -484,7 +491,58 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        Self { nodes }
+        let cluster = Self { nodes };
+        // Every replica must have finished its first sync (its link up): only then can it
+        // take over its master's data.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for node in &cluster.nodes {
+            loop {
+                let info = node.cli(&["info", "replication"]);
+                if info.contains("role:master")
+                    || (info.contains("master_link_status:up")
+                        && info.contains("master_sync_in_progress:0"))
+                {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a replica did not sync: {info}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    /// The indexes (into [`nodes`](Self::nodes)) of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.redis_pid.is_some() && n.cli(&["role"]).starts_with("master"))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Move `slots` hash slots from node `from` to node `to` (both masters) with
+    /// `redis-cli --cluster reshard`, keys included (`MIGRATE`); returns when done.
+    pub fn move_slots(&self, from: usize, to: usize, slots: u32) {
+        let id = |i: usize| self.nodes[i].cli(&["cluster", "myid"]).trim().to_owned();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard"])
+            .arg(format!("127.0.0.1:{}", self.nodes[from].port()))
+            .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster reshard");
+        assert!(
+            out.status.success(),
+            "cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Kill node `i` (SIGKILL), e.g. a master whose replica then takes over.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].kill();
     }
 
     /// The nodes, e.g. to kill one.

@@ -41,6 +41,28 @@ async fn the_example_runs_against_redis() {
     again.shutdown().await;
 }
 
+/// The same with the failures split into 16 shards: the worker reads every shard's stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_runs_against_a_sharded_redis() {
+    let redis = RedisServer::start();
+    let failures = FailedTasks::builder()
+        .redis(failed_tasks::RedisConfig {
+            url: redis.url(),
+            shards: 16,
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    for id in ["task_042", "task_043", "task_044"] {
+        check(&embed::run(&failures, id).await.unwrap(), id);
+    }
+    failures.shutdown().await;
+    let keys = redis.cli(&["KEYS", "{failed-tasks:*"]);
+    assert!(!keys.trim().is_empty(), "nothing under the shard prefixes");
+    assert!(redis.cli(&["KEYS", "{failed-tasks}:*"]).trim().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_runs_in_memory() {
     let failures = FailedTasks::memory();

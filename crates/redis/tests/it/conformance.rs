@@ -24,6 +24,45 @@ async fn conformance_on_a_cluster() {
     failed_tasks_store::conformance::run_retries(|| helpers::store_with_queues(&url)).await;
 }
 
+/// The sharded store with `shards` shards on `url`: every check, the retries too.
+async fn sharded_conformance(url: &str, shards: u32) {
+    let fresh = || async { Stores::from(helpers::sharded(url, shards).await) };
+    if shards == 1 {
+        failed_tasks_store::conformance::run_all(fresh).await;
+    } else {
+        // The breakdown cap holds per shard: checked with ids that all fall in shard 0.
+        failed_tasks_store::conformance::run_all_but_the_single_cap(fresh).await;
+        let store = helpers::sharded(url, shards).await;
+        let ids: Vec<String> = (0..)
+            .map(|j: usize| format!("cap{j:06}"))
+            .filter(|id| failed_tasks_redis::shard_of(id, shards) == 0)
+            .take(failed_tasks_domain::stats::TRACKED_PER_BUCKET + 6)
+            .collect();
+        failed_tasks_store::conformance::breakdowns_are_capped_with_ids(&store, &store, |i| {
+            ids[i].clone()
+        })
+        .await;
+    }
+    failed_tasks_store::conformance::run_retries(|| helpers::sharded_with_queues(url, shards))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_conformance_on_a_single_server() {
+    let server = RedisServer::start();
+    for shards in [1, 16] {
+        sharded_conformance(&server.url(), shards).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_conformance_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    for shards in [1, 16] {
+        sharded_conformance(&cluster.url(), shards).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_through_a_sentinel() {
     let master = RedisServer::start();

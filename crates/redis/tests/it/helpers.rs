@@ -102,3 +102,50 @@ pub async fn queue(store: &RedisStore, consumer: &str) -> failed_tasks_redis::Re
     );
     q
 }
+
+/// A connected sharded store of `shards` shards on a fresh prefix.
+pub async fn sharded(url: &str, shards: u32) -> failed_tasks_redis::ShardedStore {
+    sharded_with(RedisConfig {
+        shards,
+        ..config(url)
+    })
+    .await
+}
+
+/// A connected sharded store on `config`.
+pub async fn sharded_with(config: RedisConfig) -> failed_tasks_redis::ShardedStore {
+    let store = failed_tasks_redis::ShardedStore::connect(config)
+        .await
+        .expect("connect");
+    assert!(
+        store.wait_connected(Duration::from_secs(10)).await,
+        "store did not connect"
+    );
+    store
+}
+
+/// A connected sharded store with two worker queues on its retry streams.
+pub async fn sharded_with_queues(
+    url: &str,
+    shards: u32,
+) -> (
+    failed_tasks_redis::ShardedStore,
+    failed_tasks_redis::ShardedRetryQueue,
+    failed_tasks_redis::ShardedRetryQueue,
+) {
+    let store = sharded(url, shards).await;
+    let mut queues = Vec::new();
+    for consumer in ["worker-a", "worker-b"] {
+        let q = failed_tasks_redis::ShardedRetryQueue::connect(store.config(), consumer)
+            .await
+            .expect("queue config");
+        assert!(
+            q.wait_connected(Duration::from_secs(10)).await,
+            "queue did not connect"
+        );
+        queues.push(q);
+    }
+    let b = queues.pop().expect("two queues");
+    let a = queues.pop().expect("two queues");
+    (store, a, b)
+}

@@ -16,4 +16,5 @@ mod integrity;
 mod migrate;
 mod retention;
 mod retry_faults;
+mod sharded;
 mod stats;
