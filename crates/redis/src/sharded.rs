@@ -35,7 +35,6 @@ use failed_tasks_domain::{
     Cursor, ErrorSignature, FailedTask, FailureGroup, GroupCursor, GroupPage, GroupQuery,
     ListQuery, RetryPlan, RetryStatus, TaskId, TaskType, Timestamp,
 };
-use failed_tasks_store::stored;
 use failed_tasks_store::{
     Background, CancelRetry, DeliverReport, Delivery, FailedTaskPage, RecordOutcome, Resolve,
     RetryDetails, RetryGauges, RetryNow, RetryQueue, RetryStore, StatsStore, StatusStore,
@@ -1081,21 +1080,7 @@ impl StoredPages for ShardedStore {
                 });
             }
         }
-        let page = self.list(query).await?;
-        Ok(StoredPage {
-            total: page.total,
-            records: page
-                .tasks
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let sig = failed_tasks_domain::ErrorSignature::of_task(t);
-                    fred::bytes::Bytes::from(stored::encode(t, &sig, &page.retry_status(i)))
-                })
-                .collect(),
-            next_cursor: page.next_cursor,
-            skipped_corrupt: page.skipped_corrupt,
-        })
+        Ok(StoredPage::encoded(&self.list(query).await?))
     }
 }
 

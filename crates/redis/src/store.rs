@@ -894,21 +894,7 @@ impl StoredPages for RedisStore {
                 });
             }
         }
-        let page = self.list(query).await?;
-        Ok(StoredPage {
-            total: page.total,
-            records: page
-                .tasks
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let sig = failed_tasks_domain::ErrorSignature::of_task(t);
-                    fred::bytes::Bytes::from(stored::encode(t, &sig, &page.retry_status(i)))
-                })
-                .collect(),
-            next_cursor: page.next_cursor,
-            skipped_corrupt: page.skipped_corrupt,
-        })
+        Ok(StoredPage::encoded(&self.list(query).await?))
     }
 }
 

@@ -50,6 +50,27 @@ pub struct StoredPage {
     pub skipped_corrupt: u64,
 }
 
+impl StoredPage {
+    /// `page` encoded as stored records (what a store answers when it could not serve the
+    /// records' own bytes: an earlier version, several filters).
+    pub fn encoded(page: &FailedTaskPage) -> Self {
+        Self {
+            total: page.total,
+            records: page
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let sig = failed_tasks_domain::ErrorSignature::of_task(t);
+                    bytes::Bytes::from(crate::stored::encode(t, &sig, &page.retry_status(i)))
+                })
+                .collect(),
+            next_cursor: page.next_cursor.clone(),
+            skipped_corrupt: page.skipped_corrupt,
+        }
+    }
+}
+
 /// What `record` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordOutcome {
