@@ -285,11 +285,11 @@ async fn moving_slots_under_load_loses_nothing_acknowledged() {
 /// The store's own client keeps working after `redis-cli --cluster reshard` under this
 /// load. fred 10.1 ends its connection task on an `ASK` answered to a command on its last
 /// attempt (every command, `PING` included, then timed out on that client); `conn`
-/// starts the task again. Still ignored: about one run in six a batch got another
-/// batch's reply ("record_many answered 2 flags for 1 tasks") around those restarts;
-/// not yet explained. Run with `--ignored`.
+/// starts the task again. Still ignored: some runs see a call answered with another
+/// call's reply ("record_many answered 2 flags for 1 tasks"); the test above fails so
+/// too without the restart (1 run in 4), so it is not the restart. Run with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "one run in six a batch reads another batch's reply after fred's task restarts; see the doc comment"]
+#[ignore = "some runs see a call answered with another call's reply (also without the restart); see the doc comment"]
 async fn the_same_client_recovers_after_slots_moved_under_load() {
     moving_slots(false).await;
 }
