@@ -78,6 +78,38 @@ pub(crate) fn map_error(doing: &str, e: &FredError) -> StoreError {
     }
 }
 
+/// Run fred's connection task, and start it again whenever it ends with an error.
+///
+/// fred 10.1 ends that task (the router) for good on some cluster redirections: an `ASK`
+/// answered to a command on its last attempt makes `send_asking_with_policy` return
+/// "Max attempts reached.", which `process_ask` hands back to the router loop, which then
+/// disconnects everything and exits (seen after `redis-cli --cluster reshard` under load).
+/// The client then looks connected while nobody reads its command queue: every command,
+/// `PING` included, times out, and `force_reconnection` (itself a queued command) does not
+/// help. The queue is kept by fred for a later `connect`, so starting the task again heals
+/// the same client. A task that ends without error (`quit`) is not restarted.
+fn supervise(client: Client) {
+    tokio::spawn(async move {
+        let mut restarts: u64 = 0;
+        loop {
+            match client.connect().await {
+                Ok(Ok(())) | Err(_) => break,
+                Ok(Err(e)) => {
+                    restarts += 1;
+                    if restarts == 1 {
+                        tracing::warn!(error = %e, "the redis connection task ended; starting it again");
+                    } else {
+                        tracing::debug!(error = %e, restarts, "the redis connection task ended again");
+                    }
+                    // Never a hot loop: the next start waits a little, more after repeats.
+                    let pause = Duration::from_millis(100 * restarts.min(20));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    });
+}
+
 /// A Lua script with its SHA1, sent with EVALSHA and loaded on `NOSCRIPT`.
 #[derive(Debug)]
 pub(crate) struct Script {
@@ -172,9 +204,8 @@ impl Conn {
                 }
             }
         });
-        // Drives the connection (and reconnections) in the background; its handle is not
-        // needed because `quit` on drop ends it.
-        let _connection_task = client.connect();
+        // Drives the connection (and reconnections) in the background.
+        supervise(client.clone());
         let slot = fred::util::redis_keyslot(config.key_prefix.as_bytes());
         Ok(Self {
             client,

@@ -282,14 +282,14 @@ async fn moving_slots_under_load_loses_nothing_acknowledged() {
     moving_slots(true).await;
 }
 
-/// KNOWN FAILURE (fred 10): after `redis-cli --cluster reshard` under this load, the
-/// store's own client answers every command, `PING` included, with a timeout for more than
-/// a minute (each within the command timeout, so still a 503 within the deadline), while a
-/// new client of the same configuration reads everything. Forcing a reconnection of the
-/// client (`force_reconnection`) after a timeout was tried and did not heal it; without
-/// load the same move leaves the client working. Run with `--ignored`.
+/// The store's own client keeps working after `redis-cli --cluster reshard` under this
+/// load. fred 10.1 ends its connection task on an `ASK` answered to a command on its last
+/// attempt (every command, `PING` included, then timed out on that client); `conn`
+/// starts the task again. Still ignored: some runs see a call answered with another
+/// call's reply ("record_many answered 2 flags for 1 tasks"); the test above fails so
+/// too without the restart (1 run in 4), so it is not the restart. Run with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the client does not recover after slots moved under load (fred 10); see the doc comment"]
+#[ignore = "some runs see a call answered with another call's reply (also without the restart); see the doc comment"]
 async fn the_same_client_recovers_after_slots_moved_under_load() {
     moving_slots(false).await;
 }
