@@ -42,6 +42,30 @@ pub struct TrimReport {
     pub archived: u64,
 }
 
+/// Log one janitor run: what it trimmed at info level when anything, every run at debug
+/// (how tests, and curious operators, see that retention ran without waiting on its timing).
+pub(crate) fn log_run(run: &Result<TrimReport, StoreError>) {
+    match run {
+        Ok(r) => {
+            if r.removed_by_age + r.removed_by_count > 0 {
+                tracing::info!(
+                    removed_by_age = r.removed_by_age,
+                    removed_by_count = r.removed_by_count,
+                    archived = r.archived,
+                    "janitor trimmed failed tasks"
+                );
+            }
+            tracing::debug!(
+                locked_out = r.locked_out,
+                removed_by_age = r.removed_by_age,
+                removed_by_count = r.removed_by_count,
+                "janitor run finished"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "janitor run failed"),
+    }
+}
+
 /// The running janitor; dropping it stops it after the run in progress.
 pub type JanitorHandle = failed_tasks_store::Background;
 
@@ -58,27 +82,7 @@ impl RedisStore {
         JanitorHandle::every(every, move || {
             let store = store.clone();
             async move {
-                match store.trim_once(now_ms()).await {
-                    Ok(r) => {
-                        if r.removed_by_age + r.removed_by_count > 0 {
-                            tracing::info!(
-                                removed_by_age = r.removed_by_age,
-                                removed_by_count = r.removed_by_count,
-                                archived = r.archived,
-                                "janitor trimmed failed tasks"
-                            );
-                        }
-                        // Every run, at debug level: how tests (and curious operators)
-                        // see that retention ran without waiting on its timing.
-                        tracing::debug!(
-                            locked_out = r.locked_out,
-                            removed_by_age = r.removed_by_age,
-                            removed_by_count = r.removed_by_count,
-                            "janitor run finished"
-                        );
-                    }
-                    Err(e) => tracing::warn!(error = %e, "janitor run failed"),
-                }
+                log_run(&store.trim_once(now_ms()).await);
                 std::ops::ControlFlow::Continue(())
             }
         })

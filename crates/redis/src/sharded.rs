@@ -323,25 +323,7 @@ impl ShardedStore {
         Background::every(every, move || {
             let store = store.clone();
             async move {
-                match store.trim_once(now_ms()).await {
-                    Ok(r) => {
-                        if r.removed_by_age + r.removed_by_count > 0 {
-                            tracing::info!(
-                                removed_by_age = r.removed_by_age,
-                                removed_by_count = r.removed_by_count,
-                                archived = r.archived,
-                                "janitor trimmed failed tasks"
-                            );
-                        }
-                        tracing::debug!(
-                            locked_out = r.locked_out,
-                            removed_by_age = r.removed_by_age,
-                            removed_by_count = r.removed_by_count,
-                            "janitor run finished"
-                        );
-                    }
-                    Err(e) => tracing::warn!(error = %e, "janitor run failed"),
-                }
+                crate::janitor::log_run(&store.trim_once(now_ms()).await);
                 std::ops::ControlFlow::Continue(())
             }
         })
