@@ -91,3 +91,13 @@ fn the_documented_crate_graph_is_the_real_one() {
     );
     assert_eq!(documented, actual());
 }
+
+/// The server is built from the facade, as embedders build their service: among our crates
+/// it depends on the facade and the HTTP adapter only, never on a store adapter or the
+/// layers underneath (it reaches them through the facade's re-exports).
+#[test]
+fn the_server_depends_on_the_facade_and_http_only() {
+    let server = actual().remove("server").unwrap();
+    let want: BTreeSet<String> = ["failed-tasks", "http"].map(str::to_owned).into();
+    assert_eq!(server, want);
+}
