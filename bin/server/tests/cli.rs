@@ -823,3 +823,19 @@ fn reshard_moves_the_tasks_to_the_new_shard_count() {
         .unwrap();
     assert!(!refused.status.success());
 }
+
+/// Ready means ready: the very first request after `listening` is answered by the store,
+/// on every store (the compat source used to answer 503 for about half a second: its
+/// connection was still being made when the server started listening).
+#[test]
+fn the_first_request_after_listening_is_answered() {
+    let redis = failed_tasks_testkit::RedisServer::start();
+    let url = redis.url();
+    for store in ["compat", "redis", "memory"] {
+        let server = start(&["--store", store, "--redis-url", &url], &[]);
+        let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+        assert_eq!(status, 200, "{store}: {body}");
+        assert_eq!(body["Data"]["TotalTasks"], 0, "{store}");
+        assert_eq!(http_get(server.addr, "/readyz").0, 200, "{store}");
+    }
+}
