@@ -56,7 +56,7 @@ impl Backend {
                 Ok(Opened {
                     stores: Stores::from(store),
                     janitor: Some(janitor),
-                    trims_after: Some(config.max_age),
+                    trims_after: Some(config.retention.max_age),
                     workers: WorkerSource::Redis(Box::new(config)),
                 })
             }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use failed_tasks::redis::{CompatConfig, RedisConfig, MAX_SHARDS};
 use failed_tasks::{
-    FailedTasks, FailedTasksBuilder, MemoryConfig, PageLimits, Retention, RetryPolicy,
-    SchedulerConfig, ServiceConfig,
+    FailedTasks, FailedTasksBuilder, MemoryConfig, PageLimits, RetryPolicy, SchedulerConfig,
+    ServiceConfig,
 };
 use failed_tasks_http::HttpConfig;
 
@@ -119,11 +119,7 @@ impl Settings {
     /// retry queue capped like the Redis stream.
     pub fn memory_config(&self) -> MemoryConfig {
         MemoryConfig {
-            retention: Retention {
-                max_age: self.redis.max_age,
-                max_count: self.redis.max_count,
-                janitor_interval: self.redis.janitor_interval,
-            },
+            retention: self.redis.retention,
             retry_queue_cap: usize::try_from(self.redis.retry_stream_max_len).unwrap_or(usize::MAX),
         }
     }
@@ -265,7 +261,7 @@ impl Settings {
             ("header_read_timeout", self.http.header_read_timeout),
             ("body_read_timeout", self.http.body_read_timeout),
             ("redis_command_timeout", self.redis.command_timeout),
-            ("janitor_interval", self.redis.janitor_interval),
+            ("janitor_interval", self.redis.retention.janitor_interval),
             ("idle_timeout", self.http.idle_timeout),
             ("write_stall_timeout", self.http.write_stall_timeout),
             ("h2_keep_alive_timeout", self.http.h2_keep_alive_timeout),

@@ -56,17 +56,17 @@ pub static SETTINGS: &[&dyn Setting] = &[
     &Field::new(
         "retention_max_age",
         "Retention: failed tasks older than this are trimmed (memory and Redis stores)",
-        |s| &mut s.redis.max_age,
+        |s| &mut s.redis.retention.max_age,
     ),
     &Field::new(
         "retention_max_count",
         "Retention: at most this many failed tasks are kept (memory and Redis stores)",
-        |s| &mut s.redis.max_count,
+        |s| &mut s.redis.retention.max_count,
     ),
     &Field::new(
         "janitor_interval",
         "How often the retention janitor runs (memory and Redis stores)",
-        |s| &mut s.redis.janitor_interval,
+        |s| &mut s.redis.retention.janitor_interval,
     ),
     &Field::new(
         "archive_dir",

@@ -105,7 +105,10 @@ async fn fail_times_are_limited_by_the_clock_skew_and_named_past_the_store_reten
     let on_redis = FailedTasks::builder()
         .redis(RedisConfig {
             url: redis.url(),
-            max_age: hour,
+            retention: Retention {
+                max_age: hour,
+                ..Retention::default()
+            },
             ..RedisConfig::default()
         })
         .service(service.clone())
