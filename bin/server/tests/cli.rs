@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod support;
-use support::{Server as Running, BIN};
+use support::{print_config, Server as Running, BIN};
 
 /// The server on port 0 with JSON logs (see `support::Server::start`).
 fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
@@ -310,22 +310,6 @@ fn the_compat_store_answers_501_where_it_lacks_a_capability() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn print_config(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(BIN)
-        .arg("--print-config")
-        .args(args)
-        .env_remove("FAILED_TASKS_PAGE_SIZE_DEFAULT")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {

@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{Server, BIN};
+use support::{print_config, Server, BIN};
 
 fn readme_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md")
@@ -376,23 +376,9 @@ fn setting_keys() -> Vec<String> {
 fn the_example_configuration_holds_every_setting_at_its_default() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config.example.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let print = |args: &[&std::ffi::OsStr]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg("--print-config")
-            .env_clear()
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
     assert_eq!(
-        print(&["--config".as_ref(), path.as_os_str()]),
-        print(&[]),
+        print_config(&["--config", path.to_str().unwrap()], &[]),
+        print_config(&[], &[]),
         "deploy/config.example.toml sets a key to something else than its default"
     );
     let keys = setting_keys();

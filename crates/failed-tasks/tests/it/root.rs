@@ -90,32 +90,23 @@ async fn fail_times_are_limited_by_the_clock_skew_and_named_past_the_store_reten
         ..ServiceConfig::default()
     };
     let hour = Duration::from_secs(3600);
-    let memory = FailedTasks::builder()
-        .memory(MemoryConfig {
-            retention: Retention {
-                max_age: hour,
-                ..Retention::default()
-            },
+    let retention = Retention {
+        max_age: hour,
+        ..Retention::default()
+    };
+    let stores = [
+        FailedTasks::builder().memory(MemoryConfig {
+            retention,
             ..MemoryConfig::default()
-        })
-        .service(service.clone())
-        .start()
-        .await
-        .unwrap();
-    let on_redis = FailedTasks::builder()
-        .redis(RedisConfig {
+        }),
+        FailedTasks::builder().redis(RedisConfig {
             url: redis.url(),
-            retention: Retention {
-                max_age: hour,
-                ..Retention::default()
-            },
+            retention,
             ..RedisConfig::default()
-        })
-        .service(service.clone())
-        .start()
-        .await
-        .unwrap();
-    for failures in [&memory, &on_redis] {
+        }),
+    ];
+    for builder in stores {
+        let failures = builder.service(service.clone()).start().await.unwrap();
         let limits = failures.fail_time_limits();
         assert_eq!(
             limits,
@@ -135,9 +126,8 @@ async fn fail_times_are_limited_by_the_clock_skew_and_named_past_the_store_reten
         failures.record_failure(&old).await.unwrap();
         let past = failures.past_retention(std::slice::from_ref(&old));
         assert_eq!(past, [old.task_id()]);
+        failures.shutdown().await;
     }
-    memory.shutdown().await;
-    on_redis.shutdown().await;
 
     // The compat source trims nothing: no retention age.
     let compat = FailedTasks::builder()
@@ -251,26 +241,22 @@ async fn retries_are_scheduled_and_delivered_until_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_call_after_start_is_answered_on_every_store() {
     let redis = RedisServer::start();
-    let compat = FailedTasks::builder()
-        .compat(CompatConfig {
+    let stores = [
+        FailedTasks::builder().compat(CompatConfig {
             url: redis.url(),
             ..CompatConfig::default()
-        })
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(listed(&compat).await.unwrap(), Vec::<String>::new());
-    compat.shutdown().await;
-    let on_redis = FailedTasks::builder()
-        .redis(RedisConfig {
+        }),
+        FailedTasks::builder().redis(RedisConfig {
             url: redis.url(),
             ..RedisConfig::default()
-        })
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(listed(&on_redis).await.unwrap(), Vec::<String>::new());
-    on_redis.shutdown().await;
+        }),
+    ];
+    for builder in stores {
+        let failures = builder.start().await.unwrap();
+        let first = listed(&failures).await;
+        assert_eq!(first, Ok(Vec::new()), "{}", failures.stores().name);
+        failures.shutdown().await;
+    }
 }
 
 /// A store that is down at start does not stop the start: it settles on the first refused
