@@ -29,6 +29,7 @@ pub(crate) enum WorkerSource {
     #[cfg(feature = "redis")]
     Redis(Box<RedisConfig>),
     /// A store without retries (the compat source): no queue to work.
+    #[cfg(feature = "redis")]
     None,
 }
 

@@ -363,6 +363,7 @@ impl FailedTasks {
                     lease: failed_tasks_store::retry::DEFAULT_LEASE,
                 })
             }
+            #[cfg(feature = "redis")]
             WorkerSource::None => Err(Error::Config(format!(
                 "the {} store has no retry queue",
                 self.service.stores().name
