@@ -2,7 +2,8 @@
 //!
 //! Only wiring lives here: settings (`config`: defaults < TOML file < env < flags), logging,
 //! the chosen store, the use cases, the HTTP adapter, and shutdown on SIGINT/SIGTERM.
-//! Defaults live in `config::Settings::default` and nowhere else.
+//! The service is built by the `failed-tasks` builder, as an embedder builds it; each
+//! setting is declared once, in `config::SETTINGS`.
 
 #![forbid(unsafe_code)]
 
@@ -11,16 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use failed_tasks_domain::{FailedTask, Timestamp};
+use failed_tasks::redis::{redact_url, RedisStore};
+use failed_tasks::{Capability, FailedTask, FailedTaskService, Timestamp};
 use failed_tasks_http::App;
-use failed_tasks_query::{FailedTaskService, RetryScheduler};
-use failed_tasks_redis::{CompatStore, RedisStore, ShardedStore};
-use failed_tasks_store::{Background, Capability, MemoryStore, StatusStore, StoreProblem, Stores};
 
 mod config;
 
 use config::{Cli, Command, LogFormat, Settings, StoreKind};
-use failed_tasks_redis::redact_url;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -37,67 +35,6 @@ fn init_logging(format: LogFormat) {
             .flatten_event(true)
             .with_current_span(true)
             .init(),
-    }
-}
-
-/// The chosen store through its capabilities, and the background job that keeps it trimmed
-/// (if any).
-struct Opened {
-    stores: Stores,
-    janitor: Option<Background>,
-}
-
-async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
-    match flags.store {
-        StoreKind::Memory => {
-            let store = Arc::new(MemoryStore::with_config(flags.memory_config()));
-            let janitor = store.spawn_janitor();
-            Ok(Opened {
-                stores: Stores::from(store),
-                janitor: Some(janitor),
-            })
-        }
-        StoreKind::Redis => {
-            let config = flags.redis_config();
-            // Fails only on bad configuration: a Redis that is down is retried in the
-            // background while /readyz reports not-ready.
-            // One shard (the default) is exactly a single `RedisStore`'s keys and behaviour.
-            let store = ShardedStore::connect(config).await.context(
-                "--redis-url / --redis-key-prefix / --redis-command-timeout / --redis-shards",
-            )?;
-            if !store.wait_connected(Duration::from_secs(2)).await {
-                let condition = store.condition();
-                if condition.problem == Some(StoreProblem::Evicting) {
-                    bail!(
-                        "refusing to start: Redis maxmemory-policy is {}, which evicts failed tasks \
-                         silently; set it to noeviction (CONFIG SET maxmemory-policy noeviction, \
-                         and in redis.conf), or start with --redis-allow-eviction to accept that",
-                        condition.eviction_policy.as_deref().unwrap_or("unknown")
-                    );
-                }
-                tracing::warn!(
-                    url = %redact_url(&flags.redis_url),
-                    cause = condition.problem.map(StoreProblem::label),
-                    "Redis is not reachable yet ({}); retrying in the background",
-                    condition.problem.map_or("no answer", StoreProblem::describe)
-                );
-            }
-            let janitor = store.spawn_janitor();
-            Ok(Opened {
-                stores: Stores::from(store),
-                janitor: Some(janitor),
-            })
-        }
-        StoreKind::Compat => {
-            let config = flags.compat_config();
-            let store = CompatStore::connect(config)
-                .await
-                .context("--redis-url / --compat-key-prefix")?;
-            Ok(Opened {
-                stores: Stores::from(store),
-                janitor: None,
-            })
-        }
     }
 }
 
@@ -156,15 +93,15 @@ async fn migrate(
             flags.store
         );
     }
-    let base = flags.redis_config();
+    let base = &flags.redis;
     let shards = base.shards.max(1);
     if first_shard >= shards {
         bail!("--shard {first_shard}: the store has {shards} shard(s), numbered from 0");
     }
     let (mut scanned, mut migrated, mut current, mut corrupt, mut missing) = (0, 0, 0, 0, 0);
     for shard in first_shard..shards {
-        let config = failed_tasks_redis::RedisConfig {
-            key_prefix: failed_tasks_redis::shard_key(&base.key_prefix, shard, shards),
+        let config = failed_tasks::RedisConfig {
+            key_prefix: failed_tasks::redis::shard_key(&base.key_prefix, shard, shards),
             shards: 1,
             resharding_from: None,
             ..base.clone()
@@ -175,7 +112,7 @@ async fn migrate(
         if !store.wait_connected(Duration::from_secs(10)).await {
             bail!(
                 "Redis at {} did not answer within 10 s",
-                redact_url(&flags.redis_url)
+                redact_url(&flags.redis.url)
             );
         }
         let name = if shards > 1 {
@@ -224,23 +161,15 @@ async fn migrate(
 }
 
 async fn run(flags: Settings) -> anyhow::Result<()> {
-    let Opened { stores, janitor } = open_store(&flags).await?;
+    // The service as every embedder builds it: store, janitor, retry scheduler, eviction
+    // refusal, fail-time limits, and the wait for the store's first answer.
+    let failures = flags.builder().start().await?;
+    let service = failures.service().clone();
     tracing::info!(
-        store = stores.name,
-        capabilities = ?stores.capabilities(),
+        store = service.stores().name,
+        capabilities = ?service.stores().capabilities(),
         "store opened"
     );
-    let service = FailedTaskService::new(stores, flags.deadlines())
-        .with_alert_thresholds(flags.alert_thresholds())
-        .with_retry_policy(flags.retry_policy().map_err(anyhow::Error::msg)?)
-        .with_connection_check_reuse(flags.connection_check_reuse)
-        .with_stats_concurrency(flags.stats_concurrency)
-        .with_stats_cache(flags.stats_cache_ttl)
-        .with_fail_time_limits(flags.fail_time_limits());
-    // Every replica runs the scheduler; the store lets one at a time move due retries.
-    let scheduler = service
-        .schedules_retries()
-        .then(|| RetryScheduler::new(service.clone(), flags.scheduler()).spawn());
     if flags.demo && !service.stores().has(Capability::Writes) {
         bail!(
             "--demo cannot record into --store {}, which is read-only",
@@ -279,8 +208,8 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
         let _ = stopped_tx.send(());
     }));
     // Either the server ends by itself (an error), or a signal starts the drain, which the
-    // grace period bounds. Both ways end here, so the janitor is always stopped and the
-    // `stopped` line always written (a signal can make both branches ready at once).
+    // grace period bounds. Both ways end here, so the background loops are always stopped
+    // and the `stopped` line always written (a signal can make both branches ready at once).
     let served = tokio::select! {
         res = &mut server => Some(res),
         _ = stopped_rx => None,
@@ -295,12 +224,7 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
             }
         },
     };
-    if let Some(janitor) = janitor {
-        janitor.stop();
-    }
-    if let Some(scheduler) = scheduler {
-        scheduler.stop();
-    }
+    failures.shutdown().await;
     if let Some(res) = served {
         res.context("server task failed")?
             .context("server failed")?;
@@ -310,11 +234,11 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
 }
 
 /// `failed-tasks-server reshard`: move every task to its shard under the new count
-/// (`failed_tasks_redis::reshard`), printing progress per old shard.
+/// (`failed_tasks::redis::reshard`), printing progress per old shard.
 async fn reshard(settings: Settings, from: u32, to: u32, batch: usize) -> anyhow::Result<()> {
     // Always the Redis store of `--redis-url` (whatever `--store` says): shards are Redis's.
-    let config = settings.redis_config();
-    let p = failed_tasks_redis::reshard(&config, from, to, batch, |p| {
+    let config = &settings.redis;
+    let p = failed_tasks::redis::reshard(config, from, to, batch, |p| {
         println!(
             "reshard {from} -> {to}: old shard {}/{}: moved {}, kept {}, superseded {}, skipped {}",
             p.shard + 1,
@@ -335,8 +259,8 @@ async fn reshard(settings: Settings, from: u32, to: u32, batch: usize) -> anyhow
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_with_defaults();
-    let settings = match Settings::load(&cli) {
+    let (cli, settings) = Cli::parse_all();
+    let settings = match settings {
         Ok(s) => s,
         Err(e) => {
             eprintln!("failed-tasks-server: invalid configuration: {e}");
@@ -344,16 +268,8 @@ fn main() -> ExitCode {
         }
     };
     if cli.print_config {
-        return match settings.to_redacted_toml() {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("failed-tasks-server: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        print!("{}", settings.to_redacted_toml());
+        return ExitCode::SUCCESS;
     }
     init_logging(settings.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
+mod support;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -42,23 +44,18 @@ fn documented() -> BTreeMap<String, BTreeSet<String>> {
 /// The same from the manifests.
 fn actual() -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::stdout_of(
+        Command::new(cargo)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .current_dir(root()),
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let packages = meta["packages"].as_array().unwrap();
     let ours: BTreeSet<&str> = packages
         .iter()
@@ -90,4 +87,14 @@ fn the_documented_crate_graph_is_the_real_one() {
         documented.len()
     );
     assert_eq!(documented, actual());
+}
+
+/// The server is built from the facade, as embedders build their service: among our crates
+/// it depends on the facade and the HTTP adapter only, never on a store adapter or the
+/// layers underneath (it reaches them through the facade's re-exports).
+#[test]
+fn the_server_depends_on_the_facade_and_http_only() {
+    let server = actual().remove("server").unwrap();
+    let want: BTreeSet<String> = ["failed-tasks", "http"].map(str::to_owned).into();
+    assert_eq!(server, want);
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod support;
-use support::{Server as Running, BIN};
+use support::{print_config, Server as Running, BIN};
 
 /// The server on port 0 with JSON logs (see `support::Server::start`).
 fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
@@ -310,22 +310,6 @@ fn the_compat_store_answers_501_where_it_lacks_a_capability() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn print_config(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(BIN)
-        .arg("--print-config")
-        .args(args)
-        .env_remove("FAILED_TASKS_PAGE_SIZE_DEFAULT")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
@@ -822,4 +806,20 @@ fn reshard_moves_the_tasks_to_the_new_shard_count() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
+}
+
+/// Ready means ready: the very first request after `listening` is answered by the store,
+/// on every store (the compat source used to answer 503 for about half a second: its
+/// connection was still being made when the server started listening).
+#[test]
+fn the_first_request_after_listening_is_answered() {
+    let redis = failed_tasks_testkit::RedisServer::start();
+    let url = redis.url();
+    for store in ["compat", "redis", "memory"] {
+        let server = start(&["--store", store, "--redis-url", &url], &[]);
+        let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
+        assert_eq!(status, 200, "{store}: {body}");
+        assert_eq!(body["Data"]["TotalTasks"], 0, "{store}");
+        assert_eq!(http_get(server.addr, "/readyz").0, 200, "{store}");
+    }
 }

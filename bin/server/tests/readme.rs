@@ -9,6 +9,8 @@
 //!   with what the commands printed.
 //! - The configuration table lists every flag of `--help`, with the env var `--help` names
 //!   and the default `--print-config` prints.
+//! - deploy/config.example.toml holds every setting of `--help` (a commented line for those
+//!   unset by default), each at the default `--print-config` prints.
 //!
 //! Marker syntax: `<!-- readme-test args="--demo" env="K=V K2=V2" redis -->`, then a
 //! ```` ```console ```` block. Commands address the server as `127.0.0.1:8080` and Redis as
@@ -23,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{Server, BIN};
+use support::{print_config, Server, BIN};
 
 fn readme_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md")
@@ -353,6 +355,40 @@ fn readme_configuration_table_matches_help_and_print_config() {
         assert!(
             documented.contains(key),
             "{key} is printed by --print-config but not in README"
+        );
+    }
+}
+
+/// The keys of the settings `--help` lists (every flag but `--config` and `--print-config`).
+fn setting_keys() -> Vec<String> {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    String::from_utf8(help.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .filter_map(|l| l.split([' ', '[']).next())
+        .filter(|f| !["help", "version", "config", "print-config"].contains(f))
+        .map(|f| f.replace('-', "_"))
+        .collect()
+}
+
+#[test]
+fn the_example_configuration_holds_every_setting_at_its_default() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        print_config(&["--config", path.to_str().unwrap()], &[]),
+        print_config(&[], &[]),
+        "deploy/config.example.toml sets a key to something else than its default"
+    );
+    let keys = setting_keys();
+    assert!(keys.len() > 50, "{keys:?}");
+    for key in keys {
+        let set = format!("\n{key} = ");
+        let commented = format!("\n# {key} = ");
+        assert!(
+            text.contains(&set) || text.contains(&commented),
+            "deploy/config.example.toml does not show {key}"
         );
     }
 }

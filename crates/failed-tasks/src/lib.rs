@@ -31,8 +31,13 @@
 //!
 //! Build one with [`FailedTasks::redis`] (a URL, every other setting at its default),
 //! [`FailedTasks::memory`] (in process memory: tests, demos), or [`FailedTasks::builder`]
-//! for the settings ([`RedisConfig`], [`MemoryConfig`], [`SchedulerConfig`], the retry
-//! policy, deadlines).
+//! for the settings (the store: [`RedisConfig`], [`MemoryConfig`] or the read-only
+//! [`CompatConfig`]; [`ServiceConfig`]: deadlines, statistics, alerts, retry policy, fail
+//! times; [`SchedulerConfig`]). The builder is the one composition root: the
+//! `failed-tasks-server` binary builds its service with it too, so an embedder gets what the
+//! server does: an evicting Redis refused ([`Error::Evicting`]), the fail-time limits (the
+//! clock-skew allowance, the store's retention age), the janitor and the scheduler, and a
+//! start that waits (at most the connection check's deadline) for the store's first answer.
 //!
 //! The modules re-export the layers underneath ([`domain`], [`store`], [`query`], and with
 //! the default `redis` feature [`redis`]); the types an embedder usually needs are also at
@@ -41,7 +46,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use failed_tasks_domain as domain;
@@ -50,24 +54,30 @@ pub use failed_tasks_query as query;
 pub use failed_tasks_redis as redis;
 pub use failed_tasks_store as store;
 
+pub use failed_tasks_domain::stats::AlertThresholds;
 pub use failed_tasks_domain::{
     ErrorCategory, FailedTask, ListQuery, NewFailedTask, PageLimits, RetryConfig, RetryPolicy,
     RetryRequest, TaskFilter, TaskId, Timestamp, ValidationError,
 };
 pub use failed_tasks_query::{
-    Capability, Deadlines, FailedTaskService, QueryError, RecordOutcome, Resolve, RetryNow,
-    SchedulerConfig, Stores,
+    Capability, Deadlines, FailTimeLimits, FailedTaskService, QueryError, RecordOutcome, Resolve,
+    RetryNow, SchedulerConfig, Stores,
 };
 #[cfg(feature = "redis")]
 pub use failed_tasks_redis::{
-    RedisConfig, RedisRetryQueue, RedisStore, ShardedRetryQueue, ShardedStore,
+    CompatConfig, RedisConfig, RedisRetryQueue, RedisStore, ShardedRetryQueue, ShardedStore,
 };
 pub use failed_tasks_store::{
     Delivery, MemoryConfig, MemoryStore, Retention, RetryQueue, StatusStore, StoreError,
+    StoreProblem,
 };
 
 use failed_tasks_query::RetryScheduler;
 use failed_tasks_store::Background;
+
+mod backend;
+
+use backend::{first_contact, Backend, FirstContact, WorkerSource};
 
 /// Why [`FailedTasks`] could not be built or a worker's queue opened.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +88,18 @@ pub enum Error {
     /// The store refused (a bad URL or key prefix, a bad consumer name).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Redis evicts keys under memory pressure and eviction was not allowed
+    /// ([`RedisConfig::allow_eviction`]): failed tasks would vanish silently.
+    #[error(
+        "refusing to start: Redis maxmemory-policy is {policy}, which evicts failed tasks \
+         silently; set it to noeviction (CONFIG SET maxmemory-policy noeviction, and in \
+         redis.conf), or allow eviction to accept that (RedisConfig::allow_eviction, the \
+         server's --redis-allow-eviction)"
+    )]
+    Evicting {
+        /// Redis's `maxmemory-policy` (`unknown` when it could not be read).
+        policy: String,
+    },
 }
 
 impl From<ValidationError> for Error {
@@ -86,23 +108,55 @@ impl From<ValidationError> for Error {
     }
 }
 
-/// Where the failed tasks are kept.
-#[derive(Debug, Clone)]
-enum Backend {
-    Memory(MemoryConfig),
-    #[cfg(feature = "redis")]
-    Redis(RedisConfig),
+/// How the use cases serve their callers, each part at its owner's default: the deadlines
+/// of store calls, how long a good store answer stands in for the connection check, how
+/// statistics are computed, the alert thresholds, the retry policy and which fail times are
+/// accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Deadlines of the connection check and of a whole call. The connection check's is
+    /// also the longest [`FailedTasksBuilder::start`] waits for the store's first answer.
+    pub deadlines: Deadlines,
+    /// A good answer from the store stands in for the connection check of calls this soon
+    /// after it (zero: check before every call).
+    pub connection_check_reuse: Duration,
+    /// Statistics computed at once; the others wait their turn within their deadline.
+    pub stats_concurrency: usize,
+    /// A statistics answer is shared with callers of the same window this long (zero:
+    /// never); a write through this service ends it at once.
+    pub stats_cache_ttl: Duration,
+    /// How far ahead of this process's clock a recorded `FailTime` may be (later ones are
+    /// refused as bad input). Tasks older than the store's retention age are recorded and
+    /// named in the answer ([`FailedTaskService::past_retention`]).
+    pub clock_skew_allowance: Duration,
+    /// When the alert rules fire.
+    pub alert_thresholds: AlertThresholds,
+    /// Which failures are retried, after what delay (validated by [`RetryPolicy::new`]).
+    pub retry: RetryConfig,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            deadlines: Deadlines::default(),
+            connection_check_reuse: FailedTaskService::DEFAULT_CHECK_REUSE,
+            stats_concurrency: FailedTaskService::DEFAULT_STATS_CONCURRENCY,
+            stats_cache_ttl: FailedTaskService::DEFAULT_STATS_CACHE_TTL,
+            clock_skew_allowance: FailTimeLimits::default().clock_skew,
+            alert_thresholds: AlertThresholds::default(),
+            retry: RetryConfig::default(),
+        }
+    }
 }
 
 /// The settings of a [`FailedTasks`]; [`start`](Self::start) builds it. Everything not set
-/// is at its documented default: the memory store, the default retry policy, deadlines and
+/// is at its documented default: the memory store, the default service settings and
 /// scheduler.
 #[derive(Debug, Clone)]
 pub struct FailedTasksBuilder {
     backend: Backend,
     scheduler: Option<SchedulerConfig>,
-    retry_policy: Option<RetryPolicy>,
-    deadlines: Deadlines,
+    service: ServiceConfig,
 }
 
 impl Default for FailedTasksBuilder {
@@ -110,8 +164,7 @@ impl Default for FailedTasksBuilder {
         Self {
             backend: Backend::Memory(MemoryConfig::default()),
             scheduler: Some(SchedulerConfig::default()),
-            retry_policy: None,
-            deadlines: Deadlines::default(),
+            service: ServiceConfig::default(),
         }
     }
 }
@@ -122,6 +175,15 @@ impl FailedTasksBuilder {
     #[must_use]
     pub fn redis(mut self, config: RedisConfig) -> Self {
         self.backend = Backend::Redis(config);
+        self
+    }
+
+    /// Read the original Go service's records in Redis (read-only: no writes, statistics
+    /// or retries; those calls answer [`QueryError::NotSupported`]).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn compat(mut self, config: CompatConfig) -> Self {
+        self.backend = Backend::Compat(config);
         self
     }
 
@@ -147,98 +209,95 @@ impl FailedTasksBuilder {
         self
     }
 
+    /// Serve with `config` (deadlines, statistics, alerts, retry policy, fail times).
+    #[must_use]
+    pub fn service(mut self, config: ServiceConfig) -> Self {
+        self.service = config;
+        self
+    }
+
     /// Decide retries by `policy` (the default policy otherwise).
     #[must_use]
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry_policy = Some(policy);
+        self.service.retry = policy.config().clone();
         self
     }
 
     /// Bound the store calls by `deadlines`.
     #[must_use]
     pub fn deadlines(mut self, deadlines: Deadlines) -> Self {
-        self.deadlines = deadlines;
+        self.service.deadlines = deadlines;
         self
     }
 
-    /// Open the store and start its janitor and (unless disabled) the retry scheduler, on
-    /// the current tokio runtime.
+    /// Open the store, wait for its first connection attempt to settle, and start its
+    /// janitor and (unless disabled) the retry scheduler, on the current tokio runtime.
     ///
-    /// Fails only on a configuration problem. A Redis that is down does not fail it: the
-    /// client reconnects in the background, and calls answer
-    /// [`QueryError::Unavailable`] meanwhile. It waits at most the command timeout for a
-    /// first connection, so that the first calls of a healthy setup succeed.
+    /// Fails on a configuration problem, and on a Redis that evicts keys unless that was
+    /// allowed ([`Error::Evicting`]). A store that is down does not fail it: the client
+    /// reconnects in the background, and calls answer [`QueryError::Unavailable`]
+    /// meanwhile. It waits at most the connection check's deadline
+    /// ([`Deadlines::health_check`]) for the store's first answer, so that the first calls
+    /// of a healthy setup are not refused merely because the connection was still being
+    /// made.
     pub async fn start(self) -> Result<FailedTasks, Error> {
         if let Some(config) = &self.scheduler {
             config.validate().map_err(Error::Config)?;
         }
-        match self.backend.clone() {
-            Backend::Memory(config) => Ok(self.in_memory(config)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(config) => self.in_redis(config).await,
+        let policy = RetryPolicy::new(self.service.retry.clone())
+            .map_err(|e| Error::Config(format!("retry {}: {}", e.field, e.reason)))?;
+        let shown = self.backend.shown();
+        let opened = self.backend.clone().open().await?;
+        let settled = first_contact(&opened.stores, self.service.deadlines.health_check).await;
+        match settled {
+            FirstContact::Answered => {}
+            FirstContact::Problem(StoreProblem::Evicting) => {
+                let policy = opened.stores.tasks.condition().eviction_policy;
+                return Err(Error::Evicting {
+                    policy: policy.unwrap_or_else(|| "unknown".to_owned()),
+                });
+            }
+            FirstContact::Problem(problem) => tracing::warn!(
+                store = opened.stores.name,
+                at = %shown,
+                cause = problem.label(),
+                "the store is not reachable yet ({problem}); retrying in the background"
+            ),
+            FirstContact::NoAnswer => tracing::warn!(
+                store = opened.stores.name,
+                at = %shown,
+                "the store is not reachable yet (no answer within {:?}); retrying in the background",
+                self.service.deadlines.health_check
+            ),
         }
+        Ok(self.finish(opened, policy))
     }
 
-    /// The Redis store with `config` (split into `config.shards` shards; one by default:
-    /// exactly a [`RedisStore`]) and its janitor.
-    #[cfg(feature = "redis")]
-    async fn in_redis(self, config: RedisConfig) -> Result<FailedTasks, Error> {
-        let store = ShardedStore::connect(config.clone()).await?;
-        if !store.wait_connected(config.command_timeout).await {
-            tracing::warn!(
-                url = %failed_tasks_redis::redact_url(&config.url),
-                "Redis is not reachable yet; retrying in the background"
-            );
-        }
-        let janitor = store.spawn_janitor();
-        Ok(self.finish(
-            Stores::from(store),
-            WorkerSource::Redis(Box::new(config)),
-            janitor,
-        ))
-    }
-
-    /// The memory store with `config` and its janitor: nothing here can fail.
-    fn in_memory(self, config: MemoryConfig) -> FailedTasks {
-        let store = Arc::new(MemoryStore::with_config(config));
-        let janitor = store.spawn_janitor();
-        self.finish(
-            Stores::from(store.clone()),
-            WorkerSource::Memory(store),
-            janitor,
-        )
-    }
-
-    /// The use cases over `stores`, and the retry scheduler when the store has retries.
-    fn finish(
-        self,
-        stores: Stores,
-        worker_source: WorkerSource,
-        janitor: Background,
-    ) -> FailedTasks {
-        let mut service = FailedTaskService::new(stores, self.deadlines);
-        if let Some(policy) = self.retry_policy {
-            service = service.with_retry_policy(policy);
-        }
+    /// The use cases over the opened store, with the service settings, and the retry
+    /// scheduler when the store has retries.
+    fn finish(self, opened: backend::Opened, policy: RetryPolicy) -> FailedTasks {
+        let config = self.service;
+        let service = FailedTaskService::new(opened.stores, config.deadlines)
+            .with_retry_policy(policy)
+            .with_alert_thresholds(config.alert_thresholds)
+            .with_connection_check_reuse(config.connection_check_reuse)
+            .with_stats_concurrency(config.stats_concurrency)
+            .with_stats_cache(config.stats_cache_ttl)
+            .with_fail_time_limits(FailTimeLimits {
+                clock_skew: config.clock_skew_allowance,
+                retention: opened.trims_after,
+            });
         let scheduler = self
             .scheduler
             .filter(|_| service.schedules_retries())
             .map(|config| RetryScheduler::new(service.clone(), config).spawn());
         FailedTasks {
             service,
-            worker_source,
-            janitor: Some(janitor),
+            worker_source: opened.workers,
+            janitor: opened.janitor,
             scheduler,
         }
     }
-}
-
-/// How workers reach the retry queue of the store in use.
-#[derive(Debug)]
-enum WorkerSource {
-    Memory(Arc<MemoryStore>),
-    #[cfg(feature = "redis")]
-    Redis(Box<RedisConfig>),
 }
 
 /// The failed-task use cases over one store, with its janitor and retry scheduler running
@@ -273,8 +332,11 @@ impl FailedTasks {
     /// # Panics
     /// When called outside a tokio runtime (the background jobs are tokio tasks).
     pub fn memory() -> FailedTasks {
-        // The default scheduler settings are valid: nothing to check.
-        Self::builder().in_memory(MemoryConfig::default())
+        // The default settings are valid and the memory store answers at once: nothing to
+        // check or wait for.
+        let builder = Self::builder();
+        let policy = RetryPolicy::default();
+        builder.finish(Backend::memory(MemoryConfig::default()), policy)
     }
 
     /// Settings other than the defaults.
@@ -301,6 +363,11 @@ impl FailedTasks {
                     lease: failed_tasks_store::retry::DEFAULT_LEASE,
                 })
             }
+            #[cfg(feature = "redis")]
+            WorkerSource::None => Err(Error::Config(format!(
+                "the {} store has no retry queue",
+                self.service.stores().name
+            ))),
             #[cfg(feature = "redis")]
             WorkerSource::Redis(config) => {
                 // Every shard's stream; with one shard exactly a `RedisRetryQueue`.

@@ -22,16 +22,14 @@ pub struct RedisConfig {
     /// The longest any single Redis call may take (also the connect timeout). fred has no
     /// timeout by default, which lets a paused Redis hang a request forever.
     pub command_timeout: Duration,
-    /// Failed tasks older than this (by `FailTime`) are trimmed by the janitor.
-    pub max_age: Duration,
-    /// At most this many failed tasks are kept; the janitor trims the oldest beyond it.
-    pub max_count: u64,
-    /// How often the janitor runs.
-    pub janitor_interval: Duration,
+    /// What the store keeps: failed tasks older than `retention.max_age` (by `FailTime`)
+    /// and the oldest beyond `retention.max_count` are trimmed by the janitor, which runs
+    /// every `retention.janitor_interval` (the same settings as every store's).
+    pub retention: Retention,
     /// When set, the janitor appends trimmed tasks as JSON lines to
     /// `DIR/failed-tasks-YYYY-MM-DD.jsonl` (UTC day of the trim) before removing them.
     pub archive_dir: Option<PathBuf>,
-    /// Each record also gets a Redis expiry of `max_age + record_ttl_slack` after its
+    /// Each record also gets a Redis expiry of `retention.max_age + record_ttl_slack` after its
     /// `FailTime`, a safety net so that records do not pile up when no janitor runs. The
     /// slack leaves the janitor time to archive a task before Redis drops it.
     pub record_ttl_slack: Duration,
@@ -77,10 +75,7 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             key_prefix: "{failed-tasks}".to_owned(),
             command_timeout: Duration::from_secs(2),
-            // The same retention defaults as every store's.
-            max_age: Retention::default().max_age,
-            max_count: Retention::default().max_count,
-            janitor_interval: Retention::default().janitor_interval,
+            retention: Retention::default(),
             archive_dir: None,
             record_ttl_slack: Duration::from_secs(24 * 3600),
             allow_eviction: false,
@@ -124,7 +119,7 @@ impl RedisConfig {
                 "redis command timeout must be greater than zero".to_owned(),
             ));
         }
-        if self.max_count == 0 {
+        if self.retention.max_count == 0 {
             return Err(StoreError::Rejected(
                 "redis max count must be at least 1".to_owned(),
             ));

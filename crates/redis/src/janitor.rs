@@ -77,6 +77,7 @@ impl RedisStore {
         let every = self
             .inner
             .config
+            .retention
             .janitor_interval
             .max(Duration::from_millis(10));
         JanitorHandle::every(every, move || {
@@ -139,7 +140,7 @@ impl RedisStore {
         let all = self.inner.keys.all();
         let cfg = &self.inner.config;
         let mut report = TrimReport::default();
-        let cutoff = now_ms.saturating_sub(millis_of(cfg.max_age));
+        let cutoff = now_ms.saturating_sub(millis_of(cfg.retention.max_age));
         let older = LexRange::older_than(cutoff);
         for batch_no in 0..MAX_BATCHES_PER_RUN {
             if batch_no > 0 {
@@ -168,10 +169,10 @@ impl RedisStore {
             let count: u64 = conn
                 .cmd("counting tasks", "ZCARD", vec![all.as_str().into()])
                 .await?;
-            if count <= cfg.max_count {
+            if count <= cfg.retention.max_count {
                 break;
             }
-            let excess = (count - cfg.max_count).min(BATCH as u64) as i64;
+            let excess = (count - cfg.retention.max_count).min(BATCH as u64) as i64;
             let members: Vec<String> = conn
                 .cmd(
                     "finding the oldest tasks",

@@ -75,7 +75,14 @@ pub fn shard_config(config: &RedisConfig, i: u32, n: u32) -> RedisConfig {
             .retry_stream_key
             .as_deref()
             .map(|k| shard_key(k, i, n)),
-        max_count: config.max_count.div_ceil(u64::from(n.max(1))).max(1),
+        retention: failed_tasks_store::Retention {
+            max_count: config
+                .retention
+                .max_count
+                .div_ceil(u64::from(n.max(1)))
+                .max(1),
+            ..config.retention
+        },
         shards: 1,
         resharding_from: None,
         ..config.clone()
@@ -318,6 +325,7 @@ impl ShardedStore {
         let every = self
             .inner
             .config
+            .retention
             .janitor_interval
             .max(Duration::from_millis(10));
         Background::every(every, move || {
@@ -1354,14 +1362,17 @@ mod tests {
     #[test]
     fn shard_configs_split_the_retention_count() {
         let c = RedisConfig {
-            max_count: 1_000_000,
+            retention: failed_tasks_store::Retention {
+                max_count: 1_000_000,
+                ..Default::default()
+            },
             shards: 16,
             ..RedisConfig::default()
         };
         let s = shard_config(&c, 3, 16);
         assert_eq!(s.key_prefix, "{failed-tasks:3.20}");
         assert_eq!(s.retry_stream(), "{failed-tasks:3.20}:retries");
-        assert_eq!(s.max_count, 62_500);
+        assert_eq!(s.retention.max_count, 62_500);
         assert_eq!(s.shards, 1);
         assert!(s.validate().is_ok());
         assert_eq!(

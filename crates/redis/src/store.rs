@@ -454,7 +454,7 @@ impl RedisStore {
         let cfg = &self.inner.config;
         let slack = millis_of(cfg.record_ttl_slack).max(1_000);
         at_ms
-            .saturating_add(millis_of(cfg.max_age))
+            .saturating_add(millis_of(cfg.retention.max_age))
             .saturating_add(slack)
             .max(now.saturating_add(slack))
     }

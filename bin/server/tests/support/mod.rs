@@ -13,6 +13,28 @@ use std::time::{Duration, Instant};
 /// The server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_failed-tasks-server");
 
+/// Run `command` to its end; its standard output, once it succeeded.
+pub fn stdout_of(command: &mut Command) -> Vec<u8> {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// What `--print-config` prints after `args`, with the environment `env` only.
+pub fn print_config(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(BIN);
+    command
+        .arg("--print-config")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied());
+    String::from_utf8(stdout_of(&mut command)).unwrap()
+}
+
 /// A running server process.
 pub struct Server {
     pub child: Child,

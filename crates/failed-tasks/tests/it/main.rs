@@ -7,6 +7,8 @@ use failed_tasks::{Capability, FailedTasks, QueryError, Resolve, TaskId, Timesta
 use failed_tasks_testkit::RedisServer;
 
 /// The example itself (`examples/embed.rs`), so that what README points to is what runs.
+mod root;
+
 #[path = "../../examples/embed.rs"]
 #[allow(dead_code)] // its `main`
 mod embed;

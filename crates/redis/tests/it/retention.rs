@@ -86,7 +86,7 @@ async fn trims_by_age_and_archives_first() {
     let server = RedisServer::start();
     let dir = temp_dir("age");
     let mut config = helpers::config(&server.url());
-    config.max_age = Duration::from_millis(10 * HOUR as u64);
+    config.retention.max_age = Duration::from_millis(10 * HOUR as u64);
     config.archive_dir = Some(dir.clone());
     let store = helpers::store_with(config).await;
     // 30 tasks one hour apart: the 20 older than 10 h go.
@@ -124,7 +124,7 @@ async fn trims_by_age_and_archives_first() {
 async fn trims_by_count_oldest_first() {
     let server = RedisServer::start();
     let mut config = helpers::config(&server.url());
-    config.max_count = 10;
+    config.retention.max_count = 10;
     let store = helpers::store_with(config).await;
     for i in 0..25 {
         let t = task_at(&format!("c{i:02}"), NOW - (i as i64) * 1000, i);
@@ -147,7 +147,7 @@ async fn two_janitors_trim_each_task_once() {
     let server = RedisServer::start();
     let dir = temp_dir("two");
     let mut config = helpers::config(&server.url());
-    config.max_age = Duration::from_millis(HOUR as u64);
+    config.retention.max_age = Duration::from_millis(HOUR as u64);
     config.archive_dir = Some(dir.clone());
     let a = helpers::store_with(config.clone()).await;
     let b = helpers::store_with(config).await;
@@ -181,8 +181,8 @@ async fn two_janitors_trim_each_task_once() {
 async fn spawned_janitor_runs_on_its_interval() {
     let server = RedisServer::start();
     let mut config = helpers::config(&server.url());
-    config.max_count = 3;
-    config.janitor_interval = Duration::from_millis(50);
+    config.retention.max_count = 3;
+    config.retention.janitor_interval = Duration::from_millis(50);
     let store = helpers::store_with(config).await;
     let now = failed_tasks_store_now();
     for i in 0..8 {

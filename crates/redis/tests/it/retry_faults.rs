@@ -320,7 +320,7 @@ async fn a_worker_survives_redis_restarting_empty() {
 async fn trimmed_and_expired_tasks_are_never_delivered() {
     let server = RedisServer::start();
     let mut config = helpers::config(&server.url());
-    config.max_age = Duration::from_secs(3600);
+    config.retention.max_age = Duration::from_secs(3600);
     let store = helpers::store_with(config).await;
     // 30 failures from long ago with retries due; the janitor trims them by age.
     let tasks = schedule(&store, 30).await;

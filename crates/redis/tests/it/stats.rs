@@ -265,8 +265,8 @@ async fn janitor_trims_counters_and_groups_with_the_records() {
     let server = RedisServer::start();
     let now = 1_750_000_000_000i64;
     let mut config = helpers::config(&server.url());
-    config.max_age = Duration::from_millis(30 * MINUTE as u64);
-    config.max_count = 20;
+    config.retention.max_age = Duration::from_millis(30 * MINUTE as u64);
+    config.retention.max_count = 20;
     let store = helpers::store_with(config).await;
     // 60 tasks one minute apart: 30 are younger than 30 minutes, but only 20 may stay.
     let tasks: Vec<FailedTask> = (0..60)
