@@ -15,14 +15,16 @@ use crate::conn::Script;
 /// Shared helpers: parse a header, bump counters, remove a record from (and add one to) its
 /// index entries, minute counters and failure group.
 ///
-/// A `v1` header (6 fields, written by earlier versions) names only the five indexes; a `v2`
-/// header (7 fields) adds the signature, and only `v2` and later records are counted and
-/// grouped, so `unrecord` undoes exactly what `put` did. A `v3` header (13 fields) adds the
-/// retry state, next attempt, due time, scheduler, codebase path and who scheduled the
-/// attempt that failed: `v3` and `v4` records are in a retry-state index and, when scheduled
-/// and not yet delivered, in the due set. A `v4` header (16 fields, written now) keeps the
-/// first 13 in the same places and adds the start time, processed files and the due time in
-/// RFC 3339; its body is the error message instead of the task's JSON.
+/// Header fields are named, never numbered: [`layout_prelude`] defines `F_<FIELD>` (a field's
+/// index), `KNOWN` (each version's field count), `CURRENT` (the version written now) and
+/// `MS_DIGITS` from `failed_tasks_store::stored`, which is the one definition of the record.
+/// Fields are only ever appended, so a header carries a field exactly when it has at least
+/// that many fields: a `v1` header names only the five indexes; `v2` adds the signature, and
+/// only `v2` and later records are counted and grouped, so `unrecord` undoes exactly what
+/// `put` did; `v3` adds the retry fields (a `v3` or later record is in a retry-state index
+/// and, when scheduled and not yet delivered, in the due set); `v4` adds the start time,
+/// processed files and the due time in RFC 3339, and its body is the error message instead
+/// of the task's JSON.
 const HELPERS: &str = r#"
 local function header(v)
   local nl = string.find(v, '\n', 1, true)
@@ -38,8 +40,7 @@ local function header(v)
     table.insert(out, string.sub(h, pos, tab - 1))
     pos = tab + 1
   end
-  if (#out == 16 and out[1] == 'v4') or (#out == 13 and out[1] == 'v3') or (#out == 7 and out[1] == 'v2')
-    or (#out == 6 and out[1] == 'v1') then return out end
+  if KNOWN[out[F_VERSION]] == #out then return out end
   return nil
 end
 -- A stored value's header line and JSON.
@@ -63,14 +64,14 @@ end
 local function join(f)
   return table.concat(f, '\t')
 end
--- Whether a header carries the retry fields (v3, v4).
+-- Whether a header carries the retry fields (STATE to RUN_BY, from v3 on).
 local function retrying(f)
-  return f[1] == 'v4' or f[1] == 'v3'
+  return #f >= F_RUN_BY
 end
 -- The scheduled retry's due time (RFC 3339) a record names: a v4 header's field, a v3
 -- record's JSON tail; '' when none.
 local function due_at(f, body)
-  if f[1] == 'v4' then return f[16] end
+  if #f >= F_DUE_AT then return f[F_DUE_AT] end
   local v = tail_value(body)
   if v == 'null' then return '' end
   return string.sub(v, 2, #v - 1)
@@ -78,8 +79,8 @@ end
 -- Set the due time (RFC 3339, '' for none) of a record: in a v4 header (`f`, joined by the
 -- caller), or a v3 record's JSON tail. Returns the body to store after the header.
 local function with_due(f, body, at)
-  if f[1] == 'v4' then
-    f[16] = at
+  if #f >= F_DUE_AT then
+    f[F_DUE_AT] = at
     return body
   end
   if at == '' then return with_tail(body, 'null') end
@@ -163,15 +164,15 @@ local function flush_tops(acc)
   end
 end
 local function count(acc, prefix, f, d)
-  local minute = math.floor(tonumber(string.sub(f[2], 1, 15)) / 60000)
+  local minute = math.floor(tonumber(string.sub(f[F_MEMBER], 1, MS_DIGITS)) / 60000)
   local hour = string.format('%d', math.floor(minute / 60))
   local k = prefix .. ':cnt:' .. hour
   local m = string.format('%d', minute) .. ':'
   acc_add(acc, k, m .. 't', d)
-  acc_add(acc, k, m .. 'c:' .. f[3], d)
+  acc_add(acc, k, m .. 'c:' .. f[F_CATEGORY], d)
   local mz = prefix .. ':top:m:' .. string.format('%d', minute) .. ':'
   local hz = prefix .. ':top:h:' .. hour .. ':'
-  for _, dv in ipairs({{'y', f[4]}, {'l', f[5]}, {'e', f[6]}}) do
+  for _, dv in ipairs({{'y', f[F_TASK_TYPE]}, {'l', f[F_CLIENT_ID]}, {'e', f[F_ERROR_CODE]}}) do
     acc_top(acc, k, mz .. dv[1], m .. 'u:' .. dv[1], dv[2], d)
     acc_top(acc, k, hz .. dv[1], 'h:u:' .. dv[1], dv[2], d)
   end
@@ -188,7 +189,7 @@ local function rank(prefix, sig)
   local newest = redis.call('ZRANGE', prefix .. ':idx:sig:' .. sig, '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, 1)[1]
   local was = redis.call('HGET', g, 'ord')
   local want = false
-  if newest then want = string.sub(newest, 1, 15) .. ':' .. sig end
+  if newest then want = string.sub(newest, 1, MS_DIGITS) .. ':' .. sig end
   if was == want then return end
   if was then redis.call('ZREM', prefix .. ':groups', was) end
   if want then
@@ -201,21 +202,21 @@ end
 -- Take a record (by its header) out of its indexes, group, due set and (unless `uncount` is
 -- false: a resolve keeps the failure counted) its minute's counters.
 local function unrecord(acc, prefix, f, uncount)
-  local m = f[2]
+  local m = f[F_MEMBER]
   redis.call('ZREM', prefix .. ':idx:all', m)
-  redis.call('ZREM', prefix .. ':idx:category:' .. f[3], m)
-  redis.call('ZREM', prefix .. ':idx:type:' .. f[4], m)
-  redis.call('ZREM', prefix .. ':idx:client:' .. f[5], m)
-  redis.call('ZREM', prefix .. ':idx:code:' .. f[6], m)
-  if f[1] == 'v1' then return end
+  redis.call('ZREM', prefix .. ':idx:category:' .. f[F_CATEGORY], m)
+  redis.call('ZREM', prefix .. ':idx:type:' .. f[F_TASK_TYPE], m)
+  redis.call('ZREM', prefix .. ':idx:client:' .. f[F_CLIENT_ID], m)
+  redis.call('ZREM', prefix .. ':idx:code:' .. f[F_ERROR_CODE], m)
+  if #f < F_SIGNATURE then return end
   if retrying(f) then
-    redis.call('ZREM', retry_index(prefix, f[8]), m)
-    redis.call('ZREM', prefix .. ':retry:due', string.sub(m, 17))
+    redis.call('ZREM', retry_index(prefix, f[F_STATE]), m)
+    redis.call('ZREM', prefix .. ':retry:due', string.sub(m, MS_DIGITS + 2))
   end
-  local sig = f[7]
+  local sig = f[F_SIGNATURE]
   redis.call('ZREM', prefix .. ':idx:sig:' .. sig, m)
   local g = prefix .. ':grp:' .. sig
-  if bump(g, 'cl:' .. f[5], -1) == 0 then bump(g, 'ncl', -1) end
+  if bump(g, 'cl:' .. f[F_CLIENT_ID], -1) == 0 then bump(g, 'ncl', -1) end
   dirty(acc, sig)
   if uncount ~= false then count(acc, prefix, f, -1) end
 end
@@ -248,7 +249,7 @@ end
 -- this before its first write, so a bad one cannot leave half a batch behind.
 local function storable(value)
   local f = header(value)
-  return f ~= nil and f[1] == 'v4'
+  return f ~= nil and f[F_VERSION] == CURRENT
 end
 -- Whether the caller's deadline (ms since the epoch on this server's clock; 0: none) has
 -- passed: the caller has stopped waiting and reports a failure, so the script must not write.
@@ -262,8 +263,8 @@ end
 -- retry schedule and history.
 local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   local f = header(value)
-  local m = f[2]
-  local id = string.sub(m, 17)
+  local m = f[F_MEMBER]
+  local id = string.sub(m, MS_DIGITS + 2)
   local due = prefix .. ':retry:due'
   local old = redis.call('GET', key)
   local created = 1
@@ -279,23 +280,23 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   local keep_due = nil
   local same = false
   if o and retrying(o) then
-    same = o[9] == f[9] and string.sub(o[2], 1, 15) == string.sub(m, 1, 15)
+    same = o[F_ATTEMPT] == f[F_ATTEMPT] and string.sub(o[F_MEMBER], 1, MS_DIGITS) == string.sub(m, 1, MS_DIGITS)
     local changed = false
-    if o[8] == 's' and tonumber(o[9]) == tonumber(f[9]) - 1 then
-      f[13] = o[11]
+    if o[F_STATE] == 's' and tonumber(o[F_ATTEMPT]) == tonumber(f[F_ATTEMPT]) - 1 then
+      f[F_RUN_BY] = o[F_BY]
       changed = true
-    elseif same and o[13] ~= '-' then
-      f[13] = o[13]
+    elseif same and o[F_RUN_BY] ~= '-' then
+      f[F_RUN_BY] = o[F_RUN_BY]
       changed = true
     end
     local _, json = split(value)
-    if f[8] == 's' and o[9] == f[9] and (o[8] == 's' or o[8] == 'c') then
+    if f[F_STATE] == 's' and o[F_ATTEMPT] == f[F_ATTEMPT] and (o[F_STATE] == 's' or o[F_STATE] == 'c') then
       -- The same failure again: the retry of its next attempt keeps the schedule it has
       -- (waiting, delivered or cancelled), so (TaskId, Attempt) is scheduled once.
       keep_due = redis.call('ZSCORE', due, id) or false
-      f[8] = o[8]
-      f[10] = o[10]
-      f[11] = o[11]
+      f[F_STATE] = o[F_STATE]
+      f[F_DUE_MS] = o[F_DUE_MS]
+      f[F_BY] = o[F_BY]
       local _, obody = split(old)
       json = with_due(f, json, due_at(o, obody))
       changed = true
@@ -304,10 +305,10 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   end
   if o then unrecord(acc, prefix, o, true) end
   redis.call('SET', key, value, 'PX', ttl)
-  redis.call('ZADD', retry_index(prefix, f[8]), 0, m)
-  if f[8] == 's' then
+  redis.call('ZADD', retry_index(prefix, f[F_STATE]), 0, m)
+  if f[F_STATE] == 's' then
     if keep_due == nil then
-      redis.call('ZADD', due, f[10], id)
+      redis.call('ZADD', due, f[F_DUE_MS], id)
     elseif keep_due then
       redis.call('ZADD', due, keep_due, id)
     end
@@ -316,8 +317,8 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   -- (newest first, 19 of them), made only once a task fails a second time.
   local hist = prefix .. ':hist:' .. id
   if o and retrying(o) and not same then
-    redis.call('LPUSH', hist, string.format('%d', tonumber(o[9]) - 1) .. '\t' ..
-      string.sub(o[2], 1, 15) .. '\t' .. o[6] .. '\t' .. o[3] .. '\t' .. o[13])
+    redis.call('LPUSH', hist, string.format('%d', tonumber(o[F_ATTEMPT]) - 1) .. '\t' ..
+      string.sub(o[F_MEMBER], 1, MS_DIGITS) .. '\t' .. o[F_ERROR_CODE] .. '\t' .. o[F_CATEGORY] .. '\t' .. o[F_RUN_BY])
     redis.call('LTRIM', hist, 0, 18)
     redis.call('PEXPIRE', hist, ttl)
   elseif o then
@@ -325,17 +326,17 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   end
   redis.call('DEL', prefix .. ':resolved:' .. id)
   redis.call('ZADD', prefix .. ':idx:all', 0, m)
-  redis.call('ZADD', prefix .. ':idx:category:' .. f[3], 0, m)
-  redis.call('ZADD', prefix .. ':idx:type:' .. f[4], 0, m)
-  redis.call('ZADD', prefix .. ':idx:client:' .. f[5], 0, m)
-  redis.call('ZADD', prefix .. ':idx:code:' .. f[6], 0, m)
-  local sig = f[7]
+  redis.call('ZADD', prefix .. ':idx:category:' .. f[F_CATEGORY], 0, m)
+  redis.call('ZADD', prefix .. ':idx:type:' .. f[F_TASK_TYPE], 0, m)
+  redis.call('ZADD', prefix .. ':idx:client:' .. f[F_CLIENT_ID], 0, m)
+  redis.call('ZADD', prefix .. ':idx:code:' .. f[F_ERROR_CODE], 0, m)
+  local sig = f[F_SIGNATURE]
   redis.call('ZADD', prefix .. ':idx:sig:' .. sig, 0, m)
   local g = prefix .. ':grp:' .. sig
   if redis.call('HSETNX', g, 'msg', pattern) == 1 then
-    redis.call('HSET', g, 'cat', f[3], 'code', f[6])
+    redis.call('HSET', g, 'cat', f[F_CATEGORY], 'code', f[F_ERROR_CODE])
   end
-  if bump(g, 'cl:' .. f[5], 1) == 1 then bump(g, 'ncl', 1) end
+  if bump(g, 'cl:' .. f[F_CLIENT_ID], 1) == 1 then bump(g, 'ncl', 1) end
   dirty(acc, sig)
   local k = count(acc, prefix, f, 1)
   local at = tonumber(counters_until)
@@ -353,7 +354,7 @@ end
 /// message, when the hour's counters may expire (ms since the epoch).
 /// Returns 1 when the task id was new, 0 when it replaced a record.
 const RECORD: &str = r#"
-if not storable(ARGV[2]) then return redis.error_reply('ERR record without a v4 header') end
+if not storable(ARGV[2]) then return redis.error_reply('ERR record without a ' .. CURRENT .. ' header') end
 local acc = acc_new()
 local created = put(acc, ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 flush(acc, ARGV[1])
@@ -370,7 +371,7 @@ return created
 /// [`RECORD`]'s TTL, normalised message and counters' expiry. Returns 1 when migrated, 0 when
 /// the record changed since it was read.
 const MIGRATE: &str = r#"
-if not storable(ARGV[3]) then return redis.error_reply('ERR migrated record without a v4 header') end
+if not storable(ARGV[3]) then return redis.error_reply('ERR migrated record without a ' .. CURRENT .. ' header') end
 if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
 local acc = acc_new()
 put(acc, ARGV[1], KEYS[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
@@ -409,7 +410,7 @@ if late(ARGV[2]) then
 end
 for t = 0, n - 1 do
   if not storable(ARGV[3 + t * 4]) then
-    return redis.error_reply('ERR task ' .. (t + 1) .. ' of the batch has no v4 header; nothing stored')
+    return redis.error_reply('ERR task ' .. (t + 1) .. ' of the batch has no ' .. CURRENT .. ' header; nothing stored')
   end
 end
 local acc = acc_new()
@@ -448,12 +449,12 @@ local acc = acc_new()
 local removed = 0
 for i = 2, #ARGV do
   local m = ARGV[i]
-  local id = string.sub(m, 17)
+  local id = string.sub(m, MS_DIGITS + 2)
   local key = ARGV[1] .. ':task:' .. id
   local v = redis.call('GET', key)
   if v then
     local f = header(v)
-    if f and f[2] == m then
+    if f and f[F_MEMBER] == m then
       unrecord(acc, ARGV[1], f, true)
       redis.call('DEL', key)
       redis.call('DEL', ARGV[1] .. ':hist:' .. id)
@@ -503,12 +504,12 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local v = redis.call('GET', ARGV[1] .. ':task:' .. id)
   local f = v and header(v)
-  if f and retrying(f) and f[8] == 's' then
+  if f and retrying(f) and f[F_STATE] == 's' then
     local _, body = split(v)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
-      ARGV[7], id, ARGV[8], f[4], ARGV[9], f[5], ARGV[10], f[12], ARGV[11], f[9],
-      ARGV[12], f[6], ARGV[13], f[3], ARGV[14], due_at(f, body),
-      ARGV[15], f[11])
+      ARGV[7], id, ARGV[8], f[F_TASK_TYPE], ARGV[9], f[F_CLIENT_ID], ARGV[10], f[F_CODEBASE_PATH], ARGV[11], f[F_ATTEMPT],
+      ARGV[12], f[F_ERROR_CODE], ARGV[13], f[F_CATEGORY], ARGV[14], due_at(f, body),
+      ARGV[15], f[F_BY])
     moved = moved + 1
   else
     dropped = dropped + 1
@@ -548,18 +549,18 @@ local t, answer = lookup(prefix, KEYS[1])
 if not t then return answer end
 local id, v, f = t.id, t.v, t.f
 if not retrying(f) then return {'upgrade', 0} end
-local attempt = tonumber(f[9])
-if f[8] == 's' and not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
-local was = f[8]
-f[8] = 's'
-f[10] = ARGV[2]
-f[11] = 'operator'
+local attempt = tonumber(f[F_ATTEMPT])
+if f[F_STATE] == 's' and not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
+local was = f[F_STATE]
+f[F_STATE] = 's'
+f[F_DUE_MS] = ARGV[2]
+f[F_BY] = 'operator'
 local _, body = split(v)
 body = with_due(f, body, ARGV[3])
 redis.call('SET', KEYS[1], join(f) .. '\n' .. body, 'KEEPTTL')
 if was ~= 's' then
-  redis.call('ZREM', retry_index(prefix, was), f[2])
-  redis.call('ZADD', retry_index(prefix, 's'), 0, f[2])
+  redis.call('ZREM', retry_index(prefix, was), f[F_MEMBER])
+  redis.call('ZADD', retry_index(prefix, 's'), 0, f[F_MEMBER])
 end
 redis.call('ZADD', KEYS[2], ARGV[2], id)
 return {'scheduled', attempt}
@@ -574,18 +575,18 @@ local prefix = ARGV[1]
 local t, answer = lookup(prefix, KEYS[1])
 if not t then return answer end
 local id, v, f = t.id, t.v, t.f
-if not retrying(f) or f[8] ~= 's' then return {'not_scheduled', 0} end
-local attempt = tonumber(f[9])
+if not retrying(f) or f[F_STATE] ~= 's' then return {'not_scheduled', 0} end
+local attempt = tonumber(f[F_ATTEMPT])
 if not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
-f[8] = 'c'
-f[10] = ''
-f[11] = ''
+f[F_STATE] = 'c'
+f[F_DUE_MS] = ''
+f[F_BY] = ''
 local _, body = split(v)
 body = with_due(f, body, '')
 redis.call('SET', KEYS[1], join(f) .. '\n' .. body, 'KEEPTTL')
 redis.call('ZREM', KEYS[2], id)
-redis.call('ZREM', retry_index(prefix, 's'), f[2])
-redis.call('ZADD', retry_index(prefix, 'c'), 0, f[2])
+redis.call('ZREM', retry_index(prefix, 's'), f[F_MEMBER])
+redis.call('ZADD', retry_index(prefix, 'c'), 0, f[F_MEMBER])
 return {'cancelled', attempt}
 "#;
 
@@ -652,12 +653,27 @@ pub(crate) struct Scripts {
     pub(crate) migrate: Script,
 }
 
+/// The record's layout as Lua locals, from `failed_tasks_store::stored` (see [`HELPERS`]).
+fn layout_prelude() -> String {
+    use failed_tasks_store::stored::{Field, MS_DIGITS, VERSION, VERSIONS};
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for field in Field::ALL {
+        let _ = writeln!(out, "local F_{} = {}", field.name(), field.at() + 1);
+    }
+    let known: Vec<String> = VERSIONS.iter().map(|(v, n)| format!("{v} = {n}")).collect();
+    let _ = writeln!(out, "local KNOWN = {{{}}}", known.join(", "));
+    let _ = writeln!(out, "local CURRENT = '{VERSION}'");
+    let _ = writeln!(out, "local MS_DIGITS = {MS_DIGITS}");
+    out
+}
+
 fn with_helpers(body: &str) -> String {
     let helpers = HELPERS.replace(
         "{TOP_CAP}",
         &failed_tasks_domain::stats::TRACKED_PER_BUCKET.to_string(),
     );
-    format!("{helpers}{body}")
+    format!("{}{helpers}{body}", layout_prelude())
 }
 
 impl Scripts {
@@ -681,5 +697,61 @@ impl Scripts {
             resolve: Script::new("resolve", with_helpers(RESOLVE)),
             migrate: Script::new("migrate", with_helpers(MIGRATE)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every script reads header fields by the names `failed_tasks_store::stored` defines:
+    /// no numbered field, version tag or member width is spelled in the Lua itself.
+    #[test]
+    fn scripts_name_header_fields_instead_of_numbering_them() {
+        let numbered = numbered_forms(&[r"f[", r"o[", r"out["]);
+        for (name, lua) in [
+            ("helpers", HELPERS),
+            ("record", RECORD),
+            ("migrate", MIGRATE),
+            ("record_many", RECORD_MANY),
+            ("remove", REMOVE),
+            ("trim", TRIM),
+            ("deliver", DELIVER),
+            ("lookup", LOOKUP),
+            ("retry_now", RETRY_NOW),
+            ("cancel", CANCEL),
+            ("resolve", RESOLVE),
+        ] {
+            for line in lua.lines() {
+                assert!(
+                    !numbered.iter().any(|n| line.contains(n.as_str())),
+                    "{name}: a numbered header field in {line:?}"
+                );
+                for tag in ["'v1'", "'v2'", "'v3'", "'v4'", ", 15)", ", 17)"] {
+                    assert!(!line.contains(tag), "{name}: {tag} spelled in {line:?}");
+                }
+            }
+        }
+    }
+
+    /// `f[1`, `o[2`, … for every digit: the forms a numbered field index takes.
+    fn numbered_forms(arrays: &[&str]) -> Vec<String> {
+        arrays
+            .iter()
+            .flat_map(|a| (0..10).map(move |d| format!("{a}{d}")))
+            .collect()
+    }
+
+    #[test]
+    fn the_prelude_names_every_field_at_its_position() {
+        let prelude = layout_prelude();
+        assert!(prelude.contains("local F_VERSION = 1\n"), "{prelude}");
+        assert!(prelude.contains("local F_MEMBER = 2\n"), "{prelude}");
+        assert!(prelude.contains("local F_DUE_AT = 16\n"), "{prelude}");
+        assert!(
+            prelude.contains("local KNOWN = {v4 = 16, v3 = 13, v2 = 7, v1 = 6}\n"),
+            "{prelude}"
+        );
+        assert!(prelude.contains("local CURRENT = 'v4'\n"), "{prelude}");
     }
 }

@@ -46,15 +46,118 @@ use failed_tasks_domain::{
 /// The version tag written now.
 pub const VERSION: &str = "v4";
 
-/// Header fields of a `v4` record, the version included.
-const V4_FIELDS: usize = 16;
+/// The fields of a record's header line, in order: the one place that says where each field
+/// is. Fields are only ever appended, so every version's header is a prefix of this list
+/// ([`VERSIONS`] gives each version's length) and a field is present in a header exactly when
+/// the header is longer than its position. The Redis scripts read the positions from here
+/// ([`Field::name`] and [`Field::at`], substituted when the scripts are built), so adding a
+/// field at the end is an edit of this list, [`encode`] and [`Record::parse`], never of Lua.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The version tag.
+    Version,
+    /// The index member `{fail_ms:015}:{task_id}`.
+    Member,
+    /// The error category.
+    Category,
+    /// The task type.
+    TaskType,
+    /// The client id.
+    ClientId,
+    /// The error code.
+    ErrorCode,
+    /// The error signature (16 hex digits); from `v2`.
+    Signature,
+    /// The retry state letter ([`state_letter`]); from `v3`.
+    State,
+    /// The next attempt (`RetryCount + 1`).
+    Attempt,
+    /// The scheduled retry's due time in ms since the epoch; empty unless scheduled.
+    DueMs,
+    /// Who scheduled the retry (`policy`, `operator`); empty unless scheduled.
+    By,
+    /// The codebase path.
+    CodebasePath,
+    /// Who scheduled the attempt that failed (`policy`, `operator`, `-`).
+    RunBy,
+    /// The start time in ms since the epoch; from `v4`.
+    StartMs,
+    /// The processed files.
+    ProcessedFiles,
+    /// The scheduled retry's due time in RFC 3339; empty unless scheduled.
+    DueAt,
+}
+
+impl Field {
+    /// Every field, in header order.
+    pub const ALL: [Field; 16] = [
+        Field::Version,
+        Field::Member,
+        Field::Category,
+        Field::TaskType,
+        Field::ClientId,
+        Field::ErrorCode,
+        Field::Signature,
+        Field::State,
+        Field::Attempt,
+        Field::DueMs,
+        Field::By,
+        Field::CodebasePath,
+        Field::RunBy,
+        Field::StartMs,
+        Field::ProcessedFiles,
+        Field::DueAt,
+    ];
+
+    /// Its position in the header, from 0.
+    pub const fn at(self) -> usize {
+        self as usize
+    }
+
+    /// Its name in upper snake case, as the layout and the scripts spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Field::Version => "VERSION",
+            Field::Member => "MEMBER",
+            Field::Category => "CATEGORY",
+            Field::TaskType => "TASK_TYPE",
+            Field::ClientId => "CLIENT_ID",
+            Field::ErrorCode => "ERROR_CODE",
+            Field::Signature => "SIGNATURE",
+            Field::State => "STATE",
+            Field::Attempt => "ATTEMPT",
+            Field::DueMs => "DUE_MS",
+            Field::By => "BY",
+            Field::CodebasePath => "CODEBASE_PATH",
+            Field::RunBy => "RUN_BY",
+            Field::StartMs => "START_MS",
+            Field::ProcessedFiles => "PROCESSED_FILES",
+            Field::DueAt => "DUE_AT",
+        }
+    }
+}
+
+/// Header fields of a record written now, the version included.
+const V4_FIELDS: usize = Field::ALL.len();
+
+/// Header fields of a `v3` record (the fields before the start time).
+const V3_FIELDS: usize = Field::StartMs.at();
+
+/// Every version this code reads, newest first, with its header's field count (a prefix of
+/// [`Field::ALL`]). Only the newest is written.
+pub const VERSIONS: [(&str, usize); 4] = [
+    (VERSION, V4_FIELDS),
+    ("v3", V3_FIELDS),
+    ("v2", Field::State.at()),
+    ("v1", Field::Signature.at()),
+];
 
 /// Width of the zero-padded fail time at the start of every member.
 pub const MS_DIGITS: usize = 15;
 
 /// Whether `tag` (the header's first field) is a version this code reads.
 pub fn is_known_version(tag: &[u8]) -> bool {
-    matches!(tag, b"v4" | b"v3" | b"v2" | b"v1")
+    VERSIONS.iter().any(|(v, _)| v.as_bytes() == tag)
 }
 
 /// The index member of a position: `{fail_ms:015}:{task_id}`. Byte order of members is the
@@ -88,32 +191,50 @@ pub fn state_letter(status: &RetryStatus, cancelled: bool) -> &'static str {
 /// The whole stored value of `task` (`v4`). `signature` must be the task's
 /// ([`ErrorSignature::of_task`]); the caller computes it once for the header and the script.
 pub fn encode(task: &FailedTask, signature: &ErrorSignature, status: &RetryStatus) -> String {
-    use std::fmt::Write as _;
     let mut out = String::with_capacity(256 + task.error_message().as_str().len());
-    let (due_ms, by, due_at) = match status.next() {
-        Some(n) => (
-            n.due.unix_millis().to_string(),
-            n.by.as_str(),
-            n.due.to_rfc3339(),
-        ),
-        None => (String::new(), "", String::new()),
-    };
-    let _ = writeln!(
-        out,
-        "{VERSION}\t{:0MS_DIGITS$}:{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{due_ms}\t{by}\t{}\t-\t{}\t{}\t{due_at}",
-        task.fail_time().unix_millis(),
-        task.task_id().as_str(),
-        task.error_category().as_str(),
-        task.task_type().as_str(),
-        task.client_id().as_str(),
-        task.error_code().as_str(),
-        signature.as_str(),
-        state_letter(status, false),
-        task.retry_count().saturating_add(1),
-        task.codebase_path().as_str(),
-        task.start_time().unix_millis(),
-        task.processed_files(),
-    );
+    use std::fmt::Write as _;
+    let next = status.next();
+    for field in Field::ALL {
+        if field != Field::Version {
+            out.push('\t');
+        }
+        match field {
+            Field::Version => out.push_str(VERSION),
+            Field::Member => out.push_str(&member(
+                task.fail_time().unix_millis(),
+                task.task_id().as_str(),
+            )),
+            Field::Category => out.push_str(task.error_category().as_str()),
+            Field::TaskType => out.push_str(task.task_type().as_str()),
+            Field::ClientId => out.push_str(task.client_id().as_str()),
+            Field::ErrorCode => out.push_str(task.error_code().as_str()),
+            Field::Signature => out.push_str(signature.as_str()),
+            Field::State => out.push_str(state_letter(status, false)),
+            Field::Attempt => {
+                let _ = write!(out, "{}", u64::from(task.retry_count()) + 1);
+            }
+            Field::DueMs => {
+                if let Some(n) = next {
+                    let _ = write!(out, "{}", n.due.unix_millis());
+                }
+            }
+            Field::By => out.push_str(next.map_or("", |n| n.by.as_str())),
+            Field::CodebasePath => out.push_str(task.codebase_path().as_str()),
+            Field::RunBy => out.push('-'),
+            Field::StartMs => {
+                let _ = write!(out, "{}", task.start_time().unix_millis());
+            }
+            Field::ProcessedFiles => {
+                let _ = write!(out, "{}", task.processed_files());
+            }
+            Field::DueAt => {
+                if let Some(n) = next {
+                    out.push_str(&n.due.to_rfc3339());
+                }
+            }
+        }
+    }
+    out.push('\n');
     out.push_str(task.error_message().as_str());
     out
 }
@@ -163,51 +284,64 @@ impl<'a> Record<'a> {
         }
         let nl = newline.ok_or("record without a header line")?;
         let message = &text[nl + 1..];
-        if f[0] != VERSION {
-            return Err(format!("not a {VERSION} header: {:?}", f[0]));
+        if f[Field::Version.at()] != VERSION {
+            return Err(format!(
+                "not a {VERSION} header: {:?}",
+                f[Field::Version.at()]
+            ));
         }
         if n != V4_FIELDS {
             return Err(format!("a {VERSION} header with {n} fields"));
         }
-        let (fail_ms, task_id) = split_member(f[1]).ok_or("malformed member")?;
-        let category = ErrorCategory::parse(f[2]).map_err(|e| e.to_string())?;
-        let state = match f[7] {
+        let (fail_ms, task_id) = split_member(f[Field::Member.at()]).ok_or("malformed member")?;
+        let category = ErrorCategory::parse(f[Field::Category.at()]).map_err(|e| e.to_string())?;
+        let state = match f[Field::State.at()] {
             "s" => b's',
             "f" => b'f',
             "n" => b'n',
             "c" => b'c',
             other => return Err(format!("unknown retry state {other:?}")),
         };
-        let attempt: u32 = f[8].parse().map_err(|_| "malformed attempt")?;
+        let attempt: u32 = f[Field::Attempt.at()]
+            .parse()
+            .map_err(|_| "malformed attempt")?;
         if attempt == 0 {
             return Err("attempt 0".to_owned());
         }
         let due_ms = if state == b's' {
-            if f[10].is_empty() || f[15].is_empty() {
+            if f[Field::By.at()].is_empty() || f[Field::DueAt.at()].is_empty() {
                 return Err("a scheduled retry without its scheduler or due time".to_owned());
             }
-            Some(f[9].parse().map_err(|_| "malformed due time")?)
+            Some(
+                f[Field::DueMs.at()]
+                    .parse()
+                    .map_err(|_| "malformed due time")?,
+            )
         } else {
             None
         };
         Ok(Self {
-            member: f[1],
+            member: f[Field::Member.at()],
             task_id,
             fail_ms,
             category,
-            task_type: f[3],
-            client_id: f[4],
-            error_code: f[5],
-            signature: f[6],
+            task_type: f[Field::TaskType.at()],
+            client_id: f[Field::ClientId.at()],
+            error_code: f[Field::ErrorCode.at()],
+            signature: f[Field::Signature.at()],
             state,
             attempt,
             due_ms,
-            by: f[10],
-            codebase_path: f[11],
-            run_by: f[12],
-            start_ms: f[13].parse().map_err(|_| "malformed start time")?,
-            processed_files: f[14].parse().map_err(|_| "malformed processed files")?,
-            due_at: f[15],
+            by: f[Field::By.at()],
+            codebase_path: f[Field::CodebasePath.at()],
+            run_by: f[Field::RunBy.at()],
+            start_ms: f[Field::StartMs.at()]
+                .parse()
+                .map_err(|_| "malformed start time")?,
+            processed_files: f[Field::ProcessedFiles.at()]
+                .parse()
+                .map_err(|_| "malformed processed files")?,
+            due_at: f[Field::DueAt.at()],
             message,
         })
     }
@@ -532,14 +666,15 @@ mod legacy {
         if fields.first() != Some(&"v3") {
             return Some(RetryStatus::Unscheduled);
         }
-        if fields.len() != 13 {
+        if fields.len() != V3_FIELDS {
             return None;
         }
-        match fields[7] {
+        match fields[Field::State.at()] {
             "s" => {
-                let attempt = fields[8].parse().ok()?;
-                let due = Timestamp::from_unix_millis(fields[9].parse().ok()?).ok()?;
-                let by = ScheduledBy::parse(fields[10]).ok()?;
+                let attempt = fields[Field::Attempt.at()].parse().ok()?;
+                let due_ms = fields[Field::DueMs.at()].parse().ok()?;
+                let due = Timestamp::from_unix_millis(due_ms).ok()?;
+                let by = ScheduledBy::parse(fields[Field::By.at()]).ok()?;
                 Some(RetryStatus::Scheduled(NextRetry { attempt, due, by }))
             }
             "f" => Some(RetryStatus::Final),
@@ -579,17 +714,17 @@ mod legacy {
 
     pub(super) fn header_attempt(header: &str) -> Option<AttemptRecord> {
         let f: Vec<&str> = header.split('\t').collect();
-        if f.first() != Some(&"v3") || f.len() != 13 {
+        if f.first() != Some(&"v3") || f.len() != V3_FIELDS {
             return None;
         }
-        let attempt = f[8].parse::<u32>().ok()?.checked_sub(1)?;
-        let (fail_ms, _) = split_member(f[1])?;
+        let attempt = f[Field::Attempt.at()].parse::<u32>().ok()?.checked_sub(1)?;
+        let (fail_ms, _) = split_member(f[Field::Member.at()])?;
         Some(AttemptRecord {
             attempt,
             fail_time: Timestamp::from_unix_millis(fail_ms).ok()?,
-            error_code: ErrorCode::parse(f[5]).ok()?,
-            error_category: ErrorCategory::parse(f[2]).ok()?,
-            scheduled_by: match f[12] {
+            error_code: ErrorCode::parse(f[Field::ErrorCode.at()]).ok()?,
+            error_category: ErrorCategory::parse(f[Field::Category.at()]).ok()?,
+            scheduled_by: match f[Field::RunBy.at()] {
                 "-" => None,
                 by => Some(ScheduledBy::parse(by).ok()?),
             },
@@ -613,7 +748,7 @@ pub fn encode_v3(task: &FailedTask, signature: &ErrorSignature, status: &RetrySt
         return r;
     };
     let header = r.split_once('\n').map_or("", |(h, _)| h);
-    let fields: Vec<&str> = header.split('\t').take(13).collect();
+    let fields: Vec<&str> = header.split('\t').take(V3_FIELDS).collect();
     let mut json = Vec::with_capacity(r.len() + 200);
     let _ = parsed.write_wire_json(None, &mut json);
     format!(
