@@ -249,7 +249,7 @@ async fn fast(
     store: RedisStore,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let query = Arc::new(crate::page_query()?);
+    let query = Arc::new(crate::bench::page_query()?);
     tokio::pin!(stop);
     loop {
         let (stream, _) = tokio::select! {

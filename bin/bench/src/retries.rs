@@ -11,9 +11,10 @@ use failed_tasks_redis::RedisStore;
 use failed_tasks_store::{RetryStore, Stores};
 use fred::types::Value;
 
+use crate::bench::{connect_store, now_ms};
+use crate::data;
 use crate::raw::Raw;
 use crate::report::{Figures, Latency};
-use crate::{connect_store, data, now_ms};
 
 const PREFIX: &str = "{bench-retries}";
 

@@ -41,7 +41,7 @@ pub(crate) fn map_error(doing: &str, e: &FredError) -> StoreError {
     }
     // A batch script that started after its caller had stopped waiting (see
     // `scripts::RECORD_MANY`): it wrote nothing, and the caller reports a timeout.
-    if e.details().starts_with(crate::scripts::LATE) {
+    if e.details().starts_with(LATE) {
         return StoreError::Timeout(detail);
     }
     match e.kind() {
@@ -77,6 +77,10 @@ pub(crate) fn map_error(doing: &str, e: &FredError) -> StoreError {
         _ => StoreError::Internal(detail),
     }
 }
+
+/// The first word of the error a `scripts::RECORD_MANY` call answers when it started after
+/// its caller's deadline (and so wrote nothing).
+pub(crate) const LATE: &str = "LATE";
 
 /// Run fred's connection task, and start it again whenever it ends with an error.
 ///

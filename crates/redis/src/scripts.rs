@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use crate::conn::Script;
+use crate::conn::{Script, LATE};
 
 /// Shared helpers: parse a header, bump counters, remove a record from (and add one to) its
 /// index entries, minute counters and failure group.
@@ -378,10 +378,6 @@ put(acc, ARGV[1], KEYS[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 flush(acc, ARGV[1])
 return 1
 "#;
-
-/// The first word of the error a [`RECORD_MANY`] call answers when it started after its
-/// caller's deadline (and so wrote nothing).
-pub(crate) const LATE: &str = "LATE";
 
 /// Upsert a whole batch in one call, all or nothing: [`RECORD`] for each task, in order (a
 /// later task with the same id sees the earlier one as its old record).
