@@ -110,6 +110,64 @@ fn supervise(client: Client) {
     });
 }
 
+/// The fred client a store of `config` uses, built exactly as the store builds it and not
+/// connected yet: for tests that must exercise the production configuration, never a copy
+/// of it.
+#[doc(hidden)]
+pub fn fred_client(config: &RedisConfig) -> Result<Client, StoreError> {
+    build_client(config, Duration::ZERO)
+}
+
+/// The per-call options the store sends a command with (see [`fred_client`]).
+#[doc(hidden)]
+pub fn call_options(config: &RedisConfig) -> Options {
+    call_options_with(config.command_timeout, 2)
+}
+
+fn call_options_with(timeout: Duration, attempts: u32) -> Options {
+    Options {
+        timeout: Some(timeout),
+        fail_fast: true,
+        max_attempts: Some(attempts),
+        ..Options::default()
+    }
+}
+
+/// Build (not connect) the client of a connection that also sends blocking commands of at
+/// most `max_block` (zero for none).
+fn build_client(config: &RedisConfig, max_block: Duration) -> Result<Client, StoreError> {
+    config.validate()?;
+    let mut fred_config = Config::from_url(&config.url).map_err(|e| {
+        StoreError::Rejected(format!(
+            "redis url {}: {}",
+            redact_url(&config.url),
+            e.details()
+        ))
+    })?;
+    // Retry the first connection too, so a Redis that is down at start is picked up later
+    // instead of failing the whole process. Calls still fail fast (per-call option below).
+    fred_config.fail_fast = false;
+    let timeout = config.command_timeout;
+    Builder::from_config(fred_config)
+        .with_performance_config(|perf: &mut PerformanceConfig| {
+            perf.default_command_timeout = timeout;
+        })
+        .with_connection_config(|conn: &mut ConnectionConfig| {
+            conn.connection_timeout = timeout;
+            conn.internal_command_timeout = timeout;
+            // A frozen server keeps the socket open: drop such a connection and redial.
+            conn.unresponsive = UnresponsiveConfig {
+                max_timeout: Some(timeout * 2 + max_block),
+                interval: (timeout / 2).max(Duration::from_millis(50)),
+            };
+            conn.max_command_attempts = 2;
+        })
+        // Forever, every 100 ms doubling up to 2 s: recovers by itself, never a hot loop.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()
+        .map_err(|e| map_error("building the redis client", &e))
+}
+
 /// A Lua script with its SHA1, sent with EVALSHA and loaded on `NOSCRIPT`.
 #[derive(Debug)]
 pub(crate) struct Script {
@@ -152,36 +210,8 @@ impl Conn {
         config: &RedisConfig,
         max_block: Duration,
     ) -> Result<Self, StoreError> {
-        config.validate()?;
-        let mut fred_config = Config::from_url(&config.url).map_err(|e| {
-            StoreError::Rejected(format!(
-                "redis url {}: {}",
-                redact_url(&config.url),
-                e.details()
-            ))
-        })?;
-        // Retry the first connection too, so a Redis that is down at start is picked up later
-        // instead of failing the whole process. Calls still fail fast (per-call option below).
-        fred_config.fail_fast = false;
+        let client = build_client(config, max_block)?;
         let timeout = config.command_timeout;
-        let client = Builder::from_config(fred_config)
-            .with_performance_config(|perf: &mut PerformanceConfig| {
-                perf.default_command_timeout = timeout;
-            })
-            .with_connection_config(|conn: &mut ConnectionConfig| {
-                conn.connection_timeout = timeout;
-                conn.internal_command_timeout = timeout;
-                // A frozen server keeps the socket open: drop such a connection and redial.
-                conn.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(timeout * 2 + max_block),
-                    interval: (timeout / 2).max(Duration::from_millis(50)),
-                };
-                conn.max_command_attempts = 2;
-            })
-            // Forever, every 100 ms doubling up to 2 s: recovers by itself, never a hot loop.
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .build()
-            .map_err(|e| map_error("building the redis client", &e))?;
         // Connection events (subscribed before connecting, so the first is not missed) keep
         // the health up to date; the listener ends when the client's notifiers are gone.
         let health = Arc::new(Health::new(config.allow_eviction));
@@ -211,12 +241,7 @@ impl Conn {
             client,
             slot,
             timeout,
-            options: Options {
-                timeout: Some(timeout),
-                fail_fast: true,
-                max_attempts: Some(2),
-                ..Options::default()
-            },
+            options: call_options(config),
             health,
         })
     }

@@ -75,6 +75,8 @@ pub mod store;
 
 pub use compat::{CompatConfig, CompatStore};
 pub use config::{redact_url, shard_key, RedisConfig, MAX_SHARDS};
+#[doc(hidden)]
+pub use conn::{call_options, fred_client};
 pub use janitor::{JanitorHandle, TrimReport};
 pub use layout::Keys;
 pub use migrate::{MigrateStep, Migrated};
