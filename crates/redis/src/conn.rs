@@ -694,3 +694,54 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_that_say_the_command_did_not_run_are_followed() {
+        for (kind, details, followed) in [
+            (ErrorKind::Routing, "Too many redirections.", true),
+            (
+                ErrorKind::Unknown,
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+                true,
+            ),
+            // Whether these ran is unknown, or they will not get better by waiting here.
+            (ErrorKind::Timeout, "Request timed out.", false),
+            (ErrorKind::Unknown, "Too many failed write attempts.", false),
+            (ErrorKind::Routing, "Max attempts reached.", false),
+            (ErrorKind::Unknown, "CLUSTERDOWN The cluster is down", false),
+            (ErrorKind::IO, "Connection reset by peer", false),
+        ] {
+            let e = FredError::new(kind, details);
+            assert_eq!(slot_moving(&e), followed, "{details}");
+        }
+    }
+
+    #[test]
+    fn pauses_are_jittered_within_half_to_all() {
+        let pause = Duration::from_millis(40);
+        let seen: Vec<Duration> = (0..50).map(|_| jittered(pause)).collect();
+        assert!(seen.iter().all(|p| *p >= pause / 2 && *p <= pause), "{seen:?}");
+        assert!(seen.iter().any(|p| *p != seen[0]), "{seen:?}");
+    }
+
+    /// A connection task that ends with an error (here: `fail_fast`, so a refused first
+    /// connection ends it) is started again, and each restart is counted in the health.
+    #[tokio::test]
+    async fn an_ended_connection_task_is_started_again_and_counted() {
+        let port = failed_tasks_testkit::free_port();
+        let mut config = Config::from_url(&format!("redis://127.0.0.1:{port}")).unwrap();
+        config.fail_fast = true;
+        let client = Builder::from_config(config).build().unwrap();
+        let health = Arc::new(Health::new(false));
+        supervise(client, health.clone());
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while health.condition().connection_restarts < 2 {
+            assert!(tokio::time::Instant::now() < until, "not restarted twice");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

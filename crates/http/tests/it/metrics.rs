@@ -168,6 +168,41 @@ async fn store_errors_are_counted_by_kind() {
     );
 }
 
+/// The store adapter's restarts of its connection task (`StoreCondition::connection_restarts`,
+/// counted by the adapter since it was built) show as a counter that follows that count.
+#[tokio::test]
+async fn connection_task_restarts_are_counted() {
+    let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut store = failed_tasks_store::MockStatusStore::new();
+    let seen = restarts.clone();
+    store
+        .expect_condition()
+        .returning(move || failed_tasks_store::StoreCondition {
+            connection_restarts: seen.load(std::sync::atomic::Ordering::SeqCst),
+            ..Default::default()
+        });
+    // (The store is down: the scrape's stored-tasks refresh fails, the rest is shown.)
+    store.expect_ping().returning(|| {
+        Err(failed_tasks_store::StoreError::Unavailable(
+            "refused".into(),
+        ))
+    });
+    let server = spawn_app(
+        tasks_only(Arc::new(store)),
+        Deadlines::default(),
+        test_config(),
+    )
+    .await;
+    let name = "failed_tasks_store_connection_restarts_total";
+    let s = scrape(&get(&server, "/metrics").await.body);
+    assert_eq!(value(&s, name, &[]), Some(0.0));
+    restarts.store(2, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..2 {
+        let s = scrape(&get(&server, "/metrics").await.body);
+        assert_eq!(value(&s, name, &[]), Some(2.0));
+    }
+}
+
 /// Recordings are counted by the use case: those made by Rust code calling the service
 /// directly (an embedder, `--demo`) are in `/metrics` as well as those through HTTP. Before,
 /// the HTTP handler counted them, and only its own.
