@@ -241,6 +241,11 @@ fn slot_moving(e: &FredError) -> bool {
         || e.details().starts_with("TRYAGAIN")
 }
 
+/// A command that got no answer within `limit` (whether Redis ran it is unknown).
+fn no_answer(doing: &str, limit: Duration) -> StoreError {
+    StoreError::Timeout(format!("{doing}: no answer from redis within {limit:?}"))
+}
+
 /// Between half and all of `pause`, at random, so that calls refused together do not all
 /// come back together.
 fn jittered(pause: Duration) -> Duration {
@@ -474,11 +479,7 @@ impl Conn {
                 }
                 Ok(Err(e)) if slot_moving(&e) => e,
                 Ok(Err(e)) => return Err(map_error(doing, &e)),
-                Err(_) => {
-                    return Err(StoreError::Timeout(format!(
-                        "{doing}: no answer from redis within {limit:?}"
-                    )))
-                }
+                Err(_) => return Err(no_answer(doing, limit)),
             };
             refusals += 1;
             let waited = started.elapsed();
@@ -528,7 +529,7 @@ impl Conn {
     /// wins and reports the precise error), whatever fred does; refuse it at once when the
     /// connection is not usable. For the one call that no slot redirects (`SCRIPT LOAD` on
     /// every primary).
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         doing: &str,
         fut: impl Future<Output = Result<T, FredError>>,
@@ -538,9 +539,7 @@ impl Conn {
         match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(map_error(doing, &e)),
-            Err(_) => Err(StoreError::Timeout(format!(
-                "{doing}: no answer from redis within {limit:?}"
-            ))),
+            Err(_) => Err(no_answer(doing, limit)),
         }
     }
 
@@ -724,7 +723,10 @@ mod tests {
     fn pauses_are_jittered_within_half_to_all() {
         let pause = Duration::from_millis(40);
         let seen: Vec<Duration> = (0..50).map(|_| jittered(pause)).collect();
-        assert!(seen.iter().all(|p| *p >= pause / 2 && *p <= pause), "{seen:?}");
+        assert!(
+            seen.iter().all(|p| *p >= pause / 2 && *p <= pause),
+            "{seen:?}"
+        );
         assert!(seen.iter().any(|p| *p != seen[0]), "{seen:?}");
     }
 
