@@ -131,21 +131,28 @@ async fn metrics_parse_and_count_requests_recordings_and_stored_tasks() {
     );
 }
 
-#[tokio::test]
-async fn store_errors_are_counted_by_kind() {
-    let mut store = failed_tasks_store::MockStatusStore::new();
-    store.expect_condition().returning(Default::default);
+/// A server on `store` whose connection check always fails (Redis unreachable).
+async fn serve_unreachable(
+    mut store: failed_tasks_store::MockStatusStore,
+) -> crate::helpers::TestServer {
     store.expect_ping().returning(|| {
         Err(failed_tasks_store::StoreError::Unavailable(
             "refused".into(),
         ))
     });
-    let server = spawn_app(
+    spawn_app(
         tasks_only(Arc::new(store)),
         Deadlines::default(),
         test_config(),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn store_errors_are_counted_by_kind() {
+    let mut store = failed_tasks_store::MockStatusStore::new();
+    store.expect_condition().returning(Default::default);
+    let server = serve_unreachable(store).await;
     for _ in 0..2 {
         let a = get(&server, "/codebase-embedder/api/v1/tasks/failed").await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -181,18 +188,8 @@ async fn connection_task_restarts_are_counted() {
             connection_restarts: seen.load(std::sync::atomic::Ordering::SeqCst),
             ..Default::default()
         });
-    // (The store is down: the scrape's stored-tasks refresh fails, the rest is shown.)
-    store.expect_ping().returning(|| {
-        Err(failed_tasks_store::StoreError::Unavailable(
-            "refused".into(),
-        ))
-    });
-    let server = spawn_app(
-        tasks_only(Arc::new(store)),
-        Deadlines::default(),
-        test_config(),
-    )
-    .await;
+    // (The scrape's stored-tasks refresh fails; the rest is shown.)
+    let server = serve_unreachable(store).await;
     let name = "failed_tasks_store_connection_restarts_total";
     let s = scrape(&get(&server, "/metrics").await.body);
     assert_eq!(value(&s, name, &[]), Some(0.0));

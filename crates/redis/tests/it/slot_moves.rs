@@ -13,6 +13,18 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 
 use crate::helpers;
 
+/// The slot of `prefix`'s hash tag, the master serving it, and another master to move it to.
+fn slot_of(cluster: &RedisCluster, prefix: &str) -> (u16, usize, usize) {
+    let slot = fred::util::redis_keyslot(prefix.as_bytes());
+    let source = cluster.owner_of(slot);
+    let target = cluster
+        .masters()
+        .into_iter()
+        .find(|&m| m != source)
+        .expect("a second master");
+    (slot, source, target)
+}
+
 /// `n` keys, each in a slot that node `node` of `cluster` serves, named after `name`.
 fn keys_on(cluster: &RedisCluster, node: usize, name: &str, n: usize) -> Vec<String> {
     let slots = cluster.slots_of(node);
@@ -39,13 +51,7 @@ async fn no_reply_reaches_another_command_while_a_slot_migrates() {
     let cluster = RedisCluster::start();
     let config = helpers::config(&cluster.url());
     let prefix = config.key_prefix.clone();
-    let slot = fred::util::redis_keyslot(prefix.as_bytes());
-    let source = cluster.owner_of(slot);
-    let target = cluster
-        .masters()
-        .into_iter()
-        .find(|&m| m != source)
-        .expect("a second master");
+    let (slot, source, target) = slot_of(&cluster, &prefix);
     let rounds = 20;
     let moved: Vec<String> = (0..rounds).map(|i| format!("{prefix}:moved:{i}")).collect();
     let staying: Vec<String> = (0..rounds).map(|i| format!("{prefix}:stays:{i}")).collect();
@@ -181,13 +187,7 @@ async fn no_script_runs_on_a_migrating_slot_and_calls_follow_it() {
     let none = store.deliver_due(Timestamp::from_unix_millis(BASE_MS - 1).unwrap(), 10);
     assert_eq!(none.await.unwrap().moved, 0);
 
-    let slot = fred::util::redis_keyslot(config.key_prefix.as_bytes());
-    let source = cluster.owner_of(slot);
-    let target = cluster
-        .masters()
-        .into_iter()
-        .find(|&m| m != source)
-        .expect("a second master");
+    let (slot, source, target) = slot_of(&cluster, &config.key_prefix);
     cluster.begin_slot_move(slot, source, target);
     // The scheduled task's record goes first: `deliver` reads it without declaring it.
     let keys = failed_tasks_redis::Keys::new(&config.key_prefix);
