@@ -82,6 +82,7 @@ pub struct Metrics {
     stored: Family<CategoryLabels, Gauge>,
     eviction_policy: Family<PolicyLabels, Gauge>,
     store_problem: Family<CauseLabels, Gauge>,
+    store_restarts: Counter,
     stored_refreshed: Mutex<Option<Instant>>,
     connections_open: Gauge,
     connections_closed: Family<ReasonLabels, Counter>,
@@ -240,6 +241,12 @@ impl Metrics {
             "1 for the cause the store is not usable (auth_failed, connection_refused, timeout, dns, evicting, unreachable), 0 for the others",
             store_problem.clone(),
         );
+        let store_restarts = Counter::default();
+        registry.register(
+            "failed_tasks_store_connection_restarts",
+            "Times the store's adapter restarted its driver's connection task after it ended with an error (a safety net; expected to stay 0)",
+            store_restarts.clone(),
+        );
         let connections_open = Gauge::default();
         registry.register(
             "failed_tasks_http_connections_open",
@@ -316,6 +323,7 @@ impl Metrics {
             stored,
             eviction_policy,
             store_problem,
+            store_restarts,
             stored_refreshed: Mutex::new(None),
             connections_open,
             connections_closed,
@@ -419,8 +427,9 @@ impl Metrics {
     }
 
     /// Show what the store's adapter last observed: its eviction policy (the current one
-    /// at 1; an earlier one's series goes away) and the cause of a problem (that one 1, the
-    /// others 0).
+    /// at 1; an earlier one's series goes away), the cause of a problem (that one 1, the
+    /// others 0), and how often it restarted its connection task (the counter catches up
+    /// with the adapter's own count).
     pub fn set_store_condition(&self, condition: &failed_tasks_query::StoreCondition) {
         if let Some(policy) = &condition.eviction_policy {
             // Label values come from the store, not from clients: a handful at most.
@@ -437,6 +446,11 @@ impl Metrics {
                     cause: p.label().to_owned(),
                 })
                 .set(i64::from(condition.problem == Some(p)));
+        }
+        let counted = self.store_restarts.get();
+        if condition.connection_restarts > counted {
+            self.store_restarts
+                .inc_by(condition.connection_restarts - counted);
         }
     }
 

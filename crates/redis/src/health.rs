@@ -31,6 +31,8 @@ pub(crate) struct Health {
     refusing: AtomicBool,
     /// One policy check at a time.
     check: tokio::sync::Mutex<()>,
+    /// How often fred's connection task ended with an error and was started again.
+    restarts: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -82,7 +84,13 @@ impl Health {
             checked: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
             check: tokio::sync::Mutex::new(()),
+            restarts: AtomicU64::new(0),
         }
+    }
+
+    /// fred's connection task ended with an error and is being started again.
+    pub(crate) fn restarted(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -194,6 +202,7 @@ impl Health {
         StoreCondition {
             problem: Self::problem(&s),
             eviction_policy: s.policy.clone(),
+            connection_restarts: self.restarts.load(Ordering::Relaxed),
         }
     }
 

@@ -102,6 +102,13 @@ impl Keys {
         format!("{}:batch:{token}", self.prefix)
     }
 
+    /// `PREFIX:slot-guard`: a key nothing ever writes. Every script declares it besides its
+    /// own keys, so that Redis Cluster refuses to start a script while the slot is being
+    /// migrated (docs/redis-layout.md, "Connection behaviour").
+    pub(crate) fn slot_guard(&self) -> String {
+        format!("{}:slot-guard", self.prefix)
+    }
+
     /// `PREFIX:janitor:lock`: held by the janitor that is trimming.
     pub(crate) fn janitor_lock(&self) -> String {
         format!("{}:janitor:lock", self.prefix)

@@ -12,7 +12,9 @@
 //!
 //! # Layout
 //! - [`config`]: [`RedisConfig`], with defaults.
-//! - `conn`: the fred client (timeouts, reconnect policy, fail-fast) and the error mapping.
+//! - `conn`: the fred client (timeouts, reconnect policy, fail-fast, no redirection followed
+//!   by fred), the one path of every command (a command refused for its moving cluster slot is
+//!   sent again), and the error mapping.
 //! - `health`: the cause of a connection problem and Redis's `maxmemory-policy`, checked
 //!   after every (re)connection (an evicting Redis is refused unless allowed).
 //! - `layout`: key names, index members `{fail_ms:015}:{task_id}`, lex bounds.
@@ -51,8 +53,13 @@
 //!   values), a page of groups O(log G + page) entries.
 //! - Index members sort byte-wise in exactly the domain's `SortKey` order (newest first, then
 //!   task id descending), so a cursor is an exclusive lex bound: O(log N + page) per page.
-//! - No call waits longer than the command timeout (fred's timeout plus `tokio::time::timeout`
-//!   around every call); while disconnected, calls fail at once with `Unavailable`.
+//! - No attempt of a command waits longer than the command timeout (fred's timeout plus
+//!   `tokio::time::timeout` around every call), and a command refused because its cluster
+//!   slot is moving is sent again for at most one more command timeout; while disconnected,
+//!   calls fail at once with `Unavailable`.
+//! - No call gets another call's reply: fred follows no cluster redirection (its `ASK` path
+//!   mixes up pipelined replies, docs/fred-ask-redirections.md), and no script runs on a
+//!   slot in migration (each declares the slot's guard key).
 //! - Connecting never fails because Redis is down; the client reconnects by itself.
 //! - No `unwrap`/`expect` on anything from Redis, the network or configuration.
 
@@ -75,6 +82,8 @@ pub mod store;
 
 pub use compat::{CompatConfig, CompatStore};
 pub use config::{redact_url, shard_key, RedisConfig, MAX_SHARDS};
+#[doc(hidden)]
+pub use conn::{call_options, fred_client};
 pub use janitor::{JanitorHandle, TrimReport};
 pub use layout::Keys;
 pub use migrate::{MigrateStep, Migrated};

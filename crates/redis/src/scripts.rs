@@ -7,6 +7,10 @@
 //! task (a group's re-ranking reads one member with `ZRANGE … LIMIT 0 1`), never a loop
 //! over a set. Keys built inside a
 //! script share the prefix's hash tag, so they live in the slot of the declared keys.
+//!
+//! Every call declares one more key after a script's own KEYS, the slot's guard
+//! (`Keys::slot_guard`, never written; see `Conn::eval`): scripts read KEYS by position and
+//! ignore it.
 
 use std::sync::OnceLock;
 
@@ -393,14 +397,15 @@ return 1
 /// expiring after a few minutes, in the same atomic step: a caller whose answer was lost
 /// (Redis killed after applying the batch, connection dropped) reads it to learn the outcome.
 ///
-/// KEYS: per task, its seven keys in [`RECORD`]'s order (7 x n keys).
+/// KEYS: per task, its seven keys in [`RECORD`]'s order (7 x n keys; the guard key
+/// `Conn::eval` adds after them is left out of `n`).
 /// ARGV: prefix, not-after (ms since the epoch, server clock; 0: none), then per task
 /// [`RECORD`]'s four arguments after the prefix, then the receipt's key and its lifetime in
 /// ms (2 + 4 x n + 2; the receipt pair is last, so it is found whatever a task's arguments).
 /// Returns one flag per task: 1 when its id was new, 0 when it replaced a record.
 const RECORD_MANY: &str = r#"
 local prefix = ARGV[1]
-local n = #KEYS / 7
+local n = math.floor(#KEYS / 7)
 if late(ARGV[2]) then
   return redis.error_reply('{LATE} batch started after its caller stopped waiting; nothing stored')
 end
@@ -684,7 +689,8 @@ impl Scripts {
             ),
             remove: Script::new("remove", with_helpers(REMOVE)),
             trim: Script::new("trim", with_helpers(TRIM)),
-            attempts: Script::new("attempts", ATTEMPTS.to_owned()),
+            // HINCRBY: running it twice would count twice.
+            attempts: Script::adding("attempts", ATTEMPTS.to_owned()),
             unlock: Script::new("unlock", UNLOCK.to_owned()),
             extend: Script::new("extend", EXTEND.to_owned()),
             deliver: Script::new("deliver", with_helpers(DELIVER)),

@@ -77,4 +77,8 @@ pub struct StoreCondition {
     /// The store's eviction policy (Redis `maxmemory-policy`), once read; `None` for stores
     /// without one or before it was read.
     pub eviction_policy: Option<String>,
+    /// How often the adapter restarted its driver's connection task after it ended with an
+    /// error, since the adapter was built (Redis: a safety net around fred's router task,
+    /// expected to stay 0; 0 for stores without one).
+    pub connection_restarts: u64,
 }

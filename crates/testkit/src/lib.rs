@@ -524,11 +524,11 @@ impl RedisCluster {
     /// Move `slots` hash slots from node `from` to node `to` (both masters) with
     /// `redis-cli --cluster reshard`, keys included (`MIGRATE`); returns when done.
     pub fn move_slots(&self, from: usize, to: usize, slots: u32) {
-        let id = |i: usize| self.nodes[i].cli(&["cluster", "myid"]).trim().to_owned();
         let out = Command::new("redis-cli")
             .args(["--cluster", "reshard"])
             .arg(format!("127.0.0.1:{}", self.nodes[from].port()))
-            .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
             .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
             .output()
             .expect("run redis-cli --cluster reshard");
@@ -538,6 +538,107 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The cluster id of node `i` (`CLUSTER MYID`).
+    pub fn node_id(&self, i: usize) -> String {
+        self.nodes[i].cli(&["cluster", "myid"]).trim().to_owned()
+    }
+
+    /// The hash slots node `i` serves, as inclusive ranges (its own `CLUSTER NODES` line;
+    /// a replica serves none).
+    pub fn slots_of(&self, i: usize) -> Vec<(u16, u16)> {
+        let nodes = self.nodes[i].cli(&["cluster", "nodes"]);
+        let Some(me) = nodes.lines().find(|l| l.contains("myself")) else {
+            return Vec::new();
+        };
+        // Fields after the eighth are slots (`a-b` or `a`); `[slot->-id]` marks a migration.
+        me.split_whitespace()
+            .skip(8)
+            .filter(|f| !f.starts_with('['))
+            .map(|f| match f.split_once('-') {
+                Some((a, b)) => (a.parse().expect("slot"), b.parse().expect("slot")),
+                None => {
+                    let a = f.parse().expect("slot");
+                    (a, a)
+                }
+            })
+            .collect()
+    }
+
+    /// The master that serves hash slot `slot`.
+    pub fn owner_of(&self, slot: u16) -> usize {
+        self.masters()
+            .into_iter()
+            .find(|&m| {
+                self.slots_of(m)
+                    .iter()
+                    .any(|&(a, b)| (a..=b).contains(&slot))
+            })
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// Begin moving hash slot `slot` from master `from` to master `to` by hand, as
+    /// `redis-cli --cluster reshard` begins: `to` IMPORTING, then `from` MIGRATING. Its keys
+    /// stay on `from` until [`migrate_keys`](Self::migrate_keys) or
+    /// [`finish_slot_move`](Self::finish_slot_move) moves them.
+    pub fn begin_slot_move(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        self.ok(
+            to,
+            &[
+                "cluster",
+                "setslot",
+                &slot,
+                "importing",
+                &self.node_id(from),
+            ],
+        );
+        self.ok(
+            from,
+            &["cluster", "setslot", &slot, "migrating", &self.node_id(to)],
+        );
+    }
+
+    /// `MIGRATE` `keys` (of a slot being moved) from node `from` to node `to`.
+    pub fn migrate_keys(&self, from: usize, to: usize, keys: &[&str]) {
+        let port = self.nodes[to].port().to_string();
+        let mut args = vec![
+            "migrate",
+            "127.0.0.1",
+            port.as_str(),
+            "",
+            "0",
+            "5000",
+            "keys",
+        ];
+        args.extend_from_slice(keys);
+        self.ok(from, &args);
+    }
+
+    /// Finish moving `slot` from `from` to `to`: migrate the keys left on `from`, then assign
+    /// the slot to `to` on `to`, `from` and every other master (redis-cli's order).
+    pub fn finish_slot_move(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        loop {
+            let listed = self.nodes[from].cli(&["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = listed.lines().filter(|l| !l.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            self.migrate_keys(from, to, &keys);
+        }
+        let id = self.node_id(to);
+        let others = self.masters().into_iter().filter(|&m| m != to && m != from);
+        for i in [to, from].into_iter().chain(others) {
+            self.ok(i, &["cluster", "setslot", &slot, "node", &id]);
+        }
+    }
+
+    /// Run `redis-cli args` on node `i` and check it answered `OK`.
+    fn ok(&self, i: usize, args: &[&str]) {
+        let out = self.nodes[i].cli(args);
+        assert_eq!(out.trim(), "OK", "{args:?} on node {i}");
     }
 
     /// Kill node `i` (SIGKILL), e.g. a master whose replica then takes over.

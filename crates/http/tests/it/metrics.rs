@@ -131,21 +131,28 @@ async fn metrics_parse_and_count_requests_recordings_and_stored_tasks() {
     );
 }
 
-#[tokio::test]
-async fn store_errors_are_counted_by_kind() {
-    let mut store = failed_tasks_store::MockStatusStore::new();
-    store.expect_condition().returning(Default::default);
+/// A server on `store` whose connection check always fails (Redis unreachable).
+async fn serve_unreachable(
+    mut store: failed_tasks_store::MockStatusStore,
+) -> crate::helpers::TestServer {
     store.expect_ping().returning(|| {
         Err(failed_tasks_store::StoreError::Unavailable(
             "refused".into(),
         ))
     });
-    let server = spawn_app(
+    spawn_app(
         tasks_only(Arc::new(store)),
         Deadlines::default(),
         test_config(),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn store_errors_are_counted_by_kind() {
+    let mut store = failed_tasks_store::MockStatusStore::new();
+    store.expect_condition().returning(Default::default);
+    let server = serve_unreachable(store).await;
     for _ in 0..2 {
         let a = get(&server, "/codebase-embedder/api/v1/tasks/failed").await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -166,6 +173,31 @@ async fn store_errors_are_counted_by_kind() {
         ),
         Some(3.0)
     );
+}
+
+/// The store adapter's restarts of its connection task (`StoreCondition::connection_restarts`,
+/// counted by the adapter since it was built) show as a counter that follows that count.
+#[tokio::test]
+async fn connection_task_restarts_are_counted() {
+    let restarts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut store = failed_tasks_store::MockStatusStore::new();
+    let seen = restarts.clone();
+    store
+        .expect_condition()
+        .returning(move || failed_tasks_store::StoreCondition {
+            connection_restarts: seen.load(std::sync::atomic::Ordering::SeqCst),
+            ..Default::default()
+        });
+    // (The scrape's stored-tasks refresh fails; the rest is shown.)
+    let server = serve_unreachable(store).await;
+    let name = "failed_tasks_store_connection_restarts_total";
+    let s = scrape(&get(&server, "/metrics").await.body);
+    assert_eq!(value(&s, name, &[]), Some(0.0));
+    restarts.store(2, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..2 {
+        let s = scrape(&get(&server, "/metrics").await.body);
+        assert_eq!(value(&s, name, &[]), Some(2.0));
+    }
 }
 
 /// Recordings are counted by the use case: those made by Rust code calling the service

@@ -17,4 +17,5 @@ mod migrate;
 mod retention;
 mod retry_faults;
 mod sharded;
+mod slot_moves;
 mod stats;

@@ -277,24 +277,15 @@ async fn survives(
 /// Slots (with their keys) move between masters under load (`redis-cli --cluster
 /// reshard`: MIGRATE, ASK and MOVED redirections, TRYAGAIN on split slots): every call
 /// answers within the deadline, and a new client finds every acknowledged task.
-/// Ignored: about 1 run in 4 a call is answered with another call's reply ("MGET answered 3
-/// values for 7 keys"), most likely fred 10.1 reading the reply to its own `ASKING` off a
-/// pipelined connection that other commands wait on (docs/operations.md). Run with
-/// `--ignored`; un-ignore once fred handles ASK without that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fred 10.1 can hand a call another call's reply during ASK redirections (1 run in 4); see the doc comment"]
 async fn moving_slots_under_load_loses_nothing_acknowledged() {
     moving_slots(true).await;
 }
 
 /// The store's own client keeps working after `redis-cli --cluster reshard` under this
-/// load. fred 10.1 ends its connection task on an `ASK` answered to a command on its last
-/// attempt (every command, `PING` included, then timed out on that client); `conn`
-/// starts the task again. Still ignored: some runs see a call answered with another
-/// call's reply ("record_many answered 2 flags for 1 tasks"); the test above fails so
-/// too without the restart (1 run in 4), so it is not the restart. Run with `--ignored`.
+/// load (fred 10.1 used to end its connection task on an `ASK`; fred no longer follows
+/// redirections, the store does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "some runs see a call answered with another call's reply (also without the restart); see the doc comment"]
 async fn the_same_client_recovers_after_slots_moved_under_load() {
     moving_slots(false).await;
 }
@@ -313,6 +304,8 @@ async fn moving_slots(fresh_reader: bool) {
         fresh_reader,
     )
     .await;
+    // fred's connection task never ended: the restart in `conn` is only a safety net.
+    assert_eq!(store.condition().connection_restarts, 0);
 }
 
 /// A master with a replica is killed under load: its replica takes over.
