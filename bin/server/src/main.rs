@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use failed_tasks_domain::{FailedTask, Timestamp};
 use failed_tasks_http::App;
 use failed_tasks_query::{FailedTaskService, RetryScheduler};
-use failed_tasks_redis::{CompatStore, RedisStore, ShardedStore};
+use failed_tasks_redis::{CompatStore, RedisStore};
 use failed_tasks_store::{Background, Capability, MemoryStore, StatusStore, StoreProblem, Stores};
 
 mod config;
@@ -61,8 +61,7 @@ async fn open_store(flags: &Settings) -> anyhow::Result<Opened> {
             let config = flags.redis_config();
             // Fails only on bad configuration: a Redis that is down is retried in the
             // background while /readyz reports not-ready.
-            // One shard (the default) is exactly a single `RedisStore`'s keys and behaviour.
-            let store = ShardedStore::connect(config).await.context(
+            let store = RedisStore::connect(config).await.context(
                 "--redis-url / --redis-key-prefix / --redis-command-timeout / --redis-shards",
             )?;
             if !store.wait_connected(Duration::from_secs(2)).await {
@@ -156,28 +155,25 @@ async fn migrate(
             flags.store
         );
     }
-    let base = flags.redis_config();
-    let shards = base.shards.max(1);
+    let config = failed_tasks_redis::RedisConfig {
+        resharding_from: None,
+        ..flags.redis_config()
+    };
+    let shards = config.shards.max(1);
     if first_shard >= shards {
         bail!("--shard {first_shard}: the store has {shards} shard(s), numbered from 0");
     }
+    let store = RedisStore::connect(config)
+        .await
+        .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
+    if !store.wait_connected(Duration::from_secs(10)).await {
+        bail!(
+            "Redis at {} did not answer within 10 s",
+            redact_url(&flags.redis_url)
+        );
+    }
     let (mut scanned, mut migrated, mut current, mut corrupt, mut missing) = (0, 0, 0, 0, 0);
     for shard in first_shard..shards {
-        let config = failed_tasks_redis::RedisConfig {
-            key_prefix: failed_tasks_redis::shard_key(&base.key_prefix, shard, shards),
-            shards: 1,
-            resharding_from: None,
-            ..base.clone()
-        };
-        let store = RedisStore::connect(config)
-            .await
-            .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
-        if !store.wait_connected(Duration::from_secs(10)).await {
-            bail!(
-                "Redis at {} did not answer within 10 s",
-                redact_url(&flags.redis_url)
-            );
-        }
         let name = if shards > 1 {
             format!("shard {shard} ")
         } else {
@@ -185,7 +181,7 @@ async fn migrate(
         };
         for n in 1u64.. {
             let step = store
-                .migrate_step(after.as_deref(), batch)
+                .migrate_step(shard, after.as_deref(), batch)
                 .await
                 .with_context(|| match &after {
                     Some(a) if shards > 1 => format!(

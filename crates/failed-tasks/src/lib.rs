@@ -59,9 +59,7 @@ pub use failed_tasks_query::{
     SchedulerConfig, Stores,
 };
 #[cfg(feature = "redis")]
-pub use failed_tasks_redis::{
-    RedisConfig, RedisRetryQueue, RedisStore, ShardedRetryQueue, ShardedStore,
-};
+pub use failed_tasks_redis::{RedisConfig, RedisRetryQueue, RedisStore};
 pub use failed_tasks_store::{
     Delivery, MemoryConfig, MemoryStore, Retention, RetryQueue, StatusStore, StoreError,
 };
@@ -179,11 +177,11 @@ impl FailedTasksBuilder {
         }
     }
 
-    /// The Redis store with `config` (split into `config.shards` shards; one by default:
-    /// exactly a [`RedisStore`]) and its janitor.
+    /// The Redis store with `config` (split into `config.shards` shards; one by default)
+    /// and its janitor.
     #[cfg(feature = "redis")]
     async fn in_redis(self, config: RedisConfig) -> Result<FailedTasks, Error> {
-        let store = ShardedStore::connect(config.clone()).await?;
+        let store = RedisStore::connect(config.clone()).await?;
         if !store.wait_connected(config.command_timeout).await {
             tracing::warn!(
                 url = %failed_tasks_redis::redact_url(&config.url),
@@ -303,8 +301,8 @@ impl FailedTasks {
             }
             #[cfg(feature = "redis")]
             WorkerSource::Redis(config) => {
-                // Every shard's stream; with one shard exactly a `RedisRetryQueue`.
-                let queue = ShardedRetryQueue::connect(config, consumer).await?;
+                // Every shard's stream.
+                let queue = RedisRetryQueue::connect(config, consumer).await?;
                 if !queue.wait_connected(config.command_timeout).await {
                     tracing::warn!("the retry queue's connection is not up yet; retrying");
                 }

@@ -61,15 +61,17 @@
 pub mod compat;
 pub mod config;
 mod conn;
+mod groups;
 mod health;
 pub mod janitor;
 mod layout;
 pub mod migrate;
+mod pages;
 mod queue;
 pub mod reshard;
 mod retries;
 mod scripts;
-pub mod sharded;
+mod shard;
 mod stats;
 pub mod store;
 
@@ -80,5 +82,5 @@ pub use layout::Keys;
 pub use migrate::{MigrateStep, Migrated};
 pub use queue::RedisRetryQueue;
 pub use reshard::{reshard, ReshardProgress};
-pub use sharded::{shard_of, ShardedRetryQueue, ShardedStore};
+pub use shard::{shard_config, shard_of};
 pub use store::{RedisStore, OUTCOME_UNKNOWN};
