@@ -222,7 +222,7 @@ impl Conn {
     }
 
     /// The same client (one connection pool, one health) routing every command to the slot
-    /// of `prefix`'s hash tag: how the shards of a [`ShardedStore`](crate::ShardedStore)
+    /// of `prefix`'s hash tag: how the shards of a [`RedisStore`](crate::RedisStore)
     /// share one client instead of connecting once per shard.
     pub(crate) fn on_slot_of(&self, prefix: &str) -> Conn {
         Conn {

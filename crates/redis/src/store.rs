@@ -1,6 +1,6 @@
 //! [`RedisStore`]: the [`StatusStore`] port on Redis, over one or several shards.
 //!
-//! The store is a set of [`Shard`]s (one by default: exactly the configured prefix's keys),
+//! The store is a set of shards (one by default: exactly the configured prefix's keys),
 //! which own the commands and scripts; it implements each port trait once, over all of them:
 //! a task's reads and writes go to its shard, reads of many tasks merge the shards' answers,
 //! and a batch is split per shard, each part one script (all or nothing per shard; when
