@@ -387,17 +387,15 @@ impl Merge {
         n: usize,
     ) -> Result<(u64, Self), StoreError> {
         let mut merge = Self::new(keys, range);
-        let reads = merge
-            .heads
-            .iter_mut()
-            .zip(shards)
-            .map(|(h, shard)| async move {
+        let reads = merge.heads.iter_mut().zip(shards).map(|(h, shard)| {
+            Box::pin(async move {
                 let (count, members) = shard
                     .count_and_range(&h.key, total, &h.max, &h.min, n)
                     .await?;
                 h.fill(members, n);
                 Ok::<_, StoreError>(count)
-            });
+            })
+        });
         let mut sum = 0u64;
         for count in join_all(reads).await {
             sum = sum.saturating_add(count?);
@@ -418,10 +416,12 @@ impl Merge {
                 .iter_mut()
                 .zip(shards)
                 .filter(|(h, _)| h.buf.is_empty() && !h.done)
-                .map(|(h, shard)| async move {
-                    let members = shard.range(&h.key, &h.max, &h.min, n).await?;
-                    h.fill(members, n);
-                    Ok::<_, StoreError>(())
+                .map(|(h, shard)| {
+                    Box::pin(async move {
+                        let members = shard.range(&h.key, &h.max, &h.min, n).await?;
+                        h.fill(members, n);
+                        Ok::<_, StoreError>(())
+                    })
                 });
             for r in join_all(refills).await {
                 r?;
@@ -467,9 +467,11 @@ async fn records_of(shards: &[Shard], picked: &[(usize, Bytes)]) -> Result<Vec<V
         .iter()
         .enumerate()
         .filter(|(_, positions)| !positions.is_empty())
-        .map(|(shard, positions)| async move {
-            let members = positions.iter().map(|p| &picked[*p].1[..]);
-            Ok::<_, StoreError>((positions, shards[shard].records(members).await?))
+        .map(|(shard, positions)| {
+            Box::pin(async move {
+                let members = positions.iter().map(|p| &picked[*p].1[..]);
+                Ok::<_, StoreError>((positions, shards[shard].records(members).await?))
+            })
         });
     let mut values = vec![Value::Null; picked.len()];
     for read in join_all(reads).await {

@@ -161,12 +161,12 @@ impl RedisStore {
     /// `read` on every shard a read must see, all at once; the answers in the shards' order.
     pub(crate) async fn every_shard<'a, T, Fut>(
         &'a self,
-        read: impl FnMut(&'a Shard) -> Fut,
+        mut read: impl FnMut(&'a Shard) -> Fut,
     ) -> Vec<Result<T, StoreError>>
     where
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        join_all(self.shards().readers().iter().map(read)).await
+        join_all(self.shards().readers().iter().map(|s| Box::pin(read(s)))).await
     }
 
     /// A per-task call on the task's shard, then (while resharding, when the task is not
