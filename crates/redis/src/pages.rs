@@ -23,6 +23,7 @@ use fred::bytes::Bytes;
 use fred::types::Value;
 use futures_util::future::join_all;
 
+use crate::conn::map_error;
 use crate::layout::{member_id, zrange_bylex, LexRange, MS_DIGITS};
 use crate::shard::Shard;
 use crate::store::{note_corrupt, RedisStore};
@@ -79,20 +80,10 @@ fn text(member: &[u8]) -> String {
 }
 
 impl Shard {
-    /// The size of `index` within `total` (`ZCARD`, or `ZLEXCOUNT` with bounds) and its first
-    /// `n` members from `max` down to `min`, newest first (`ZRANGE … BYLEX REV LIMIT`, or by
-    /// rank without bounds: the same members, all scores being 0, without the byte
-    /// comparisons), pipelined: one round trip. Members as the reply's bytes: no UTF-8
-    /// check or copy per member.
-    async fn count_and_range(
-        &self,
-        index: &str,
-        total: &LexRange,
-        max: &str,
-        min: &str,
-        n: usize,
-    ) -> Result<(u64, Vec<Bytes>), StoreError> {
-        let count = if total.min == "-" && total.max == "+" {
+    /// `ZCARD index`, or `ZLEXCOUNT index min max` when `total` has bounds: the size of the
+    /// index within the window.
+    fn count_command(index: &str, total: &LexRange) -> Command {
+        if total.min == "-" && total.max == "+" {
             ("ZCARD", vec![index.into()])
         } else {
             (
@@ -103,45 +94,37 @@ impl Shard {
                     total.max.as_str().into(),
                 ],
             )
-        };
-        let range = if min == "-" && max == "+" {
-            vec![
+        }
+    }
+
+    /// The next `n` members of `index` from `max` down to `min`, newest first
+    /// (`ZRANGE … BYLEX REV LIMIT`).
+    fn range_command(index: &str, max: &str, min: &str, n: usize) -> Command {
+        ("ZRANGE", zrange_bylex(index, max, min, true, n as i64))
+    }
+
+    /// The first `n` members of `index` from `max` down to `min`: without bounds by rank
+    /// (`ZRANGE index 0 n-1 REV`: the same members, all scores being 0, without the byte
+    /// comparisons of a lex range), otherwise [`range_command`](Self::range_command).
+    fn first_range_command(index: &str, max: &str, min: &str, n: usize) -> Command {
+        if min == "-" && max == "+" {
+            let args = vec![
                 index.into(),
                 0i64.into(),
                 (n as i64 - 1).into(),
                 "REV".into(),
-            ]
+            ];
+            ("ZRANGE", args)
         } else {
-            zrange_bylex(index, max, min, true, n as i64)
-        };
-        self.conn
-            .cmd_pair("counting and reading an index", count, ("ZRANGE", range))
-            .await
+            Self::range_command(index, max, min, n)
+        }
     }
 
-    /// The next `n` members of `index` from the exclusive bound `max` down to `min`.
-    async fn range(
-        &self,
-        index: &str,
-        max: &str,
-        min: &str,
-        n: usize,
-    ) -> Result<Vec<Bytes>, StoreError> {
-        self.conn
-            .cmd(
-                "reading an index",
-                "ZRANGE",
-                zrange_bylex(index, max, min, true, n as i64),
-            )
-            .await
-    }
-
-    /// The records of `members` (`MGET`), in order; every key in one allocation.
-    async fn records<'a>(
+    /// `MGET` of the records of `members`; every key in one allocation.
+    fn records_command<'a>(
         &self,
         members: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
-    ) -> Result<Vec<Value>, StoreError> {
-        let n = members.len();
+    ) -> Command {
         let prefix = self.keys.record_prefix();
         let size: usize = members.clone().map(|m| prefix.len() + m.len()).sum();
         let mut buf = fred::bytes::BytesMut::with_capacity(size);
@@ -152,14 +135,7 @@ impl Shard {
                 Value::Bytes(buf.split().freeze())
             })
             .collect();
-        let values: Vec<Value> = self.conn.cmd("reading records", "MGET", keys).await?;
-        if values.len() != n {
-            return Err(StoreError::Internal(format!(
-                "MGET answered {} values for {n} keys",
-                values.len()
-            )));
-        }
-        Ok(values)
+        ("MGET", keys)
     }
 
     /// Decode the record read for `member` and check that it still belongs to that entry.
@@ -194,7 +170,11 @@ impl Shard {
         if members.is_empty() {
             return Ok(Vec::new());
         }
-        let values = self.records(members.iter().map(|m| m.as_bytes())).await?;
+        let (name, args) = self.records_command(members.iter().map(|m| m.as_bytes()));
+        let values = records_reply(
+            members.len(),
+            self.conn.cmd("reading records", name, args).await?,
+        )?;
         Ok(members
             .iter()
             .zip(&values)
@@ -387,18 +367,20 @@ impl Merge {
         n: usize,
     ) -> Result<(u64, Self), StoreError> {
         let mut merge = Self::new(keys, range);
-        let reads = merge.heads.iter_mut().zip(shards).map(|(h, shard)| {
-            Box::pin(async move {
-                let (count, members) = shard
-                    .count_and_range(&h.key, total, &h.max, &h.min, n)
-                    .await?;
-                h.fill(members, n);
-                Ok::<_, StoreError>(count)
-            })
-        });
+        let mut commands = Vec::with_capacity(2 * shards.len());
+        for (i, h) in merge.heads.iter().enumerate() {
+            commands.push((i, Shard::count_command(&h.key, total)));
+            commands.push((i, Shard::first_range_command(&h.key, &h.max, &h.min, n)));
+        }
+        let doing = "counting and reading an index";
+        let mut replies = run(shards, doing, commands).await?.into_iter();
         let mut sum = 0u64;
-        for count in join_all(reads).await {
-            sum = sum.saturating_add(count?);
+        for h in &mut merge.heads {
+            let (Some(count), Some(members)) = (replies.next(), replies.next()) else {
+                break;
+            };
+            sum = sum.saturating_add(convert::<u64>(doing, count)?);
+            h.fill(convert(doing, members)?, n);
         }
         Ok((sum, merge))
     }
@@ -410,21 +392,21 @@ impl Merge {
         shards: &[Shard],
         n: usize,
     ) -> Result<Option<(usize, Bytes)>, StoreError> {
-        if self.heads.iter().any(|h| h.buf.is_empty() && !h.done) {
-            let refills = self
+        let empty = |h: &Head| h.buf.is_empty() && !h.done;
+        if self.heads.iter().any(empty) {
+            let commands = self
                 .heads
-                .iter_mut()
-                .zip(shards)
-                .filter(|(h, _)| h.buf.is_empty() && !h.done)
-                .map(|(h, shard)| {
-                    Box::pin(async move {
-                        let members = shard.range(&h.key, &h.max, &h.min, n).await?;
-                        h.fill(members, n);
-                        Ok::<_, StoreError>(())
-                    })
-                });
-            for r in join_all(refills).await {
-                r?;
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| empty(h))
+                .map(|(i, h)| (i, Shard::range_command(&h.key, &h.max, &h.min, n)))
+                .collect();
+            let doing = "reading an index";
+            let mut replies = run(shards, doing, commands).await?.into_iter();
+            for h in self.heads.iter_mut().filter(|h| empty(h)) {
+                if let Some(members) = replies.next() {
+                    h.fill(convert(doing, members)?, n);
+                }
             }
         }
         let best = self
@@ -463,22 +445,66 @@ async fn records_of(shards: &[Shard], picked: &[(usize, Bytes)]) -> Result<Vec<V
     for (pos, (shard, _)) in picked.iter().enumerate() {
         per_shard[*shard].push(pos);
     }
-    let reads = per_shard
+    let reads: Vec<(usize, &Vec<usize>)> = per_shard
         .iter()
         .enumerate()
         .filter(|(_, positions)| !positions.is_empty())
+        .collect();
+    let commands = reads
+        .iter()
         .map(|(shard, positions)| {
-            Box::pin(async move {
-                let members = positions.iter().map(|p| &picked[*p].1[..]);
-                Ok::<_, StoreError>((positions, shards[shard].records(members).await?))
-            })
-        });
+            let members = positions.iter().map(|p| &picked[*p].1[..]);
+            (*shard, shards[*shard].records_command(members))
+        })
+        .collect();
+    let replies = run(shards, "reading records", commands).await?;
     let mut values = vec![Value::Null; picked.len()];
-    for read in join_all(reads).await {
-        let (positions, read) = read?;
-        for (p, v) in positions.iter().zip(read) {
+    for ((_, positions), reply) in reads.iter().zip(replies) {
+        for (p, v) in positions.iter().zip(records_reply(positions.len(), reply)?) {
             values[*p] = v;
         }
+    }
+    Ok(values)
+}
+
+/// One command: its name and arguments.
+type Command = (&'static str, Vec<Value>);
+
+/// Run `commands`, each on its shard (an index into `shards`), in one pipeline (one hand-over
+/// to fred and one answer for all: fred's cost per call, not per command, is what a page of
+/// many shards saves); the replies in order. A single command is sent on its own.
+async fn run(
+    shards: &[Shard],
+    doing: &str,
+    commands: Vec<(usize, Command)>,
+) -> Result<Vec<Value>, StoreError> {
+    let mut commands = commands
+        .into_iter()
+        .map(|(s, (name, args))| (&shards[s].conn, name, args));
+    match (commands.next(), commands.len()) {
+        (None, _) => Ok(Vec::new()),
+        (Some((conn, name, args)), 0) => Ok(vec![conn.cmd(doing, name, args).await?]),
+        (Some(first), _) => {
+            let conn = first.0;
+            conn.cmd_many(doing, std::iter::once(first).chain(commands).collect())
+                .await
+        }
+    }
+}
+
+/// A reply as `T`.
+fn convert<T: fred::types::FromValue>(doing: &str, reply: Value) -> Result<T, StoreError> {
+    reply.convert().map_err(|e| map_error(doing, &e))
+}
+
+/// The values of an `MGET` of `n` keys.
+fn records_reply(n: usize, reply: Value) -> Result<Vec<Value>, StoreError> {
+    let values: Vec<Value> = convert("reading records", reply)?;
+    if values.len() != n {
+        return Err(StoreError::Internal(format!(
+            "MGET answered {} values for {n} keys",
+            values.len()
+        )));
     }
     Ok(values)
 }
