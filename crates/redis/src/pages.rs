@@ -4,10 +4,11 @@
 //! A query with at most one equality filter walks one index per shard, newest first: a k-way
 //! merge of the shards' members by the one sort key (members sort byte-wise in `SortKey`
 //! order). Every shard is asked at once for its total and its share of the page
-//! (`ZCARD`/`ZLEXCOUNT` and `ZRANGE`, pipelined); the merge takes the page's members,
-//! reading on (`ZRANGE` from where it stopped) only a shard whose share runs out; then the
-//! page's records are read, one `MGET` per shard that has any. Two round trips; with one
-//! shard exactly the single store's `ZCARD` + `ZRANGE 0 P REV` and `MGET`. Entries whose
+//! (`ZCARD`/`ZLEXCOUNT` and `ZRANGE`; all shards' commands in one pipeline); the merge takes
+//! the page's members, reading on (`ZRANGE` from where it stopped) only a shard whose share
+//! runs out; then the page's records are read, one `MGET` per shard that has any, again in
+//! one pipeline. Two round trips; with one shard exactly the single store's `ZCARD` +
+//! `ZRANGE 0 P REV` (pipelined) and `MGET`. Entries whose
 //! record is missing, corrupt or no longer matches are skipped and the merge reads on.
 //!
 //! A query with several equality filters is each shard's own walk of its smallest index
@@ -15,9 +16,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use failed_tasks_domain::{
-    Cursor, FailedTask, ListQuery, RetryStatus, SortKey, TaskFilter, TaskId,
-};
+use failed_tasks_domain::{Cursor, FailedTask, ListQuery, RetryStatus, TaskFilter, TaskId};
 use failed_tasks_store::{stored, FailedTaskPage, StoreError, StoredPage};
 use fred::bytes::Bytes;
 use fred::types::Value;
@@ -358,7 +357,8 @@ impl Merge {
     }
 
     /// A merge of `keys` within `range` with every shard's first `n` members read, and the
-    /// sum of the sets' sizes within `total`: each shard one pipeline, all at once.
+    /// sum of the sets' sizes within `total`: every shard's count and range in one pipeline
+    /// (one round trip).
     async fn start(
         shards: &[Shard],
         keys: Vec<String>,
@@ -439,7 +439,7 @@ impl Merge {
 }
 
 /// The records of `picked` members (shard, member), in order: one `MGET` per shard that has
-/// any, all at once.
+/// any, all in one pipeline.
 async fn records_of(shards: &[Shard], picked: &[(usize, Bytes)]) -> Result<Vec<Value>, StoreError> {
     let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); shards.len()];
     for (pos, (shard, _)) in picked.iter().enumerate() {
@@ -731,7 +731,7 @@ impl RedisStore {
                         .get(size - 1)
                         .and_then(|(_, m)| std::str::from_utf8(m).ok())
                         .and_then(crate::layout::parse_member)
-                        .map(|k: SortKey| Cursor::after(k))
+                        .map(Cursor::after)
                 } else {
                     None
                 };
