@@ -155,10 +155,7 @@ async fn migrate(
             flags.store
         );
     }
-    let config = failed_tasks_redis::RedisConfig {
-        resharding_from: None,
-        ..flags.redis_config()
-    };
+    let config = flags.redis_config();
     let shards = config.shards.max(1);
     if first_shard >= shards {
         bail!("--shard {first_shard}: the store has {shards} shard(s), numbered from 0");
