@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use failed_tasks_domain::{JitterRng, ListQuery, RetryPlan, RetryPolicy};
-use failed_tasks_redis::{RedisConfig, ShardedStore};
+use failed_tasks_redis::{RedisConfig, RedisStore};
 use failed_tasks_store::{RetryStore, StatusStore, StoredPages};
 use failed_tasks_testkit::RedisCluster;
 
@@ -18,8 +18,8 @@ use crate::{data, now_ms};
 /// Tasks per store.
 const N: u64 = 100_000;
 
-async fn connect(url: &str, shards: u32) -> anyhow::Result<ShardedStore> {
-    let store = ShardedStore::connect(RedisConfig {
+async fn connect(url: &str, shards: u32) -> anyhow::Result<RedisStore> {
+    let store = RedisStore::connect(RedisConfig {
         url: url.to_owned(),
         key_prefix: format!("{{bench-s{shards}}}"),
         command_timeout: Duration::from_secs(10),
@@ -27,16 +27,16 @@ async fn connect(url: &str, shards: u32) -> anyhow::Result<ShardedStore> {
         ..RedisConfig::default()
     })
     .await
-    .map_err(|e| anyhow!("sharded store: {e}"))?;
+    .map_err(|e| anyhow!("redis store: {e}"))?;
     if !store.wait_connected(Duration::from_secs(10)).await {
-        bail!("the sharded store could not connect to {url}");
+        bail!("the store could not connect to {url}");
     }
     Ok(store)
 }
 
 /// Record `0..N` as the server does (batches of 500 with their retry plans), `in_flight`
 /// batches at once; the rate per second.
-async fn fill(store: &ShardedStore, base_ms: i64, in_flight: usize) -> anyhow::Result<f64> {
+async fn fill(store: &RedisStore, base_ms: i64, in_flight: usize) -> anyhow::Result<f64> {
     const BATCH: u64 = 500;
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();

@@ -93,28 +93,22 @@ async fn migrate(
             flags.store
         );
     }
-    let base = &flags.redis;
-    let shards = base.shards.max(1);
+    let config = flags.redis.clone();
+    let shards = config.shards.max(1);
     if first_shard >= shards {
         bail!("--shard {first_shard}: the store has {shards} shard(s), numbered from 0");
     }
+    let store = RedisStore::connect(config)
+        .await
+        .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
+    if !store.wait_connected(Duration::from_secs(10)).await {
+        bail!(
+            "Redis at {} did not answer within 10 s",
+            redact_url(&flags.redis.url)
+        );
+    }
     let (mut scanned, mut migrated, mut current, mut corrupt, mut missing) = (0, 0, 0, 0, 0);
     for shard in first_shard..shards {
-        let config = failed_tasks::RedisConfig {
-            key_prefix: failed_tasks::redis::shard_key(&base.key_prefix, shard, shards),
-            shards: 1,
-            resharding_from: None,
-            ..base.clone()
-        };
-        let store = RedisStore::connect(config)
-            .await
-            .context("--redis-url / --redis-key-prefix / --redis-command-timeout")?;
-        if !store.wait_connected(Duration::from_secs(10)).await {
-            bail!(
-                "Redis at {} did not answer within 10 s",
-                redact_url(&flags.redis.url)
-            );
-        }
         let name = if shards > 1 {
             format!("shard {shard} ")
         } else {
@@ -122,7 +116,7 @@ async fn migrate(
         };
         for n in 1u64.. {
             let step = store
-                .migrate_step(after.as_deref(), batch)
+                .migrate_step(shard, after.as_deref(), batch)
                 .await
                 .with_context(|| match &after {
                     Some(a) if shards > 1 => format!(

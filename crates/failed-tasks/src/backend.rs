@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use failed_tasks_query::Stores;
 #[cfg(feature = "redis")]
-use failed_tasks_redis::{CompatConfig, CompatStore, RedisConfig, ShardedStore};
+use failed_tasks_redis::{CompatConfig, CompatStore, RedisConfig, RedisStore};
 use failed_tasks_store::{Background, MemoryConfig, MemoryStore, StoreProblem};
 
 use crate::Error;
@@ -51,8 +51,7 @@ impl Backend {
             Backend::Memory(config) => Ok(Self::memory(config)),
             #[cfg(feature = "redis")]
             Backend::Redis(config) => {
-                // One shard (the default) is exactly a single `RedisStore`'s keys and behaviour.
-                let store = ShardedStore::connect(config.clone()).await?;
+                let store = RedisStore::connect(config.clone()).await?;
                 let janitor = store.spawn_janitor();
                 Ok(Opened {
                     stores: Stores::from(store),

@@ -64,9 +64,7 @@ pub use failed_tasks_query::{
     RetryNow, SchedulerConfig, Stores,
 };
 #[cfg(feature = "redis")]
-pub use failed_tasks_redis::{
-    CompatConfig, RedisConfig, RedisRetryQueue, RedisStore, ShardedRetryQueue, ShardedStore,
-};
+pub use failed_tasks_redis::{CompatConfig, RedisConfig, RedisRetryQueue, RedisStore};
 pub use failed_tasks_store::{
     Delivery, MemoryConfig, MemoryStore, Retention, RetryQueue, StatusStore, StoreError,
     StoreProblem,
@@ -370,8 +368,8 @@ impl FailedTasks {
             ))),
             #[cfg(feature = "redis")]
             WorkerSource::Redis(config) => {
-                // Every shard's stream; with one shard exactly a `RedisRetryQueue`.
-                let queue = ShardedRetryQueue::connect(config, consumer).await?;
+                // Every shard's stream.
+                let queue = RedisRetryQueue::connect(config, consumer).await?;
                 if !queue.wait_connected(config.command_timeout).await {
                     tracing::warn!("the retry queue's connection is not up yet; retrying");
                 }

@@ -52,11 +52,11 @@ pub struct RedisConfig {
     /// another worker may reclaim it ([`RedisRetryQueue::reclaim_stale`](failed_tasks_store::RetryQueue::reclaim_stale)
     /// with [`RedisRetryQueue::lease`](crate::RedisRetryQueue::lease)).
     pub retry_consumer_lease: Duration,
-    /// Into how many shards one deployment's failures are split
-    /// ([`ShardedStore`](crate::ShardedStore)): shard `i` of `n > 1` has the prefix with
-    /// the shard added inside its hash tag (`{failed-tasks:3.20}`, see [`shard_key`]), so on a Redis Cluster the shards
-    /// spread over the masters; `1` (the default) is exactly the one prefix of a plain
-    /// [`RedisStore`](crate::RedisStore). At most [`MAX_SHARDS`]. See
+    /// Into how many shards one deployment's failures are split (the one
+    /// [`RedisStore`](crate::RedisStore) serves them all): shard `i` of `n > 1` has the
+    /// prefix with the shard added inside its hash tag (`{failed-tasks:3.20}`, see
+    /// [`shard_key`]), so on a Redis Cluster the shards spread over the masters; `1` (the
+    /// default) is exactly the one configured prefix. At most [`MAX_SHARDS`]. See
     /// `docs/redis-layout.md#shards`.
     pub shards: u32,
     /// While the shard count changes (`failed-tasks-server reshard`): the count tasks are

@@ -327,7 +327,7 @@ impl Conn {
     }
 
     /// The same client (one connection pool, one health) routing every command to the slot
-    /// of `prefix`'s hash tag: how the shards of a [`ShardedStore`](crate::ShardedStore)
+    /// of `prefix`'s hash tag: how the shards of a [`RedisStore`](crate::RedisStore)
     /// share one client instead of connecting once per shard.
     pub(crate) fn on_slot_of(&self, prefix: &str) -> Conn {
         Conn {
@@ -558,34 +558,46 @@ impl Conn {
         self.unchecked(doing, name, args).await
     }
 
-    /// Run two commands on the store's slot in one pipeline: one write, one round trip, and
-    /// Redis reads both in one event (two separate calls may reach it as two). A refusal of
-    /// either (its slot moving) sends both again.
-    pub(crate) async fn cmd_pair<A: FromValue, B: FromValue>(
+    /// Run `commands`, each on the slot of its own `Conn` (the shards of one client), in one
+    /// pipeline: one write of each after the other and one round trip, one
+    /// hand-over to fred's connection task and one answer for all of them instead of one of
+    /// each per command; the replies in order. Fails as a whole when any command fails; a
+    /// refusal of any (its slot moving) sends them all again (they are reads).
+    pub(crate) async fn cmd_many(
         &self,
         doing: &str,
-        first: (&'static str, Vec<Value>),
-        second: (&'static str, Vec<Value>),
-    ) -> Result<(A, B), StoreError> {
+        commands: Vec<(&Conn, &'static str, Vec<Value>)>,
+    ) -> Result<Vec<Value>, StoreError> {
         self.usable(doing).await?;
+        let n = commands.len();
         let client = self.client.with_options(&self.options);
-        let slot = self.slot;
+        let commands: Vec<(u16, &'static str, Vec<Value>)> = commands
+            .into_iter()
+            .map(|(conn, name, args)| (conn.slot, name, args))
+            .collect();
         self.follow(doing, self.attempt_limit(), || {
             let pipe = fred::clients::Pipeline::from(client.clone());
-            let commands = [first.clone(), second.clone()];
+            let commands = commands.clone();
             async move {
-                for (name, args) in commands {
+                for (slot, name, args) in commands {
                     let command = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
                     let _: () = pipe.custom(command, args).await?;
                 }
-                let mut replies: Vec<Value> = pipe.all().await?;
-                let (Some(b), Some(a)) = (replies.pop(), replies.pop()) else {
+                // (`all` answers one command's reply as itself, not as a list of one.)
+                let replies: Vec<Value> = match n {
+                    1 => vec![pipe.last().await?],
+                    _ => pipe.all().await?,
+                };
+                if replies.len() != n {
                     return Err(FredError::new(
                         fred::error::ErrorKind::Protocol,
-                        "a pipeline of two commands answered fewer replies",
+                        format!(
+                            "a pipeline of {n} commands answered {} replies",
+                            replies.len()
+                        ),
                     ));
-                };
-                Ok((a.convert()?, b.convert()?))
+                }
+                Ok(replies)
             }
         })
         .await

@@ -1,10 +1,11 @@
 //! Retention: trim failed tasks beyond the maximum age and count, archiving them first.
 //!
-//! One run ([`RedisStore::trim_once`]) takes a Redis lock (`SET NX PX` with a random token;
-//! released only by its owner through a compare-and-delete script), so several server
-//! processes may run janitors and still trim each task once. It then removes, in batches of
-//! at most [`BATCH`] members per script call, first every task older than `max_age`, then the
-//! oldest tasks beyond `max_count`. With an archive directory configured, each batch is
+//! One run ([`RedisStore::trim_once`]) goes through the shards one after the other. In each
+//! it takes the shard's Redis lock (`SET NX PX` with a random token; released only by its
+//! owner through a compare-and-delete script), so several server processes may run janitors
+//! and still trim each task once. It then removes, in batches of at most [`BATCH`] members
+//! per script call, first every task older than `max_age`, then the oldest tasks beyond the
+//! shard's share of `max_count`. With an archive directory configured, each batch is
 //! appended as JSON lines to `failed-tasks-YYYY-MM-DD.jsonl` (UTC day of the trim) and
 //! flushed to disk *before* the batch is removed; a failed archive write stops the run
 //! without removing anything of that batch. A task re-recorded between the archive write and
@@ -20,6 +21,7 @@ use fred::types::Value;
 
 use crate::layout::{member_id, LexRange};
 use crate::scripts::Scripts;
+use crate::shard::Shard;
 use crate::store::{millis_of, now_ms, value_text, RedisStore};
 use failed_tasks_store::stored;
 
@@ -44,7 +46,7 @@ pub struct TrimReport {
 
 /// Log one janitor run: what it trimmed at info level when anything, every run at debug
 /// (how tests, and curious operators, see that retention ran without waiting on its timing).
-pub(crate) fn log_run(run: &Result<TrimReport, StoreError>) {
+fn log_run(run: &Result<TrimReport, StoreError>) {
     match run {
         Ok(r) => {
             if r.removed_by_age + r.removed_by_count > 0 {
@@ -70,13 +72,12 @@ pub(crate) fn log_run(run: &Result<TrimReport, StoreError>) {
 pub type JanitorHandle = failed_tasks_store::Background;
 
 impl RedisStore {
-    /// Run the janitor every `janitor_interval` in a background task until the handle is
-    /// dropped or stopped. Errors are logged and the next tick tries again.
+    /// Run [`trim_once`](Self::trim_once) every `janitor_interval` in a background task until
+    /// the handle is dropped or stopped. Errors are logged and the next tick tries again.
     pub fn spawn_janitor(&self) -> JanitorHandle {
         let store = self.clone();
         let every = self
-            .inner
-            .config
+            .config()
             .retention
             .janitor_interval
             .max(Duration::from_millis(10));
@@ -89,10 +90,30 @@ impl RedisStore {
         })
     }
 
-    /// One janitor run as of `now_ms` (milliseconds since the epoch).
+    /// One janitor run as of `now_ms` (milliseconds since the epoch) over every shard, one
+    /// after the other, each under its own lock (`max_count` is applied per shard,
+    /// `ceil(max_count / shards)` each); the reports added up.
     pub async fn trim_once(&self, now_ms: i64) -> Result<TrimReport, StoreError> {
-        let conn = &self.inner.conn;
-        let keys = &self.inner.keys;
+        let mut total = TrimReport {
+            locked_out: true,
+            ..TrimReport::default()
+        };
+        for shard in self.shards().readers() {
+            let r = shard.trim_once(now_ms).await?;
+            total.locked_out &= r.locked_out;
+            total.removed_by_age += r.removed_by_age;
+            total.removed_by_count += r.removed_by_count;
+            total.archived += r.archived;
+        }
+        Ok(total)
+    }
+}
+
+impl Shard {
+    /// One janitor run of this shard as of `now_ms` (milliseconds since the epoch).
+    async fn trim_once(&self, now_ms: i64) -> Result<TrimReport, StoreError> {
+        let conn = &self.conn;
+        let keys = &self.keys;
         let lock = keys.janitor_lock();
         let token = uuid::Uuid::new_v4().to_string();
         let lock_ttl = (conn.timeout() * 10).max(Duration::from_secs(30));
@@ -136,9 +157,9 @@ impl RedisStore {
         token: &str,
         lock_ttl: Duration,
     ) -> Result<TrimReport, StoreError> {
-        let conn = &self.inner.conn;
-        let all = self.inner.keys.all();
-        let cfg = &self.inner.config;
+        let conn = &self.conn;
+        let all = self.keys.all();
+        let cfg = &self.config;
         let mut report = TrimReport::default();
         let cutoff = now_ms.saturating_sub(millis_of(cfg.retention.max_age));
         let older = LexRange::older_than(cutoff);
@@ -191,7 +212,6 @@ impl RedisStore {
 
     async fn extend_lock(&self, lock: &str, token: &str, ttl: Duration) -> Result<(), StoreError> {
         let still: i64 = self
-            .inner
             .conn
             .eval(
                 &Scripts::get().extend,
@@ -210,31 +230,25 @@ impl RedisStore {
 
     async fn trim_members(&self, members: &[String]) -> Result<u64, StoreError> {
         let mut args: Vec<Value> = Vec::with_capacity(members.len() + 1);
-        args.push(self.inner.keys.prefix().into());
+        args.push(self.keys.prefix().into());
         args.extend(members.iter().map(|m| Value::from(m.as_str())));
         let removed: i64 = self
-            .inner
             .conn
-            .eval(
-                &Scripts::get().trim,
-                vec![self.inner.keys.all().into()],
-                args,
-            )
+            .eval(&Scripts::get().trim, vec![self.keys.all().into()], args)
             .await?;
         Ok(u64::try_from(removed).unwrap_or(0))
     }
 
     /// Append the records of `members` to the day's archive file, if one is configured.
     async fn archive(&self, now_ms: i64, members: &[String]) -> Result<u64, StoreError> {
-        let Some(dir) = self.inner.config.archive_dir.clone() else {
+        let Some(dir) = self.config.archive_dir.clone() else {
             return Ok(0);
         };
         let keys: Vec<Value> = members
             .iter()
-            .map(|m| Value::from(self.inner.keys.record(member_id(m).unwrap_or_default())))
+            .map(|m| Value::from(self.keys.record(member_id(m).unwrap_or_default())))
             .collect();
         let values: Vec<Value> = self
-            .inner
             .conn
             .cmd("reading records to archive", "MGET", keys.clone())
             .await?;

@@ -7,11 +7,14 @@
 //! indexes, failure counters and failure groups, written atomically by Lua scripts, trimmed
 //! by a background janitor. It is also a [`RetryStore`](failed_tasks_store::RetryStore): a
 //! retry is scheduled in the record's script, and due retries move into a Redis stream that
-//! workers read through [`RedisRetryQueue`] (docs/retries.md). The full key layout, with the command and complexity of every
-//! query, is in `docs/redis-layout.md`.
+//! workers read through [`RedisRetryQueue`] (docs/retries.md). One deployment may be split
+//! into `redis_shards` shards, each the whole layout under a hash tag of its own, so that on
+//! a cluster they spread over the masters; the one store serves 1..N shards (one by default:
+//! exactly the configured prefix's keys). The full key layout, with the command and
+//! complexity of every query, is in `docs/redis-layout.md`.
 //!
 //! # Layout
-//! - [`config`]: [`RedisConfig`], with defaults.
+//! - [`config`]: [`RedisConfig`], with defaults; [`shard_key`] (a shard's hash tag).
 //! - `conn`: the fred client (timeouts, reconnect policy, fail-fast, no redirection followed
 //!   by fred), the one path of every command (a command refused for its moving cluster slot is
 //!   sent again), and the error mapping.
@@ -22,37 +25,45 @@
 //!   `failed_tasks_store::stored`, shared with the tools that read records.
 //! - `scripts`: the Lua scripts (record, record a batch, remove, trim, attempts, lock release;
 //!   deliver, retry now, cancel, resolve; migrate).
-//! - `stats`: reads of the per-hour failure counters and attempts, and pages of failure groups.
-//! - [`store`]: [`RedisStore`] and its `StatusStore` implementation (`record_batch` in
-//!   one script call; a page in two pipelined round trips), and its `StoredPages` read
-//!   fast path, which returns the stored records as the reply's bytes.
-//! - [`migrate`]: [`RedisStore::migrate_step`], one resumable, idempotent batch of rewriting
-//!   records of earlier layouts (`failed-tasks-server migrate`).
-//! - [`janitor`]: retention by age and count, with archiving, under a Redis lock.
+//! - `shard`: the crate-private `Shard` (a client routed to its slot, its keys, its
+//!   configuration), which owns the commands and scripts, and `Shards`, the set a
+//!   configuration names (also while resharding), built in one place for the store, the
+//!   retry queue and `reshard`; [`shard_of`] (a task's shard), [`shard_config`].
+//! - [`store`]: [`RedisStore`] over its shards, its `StatusStore` implementation (a task to
+//!   its shard; a batch split per shard, one script each) and the writes' commands.
+//! - `pages`: `list` and the `StoredPages` read fast path: a k-way merge of the shards'
+//!   index walks, two pipelined round trips (with one shard exactly the single walk's
+//!   commands); records returned as the reply's bytes.
+//! - `stats`, `groups`: the counters, attempts and pages of failure groups, per shard and
+//!   merged.
 //! - `retries`: the `RetryStore` implementation (scheduler step, retry now, cancel, resolve,
 //!   attempt history, gauges).
-//! - `queue`: [`RedisRetryQueue`], a consumer of the retry stream's group (`XREADGROUP`,
-//!   `XACK`, `XAUTOCLAIM`) on its own connection.
-//! - [`sharded`]: [`ShardedStore`], one deployment split over `shards` `RedisStore`s (each
-//!   its own hash tag, one shared client): writes by a stable hash of the task id, pages as
-//!   a k-way merge; [`ShardedRetryQueue`] reads every shard's stream.
+//! - `queue`: [`RedisRetryQueue`], a consumer of every shard's retry stream's group
+//!   (`XREADGROUP`, `XACK`, `XAUTOCLAIM`) on its own connection.
+//! - [`migrate`]: [`RedisStore::migrate_step`], one resumable, idempotent batch of rewriting
+//!   records of earlier layouts in one shard (`failed-tasks-server migrate`).
+//! - [`reshard`](mod@reshard): moving tasks to a new shard count (`failed-tasks-server reshard`).
+//! - [`janitor`]: retention by age and count, with archiving, under a Redis lock per shard.
 //! - [`compat`]: [`CompatStore`], a read-only `StatusStore` over the Go service's
 //!   `request:id:{id}` records (SCAN + MGET; O(keyspace) per request, documented there).
 //!
 //! # Invariants
-//! - Every key starts with the configured prefix, which holds exactly one hash tag: all keys
-//!   share one cluster slot, so every script is atomic on a cluster too.
+//! - Every key of a shard starts with the shard's prefix, which holds exactly one hash tag:
+//!   all keys of a shard share one cluster slot, so every script is atomic on a cluster too.
+//! - A task lives in one shard ([`shard_of`], a stable hash of its id, pinned by a test):
+//!   every write of one task is one script on one slot; a batch is all or nothing per shard.
 //! - A record, its seven index entries (all, category, type, client, code, signature, retry
 //!   state), its failure group, its hour's counters and its due-set entry are only ever
 //!   written or removed together, inside one script; an upsert finds the old entries from
 //!   the old record's header.
 //! - A due retry leaves the due set exactly when it enters the stream (one script).
 //! - Statistics and groups are never computed by scanning tasks: a statistics request reads
-//!   named fields of one counter hash per hour of its range and at most `READ_PER_BUCKET` + 1
-//!   members of each capped breakdown set of its buckets (never more with more distinct
-//!   values), a page of groups O(log G + page) entries.
+//!   named fields of one counter hash per shard and hour of its range and at most
+//!   `READ_PER_BUCKET` + 1 members of each capped breakdown set of its buckets (never more
+//!   with more distinct values), a page of groups O(log G + page) entries per shard.
 //! - Index members sort byte-wise in exactly the domain's `SortKey` order (newest first, then
-//!   task id descending), so a cursor is an exclusive lex bound: O(log N + page) per page.
+//!   task id descending), so a cursor is an exclusive lex bound, the same for any number of
+//!   shards: O(log N + page) per page and shard.
 //! - No attempt of a command waits longer than the command timeout (fred's timeout plus
 //!   `tokio::time::timeout` around every call), and a command refused because its cluster
 //!   slot is moving is sent again for at most one more command timeout; while disconnected,
@@ -68,15 +79,17 @@
 pub mod compat;
 pub mod config;
 mod conn;
+mod groups;
 mod health;
 pub mod janitor;
 mod layout;
 pub mod migrate;
+mod pages;
 mod queue;
 pub mod reshard;
 mod retries;
 mod scripts;
-pub mod sharded;
+mod shard;
 mod stats;
 pub mod store;
 
@@ -89,5 +102,5 @@ pub use layout::Keys;
 pub use migrate::{MigrateStep, Migrated};
 pub use queue::RedisRetryQueue;
 pub use reshard::{reshard, ReshardProgress};
-pub use sharded::{shard_of, ShardedRetryQueue, ShardedStore};
+pub use shard::{shard_config, shard_of};
 pub use store::{RedisStore, OUTCOME_UNKNOWN};

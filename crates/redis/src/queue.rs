@@ -1,14 +1,18 @@
-//! [`RedisRetryQueue`]: the worker side of the retry stream, as a consumer of its group.
+//! [`RedisRetryQueue`]: the worker side of the retry streams, as a consumer of their group.
 //!
-//! `claim` is `XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS key >`, `ack` is `XACK`,
-//! `reclaim_stale` is `XAUTOCLAIM` from `0-0` (then `XPENDING` for the delivery counts).
-//! The queue has its own connection: a blocking read holds its connection for the block
-//! time, which must not delay the store's other commands. The group is created on first use
-//! (`XGROUP CREATE … 0 MKSTREAM`, from the stream's start, so requests added before any
-//! worker joined are delivered too) and again when Redis lost it (`NOGROUP`).
+//! Every shard has its own stream (the move from its due set into it is one script on its
+//! slot). On each, `claim` is `XREADGROUP GROUP g c COUNT n BLOCK ms STREAMS key >`, `ack` is
+//! `XACK`, `reclaim_stale` is `XAUTOCLAIM` from `0-0` (then `XPENDING` for the delivery
+//! counts). With one shard a claim blocks on its stream; with several (on a cluster each
+//! on its own slot, so one `XREADGROUP` cannot name them all) the streams are read in turn
+//! without blocking. The queue has its own connection: a blocking read holds its connection
+//! for the block time, which must not delay the store's other commands. The group is
+//! created on first use (`XGROUP CREATE … 0 MKSTREAM`, from the stream's start, so requests
+//! added before any worker joined are delivered too) and again when Redis lost it
+//! (`NOGROUP`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +25,8 @@ use fred::types::Value;
 
 use crate::config::RedisConfig;
 use crate::conn::Conn;
-use crate::layout::{Keys, STREAM_FIELDS};
+use crate::layout::STREAM_FIELDS;
+use crate::shard::{Shard, Shards};
 
 /// The longest a claim blocks, whatever it asks for.
 pub const MAX_BLOCK: Duration = Duration::from_secs(10);
@@ -29,15 +34,28 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(10);
 /// Most requests one call claims or reclaims.
 pub const MAX_CLAIM: usize = 1_000;
 
-/// A worker's handle on the retry stream: one consumer of the configured group.
+/// A worker's handle on the retry streams of every shard: one consumer of the configured
+/// group on each, over one blocking connection. With one shard its delivery ids are the
+/// stream's entry ids; with several, `{shard}/{entry id}` (which its `ack` understands).
+///
+/// With several shards, `claim` reads the shards in turn (starting at a rotating shard, so
+/// none starves) without blocking; when none has anything it sleeps briefly (10 ms,
+/// doubling up to 100 ms) and reads again until `block` has passed: a new request waits at
+/// most about 100 ms more than on one stream.
 #[derive(Debug)]
 pub struct RedisRetryQueue {
-    conn: Conn,
-    stream: String,
-    group: String,
+    streams: Vec<Stream>,
     consumer: String,
+    next: AtomicUsize,
     lease: Duration,
-    reclaimed_key: String,
+}
+
+/// One shard's stream, as the queue's consumer of its group.
+#[derive(Debug)]
+struct Stream {
+    shard: Shard,
+    /// The stream's key (`retry_stream_key`, or `{prefix}:retries`).
+    key: String,
     group_ready: AtomicBool,
 }
 
@@ -129,9 +147,10 @@ pub(crate) fn parse_request(fields: &[(String, String)]) -> Result<RetryRequest,
 }
 
 impl RedisRetryQueue {
-    /// A consumer named `consumer` (unique per worker, e.g. host and process id) of
-    /// `config`'s retry stream and consumer group, on its own connection. Fails only on a
-    /// configuration problem; calls answer `Unavailable` until Redis is reachable.
+    /// A consumer named `consumer` (unique per worker, e.g. host and process id) of the
+    /// retry stream of each of `config`'s shards (and, while resharding, of the old count's
+    /// too) and its consumer group, on its own connection. Fails only on a configuration
+    /// problem; calls answer `Unavailable` until Redis is reachable.
     pub async fn connect(config: &RedisConfig, consumer: &str) -> Result<Self, StoreError> {
         if consumer.is_empty() || consumer.chars().any(char::is_control) {
             return Err(StoreError::Rejected(
@@ -140,26 +159,20 @@ impl RedisRetryQueue {
             ));
         }
         let conn = Conn::start_blocking(config, MAX_BLOCK)?;
-        Self::on_conn(conn, config, consumer)
-    }
-
-    /// A consumer of `config`'s stream on an existing blocking connection (one made with
-    /// `Conn::start_blocking(…, MAX_BLOCK)`), routed to the slot of `config`'s prefix: the
-    /// shards of a `ShardedRetryQueue` share one connection.
-    pub(crate) fn on_conn(
-        conn: Conn,
-        config: &RedisConfig,
-        consumer: &str,
-    ) -> Result<Self, StoreError> {
-        let conn = conn.on_slot_of(&config.key_prefix);
+        let streams = Shards::new(&conn, config)
+            .into_readers()
+            .into_iter()
+            .map(|shard| Stream {
+                key: shard.config.retry_stream(),
+                shard,
+                group_ready: AtomicBool::new(false),
+            })
+            .collect();
         Ok(Self {
-            conn,
-            stream: config.retry_stream(),
-            group: config.retry_consumer_group.clone(),
+            streams,
             consumer: consumer.to_owned(),
+            next: AtomicUsize::new(0),
             lease: config.retry_consumer_lease,
-            reclaimed_key: Keys::new(&config.key_prefix).reclaimed(),
-            group_ready: AtomicBool::new(false),
         })
     }
 
@@ -176,30 +189,65 @@ impl RedisRetryQueue {
 
     /// Wait (at most `within`) until the queue's connection answers.
     pub async fn wait_connected(&self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline {
-            if self.conn.is_connected() && self.conn.ping().await.is_ok() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        self.streams[0].shard.wait_answering(within).await
     }
 
+    /// `d`'s ids as the queue hands them out: with several shards, prefixed by the shard.
+    fn tag(&self, shard: usize, mut d: Vec<Delivery>) -> Vec<Delivery> {
+        if self.streams.len() > 1 {
+            for x in &mut d {
+                x.id = format!("{shard}/{}", x.id);
+            }
+        }
+        d
+    }
+
+    /// The shard and stream entry id of a delivery id handed out by [`tag`](Self::tag).
+    fn untag<'a>(&self, id: &'a str) -> Option<(usize, &'a str)> {
+        if self.streams.len() == 1 {
+            return Some((0, id));
+        }
+        id.split_once('/')
+            .and_then(|(s, rest)| Some((s.parse::<usize>().ok()?, rest)))
+            .filter(|(s, _)| *s < self.streams.len())
+    }
+
+    /// One pass over the shards without blocking, from a rotating start, until `max` are
+    /// claimed.
+    async fn pass(&self, max: usize) -> Result<Vec<Delivery>, StoreError> {
+        let n = self.streams.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut out = Vec::new();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let got = self.streams[i]
+                .claim(&self.consumer, max - out.len(), Duration::ZERO)
+                .await?;
+            out.extend(self.tag(i, got));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Stream {
     /// Create the consumer group (from the stream's start) unless it exists.
     async fn ensure_group(&self) -> Result<(), StoreError> {
         if self.group_ready.load(Ordering::Relaxed) {
             return Ok(());
         }
         let created: Result<Value, StoreError> = self
+            .shard
             .conn
             .cmd(
                 "creating the retry consumer group",
                 "XGROUP",
                 vec![
                     "CREATE".into(),
-                    self.stream.as_str().into(),
-                    self.group.as_str().into(),
+                    self.key.as_str().into(),
+                    self.group().into(),
                     "0".into(),
                     "MKSTREAM".into(),
                 ],
@@ -250,7 +298,7 @@ impl RedisRetryQueue {
                     request,
                 }),
                 Err(reason) => {
-                    tracing::warn!(stream = %self.stream, id = %id, %reason, "dropping a malformed retry request");
+                    tracing::warn!(stream = %self.key, id = %id, %reason, "dropping a malformed retry request");
                     bad.push(id);
                 }
             }
@@ -264,22 +312,24 @@ impl RedisRetryQueue {
     /// The delivery counts of pending entries `first..=last` of this consumer.
     async fn delivery_counts(
         &self,
+        consumer: &str,
         first: &str,
         last: &str,
         n: usize,
     ) -> Result<HashMap<String, u64>, StoreError> {
         let v: Value = self
+            .shard
             .conn
             .cmd(
                 "reading delivery counts",
                 "XPENDING",
                 vec![
-                    self.stream.as_str().into(),
-                    self.group.as_str().into(),
+                    self.key.as_str().into(),
+                    self.group().into(),
                     first.into(),
                     last.into(),
                     i64::try_from(n).unwrap_or(i64::MAX).into(),
-                    self.consumer.as_str().into(),
+                    consumer.into(),
                 ],
             )
             .await?;
@@ -298,32 +348,37 @@ impl RedisRetryQueue {
             })
             .collect())
     }
-}
 
-#[async_trait]
-impl RetryQueue for RedisRetryQueue {
-    /// `XREADGROUP … COUNT max BLOCK block … >`; `block` is capped at 10 s and
-    /// `max` at 1,000.
-    async fn claim(&self, max: usize, block: Duration) -> Result<Vec<Delivery>, StoreError> {
-        let max = max.clamp(1, MAX_CLAIM);
-        let block = block.min(MAX_BLOCK);
+    /// The workers' consumer group.
+    fn group(&self) -> &str {
+        &self.shard.config.retry_consumer_group
+    }
+
+    /// `XREADGROUP … COUNT max BLOCK block … >` (a zero `block` waits 1 ms).
+    async fn claim(
+        &self,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let raw = self
             .with_group(|| async {
                 let v: Value = self
+                    .shard
                     .conn
                     .cmd_blocking(
                         "claiming retry requests",
                         "XREADGROUP",
                         vec![
                             "GROUP".into(),
-                            self.group.as_str().into(),
-                            self.consumer.as_str().into(),
+                            self.group().into(),
+                            consumer.into(),
                             "COUNT".into(),
                             i64::try_from(max).unwrap_or(1).into(),
                             "BLOCK".into(),
                             i64::try_from(block.as_millis()).unwrap_or(0).max(1).into(),
                             "STREAMS".into(),
-                            self.stream.as_str().into(),
+                            self.key.as_str().into(),
                             ">".into(),
                         ],
                         block,
@@ -340,11 +395,12 @@ impl RetryQueue for RedisRetryQueue {
             return Ok(0);
         }
         let mut args: Vec<Value> = Vec::with_capacity(ids.len() + 2);
-        args.push(self.stream.as_str().into());
-        args.push(self.group.as_str().into());
+        args.push(self.key.as_str().into());
+        args.push(self.group().into());
         args.extend(ids.iter().map(|id| Value::from(id.as_str())));
         self.with_group(|| {
-            self.conn
+            self.shard
+                .conn
                 .cmd("acknowledging retry requests", "XACK", args.clone())
         })
         .await
@@ -355,10 +411,10 @@ impl RetryQueue for RedisRetryQueue {
     /// reclaimed.
     async fn reclaim_stale(
         &self,
+        consumer: &str,
         lease: Duration,
         max: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let max = max.clamp(1, MAX_CLAIM);
         let mut raw = Vec::new();
         let mut cursor = "0-0".to_owned();
         for _ in 0..10 {
@@ -366,13 +422,13 @@ impl RetryQueue for RedisRetryQueue {
             let want = max - raw.len();
             let v: Vec<Value> = self
                 .with_group(|| {
-                    self.conn.cmd(
+                    self.shard.conn.cmd(
                         "reclaiming stale retry requests",
                         "XAUTOCLAIM",
                         vec![
-                            self.stream.as_str().into(),
-                            self.group.as_str().into(),
-                            self.consumer.as_str().into(),
+                            self.key.as_str().into(),
+                            self.group().into(),
+                            consumer.into(),
                             i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).into(),
                             start.as_str().into(),
                             "COUNT".into(),
@@ -396,18 +452,87 @@ impl RetryQueue for RedisRetryQueue {
         let last = raw.last().map(|(id, _)| id.clone()).unwrap_or_default();
         // Entries come in id order; the range holds only this consumer's pending ones.
         let counts = self
-            .delivery_counts(&first, &last, raw.len() * 2 + 10)
+            .delivery_counts(consumer, &first, &last, raw.len() * 2 + 10)
             .await?;
         let n = raw.len() as i64;
         let _: i64 = self
+            .shard
             .conn
             .cmd(
                 "counting reclaimed requests",
                 "INCRBY",
-                vec![self.reclaimed_key.as_str().into(), n.into()],
+                vec![self.shard.keys.reclaimed().into(), n.into()],
             )
             .await?;
         self.deliveries(raw, &counts).await
+    }
+}
+
+#[async_trait]
+impl RetryQueue for RedisRetryQueue {
+    /// `XREADGROUP … COUNT max BLOCK block … >` on the one stream; with several shards,
+    /// their streams read in turn without blocking, pausing between passes, until `block`
+    /// has passed. `block` is capped at 10 s and `max` at 1,000.
+    async fn claim(&self, max: usize, block: Duration) -> Result<Vec<Delivery>, StoreError> {
+        let max = max.clamp(1, MAX_CLAIM);
+        let block = block.min(MAX_BLOCK);
+        if let [only] = self.streams.as_slice() {
+            // One stream: Redis blocks the read itself.
+            return only.claim(&self.consumer, max, block).await;
+        }
+        let until = tokio::time::Instant::now() + block;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let got = self.pass(max).await?;
+            let now = tokio::time::Instant::now();
+            if !got.is_empty() || now >= until {
+                return Ok(got);
+            }
+            tokio::time::sleep(pause.min(until - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// `XACK` on each delivery's stream.
+    async fn ack(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let mut per: Vec<Vec<String>> = vec![Vec::new(); self.streams.len()];
+        for id in ids {
+            match self.untag(id) {
+                Some((s, rest)) => per[s].push(rest.to_owned()),
+                None => {
+                    return Err(StoreError::Rejected(format!(
+                        "retry delivery id {id:?} does not name a shard ({{shard}}/{{entry id}})"
+                    )))
+                }
+            }
+        }
+        let mut acked = 0;
+        for (stream, ids) in self.streams.iter().zip(&per) {
+            acked += stream.ack(ids).await?;
+        }
+        Ok(acked)
+    }
+
+    /// `XAUTOCLAIM … min-idle lease …` from `0-0` on each stream in turn, following its
+    /// cursor (at most 10 calls), then `XPENDING` for the delivery counts; the reclaim
+    /// counter grows by the number reclaimed.
+    async fn reclaim_stale(
+        &self,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let max = max.clamp(1, MAX_CLAIM);
+        let mut out = Vec::new();
+        for (i, stream) in self.streams.iter().enumerate() {
+            let got = stream
+                .reclaim_stale(&self.consumer, lease, max - out.len())
+                .await?;
+            out.extend(self.tag(i, got));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

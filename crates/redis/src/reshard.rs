@@ -16,16 +16,17 @@
 
 use std::collections::HashMap;
 
-use failed_tasks_domain::{RetryPlan, RetryStatus, TaskId};
-use failed_tasks_store::{StatusStore, StoreError};
+use failed_tasks_domain::{FailedTask, RetryPlan, RetryStatus, TaskId};
+use failed_tasks_store::StoreError;
 use fred::types::Value;
 use futures_util::future::join_all;
 
 use crate::config::RedisConfig;
 use crate::conn::Conn;
 use crate::layout::{member_id, zrange_bylex};
-use crate::sharded::{shard_config, shard_of};
-use crate::store::{Inner, Loaded, RedisStore, MAX_BATCH};
+use crate::pages::Loaded;
+use crate::shard::{shard_of, Shard, Shards};
+use crate::store::MAX_BATCH;
 
 /// Progress of a [`reshard`] run, reported after every batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,17 +44,6 @@ pub struct ReshardProgress {
     pub superseded: u64,
     /// Index entries without a usable record (expired or corrupt), left for the janitor.
     pub skipped: u64,
-}
-
-fn store_on(conn: &Conn, config: RedisConfig) -> RedisStore {
-    RedisStore {
-        inner: std::sync::Arc::new(Inner {
-            conn: conn.on_slot_of(&config.key_prefix),
-            keys: crate::layout::Keys::new(&config.key_prefix),
-            config,
-            scheduler_token: uuid::Uuid::new_v4().to_string(),
-        }),
-    }
 }
 
 /// The plan that re-creates `status` in a new shard.
@@ -83,18 +73,19 @@ pub async fn reshard(
     check.validate()?;
     let batch = batch.clamp(1, MAX_BATCH);
     let conn = Conn::start(config)?;
-    let probe = store_on(&conn, shard_config(config, 0, from));
-    if !probe.wait_connected(config.command_timeout * 5).await {
+    let count = |shards| RedisConfig {
+        shards,
+        resharding_from: None,
+        ..config.clone()
+    };
+    let old = Shards::new(&conn, &count(from));
+    let new = Shards::new(&conn, &count(to));
+    let (old, new) = (old.write(), new.write());
+    if !old[0].wait_answering(config.command_timeout * 5).await {
         return Err(StoreError::Unavailable(
             "resharding: redis does not answer".to_owned(),
         ));
     }
-    let old: Vec<RedisStore> = (0..from)
-        .map(|i| store_on(&conn, shard_config(config, i, from)))
-        .collect();
-    let new: Vec<RedisStore> = (0..to)
-        .map(|i| store_on(&conn, shard_config(config, i, to)))
-        .collect();
     let mut p = ReshardProgress {
         shards: from,
         ..ReshardProgress::default()
@@ -104,18 +95,18 @@ pub async fn reshard(
         let mut bound = "+".to_owned();
         loop {
             let members: Vec<String> = source
-                .conn()
+                .conn
                 .cmd(
                     "resharding: reading an index",
                     "ZRANGE",
-                    zrange_bylex(&source.keys().all(), &bound, "-", true, batch as i64),
+                    zrange_bylex(&source.keys.all(), &bound, "-", true, batch as i64),
                 )
                 .await?;
             let Some(last) = members.last() else {
                 break;
             };
             bound = format!("({last}");
-            move_batch(source, &new, to, &members, &mut p).await?;
+            move_batch(source, new, to, &members, &mut p).await?;
             progress(&p);
             if members.len() < batch {
                 break;
@@ -127,8 +118,8 @@ pub async fn reshard(
 
 /// Move the tasks of one batch of `source`'s members.
 async fn move_batch(
-    source: &RedisStore,
-    new: &[RedisStore],
+    source: &Shard,
+    new: &[Shard],
     to: u32,
     members: &[String],
     p: &mut ReshardProgress,
@@ -137,7 +128,7 @@ async fn move_batch(
     for m in members {
         let id = member_id(m).unwrap_or_default();
         let t = shard_of(id, to) as usize;
-        if new[t].keys().prefix() == source.keys().prefix() {
+        if new[t].keys.prefix() == source.keys.prefix() {
             p.kept += 1;
         } else {
             moving.push((t, m.clone()));
@@ -149,15 +140,15 @@ async fn move_batch(
     let names: Vec<String> = moving.iter().map(|(_, m)| m.clone()).collect();
     let keys: Vec<Value> = names
         .iter()
-        .map(|m| Value::from(source.keys().record(member_id(m).unwrap_or_default())))
+        .map(|m| Value::from(source.keys.record(member_id(m).unwrap_or_default())))
         .collect();
     let values: Vec<Value> = source
-        .conn()
+        .conn
         .cmd("resharding: reading records", "MGET", keys)
         .await?;
-    let loaded = source.check(&names, values);
+    let loaded = names.iter().zip(&values).map(|(m, v)| source.check(m, v));
     // Per target shard: the tasks to record there.
-    let mut per: HashMap<usize, Vec<(failed_tasks_domain::FailedTask, RetryPlan)>> = HashMap::new();
+    let mut per: HashMap<usize, Vec<(FailedTask, RetryPlan)>> = HashMap::new();
     let mut delivered: Vec<(usize, TaskId)> = Vec::new();
     let mut ids: Vec<TaskId> = Vec::new();
     let mut superseded = 0u64;
@@ -166,11 +157,11 @@ async fn move_batch(
             Loaded::Task(task, status) => {
                 // Already in the new shard: a server recorded it there since.
                 let exists: i64 = new[*t]
-                    .conn()
+                    .conn
                     .cmd(
                         "resharding: checking the new shard",
                         "EXISTS",
-                        vec![new[*t].keys().record(task.task_id().as_str()).into()],
+                        vec![new[*t].keys.record(task.task_id().as_str()).into()],
                     )
                     .await?;
                 ids.push(task.task_id().clone());
@@ -180,11 +171,11 @@ async fn move_batch(
                 }
                 if matches!(status, RetryStatus::Scheduled(_)) {
                     let due: Option<f64> = source
-                        .conn()
+                        .conn
                         .cmd(
                             "resharding: reading the due set",
                             "ZSCORE",
-                            vec![source.keys().due().into(), task.task_id().as_str().into()],
+                            vec![source.keys.due().into(), task.task_id().as_str().into()],
                         )
                         .await?;
                     if due.is_none() {
@@ -196,20 +187,21 @@ async fn move_batch(
             Loaded::Missing | Loaded::Corrupt => p.skipped += 1,
         }
     }
-    let writes = per
-        .iter()
-        .map(|(t, tasks)| async move { new[*t].record_planned_batch(tasks).await });
+    let writes = per.iter().map(|(t, tasks)| async move {
+        let tasks: Vec<(&FailedTask, RetryPlan)> = tasks.iter().map(|(t, p)| (t, *p)).collect();
+        new[*t].record_planned_batch(&tasks).await
+    });
     for w in join_all(writes).await {
         w?;
     }
     // A retry already handed to workers stays delivered: not due again in the new shard.
     for (t, id) in &delivered {
         let _: i64 = new[*t]
-            .conn()
+            .conn
             .cmd(
                 "resharding: keeping a delivered retry delivered",
                 "ZREM",
-                vec![new[*t].keys().due().into(), id.as_str().into()],
+                vec![new[*t].keys.due().into(), id.as_str().into()],
             )
             .await?;
     }
@@ -227,14 +219,10 @@ async fn move_batch(
 }
 
 /// Copy a task's attempt history (`P:hist:ID`) into its new shard, with the record's expiry.
-async fn copy_history(
-    source: &RedisStore,
-    target: &RedisStore,
-    id: &TaskId,
-) -> Result<(), StoreError> {
-    let from = source.keys().history(id.as_str());
+async fn copy_history(source: &Shard, target: &Shard, id: &TaskId) -> Result<(), StoreError> {
+    let from = source.keys.history(id.as_str());
     let items: Vec<String> = source
-        .conn()
+        .conn
         .cmd(
             "resharding: reading a history",
             "LRANGE",
@@ -244,17 +232,17 @@ async fn copy_history(
     if items.is_empty() {
         return Ok(());
     }
-    let to = target.keys().history(id.as_str());
+    let to = target.keys.history(id.as_str());
     let ttl: i64 = target
-        .conn()
+        .conn
         .cmd(
             "resharding: reading a record's expiry",
             "PTTL",
-            vec![target.keys().record(id.as_str()).into()],
+            vec![target.keys.record(id.as_str()).into()],
         )
         .await?;
     let _: i64 = target
-        .conn()
+        .conn
         .cmd(
             "resharding: writing a history",
             "DEL",
@@ -264,12 +252,12 @@ async fn copy_history(
     let mut args: Vec<Value> = vec![to.as_str().into()];
     args.extend(items.into_iter().map(Value::from));
     let _: i64 = target
-        .conn()
+        .conn
         .cmd("resharding: writing a history", "RPUSH", args)
         .await?;
     if ttl > 0 {
         let _: i64 = target
-            .conn()
+            .conn
             .cmd(
                 "resharding: writing a history",
                 "PEXPIRE",

@@ -1,4 +1,5 @@
-//! Retries on Redis: the [`RetryStore`] capability of [`RedisStore`].
+//! Retries on Redis: the [`RetryStore`] capability of [`RedisStore`], each shard's due set,
+//! stream and scripts.
 //!
 //! Scheduling is part of the record scripts (a `v3` record carries its retry state; the due
 //! set `P:retry:due` holds the scheduled retries not yet delivered). The scheduler step is
@@ -21,6 +22,7 @@ use fred::types::Value;
 
 use crate::layout::STREAM_FIELDS;
 use crate::scripts::Scripts;
+use crate::shard::Shard;
 use crate::store::{hour_end_ms, hour_of, millis_of, now_ms, value_text, RedisStore};
 use failed_tasks_store::stored;
 
@@ -57,12 +59,12 @@ fn attempt_entry(text: &str) -> Option<AttemptRecord> {
     })
 }
 
-impl RedisStore {
+impl Shard {
     /// How long the scheduler lock outlives the last step of its holder: twice the command
     /// timeout, at least a second. Its holder renews it at every step; when the holder
     /// stops, another replica takes over after at most this long.
     fn scheduler_lock_ttl(&self) -> Duration {
-        (self.inner.conn.timeout() * 2).max(Duration::from_secs(1))
+        (self.conn.timeout() * 2).max(Duration::from_secs(1))
     }
 
     async fn retry_script(
@@ -71,12 +73,11 @@ impl RedisStore {
         task_id: &TaskId,
         now: Timestamp,
     ) -> Result<(String, u32), StoreError> {
-        let k = &self.inner.keys;
+        let k = &self.keys;
         let keys = vec![k.record(task_id.as_str()).into(), k.due().into()];
         let reply: Vec<Value> = match script {
             TaskScript::RetryNow => {
-                self.inner
-                    .conn
+                self.conn
                     .eval(
                         &Scripts::get().retry_now,
                         keys,
@@ -89,8 +90,7 @@ impl RedisStore {
                     .await?
             }
             TaskScript::Cancel => {
-                self.inner
-                    .conn
+                self.conn
                     .eval(&Scripts::get().cancel, keys, vec![k.prefix().into()])
                     .await?
             }
@@ -105,26 +105,16 @@ enum TaskScript {
     Cancel,
 }
 
-#[async_trait]
-impl RetryStore for RedisStore {
-    /// As `record_batch`, each task's value carrying its plan: the record script schedules
-    /// (`ZADD P:retry:due`) or unschedules it in the same atomic step.
-    async fn record_planned(
-        &self,
-        batch: &[(FailedTask, RetryPlan)],
-    ) -> Result<Vec<RecordOutcome>, StoreError> {
-        self.record_planned_batch(batch).await
-    }
-
+impl Shard {
     async fn retry_now(&self, task_id: &TaskId, now: Timestamp) -> Result<RetryNow, StoreError> {
         let kind = TaskScript::RetryNow;
         let (mut status, mut attempt) = self.retry_script(&kind, task_id, now).await?;
         if status == "upgrade" {
             // Written before retries existed: record it again as v3 (due now), then retry.
-            let Some(task) = failed_tasks_store::StatusStore::get(self, task_id).await? else {
+            let Some(task) = self.get(task_id).await? else {
                 return Ok(RetryNow::NotFound);
             };
-            self.record_planned_batch(&[(task, RetryPlan::Retry { due: now })])
+            self.record_planned_batch(&[(&task, RetryPlan::Retry { due: now })])
                 .await?;
             (status, attempt) = self.retry_script(&kind, task_id, now).await?;
         }
@@ -154,7 +144,7 @@ impl RetryStore for RedisStore {
     }
 
     async fn resolve(&self, task_id: &TaskId, at: Timestamp) -> Result<Resolve, StoreError> {
-        let k = &self.inner.keys;
+        let k = &self.keys;
         let now = now_ms();
         let at_ms = at.unix_millis();
         // The tombstone lives as long as a record of that time would; the hour's recovery
@@ -162,7 +152,6 @@ impl RetryStore for RedisStore {
         let tombstone_ttl = self.retained_until(at_ms, now).saturating_sub(now).max(1);
         let counters_until = self.retained_until(hour_end_ms(hour_of(minute_of(at))), now);
         let done: i64 = self
-            .inner
             .conn
             .eval(
                 &Scripts::get().resolve,
@@ -185,8 +174,8 @@ impl RetryStore for RedisStore {
     /// `GET` of the record (its own failure is the newest attempt) and `LRANGE` of the
     /// attempts before it, pipelined.
     async fn retry_details(&self, task_id: &TaskId) -> Result<Option<RetryDetails>, StoreError> {
-        let k = &self.inner.keys;
-        let conn = &self.inner.conn;
+        let k = &self.keys;
+        let conn = &self.conn;
         let key = k.record(task_id.as_str());
         let get = conn.cmd::<Value>("reading a record", "GET", vec![key.as_str().into()]);
         let hist = conn.cmd::<Vec<String>>(
@@ -241,8 +230,8 @@ impl RetryStore for RedisStore {
     /// One `deliver` script call: lock check (or renewal), then up to `max` due entries
     /// moved into the stream.
     async fn deliver_due(&self, now: Timestamp, max: usize) -> Result<DeliverReport, StoreError> {
-        let k = &self.inner.keys;
-        let cfg = &self.inner.config;
+        let k = &self.keys;
+        let cfg = &self.config;
         let mut args: Vec<Value> = vec![
             k.prefix().into(),
             now.unix_millis().into(),
@@ -250,12 +239,11 @@ impl RetryStore for RedisStore {
             i64::try_from(cfg.retry_stream_max_len)
                 .unwrap_or(i64::MAX)
                 .into(),
-            self.inner.scheduler_token.as_str().into(),
+            self.scheduler_token.as_str().into(),
             millis_of(self.scheduler_lock_ttl()).into(),
         ];
         args.extend(STREAM_FIELDS.iter().map(|f| Value::from(*f)));
         let reply: Vec<i64> = self
-            .inner
             .conn
             .eval(
                 &Scripts::get().deliver,
@@ -285,9 +273,9 @@ impl RetryStore for RedisStore {
     /// Six reads sent at once (one round trip): `ZCARD`, `ZCOUNT` and the first entry of
     /// the due set, `XLEN` and `XPENDING` (summary) of the stream, the reclaim counter.
     async fn retry_gauges(&self, now: Timestamp) -> Result<RetryGauges, StoreError> {
-        let k = &self.inner.keys;
-        let cfg = &self.inner.config;
-        let conn = &self.inner.conn;
+        let k = &self.keys;
+        let cfg = &self.config;
+        let conn = &self.conn;
         let due = k.due();
         let stream = cfg.retry_stream();
         let now_ms = now.unix_millis();
@@ -346,6 +334,100 @@ impl RetryStore for RedisStore {
             pending,
             reclaimed: reclaimed?.unwrap_or(0),
         })
+    }
+}
+
+#[async_trait]
+impl RetryStore for RedisStore {
+    /// As `record_batch`, each task's value carrying its plan: the record script schedules
+    /// (`ZADD P:retry:due`) or unschedules it in the same atomic step.
+    async fn record_planned(
+        &self,
+        batch: &[(FailedTask, RetryPlan)],
+    ) -> Result<Vec<RecordOutcome>, StoreError> {
+        let planned: Vec<(&FailedTask, RetryPlan)> = batch.iter().map(|(t, p)| (t, *p)).collect();
+        self.record_split(&planned).await
+    }
+
+    async fn retry_now(&self, task_id: &TaskId, now: Timestamp) -> Result<RetryNow, StoreError> {
+        self.on_task(
+            task_id,
+            |r| matches!(r, RetryNow::NotFound),
+            |s| s.retry_now(task_id, now),
+        )
+        .await
+    }
+
+    async fn cancel_retry(&self, task_id: &TaskId) -> Result<CancelRetry, StoreError> {
+        self.on_task(
+            task_id,
+            |r| matches!(r, CancelRetry::NotFound),
+            |s| s.cancel_retry(task_id),
+        )
+        .await
+    }
+
+    async fn resolve(&self, task_id: &TaskId, at: Timestamp) -> Result<Resolve, StoreError> {
+        self.on_task(
+            task_id,
+            |r| matches!(r, Resolve::NotFound),
+            |s| s.resolve(task_id, at),
+        )
+        .await
+    }
+
+    async fn retry_details(&self, task_id: &TaskId) -> Result<Option<RetryDetails>, StoreError> {
+        self.on_task(task_id, Option::is_none, |s| s.retry_details(task_id))
+            .await
+    }
+
+    /// Every shard's scheduler step in parallel (each under its own lock, moving its due
+    /// entries into its own stream in one script), `max / shards` (at least 1) each. A
+    /// shard that fails is logged and left for the next step; only when every shard fails
+    /// is the step an error.
+    async fn deliver_due(&self, now: Timestamp, max: usize) -> Result<DeliverReport, StoreError> {
+        let shards = self.shards().readers();
+        let each = (max / shards.len()).max(1);
+        let steps = self.every_shard(|s| s.deliver_due(now, each)).await;
+        let mut report = DeliverReport {
+            locked_out: true,
+            ..DeliverReport::default()
+        };
+        let mut failed = Vec::new();
+        for (i, step) in steps.into_iter().enumerate() {
+            match step {
+                Ok(r) => {
+                    report.locked_out &= r.locked_out;
+                    report.moved += r.moved;
+                    report.dropped += r.dropped;
+                    report.more |= r.more;
+                }
+                Err(e) => failed.push((i, e)),
+            }
+        }
+        if !failed.is_empty() && failed.len() == shards.len() {
+            return Err(failed.remove(0).1);
+        }
+        for (i, e) in &failed {
+            tracing::warn!(shard = i, error = %e, "a shard's retry scheduler step failed");
+        }
+        Ok(report)
+    }
+
+    /// Every shard's gauges, added up (the oldest due age: the largest).
+    async fn retry_gauges(&self, now: Timestamp) -> Result<RetryGauges, StoreError> {
+        let all = self.every_shard(|s| s.retry_gauges(now)).await;
+        let mut g = RetryGauges::default();
+        for r in all {
+            let r = r?;
+            g.scheduled += r.scheduled;
+            g.due += r.due;
+            g.oldest_due_age = g.oldest_due_age.max(r.oldest_due_age);
+            g.queued += r.queued;
+            g.pending += r.pending;
+            g.reclaimed += r.reclaimed;
+        }
+        Ok(g)
     }
 }
 

@@ -1,31 +1,27 @@
-//! Statistics and failure groups on Redis: reads of the counters and groups that the write
-//! scripts keep up to date (see `docs/redis-layout.md`), and the attempts counters.
+//! Statistics on Redis: reads of the counters that the write scripts keep up to date (see
+//! `docs/redis-layout.md`), and the attempts counters; each shard's, added up.
 //!
 //! Nothing here scans tasks, and no read grows with the number of distinct values: a
-//! statistics request reads, per hour of its range, the fields of its minutes from the
-//! hour's counter hash (`HMGET` of named fields: never the whole hash, which in hours
+//! statistics request reads, per shard and hour of its range, the fields of its minutes from
+//! the hour's counter hash (`HMGET` of named fields: never the whole hash, which in hours
 //! written by earlier versions also holds one field per distinct code, type and client), and
 //! per bucket (each whole hour, each minute at the range's edges) the
 //! `READ_PER_BUCKET` + 1 most frequent members of its three breakdown sets; all pipelined.
-//! A page of groups reads the ordering set from a lex bound plus four O(log N) commands per
-//! group of the page.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use failed_tasks_domain::stats::{
     buckets, Bucket, BucketTops, Dimension, MinuteCounts, READ_PER_BUCKET,
 };
-use failed_tasks_domain::{
-    ErrorCategory, ErrorPattern, ErrorSignature, FailureGroup, GroupCursor, GroupPage, GroupQuery,
-    TaskId, TaskType, Timestamp,
-};
-use failed_tasks_store::StoreError;
+use failed_tasks_domain::{ErrorCategory, GroupPage, GroupQuery, TaskType};
+use failed_tasks_store::{StatsStore, StoreError};
 use fred::types::Value;
 
-use crate::layout::{dimension_letter, member_id, ms_part, MS_DIGITS};
+use crate::layout::dimension_letter;
 use crate::scripts::Scripts;
-use crate::store::{hour_end_ms, hour_of, now_ms, value_text, RedisStore};
-use failed_tasks_store::stored;
+use crate::shard::Shard;
+use crate::store::{hour_end_ms, hour_of, now_ms, RedisStore};
 
 /// Commands sent at once when reading hour hashes (a 7-day window reads 169).
 const PIPELINE_CHUNK: usize = 1_000;
@@ -181,7 +177,7 @@ fn check_range(from_minute: i64, to_minute: i64) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-impl RedisStore {
+impl Shard {
     /// `HGETALL` of `key_of(hour)` for every hour that overlaps the minutes `[from, to)`,
     /// pipelined in chunks; all their field/value pairs.
     async fn read_hours(
@@ -199,7 +195,6 @@ impl RedisStore {
                 let key = key_of(h);
                 async move {
                     let v: Value = self
-                        .inner
                         .conn
                         .cmd("reading failure counters", "HGETALL", vec![key.into()])
                         .await?;
@@ -225,7 +220,7 @@ impl RedisStore {
         if !check_range(from_minute, to_minute)? {
             return Ok(Vec::new());
         }
-        let keys = &self.inner.keys;
+        let keys = &self.keys;
         let per_minute = 2 + ErrorCategory::ALL.len();
         let hours: Vec<i64> = (hour_of(from_minute)..=hour_of(to_minute - 1)).collect();
         let mut out = Vec::new();
@@ -236,7 +231,6 @@ impl RedisStore {
                 args.extend(minutes.clone().flat_map(minute_fields).map(Value::from));
                 async move {
                     let v: Value = self
-                        .inner
                         .conn
                         .cmd("reading failure counters", "HMGET", args)
                         .await?;
@@ -268,8 +262,8 @@ impl RedisStore {
         if !check_range(from_minute, to_minute)? {
             return Ok(Vec::new());
         }
-        let keys = &self.inner.keys;
-        let conn = &self.inner.conn;
+        let keys = &self.keys;
+        let conn = &self.conn;
         let all = buckets(from_minute, to_minute);
         let mut tops: Vec<BucketTops> = all.iter().map(|b| BucketTops::empty(*b)).collect();
         // The sets: one ZRANGE per bucket and dimension.
@@ -348,7 +342,7 @@ impl RedisStore {
         if !check_range(from_minute, to_minute)? {
             return Ok(Vec::new());
         }
-        let keys = &self.inner.keys;
+        let keys = &self.keys;
         let fields = self
             .read_hours(from_minute, to_minute, |h| keys.attempts(h))
             .await?;
@@ -367,11 +361,10 @@ impl RedisStore {
         let hour = hour_of(minute);
         let until = self.retained_until(hour_end_ms(hour), now_ms());
         let _: i64 = self
-            .inner
             .conn
             .eval(
                 &Scripts::get().attempts,
-                vec![self.inner.keys.attempts(hour).into()],
+                vec![self.keys.attempts(hour).into()],
                 vec![
                     format!("{minute}:{task_type}").into(),
                     i64::try_from(count).unwrap_or(i64::MAX).into(),
@@ -381,159 +374,142 @@ impl RedisStore {
             .await?;
         Ok(())
     }
+}
 
-    pub(crate) async fn read_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError> {
-        let conn = &self.inner.conn;
-        let keys = &self.inner.keys;
-        let size = query.page_size.as_usize();
-        let max = match &query.cursor {
-            Some(c) => format!(
-                "({}:{}",
-                ms_part(c.last_seen().unix_millis()),
-                c.signature()
-            ),
-            None => "+".to_owned(),
-        };
-        let order = keys.groups();
-        let total = conn.cmd::<u64>("counting groups", "ZCARD", vec![order.as_str().into()]);
-        let page = conn.cmd::<Vec<String>>(
-            "reading groups",
-            "ZRANGE",
-            crate::layout::zrange_bylex(&order, &max, "-", true, size as i64 + 1),
-        );
-        let (total, members) = tokio::join!(total, page);
-        let (total, mut members) = (total?, members?);
-        let more = members.len() > size;
-        members.truncate(size);
-        let ranked: Vec<(Timestamp, ErrorSignature)> = members
-            .iter()
-            .filter_map(|m| {
-                let parsed = parse_group_member(m);
-                if parsed.is_none() {
-                    tracing::warn!(member = m.as_str(), "skipping a malformed group entry");
-                }
-                parsed
-            })
-            .collect();
-        let reads = ranked
-            .into_iter()
-            .map(|(last_seen, sig)| self.read_group(last_seen, sig));
-        let mut groups = Vec::with_capacity(size);
-        for g in futures_util::future::join_all(reads).await {
-            if let Some(g) = g? {
-                groups.push(g);
-            }
-        }
-        let next_cursor = if more {
-            groups.last().map(GroupCursor::after)
-        } else {
-            None
-        };
-        Ok(GroupPage {
-            total,
-            groups,
-            next_cursor,
-        })
-    }
-
-    /// One group: its size, oldest and newest member and description, pipelined (one round
-    /// trip). `None` when it vanished since the page was read.
-    async fn read_group(
-        &self,
-        last_seen: Timestamp,
-        sig: ErrorSignature,
-    ) -> Result<Option<FailureGroup>, StoreError> {
-        let conn = &self.inner.conn;
-        let keys = &self.inner.keys;
-        let index = keys.signature(&sig);
-        let edge = |rev: bool| {
-            let mut args: Vec<Value> = vec![index.as_str().into()];
-            if rev {
-                args.extend(["+".into(), "-".into(), "BYLEX".into(), "REV".into()]);
-            } else {
-                args.extend(["-".into(), "+".into(), "BYLEX".into()]);
-            }
-            args.extend(["LIMIT".into(), 0i64.into(), 1i64.into()]);
-            conn.cmd::<Vec<String>>("reading a group", "ZRANGE", args)
-        };
-        let count = conn.cmd::<u64>("sizing a group", "ZCARD", vec![index.as_str().into()]);
-        let desc = conn.cmd::<Value>(
-            "reading a group",
-            "HGETALL",
-            vec![keys.group(sig.as_str()).into()],
-        );
-        let (count, newest, oldest, desc) = tokio::join!(count, edge(true), edge(false), desc);
-        let (count, newest, oldest, desc) = (count?, newest?, oldest?, pairs(desc?));
-        let (Some(newest), Some(oldest)) = (newest.first(), oldest.first()) else {
-            return Ok(None);
-        };
-        let (Some(sample), Some(first_seen)) = (
-            member_id(newest).and_then(|id| TaskId::parse(id).ok()),
-            crate::layout::parse_member(oldest).map(|k| k.fail_time()),
-        ) else {
-            tracing::warn!(signature = %sig, "skipping a group with malformed members");
-            return Ok(None);
-        };
-        let desc: HashMap<String, String> = desc.into_iter().collect();
-        let pattern = match self.pattern_of(&sig, &desc, &sample).await? {
-            Some(p) => p,
-            None => {
-                tracing::warn!(signature = %sig, "skipping a group whose description is lost");
-                return Ok(None);
-            }
-        };
-        Ok(Some(FailureGroup {
-            pattern,
-            count,
-            first_seen: first_seen.min(last_seen),
-            last_seen,
-            clients_affected: desc.get("ncl").and_then(|v| positive(v)).unwrap_or(0),
-            sample_task_id: sample,
-        }))
-    }
-
-    /// The group's pattern from its stored description (category, code, normalised
-    /// message; normalising is idempotent, so this gives the signature back), or, should it
-    /// not, from its sample task's record.
-    pub(crate) async fn pattern_of(
-        &self,
-        sig: &ErrorSignature,
-        desc: &HashMap<String, String>,
-        sample: &TaskId,
-    ) -> Result<Option<ErrorPattern>, StoreError> {
-        let stored = (|| {
-            let cat = ErrorCategory::parse(desc.get("cat")?).ok()?;
-            Some(ErrorPattern::of(cat, desc.get("code")?, desc.get("msg")?))
-        })();
-        if let Some(p) = stored.filter(|p| p.signature() == sig) {
-            return Ok(Some(p));
-        }
-        let value: Value = self
-            .inner
-            .conn
-            .cmd(
-                "reading a group's sample",
-                "GET",
-                vec![self.inner.keys.record(sample.as_str()).into()],
-            )
-            .await?;
-        Ok(value_text(value)
-            .and_then(Result::ok)
-            .and_then(|text| stored::decode(&text).ok())
-            .map(|(t, _)| ErrorPattern::of_task(&t))
-            .filter(|p| p.signature() == sig))
+/// Add `b`'s counters into `a` (the same minute).
+fn add_counts(a: &mut MinuteCounts, b: MinuteCounts) {
+    a.total += b.total;
+    a.recovered += b.recovered;
+    for (k, v) in b.by_category {
+        *a.by_category.entry(k).or_default() += v;
     }
 }
 
-/// `{last_ms:015}:{signature}` back into its parts.
-pub(crate) fn parse_group_member(m: &str) -> Option<(Timestamp, ErrorSignature)> {
-    let ms = m.get(..MS_DIGITS)?;
-    let sig = m.get(MS_DIGITS..)?.strip_prefix(':')?;
-    if !ms.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+/// Add `b`'s counts into `a` (same bucket), by name.
+fn add_tops(a: &mut BucketTops, b: BucketTops) {
+    for d in Dimension::ALL {
+        let list = a.of_mut(d);
+        for (name, n) in b.of(d) {
+            match list.iter_mut().find(|(k, _)| k == name) {
+                Some((_, m)) => *m += n,
+                None => list.push((name.clone(), *n)),
+            }
+        }
     }
-    let t = Timestamp::from_unix_millis(ms.parse().ok()?).ok()?;
-    Some((t, ErrorSignature::parse(sig).ok()?))
+    a.untracked.error_codes += b.untracked.error_codes;
+    a.untracked.task_types += b.untracked.task_types;
+    a.untracked.clients += b.untracked.clients;
+}
+
+#[async_trait]
+impl StatsStore for RedisStore {
+    /// Every shard's counters of the range (one `HMGET` of the range's minute fields per
+    /// hour, `P:cnt:HOUR`, pipelined), added up per minute: O(shards x minutes in the
+    /// range), whatever the number of stored tasks or distinct values.
+    async fn failure_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<MinuteCounts>, StoreError> {
+        let reads = self
+            .every_shard(|s| s.read_failure_counts(from_minute, to_minute))
+            .await;
+        let mut per: BTreeMap<i64, MinuteCounts> = BTreeMap::new();
+        for r in reads {
+            for c in r? {
+                match per.entry(c.minute) {
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        add_counts(e.get_mut(), c)
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(c);
+                    }
+                }
+            }
+        }
+        Ok(per.into_values().collect())
+    }
+
+    /// Every shard's most frequent values per bucket (three `ZRANGE … REV LIMIT` per
+    /// bucket, `P:top:m:MINUTE:D`, `P:top:h:HOUR:D`, and one `HMGET` of untracked fields per
+    /// hour, pipelined), added up by name (and the untracked counts), cut to what one shard
+    /// answers. With several shards a value cut from one shard's list can be missing or low
+    /// in the sum; the lists are then longer than a read uses, so the statistics say their
+    /// breakdowns are not exact.
+    async fn failure_tops(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<BucketTops>, StoreError> {
+        let reads = self
+            .every_shard(|s| s.read_failure_tops(from_minute, to_minute))
+            .await;
+        // Keyed by the bucket's first minute: the buckets' order in time, as one shard
+        // answers them (`buckets`, oldest first).
+        let mut per: BTreeMap<i64, BucketTops> = BTreeMap::new();
+        for r in reads {
+            for t in r? {
+                let first_minute = match t.bucket {
+                    Bucket::Minute(m) => m,
+                    Bucket::Hour(h) => h.saturating_mul(60),
+                };
+                let merged = per
+                    .entry(first_minute)
+                    .or_insert_with(|| BucketTops::empty(t.bucket));
+                add_tops(merged, t);
+            }
+        }
+        Ok(per
+            .into_values()
+            .map(|mut t| {
+                for d in Dimension::ALL {
+                    let list = t.of_mut(d);
+                    list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+                    list.truncate(READ_PER_BUCKET + 1);
+                }
+                t
+            })
+            .collect())
+    }
+
+    /// Kept in the shard of the task type's name (the same hash as task ids): one script on
+    /// one slot; reads add up every shard.
+    async fn record_attempts(
+        &self,
+        task_type: &TaskType,
+        minute: i64,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        self.shards()
+            .of(task_type.as_str())
+            .add_attempts(task_type, minute, count)
+            .await
+    }
+
+    /// One `HGETALL` per shard and hour of the range (`P:att:HOUR`, one field per minute and
+    /// task type), pipelined, added up per minute.
+    async fn attempt_counts(
+        &self,
+        from_minute: i64,
+        to_minute: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let reads = self
+            .every_shard(|s| s.read_attempt_counts(from_minute, to_minute))
+            .await;
+        let mut per: BTreeMap<i64, u64> = BTreeMap::new();
+        for r in reads {
+            for (minute, n) in r? {
+                *per.entry(minute).or_default() += n;
+            }
+        }
+        Ok(per.into_iter().collect())
+    }
+
+    /// A k-way merge of the shards' `P:groups` from the cursor, then four O(log N) reads per
+    /// group of the page and shard, pipelined (see `groups`).
+    async fn list_groups(&self, query: &GroupQuery) -> Result<GroupPage, StoreError> {
+        self.groups_page(query).await
+    }
 }
 
 #[cfg(test)]
@@ -571,28 +547,5 @@ mod tests {
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .to_vec();
         assert_eq!(attempt_counts(att, 0, 9), vec![(7, 5)]);
-    }
-
-    /// The groups store the normalised message; re-normalising it must give the signature.
-    #[test]
-    fn a_normalised_message_gives_its_signature_back() {
-        let long = format!("failed at {} then 42", "x/y ".repeat(300));
-        for msg in [
-            "timed out after 30 s on /repo/a",
-            "向量嵌入服务超时，请求超过30秒未响应",
-            "table \"users_2024\" id 3fa85f64-5717-4562-b3fc-2c963f66afa6 at 0x1F",
-            long.as_str(),
-        ] {
-            let p = ErrorPattern::of(ErrorCategory::DataError, "E", msg);
-            let again = ErrorPattern::of(ErrorCategory::DataError, "E", p.normalised_message());
-            assert_eq!(again.signature(), p.signature(), "{msg}");
-        }
-        let sig = ErrorSignature::parse("0123456789abcdef").unwrap();
-        let m = format!("{}:{sig}", ms_part(42));
-        assert_eq!(
-            parse_group_member(&m),
-            Some((Timestamp::from_unix_millis(42).unwrap(), sig))
-        );
-        assert_eq!(parse_group_member("nonsense"), None);
     }
 }

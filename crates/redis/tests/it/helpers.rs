@@ -103,49 +103,26 @@ pub async fn queue(store: &RedisStore, consumer: &str) -> failed_tasks_redis::Re
     q
 }
 
-/// A connected sharded store of `shards` shards on a fresh prefix.
-pub async fn sharded(url: &str, shards: u32) -> failed_tasks_redis::ShardedStore {
-    sharded_with(RedisConfig {
+/// A connected store of `shards` shards on a fresh prefix.
+pub async fn sharded(url: &str, shards: u32) -> RedisStore {
+    store_with(RedisConfig {
         shards,
         ..config(url)
     })
     .await
 }
 
-/// A connected sharded store on `config`.
-pub async fn sharded_with(config: RedisConfig) -> failed_tasks_redis::ShardedStore {
-    let store = failed_tasks_redis::ShardedStore::connect(config)
-        .await
-        .expect("connect");
-    assert!(
-        store.wait_connected(Duration::from_secs(10)).await,
-        "store did not connect"
-    );
-    store
-}
-
-/// A connected sharded store with two worker queues on its retry streams.
+/// A connected store of `shards` shards with two worker queues on its retry streams.
 pub async fn sharded_with_queues(
     url: &str,
     shards: u32,
 ) -> (
-    failed_tasks_redis::ShardedStore,
-    failed_tasks_redis::ShardedRetryQueue,
-    failed_tasks_redis::ShardedRetryQueue,
+    RedisStore,
+    failed_tasks_redis::RedisRetryQueue,
+    failed_tasks_redis::RedisRetryQueue,
 ) {
     let store = sharded(url, shards).await;
-    let mut queues = Vec::new();
-    for consumer in ["worker-a", "worker-b"] {
-        let q = failed_tasks_redis::ShardedRetryQueue::connect(store.config(), consumer)
-            .await
-            .expect("queue config");
-        assert!(
-            q.wait_connected(Duration::from_secs(10)).await,
-            "queue did not connect"
-        );
-        queues.push(q);
-    }
-    let b = queues.pop().expect("two queues");
-    let a = queues.pop().expect("two queues");
+    let a = queue(&store, "worker-a").await;
+    let b = queue(&store, "worker-b").await;
     (store, a, b)
 }

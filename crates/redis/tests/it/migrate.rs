@@ -171,13 +171,13 @@ async fn migration_rewrites_a_store_of_the_previous_layout_and_changes_nothing_e
         .all(|(_, v)| v.starts_with("v3\t")));
 
     // One batch, then resume from where it stopped, as an operator would after a restart.
-    let first = store.migrate_step(None, 7).await.unwrap();
+    let first = store.migrate_step(0, None, 7).await.unwrap();
     assert_eq!((first.scanned, first.migrated), (7, 7), "{first:?}");
     let mut after = first.next.clone();
     let mut migrated = first.migrated;
     let mut steps = 1;
     while let Some(from) = after {
-        let step = store.migrate_step(Some(&from), 7).await.unwrap();
+        let step = store.migrate_step(0, Some(&from), 7).await.unwrap();
         assert_eq!(step.corrupt + step.missing, 0, "{step:?}");
         migrated += step.migrated;
         after = step.next;
@@ -203,7 +203,7 @@ async fn migration_rewrites_a_store_of_the_previous_layout_and_changes_nothing_e
     }
 
     // Idempotent: a second run rewrites nothing.
-    let again = store.migrate_step(None, 1000).await.unwrap();
+    let again = store.migrate_step(0, None, 1000).await.unwrap();
     assert_eq!(
         (again.scanned, again.migrated, again.current, again.next),
         (tasks.len() as u64, 0, tasks.len() as u64, None)
@@ -263,7 +263,7 @@ async fn migration_leaves_a_record_written_meanwhile_alone_and_heals_v1_records(
         )
         .await;
     }
-    let step = store.migrate_step(None, 100).await.unwrap();
+    let step = store.migrate_step(0, None, 100).await.unwrap();
     assert_eq!((step.migrated, step.current), (1, 1), "{step:?}");
     let v: String = helpers::cmd(&raw, &prefix, "GET", vec![key.as_str().into()]).await;
     assert_eq!(v, v4, "written as recording it now writes it");

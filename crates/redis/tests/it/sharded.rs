@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use failed_tasks_domain::stats::minute_of;
 use failed_tasks_domain::{RetryPlan, TaskFilter, Timestamp};
-use failed_tasks_redis::{reshard, RedisConfig, ShardedStore};
+use failed_tasks_redis::{reshard, shard_key, RedisConfig, RedisStore};
 use failed_tasks_store::conformance::{expected, mixed_tasks, walk, BASE_MS};
 use failed_tasks_store::{RetryStore, StatsStore, StatusStore};
 use failed_tasks_testkit::RedisServer;
@@ -13,7 +13,7 @@ use failed_tasks_testkit::RedisServer;
 use crate::helpers;
 
 /// Failures per minute over the test's hour, all shards together.
-async fn counts(store: &ShardedStore) -> BTreeMap<i64, u64> {
+async fn counts(store: &RedisStore) -> BTreeMap<i64, u64> {
     let from = minute_of(Timestamp::from_unix_millis(BASE_MS - 3_600_000).unwrap());
     store
         .failure_counts(from, from + 180)
@@ -30,14 +30,18 @@ async fn tasks_spread_over_every_shard_and_each_shard_is_a_store_of_its_own() {
     let store = helpers::sharded(&server.url(), 16).await;
     let tasks = mixed_tasks(800);
     store.record_batch(&tasks).await.unwrap();
-    for shard in store.shards() {
-        let (ids, _) = walk(shard, &TaskFilter::default(), 1000).await;
+    for i in 0..16 {
+        // Shard `i` read as a one-shard store on its own prefix.
+        let prefix = shard_key(&store.config().key_prefix, i, 16);
+        let shard = helpers::store_with(RedisConfig {
+            key_prefix: prefix.clone(),
+            shards: 1,
+            ..store.config().clone()
+        })
+        .await;
+        let (ids, _) = walk(&shard, &TaskFilter::default(), 1000).await;
         let n = ids.len();
-        assert!(
-            (25..=75).contains(&n),
-            "{}: {n} of 800",
-            shard.keys().prefix()
-        );
+        assert!((25..=75).contains(&n), "{prefix}: {n} of 800");
     }
     let (ids, totals) = walk(&store, &TaskFilter::default(), 37).await;
     assert_eq!(ids, expected(&tasks, &TaskFilter::default()));
@@ -51,7 +55,7 @@ async fn tasks_spread_over_every_shard_and_each_shard_is_a_store_of_its_own() {
 async fn resharding_while_serving_moves_every_task_once() {
     let server = RedisServer::start();
     let base = helpers::config(&server.url());
-    let one = helpers::sharded_with(base.clone()).await;
+    let one = helpers::store_with(base.clone()).await;
     let mut tasks = mixed_tasks(600);
     // Some with a retry scheduled (in the due set), some recorded twice (a history).
     let due = Timestamp::from_unix_millis(BASE_MS + 3_600_000).unwrap();
@@ -65,7 +69,7 @@ async fn resharding_while_serving_moves_every_task_once() {
     assert_eq!(before.values().sum::<u64>(), 600);
 
     for (from, to) in [(1, 4), (4, 16)] {
-        let serving = helpers::sharded_with(RedisConfig {
+        let serving = helpers::store_with(RedisConfig {
             shards: to,
             resharding_from: Some(from),
             ..base.clone()
@@ -104,7 +108,7 @@ async fn resharding_while_serving_moves_every_task_once() {
             "a second run has nothing to move: {again:?}"
         );
     }
-    let sixteen = helpers::sharded_with(RedisConfig {
+    let sixteen = helpers::store_with(RedisConfig {
         shards: 16,
         ..base.clone()
     })
@@ -142,7 +146,7 @@ const DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Writers (batches of 20 new tasks) and readers (the first page) against `store` until
 /// `stop`; every call answered within [`DEADLINE`], each error a 503 kind.
 async fn load(
-    store: ShardedStore,
+    store: RedisStore,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     worker: usize,
 ) -> Seen {
@@ -211,7 +215,7 @@ async fn load(
 /// Run [`load`] from three workers while `disturb` runs (blocking), and a second more;
 /// then every acknowledged task must be stored.
 async fn survives(
-    store: &ShardedStore,
+    store: &RedisStore,
     disturb: impl FnOnce() + Send + 'static,
     settle: impl Fn() -> bool + Send + Sync + 'static,
     fresh_reader: bool,
@@ -252,7 +256,7 @@ async fn survives(
     // read by this store or by a new client of the same configuration.
     let fresh;
     let store = if fresh_reader {
-        fresh = helpers::sharded_with(store.config().clone()).await;
+        fresh = helpers::store_with(store.config().clone()).await;
         &fresh
     } else {
         store
@@ -318,7 +322,7 @@ async fn a_master_failover_under_load_loses_nothing_acknowledged() {
         let c = cluster.lock().unwrap();
         (c.url(), c.masters()[0])
     };
-    let store = helpers::sharded_with(RedisConfig {
+    let store = helpers::store_with(RedisConfig {
         shards: 16,
         ..helpers::config(&url)
     })
