@@ -1,6 +1,8 @@
 //! Deterministic test data: failed tasks for our store, status records for the Go layout.
 
-use failed_tasks_domain::{ErrorCategory, FailedTask, NewFailedTask};
+use failed_tasks_domain::{
+    ErrorCategory, FailedTask, JitterRng, NewFailedTask, RetryPlan, RetryPolicy,
+};
 
 const TYPES: [&str; 3] = ["embedding", "indexing", "cleaning"];
 
@@ -63,6 +65,20 @@ pub fn task(i: u64, base_ms: i64) -> anyhow::Result<FailedTask> {
 /// Tasks `from..to`.
 pub fn tasks(from: u64, to: u64, base_ms: i64) -> anyhow::Result<Vec<FailedTask>> {
     (from..to).map(|i| task(i, base_ms)).collect()
+}
+
+/// Tasks `from..to` with the retry plans the default policy gives them (seeded by `from`),
+/// as the server records them.
+pub fn planned(from: u64, to: u64, base_ms: i64) -> anyhow::Result<Vec<(FailedTask, RetryPlan)>> {
+    let policy = RetryPolicy::default();
+    let mut jitter = JitterRng::new(from);
+    Ok(tasks(from, to, base_ms)?
+        .into_iter()
+        .map(|t| {
+            let plan = RetryPlan::of(&policy, &t, jitter.next_unit());
+            (t, plan)
+        })
+        .collect())
 }
 
 /// The Go service's key of request `i`.

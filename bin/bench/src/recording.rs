@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use failed_tasks_domain::{JitterRng, RetryPlan, RetryPolicy};
 use failed_tasks_query::{Deadlines, FailedTaskService};
 use failed_tasks_redis::RedisStore;
 use failed_tasks_store::{RetryStore, StatusStore};
@@ -27,15 +26,7 @@ async fn fill(store: &RedisStore, from: u64, to: u64, base_ms: i64) -> anyhow::R
             let store = store.clone();
             let (a, b) = (next, end);
             set.spawn(async move {
-                let policy = RetryPolicy::default();
-                let mut jitter = JitterRng::new(a);
-                let planned: Vec<_> = data::tasks(a, b, base_ms)?
-                    .into_iter()
-                    .map(|t| {
-                        let plan = RetryPlan::of(&policy, &t, jitter.next_unit());
-                        (t, plan)
-                    })
-                    .collect();
+                let planned = data::planned(a, b, base_ms)?;
                 store
                     .record_planned(&planned)
                     .await

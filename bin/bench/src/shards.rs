@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use failed_tasks_domain::{JitterRng, ListQuery, RetryPlan, RetryPolicy};
+use failed_tasks_domain::ListQuery;
 use failed_tasks_redis::{RedisConfig, RedisStore};
 use failed_tasks_store::{RetryStore, StatusStore, StoredPages};
 use failed_tasks_testkit::RedisCluster;
@@ -46,15 +46,7 @@ async fn fill(store: &RedisStore, base_ms: i64, in_flight: usize) -> anyhow::Res
             let (a, b) = (next, (next + BATCH).min(N));
             let store = store.clone();
             set.spawn(async move {
-                let policy = RetryPolicy::default();
-                let mut jitter = JitterRng::new(a);
-                let planned: Vec<_> = data::tasks(a, b, base_ms)?
-                    .into_iter()
-                    .map(|t| {
-                        let plan = RetryPlan::of(&policy, &t, jitter.next_unit());
-                        (t, plan)
-                    })
-                    .collect();
+                let planned = data::planned(a, b, base_ms)?;
                 store
                     .record_planned(&planned)
                     .await
