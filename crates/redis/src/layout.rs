@@ -7,8 +7,10 @@
 
 use failed_tasks_domain::stats::{Bucket, Dimension};
 use failed_tasks_domain::{
-    ClientId, ErrorCategory, ErrorCode, ErrorSignature, RetryState, SortKey, TaskType, Timestamp,
+    ClientId, ErrorCategory, ErrorCode, ErrorSignature, RetryState, SortKey, TaskFilter, TaskType,
+    Timestamp,
 };
+use failed_tasks_store::stored::Field;
 
 /// The fields of a retry request in the stream, in the order the scheduler writes them
 /// (docs/retries.md documents them; the scheduler script takes them from here).
@@ -46,6 +48,17 @@ pub(crate) enum IndexKind {
 }
 
 impl IndexKind {
+    /// The indexes of a task field's own value, with the record header's field each is read
+    /// from: the record scripts keep exactly these from the header (`FIELD_INDEXES` in the
+    /// Lua, built from this list). The signature's index is kept with the failure group, the
+    /// retry state's from the state letter.
+    pub(crate) const BY_FIELD: [(IndexKind, Field); 4] = [
+        (IndexKind::Category, Field::Category),
+        (IndexKind::TaskType, Field::TaskType),
+        (IndexKind::Client, Field::ClientId),
+        (IndexKind::ErrorCode, Field::ErrorCode),
+    ];
+
     /// The key segment, also used by the Lua scripts.
     pub(crate) fn segment(self) -> &'static str {
         match self {
@@ -94,6 +107,31 @@ impl Keys {
     /// `PREFIX:idx:SEGMENT:VALUE`: the tasks with one filter value.
     pub(crate) fn index(&self, kind: IndexKind, value: &str) -> String {
         format!("{}:idx:{}:{value}", self.prefix, kind.segment())
+    }
+
+    /// The index key of each equality condition of `f` (its retry state's included): a page
+    /// of a filter with at most one is one range read, with more a walk of the smallest.
+    pub(crate) fn filter_indexes(&self, f: &TaskFilter) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(c) = f.category {
+            out.push(self.category(c));
+        }
+        if let Some(t) = &f.task_type {
+            out.push(self.task_type(t));
+        }
+        if let Some(c) = &f.client_id {
+            out.push(self.client(c));
+        }
+        if let Some(c) = &f.error_code {
+            out.push(self.error_code(c));
+        }
+        if let Some(s) = &f.signature {
+            out.push(self.signature(s));
+        }
+        if let Some(r) = f.retry {
+            out.push(self.retry_state(r));
+        }
+        out
     }
 
     /// `PREFIX:batch:TOKEN`: the receipt a `record_many` call leaves when it applied its batch

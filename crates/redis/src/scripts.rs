@@ -208,10 +208,9 @@ end
 local function unrecord(acc, prefix, f, uncount)
   local m = f[F_MEMBER]
   redis.call('ZREM', prefix .. ':idx:all', m)
-  redis.call('ZREM', prefix .. ':idx:category:' .. f[F_CATEGORY], m)
-  redis.call('ZREM', prefix .. ':idx:type:' .. f[F_TASK_TYPE], m)
-  redis.call('ZREM', prefix .. ':idx:client:' .. f[F_CLIENT_ID], m)
-  redis.call('ZREM', prefix .. ':idx:code:' .. f[F_ERROR_CODE], m)
+  for _, ix in ipairs(FIELD_INDEXES) do
+    if #f >= ix[2] then redis.call('ZREM', prefix .. ':idx:' .. ix[1] .. ':' .. f[ix[2]], m) end
+  end
   if #f < F_SIGNATURE then return end
   if retrying(f) then
     redis.call('ZREM', retry_index(prefix, f[F_STATE]), m)
@@ -330,10 +329,9 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
   end
   redis.call('DEL', prefix .. ':resolved:' .. id)
   redis.call('ZADD', prefix .. ':idx:all', 0, m)
-  redis.call('ZADD', prefix .. ':idx:category:' .. f[F_CATEGORY], 0, m)
-  redis.call('ZADD', prefix .. ':idx:type:' .. f[F_TASK_TYPE], 0, m)
-  redis.call('ZADD', prefix .. ':idx:client:' .. f[F_CLIENT_ID], 0, m)
-  redis.call('ZADD', prefix .. ':idx:code:' .. f[F_ERROR_CODE], 0, m)
+  for _, ix in ipairs(FIELD_INDEXES) do
+    redis.call('ZADD', prefix .. ':idx:' .. ix[1] .. ':' .. f[ix[2]], 0, m)
+  end
   local sig = f[F_SIGNATURE]
   redis.call('ZADD', prefix .. ':idx:sig:' .. sig, 0, m)
   local g = prefix .. ':grp:' .. sig
@@ -654,8 +652,10 @@ pub(crate) struct Scripts {
     pub(crate) migrate: Script,
 }
 
-/// The record's layout as Lua locals, from `failed_tasks_store::stored` (see [`HELPERS`]).
+/// The record's layout as Lua locals, from `failed_tasks_store::stored` (see [`HELPERS`]),
+/// and `FIELD_INDEXES`, the indexes kept from header fields ([`IndexKind::BY_FIELD`]).
 fn layout_prelude() -> String {
+    use crate::layout::IndexKind;
     use failed_tasks_store::stored::{Field, MS_DIGITS, VERSION, VERSIONS};
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -664,6 +664,11 @@ fn layout_prelude() -> String {
     }
     let known: Vec<String> = VERSIONS.iter().map(|(v, n)| format!("{v} = {n}")).collect();
     let _ = writeln!(out, "local KNOWN = {{{}}}", known.join(", "));
+    let indexes: Vec<String> = IndexKind::BY_FIELD
+        .iter()
+        .map(|(kind, field)| format!("{{'{}', F_{}}}", kind.segment(), field.name()))
+        .collect();
+    let _ = writeln!(out, "local FIELD_INDEXES = {{{}}}", indexes.join(", "));
     let _ = writeln!(out, "local CURRENT = '{VERSION}'");
     let _ = writeln!(out, "local MS_DIGITS = {MS_DIGITS}");
     out
@@ -755,5 +760,12 @@ mod tests {
             "{prelude}"
         );
         assert!(prelude.contains("local CURRENT = 'v4'\n"), "{prelude}");
+        assert!(
+            prelude.contains(
+                "local FIELD_INDEXES = {{'category', F_CATEGORY}, {'type', F_TASK_TYPE}, \
+                 {'client', F_CLIENT_ID}, {'code', F_ERROR_CODE}}\n"
+            ),
+            "{prelude}"
+        );
     }
 }

@@ -103,29 +103,9 @@ impl Shard {
         false
     }
 
-    /// Index keys of the filter's equality conditions.
+    /// Index keys of the filter's equality conditions ([`Keys::filter_indexes`]).
     pub(crate) fn equality_indexes(&self, f: &TaskFilter) -> Vec<String> {
-        let k = &self.keys;
-        let mut out = Vec::new();
-        if let Some(c) = f.category {
-            out.push(k.category(c));
-        }
-        if let Some(t) = &f.task_type {
-            out.push(k.task_type(t));
-        }
-        if let Some(c) = &f.client_id {
-            out.push(k.client(c));
-        }
-        if let Some(c) = &f.error_code {
-            out.push(k.error_code(c));
-        }
-        if let Some(s) = &f.signature {
-            out.push(k.signature(s));
-        }
-        if let Some(r) = f.retry {
-            out.push(k.retry_state(r));
-        }
-        out
+        self.keys.filter_indexes(f)
     }
 
     /// The one index that answers `f` (its equality filter's, or `idx:all`), when it has at
