@@ -225,12 +225,15 @@ impl NotifyStore for RedisStore {
     async fn groups_after(
         &self,
         after: Option<&GroupMark>,
+        until_ms: i64,
         max: usize,
     ) -> Result<Vec<GroupMark>, StoreError> {
         let from = match after {
             Some(m) => format!("({}:{}", ms_part(m.last_seen_ms), m.signature),
             None => "-".to_owned(),
         };
+        // Every member of a later millisecond sorts at or after `({until + 1}`.
+        let to = format!("({}", ms_part(until_ms.saturating_add(1)));
         let count = i64::try_from(max).unwrap_or(i64::MAX);
         // Each shard's first `max` after the mark: together they hold the first `max` of all.
         let answers = self
@@ -238,7 +241,7 @@ impl NotifyStore for RedisStore {
                 s.conn.cmd::<Vec<String>>(
                     "reading failure groups for the notifier",
                     "ZRANGE",
-                    zrange_bylex(&s.keys.groups(), &from, "+", false, count),
+                    zrange_bylex(&s.keys.groups(), &from, &to, false, count),
                 )
             })
             .await;

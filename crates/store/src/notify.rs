@@ -173,11 +173,12 @@ pub trait NotifyStore: Send + Sync {
     /// over at once).
     async fn notify_release(&self, holder: &str) -> Result<(), StoreError>;
 
-    /// The failure groups whose mark comes after `after` (all when `None`), oldest first,
-    /// at most `max`.
+    /// The failure groups whose mark comes after `after` (all when `None`) and was last
+    /// seen at `until_ms` or before, oldest first, at most `max`.
     async fn groups_after(
         &self,
         after: Option<&GroupMark>,
+        until_ms: i64,
         max: usize,
     ) -> Result<Vec<GroupMark>, StoreError>;
 

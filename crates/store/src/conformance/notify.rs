@@ -231,14 +231,17 @@ pub async fn groups_walk_by_last_seen(tasks: &dyn StatusStore, store: &dyn Notif
         tasks.record(t).await.unwrap();
     }
     let sig_of = |t: &failed_tasks_domain::FailedTask| ErrorSignature::of_task(t);
-    let all = store.groups_after(None, 10).await.unwrap();
+    let all = store.groups_after(None, i64::MAX, 10).await.unwrap();
     let sigs: Vec<ErrorSignature> = all.iter().map(|m| m.signature.clone()).collect();
     assert_eq!(sigs, vec![sig_of(&a), sig_of(&b), sig_of(&c)]);
     assert_eq!(all[0].last_seen_ms, BASE_MS + 1000);
-    let after_first = store.groups_after(Some(&all[0]), 1).await.unwrap();
+    let after_first = store
+        .groups_after(Some(&all[0]), i64::MAX, 1)
+        .await
+        .unwrap();
     assert_eq!(after_first, vec![all[1].clone()]);
     assert!(store
-        .groups_after(Some(&all[2]), 10)
+        .groups_after(Some(&all[2]), i64::MAX, 10)
         .await
         .unwrap()
         .is_empty());
@@ -254,7 +257,17 @@ pub async fn groups_walk_by_last_seen(tasks: &dyn StatusStore, store: &dyn Notif
     );
     assert_eq!(sig_of(&again), sig_of(&a));
     tasks.record(&again).await.unwrap();
-    let walked = store.groups_after(Some(&all[2]), 10).await.unwrap();
+    let until = BASE_MS + 3999;
+    assert!(store
+        .groups_after(Some(&all[2]), until, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.groups_after(None, until, 10).await.unwrap().len(), 2);
+    let walked = store
+        .groups_after(Some(&all[2]), until + 1, 10)
+        .await
+        .unwrap();
     assert_eq!(
         walked,
         vec![GroupMark {

@@ -81,6 +81,7 @@ impl NotifyStore for MemoryStore {
     async fn groups_after(
         &self,
         after: Option<&GroupMark>,
+        until_ms: i64,
         max: usize,
     ) -> Result<Vec<GroupMark>, StoreError> {
         // `group_order` is newest first: the marks after `after`, oldest first, are the
@@ -94,6 +95,7 @@ impl NotifyStore for MemoryStore {
             .group_order
             .range((Bound::Unbounded, end))
             .rev()
+            .take_while(|(Reverse(ms), _)| *ms <= until_ms)
             .take(max)
             .map(|(Reverse(ms), Reverse(sig))| GroupMark {
                 last_seen_ms: *ms,
