@@ -156,7 +156,8 @@ impl NotifyConfig {
             }
         }
         let minutes = self.alert_window.as_secs() / 60;
-        if self.alert_window.as_secs() % 60 != 0 || !(5..=7 * 24 * 60).contains(&minutes) {
+        if !self.alert_window.as_secs().is_multiple_of(60) || !(5..=7 * 24 * 60).contains(&minutes)
+        {
             return Err(TargetError {
                 key: "notify_alert_window".to_owned(),
                 reason: "must be whole minutes from 5m to 7days".to_owned(),

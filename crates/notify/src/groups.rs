@@ -69,7 +69,7 @@ impl Walk<'_> {
             }
         };
         let mark = values.get(MARK).and_then(|m| parse_mark(m));
-        let marks = self.store.groups_after(mark.as_ref(), until, BATCH).await?;
+        let marks = self.store.groups_after(mark, until, BATCH).await?;
         let Some(last) = marks.last() else {
             return Ok(());
         };

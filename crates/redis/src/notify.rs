@@ -224,11 +224,11 @@ impl NotifyStore for RedisStore {
 
     async fn groups_after(
         &self,
-        after: Option<&GroupMark>,
+        after: Option<GroupMark>,
         until_ms: i64,
         max: usize,
     ) -> Result<Vec<GroupMark>, StoreError> {
-        let from = match after {
+        let from = match &after {
             Some(m) => format!("({}:{}", ms_part(m.last_seen_ms), m.signature),
             None => "-".to_owned(),
         };

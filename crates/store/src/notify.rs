@@ -177,7 +177,7 @@ pub trait NotifyStore: Send + Sync {
     /// seen at `until_ms` or before, oldest first, at most `max`.
     async fn groups_after(
         &self,
-        after: Option<&GroupMark>,
+        after: Option<GroupMark>,
         until_ms: i64,
         max: usize,
     ) -> Result<Vec<GroupMark>, StoreError>;

@@ -236,12 +236,12 @@ pub async fn groups_walk_by_last_seen(tasks: &dyn StatusStore, store: &dyn Notif
     assert_eq!(sigs, vec![sig_of(&a), sig_of(&b), sig_of(&c)]);
     assert_eq!(all[0].last_seen_ms, BASE_MS + 1000);
     let after_first = store
-        .groups_after(Some(&all[0]), i64::MAX, 1)
+        .groups_after(Some(all[0].clone()), i64::MAX, 1)
         .await
         .unwrap();
     assert_eq!(after_first, vec![all[1].clone()]);
     assert!(store
-        .groups_after(Some(&all[2]), i64::MAX, 10)
+        .groups_after(Some(all[2].clone()), i64::MAX, 10)
         .await
         .unwrap()
         .is_empty());
@@ -259,13 +259,13 @@ pub async fn groups_walk_by_last_seen(tasks: &dyn StatusStore, store: &dyn Notif
     tasks.record(&again).await.unwrap();
     let until = BASE_MS + 3999;
     assert!(store
-        .groups_after(Some(&all[2]), until, 10)
+        .groups_after(Some(all[2].clone()), until, 10)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(store.groups_after(None, until, 10).await.unwrap().len(), 2);
     let walked = store
-        .groups_after(Some(&all[2]), until + 1, 10)
+        .groups_after(Some(all[2].clone()), until + 1, 10)
         .await
         .unwrap();
     assert_eq!(

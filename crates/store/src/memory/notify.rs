@@ -80,13 +80,13 @@ impl NotifyStore for MemoryStore {
 
     async fn groups_after(
         &self,
-        after: Option<&GroupMark>,
+        after: Option<GroupMark>,
         until_ms: i64,
         max: usize,
     ) -> Result<Vec<GroupMark>, StoreError> {
         // `group_order` is newest first: the marks after `after`, oldest first, are the
         // entries before it in that order, walked backwards.
-        let end = match after {
+        let end = match &after {
             Some(a) => Bound::Excluded((Reverse(a.last_seen_ms), Reverse(a.signature.clone()))),
             None => Bound::Unbounded,
         };
