@@ -823,3 +823,74 @@ fn the_first_request_after_listening_is_answered() {
         assert_eq!(http_get(server.addr, "/readyz").0, 200, "{store}");
     }
 }
+
+/// `[[notify_targets]]`: read from the file, shown by name only; `notify_url` and
+/// `notify_secret` redacted; a bad target refused at start naming its key, no secret shown.
+#[test]
+fn notify_targets_are_read_from_the_file_and_shown_by_name_only() {
+    let good = temp_file(
+        "notify.toml",
+        "public_url = \"https://failures.example\"\n\
+         [[notify_targets]]\nname = \"ops\"\nurl = \"https://ops.example/hooks/TOPSECRET-PATH\"\n\
+         secret = \"TOPSECRET-KEY\"\nevents = [\"alert.firing\"]\nmin_level = \"warning\"\n\
+         [[notify_targets]]\nname = \"chat\"\nurl = \"https://hooks.slack.example/services/TOPSECRET\"\n\
+         format = \"slack\"\n[notify_targets.scope]\nErrorCategory = \"authorization\"\n",
+    );
+    let shown = print_config(
+        &["--config", good.to_str().unwrap()],
+        &[
+            (
+                "FAILED_TASKS_NOTIFY_URL",
+                "https://env.example/hook/TOPSECRET",
+            ),
+            ("FAILED_TASKS_NOTIFY_SECRET", "TOPSECRET-ENV"),
+        ],
+    );
+    assert!(!shown.contains("TOPSECRET"), "{shown}");
+    assert!(
+        shown.contains("# [[notify_targets]] (URLs and secrets not shown): ops, chat"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("notify_url = \"https://env.example\""),
+        "{shown}"
+    );
+    assert!(shown.contains("notify_secret = \"<redacted>\""), "{shown}");
+    assert!(
+        shown.contains("public_url = \"https://failures.example\""),
+        "{shown}"
+    );
+
+    let table = [
+        (
+            "n-scheme.toml",
+            "url = \"ftp://x/TOPSECRET\"",
+            "notify_targets[0] (ops).url",
+        ),
+        (
+            "n-event.toml",
+            "url = \"https://x/TOPSECRET\"\nevents = [\"group.nwe\"]",
+            "notify_targets[0] (ops).events",
+        ),
+        (
+            "n-key.toml",
+            "url = \"https://x/TOPSECRET\"\nsecrets = \"TOPSECRET\"",
+            "notify_targets[0].secrets",
+        ),
+    ];
+    for (name, rest, key) in table {
+        let file = temp_file(
+            name,
+            &format!("[[notify_targets]]\nname = \"ops\"\n{rest}\n"),
+        );
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{name}: {stderr}");
+        assert!(!stderr.contains("TOPSECRET"), "{name}: {stderr}");
+    }
+}

@@ -24,8 +24,9 @@
 //!
 //! [`FailedTasks`] is the use cases ([`FailedTaskService`], which it dereferences to: record,
 //! list, get, statistics, retry now, resolve, …) over one store, with the store's background
-//! jobs running for it: the retention janitor (both stores) and the retry scheduler, which
-//! moves due retries into the workers' queue. They stop when it is dropped, or with
+//! jobs running for it: the retention janitor (both stores), the retry scheduler, which
+//! moves due retries into the workers' queue, and with targets configured
+//! ([`FailedTasksBuilder::notify`]) the [`Notifier`]. They stop when it is dropped, or with
 //! [`FailedTasks::shutdown`], which waits for them. Workers take retry requests with
 //! [`FailedTasks::retry_worker`].
 //!
@@ -49,6 +50,7 @@
 use std::time::Duration;
 
 pub use failed_tasks_domain as domain;
+pub use failed_tasks_notify as notify;
 pub use failed_tasks_query as query;
 #[cfg(feature = "redis")]
 pub use failed_tasks_redis as redis;
@@ -59,6 +61,7 @@ pub use failed_tasks_domain::{
     ErrorCategory, FailedTask, ListQuery, NewFailedTask, PageLimits, RetryConfig, RetryPolicy,
     RetryRequest, TaskFilter, TaskId, Timestamp, ValidationError,
 };
+pub use failed_tasks_notify::{Notifier, NotifyConfig, StepReport, TargetConfig};
 pub use failed_tasks_query::{
     Capability, Deadlines, FailTimeLimits, FailedTaskService, QueryError, RecordOutcome, Resolve,
     RetryNow, SchedulerConfig, Stores,
@@ -155,6 +158,9 @@ pub struct FailedTasksBuilder {
     backend: Backend,
     scheduler: Option<SchedulerConfig>,
     service: ServiceConfig,
+    notify: NotifyConfig,
+    /// Whether the notifier runs its own loop (tests drive its steps instead).
+    notify_loop: bool,
 }
 
 impl Default for FailedTasksBuilder {
@@ -163,6 +169,8 @@ impl Default for FailedTasksBuilder {
             backend: Backend::Memory(MemoryConfig::default()),
             scheduler: Some(SchedulerConfig::default()),
             service: ServiceConfig::default(),
+            notify: NotifyConfig::default(),
+            notify_loop: true,
         }
     }
 }
@@ -214,6 +222,23 @@ impl FailedTasksBuilder {
         self
     }
 
+    /// Send notifications to `config`'s targets (none by default): the notifier runs in
+    /// this process under the store's lease (one replica at a time), see
+    /// [`failed_tasks_notify`].
+    #[must_use]
+    pub fn notify(mut self, config: NotifyConfig) -> Self {
+        self.notify = config;
+        self
+    }
+
+    /// Build the notifier but run no loop for it: the caller drives
+    /// [`Notifier::step`] (tests), through [`FailedTasks::notifier`].
+    #[must_use]
+    pub fn without_notify_loop(mut self) -> Self {
+        self.notify_loop = false;
+        self
+    }
+
     /// Decide retries by `policy` (the default policy otherwise).
     #[must_use]
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
@@ -244,8 +269,18 @@ impl FailedTasksBuilder {
         }
         let policy = RetryPolicy::new(self.service.retry.clone())
             .map_err(|e| Error::Config(format!("retry {}: {}", e.field, e.reason)))?;
+        let targets = self
+            .notify
+            .check()
+            .map_err(|e| Error::Config(e.to_string()))?;
         let shown = self.backend.shown();
         let opened = self.backend.clone().open().await?;
+        if !targets.is_empty() && opened.stores.notify.is_none() {
+            return Err(Error::Config(format!(
+                "notify_targets: the {} store keeps no notifications (use the memory or the redis store)",
+                opened.stores.name
+            )));
+        }
         let settled = first_contact(&opened.stores, self.service.deadlines.health_check).await;
         match settled {
             FirstContact::Answered => {}
@@ -268,14 +303,25 @@ impl FailedTasksBuilder {
                 self.service.deadlines.health_check
             ),
         }
-        Ok(self.finish(opened, policy))
+        Ok(self.finish(opened, policy, targets))
     }
 
     /// The use cases over the opened store, with the service settings, and the retry
     /// scheduler when the store has retries.
-    fn finish(self, opened: backend::Opened, policy: RetryPolicy) -> FailedTasks {
+    fn finish(
+        self,
+        opened: backend::Opened,
+        policy: RetryPolicy,
+        targets: Vec<failed_tasks_notify::Target>,
+    ) -> FailedTasks {
         let config = self.service;
         let service = FailedTaskService::new(opened.stores, config.deadlines)
+            .with_notify_targets(
+                targets
+                    .iter()
+                    .map(failed_tasks_notify::target_info)
+                    .collect(),
+            )
             .with_retry_policy(policy)
             .with_alert_thresholds(config.alert_thresholds)
             .with_connection_check_reuse(config.connection_check_reuse)
@@ -289,11 +335,25 @@ impl FailedTasksBuilder {
             .scheduler
             .filter(|_| service.schedules_retries())
             .map(|config| RetryScheduler::new(service.clone(), config).spawn());
+        let notify = NotifyConfig {
+            forget_after: opened.trims_after,
+            ..self.notify
+        };
+        // The store's capability was checked by `start`: no notifier otherwise.
+        let notifier = Notifier::new(service.clone(), targets, notify)
+            .ok()
+            .flatten();
+        let notify_loop = notifier
+            .as_ref()
+            .filter(|_| self.notify_loop)
+            .map(Notifier::spawn);
         FailedTasks {
             service,
             worker_source: opened.workers,
             janitor: opened.janitor,
             scheduler,
+            notifier,
+            notify_loop,
         }
     }
 }
@@ -307,6 +367,8 @@ pub struct FailedTasks {
     worker_source: WorkerSource,
     janitor: Option<Background>,
     scheduler: Option<Background>,
+    notifier: Option<Notifier>,
+    notify_loop: Option<Background>,
 }
 
 impl FailedTasks {
@@ -334,12 +396,17 @@ impl FailedTasks {
         // check or wait for.
         let builder = Self::builder();
         let policy = RetryPolicy::default();
-        builder.finish(Backend::memory(MemoryConfig::default()), policy)
+        builder.finish(Backend::memory(MemoryConfig::default()), policy, Vec::new())
     }
 
     /// Settings other than the defaults.
     pub fn builder() -> FailedTasksBuilder {
         FailedTasksBuilder::default()
+    }
+
+    /// The notifier, when targets are configured.
+    pub fn notifier(&self) -> Option<&Notifier> {
+        self.notifier.as_ref()
     }
 
     /// The use cases (also reachable through `Deref`).
@@ -381,10 +448,17 @@ impl FailedTasks {
         }
     }
 
-    /// Stop the janitor and the retry scheduler and wait until they have ended (a step in
+    /// Stop the notifier (giving up its lease), the janitor and the retry scheduler and wait until they have ended (a step in
     /// progress is abandoned: each store call is atomic). Dropping does the same without
     /// waiting.
     pub async fn shutdown(mut self) {
+        if let Some(notify_loop) = self.notify_loop.take() {
+            notify_loop.shutdown().await;
+        }
+        if let Some(notifier) = self.notifier.take() {
+            // Another replica takes over at once instead of after the lease.
+            notifier.release().await;
+        }
         if let Some(scheduler) = self.scheduler.take() {
             scheduler.shutdown().await;
         }

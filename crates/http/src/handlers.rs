@@ -295,6 +295,15 @@ pub(crate) async fn metrics(app: &App, call: Call<'_>) -> Reply {
             }
             Err(_) => {}
         }
+        if !app.service.notify_targets().is_empty() {
+            match app.service.notifications().await {
+                Ok(targets) => app.metrics.set_notify(&targets),
+                Err(QueryError::Unavailable { kind, .. } | QueryError::Internal { kind, .. }) => {
+                    app.metrics.store_error(kind);
+                }
+                Err(_) => {}
+            }
+        }
         if app.service.schedules_retries() {
             match app.service.retry_gauges(Timestamp::now()).await {
                 Ok(g) => app.metrics.set_retry_gauges(&g),
@@ -361,6 +370,17 @@ pub(crate) async fn failure_groups(app: &App, call: Call<'_>) -> Reply {
         }
     })
     .await
+}
+
+/// `GET /codebase-embedder/api/v1/notifications`: each target and its delivery.
+pub(crate) async fn notifications(app: &App, call: Call<'_>) -> Reply {
+    if let Err(e) = params::no_params(call.query) {
+        return Reply::bad_request(&e);
+    }
+    match app.service.notifications().await {
+        Ok(targets) => Reply::ok(crate::wire::Notifications::from(targets.as_slice())),
+        Err(e) => Reply::from_query_error(app, e),
+    }
 }
 
 fn action(id: &TaskId, attempt: Option<u32>, status: &str) -> Reply {

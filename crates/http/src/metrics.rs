@@ -64,6 +64,11 @@ struct CategoryLabels {
     category: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -94,6 +99,34 @@ pub struct Metrics {
     retry_queue_length: Gauge,
     retry_queue_pending: Gauge,
     retry_reclaimed: Gauge,
+    notify: NotifyGauges,
+}
+
+/// The notification targets' figures, as the store keeps them (every replica's).
+#[derive(Debug, Default)]
+struct NotifyGauges {
+    queued: Family<TargetLabels, Gauge>,
+    in_flight: Family<TargetLabels, Gauge>,
+    delivered: Family<TargetLabels, Gauge>,
+    failed_attempts: Family<TargetLabels, Gauge>,
+    dropped: Family<TargetLabels, Gauge>,
+    last_success: Family<TargetLabels, Gauge>,
+}
+
+impl NotifyGauges {
+    fn register(&self, registry: &mut Registry) {
+        let families: [(&str, &str, &Family<TargetLabels, Gauge>); 6] = [
+            ("failed_tasks_notify_queued", "Notification events waiting for the target", &self.queued),
+            ("failed_tasks_notify_in_flight", "1 while a message to the target is being delivered (retried until taken or given up)", &self.in_flight),
+            ("failed_tasks_notify_delivered", "Messages the target took, as the store counts them (all replicas, since the store began)", &self.delivered),
+            ("failed_tasks_notify_failed_attempts", "Delivery attempts to the target that failed (hang, 5xx, redirect, closed connection), as the store counts them", &self.failed_attempts),
+            ("failed_tasks_notify_dropped", "Events for the target dropped: its outbox was full, or their message was given up after notify_give_up_after", &self.dropped),
+            ("failed_tasks_notify_last_success_timestamp_seconds", "When the target last took a message (Unix seconds; 0: never)", &self.last_success),
+        ];
+        for (name, help, family) in families {
+            registry.register(name, help, family.clone());
+        }
+    }
 }
 
 /// The retry use cases' counters ([`RetryCounters`]), read at every scrape.
@@ -308,7 +341,10 @@ impl Metrics {
             "Retry requests reclaimed from workers whose lease ran out, since the queue was created",
             retry_reclaimed.clone(),
         );
+        let notify = NotifyGauges::default();
+        notify.register(&mut registry);
         Self {
+            notify,
             retry_waiting,
             retry_overdue,
             retry_oldest_overdue,
@@ -377,6 +413,35 @@ impl Metrics {
         self.retry_queue_length.set(int(g.queued));
         self.retry_queue_pending.set(int(g.pending));
         self.retry_reclaimed.set(int(g.reclaimed));
+    }
+
+    /// Set the notification gauges from the targets' delivery.
+    pub fn set_notify(
+        &self,
+        targets: &[(
+            failed_tasks_query::NotifyTargetInfo,
+            failed_tasks_query::TargetDelivery,
+        )],
+    ) {
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let g = &self.notify;
+        for (t, d) in targets {
+            let l = TargetLabels {
+                target: t.name.clone(),
+            };
+            g.queued.get_or_create(&l).set(int(d.queued));
+            g.in_flight
+                .get_or_create(&l)
+                .set(i64::from(d.pending.is_some()));
+            g.delivered.get_or_create(&l).set(int(d.delivered));
+            g.failed_attempts
+                .get_or_create(&l)
+                .set(int(d.failed_attempts));
+            g.dropped.get_or_create(&l).set(int(d.dropped));
+            g.last_success
+                .get_or_create(&l)
+                .set(d.last_success_ms.map_or(0, |ms| ms.div_euclid(1000)));
+        }
     }
 
     /// One answered request.

@@ -170,6 +170,14 @@ pub static ROUTES: &[Route] = &[
         access: Access::Admin,
         endpoints: &[endpoint!("POST", Json, handlers::record_attempts)],
     },
+    // Notifications: the targets' delivery.
+    Route {
+        template: "/codebase-embedder/api/v1/notifications",
+        name: "notifications",
+        documented: true,
+        access: Access::Read,
+        endpoints: &[endpoint!("GET", None, handlers::notifications)],
+    },
     Route {
         template: "/healthz",
         name: "healthz",

@@ -578,3 +578,108 @@ pub fn stored_page_body(page: &StoredPage, policy: &RetryPolicy, body: &mut Vec<
     body.extend_from_slice(b"}}");
     Some(())
 }
+
+// --- Notifications (`GET …/notifications`) --------------------------------------------------
+
+/// The message a target is being sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireInFlight {
+    /// The message's `Id`.
+    pub id: String,
+    /// Events it carries.
+    pub events: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub next_attempt_at: String,
+}
+
+/// One notification target and its delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireTarget {
+    /// Its name.
+    pub name: String,
+    /// Scheme and host of its URL (never the path: it is often the secret).
+    pub url: String,
+    /// `json` or `slack`.
+    pub format: String,
+    /// The event kinds it gets.
+    pub events: Vec<String>,
+    /// The lowest level it gets.
+    pub min_level: String,
+    /// Whether its messages are signed.
+    pub signed: bool,
+    /// Events waiting.
+    pub queued: u64,
+    /// The message being delivered, if any.
+    pub in_flight: Option<WireInFlight>,
+    /// When a message was last delivered.
+    pub last_success_at: Option<String>,
+    /// Why the last failed attempt failed.
+    pub last_error: Option<String>,
+    /// When it failed.
+    pub last_error_at: Option<String>,
+    /// Messages delivered.
+    pub delivered: u64,
+    /// Attempts that failed.
+    pub failed_attempts: u64,
+    /// Events dropped (outbox full, or given up).
+    pub dropped: u64,
+}
+
+/// `Data` of `GET …/notifications`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Notifications {
+    /// Every target, in the configuration's order.
+    pub targets: Vec<WireTarget>,
+}
+
+fn time_of(ms: i64) -> String {
+    Timestamp::saturating_from_unix_millis(ms).to_rfc3339()
+}
+
+impl
+    From<
+        &[(
+            failed_tasks_query::NotifyTargetInfo,
+            failed_tasks_query::TargetDelivery,
+        )],
+    > for Notifications
+{
+    fn from(
+        targets: &[(
+            failed_tasks_query::NotifyTargetInfo,
+            failed_tasks_query::TargetDelivery,
+        )],
+    ) -> Self {
+        Notifications {
+            targets: targets
+                .iter()
+                .map(|(t, d)| WireTarget {
+                    name: t.name.clone(),
+                    url: t.url.clone(),
+                    format: t.format.clone(),
+                    events: t.events.clone(),
+                    min_level: t.min_level.clone(),
+                    signed: t.signed,
+                    queued: d.queued,
+                    in_flight: d.pending.as_ref().map(|p| WireInFlight {
+                        id: p.id.clone(),
+                        events: p.events,
+                        attempts: p.attempts,
+                        next_attempt_at: time_of(p.next_ms),
+                    }),
+                    last_success_at: d.last_success_ms.map(time_of),
+                    last_error: d.last_error.clone(),
+                    last_error_at: d.last_error_ms.map(time_of),
+                    delivered: d.delivered,
+                    failed_attempts: d.failed_attempts,
+                    dropped: d.dropped,
+                })
+                .collect(),
+        }
+    }
+}

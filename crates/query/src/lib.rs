@@ -30,6 +30,8 @@ mod scheduler;
 mod service;
 mod stats_gate;
 
+/// The notifier's delivery figures, as the status route shows them.
+pub use failed_tasks_store::notify::{Pending, TargetDelivery};
 /// What the use cases answer with, from the store port, re-exported so that an adapter on
 /// top (HTTP) depends on this crate and the domain only.
 pub use failed_tasks_store::{
@@ -38,6 +40,6 @@ pub use failed_tasks_store::{
 };
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
-    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, QueryError,
-    RecordCounters, RecordedLabels, RetryCounters,
+    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, NotifyTargetInfo,
+    QueryError, RecordCounters, RecordedLabels, RetryCounters,
 };

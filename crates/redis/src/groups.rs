@@ -267,6 +267,37 @@ impl RedisStore {
         }))
     }
 
+    /// The group `sig` as a page would show it, from the shards' newest entry of it
+    /// (`NotifyStore::group`); `None` when it has no members.
+    pub(crate) async fn group_of(
+        &self,
+        sig: &ErrorSignature,
+    ) -> Result<Option<FailureGroup>, StoreError> {
+        let ords = self
+            .every_shard(|s| {
+                s.conn.cmd::<Option<String>>(
+                    "reading a group",
+                    "HGET",
+                    vec![s.keys.group(sig.as_str()).into(), "ord".into()],
+                )
+            })
+            .await;
+        let mut newest: Option<String> = None;
+        for ord in ords {
+            if let Some(o) = ord? {
+                if newest.as_ref().is_none_or(|n| o > *n) {
+                    newest = Some(o);
+                }
+            }
+        }
+        let Some((member, (last_seen, _))) =
+            newest.and_then(|m| parse_group_member(&m).map(|p| (m, p)))
+        else {
+            return Ok(None);
+        };
+        self.merged_group(&member, last_seen, sig).await
+    }
+
     /// How many distinct groups the shards hold together: with one shard its `ZCARD`;
     /// with several the distinct signatures of their `P:groups` (see [`GROUP_UNION_LIMIT`]).
     async fn group_total(&self) -> Result<u64, StoreError> {

@@ -231,6 +231,35 @@ impl Keys {
     }
 }
 
+/// The notifier's keys (`failed_tasks_store::notify`), all in the first write shard's slot.
+impl Keys {
+    /// `PREFIX:notify:lease`: the notifier holding the lease (string, expiring).
+    pub(crate) fn notify_lease(&self) -> String {
+        format!("{}:notify:lease", self.prefix)
+    }
+
+    /// `PREFIX:notify:state`: the notifier's state values (hash).
+    pub(crate) fn notify_state(&self) -> String {
+        format!("{}:notify:state", self.prefix)
+    }
+
+    /// `PREFIX:notify:seen`: signatures the notifier saw, scored by their last seen time in
+    /// ms (sorted set).
+    pub(crate) fn notify_seen(&self) -> String {
+        format!("{}:notify:seen", self.prefix)
+    }
+
+    /// `PREFIX:notify:out:TARGET`: the target's outbox (stream, one field `e`: the event).
+    pub(crate) fn notify_outbox(&self, target: &str) -> String {
+        format!("{}:notify:out:{target}", self.prefix)
+    }
+
+    /// `PREFIX:notify:tgt:TARGET`: the target's message in flight and figures (hash).
+    pub(crate) fn notify_target(&self, target: &str) -> String {
+        format!("{}:notify:tgt:{target}", self.prefix)
+    }
+}
+
 /// The letter of a dimension in the counter keys and fields (as the record script writes
 /// them: `e` error code, `y` task type, `l` client).
 pub(crate) fn dimension_letter(dimension: Dimension) -> &'static str {

@@ -38,6 +38,9 @@
 //!   merged.
 //! - `retries`: the `RetryStore` implementation (scheduler step, retry now, cancel, resolve,
 //!   attempt history, gauges).
+//! - `notify`: the notifications capability (`NotifyStore`): the notifier's lease, state,
+//!   seen signatures, one outbox stream and one delivery hash per target, in the first
+//!   write shard's slot, every write a script fenced by the lease.
 //! - `queue`: [`RedisRetryQueue`], a consumer of every shard's retry stream's group
 //!   (`XREADGROUP`, `XACK`, `XAUTOCLAIM`) on its own connection.
 //! - [`migrate`]: [`RedisStore::migrate_step`], one resumable, idempotent batch of rewriting
@@ -84,6 +87,7 @@ mod health;
 pub mod janitor;
 mod layout;
 pub mod migrate;
+mod notify;
 mod pages;
 mod queue;
 pub mod reshard;

@@ -558,7 +558,8 @@ impl From<RedisStore> for Stores {
         Stores::new("redis", store.clone())
             .with_stats(store.clone())
             .with_stored(store.clone())
-            .with_retries(store)
+            .with_retries(store.clone())
+            .with_notify(store)
     }
 }
 

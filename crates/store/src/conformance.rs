@@ -6,7 +6,7 @@
 //! takes a function that makes a fresh empty store per check, as the [`Stores`] the adapter
 //! builds, and runs the checks of every capability that value claims: the tasks always,
 //! statistics and groups when it has [`Stores::stats`], the stored-record pages when it has
-//! [`Stores::stored`]. The retry checks also need the store's queue: [`run_retries`].
+//! [`Stores::stored`], the notifier's store when it has [`Stores::notify`]. The retry checks also need the store's queue: [`run_retries`].
 //!
 //! ```text
 //! failed_tasks_store::conformance::run_all(|| async { Stores::from(my_fresh_store().await) }).await;
@@ -24,6 +24,7 @@ use failed_tasks_domain::{
 
 use crate::{RecordOutcome, StatsStore, StatusStore, StoredPages, Stores};
 
+pub mod notify;
 pub mod retries;
 pub use retries::run_retries;
 
@@ -862,7 +863,8 @@ pub async fn stored_matches_decoded(
 
 /// Run every check of every capability `fresh`'s stores claim, but retries
 /// ([`run_retries`]), each on a fresh empty store: the tasks always; statistics and groups
-/// with [`Stores::stats`]; stored-record pages with [`Stores::stored`].
+/// with [`Stores::stats`]; stored-record pages with [`Stores::stored`]; the notifier's store with
+/// [`Stores::notify`].
 pub async fn run_all<F, Fut>(fresh: F)
 where
     F: FnMut() -> Fut,
@@ -906,6 +908,20 @@ where
                 1 if single_cap => breakdowns_are_capped(&*stores.tasks, stats).await,
                 1 => {}
                 _ => groups_follow_writes(&*stores.tasks, stats).await,
+            }
+        }
+    }
+    if probe.notify.is_some() {
+        for check in 0..3 {
+            let stores = fresh().await;
+            let store = stores
+                .notify
+                .as_deref()
+                .expect("the same adapter claims the same");
+            match check {
+                0 => notify::lease_fences_writes(store).await,
+                1 => notify::outbox_and_delivery(store).await,
+                _ => notify::groups_walk_by_last_seen(&*stores.tasks, store).await,
             }
         }
     }

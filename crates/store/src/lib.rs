@@ -19,6 +19,8 @@
 //! - [`StoreCondition`], [`StoreProblem`]: what an adapter knows of its link (readiness).
 //! - [`retry`]: the retry capabilities: [`RetryStore`] (schedule with the record, deliver due
 //!   retries, retry now, cancel, resolve) and [`RetryQueue`] (what workers claim and ack).
+//! - [`notify`]: the notifications capability, [`NotifyStore`]: the notifier's lease, state,
+//!   per-target outboxes and deliveries, written fenced by the lease.
 //! - [`stored`]: the stored form of a task (one owner: encode, decode, render a page
 //!   without a JSON parser), used by the Redis adapter and the tools.
 //! - [`memory`]: [`MemoryStore`], the embedded default adapter (tasks, statistics, retries,
@@ -42,6 +44,7 @@ mod condition;
 pub mod conformance;
 mod error;
 pub mod memory;
+pub mod notify;
 mod port;
 pub mod retry;
 pub mod stored;
@@ -51,6 +54,7 @@ pub use background::Background;
 pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
 pub use memory::{MemoryConfig, MemoryJanitor, MemoryRetryQueue, MemoryStore, MemoryTrimReport};
+pub use notify::NotifyStore;
 pub use port::{FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoredPage, StoredPages};
 pub use retry::{
     CancelRetry, DeliverReport, Delivery, Resolve, RetryDetails, RetryGauges, RetryNow, RetryQueue,
@@ -58,6 +62,8 @@ pub use retry::{
 };
 pub use stores::{Capability, Retention, Stores};
 
+#[cfg(any(test, feature = "mocks"))]
+pub use notify::MockNotifyStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use port::{MockStatsStore, MockStatusStore, MockStoredPages};
 #[cfg(any(test, feature = "mocks"))]

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{RetryStore, StatsStore, StatusStore, StoredPages};
+use crate::{NotifyStore, RetryStore, StatsStore, StatusStore, StoredPages};
 
 /// What a store can do beyond listing and reading failed tasks ([`StatusStore`], which every
 /// store is).
@@ -21,25 +21,29 @@ pub enum Capability {
     StoredRecords,
     /// Scheduling and tracking retries ([`RetryStore`]).
     Retries,
+    /// The notifier's lease, state, outboxes and deliveries ([`NotifyStore`]).
+    Notifications,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Capability::Writes,
         Capability::Statistics,
         Capability::StoredRecords,
         Capability::Retries,
+        Capability::Notifications,
     ];
 
     /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_records`,
-    /// `retries`.
+    /// `retries`, `notifications`.
     pub fn label(self) -> &'static str {
         match self {
             Capability::Writes => "writes",
             Capability::Statistics => "statistics",
             Capability::StoredRecords => "stored_records",
             Capability::Retries => "retries",
+            Capability::Notifications => "notifications",
         }
     }
 }
@@ -52,6 +56,7 @@ impl fmt::Display for Capability {
             Capability::Statistics => "failure statistics, task attempts and failure groups",
             Capability::StoredRecords => "pages of stored records",
             Capability::Retries => "retries",
+            Capability::Notifications => "notifications",
         })
     }
 }
@@ -77,6 +82,8 @@ pub struct Stores {
     pub stored: Option<Arc<dyn StoredPages>>,
     /// Retries, when the store schedules them.
     pub retries: Option<Arc<dyn RetryStore>>,
+    /// The notifier's store, when the store keeps one.
+    pub notify: Option<Arc<dyn NotifyStore>>,
 }
 
 impl Stores {
@@ -90,6 +97,7 @@ impl Stores {
             stats: None,
             stored: None,
             retries: None,
+            notify: None,
         }
     }
 
@@ -122,6 +130,14 @@ impl Stores {
         self
     }
 
+    /// The same, keeping the notifier's lease, state and outboxes in `notify` (the same
+    /// store).
+    #[must_use]
+    pub fn with_notify(mut self, notify: Arc<dyn NotifyStore>) -> Self {
+        self.notify = Some(notify);
+        self
+    }
+
     /// Whether the store has `capability`.
     pub fn has(&self, capability: Capability) -> bool {
         match capability {
@@ -129,6 +145,7 @@ impl Stores {
             Capability::Statistics => self.stats.is_some(),
             Capability::StoredRecords => self.stored.is_some(),
             Capability::Retries => self.retries.is_some(),
+            Capability::Notifications => self.notify.is_some(),
         }
     }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::builder::{BoolValueParser, EnumValueParser};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, ValueEnum};
+use failed_tasks::notify::{Secret, WebhookUrl};
 use failed_tasks_http::Token;
 
 use super::{LogFormat, Settings, StoreKind};
@@ -280,6 +281,35 @@ impl Value for Token {
     }
     fn to_toml(&self) -> Option<toml::Value> {
         Some(toml::Value::String("<redacted>".to_owned()))
+    }
+}
+
+/// A webhook's signing secret: never shown, never empty.
+impl Value for Secret {
+    const SECRET: bool = true;
+    fn parse(text: &str) -> Result<Self, String> {
+        Secret::new(text).ok_or_else(|| "must not be empty".to_owned())
+    }
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        Self::parse(toml_str(value)?)
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::String("<redacted>".to_owned()))
+    }
+}
+
+/// A webhook URL: its path is often its secret, so it is shown as scheme and host only
+/// (checked with the other notification settings, naming the key).
+impl Value for WebhookUrl {
+    const SECRET: bool = true;
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(WebhookUrl(text.to_owned()))
+    }
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        Self::parse(toml_str(value)?)
+    }
+    fn to_toml(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.shown()))
     }
 }
 

@@ -17,12 +17,13 @@ use std::time::Duration;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use failed_tasks::redis::{CompatConfig, RedisConfig, MAX_SHARDS};
 use failed_tasks::{
-    FailedTasks, FailedTasksBuilder, MemoryConfig, PageLimits, RetryPolicy, SchedulerConfig,
-    ServiceConfig,
+    FailedTasks, FailedTasksBuilder, MemoryConfig, NotifyConfig, PageLimits, RetryPolicy,
+    SchedulerConfig, ServiceConfig,
 };
 use failed_tasks_http::HttpConfig;
 
 mod field;
+mod notify_targets;
 mod settings;
 
 pub use settings::SETTINGS;
@@ -78,6 +79,9 @@ pub struct Settings {
     pub page_size_default: u32,
     /// Largest page size a request may ask for.
     pub page_size_max: u32,
+    /// Notifications: the targets (`[[notify_targets]]` of the file, `notify_url`) and how
+    /// the notifier runs.
+    pub notify: NotifyConfig,
 }
 
 impl Default for Settings {
@@ -96,6 +100,7 @@ impl Default for Settings {
             page_size_default: http.page_limits.default_size().get(),
             page_size_max: http.page_limits.max(),
             http,
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -107,7 +112,8 @@ impl Settings {
     pub fn builder(&self) -> FailedTasksBuilder {
         let builder = FailedTasks::builder()
             .service(self.service.clone())
-            .scheduler(self.scheduler);
+            .scheduler(self.scheduler)
+            .notify(self.notify.clone());
         match self.store {
             StoreKind::Memory => builder.memory(self.memory_config()),
             StoreKind::Redis => builder.redis(self.redis.clone()),
@@ -222,6 +228,13 @@ impl Settings {
         })?;
         let mut problems = Vec::new();
         for (key, value) in &table {
+            if key == notify_targets::KEY {
+                match notify_targets::read(value, &shown) {
+                    Ok(targets) => self.notify.targets = targets,
+                    Err(more) => problems.extend(more),
+                }
+                continue;
+            }
             match SETTINGS.iter().find(|s| s.key() == key) {
                 Some(setting) => {
                     if let Err(problem) = setting.take_toml(self, value) {
@@ -342,6 +355,7 @@ impl Settings {
         if self.http.max_connections == 0 {
             return Err("max_connections must be at least 1".to_owned());
         }
+        self.notify.check().map_err(|e| e.to_string())?;
         if self.service.stats_concurrency == 0 {
             return Err("stats_concurrency must be at least 1".to_owned());
         }
@@ -367,13 +381,24 @@ impl Settings {
     }
 
     /// The settings as TOML, one `key = value` line per setting in [`SETTINGS`]' order,
-    /// with secrets and URL passwords redacted; unset settings are left out.
+    /// with secrets and URL passwords redacted; unset settings are left out. The file's
+    /// notification targets follow as a comment with their names only (their URLs and
+    /// secrets are not shown).
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        SETTINGS
+        let mut out: String = SETTINGS
             .iter()
             .filter_map(|s| Some(format!("{} = {}\n", s.key(), s.shown(&mut shown)?)))
-            .collect()
+            .collect();
+        if !self.notify.targets.is_empty() {
+            let names: Vec<String> = self.notify.targets.iter().map(|t| t.name.clone()).collect();
+            out.push_str(&format!(
+                "# [[{}]] (URLs and secrets not shown): {}\n",
+                notify_targets::KEY,
+                names.join(", ")
+            ));
+        }
+        out
     }
 }
 

@@ -326,4 +326,70 @@ pub static SETTINGS: &[&dyn Setting] = &[
          it (Redis store)",
         |s| &mut s.redis.retry_consumer_lease,
     ),
+    // --- Notifications (failed-tasks-notify; the targets are `[[notify_targets]]` tables of
+    // the file: `notify_targets::NotifyTargets`) ---
+    &Field::new(
+        "public_url",
+        "The dashboard's address (https://failures.example.com): notifications link to \
+         views under {public_url}/ui/. Unset: notifications carry no link",
+        |s| &mut s.notify.public_url,
+    ),
+    &Field::new(
+        "notify_url",
+        "One more notification target, named env: all events as json to this http(s) URL \
+         (shown as its scheme and host only)",
+        |s| &mut s.notify.env_url,
+    ),
+    &Field::new(
+        "notify_secret",
+        "The signing secret of the notify_url target (X-FailedTasks-Signature)",
+        |s| &mut s.notify.env_secret,
+    ),
+    &Field::new(
+        "notify_interval",
+        "Time between the notifier's steps (one replica at a time works, under a lease)",
+        |s| &mut s.notify.interval,
+    ),
+    &Field::new(
+        "notify_quiet_period",
+        "An error signature failing again after this long without failures is group.returned",
+        |s| &mut s.notify.quiet_period,
+    ),
+    &Field::new(
+        "notify_alert_window",
+        "The statistics window the alert rules are evaluated over for notifications (whole \
+         minutes, 5m to 7days)",
+        |s| &mut s.notify.alert_window,
+    ),
+    &Field::new(
+        "notify_alert_interval",
+        "How often the alert rules are evaluated for notifications",
+        |s| &mut s.notify.alert_interval,
+    ),
+    &Field::new(
+        "notify_alert_resolve_after",
+        "A firing alert is resolved once it has not fired for this long (no flapping)",
+        |s| &mut s.notify.alert_resolve_after,
+    ),
+    &Field::new(
+        "notify_min_interval",
+        "Per target: at most one message per this long; events meanwhile are coalesced into \
+         digests",
+        |s| &mut s.notify.min_interval,
+    ),
+    &Field::new(
+        "notify_outbox_max",
+        "Most events waiting per target; beyond it new ones are dropped and counted",
+        |s| &mut s.notify.outbox_max,
+    ),
+    &Field::new(
+        "notify_give_up_after",
+        "A message not delivered this long after its first attempt is given up (counted)",
+        |s| &mut s.notify.give_up_after,
+    ),
+    &Field::new(
+        "notify_timeout",
+        "The longest one delivery attempt may take, connecting included",
+        |s| &mut s.notify.request_timeout,
+    ),
 ];

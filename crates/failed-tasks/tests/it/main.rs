@@ -9,6 +9,9 @@ use failed_tasks_testkit::RedisServer;
 /// The example itself (`examples/embed.rs`), so that what README points to is what runs.
 mod root;
 
+/// Notifications to a receiver on a loopback port, steps driven by the tests.
+mod notify;
+
 #[path = "../../examples/embed.rs"]
 #[allow(dead_code)] // its `main`
 mod embed;

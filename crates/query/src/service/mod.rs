@@ -11,6 +11,7 @@
 //! - `bulk`: remove or retry every match of a filter ([`BulkRemoval`], [`BulkRetry`])
 //! - `retries`: the retry policy, retry now, cancel, resolve, deliver due
 //! - `stats`: statistics, groups, attempts, the alert thresholds
+//! - `notify`: the notification targets in force and their delivery ([`NotifyTargetInfo`])
 
 mod bulk;
 mod counters;
@@ -18,6 +19,7 @@ mod error;
 mod fail_times;
 mod guards;
 mod health;
+mod notify;
 mod retries;
 mod stats;
 mod tasks;
@@ -36,6 +38,7 @@ pub use counters::{RecordCounters, RecordedLabels, RetryCounters};
 pub use error::QueryError;
 pub use fail_times::FailTimeLimits;
 pub use guards::Deadlines;
+pub use notify::NotifyTargetInfo;
 
 /// The use cases over one store, through the capabilities it has ([`Stores`]): what needs a
 /// capability the store lacks answers [`QueryError::NotSupported`]. Cheap to clone; share
@@ -56,6 +59,8 @@ pub struct FailedTaskService {
     /// (`stats_gate`): a crowd of statistics callers cannot starve listings of the store or
     /// the process of memory.
     stats_gate: Arc<StatsGate>,
+    /// The notification targets whose delivery the service shows (`notify`).
+    notify_targets: Arc<Vec<NotifyTargetInfo>>,
 }
 
 /// A jitter seed that differs between processes and starts.
@@ -96,6 +101,7 @@ impl FailedTaskService {
                 Self::DEFAULT_STATS_CONCURRENCY,
                 Self::DEFAULT_STATS_CACHE_TTL,
             )),
+            notify_targets: Arc::new(Vec::new()),
         }
     }
 

@@ -28,14 +28,18 @@
 //! - `indexes`: the indexes, the upsert and a page's walk
 //! - `stats`: minute counters, breakdowns, failure groups; [`StatsStore`]
 //! - `retries`: schedules, the due set, attempt history; [`RetryStore`]
+//! - `notify`: the notifier's lease, state, outboxes and deliveries; [`NotifyStore`] (in
+//!   this process only: lost on restart)
 //! - `queue`: [`MemoryRetryQueue`], what workers claim
 //! - `retention`: the trim and its janitor ([`MemoryTrimReport`], [`MemoryJanitor`])
 //!
 //! [`IndexKey`]: indexes::IndexKey
 //! [`StatsStore`]: crate::StatsStore
 //! [`RetryStore`]: crate::RetryStore
+//! [`NotifyStore`]: crate::NotifyStore
 
 mod indexes;
+mod notify;
 mod queue;
 mod retention;
 mod retries;
@@ -81,6 +85,8 @@ pub struct MemoryStore {
     inner: RwLock<Indexes>,
     queue: Arc<Queue>,
     retention: Retention,
+    /// The notifier's lease, state, outboxes and deliveries (`notify`).
+    notify: std::sync::Mutex<notify::NotifyMemory>,
 }
 
 impl Default for MemoryStore {
@@ -105,6 +111,7 @@ impl MemoryStore {
             inner: RwLock::default(),
             queue: Arc::new(Queue::new(config.retry_queue_cap.max(1))),
             retention: config.retention,
+            notify: std::sync::Mutex::default(),
         }
     }
 
@@ -163,12 +170,13 @@ impl MemoryStore {
     }
 }
 
-/// The memory store's capabilities: tasks, statistics and retries.
+/// The memory store's capabilities: tasks, statistics, retries and notifications.
 impl From<Arc<MemoryStore>> for Stores {
     fn from(store: Arc<MemoryStore>) -> Self {
         Stores::new("memory", store.clone())
             .with_stats(store.clone())
-            .with_retries(store)
+            .with_retries(store.clone())
+            .with_notify(store)
     }
 }
 

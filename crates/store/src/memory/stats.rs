@@ -99,6 +99,11 @@ impl Indexes {
         }
     }
 
+    /// The group of `sig`, if it has members.
+    pub(super) fn group(&self, sig: &ErrorSignature) -> Option<FailureGroup> {
+        self.groups.get(sig)?.to_group()
+    }
+
     fn list_groups(&self, query: &GroupQuery) -> GroupPage {
         let start = match &query.cursor {
             Some(c) => Bound::Excluded((
