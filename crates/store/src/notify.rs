@@ -174,7 +174,9 @@ pub trait NotifyStore: Send + Sync {
     async fn notify_release(&self, holder: &str) -> Result<(), StoreError>;
 
     /// The failure groups whose mark comes after `after` (all when `None`) and was last
-    /// seen at `until_ms` or before, oldest first, at most `max`.
+    /// seen at `until_ms` or before, oldest first, at most `max`. A store split into shards
+    /// keeps a group per shard that holds failures of it, so a signature may come once per
+    /// such shard, each mark with that shard's last failure.
     async fn groups_after(
         &self,
         after: Option<GroupMark>,

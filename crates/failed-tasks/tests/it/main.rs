@@ -77,7 +77,8 @@ async fn the_example_runs_in_memory() {
         [
             Capability::Writes,
             Capability::Statistics,
-            Capability::Retries
+            Capability::Retries,
+            Capability::Notifications
         ]
     );
     let report = embed::run(&failures, "task_007").await.unwrap();

@@ -30,7 +30,8 @@ fn memory_store_claims_tasks_statistics_and_retries() {
         [
             Capability::Writes,
             Capability::Statistics,
-            Capability::Retries
+            Capability::Retries,
+            Capability::Notifications
         ],
         "the memory store keeps decoded tasks: no stored-JSON pages"
     );
