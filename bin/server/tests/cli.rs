@@ -810,13 +810,25 @@ fn reshard_moves_the_tasks_to_the_new_shard_count() {
 
 /// Ready means ready: the very first request after `listening` is answered by the store,
 /// on every store (the compat source used to answer 503 for about half a second: its
-/// connection was still being made when the server started listening).
+/// connection was still being made when the server started listening), and nothing warns
+/// on the way up.
 #[test]
 fn the_first_request_after_listening_is_answered() {
     let redis = failed_tasks_testkit::RedisServer::start();
     let url = redis.url();
     for store in ["compat", "redis", "memory"] {
         let server = start(&["--store", store, "--redis-url", &url], &[]);
+        // Nothing warns on the way up to a healthy store (the janitor's first run used to
+        // fail, and warn, while the connection was still being made).
+        let warned: Vec<&String> = server
+            .start_logs
+            .iter()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                v["level"] == "WARN" || v["level"] == "ERROR"
+            })
+            .collect();
+        assert!(warned.is_empty(), "{store}: {warned:#?}");
         let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
         assert_eq!(status, 200, "{store}: {body}");
         assert_eq!(body["Data"]["TotalTasks"], 0, "{store}");
