@@ -10,6 +10,7 @@ mod helpers;
 mod metrics;
 mod openapi;
 mod retries;
+mod search;
 mod slow_readers;
 mod stats;
 mod stored;
