@@ -35,6 +35,7 @@ pub mod group;
 pub mod query;
 pub mod retry;
 pub mod scheduling;
+pub mod search;
 pub mod signature;
 pub mod stats;
 pub mod task;
@@ -47,6 +48,7 @@ pub use retry::{GiveUpReason, JitterRng, RetryConfig, RetryDecision, RetryPolicy
 pub use scheduling::{
     AttemptRecord, NextRetry, RetryPlan, RetryRequest, RetryState, RetryStatus, ScheduledBy,
 };
+pub use search::{PathPrefix, SearchText};
 pub use signature::{normalise_message, ErrorPattern, ErrorSignature};
 pub use task::{
     ClientId, CodebasePath, ErrorCode, ErrorMessage, FailedTask, NewFailedTask, TaskId, TaskType,

@@ -81,6 +81,17 @@ async fn list_page(app: &App, q: &ListQuery) -> (Reply, usize) {
         Ok(None) => {}
         Err(e) => return (Reply::from_query_error(app, e), 0),
     }
+    if q.filter.searches() {
+        return match app.service.search_failed(q).await {
+            Ok(found) => {
+                app.metrics.corrupt_skipped(found.page.skipped_corrupt);
+                let n = found.page.tasks.len();
+                let list = TaskList::searched(&found, app.service.retry_policy());
+                (Reply::ok(list), n)
+            }
+            Err(e) => (Reply::from_query_error(app, e), 0),
+        };
+    }
     match app.service.list_failed(q).await {
         Ok(page) => {
             app.metrics.corrupt_skipped(page.skipped_corrupt);

@@ -2,11 +2,12 @@
 
 use failed_tasks_domain::{
     ClientId, Cursor, ErrorCategory, ErrorCode, ErrorSignature, GroupCursor, GroupQuery, ListQuery,
-    PageLimits, PageSize, RetryState, TaskFilter, TaskType, Timestamp, ValidationError,
+    PageLimits, PageSize, PathPrefix, RetryState, SearchText, TaskFilter, TaskType, Timestamp,
+    ValidationError,
 };
 
 /// The parameters the listing understands, as the contract spells them.
-const LIST_PARAMS: [&str; 10] = [
+const LIST_PARAMS: [&str; 12] = [
     "pageSize",
     "cursor",
     "category",
@@ -17,6 +18,8 @@ const LIST_PARAMS: [&str; 10] = [
     "until",
     "signature",
     "retry",
+    "q",
+    "pathPrefix",
 ];
 
 const NOT_UTF8: &str = "is not valid UTF-8 once percent-decoded";
@@ -80,6 +83,8 @@ pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, 
             "until" => q.filter.until = Some(time_param("until", value)?),
             "signature" => q.filter.signature = Some(ErrorSignature::parse(value)?),
             "retry" => q.filter.retry = Some(RetryState::parse(value)?),
+            "q" => q.filter.text = Some(SearchText::parse(value)?),
+            "pathPrefix" => q.filter.path_prefix = Some(PathPrefix::parse(value)?),
             _ => {}
         }
     }
@@ -139,7 +144,7 @@ pub fn filter_only(query: Option<&str>) -> Result<TaskFilter, ValidationError> {
     if pairs.is_empty() {
         return Err(ValidationError::new(
             "filter",
-            "a bulk removal or retry needs at least one of category, taskType, clientId, errorCode, since, until, signature, retry",
+            "a bulk removal or retry needs at least one of category, taskType, clientId, errorCode, since, until, signature, retry, q, pathPrefix",
         ));
     }
     Ok(list_query(query, PageLimits::DEFAULT)?.filter)
@@ -231,6 +236,11 @@ mod tests {
             ("clientId=%FF%FE", "clientId"),
             ("%FF=1", "\u{FFFD}"),
             ("clientId=a&clientId=a", "clientId"),
+            ("q=", "q"),
+            ("q=+", "q"),
+            ("q=a&q=b", "q"),
+            ("pathPrefix=projects", "pathPrefix"),
+            ("pathPrefix=", "pathPrefix"),
             (
                 "since=2025-01-02T00:00:00Z&until=2025-01-01T00:00:00Z",
                 "since",
@@ -256,5 +266,14 @@ mod tests {
         assert_eq!(q.filter.until.unwrap().to_rfc3339(), "2025-01-24T09:00:00Z");
         let q = list_query(None, PageLimits::DEFAULT).unwrap();
         assert_eq!(q, ListQuery::first_page(PageLimits::DEFAULT));
+        let q = list_query(
+            Some("q=context+Deadline&pathPrefix=%2Fprojects%2Ffoo%2F"),
+            PageLimits::DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(q.filter.text.unwrap().as_str(), "context Deadline");
+        assert_eq!(q.filter.path_prefix.unwrap().as_str(), "/projects/foo");
+        let long = format!("q={}", "x".repeat(201));
+        assert_eq!(err(&long).field, "q");
     }
 }

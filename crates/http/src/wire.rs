@@ -5,7 +5,7 @@ use failed_tasks_domain::{
     AttemptRecord, FailedTask, FailureGroup, GroupPage, RetryPolicy, RetryStatus, Timestamp,
 };
 use failed_tasks_query::{stored, StoredPage};
-use failed_tasks_query::{FailedTaskPage, RetryDetails};
+use failed_tasks_query::{FailedTaskPage, RetryDetails, SearchPage};
 use serde::{Deserialize, Serialize};
 
 /// The contract's message when the store is unreachable (exact text).
@@ -221,12 +221,30 @@ pub struct TaskList {
     /// The cursor of the next page, or `null` on the last page.
     #[serde(rename = "NextCursor")]
     pub next_cursor: Option<String>,
+    /// With `q` or `pathPrefix` only: how the tasks were found, `groups` or `walk`.
+    #[serde(rename = "Search", default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// With `q` or `pathPrefix` only: `false` when the walk's time ran out before the page
+    /// was full; `NextCursor` then continues after the last task examined.
+    #[serde(rename = "Complete", default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
 }
 
 impl TaskList {
+    /// The wire form of a search's page.
+    pub fn searched(found: &SearchPage, policy: &RetryPolicy) -> Self {
+        Self {
+            search: Some(found.way.as_str().to_owned()),
+            complete: Some(found.complete),
+            ..Self::new(&found.page, policy)
+        }
+    }
+
     /// The wire form of `page`, with `FinalFailure` judged by `policy`.
     pub fn new(page: &FailedTaskPage, policy: &RetryPolicy) -> Self {
         Self {
+            search: None,
+            complete: None,
             total_tasks: page.total,
             tasks: page
                 .tasks

@@ -41,5 +41,6 @@ pub use failed_tasks_store::{
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
     BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, NotifyTargetInfo,
-    QueryError, RecordCounters, RecordedLabels, RetryCounters,
+    QueryError, RecordCounters, RecordedLabels, RetryCounters, SearchPage, SearchWay,
+    MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH,
 };

@@ -308,6 +308,8 @@ pub async fn filters_match_brute_force(store: &dyn StatusStore) {
             until: ts(90_000),
             signature: None,
             retry: None,
+            text: None,
+            path_prefix: None,
         },
     ];
     for f in &filters {

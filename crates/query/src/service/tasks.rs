@@ -6,9 +6,13 @@ use failed_tasks_store::{FailedTaskPage, RecordOutcome, RetryDetails, StoredPage
 use super::{FailedTaskService, QueryError, RetryCounters};
 
 impl FailedTaskService {
-    /// One page of failed tasks (the contract's `GET /tasks/failed`).
+    /// One page of failed tasks (the contract's `GET /tasks/failed`); with text filters,
+    /// [`search_failed`](Self::search_failed)'s page.
     pub async fn list_failed(&self, query: &ListQuery) -> Result<FailedTaskPage, QueryError> {
         self.check_filter(&query.filter)?;
+        if query.filter.searches() {
+            return self.search_failed(query).await.map(|s| s.page);
+        }
         self.checked(self.store.list(query)).await
     }
 
@@ -24,6 +28,9 @@ impl FailedTaskService {
         let Some(json) = &self.stores.stored else {
             return Ok(None);
         };
+        if query.filter.searches() {
+            return Ok(None);
+        }
         self.checked(json.list_stored(query)).await.map(Some)
     }
 
