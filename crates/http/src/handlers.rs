@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use failed_tasks_domain::{ClientId, ListQuery, TaskId, Timestamp, ValidationError};
+use failed_tasks_query::audit::{AuditAction, AuditEntry};
 use failed_tasks_query::{CancelRetry, QueryError, RecordOutcome, Resolve, RetryNow};
 use hyper::StatusCode;
 
@@ -14,8 +15,8 @@ use crate::body::{Items, Payload};
 use crate::reply::Reply;
 use crate::request::Call;
 use crate::wire::{
-    AttemptsRecorded, BulkRetried, GroupList, Health, Recorded, Removed, RetryAction, Stats,
-    TaskDetail, TaskList,
+    AttemptsRecorded, AuditList, BulkRetried, GroupList, Health, Recorded, Removed, RetryAction,
+    Stats, TaskDetail, TaskList,
 };
 use crate::{ingest, params};
 
@@ -267,6 +268,26 @@ pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
     }
 }
 
+/// Append what the caller did to the audit log (after it was done): the token's name, the
+/// reason it gave, the request's id. A request without a token (a route open to anyone)
+/// changes nothing that is audited.
+async fn audited(app: &App, call: &Call<'_>, action: AuditAction, target: String, count: u64) {
+    let Some(token) = call.caller else {
+        return;
+    };
+    app.service
+        .audit(AuditEntry {
+            time: Timestamp::now(),
+            actor: token.name().to_owned(),
+            action,
+            target,
+            reason: call.reason.clone(),
+            count,
+            request_id: Some(call.request_id.to_owned()),
+        })
+        .await;
+}
+
 /// `DELETE /codebase-embedder/api/v1/admin/failed-tasks/{taskId}`
 pub(crate) async fn remove_task(app: &App, call: Call<'_>) -> Reply {
     let (raw_id, query) = (call.param, call.query);
@@ -280,6 +301,7 @@ pub(crate) async fn remove_task(app: &App, call: Call<'_>) -> Reply {
     match app.service.remove_failed(&id).await {
         Ok(()) => {
             tracing::info!(task_id = %id, "failed task removed");
+            audited(app, &call, AuditAction::Remove, id.to_string(), 1).await;
             Reply::ok(Removed {
                 removed: 1,
                 complete: true,
@@ -308,6 +330,15 @@ pub(crate) async fn remove_matching(app: &App, call: Call<'_>) -> Reply {
                 complete = done.complete,
                 "bulk removal"
             );
+            let target = query.unwrap_or_default().to_owned();
+            audited(
+                app,
+                &call,
+                AuditAction::RemoveMatching,
+                target,
+                done.removed,
+            )
+            .await;
             Reply::ok(Removed {
                 removed: done.removed,
                 complete: done.complete,
@@ -419,6 +450,18 @@ pub(crate) async fn failure_groups(app: &App, call: Call<'_>) -> Reply {
     .await
 }
 
+/// `GET /codebase-embedder/api/v1/audit?since&until&actor&action&pageSize&cursor`
+pub(crate) async fn audit_log(app: &App, call: Call<'_>) -> Reply {
+    let q = match params::audit_query(call.query, app.config.page_limits) {
+        Ok(q) => q,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.audit_log(&q).await {
+        Ok(page) => Reply::ok(AuditList::from(&page)),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
 /// `GET /codebase-embedder/api/v1/notifications`: each target and its delivery.
 pub(crate) async fn notifications(app: &App, call: Call<'_>) -> Reply {
     if let Err(e) = params::no_params(call.query) {
@@ -494,6 +537,7 @@ pub(crate) async fn retry_task(app: &App, call: Call<'_>) -> Reply {
     match app.service.retry_now(&id, Timestamp::now()).await {
         Ok(RetryNow::Scheduled { attempt }) => {
             tracing::info!(task_id = %id, attempt, "retry made due now by an operator");
+            audited(app, &call, AuditAction::RetryNow, id.to_string(), 1).await;
             action(&id, Some(attempt), "scheduled")
         }
         Ok(RetryNow::AlreadyDelivered { attempt }) => {
@@ -518,6 +562,7 @@ pub(crate) async fn cancel_retry(app: &App, call: Call<'_>) -> Reply {
     match app.service.cancel_retry(&id).await {
         Ok(CancelRetry::Cancelled { attempt }) => {
             tracing::info!(task_id = %id, attempt, "scheduled retry cancelled");
+            audited(app, &call, AuditAction::CancelRetry, id.to_string(), 1).await;
             action(&id, Some(attempt), "cancelled")
         }
         Ok(CancelRetry::NotScheduled) => action(&id, None, "not_scheduled"),
@@ -541,6 +586,7 @@ pub(crate) async fn resolve_task(app: &App, call: Call<'_>) -> Reply {
     match app.service.resolve(&id, Timestamp::now()).await {
         Ok(Resolve::Resolved) => {
             tracing::info!(task_id = %id, "failed task resolved");
+            audited(app, &call, AuditAction::Resolve, id.to_string(), 1).await;
             action(&id, None, "resolved")
         }
         Ok(Resolve::AlreadyResolved) => action(&id, None, "already_resolved"),
@@ -570,6 +616,8 @@ pub(crate) async fn retry_matching(app: &App, call: Call<'_>) -> Reply {
                 complete = done.complete,
                 "bulk retry"
             );
+            let target = query.unwrap_or_default().to_owned();
+            audited(app, &call, AuditAction::RetryMatching, target, done.retried).await;
             Reply::ok(BulkRetried {
                 retried: done.retried,
                 already_delivered: done.already_delivered,

@@ -5,6 +5,7 @@ use failed_tasks_domain::{
     PageLimits, PageSize, PathPrefix, RetryState, SearchText, TaskFilter, TaskType, Timestamp,
     ValidationError,
 };
+use failed_tasks_query::audit::{AuditAction, AuditCursor, AuditQuery};
 
 /// The parameters the listing understands, as the contract spells them.
 const LIST_PARAMS: [&str; 12] = [
@@ -166,6 +167,42 @@ pub fn group_query(query: Option<&str>, limits: PageLimits) -> Result<GroupQuery
                     "unknown parameter; known ones are pageSize, cursor",
                 ))
             }
+        }
+    }
+    Ok(q)
+}
+
+/// Parse the audit log's query string: `since`, `until`, `actor`, `action`, `pageSize`,
+/// `cursor`.
+pub fn audit_query(query: Option<&str>, limits: PageLimits) -> Result<AuditQuery, ValidationError> {
+    let mut q = AuditQuery {
+        since: None,
+        until: None,
+        actor: None,
+        action: None,
+        page_size: limits.default_size().get(),
+        cursor: None,
+    };
+    for (name, value) in pairs(query)? {
+        match name.as_str() {
+            "since" => q.since = Some(time_param("since", &value)?),
+            "until" => q.until = Some(time_param("until", &value)?),
+            "actor" if value.is_empty() || value.chars().count() > 200 => {
+                return Err(ValidationError::new("actor", "must be 1 to 200 characters"))
+            }
+            "actor" => q.actor = Some(value),
+            "action" => q.action = Some(AuditAction::parse(&value)?),
+            "pageSize" => q.page_size = PageSize::parse(&value, limits)?.get(),
+            "cursor" => q.cursor = Some(AuditCursor::decode(&value)?),
+            _ => return Err(ValidationError::new(
+                name,
+                "unknown parameter; known ones are since, until, actor, action, pageSize, cursor",
+            )),
+        }
+    }
+    if let (Some(since), Some(until)) = (q.since, q.until) {
+        if since > until {
+            return Err(ValidationError::new("since", "is after until"));
         }
     }
     Ok(q)

@@ -25,6 +25,10 @@ pub(crate) struct Call<'a> {
     pub(crate) headers: &'a HeaderMap,
     /// The token the request presented, when it is one of ours.
     pub(crate) caller: Option<&'a NamedToken>,
+    /// Why, as the caller said in `X-Reason` (checked by the router), for the audit log.
+    pub(crate) reason: Option<String>,
+    /// The request's id (`X-Request-Id`), for the audit log.
+    pub(crate) request_id: &'a str,
 }
 
 /// A handler's answer, boxed so that handlers fit one table.

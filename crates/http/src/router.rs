@@ -16,8 +16,47 @@ use crate::request::Call;
 use crate::routes::{self, Access, BodyKind, ClientLimit};
 use crate::{handlers, params};
 
+/// The `X-Reason` header: why the caller acts, for the audit log.
+pub(crate) const REASON: &str = "x-reason";
+
+/// Most characters of a reason.
+pub(crate) const MAX_REASON_CHARS: usize = 500;
+
+/// The reason of `X-Reason`, percent-decoded (so that any UTF-8 text fits a header); a
+/// reason that is not UTF-8, has control characters, is empty or too long is a 400.
+fn reason(
+    headers: &hyper::HeaderMap,
+) -> Result<Option<String>, failed_tasks_domain::ValidationError> {
+    let mut values = headers.get_all(REASON).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let bad = |why: &str| failed_tasks_domain::ValidationError::new("X-Reason", why.to_owned());
+    if values.next().is_some() {
+        return Err(bad("given more than once"));
+    }
+    let text = percent_encoding::percent_decode(value.as_bytes())
+        .decode_utf8()
+        .map_err(|_| bad("is not UTF-8 once percent-decoded"))?;
+    if text.chars().any(char::is_control) {
+        return Err(bad("has control characters"));
+    }
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if text.chars().count() > MAX_REASON_CHARS {
+        return Err(bad(&format!("longer than {MAX_REASON_CHARS} characters")));
+    }
+    Ok(Some(text.to_owned()))
+}
+
 /// Answer one request.
-pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> Reply {
+pub(crate) async fn dispatch(
+    app: &App,
+    req: Request<hyper::body::Incoming>,
+    request_id: &str,
+) -> Reply {
     let (parts, body) = req.into_parts();
     let Some((route, param)) = routes::find(parts.uri.path()) else {
         return Reply::error(StatusCode::NOT_FOUND, 404, "not found");
@@ -28,6 +67,10 @@ pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> 
     let caller = match check_access(app, route.access, &parts.headers) {
         Ok(caller) => caller,
         Err(denied) => return *denied,
+    };
+    let reason = match reason(&parts.headers) {
+        Ok(reason) => reason,
+        Err(bad) => return Reply::bad_request(&bad),
     };
     let mut query = parts.uri.query().map(Cow::Borrowed);
     if let Some(token) = caller {
@@ -55,6 +98,8 @@ pub(crate) async fn dispatch(app: &App, req: Request<hyper::body::Incoming>) -> 
         body,
         headers: &parts.headers,
         caller,
+        reason,
+        request_id,
     };
     (endpoint.handler)(app, call).await
 }

@@ -199,6 +199,14 @@ pub static ROUTES: &[Route] = &[
         access: Access::Role(Role::Admin),
         endpoints: &[endpoint!("POST", Json, handlers::record_attempts)],
     },
+    // The audit log of actions.
+    Route {
+        template: "/codebase-embedder/api/v1/audit",
+        name: "audit",
+        documented: true,
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::audit_log)],
+    },
     // Notifications: the targets' delivery.
     Route {
         template: "/codebase-embedder/api/v1/notifications",

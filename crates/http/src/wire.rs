@@ -4,6 +4,7 @@ use failed_tasks_domain::stats::{minute_start, FailureStats};
 use failed_tasks_domain::{
     AttemptRecord, FailedTask, FailureGroup, GroupPage, RetryPolicy, RetryStatus, Timestamp,
 };
+use failed_tasks_query::audit::AuditPage;
 use failed_tasks_query::{stored, StoredPage};
 use failed_tasks_query::{FailedTaskPage, RetryDetails, SearchPage};
 use serde::{Deserialize, Serialize};
@@ -550,6 +551,65 @@ impl From<&GroupPage> for GroupList {
         Self {
             total_groups: p.total,
             groups: p.groups.iter().map(WireGroup::from).collect(),
+            next_cursor: p.next_cursor.as_ref().map(|c| c.encode()),
+        }
+    }
+}
+
+/// One entry of `GET /audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAuditEntry {
+    /// When it was done.
+    #[serde(rename = "Time")]
+    pub time: String,
+    /// Who did it: a token's name (or `breaker`, `janitor`).
+    #[serde(rename = "Actor")]
+    pub actor: String,
+    /// What was done (`retry`, `cancel_retry`, `resolve`, `delete`, `delete_matching`,
+    /// `retry_matching`).
+    #[serde(rename = "Action")]
+    pub action: String,
+    /// A `TaskId`, or the filters as a query string.
+    #[serde(rename = "Target")]
+    pub target: String,
+    /// Why, as the actor said (`X-Reason`), or null.
+    #[serde(rename = "Reason")]
+    pub reason: Option<String>,
+    /// How many tasks it changed.
+    #[serde(rename = "Count")]
+    pub count: u64,
+    /// The request that did it, or null.
+    #[serde(rename = "RequestId")]
+    pub request_id: Option<String>,
+}
+
+/// `Data` of `GET /audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditList {
+    /// This page, newest first.
+    #[serde(rename = "Entries")]
+    pub entries: Vec<WireAuditEntry>,
+    /// The cursor of the next page, or null.
+    #[serde(rename = "NextCursor")]
+    pub next_cursor: Option<String>,
+}
+
+impl From<&AuditPage> for AuditList {
+    fn from(p: &AuditPage) -> Self {
+        Self {
+            entries: p
+                .entries
+                .iter()
+                .map(|e| WireAuditEntry {
+                    time: e.time.to_rfc3339(),
+                    actor: e.actor.clone(),
+                    action: e.action.as_str().to_owned(),
+                    target: e.target.clone(),
+                    reason: e.reason.clone(),
+                    count: e.count,
+                    request_id: e.request_id.clone(),
+                })
+                .collect(),
             next_cursor: p.next_cursor.as_ref().map(|c| c.encode()),
         }
     }

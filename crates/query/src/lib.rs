@@ -30,6 +30,8 @@ mod scheduler;
 mod service;
 mod stats_gate;
 
+/// The audit log's entries and queries, as the adapters write and read them.
+pub use failed_tasks_store::audit;
 /// The notifier's delivery figures, as the status route shows them.
 pub use failed_tasks_store::notify::{Pending, TargetDelivery};
 /// What the use cases answer with, from the store port, re-exported so that an adapter on

@@ -69,6 +69,11 @@ pub static SETTINGS: &[&dyn Setting] = &[
         |s| &mut s.redis.retention.janitor_interval,
     ),
     &Field::new(
+        "audit_max_len",
+        "The audit log keeps about this many entries; the oldest beyond it leave (memory and Redis stores)",
+        |s| &mut s.redis.retention.audit_max_len,
+    ),
+    &Field::new(
         "archive_dir",
         "Directory where trimmed tasks are archived as JSON lines, one file per UTC day \
          (Redis store). Unset: trimmed tasks are dropped",

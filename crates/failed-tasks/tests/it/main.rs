@@ -81,7 +81,8 @@ async fn the_example_runs_in_memory() {
             Capability::Writes,
             Capability::Statistics,
             Capability::Retries,
-            Capability::Notifications
+            Capability::Notifications,
+            Capability::Audit
         ]
     );
     let report = embed::run(&failures, "task_007").await.unwrap();

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod admin;
+mod audit;
 mod conns;
 mod groups;
 mod helpers;

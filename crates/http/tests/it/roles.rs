@@ -76,6 +76,7 @@ fn matrix() -> Vec<(Method, String, Role)> {
             Role::Read,
         ),
         (Method::GET, format!("{BASE}/notifications"), Role::Read),
+        (Method::GET, format!("{BASE}/audit"), Role::Read),
         (Method::POST, format!("{admin}/t2/retry"), Role::Operate),
         (Method::DELETE, format!("{admin}/t2/retry"), Role::Operate),
         (Method::POST, format!("{admin}/t2/resolve"), Role::Operate),

@@ -14,6 +14,7 @@
 //! - `stats`: statistics, groups, attempts, the alert thresholds
 //! - `notify`: the notification targets in force and their delivery ([`NotifyTargetInfo`])
 
+mod audit;
 mod bulk;
 mod counters;
 mod error;

@@ -30,6 +30,8 @@
 //! - `retries`: schedules, the due set, attempt history; [`RetryStore`]
 //! - `notify`: the notifier's lease, state, outboxes and deliveries; [`NotifyStore`] (in
 //!   this process only: lost on restart)
+//! - `audit`: the audit log, newest first, capped; [`AuditStore`](crate::AuditStore) (in
+//!   this process only: lost on restart)
 //! - `queue`: [`MemoryRetryQueue`], what workers claim
 //! - `retention`: the trim and its janitor ([`MemoryTrimReport`], [`MemoryJanitor`])
 //!
@@ -38,6 +40,7 @@
 //! [`RetryStore`]: crate::RetryStore
 //! [`NotifyStore`]: crate::NotifyStore
 
+mod audit;
 mod indexes;
 mod notify;
 mod queue;
@@ -87,6 +90,8 @@ pub struct MemoryStore {
     retention: Retention,
     /// The notifier's lease, state, outboxes and deliveries (`notify`).
     notify: std::sync::Mutex<notify::NotifyMemory>,
+    /// The audit log (`audit`).
+    audit: std::sync::Mutex<audit::AuditMemory>,
 }
 
 impl Default for MemoryStore {
@@ -112,6 +117,7 @@ impl MemoryStore {
             queue: Arc::new(Queue::new(config.retry_queue_cap.max(1))),
             retention: config.retention,
             notify: std::sync::Mutex::default(),
+            audit: std::sync::Mutex::default(),
         }
     }
 
@@ -176,7 +182,8 @@ impl From<Arc<MemoryStore>> for Stores {
         Stores::new("memory", store.clone())
             .with_stats(store.clone())
             .with_retries(store.clone())
-            .with_notify(store)
+            .with_notify(store.clone())
+            .with_audit(store)
     }
 }
 
