@@ -47,6 +47,8 @@ pub struct HttpConfig {
     pub h2_keep_alive_timeout: Duration,
     /// The `Retry-After` value sent with 503, in seconds.
     pub retry_after_secs: u32,
+    /// Most rows an export writes; beyond it, a last line says it was cut.
+    pub export_max_rows: u64,
     /// Bearer token of the admin routes; `None` disables them (403), never opens them.
     pub admin_token: Option<Token>,
     /// Bearer token the read routes require, when set (the admin token is accepted too).
@@ -70,6 +72,7 @@ impl Default for HttpConfig {
             h2_keep_alive_interval: Duration::from_secs(20),
             h2_keep_alive_timeout: Duration::from_secs(20),
             retry_after_secs: 5,
+            export_max_rows: 1_000_000,
             admin_token: None,
             read_token: None,
         }

@@ -43,6 +43,7 @@ mod app;
 mod auth;
 mod body;
 mod conn;
+mod export;
 mod handlers;
 pub mod ingest;
 pub mod metrics;

@@ -5,6 +5,7 @@
 
 mod admin;
 mod conns;
+mod export;
 mod groups;
 mod helpers;
 mod metrics;
