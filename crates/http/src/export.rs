@@ -14,9 +14,9 @@
 //! CSV is RFC 4180 (the `csv` crate: quotes where needed, CRLF line ends), UTF-8 without a
 //! byte-order mark, the messages as they are, with a header row. Beyond
 //! [`HttpConfig::export_max_rows`](crate::HttpConfig::export_max_rows) rows the export stops
-//! and says so in its last line: NDJSON `{"Truncated":true,"Rows":n}`, CSV a line
-//! `#Truncated: …` (the only line that starts with `#`: no row does, its first field being
-//! a `TaskId` written as a quoted field when it would).
+//! and says so in its last line: NDJSON `{"Truncated":true,"Rows":n}`, CSV a record of one
+//! field, `#Truncated: …` (without a comma or a quote: every row has 13 fields, so it is
+//! told from a row by its field count even when a `TaskId` starts with `#`).
 
 use std::io;
 

@@ -183,6 +183,12 @@ async fn past_the_cap_the_last_line_says_so() {
         last.starts_with("#Truncated: the export stopped at its cap of 7 rows"),
         "{last}"
     );
+    // Read as CSV: 7 rows of 13 fields, then the one-field record.
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let widths: Vec<usize> = reader.records().map(|r| r.unwrap().len()).collect();
+    assert_eq!(widths, [13, 13, 13, 13, 13, 13, 13, 1]);
     // Exactly at the cap is no truncation.
     let ten = get(&server, &format!("{EXPORT}?format=ndjson&q=exp0000")).await;
     let body = std::str::from_utf8(&ten.body).unwrap();
