@@ -9,6 +9,9 @@
 //! - [`category`]: [`ErrorCategory`], the five failure classes, and a classifier from error codes.
 //! - [`query`]: [`ListQuery`], [`TaskFilter`], [`PageSize`], [`Cursor`] and the [`SortKey`]
 //!   that defines the one listing order.
+//! - [`search`]: the text filters without an index, [`SearchText`] (`q`, case-insensitive
+//!   over message, code, id and path, or over a group's pattern) and [`PathPrefix`] (a
+//!   directory).
 //! - [`retry`]: [`RetryPolicy`], which says "retry after this delay" or "give up" (a final
 //!   failure) from a failure's category, error code and retry count.
 //! - [`scheduling`]: what follows from the policy once a failure is stored: its

@@ -47,6 +47,8 @@ pub struct HttpConfig {
     pub h2_keep_alive_timeout: Duration,
     /// The `Retry-After` value sent with 503, in seconds.
     pub retry_after_secs: u32,
+    /// Most rows an export writes; beyond it, a last line says it was cut.
+    pub export_max_rows: u64,
     /// A token named `admin` with the admin role. Without any token of a role that may call
     /// them, the admin routes answer 403, never open.
     pub admin_token: Option<Token>,
@@ -78,6 +80,7 @@ impl Default for HttpConfig {
             h2_keep_alive_interval: Duration::from_secs(20),
             h2_keep_alive_timeout: Duration::from_secs(20),
             retry_after_secs: 5,
+            export_max_rows: 1_000_000,
             admin_token: None,
             operate_token: None,
             read_token: None,

@@ -60,8 +60,16 @@ fn decode(raw: &str) -> Result<String, String> {
 /// Parse the listing's query string. Unknown or repeated parameters are errors too, so a
 /// typo (`pagesize`) is reported instead of silently ignored.
 pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, ValidationError> {
+    list_from_pairs(pairs(query)?, limits)
+}
+
+/// [`list_query`] of decoded pairs.
+fn list_from_pairs(
+    pairs: Vec<(String, String)>,
+    limits: PageLimits,
+) -> Result<ListQuery, ValidationError> {
     let mut q = ListQuery::first_page(limits);
-    for (name, value) in pairs(query)? {
+    for (name, value) in pairs {
         if !LIST_PARAMS.contains(&name.as_str()) {
             return Err(ValidationError::new(
                 name,
@@ -149,6 +157,41 @@ pub fn filter_only(query: Option<&str>) -> Result<TaskFilter, ValidationError> {
         ));
     }
     Ok(list_query(query, PageLimits::DEFAULT)?.filter)
+}
+
+/// What an export writes: CSV or NDJSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// Parse an export's query string: `format` (`csv` or `ndjson`, required) and the listing's
+/// filters (none required: an export of everything is a read).
+pub fn export_query(query: Option<&str>) -> Result<(ExportFormat, TaskFilter), ValidationError> {
+    let mut pairs = pairs(query)?;
+    if let Some((name, _)) = pairs.iter().find(|(n, _)| n == "pageSize" || n == "cursor") {
+        return Err(ValidationError::new(
+            name.clone(),
+            "not accepted by an export (it writes every match)",
+        ));
+    }
+    let format = match pairs.iter().position(|(n, _)| n == "format") {
+        Some(i) => match pairs.remove(i).1.as_str() {
+            "csv" => ExportFormat::Csv,
+            "ndjson" => ExportFormat::Ndjson,
+            other => {
+                return Err(ValidationError::new(
+                    "format",
+                    format!("{other:?} is not a format; use csv or ndjson"),
+                ))
+            }
+        },
+        None => return Err(ValidationError::new("format", "is required: csv or ndjson")),
+    };
+    Ok((format, list_from_pairs(pairs, PageLimits::DEFAULT)?.filter))
 }
 
 /// Parse the groups listing's query string: `pageSize` and `cursor` only.
@@ -285,6 +328,29 @@ mod tests {
         ];
         for (q, field) in table {
             assert_eq!(err(q).field, field, "{q}");
+        }
+    }
+
+    #[test]
+    fn exports_take_a_format_and_the_filters() {
+        let (f, filter) = export_query(Some("format=ndjson&q=boom&category=data_error")).unwrap();
+        assert_eq!(f, ExportFormat::Ndjson);
+        assert_eq!(filter.text.unwrap().as_str(), "boom");
+        assert_eq!(
+            export_query(Some("format=csv")).unwrap().0,
+            ExportFormat::Csv
+        );
+        for (q, field) in [
+            ("", "format"),
+            ("format=xml", "format"),
+            ("format=CSV", "format"),
+            ("format=csv&format=csv", "format"),
+            ("format=csv&pageSize=5", "pageSize"),
+            ("format=csv&cursor=x", "cursor"),
+            ("format=csv&q=", "q"),
+            ("format=csv&nope=1", "nope"),
+        ] {
+            assert_eq!(export_query(Some(q)).unwrap_err().field, field, "{q}");
         }
     }
 

@@ -5,6 +5,7 @@
 
 use crate::app::App;
 use crate::auth::Role;
+use crate::export;
 use crate::handlers;
 use crate::request::{Answer, Call, Handler};
 use crate::ui;
@@ -116,7 +117,9 @@ macro_rules! endpoint {
     };
 }
 
-/// Every route served, in no particular order (no two templates match the same path).
+/// Every route served, in no particular order: a path matches one template, or a literal
+/// one and a template (`…/tasks/failed/export` and `…/tasks/failed/{taskId}`), and then the
+/// literal one is its route ([`find`]).
 pub static ROUTES: &[Route] = &[
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed",
@@ -124,6 +127,13 @@ pub static ROUTES: &[Route] = &[
         documented: true,
         access: Access::Role(Role::Read),
         endpoints: &[endpoint!("GET", None, handlers::list_failed, Filters)],
+    },
+    Route {
+        template: "/codebase-embedder/api/v1/tasks/failed/export",
+        name: "export_failed",
+        documented: true,
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, export::export_failed, Filters)],
     },
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed/{taskId}",
@@ -289,8 +299,13 @@ fn match_template<'p>(template: &str, path: &'p str) -> Option<&'p str> {
 /// trailing slash that matches nothing is tried without it (`/tasks/failed/` is the list).
 pub(crate) fn find(path: &str) -> Option<(&'static Route, &str)> {
     fn exact(p: &str) -> Option<(&'static Route, &str)> {
+        // A literal path wins over a template that also matches it (`tasks/failed/export`
+        // over `tasks/failed/{taskId}`).
+        let literal = |r: &&Route| !r.template.contains('{');
         ROUTES
             .iter()
+            .filter(literal)
+            .chain(ROUTES.iter().filter(|r| !literal(r)))
             .find_map(|r| match_template(r.template, p).map(|param| (r, param)))
     }
     exact(path).or_else(|| {
@@ -324,6 +339,14 @@ mod tests {
                 Some(("get_failed", "task_001")),
             ),
             ("/codebase-embedder/api/v1/tasks/failed/a/b", None),
+            (
+                "/codebase-embedder/api/v1/tasks/failed/export",
+                Some(("export_failed", "")),
+            ),
+            (
+                "/codebase-embedder/api/v1/tasks/failed/exports",
+                Some(("get_failed", "exports")),
+            ),
             (
                 "/codebase-embedder/api/v1/admin/failed-tasks",
                 Some(("admin_tasks", "")),

@@ -126,6 +126,17 @@ impl WireTask {
     }
 }
 
+/// The last line of an NDJSON export cut at its cap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportTruncated {
+    /// Always `true`: the export stopped before every match was written.
+    #[serde(rename = "Truncated")]
+    pub truncated: bool,
+    /// The rows written (the cap).
+    #[serde(rename = "Rows")]
+    pub rows: u64,
+}
+
 /// One failed attempt in a task's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireAttempt {

@@ -217,6 +217,11 @@ pub static SETTINGS: &[&dyn Setting] = &[
         |s| &mut s.http.retry_after_secs,
     ),
     &Field::new(
+        "export_max_rows",
+        "Most rows an export writes; past it, its last line says it was cut",
+        |s| &mut s.http.export_max_rows,
+    ),
+    &Field::new(
         "shutdown_grace",
         "How long shutdown waits for in-flight requests",
         |s| &mut s.shutdown_grace,

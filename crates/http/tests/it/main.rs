@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod conns;
+mod export;
 mod groups;
 mod helpers;
 mod metrics;

@@ -64,6 +64,11 @@ fn matrix() -> Vec<(Method, String, Role)> {
     let admin = format!("{BASE}/admin/failed-tasks");
     vec![
         (Method::GET, failed.clone(), Role::Read),
+        (
+            Method::GET,
+            format!("{failed}/export?format=ndjson"),
+            Role::Read,
+        ),
         (Method::GET, format!("{failed}/t1"), Role::Read),
         (
             Method::GET,
@@ -274,6 +279,29 @@ async fn a_client_limited_token_neither_sees_nor_touches_another_clients_failure
             a.json()
         );
     }
+
+    // The export is kept to c1 too.
+    let a = call(
+        &server,
+        &Method::GET,
+        &format!("{failed}/export?format=ndjson"),
+        c1,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&a.body).into_owned();
+    assert!(
+        text.contains("\"mine\"") && !text.contains("\"theirs\""),
+        "{text}"
+    );
+    let a = call(
+        &server,
+        &Method::GET,
+        &format!("{failed}/export?format=csv&clientId=c2"),
+        c1,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
 
     // Another client's task does not exist for it, whatever it does with it.
     for (method, path) in [
