@@ -82,6 +82,7 @@
 pub mod compat;
 pub mod config;
 mod conn;
+mod gates;
 mod groups;
 mod health;
 pub mod janitor;

@@ -10,6 +10,7 @@
 //! - `tasks`: list, get, record, remove
 //! - `bulk`: remove or retry every match of a filter ([`BulkRemoval`], [`BulkRetry`])
 //! - `retries`: the retry policy, retry now, cancel, resolve, deliver due
+//! - `gates`: retry gates ([`GateRequest`]): make, list, release
 //! - `stats`: statistics, groups, attempts, the alert thresholds
 //! - `notify`: the notification targets in force and their delivery ([`NotifyTargetInfo`])
 
@@ -17,6 +18,7 @@ mod bulk;
 mod counters;
 mod error;
 mod fail_times;
+mod gates;
 mod guards;
 mod health;
 mod notify;
@@ -37,6 +39,7 @@ pub use bulk::{BulkRemoval, BulkRetry};
 pub use counters::{RecordCounters, RecordedLabels, RetryCounters};
 pub use error::QueryError;
 pub use fail_times::FailTimeLimits;
+pub use gates::GateRequest;
 pub use guards::Deadlines;
 pub use notify::NotifyTargetInfo;
 

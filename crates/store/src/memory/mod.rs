@@ -28,6 +28,7 @@
 //! - `indexes`: the indexes, the upsert and a page's walk
 //! - `stats`: minute counters, breakdowns, failure groups; [`StatsStore`]
 //! - `retries`: schedules, the due set, attempt history; [`RetryStore`]
+//! - `gates`: the retry gates, their token buckets and the retries they park
 //! - `notify`: the notifier's lease, state, outboxes and deliveries; [`NotifyStore`] (in
 //!   this process only: lost on restart)
 //! - `queue`: [`MemoryRetryQueue`], what workers claim
@@ -38,6 +39,7 @@
 //! [`RetryStore`]: crate::RetryStore
 //! [`NotifyStore`]: crate::NotifyStore
 
+mod gates;
 mod indexes;
 mod notify;
 mod queue;
