@@ -96,6 +96,10 @@ struct Flags {
     /// Run only the sharding figures (a private three-master cluster; phase 7).
     #[arg(long)]
     only_shards: bool,
+    /// Run only the retry figures (phase 6: scheduling cost, moved per second with and
+    /// without gates, lag, a limit gate's rate).
+    #[arg(long)]
+    only_retries: bool,
     /// Internal: run one of the servers under test (started by the bench itself).
     #[arg(long, value_enum, hide = true)]
     serve_child: Option<Kind>,
@@ -166,6 +170,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let mut b = Bench::setup(&flags, &base_url).await?;
     if flags.only_shards {
         b.shards().await?;
+        return b.report(flags.json.as_deref());
+    }
+    if flags.only_retries {
+        b.retries().await?;
         return b.report(flags.json.as_deref());
     }
     b.record_one_at_a_time().await?;
