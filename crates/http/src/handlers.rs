@@ -312,6 +312,13 @@ pub(crate) async fn metrics(app: &App, call: Call<'_>) -> Reply {
                 }
                 Err(_) => {}
             }
+            match app.service.retry_gates(Timestamp::now()).await {
+                Ok(gates) => app.metrics.set_gate_gauges(&gates),
+                Err(QueryError::Unavailable { kind, .. } | QueryError::Internal { kind, .. }) => {
+                    app.metrics.store_error(kind);
+                }
+                Err(_) => {}
+            }
         }
     }
     Reply::openmetrics(Bytes::from(app.metrics.encode()))

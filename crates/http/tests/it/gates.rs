@@ -104,6 +104,15 @@ async fn hold_list_and_release() {
     assert_eq!(g["CreatedBy"], "operator");
     assert_eq!(g["Until"], Value::Null);
     assert_eq!(g["Held"], 2);
+    let metrics = String::from_utf8(get(&server, "/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("\nfailed_tasks_retry_gates 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nfailed_tasks_retries_held 2\n"),
+        "{metrics}"
+    );
     // Held retries stay scheduled for attempt 2.
     let one = get(&server, &format!("{BASE}/tasks/failed/e1"))
         .await
