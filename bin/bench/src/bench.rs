@@ -217,7 +217,8 @@ impl Bench {
         })
     }
 
-    /// `retries_moved_per_s` and `retry_lag_p99_ms`, on database 2.
+    /// `retries_moved_per_s` (without and with 100 gates), `retry_lag_p99_ms` and
+    /// `limit_gate_rate_error`, on database 2.
     pub(crate) async fn retries(&mut self) -> anyhow::Result<()> {
         let url2 = format!("{}/2", self.url0.trim_end_matches("/0"));
         let (n, secs) = if self.quick {
@@ -226,8 +227,10 @@ impl Bench {
             (200_000, 15)
         };
         retries::record_cost(&url2, n / 2, &mut self.f).await?;
-        retries::moved_per_s(&url2, n, &mut self.f).await?;
-        retries::lag(&url2, secs, &mut self.f).await
+        retries::moved_per_s(&url2, n, false, &mut self.f).await?;
+        retries::moved_per_s(&url2, n, true, &mut self.f).await?;
+        retries::lag(&url2, secs, &mut self.f).await?;
+        retries::limit_rate(&url2, &mut self.f).await
     }
 
     /// Phase 7: the sharding figures on a private cluster.

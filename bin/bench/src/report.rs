@@ -193,6 +193,18 @@ pub const TARGETS: &[Target] = &[
         what: "due retries moved into the stream per second, one scheduler",
     },
     Target {
+        key: "retries_moved_per_s_100_gates",
+        op: Op::AtLeast,
+        bound: 50_000.0,
+        what: "the same with 100 retry gates, none matching",
+    },
+    Target {
+        key: "limit_gate_rate_error",
+        op: Op::AtMost,
+        bound: 0.05,
+        what: "one limit gate of 1,000/s: |delivered rate over 10 s - 1,000| / 1,000",
+    },
+    Target {
         key: "retry_lag_p99_ms",
         op: Op::AtMost,
         bound: 1_500.0,

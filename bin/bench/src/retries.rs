@@ -1,11 +1,17 @@
 //! The retry figures: `retries_moved_per_s` (one scheduler moving a backlog of due retries
-//! into the stream) and `retry_lag_p99_ms` (due → in the stream, at 1,000 due per second,
-//! with the scheduler loop as the server runs it). Both on database 2, flushed after each.
+//! into the stream), the same with 100 retry gates none of which matches
+//! (`retries_moved_per_s_100_gates`), `retry_lag_p99_ms` (due → in the stream, at 1,000 due
+//! per second, with the scheduler loop as the server runs it) and `limit_gate_rate_error`
+//! (one `limit` gate of 1,000/s over a backlog, the server's scheduler loop, the delivered
+//! rate over 10 s). All on database 2, flushed after each.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use failed_tasks_domain::{FailedTask, RetryPlan, Timestamp};
+use failed_tasks_domain::{
+    ClientId, FailedTask, GateCreator, GateId, GateMode, GateReason, GateScope, PerSecond,
+    RetryGate, RetryPlan, TaskType, Timestamp,
+};
 use failed_tasks_query::{Deadlines, FailedTaskService, RetryScheduler, SchedulerConfig};
 use failed_tasks_redis::RedisStore;
 use failed_tasks_store::{RetryStore, Stores};
@@ -108,13 +114,51 @@ pub async fn record_cost(url: &str, n: u64, f: &mut Figures) -> anyhow::Result<(
     Ok(())
 }
 
+/// A gate made now by an operator.
+fn gate(i: u32, scope: GateScope, mode: GateMode) -> anyhow::Result<RetryGate> {
+    let now = Timestamp::saturating_from_unix_millis(now_ms());
+    Ok(RetryGate {
+        id: GateId::new(now, i),
+        scope,
+        mode,
+        reason: GateReason::parse("bench")?,
+        created_by: GateCreator::Operator,
+        since: now,
+        until: None,
+    })
+}
+
+/// 100 `hold` gates that match none of the bench's retries: half by a client, half by a task
+/// type and a client (each retry looks at the gates of its own values only).
+async fn non_matching_gates(store: &RedisStore) -> anyhow::Result<()> {
+    let now = Timestamp::saturating_from_unix_millis(now_ms());
+    for i in 0..100u32 {
+        let mut scope = GateScope {
+            client_id: Some(ClientId::parse(format!("nobody-{i:03}"))?),
+            ..GateScope::default()
+        };
+        if i % 2 == 1 {
+            scope.task_type = Some(TaskType::parse("embedding")?);
+        }
+        store
+            .create_gate(&gate(i, scope, GateMode::Hold)?, now)
+            .await
+            .map_err(|e| anyhow!("create_gate: {e}"))?;
+    }
+    Ok(())
+}
+
 /// `retries_moved_per_s`: a backlog of `n` due retries, moved by one scheduler calling
-/// `deliver_due` (1,000 per script call) until none is left.
-pub async fn moved_per_s(url: &str, n: u64, f: &mut Figures) -> anyhow::Result<()> {
+/// `deliver_due` (1,000 per script call) until none is left; with `gates`, under 100 gates
+/// none of which matches (`retries_moved_per_s_100_gates`).
+pub async fn moved_per_s(url: &str, n: u64, gates: bool, f: &mut Figures) -> anyhow::Result<()> {
     let raw = Raw::connect(url).await?;
     let store = connect_store(url, PREFIX).await?;
     let base = now_ms() - 3_600_000;
     schedule(&store, 0, n, base, |i| base + i as i64).await?;
+    if gates {
+        non_matching_gates(&store).await?;
+    }
     let now = Timestamp::saturating_from_unix_millis(now_ms());
     let start = Instant::now();
     let mut moved = 0;
@@ -134,9 +178,16 @@ pub async fn moved_per_s(url: &str, n: u64, f: &mut Figures) -> anyhow::Result<(
         bail!("moved {moved} and the stream holds {len} of {n} due retries");
     }
     let rate = n as f64 / took;
-    f.set("retries_moved_per_s", rate);
-    f.set("retries_moved_n", n as f64);
-    eprintln!("  moved {n} due retries into the stream in {took:.2} s ({rate:.0}/s)");
+    if gates {
+        f.set("retries_moved_per_s_100_gates", rate);
+        eprintln!(
+            "  with 100 gates matching none: moved {n} due retries in {took:.2} s ({rate:.0}/s)"
+        );
+    } else {
+        f.set("retries_moved_per_s", rate);
+        f.set("retries_moved_n", n as f64);
+        eprintln!("  moved {n} due retries into the stream in {took:.2} s ({rate:.0}/s)");
+    }
     raw.run("FLUSHDB", vec![]).await?;
     Ok(())
 }
@@ -218,6 +269,60 @@ pub async fn lag(url: &str, secs: u64, f: &mut Figures) -> anyhow::Result<()> {
     eprintln!(
         "  retry lag at 1,000 due/s over {secs} s, scheduler every {:?}: p50 {:.0} ms, p99 {:.0} ms",
         config.interval, l.p50_ms, l.p99_ms
+    );
+    raw.run("FLUSHDB", vec![]).await?;
+    Ok(())
+}
+
+/// `limit_gate_rate_error`: a backlog of due retries larger than the gate lets through, one
+/// `limit` gate of 1,000/s on all of them, the server's scheduler loop (default settings)
+/// delivering; the deliveries whose stream id falls in the 10 s from 2 s after the gate was
+/// made, against 10,000.
+pub async fn limit_rate(url: &str, f: &mut Figures) -> anyhow::Result<()> {
+    const RATE: f64 = 1_000.0;
+    const SECS: i64 = 10;
+    let raw = Raw::connect(url).await?;
+    let store = connect_store(url, PREFIX).await?;
+    let n = 16_000;
+    let base = now_ms() - 3_600_000;
+    schedule(&store, 0, n, base, |i| base + i as i64).await?;
+    let made = now_ms();
+    let g = gate(
+        0,
+        GateScope::default(),
+        GateMode::Limit(PerSecond::new(RATE)?),
+    )?;
+    store
+        .create_gate(&g, Timestamp::saturating_from_unix_millis(made))
+        .await
+        .map_err(|e| anyhow!("create_gate: {e}"))?;
+    let service = FailedTaskService::new(Stores::from(store.clone()), Deadlines::default());
+    let scheduler = RetryScheduler::new(service, SchedulerConfig::default()).spawn();
+    let (from, to) = (made + 2_000, made + 2_000 + SECS * 1_000);
+    tokio::time::sleep(Duration::from_millis(u64::try_from(to - made + 500)?)).await;
+    scheduler.stop();
+    let key = store.config().retry_stream();
+    let in_window = raw
+        .run(
+            "XRANGE",
+            vec![
+                key.as_str().into(),
+                format!("{from}-0").into(),
+                format!("{}-0", to - 1).into(),
+            ],
+        )
+        .await?;
+    let Value::Array(entries) = in_window else {
+        bail!("XRANGE answered {in_window:?}")
+    };
+    let delivered = entries.len() as f64;
+    let rate = delivered / SECS as f64;
+    let error = (rate - RATE).abs() / RATE;
+    f.set("limit_gate_rate_per_s", rate);
+    f.set("limit_gate_rate_error", error);
+    eprintln!(
+        "  one limit gate of {RATE:.0}/s: {delivered:.0} delivered in {SECS} s ({rate:.0}/s, {:.1} % off)",
+        error * 100.0
     );
     raw.run("FLUSHDB", vec![]).await?;
     Ok(())

@@ -100,6 +100,9 @@ fn start_server(redis_url: &str) -> Server {
             // Error codes warn above 50 and are critical above 100 (the overview test).
             "--alert-error-code-max-critical",
             "100",
+            // task_001 (3 retries made) is a final failure, as the retry-now test expects.
+            "--retry-max-retries",
+            "3",
         ],
         &[("RUST_LOG", "warn,failed_tasks_server=info")],
     )

@@ -139,6 +139,7 @@ fn normalise(text: &str) -> String {
             r#""NextCursor":"[A-Za-z0-9_-]+""#,
             r#""NextCursor":"<cursor>""#,
         ),
+        (r#""GateId":"g[0-9a-f]{20}""#, r#""GateId":"<gate>""#),
     ];
     let mut out = text.replace("\r\n", "\n");
     for (pattern, with) in rules {

@@ -34,6 +34,7 @@
 
 pub mod category;
 pub mod error;
+pub mod gate;
 pub mod group;
 pub mod query;
 pub mod retry;
@@ -45,6 +46,10 @@ pub mod task;
 
 pub use category::ErrorCategory;
 pub use error::ValidationError;
+pub use gate::{
+    GateCreator, GateId, GateMode, GateReason, GateScope, GateStatus, GateSubject, PerSecond,
+    RetryGate,
+};
 pub use group::{FailureGroup, GroupCursor, GroupPage, GroupQuery};
 pub use query::{Cursor, ListQuery, PageLimits, PageSize, SortKey, TaskFilter};
 pub use retry::{GiveUpReason, JitterRng, RetryConfig, RetryDecision, RetryPolicy};

@@ -20,7 +20,7 @@
 //!
 //! `retry_count` counts the retries already made before this failure, as
 //! [`FailedTask::retry_count`] does: the first failure has `retry_count` 0, and with the
-//! default maximum of 3 the task runs at most 4 times.
+//! default maximum of 8 the task runs at most 9 times.
 //!
 //! # The delay
 //! The delay before the retry that follows a failure with `retry_count = n` is
@@ -30,8 +30,9 @@
 //! delay   = min(nominal * (1 + jitter * (2u - 1)), max_delay)
 //! ```
 //!
-//! where `u` in `[0, 1)` is the caller's jitter sample. With the defaults (1 s, ×2, 5 min
-//! cap, ±20 %) the nominal delays are 1 s, 2 s, 4 s, then 8 s, ... up to 5 min. Jitter
+//! where `u` in `[0, 1)` is the caller's jitter sample. With the defaults (30 s, ×2, 30 min
+//! cap, ±20 %) the nominal delays are 30 s, 1 min, 2 min, 4 min, 8 min, 16 min, then 30 min
+//! twice: 91.5 minutes in all, at least 73 with jitter. Jitter
 //! spreads workers that failed together so they do not retry together; the cap holds after
 //! jitter too, so no delay ever exceeds `max_delay`. For a fixed `u` the delay never shrinks
 //! as `n` grows.
@@ -55,10 +56,10 @@
 //!     ..RetryConfig::default()
 //! })?;
 //!
-//! // A timeout after two retries: wait 1 s × 2² = 4 s, then try again.
+//! // A timeout after two retries: wait 30 s × 2² = 2 min, then try again.
 //! assert_eq!(
 //!     policy.decide(ErrorCategory::ServiceTimeout, "TIMEOUT_ERROR", 2, 0.5),
-//!     RetryDecision::RetryAfter(Duration::from_secs(4)),
+//!     RetryDecision::RetryAfter(Duration::from_secs(120)),
 //! );
 //! // A permission error is a final failure at once.
 //! assert_eq!(
@@ -93,19 +94,21 @@ pub const MAX_MULTIPLIER: f64 = 16.0;
 /// The settings of a [`RetryPolicy`] as an embedder or a configuration file supplies them,
 /// before validation. Turn it into a policy with [`RetryPolicy::new`].
 ///
-/// `Default` is the documented default policy: 3 retries, 1 s doubling up to 5 min, ±20 %
-/// jitter, `data_error` not retried, no permanent error codes.
+/// `Default` is the documented default policy: 8 retries, 30 s doubling up to 30 min, ±20 %
+/// jitter, `data_error` not retried, no permanent error codes: a task's retries span about
+/// 1.5 hours (at least 73 minutes with jitter), so an outage of the embedding provider
+/// shorter than an hour turns no failure final (docs/retries.md#the-default-policy).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
-    /// How many retries a failed task gets before it is a final failure (default 3;
+    /// How many retries a failed task gets before it is a final failure (default 8;
     /// 0 to 100). Categories listed in `category_max_retries` use their own number instead.
     pub max_retries: u32,
-    /// The delay before the first retry (default 1 s): more than zero, at most `max_delay`.
+    /// The delay before the first retry (default 30 s): more than zero, at most `max_delay`.
     pub base_delay: Duration,
     /// The factor the delay grows by with each retry (default 2): finite, 1 to 16.
     /// 1 means a constant delay.
     pub multiplier: f64,
-    /// The longest delay ever returned, jitter included (default 5 min): more than zero,
+    /// The longest delay ever returned, jitter included (default 30 min): more than zero,
     /// at most one day.
     pub max_delay: Duration,
     /// How far jitter may move a delay, as a fraction of it (default 0.2, i.e. ±20 %):
@@ -125,10 +128,10 @@ pub struct RetryConfig {
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
-            max_retries: 3,
-            base_delay: Duration::from_secs(1),
+            max_retries: 8,
+            base_delay: Duration::from_secs(30),
             multiplier: 2.0,
-            max_delay: Duration::from_secs(5 * 60),
+            max_delay: Duration::from_secs(30 * 60),
             jitter: 0.2,
             category_max_retries: BTreeMap::from([(ErrorCategory::DataError, 0)]),
             permanent_error_codes: Vec::new(),

@@ -312,9 +312,9 @@ mod tests {
             ..crate::RetryConfig::default()
         })
         .unwrap();
-        // task_001: a timeout after 3 retries: retry after 1 s x 2^3.
+        // task_001: a timeout after 3 retries: retry after 30 s x 2^3.
         let plan = RetryPlan::of(&policy, &seed[0], 0.5);
-        let due = seed[0].fail_time().unix_millis() + 8_000;
+        let due = seed[0].fail_time().unix_millis() + 240_000;
         assert_eq!(
             plan,
             RetryPlan::Retry {

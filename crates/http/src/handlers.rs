@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use failed_tasks_domain::{ClientId, ListQuery, TaskId, Timestamp, ValidationError};
+use failed_tasks_domain::{ClientId, GateId, ListQuery, TaskId, Timestamp, ValidationError};
 use failed_tasks_query::audit::{AuditAction, AuditEntry};
 use failed_tasks_query::{CancelRetry, QueryError, RecordOutcome, Resolve, RetryNow};
 use hyper::StatusCode;
@@ -15,8 +15,8 @@ use crate::body::{Items, Payload};
 use crate::reply::Reply;
 use crate::request::Call;
 use crate::wire::{
-    AttemptsRecorded, AuditList, BulkRetried, GroupList, Health, Recorded, Removed, RetryAction,
-    Stats, TaskDetail, TaskList,
+    AttemptsRecorded, AuditList, BulkRetried, GateAction, GroupList, Health, Recorded, Removed,
+    RetryAction, RetryGates, Stats, TaskDetail, TaskList,
 };
 use crate::{ingest, params};
 
@@ -390,6 +390,13 @@ pub(crate) async fn metrics(app: &App, call: Call<'_>) -> Reply {
                 }
                 Err(_) => {}
             }
+            match app.service.retry_gates(Timestamp::now()).await {
+                Ok(gates) => app.metrics.set_gate_gauges(&gates),
+                Err(QueryError::Unavailable { kind, .. } | QueryError::Internal { kind, .. }) => {
+                    app.metrics.store_error(kind);
+                }
+                Err(_) => {}
+            }
         }
     }
     Reply::openmetrics(Bytes::from(app.metrics.encode()))
@@ -624,6 +631,86 @@ pub(crate) async fn retry_matching(app: &App, call: Call<'_>) -> Reply {
                 complete: done.complete,
             })
         }
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `POST /codebase-embedder/api/v1/admin/retry-gates`: hold or pace the retries of a scope.
+pub(crate) async fn create_gate(app: &App, call: Call<'_>) -> Reply {
+    let (query, body) = (call.query, &call.body[..]);
+    if let Err(e) = params::no_params(query) {
+        return Reply::bad_request(&e);
+    }
+    let request = match ingest::parse_gate(body) {
+        Ok(r) => r,
+        Err(e) => return Reply::bad_body(&e),
+    };
+    match app.service.create_gate(request, Timestamp::now()).await {
+        Ok(Some(gate)) => {
+            tracing::info!(
+                gate = %gate.id,
+                mode = gate.mode.as_str(),
+                per_second = gate.mode.per_second(),
+                reason = gate.reason.as_str(),
+                "retry gate created"
+            );
+            let reason = call
+                .reason
+                .clone()
+                .unwrap_or_else(|| gate.reason.as_str().to_owned());
+            let call = Call {
+                reason: Some(reason),
+                ..call
+            };
+            audited(app, &call, AuditAction::GateCreated, gate.id.to_string(), 0).await;
+            Reply::ok(GateAction {
+                gate_id: gate.id.to_string(),
+                status: "created".to_owned(),
+            })
+        }
+        Ok(None) => conflict(format!(
+            "{} retry gates are active already; release one first",
+            failed_tasks_domain::gate::MAX_ACTIVE_GATES
+        )),
+        Err(QueryError::BadRequest(e)) => Reply::bad_body(&e),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `GET /codebase-embedder/api/v1/retry-gates`: the active gates and what they hold.
+pub(crate) async fn retry_gates(app: &App, call: Call<'_>) -> Reply {
+    if let Err(e) = params::no_params(call.query) {
+        return Reply::bad_request(&e);
+    }
+    match app.service.retry_gates(Timestamp::now()).await {
+        Ok(gates) => Reply::ok(RetryGates::from(gates.as_slice())),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `DELETE /codebase-embedder/api/v1/admin/retry-gates/{gateId}`: release a gate.
+pub(crate) async fn release_gate(app: &App, call: Call<'_>) -> Reply {
+    if let Err(e) = params::no_params(call.query) {
+        return Reply::bad_request(&e);
+    }
+    let id = match GateId::parse(call.param) {
+        Ok(id) => id,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.release_gate(&id).await {
+        Ok(true) => {
+            tracing::info!(gate = %id, "retry gate released");
+            audited(app, &call, AuditAction::GateReleased, id.to_string(), 0).await;
+            Reply::ok(GateAction {
+                gate_id: id.to_string(),
+                status: "released".to_owned(),
+            })
+        }
+        Ok(false) => Reply::error(
+            StatusCode::NOT_FOUND,
+            404,
+            format!("retry gate {id} not found"),
+        ),
         Err(e) => Reply::from_query_error(app, e),
     }
 }

@@ -181,6 +181,85 @@ fn count(obj: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>,
     }
 }
 
+/// Parse the body of `POST …/admin/retry-gates` (`wire::GateBody`): each field checked,
+/// errors naming it (`Scope.TaskType`, `PerSecond`, …). `Until` is checked against the
+/// clock by the use case.
+pub fn parse_gate(body: &[u8]) -> Result<failed_tasks_query::GateRequest, ValidationError> {
+    use crate::wire::GateBody;
+    use failed_tasks_domain::{
+        ClientId, ErrorCode, ErrorSignature, GateCreator, GateMode, GateReason, GateScope,
+        PerSecond,
+    };
+    let b: GateBody = serde_json::from_slice(body).map_err(|e| {
+        // serde names an unknown field in its message ("unknown field `Foo`, expected …").
+        ValidationError::new("body", format!("is not a gate ({e})"))
+    })?;
+    let s = b.scope.unwrap_or_default();
+    let field = |name: &'static str| move |e: ValidationError| e.for_field(format!("Scope.{name}"));
+    let scope = GateScope {
+        task_type: s
+            .task_type
+            .map(TaskType::parse)
+            .transpose()
+            .map_err(field("TaskType"))?,
+        error_category: s
+            .error_category
+            .map(|c| ErrorCategory::parse(&c))
+            .transpose()
+            .map_err(field("ErrorCategory"))?,
+        error_code: s
+            .error_code
+            .map(ErrorCode::parse)
+            .transpose()
+            .map_err(field("ErrorCode"))?,
+        client_id: s
+            .client_id
+            .map(ClientId::parse)
+            .transpose()
+            .map_err(field("ClientId"))?,
+        signature: s
+            .signature
+            .map(|v| ErrorSignature::parse(&v))
+            .transpose()
+            .map_err(field("Signature"))?,
+    };
+    let rate = match b.per_second {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_f64()
+                .ok_or_else(|| ValidationError::new("PerSecond", "must be a number"))?,
+        ),
+        Some(_) => return Err(ValidationError::new("PerSecond", "must be a number")),
+    };
+    let mode = match (b.mode.as_deref(), rate) {
+        (Some("hold"), None) => GateMode::Hold,
+        (Some("hold"), Some(_)) => {
+            return Err(ValidationError::new("PerSecond", "is only for Mode limit"))
+        }
+        (Some("limit"), Some(r)) => GateMode::Limit(PerSecond::new(r)?),
+        (Some("limit"), None) => return Err(missing("PerSecond")),
+        (Some(other), _) => {
+            return Err(ValidationError::new(
+                "Mode",
+                format!("{other:?} is neither hold nor limit"),
+            ))
+        }
+        (None, _) => return Err(missing("Mode")),
+    };
+    let reason = GateReason::parse(&b.reason.ok_or_else(|| missing("Reason"))?)?;
+    let until = b
+        .until
+        .map(|u| Timestamp::parse_rfc3339("Until", &u))
+        .transpose()?;
+    Ok(failed_tasks_query::GateRequest {
+        scope,
+        mode,
+        reason,
+        until,
+        created_by: GateCreator::Operator,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

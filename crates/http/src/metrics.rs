@@ -99,6 +99,8 @@ pub struct Metrics {
     retry_queue_length: Gauge,
     retry_queue_pending: Gauge,
     retry_reclaimed: Gauge,
+    retry_gates: Gauge,
+    retries_held: Gauge,
     notify: NotifyGauges,
 }
 
@@ -346,10 +348,24 @@ impl Metrics {
             "Retry requests reclaimed from workers whose lease ran out, since the queue was created",
             retry_reclaimed.clone(),
         );
+        let retry_gates = Gauge::default();
+        registry.register(
+            "failed_tasks_retry_gates",
+            "Active retry gates (hold or limit), read from the store",
+            retry_gates.clone(),
+        );
+        let retries_held = Gauge::default();
+        registry.register(
+            "failed_tasks_retries_held",
+            "Due retries the active retry gates hold back (or that wait for a limit's rate)",
+            retries_held.clone(),
+        );
         let notify = NotifyGauges::default();
         notify.register(&mut registry);
         Self {
             notify,
+            retry_gates,
+            retries_held,
             retry_waiting,
             retry_overdue,
             retry_oldest_overdue,
@@ -418,6 +434,14 @@ impl Metrics {
         self.retry_queue_length.set(int(g.queued));
         self.retry_queue_pending.set(int(g.pending));
         self.retry_reclaimed.set(int(g.reclaimed));
+    }
+
+    /// Set the gate gauges from the active gates.
+    pub fn set_gate_gauges(&self, gates: &[failed_tasks_domain::GateStatus]) {
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.retry_gates.set(int(gates.len() as u64));
+        self.retries_held
+            .set(int(gates.iter().map(|g| g.held).sum::<u64>()));
     }
 
     /// Set the notification gauges from the targets' delivery.

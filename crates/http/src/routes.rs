@@ -188,6 +188,28 @@ pub static ROUTES: &[Route] = &[
             BulkFilters
         )],
     },
+    // Retry gates: hold or pace the retries of a scope.
+    Route {
+        template: "/codebase-embedder/api/v1/retry-gates",
+        name: "retry_gates",
+        documented: true,
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::retry_gates)],
+    },
+    Route {
+        template: "/codebase-embedder/api/v1/admin/retry-gates",
+        name: "admin_retry_gates",
+        documented: true,
+        access: Access::Role(Role::Operate),
+        endpoints: &[endpoint!("POST", Json, handlers::create_gate)],
+    },
+    Route {
+        template: "/codebase-embedder/api/v1/admin/retry-gates/{gateId}",
+        name: "admin_retry_gate",
+        documented: true,
+        access: Access::Role(Role::Operate),
+        endpoints: &[endpoint!("DELETE", None, handlers::release_gate)],
+    },
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed-stats",
         name: "failed_stats",
@@ -381,6 +403,14 @@ mod tests {
                 "/codebase-embedder/api/v1/tasks/failed-stats",
                 Some(("failed_stats", "")),
             ),
+            (
+                "/codebase-embedder/api/v1/retry-gates",
+                Some(("retry_gates", "")),
+            ),
+            (
+                "/codebase-embedder/api/v1/admin/retry-gates/g1",
+                Some(("admin_retry_gate", "g1")),
+            ),
             ("/codebase-embedder/api/v1/tasks", None),
             ("/codebase-embedder/api/v2/tasks/failed", None),
             ("/healthz", Some(("healthz", ""))),
@@ -417,6 +447,7 @@ mod tests {
             let path = r
                 .template
                 .replace("{taskId}", "t1")
+                .replace("{gateId}", "g1")
                 .replace("{asset*}", "a.js");
             let (found, _) = find(&path).unwrap_or_else(|| panic!("{} finds nothing", r.template));
             assert_eq!(found.template, r.template);

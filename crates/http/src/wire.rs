@@ -577,7 +577,7 @@ pub struct WireAuditEntry {
     #[serde(rename = "Actor")]
     pub actor: String,
     /// What was done (`retry`, `cancel_retry`, `resolve`, `delete`, `delete_matching`,
-    /// `retry_matching`).
+    /// `retry_matching`, `gate_created`, `gate_released`).
     #[serde(rename = "Action")]
     pub action: String,
     /// A `TaskId`, or the filters as a query string.
@@ -767,6 +767,125 @@ impl
                     delivered: d.delivered,
                     failed_attempts: d.failed_attempts,
                     dropped: d.dropped,
+                })
+                .collect(),
+        }
+    }
+}
+
+// --- Retry gates (`…/retry-gates`, `…/admin/retry-gates`) ----------------------------------
+
+/// A gate's scope: the retries it applies to (fields not sent or `null`: any).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct WireGateScope {
+    /// Only this task type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    /// Only this error category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_category: Option<String>,
+    /// Only this error code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// Only this client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Only this error signature (one failure group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl From<&failed_tasks_domain::GateScope> for WireGateScope {
+    fn from(s: &failed_tasks_domain::GateScope) -> Self {
+        Self {
+            task_type: s.task_type.as_ref().map(ToString::to_string),
+            error_category: s.error_category.map(|c| c.as_str().to_owned()),
+            error_code: s.error_code.as_ref().map(ToString::to_string),
+            client_id: s.client_id.as_ref().map(ToString::to_string),
+            signature: s.signature.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+/// The body of `POST …/admin/retry-gates`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct GateBody {
+    /// The retries it applies to (absent or `{}`: every retry).
+    #[serde(default)]
+    pub scope: Option<WireGateScope>,
+    /// `hold` or `limit`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// A `limit`'s deliveries a second (kept as sent, checked by the handler).
+    #[serde(default)]
+    pub per_second: Option<serde_json::Value>,
+    /// Why (required).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When it lapses by itself, RFC 3339, in the future.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// `Data` of `POST …/admin/retry-gates` and of `DELETE …/admin/retry-gates/{gateId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GateAction {
+    /// The gate.
+    pub gate_id: String,
+    /// `created` or `released`.
+    pub status: String,
+}
+
+/// One active gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireGate {
+    /// Its id.
+    pub gate_id: String,
+    /// The retries it applies to.
+    pub scope: WireGateScope,
+    /// `hold` or `limit`.
+    pub mode: String,
+    /// A `limit`'s deliveries a second; `null` for a `hold`.
+    pub per_second: Option<f64>,
+    /// Why.
+    pub reason: String,
+    /// `operator` or `breaker`.
+    pub created_by: String,
+    /// When it was made.
+    pub since: String,
+    /// When it lapses by itself, or `null`.
+    pub until: Option<String>,
+    /// Due retries it holds back now.
+    pub held: u64,
+}
+
+/// `Data` of `GET …/retry-gates`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RetryGates {
+    /// The active gates, oldest first.
+    pub gates: Vec<WireGate>,
+}
+
+impl From<&[failed_tasks_domain::GateStatus]> for RetryGates {
+    fn from(all: &[failed_tasks_domain::GateStatus]) -> Self {
+        Self {
+            gates: all
+                .iter()
+                .map(|s| WireGate {
+                    gate_id: s.gate.id.to_string(),
+                    scope: WireGateScope::from(&s.gate.scope),
+                    mode: s.gate.mode.as_str().to_owned(),
+                    per_second: s.gate.mode.per_second(),
+                    reason: s.gate.reason.as_str().to_owned(),
+                    created_by: s.gate.created_by.as_str().to_owned(),
+                    since: s.gate.since.to_rfc3339(),
+                    until: s.gate.until.map(Timestamp::to_rfc3339),
+                    held: s.held,
                 })
                 .collect(),
         }

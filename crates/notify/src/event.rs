@@ -35,7 +35,7 @@ impl Level {
 }
 
 /// The kinds of events. A new kind is one entry here (its name, the words of its digest)
-/// and a source that produces it (`alerts`, `groups`).
+/// and a source that produces it (`alerts`, `groups`, `gates`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
     /// A server-side alert rule started firing, or changed level.
@@ -46,15 +46,21 @@ pub enum EventKind {
     GroupNew,
     /// A signature failing again after a quiet period.
     GroupReturned,
+    /// A retry gate was made (by an operator or the breaker).
+    GateCreated,
+    /// A retry gate was released, or lapsed.
+    GateReleased,
 }
 
 impl EventKind {
     /// Every kind, in the documented order.
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::AlertFiring,
         EventKind::AlertResolved,
         EventKind::GroupNew,
         EventKind::GroupReturned,
+        EventKind::GateCreated,
+        EventKind::GateReleased,
     ];
 
     /// The kind's name in payloads and in the `events` of a target.
@@ -64,6 +70,8 @@ impl EventKind {
             EventKind::AlertResolved => "alert.resolved",
             EventKind::GroupNew => "group.new",
             EventKind::GroupReturned => "group.returned",
+            EventKind::GateCreated => "gate.created",
+            EventKind::GateReleased => "gate.released",
         }
     }
 
@@ -79,13 +87,18 @@ impl EventKind {
             EventKind::AlertResolved => format!("{n} alerts resolved"),
             EventKind::GroupNew => format!("{n} new error signatures"),
             EventKind::GroupReturned => format!("{n} error signatures failing again"),
+            EventKind::GateCreated => format!("{n} retry gates made"),
+            EventKind::GateReleased => format!("{n} retry gates released"),
         }
     }
 
     /// The dashboard view (`#/...`) listing events of this kind, for a digest's link.
     pub fn digest_view(self) -> &'static str {
         match self {
-            EventKind::AlertFiring | EventKind::AlertResolved => "#/overview",
+            EventKind::AlertFiring
+            | EventKind::AlertResolved
+            | EventKind::GateCreated
+            | EventKind::GateReleased => "#/overview",
             EventKind::GroupNew | EventKind::GroupReturned => "#/groups",
         }
     }

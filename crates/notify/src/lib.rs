@@ -6,8 +6,9 @@
 //!   URL, secret, kinds, format, level, scope).
 //! - [`config`]: [`NotifyConfig`], every default in its `Default`.
 //! - Sources, each turning a change of what the store shows into events: `alerts` (the
-//!   server-side alert rules: `alert.firing`, `alert.resolved`) and `groups` (failure
-//!   groups by last seen: `group.new`, `group.returned`).
+//!   server-side alert rules: `alert.firing`, `alert.resolved`), `groups` (failure
+//!   groups by last seen: `group.new`, `group.returned`) and `gates` (the retry gates:
+//!   `gate.created`, `gate.released`).
 //! - `digest`: a target's next message from its outbox (one event, or a digest of many).
 //! - `render`: bodies, `json` (the event) or `slack`; [`sign`]: the signature header.
 //! - [`webhook`]: the bounded HTTP client.
@@ -39,6 +40,7 @@ mod alerts;
 pub mod config;
 mod digest;
 pub mod event;
+mod gates;
 mod groups;
 mod links;
 mod render;
@@ -253,6 +255,10 @@ impl Notifier {
         }
         .observe(&values, now, &mut out)
         .await?;
+        if inner.service.schedules_retries() {
+            let gates = inner.service.retry_gates(now).await?;
+            gates::observe(&values, &gates, now, &inner.links, &mut out);
+        }
         let now_ms = now.unix_millis();
         if alerts::due(&values, now_ms, millis(config.alert_interval)) {
             let minutes = i64::try_from(config.alert_window.as_secs() / 60).unwrap_or(60);

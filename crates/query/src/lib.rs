@@ -37,12 +37,12 @@ pub use failed_tasks_store::notify::{Pending, TargetDelivery};
 /// What the use cases answer with, from the store port, re-exported so that an adapter on
 /// top (HTTP) depends on this crate and the domain only.
 pub use failed_tasks_store::{
-    stored, CancelRetry, Capability, FailedTaskPage, RecordOutcome, Resolve, RetryDetails,
-    RetryGauges, RetryNow, StoreCondition, StoreProblem, StoredPage, Stores,
+    stored, CancelRetry, Capability, CreateGate, FailedTaskPage, RecordOutcome, Resolve,
+    RetryDetails, RetryGauges, RetryNow, StoreCondition, StoreProblem, StoredPage, Stores,
 };
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
-    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, NotifyTargetInfo,
-    QueryError, RecordCounters, RecordedLabels, RetryCounters, SearchPage, SearchWay,
-    MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH,
+    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, GateRequest,
+    NotifyTargetInfo, QueryError, RecordCounters, RecordedLabels, RetryCounters, SearchPage,
+    SearchWay, MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH,
 };

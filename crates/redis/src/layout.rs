@@ -209,6 +209,14 @@ impl Keys {
         format!("{}:retry:due", self.prefix)
     }
 
+    /// `PREFIX:gates`: the active retry gates (hash: gate id -> its line, `crate::gates`).
+    /// The scripts also keep `PREFIX:gates:bucket` (a `limit` gate's tokens),
+    /// `PREFIX:gates:released`, `PREFIX:retry:parked` (task id -> the gate parking its
+    /// retry) and `PREFIX:retry:held:GATE` (the retries a gate parks, score the due time).
+    pub(crate) fn gates(&self) -> String {
+        format!("{}:gates", self.prefix)
+    }
+
     /// `PREFIX:retry:lock`: held by the scheduler that is delivering.
     pub(crate) fn retry_lock(&self) -> String {
         format!("{}:retry:lock", self.prefix)

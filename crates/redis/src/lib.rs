@@ -83,6 +83,7 @@ mod audit;
 pub mod compat;
 pub mod config;
 mod conn;
+mod gates;
 mod groups;
 mod health;
 pub mod janitor;

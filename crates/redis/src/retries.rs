@@ -12,11 +12,12 @@ use async_trait::async_trait;
 use failed_tasks_domain::scheduling::MAX_ATTEMPT_HISTORY;
 use failed_tasks_domain::stats::minute_of;
 use failed_tasks_domain::{
-    AttemptRecord, ErrorCategory, ErrorCode, FailedTask, RetryPlan, ScheduledBy, TaskId, Timestamp,
+    AttemptRecord, ErrorCategory, ErrorCode, FailedTask, GateId, GateStatus, RetryGate, RetryPlan,
+    ScheduledBy, TaskId, Timestamp,
 };
 use failed_tasks_store::{
-    CancelRetry, DeliverReport, RecordOutcome, Resolve, RetryDetails, RetryGauges, RetryNow,
-    RetryStore, StoreError,
+    CancelRetry, CreateGate, DeliverReport, RecordOutcome, Resolve, RetryDetails, RetryGauges,
+    RetryNow, RetryStore, StoreError,
 };
 use fred::types::Value;
 
@@ -229,7 +230,12 @@ impl Shard {
 
     /// One `deliver` script call: lock check (or renewal), then up to `max` due entries
     /// moved into the stream.
-    async fn deliver_due(&self, now: Timestamp, max: usize) -> Result<DeliverReport, StoreError> {
+    async fn deliver_due(
+        &self,
+        now: Timestamp,
+        max: usize,
+        shards: usize,
+    ) -> Result<DeliverReport, StoreError> {
         let k = &self.keys;
         let cfg = &self.config;
         let mut args: Vec<Value> = vec![
@@ -241,6 +247,7 @@ impl Shard {
                 .into(),
             self.scheduler_token.as_str().into(),
             millis_of(self.scheduler_lock_ttl()).into(),
+            i64::try_from(shards.max(1)).unwrap_or(1).into(),
         ];
         args.extend(STREAM_FIELDS.iter().map(|f| Value::from(*f)));
         let reply: Vec<i64> = self
@@ -251,6 +258,7 @@ impl Shard {
                     k.due().into(),
                     cfg.retry_stream().into(),
                     k.retry_lock().into(),
+                    k.gates().into(),
                 ],
                 args,
             )
@@ -260,11 +268,12 @@ impl Shard {
                 locked_out: true,
                 ..DeliverReport::default()
             }),
-            [moved, dropped, more] => Ok(DeliverReport {
+            [moved, dropped, more, held] => Ok(DeliverReport {
                 locked_out: false,
                 moved: u64::try_from(*moved).unwrap_or(0),
                 dropped: u64::try_from(*dropped).unwrap_or(0),
                 more: *more == 1,
+                held: u64::try_from(*held).unwrap_or(0),
             }),
             other => Err(StoreError::Internal(format!("deliver answered {other:?}"))),
         }
@@ -388,7 +397,8 @@ impl RetryStore for RedisStore {
     async fn deliver_due(&self, now: Timestamp, max: usize) -> Result<DeliverReport, StoreError> {
         let shards = self.shards().readers();
         let each = (max / shards.len()).max(1);
-        let steps = self.every_shard(|s| s.deliver_due(now, each)).await;
+        let n = shards.len();
+        let steps = self.every_shard(|s| s.deliver_due(now, each, n)).await;
         let mut report = DeliverReport {
             locked_out: true,
             ..DeliverReport::default()
@@ -401,6 +411,7 @@ impl RetryStore for RedisStore {
                     report.moved += r.moved;
                     report.dropped += r.dropped;
                     report.more |= r.more;
+                    report.held += r.held;
                 }
                 Err(e) => failed.push((i, e)),
             }
@@ -428,6 +439,23 @@ impl RetryStore for RedisStore {
             g.reclaimed += r.reclaimed;
         }
         Ok(g)
+    }
+
+    /// On every shard (see `crate::gates`).
+    async fn create_gate(
+        &self,
+        gate: &RetryGate,
+        now: Timestamp,
+    ) -> Result<CreateGate, StoreError> {
+        self.create_gate_everywhere(gate, now).await
+    }
+
+    async fn release_gate(&self, id: &GateId) -> Result<bool, StoreError> {
+        self.release_gate_everywhere(id).await
+    }
+
+    async fn list_gates(&self, now: Timestamp) -> Result<Vec<GateStatus>, StoreError> {
+        self.list_gates_everywhere(now).await
     }
 }
 

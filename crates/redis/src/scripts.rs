@@ -96,6 +96,21 @@ local function retry_index(prefix, s)
   if s == 's' then name = 'scheduled' elseif s == 'f' then name = 'final' end
   return prefix .. ':idx:retry:' .. name
 end
+-- A retry a gate parks (docs/retries.md#gates) is in the gate's held set P:retry:held:GID
+-- (score: its due time) and named in P:retry:parked (task id -> gate id); it is still
+-- waiting (not delivered). Its due time, or false when it is not parked:
+local function parked_score(prefix, id)
+  local g = redis.call('HGET', prefix .. ':retry:parked', id)
+  if not g then return false end
+  return redis.call('ZSCORE', prefix .. ':retry:held:' .. g, id) or false
+end
+-- Take a retry out of the gate that parks it, if one does.
+local function unpark(prefix, id)
+  local g = redis.call('HGET', prefix .. ':retry:parked', id)
+  if not g then return end
+  redis.call('ZREM', prefix .. ':retry:held:' .. g, id)
+  redis.call('HDEL', prefix .. ':retry:parked', id)
+end
 local function bump(key, field, d)
   local n = redis.call('HINCRBY', key, field, d)
   if n <= 0 then redis.call('HDEL', key, field) end
@@ -214,7 +229,10 @@ local function unrecord(acc, prefix, f, uncount)
   if #f < F_SIGNATURE then return end
   if retrying(f) then
     redis.call('ZREM', retry_index(prefix, f[F_STATE]), m)
-    redis.call('ZREM', prefix .. ':retry:due', string.sub(m, MS_DIGITS + 2))
+    local id = string.sub(m, MS_DIGITS + 2)
+    if redis.call('ZREM', prefix .. ':retry:due', id) == 0 and f[F_STATE] == 's' then
+      unpark(prefix, id)
+    end
   end
   local sig = f[F_SIGNATURE]
   redis.call('ZREM', prefix .. ':idx:sig:' .. sig, m)
@@ -296,7 +314,7 @@ local function put(acc, prefix, key, value, ttl, pattern, counters_until)
     if f[F_STATE] == 's' and o[F_ATTEMPT] == f[F_ATTEMPT] and (o[F_STATE] == 's' or o[F_STATE] == 'c') then
       -- The same failure again: the retry of its next attempt keeps the schedule it has
       -- (waiting, delivered or cancelled), so (TaskId, Attempt) is scheduled once.
-      keep_due = redis.call('ZSCORE', due, id) or false
+      keep_due = redis.call('ZSCORE', due, id) or parked_score(prefix, id) or false
       f[F_STATE] = o[F_STATE]
       f[F_DUE_MS] = o[F_DUE_MS]
       f[F_BY] = o[F_BY]
@@ -484,39 +502,253 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'GT')
 return n
 "#;
 
+/// The gates (docs/retries.md#gates), for `deliver` and the gate scripts: `P:gates` (hash:
+/// gate id -> its line), `P:gates:bucket` (hash: a `limit` gate's id -> `tokens\tcounted
+/// ms`), `P:gates:released` (set: released gates whose parked retries are not all back in
+/// the due set yet). A line is `mode \t rate \t until ms \t task type \t category \t code \t
+/// client \t signature \t since ms \t by \t reason` (`crate::gates`; empty: none).
+const GATES: &str = r#"
+local function gate_of(gid, line)
+  local g, pos = {}, 1
+  for i = 1, 8 do
+    local tab = string.find(line, '\t', pos, true)
+    if not tab then return nil end
+    g[i] = string.sub(line, pos, tab - 1)
+    pos = tab + 1
+  end
+  return {id = gid, line = line, mode = g[1], rate = tonumber(g[2]) or 0,
+    until_ms = tonumber(g[3]), scope = {g[4], g[5], g[6], g[7], g[8]}}
+end
+-- Forget a gate and its bucket; its parked retries go back to the due set (`deliver`
+-- moves them, a batch a step). 1 when it was active.
+local function gate_release(prefix, gates, gid)
+  if redis.call('HDEL', gates, gid) == 0 then return 0 end
+  redis.call('HDEL', prefix .. ':gates:bucket', gid)
+  if redis.call('EXISTS', prefix .. ':retry:held:' .. gid) == 1 then
+    redis.call('SADD', prefix .. ':gates:released', gid)
+  end
+  return 1
+end
+-- Release the gates lapsed at `now`; the others, oldest (smallest id) first.
+local function gates_in_force(prefix, gates, now)
+  local all = redis.call('HGETALL', gates)
+  local out = {}
+  for i = 1, #all, 2 do
+    local g = gate_of(all[i], all[i + 1])
+    if g and g.until_ms and g.until_ms <= now then
+      gate_release(prefix, gates, all[i])
+    elseif g then
+      table.insert(out, g)
+    end
+  end
+  table.sort(out, function(a, b) return a.id < b.id end)
+  return out
+end
+"#;
+
 /// One scheduler step: move the retries due by now from the due set into the stream, each
 /// leaving the due set exactly when it enters the stream (one script: never both, never
 /// neither). The scheduler lock is taken or renewed first; another holder's lock answers
-/// `{-1, 0, 0}` and moves nothing.
+/// `{-1, 0, 0, 0}` and moves nothing.
 ///
-/// KEYS: due, stream, lock. ARGV: prefix, now (ms), max entries, stream MAXLEN (approximate),
-/// lock token, lock TTL (ms), then the nine stream field names (`layout::STREAM_FIELDS`).
-/// Returns `{moved, dropped, more}`: `dropped` counts due entries whose task is no longer
-/// scheduled (not delivered), `more` is 1 when due entries are left.
+/// With gates ([`GATES`]): lapsed gates are released; released gates' parked retries go
+/// back to the due set (at most `max` a step); each `limit` gate's bucket earns `rate /
+/// shards` tokens a second (at most one second's worth, at least 1) and first delivers the
+/// retries it parked while spent; then every due retry looked at is delivered unless a
+/// gate of its scope stops it (a `hold`, else a spent `limit`; the oldest such gate parks
+/// it); a delivery spends a token of every `limit` of its scope. At most `max` retries are
+/// looked at in all.
+///
+/// KEYS: due, stream, lock, gates. ARGV: prefix, now (ms), max entries, stream MAXLEN
+/// (approximate), lock token, lock TTL (ms), shards, then the nine stream field names
+/// (`layout::STREAM_FIELDS`). Returns `{moved, dropped, more, held}`: `dropped` counts due
+/// entries whose task is no longer scheduled (not delivered), `more` is 1 when due entries
+/// (or released gates' parked ones) are left, `held` counts retries parked now.
 const DELIVER: &str = r#"
 local lock = redis.call('GET', KEYS[3])
-if lock and lock ~= ARGV[5] then return {-1, 0, 0} end
+if lock and lock ~= ARGV[5] then return {-1, 0, 0, 0} end
 redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[6])
-local ids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
-local moved, dropped = 0, 0
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  local v = redis.call('GET', ARGV[1] .. ':task:' .. id)
-  local f = v and header(v)
-  if f and retrying(f) and f[F_STATE] == 's' then
-    local _, body = split(v)
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
-      ARGV[7], id, ARGV[8], f[F_TASK_TYPE], ARGV[9], f[F_CLIENT_ID], ARGV[10], f[F_CODEBASE_PATH], ARGV[11], f[F_ATTEMPT],
-      ARGV[12], f[F_ERROR_CODE], ARGV[13], f[F_CATEGORY], ARGV[14], due_at(f, body),
-      ARGV[15], f[F_BY])
-    moved = moved + 1
-  else
-    dropped = dropped + 1
+local prefix, now, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local parked = prefix .. ':retry:parked'
+local released = prefix .. ':gates:released'
+local moved, dropped, held, looked = 0, 0, 0, 0
+local function send(id, f, v)
+  local _, body = split(v)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+    ARGV[8], id, ARGV[9], f[F_TASK_TYPE], ARGV[10], f[F_CLIENT_ID], ARGV[11], f[F_CODEBASE_PATH], ARGV[12], f[F_ATTEMPT],
+    ARGV[13], f[F_ERROR_CODE], ARGV[14], f[F_CATEGORY], ARGV[15], due_at(f, body),
+    ARGV[16], f[F_BY])
+  moved = moved + 1
+end
+local gates = {}
+if redis.call('EXISTS', KEYS[4]) == 1 then gates = gates_in_force(prefix, KEYS[4], now) end
+if redis.call('EXISTS', released) == 1 then
+  local budget = max
+  for _, gid in ipairs(redis.call('SMEMBERS', released)) do
+    if budget <= 0 then break end
+    local h = prefix .. ':retry:held:' .. gid
+    local back = redis.call('ZRANGE', h, 0, budget - 1, 'WITHSCORES')
+    for i = 1, #back, 2 do
+      redis.call('ZADD', KEYS[1], back[i + 1], back[i])
+      redis.call('ZREM', h, back[i])
+      redis.call('HDEL', parked, back[i])
+      budget = budget - 1
+    end
+    if redis.call('EXISTS', h) == 0 then redis.call('SREM', released, gid) end
+  end
+end
+if #gates == 0 then
+  local ids = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, max)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', KEYS[1], id)
+    local v = redis.call('GET', prefix .. ':task:' .. id)
+    local f = v and header(v)
+    if f and retrying(f) and f[F_STATE] == 's' then send(id, f, v) else dropped = dropped + 1 end
+  end
+else
+  -- Gates by the first scope field they name (a retry looks only at the lists of its own
+  -- values), and the limits' buckets.
+  local shards = tonumber(ARGV[7])
+  local bucket = prefix .. ':gates:bucket'
+  local FIELDS = {F_TASK_TYPE, F_CATEGORY, F_ERROR_CODE, F_CLIENT_ID, F_SIGNATURE}
+  local any, by = {}, {{}, {}, {}, {}, {}}
+  for _, g in ipairs(gates) do
+    local placed = false
+    for i = 1, 5 do
+      local want = g.scope[i]
+      if want ~= '' then
+        local list = by[i][want]
+        if not list then list = {} by[i][want] = list end
+        table.insert(list, g)
+        placed = true
+        break
+      end
+    end
+    if not placed then table.insert(any, g) end
+    if g.mode == 'limit' then
+      local rate = g.rate / shards
+      local tokens, at = 0, now
+      local b = redis.call('HGET', bucket, g.id)
+      if b then
+        local tab = string.find(b, '\t', 1, true)
+        tokens = tonumber(string.sub(b, 1, tab - 1)) or 0
+        at = tonumber(string.sub(b, tab + 1)) or now
+      end
+      if now > at then
+        tokens = math.min(tokens + (now - at) / 1000 * rate, math.max(rate, 1))
+        at = now
+      end
+      g.tokens, g.at = tokens, at
+    end
+  end
+  local hold, spent, charge
+  local function look(list, f)
+    for _, g in ipairs(list) do
+      local ok = true
+      for i = 1, 5 do
+        local want = g.scope[i]
+        if want ~= '' and want ~= f[FIELDS[i]] then ok = false break end
+      end
+      if ok then
+        if g.mode == 'hold' then
+          if not hold or g.id < hold.id then hold = g end
+        elseif g.tokens < 1 then
+          if not spent or g.id < spent.id then spent = g end
+        else
+          table.insert(charge, g)
+        end
+      end
+    end
+  end
+  local function stopper(f)
+    hold, spent, charge = nil, nil, {}
+    look(any, f)
+    for i = 1, 5 do
+      local list = by[i][f[FIELDS[i]]]
+      if list then look(list, f) end
+    end
+    if hold then return hold end
+    if spent then return spent end
+    for _, g in ipairs(charge) do g.tokens = g.tokens - 1 end
+    return nil
+  end
+  local function consider(id, score)
+    local v = redis.call('GET', prefix .. ':task:' .. id)
+    local f = v and header(v)
+    if not (f and retrying(f) and f[F_STATE] == 's') then
+      dropped = dropped + 1
+      return
+    end
+    local g = stopper(f)
+    if g then
+      redis.call('ZADD', prefix .. ':retry:held:' .. g.id, score, id)
+      redis.call('HSET', parked, id, g.id)
+      held = held + 1
+    else
+      send(id, f, v)
+    end
+  end
+  for _, g in ipairs(gates) do
+    if g.mode == 'limit' and g.tokens >= 1 and looked < max then
+      local h = prefix .. ':retry:held:' .. g.id
+      local n = math.min(math.floor(g.tokens), max - looked)
+      local ids = redis.call('ZRANGE', h, 0, n - 1, 'WITHSCORES')
+      for i = 1, #ids, 2 do
+        redis.call('ZREM', h, ids[i])
+        redis.call('HDEL', parked, ids[i])
+        looked = looked + 1
+        consider(ids[i], ids[i + 1])
+      end
+    end
+  end
+  if looked < max then
+    local ids = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, max - looked, 'WITHSCORES')
+    for i = 1, #ids, 2 do
+      redis.call('ZREM', KEYS[1], ids[i])
+      consider(ids[i], ids[i + 1])
+    end
+  end
+  for _, g in ipairs(gates) do
+    if g.mode == 'limit' then
+      redis.call('HSET', bucket, g.id, string.format('%.6f\t%.0f', g.tokens, g.at))
+    end
   end
 end
 local more = 0
-if #redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, 1) > 0 then more = 1 end
-return {moved, dropped, more}
+if #redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, 1) > 0
+  or redis.call('EXISTS', released) == 1 then more = 1 end
+return {moved, dropped, more, held}
+"#;
+
+/// Make a gate active unless `max` gates not lapsed at `now` are. KEYS: gates. ARGV: prefix,
+/// now (ms), max, gate id, line, `limit` or `hold`. Returns 1 created, 0 too many.
+const GATE_CREATE: &str = r#"
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3])
+  and #gates_in_force(ARGV[1], KEYS[1], tonumber(ARGV[2])) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
+if ARGV[6] == 'limit' then
+  redis.call('HSET', ARGV[1] .. ':gates:bucket', ARGV[4], '0\t' .. ARGV[2])
+end
+return 1
+"#;
+
+/// Release a gate. KEYS: gates. ARGV: prefix, gate id. Returns 1 released, 0 unknown.
+const GATE_RELEASE: &str = r#"
+return gate_release(ARGV[1], KEYS[1], ARGV[2])
+"#;
+
+/// The gates in force at `now` (lapsed ones are released). KEYS: gates. ARGV: prefix, now
+/// (ms). Returns `{id, line, held, ...}`, oldest first.
+const GATE_LIST: &str = r#"
+local out = {}
+for _, g in ipairs(gates_in_force(ARGV[1], KEYS[1], tonumber(ARGV[2]))) do
+  table.insert(out, g.id)
+  table.insert(out, g.line)
+  table.insert(out, redis.call('ZCARD', ARGV[1] .. ':retry:held:' .. g.id))
+end
+return out
 "#;
 
 /// The task of a per-task retry script: its id, stored value and header, or the script's
@@ -549,7 +781,10 @@ if not t then return answer end
 local id, v, f = t.id, t.v, t.f
 if not retrying(f) then return {'upgrade', 0} end
 local attempt = tonumber(f[F_ATTEMPT])
-if f[F_STATE] == 's' and not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
+if f[F_STATE] == 's' and not redis.call('ZSCORE', KEYS[2], id) and not parked_score(prefix, id) then
+  return {'delivered', attempt}
+end
+unpark(prefix, id)
 local was = f[F_STATE]
 f[F_STATE] = 's'
 f[F_DUE_MS] = ARGV[2]
@@ -576,7 +811,10 @@ if not t then return answer end
 local id, v, f = t.id, t.v, t.f
 if not retrying(f) or f[F_STATE] ~= 's' then return {'not_scheduled', 0} end
 local attempt = tonumber(f[F_ATTEMPT])
-if not redis.call('ZSCORE', KEYS[2], id) then return {'delivered', attempt} end
+if not redis.call('ZSCORE', KEYS[2], id) and not parked_score(prefix, id) then
+  return {'delivered', attempt}
+end
+unpark(prefix, id)
 f[F_STATE] = 'c'
 f[F_DUE_MS] = ''
 f[F_BY] = ''
@@ -646,6 +884,9 @@ pub(crate) struct Scripts {
     pub(crate) unlock: Script,
     pub(crate) extend: Script,
     pub(crate) deliver: Script,
+    pub(crate) gate_create: Script,
+    pub(crate) gate_release: Script,
+    pub(crate) gate_list: Script,
     pub(crate) retry_now: Script,
     pub(crate) cancel: Script,
     pub(crate) resolve: Script,
@@ -698,7 +939,10 @@ impl Scripts {
             attempts: Script::adding("attempts", ATTEMPTS.to_owned()),
             unlock: Script::new("unlock", UNLOCK.to_owned()),
             extend: Script::new("extend", EXTEND.to_owned()),
-            deliver: Script::new("deliver", with_helpers(DELIVER)),
+            deliver: Script::new("deliver", with_helpers(&format!("{GATES}{DELIVER}"))),
+            gate_create: Script::new("gate_create", format!("{GATES}{GATE_CREATE}")),
+            gate_release: Script::new("gate_release", format!("{GATES}{GATE_RELEASE}")),
+            gate_list: Script::new("gate_list", format!("{GATES}{GATE_LIST}")),
             retry_now: Script::new("retry_now", with_helpers(&format!("{LOOKUP}{RETRY_NOW}"))),
             cancel: Script::new("cancel", with_helpers(&format!("{LOOKUP}{CANCEL}"))),
             resolve: Script::new("resolve", with_helpers(RESOLVE)),
@@ -723,6 +967,7 @@ mod tests {
             ("record_many", RECORD_MANY),
             ("remove", REMOVE),
             ("trim", TRIM),
+            ("gates", GATES),
             ("deliver", DELIVER),
             ("lookup", LOOKUP),
             ("retry_now", RETRY_NOW),

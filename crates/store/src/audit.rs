@@ -29,17 +29,23 @@ pub enum AuditAction {
     RemoveMatching,
     /// Every task matching filters retried now.
     RetryMatching,
+    /// A retry gate made (hold or limit).
+    GateCreated,
+    /// A retry gate released.
+    GateReleased,
 }
 
 impl AuditAction {
     /// Every action, in a stable order.
-    pub const ALL: [AuditAction; 6] = [
+    pub const ALL: [AuditAction; 8] = [
         AuditAction::RetryNow,
         AuditAction::CancelRetry,
         AuditAction::Resolve,
         AuditAction::Remove,
         AuditAction::RemoveMatching,
         AuditAction::RetryMatching,
+        AuditAction::GateCreated,
+        AuditAction::GateReleased,
     ];
 
     /// The action's name (`retry`, `cancel_retry`, …).
@@ -51,6 +57,8 @@ impl AuditAction {
             AuditAction::Remove => "delete",
             AuditAction::RemoveMatching => "delete_matching",
             AuditAction::RetryMatching => "retry_matching",
+            AuditAction::GateCreated => "gate_created",
+            AuditAction::GateReleased => "gate_released",
         }
     }
 

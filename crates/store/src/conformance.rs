@@ -25,6 +25,7 @@ use failed_tasks_domain::{
 use crate::{RecordOutcome, StatsStore, StatusStore, StoredPages, Stores};
 
 pub mod audit;
+pub mod gates;
 pub mod notify;
 pub mod retries;
 pub use retries::run_retries;

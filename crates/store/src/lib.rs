@@ -61,8 +61,8 @@ pub use memory::{MemoryConfig, MemoryJanitor, MemoryRetryQueue, MemoryStore, Mem
 pub use notify::NotifyStore;
 pub use port::{FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoredPage, StoredPages};
 pub use retry::{
-    CancelRetry, DeliverReport, Delivery, Resolve, RetryDetails, RetryGauges, RetryNow, RetryQueue,
-    RetryStore,
+    CancelRetry, CreateGate, DeliverReport, Delivery, Resolve, RetryDetails, RetryGauges, RetryNow,
+    RetryQueue, RetryStore,
 };
 pub use stores::{Capability, Retention, Stores};
 

@@ -16,6 +16,13 @@
 //! - **At least once to workers.** A claimed request that is not acknowledged within a
 //!   lease can be reclaimed by another worker ([`RetryQueue::reclaim_stale`]); workers use
 //!   `(TaskId, Attempt)` as the idempotency key.
+//! - **Gates hold, never drop.** [`RetryStore::deliver_due`] applies the active
+//!   [`RetryGate`]s: a due retry in a `hold` gate's scope, or in a `limit` gate's scope while
+//!   its rate is spent, is parked (still scheduled, still not delivered, its attempt kept)
+//!   and delivered by a later step once no gate stops it; releasing or lapsing a gate makes
+//!   its parked retries due again. A `limit` gate's tokens are kept by the store, so every
+//!   scheduler sharing it shares one rate (with `redis_shards` = n, each shard `1/n` of it).
+//!   Re-recording, retrying now or cancelling a parked retry takes it out of its gate.
 //! - Resolving, removing or trimming a task drops its due entry; a resolved task leaves
 //!   every index and group but its failure stays counted, and it is counted as recovered.
 
@@ -23,7 +30,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use failed_tasks_domain::{
-    AttemptRecord, FailedTask, RetryPlan, RetryRequest, RetryStatus, TaskId, Timestamp,
+    AttemptRecord, FailedTask, GateId, GateStatus, RetryGate, RetryPlan, RetryRequest, RetryStatus,
+    TaskId, Timestamp,
 };
 
 use crate::{RecordOutcome, StoreError};
@@ -103,6 +111,18 @@ pub struct DeliverReport {
     pub dropped: u64,
     /// Whether due retries are left (the call stopped at its maximum): call again at once.
     pub more: bool,
+    /// Due retries parked by a gate in this step (held, or waiting for a `limit`'s rate).
+    pub held: u64,
+}
+
+/// What [`RetryStore::create_gate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateGate {
+    /// The gate is active.
+    Created,
+    /// [`MAX_ACTIVE_GATES`](failed_tasks_domain::gate::MAX_ACTIVE_GATES) gates are active
+    /// already: nothing changed.
+    TooMany,
 }
 
 /// The retry figures the metrics show.
@@ -160,6 +180,21 @@ pub trait RetryStore: Send + Sync {
 
     /// The figures of [`RetryGauges`] as of `now`.
     async fn retry_gauges(&self, now: Timestamp) -> Result<RetryGauges, StoreError>;
+
+    /// Make `gate` active (its id is new), unless
+    /// [`MAX_ACTIVE_GATES`](failed_tasks_domain::gate::MAX_ACTIVE_GATES) gates that have
+    /// not lapsed at `now` are active already.
+    async fn create_gate(&self, gate: &RetryGate, now: Timestamp)
+        -> Result<CreateGate, StoreError>;
+
+    /// Release a gate: the retries it holds become due again (delivered by the next
+    /// scheduler steps, paced by any `limit` gate that still applies). `false` when no such
+    /// gate is active.
+    async fn release_gate(&self, id: &GateId) -> Result<bool, StoreError>;
+
+    /// The gates active at `now` (not lapsed), oldest first, each with the due retries it
+    /// holds back.
+    async fn list_gates(&self, now: Timestamp) -> Result<Vec<GateStatus>, StoreError>;
 }
 
 /// How long a worker may hold a claimed request without acknowledging it before another

@@ -35,12 +35,13 @@ export class ApiError extends Error {
   }
 }
 
-async function call(method, path, { query, signal } = {}) {
+async function call(method, path, { query, signal, body } = {}) {
   const url = new URL(BASE + path, window.location.origin);
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, value);
   }
   const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
   const timeout = AbortSignal.timeout(TIMEOUT_MS);
@@ -49,6 +50,7 @@ async function call(method, path, { query, signal } = {}) {
   try {
     response = await fetch(url, {
       method, headers, signal: both, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (e) {
     if (signal && signal.aborted) throw e;
@@ -122,6 +124,10 @@ export const api = {
   resolve: (taskId) => call('POST', `/admin/failed-tasks/${id(taskId)}/resolve`),
   retryMatching: (filters) => call('POST', '/admin/retries', { query: filters }),
   exportFile: (format, filters) => download('/tasks/failed/export', { ...filters, format }),
+  gates: (signal) => call('GET', '/retry-gates', { signal }),
+  /** A `hold` gate on `scope` (the API's Scope object) with the operator's reason. */
+  hold: (scope, reason) => call('POST', '/admin/retry-gates', { body: { Scope: scope, Mode: 'hold', Reason: reason } }),
+  releaseGate: (gateId) => call('DELETE', `/admin/retry-gates/${encodeURIComponent(gateId)}`),
   /** Whether the token opens the admin API, without changing anything: a removal without a
    *  filter is refused with 400 after the token check (401: not the admin token, 403: the
    *  admin API is disabled). */

@@ -87,6 +87,20 @@ export function confirmAction(text) {
   });
 }
 
+/** Ask for a reason before an action; resolves to the reason, or null when cancelled. */
+export function askReason(text) {
+  const dialog = byId('hold-dialog');
+  byId('hold-text').textContent = text;
+  const input = byId('hold-reason');
+  input.value = '';
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok' && input.value.trim() ? input.value.trim() : null), { once: true });
+    dialog.returnValue = '';
+    dialog.showModal();
+    input.focus();
+  });
+}
+
 function openTokenDialog(reason) {
   const dialog = byId('token-dialog');
   const why = byId('token-reason');
@@ -240,7 +254,7 @@ async function route() {
   const abort = new AbortController();
   const ctx = {
     name, arg, params, controls, data, signal: abort.signal,
-    api, href, navigate, notify, confirm: confirmAction,
+    api, href, navigate, notify, confirm: confirmAction, askReason,
     canAct: () => admin.ok && admin.token === token(),
     reload: () => load(false),
   };

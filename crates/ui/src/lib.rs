@@ -12,7 +12,9 @@
 //! - `api.js`: the one place that calls the API (bearer token from `sessionStorage`).
 //! - `dom.js`, `format.js`, `i18n.js`, `chart.js`: element building (text only, never HTML
 //!   from data), times and numbers, English and Chinese labels, SVG charts.
-//! - `views/*.js`: Failures, Task, Overview and Groups.
+//! - `gates.js`: retry gates in the views (a scope from the filters or a group, as text; the
+//!   "Hold retries" action).
+//! - `views/*.js`: Failures, Task, Overview (with the retry gates) and Groups.
 //!
 //! # Invariants (checked by this crate's tests)
 //! - Every file under `assets/` is in [`ASSETS`], and every file a page or module refers to is.
@@ -84,6 +86,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("format.js", JS),
     asset!("i18n.js", JS),
     asset!("chart.js", JS),
+    asset!("gates.js", JS),
     asset!("views/failures.js", JS),
     asset!("views/task.js", JS),
     asset!("views/overview.js", JS),

@@ -542,6 +542,81 @@ test('a whole group is retried from the groups view, asking first with its count
   return page;
 });
 
+test('retries are held from a filtered listing or a group, shown on the overview with their held count, and released', async () => {
+  const page = await open({ token: ADMIN });
+  // Without a scope filter (only a time filter) there is nothing to hold.
+  await view(page, `#/failures?since=${encodeURIComponent(iso(NOW - 3600000))}`);
+  assert.equal(await page.isDisabled('#hold-matching'), true);
+  // The listing's filters make the scope; the reason is asked for.
+  await view(page, '#/failures?errorCode=QUOTA_EXCEEDED&clientId=client-3');
+  await page.click('#hold-matching');
+  await page.waitForSelector('#hold-dialog[open]');
+  assert.match(await page.textContent('#hold-text'), /ErrorCode=QUOTA_EXCEEDED, ClientId=client-3/);
+  await page.fill('#hold-reason', 'quota provider outage');
+  await clickAndLoad(page, '#hold-ok');
+  assert.match(await page.textContent('#notice'), /^Retries of ErrorCode=QUOTA_EXCEEDED, ClientId=client-3 are held \(gate g[0-9a-f]{20}\)\.$/);
+  let gates = (await api('GET', '/retry-gates', null, READ)).json.Data.Gates;
+  assert.equal(gates.length, 1);
+  const gate = gates[0];
+  assert.deepEqual(gate.Scope, { ErrorCode: 'QUOTA_EXCEEDED', ClientId: 'client-3' });
+  assert.equal(gate.Mode, 'hold');
+  assert.equal(gate.Reason, 'quota provider outage');
+  assert.equal(gate.CreatedBy, 'operator');
+  // A failure of that scope whose retry is due at once is held by the server's scheduler.
+  await record([{
+    TaskId: 'held-001', TaskType: 'indexing', ClientId: 'client-3', FailTime: iso(Date.now() - 600000),
+    ErrorCode: 'QUOTA_EXCEEDED', ErrorCategory: 'resource_exhausted', ErrorMessage: 'quota exceeded for repository 9999',
+    RetryCount: 0, ProcessedFiles: 1, CodebasePath: '/repos/r0',
+  }]);
+  const deadline = Date.now() + WAIT_MS;
+  while ((await api('GET', '/retry-gates', null, READ)).json.Data.Gates[0].Held < 1) {
+    assert.ok(Date.now() < deadline, 'the scheduler parked the retry');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const held = (await api('GET', '/retry-gates', null, READ)).json.Data.Gates[0].Held;
+  // The overview shows the gate, its scope, reason and held count.
+  await view(page, '#/overview?window=1h');
+  const row = page.locator(`#gates tbody tr[data-gate-id="${gate.GateId}"]`);
+  assert.equal(await row.locator('td.scope').textContent(), 'ErrorCode=QUOTA_EXCEEDED, ClientId=client-3');
+  assert.equal(await row.locator('td.mode').textContent(), 'hold');
+  assert.equal(await row.locator('td.reason').textContent(), 'quota provider outage');
+  assert.equal(Number(await row.locator('td.held').textContent()), held);
+  // A read token sees the gates but cannot release them.
+  const reader = await open();
+  await view(reader, '#/overview?window=1h');
+  assert.equal(await reader.locator('#gates tbody tr').count(), 1);
+  assert.equal(await reader.locator('button.release-gate').count(), 0);
+  await reader.context().close();
+  // Release asks first; cancelling keeps the gate, confirming releases it.
+  await row.locator('button.release-gate').click();
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), new RegExp(gate.GateId));
+  await page.click('#confirm-cancel');
+  assert.equal((await api('GET', '/retry-gates', null, READ)).json.Data.Gates.length, 1);
+  await row.locator('button.release-gate').click();
+  await page.waitForSelector('#confirm-dialog[open]');
+  await clickAndLoad(page, '#confirm-ok');
+  assert.match(await page.textContent('#notice'), new RegExp(`^Gate ${gate.GateId} released`));
+  assert.deepEqual((await api('GET', '/retry-gates', null, READ)).json.Data.Gates, []);
+  assert.ok(await page.isVisible('#gates-none'));
+  // A failure group: its signature is the scope.
+  await view(page, '#/groups');
+  const groupRow = page.locator('#groups tbody tr', { hasText: 'quota exceeded for repository' });
+  const signature = await groupRow.getAttribute('data-signature');
+  await groupRow.locator('button.hold-group').click();
+  await page.waitForSelector('#hold-dialog[open]');
+  assert.match(await page.textContent('#hold-text'), new RegExp(`Signature=${signature}`));
+  // No reason, no gate: the dialog does not submit an empty reason.
+  await page.click('#hold-ok');
+  assert.ok(await page.isVisible('#hold-dialog[open]'));
+  await page.fill('#hold-reason', 'one group at a time');
+  await clickAndLoad(page, '#hold-ok');
+  gates = (await api('GET', '/retry-gates', null, READ)).json.Data.Gates;
+  assert.deepEqual(gates.map((g) => g.Scope), [{ Signature: signature }]);
+  assert.equal((await api('DELETE', `/admin/retry-gates/${gates[0].GateId}`)).status, 200);
+  return page;
+});
+
 test('resolve asks first and the task leaves the list, counted as recovered', async () => {
   const page = await open({ token: ADMIN });
   await view(page, '#/task/paged-012');

@@ -42,11 +42,16 @@ fn seed() -> Value {
 }
 
 /// The seed as the API shows it: with the additive NextRetryAt and FinalFailure of the
-/// default policy without jitter (task_003's second retry is due 1 s x 2 after it failed).
+/// default policy without jitter (task_001's fourth retry is due 30 s x 2^3 after it failed,
+/// task_003's second 30 s x 2).
 fn seed_shown() -> Value {
     let mut s = seed();
-    let next = [json!(null), json!(null), json!("2025-01-24T10:01:02Z")];
-    for (i, (fin, next)) in [true, true, false].into_iter().zip(next).enumerate() {
+    let next = [
+        json!("2025-01-24T09:19:00Z"),
+        json!(null),
+        json!("2025-01-24T10:02:00Z"),
+    ];
+    for (i, (fin, next)) in [false, true, false].into_iter().zip(next).enumerate() {
         s[i]["NextRetryAt"] = next;
         s[i]["FinalFailure"] = json!(fin);
     }

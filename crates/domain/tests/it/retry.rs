@@ -41,20 +41,24 @@ fn default_policy_decision_table() {
         (Authorization,     "UNAUTHENTICATED",   2,        NO_JITTER, GiveUp(NotRetryable(Authorization))),
         // Data errors are permanent by default.
         (DataError,         "FILE_CORRUPTED",    0,        NO_JITTER, GiveUp(NotRetryable(DataError))),
-        // Retryable categories: 1 s, 2 s, 4 s, then the maximum of 3 retries.
-        (ServiceTimeout,    "TIMEOUT_ERROR",     0,        NO_JITTER, RetryAfter(secs(1))),
-        (ServiceTimeout,    "TIMEOUT_ERROR",     1,        NO_JITTER, RetryAfter(secs(2))),
-        (ServiceTimeout,    "TIMEOUT_ERROR",     2,        NO_JITTER, RetryAfter(secs(4))),
-        (ServiceTimeout,    "TIMEOUT_ERROR",     3,        NO_JITTER, GiveUp(MaxRetriesReached { max: 3 })),
-        (ServiceTimeout,    "TIMEOUT_ERROR",     4,        NO_JITTER, GiveUp(MaxRetriesReached { max: 3 })),
-        (ServiceTimeout,    "TIMEOUT_ERROR",     u32::MAX, NO_JITTER, GiveUp(MaxRetriesReached { max: 3 })),
-        (ResourceExhausted, "STORAGE_ERROR",     1,        NO_JITTER, RetryAfter(secs(2))),
-        (ResourceExhausted, "STORAGE_ERROR",     3,        NO_JITTER, GiveUp(MaxRetriesReached { max: 3 })),
-        (SystemError,       "INTERNAL",          2,        NO_JITTER, RetryAfter(secs(4))),
-        (SystemError,       "INTERNAL",          3,        NO_JITTER, GiveUp(MaxRetriesReached { max: 3 })),
+        // Retryable categories: 30 s, 1 min, 2 min, … 16 min, then 30 min (the cap) until the
+        // maximum of 8 retries: 91.5 minutes in all, at least 73 with jitter.
+        (ServiceTimeout,    "TIMEOUT_ERROR",     0,        NO_JITTER, RetryAfter(secs(30))),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     1,        NO_JITTER, RetryAfter(secs(60))),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     2,        NO_JITTER, RetryAfter(secs(120))),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     5,        NO_JITTER, RetryAfter(secs(960))),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     6,        NO_JITTER, RetryAfter(secs(1800))),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     7,        NO_JITTER, RetryAfter(secs(1800))),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     8,        NO_JITTER, GiveUp(MaxRetriesReached { max: 8 })),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     9,        NO_JITTER, GiveUp(MaxRetriesReached { max: 8 })),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     u32::MAX, NO_JITTER, GiveUp(MaxRetriesReached { max: 8 })),
+        (ResourceExhausted, "STORAGE_ERROR",     1,        NO_JITTER, RetryAfter(secs(60))),
+        (ResourceExhausted, "STORAGE_ERROR",     8,        NO_JITTER, GiveUp(MaxRetriesReached { max: 8 })),
+        (SystemError,       "INTERNAL",          2,        NO_JITTER, RetryAfter(secs(120))),
+        (SystemError,       "INTERNAL",          8,        NO_JITTER, GiveUp(MaxRetriesReached { max: 8 })),
         // Jitter moves the delay by at most ±20 %.
-        (ServiceTimeout,    "TIMEOUT_ERROR",     2,        0.0,       RetryAfter(Duration::from_millis(3200))),
-        (ServiceTimeout,    "TIMEOUT_ERROR",     2,        0.75,      RetryAfter(Duration::from_millis(4400))),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     2,        0.0,       RetryAfter(secs(96))),
+        (ServiceTimeout,    "TIMEOUT_ERROR",     2,        0.75,      RetryAfter(secs(132))),
     ];
     check(&RetryPolicy::default(), &rows);
 }
@@ -146,8 +150,8 @@ fn delays_grow_until_the_cap_and_never_pass_it() {
             let d = p.backoff(n, u);
             assert!(d <= cap, "backoff({n}, {u}) = {d:?} is over the cap");
             assert!(d >= last, "backoff({n}, {u}) = {d:?} shrank from {last:?}");
-            if n <= 8 {
-                // Strictly growing until the nominal delay reaches the cap (1 s × 2⁹ > 300 s).
+            if n <= 5 {
+                // Strictly growing until the nominal delay reaches the cap (30 s × 2⁶ > 30 min).
                 assert!(d > last, "backoff({n}, {u}) = {d:?} did not grow");
             } else {
                 // Then flat: the cap, moved down by jitter when u < 0.5.
@@ -178,12 +182,12 @@ fn jitter_stays_within_its_fraction() {
     // At the cap jitter only shortens.
     for u in [0.0, 0.5, 0.99] {
         let d = p.backoff(40, u);
-        assert!(d <= secs(300) && d >= secs(240), "{d:?}");
+        assert!(d <= secs(1800) && d >= secs(1440), "{d:?}");
     }
     // Samples outside [0, 1) are clamped; NaN means no jitter.
-    assert_eq!(p.backoff(0, f64::NAN), secs(1));
-    assert_eq!(p.backoff(0, -3.0), Duration::from_millis(800));
-    assert_eq!(p.backoff(0, 7.0), Duration::from_millis(1200));
+    assert_eq!(p.backoff(0, f64::NAN), secs(30));
+    assert_eq!(p.backoff(0, -3.0), secs(24));
+    assert_eq!(p.backoff(0, 7.0), secs(36));
 }
 
 #[test]
@@ -213,7 +217,7 @@ fn invalid_settings_are_rejected_naming_the_setting() {
     let cases: Vec<(RetryConfig, &str)> = vec![
         (RetryConfig { max_retries: 101, ..d() },                                 "max_retries"),
         (RetryConfig { base_delay: Duration::ZERO, ..d() },                       "base_delay"),
-        (RetryConfig { base_delay: secs(301), ..d() },                            "base_delay"),
+        (RetryConfig { base_delay: secs(1801), ..d() },                           "base_delay"),
         (RetryConfig { max_delay: Duration::ZERO, ..d() },                        "max_delay"),
         (RetryConfig { max_delay: MAX_DELAY_LIMIT + secs(1), ..d() },             "max_delay"),
         (RetryConfig { multiplier: 0.5, ..d() },                                  "multiplier"),
@@ -248,7 +252,7 @@ fn valid_edges_are_accepted_and_default_matches_default_config() {
             ..d()
         },
         RetryConfig {
-            base_delay: secs(300),
+            base_delay: secs(1800),
             ..d()
         },
         RetryConfig {
@@ -273,22 +277,19 @@ fn valid_edges_are_accepted_and_default_matches_default_config() {
 
 #[test]
 fn seed_tasks_final_failure_flags() {
-    // task_001: timeout after 3 retries -> final; task_002: permission -> final;
-    // task_003: storage after 1 retry -> retried in 2 s.
+    // task_001: timeout after 3 retries -> retried in 4 min (8 are allowed); task_002:
+    // permission -> final; task_003: storage after 1 retry -> retried in 1 min.
     let p = RetryPolicy::default();
     let seed = FailedTask::seed_examples();
     let flags: Vec<bool> = seed.iter().map(|t| p.is_final_failure(t)).collect();
-    assert_eq!(flags, [true, true, false]);
-    assert_eq!(
-        p.decide_for(&seed[0], NO_JITTER),
-        GiveUp(MaxRetriesReached { max: 3 })
-    );
+    assert_eq!(flags, [false, true, false]);
+    assert_eq!(p.decide_for(&seed[0], NO_JITTER), RetryAfter(secs(240)));
     assert_eq!(
         p.decide_for(&seed[1], NO_JITTER),
         GiveUp(NotRetryable(Authorization))
     );
-    assert_eq!(p.decide_for(&seed[2], NO_JITTER), RetryAfter(secs(2)));
-    assert_eq!(p.decide_for(&seed[2], NO_JITTER).delay(), Some(secs(2)));
+    assert_eq!(p.decide_for(&seed[2], NO_JITTER), RetryAfter(secs(60)));
+    assert_eq!(p.decide_for(&seed[2], NO_JITTER).delay(), Some(secs(60)));
 }
 
 #[test]

@@ -497,3 +497,74 @@ async fn on_redis_messages_queued_across_a_restart_are_delivered_after_it_once()
     assert_eq!(codes, ["E_ONE", "E_TWO"]);
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_gates_made_and_released_are_notified_once() {
+    use failed_tasks::domain::{GateCreator, GateMode, GateReason, GateScope, TaskType};
+    let receiver = Receiver::start().await;
+    let mut ops = target("ops", &receiver.url);
+    ops.events = vec!["gate.created".into(), "gate.released".into()];
+    let failures = memory_with(config(vec![ops]), ServiceConfig::default()).await;
+    let n = failures.notifier().unwrap();
+    let request = |reason: &str| failed_tasks::query::GateRequest {
+        scope: GateScope {
+            task_type: Some(TaskType::parse("embedding").unwrap()),
+            ..GateScope::default()
+        },
+        mode: GateMode::Hold,
+        reason: GateReason::parse(reason).unwrap(),
+        until: None,
+        created_by: GateCreator::Operator,
+    };
+    let t0 = Timestamp::now();
+    // A gate made before the notifier's first step is taken as known: no event.
+    let old = failures
+        .create_gate(request("there before"), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    step(n, t0).await;
+    assert!(receiver.got().is_empty());
+    let gate = failures
+        .create_gate(request("provider outage"), later(t0, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    step(n, later(t0, 2)).await;
+    step(n, later(t0, 3)).await; // nothing new: nothing sent again
+    let got = receiver.accepted();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = got[0].json();
+    assert_eq!(body["Event"], "gate.created");
+    assert_eq!(body["Level"], "warning");
+    assert_eq!(body["Details"]["GateId"], gate.id.as_str());
+    assert_eq!(body["Details"]["Mode"], "hold");
+    assert_eq!(body["Details"]["Reason"], "provider outage");
+    assert_eq!(body["Details"]["Scope"]["TaskType"], "embedding");
+    assert_eq!(
+        body["Summary"],
+        "Retries of TaskType=embedding held by operator: provider outage"
+    );
+    assert_eq!(body["Link"], "https://failures.example/ui/#/overview");
+    assert!(failures.release_gate(&gate.id).await.unwrap());
+    assert!(failures.release_gate(&old.id).await.unwrap());
+    step(n, later(t0, 4)).await;
+    // Both in one step: one digest of the two.
+    let got = receiver.accepted();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let digest = got[1].json();
+    assert_eq!(digest["Event"], "gate.released");
+    assert_eq!(digest["Summary"], "2 retry gates released");
+    assert_eq!(digest["Details"]["Count"], 2);
+    let mut released: Vec<String> = digest["Details"]["Events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Details"]["GateId"].as_str().unwrap().to_owned())
+        .collect();
+    released.sort();
+    let mut want = vec![gate.id.to_string(), old.id.to_string()];
+    want.sort();
+    assert_eq!(released, want);
+    failures.shutdown().await;
+}

@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod conns;
 mod export;
+mod gates;
 mod groups;
 mod helpers;
 mod metrics;
@@ -43,14 +44,14 @@ async fn seeded() -> TestServer {
 
 /// The source document's example tasks, as the contract prints them, plus the additive
 /// `NextRetryAt` (none scheduled: this server records without retries) and `FinalFailure`
-/// of the default retry policy (3 retries of 3 made; authorization is never
-/// retried; 1 retry of 3 made).
+/// of the default retry policy (3 retries of 8 made; authorization is never
+/// retried; 1 retry of 8 made).
 fn seed_json(id: &str) -> serde_json::Value {
     match id {
         "task_001" => json!({"TaskId":"task_001","TaskType":"embedding","ClientId":"client123",
             "CodebasePath":"/projects/myapp","StartTime":"2025-01-24T09:00:00Z","FailTime":"2025-01-24T09:15:00Z",
             "ErrorCode":"TIMEOUT_ERROR","ErrorMessage":"向量嵌入服务超时，请求超过30秒未响应","RetryCount":3,
-            "ProcessedFiles":75,"ErrorCategory":"service_timeout","NextRetryAt":null,"FinalFailure":true}),
+            "ProcessedFiles":75,"ErrorCategory":"service_timeout","NextRetryAt":null,"FinalFailure":false}),
         "task_002" => json!({"TaskId":"task_002","TaskType":"indexing","ClientId":"client456",
             "CodebasePath":"/projects/another","StartTime":"2025-01-24T09:20:00Z","FailTime":"2025-01-24T09:22:00Z",
             "ErrorCode":"PERMISSION_DENIED","ErrorMessage":"没有权限访问指定代码库","RetryCount":0,

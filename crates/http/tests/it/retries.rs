@@ -27,8 +27,13 @@ fn config() -> HttpConfig {
     }
 }
 
+/// A policy with short delays (1 s doubling up to 5 min, 3 retries), no jitter: the times
+/// below are exact.
 fn service(store: &Arc<MemoryStore>) -> FailedTaskService {
     let policy = RetryPolicy::new(RetryConfig {
+        max_retries: 3,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(300),
         jitter: 0.0,
         ..RetryConfig::default()
     })

@@ -50,6 +50,10 @@ async fn call(server: &TestServer, method: &Method, path: &str, token: Option<&s
     }
     let body = match (method.as_str(), path) {
         ("POST", p) if p.ends_with("/admin/failed-tasks") => task("new-task", "c1").to_string(),
+        ("POST", p) if p.ends_with("/admin/retry-gates") => {
+            json!({"Scope": {"TaskType": "nothing-here"}, "Mode": "hold", "Reason": "roles test"})
+                .to_string()
+        }
         ("POST", p) if p.ends_with("/admin/task-attempts") => {
             json!({"TaskType": "embedding", "Count": 3}).to_string()
         }
@@ -82,6 +86,17 @@ fn matrix() -> Vec<(Method, String, Role)> {
         ),
         (Method::GET, format!("{BASE}/notifications"), Role::Read),
         (Method::GET, format!("{BASE}/audit"), Role::Read),
+        (Method::GET, format!("{BASE}/retry-gates"), Role::Read),
+        (
+            Method::POST,
+            format!("{BASE}/admin/retry-gates"),
+            Role::Operate,
+        ),
+        (
+            Method::DELETE,
+            format!("{BASE}/admin/retry-gates/no-such-gate"),
+            Role::Operate,
+        ),
         (Method::POST, format!("{admin}/t2/retry"), Role::Operate),
         (Method::DELETE, format!("{admin}/t2/retry"), Role::Operate),
         (Method::POST, format!("{admin}/t2/resolve"), Role::Operate),
@@ -335,6 +350,8 @@ async fn a_client_limited_token_neither_sees_nor_touches_another_clients_failure
         "tasks/failed-stats?window=1h",
         "tasks/failed-groups",
         "notifications",
+        "audit",
+        "retry-gates",
     ] {
         let a = call(&server, &Method::GET, &format!("{BASE}/{path}"), c1).await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}");

@@ -11,6 +11,7 @@
 //! - `bulk`: remove or retry every match of a filter ([`BulkRemoval`], [`BulkRetry`])
 //! - `retries`: the retry policy, retry now, cancel, resolve, deliver due
 //! - `search`: the text filters `q` and `pathPrefix` ([`SearchPage`], [`SearchWay`])
+//! - `gates`: retry gates ([`GateRequest`]): make, list, release
 //! - `stats`: statistics, groups, attempts, the alert thresholds
 //! - `notify`: the notification targets in force and their delivery ([`NotifyTargetInfo`])
 
@@ -19,6 +20,7 @@ mod bulk;
 mod counters;
 mod error;
 mod fail_times;
+mod gates;
 mod guards;
 mod health;
 mod notify;
@@ -40,6 +42,7 @@ pub use bulk::{BulkRemoval, BulkRetry};
 pub use counters::{RecordCounters, RecordedLabels, RetryCounters};
 pub use error::QueryError;
 pub use fail_times::FailTimeLimits;
+pub use gates::GateRequest;
 pub use guards::Deadlines;
 pub use notify::NotifyTargetInfo;
 pub use search::{SearchPage, SearchWay, MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH};

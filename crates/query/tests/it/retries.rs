@@ -39,6 +39,7 @@ fn failure(id: &str, code: &str, retry_count: u32, fail_ms: i64) -> FailedTask {
 fn service() -> (FailedTaskService, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
     let policy = RetryPolicy::new(RetryConfig {
+        max_retries: 3,
         jitter: 0.0,
         base_delay: Duration::from_secs(2),
         ..RetryConfig::default()

@@ -566,4 +566,12 @@ where
     history_of_attempts(&s, &q).await;
     let (s, q, o) = fresh().await;
     queue_leases(&s, &q, &o).await;
+    let (s, q, _) = fresh().await;
+    super::gates::hold_and_release(&s, &q).await;
+    let (s, q, _) = fresh().await;
+    super::gates::limit_paces(&s, &q).await;
+    let (s, q, _) = fresh().await;
+    super::gates::lapse(&s, &q).await;
+    let (s, q, _) = fresh().await;
+    super::gates::cap_and_order(&s, &q).await;
 }

@@ -61,7 +61,10 @@ pub(super) struct Indexes {
     pub(super) by_retry: HashMap<RetryState, BTreeSet<IndexKey>>,
     /// Scheduled retries not yet delivered, by due time.
     pub(super) due: BTreeSet<(i64, TaskId)>,
+    /// Every retry waiting for delivery, in the due set or parked by a gate, and its due time.
     pub(super) due_of: HashMap<TaskId, i64>,
+    /// The retry gates and the retries they park.
+    pub(super) gates: super::gates::Gates,
     /// The last failed attempts of each task, newest first.
     pub(super) history: HashMap<TaskId, VecDeque<AttemptRecord>>,
     /// Resolved task ids, when they were resolved and in which order (at most
@@ -202,7 +205,10 @@ impl Indexes {
         remove_from(&mut self.by_retry, &sched.status().state(), &key);
         let due = self.due_of.remove(id);
         if let Some(at) = due {
+            // Waiting in the due set, or parked by a gate: an upsert puts it back in the due
+            // set, and the next scheduler step looks at it again.
             self.due.remove(&(at, id.clone()));
+            self.gates.unpark(id, at);
         }
         self.leave_group(&task, &key);
         if uncount {

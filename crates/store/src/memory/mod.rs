@@ -28,6 +28,7 @@
 //! - `indexes`: the indexes, the upsert and a page's walk
 //! - `stats`: minute counters, breakdowns, failure groups; [`StatsStore`]
 //! - `retries`: schedules, the due set, attempt history; [`RetryStore`]
+//! - `gates`: the retry gates, their token buckets and the retries they park
 //! - `notify`: the notifier's lease, state, outboxes and deliveries; [`NotifyStore`] (in
 //!   this process only: lost on restart)
 //! - `audit`: the audit log, newest first, capped; [`AuditStore`](crate::AuditStore) (in
@@ -41,6 +42,7 @@
 //! [`NotifyStore`]: crate::NotifyStore
 
 mod audit;
+mod gates;
 mod indexes;
 mod notify;
 mod queue;

@@ -7,14 +7,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use failed_tasks_domain::stats::{minute_of, MinuteCounts};
 use failed_tasks_domain::{
-    FailedTask, NextRetry, RetryPlan, RetryRequest, RetryStatus, ScheduledBy, TaskId, Timestamp,
+    FailedTask, GateId, GateStatus, NextRetry, RetryGate, RetryPlan, RetryRequest, RetryStatus,
+    ScheduledBy, TaskId, Timestamp,
 };
 
 use super::indexes::Indexes;
 use super::MemoryStore;
 use crate::{
-    CancelRetry, DeliverReport, RecordOutcome, Resolve, RetryDetails, RetryGauges, RetryNow,
-    RetryStore, StoreError,
+    CancelRetry, CreateGate, DeliverReport, RecordOutcome, Resolve, RetryDetails, RetryGauges,
+    RetryNow, RetryStore, StoreError,
 };
 
 /// A task's retry schedule as the memory store keeps it.
@@ -132,7 +133,20 @@ impl Indexes {
     }
 
     /// Take up to `max` retries due at `now` out of the due set, as requests.
-    fn take_due(&mut self, now: Timestamp, max: usize) -> (Vec<RetryRequest>, u64, bool) {
+    fn take_due(&mut self, now: Timestamp, max: usize) -> (Vec<RetryRequest>, u64, bool, u64) {
+        self.lapse_gates(now);
+        if !self.gates.is_empty() {
+            let step = self.take_due_gated(now, max);
+            let out = step
+                .delivered
+                .iter()
+                .filter_map(|(_, id)| match (self.by_id.get(id), self.sched_of(id)) {
+                    (Some(task), Sched::Scheduled(n)) => Some(RetryRequest::for_task(task, &n)),
+                    _ => None,
+                })
+                .collect();
+            return (out, step.dropped, self.due_left(now), step.held);
+        }
         let mut out = Vec::new();
         let mut dropped = 0;
         while out.len() + (dropped as usize) < max {
@@ -149,11 +163,14 @@ impl Indexes {
                 _ => dropped += 1,
             }
         }
-        let more = self
-            .due
+        (out, dropped, self.due_left(now), 0)
+    }
+
+    /// Whether retries due at `now` are left in the due set.
+    fn due_left(&self, now: Timestamp) -> bool {
+        self.due
             .first()
-            .is_some_and(|(at, _)| *at <= now.unix_millis());
-        (out, dropped, more)
+            .is_some_and(|(at, _)| *at <= now.unix_millis())
     }
 }
 
@@ -197,7 +214,7 @@ impl RetryStore for MemoryStore {
         // The queue is filled under the store's lock: an entry leaves the due set exactly
         // when it enters the queue.
         let mut indexes = self.write();
-        let (requests, dropped, more) = indexes.take_due(now, max);
+        let (requests, dropped, more, held) = indexes.take_due(now, max);
         let moved = requests.len() as u64;
         self.queue.push(requests);
         Ok(DeliverReport {
@@ -205,6 +222,7 @@ impl RetryStore for MemoryStore {
             moved,
             dropped,
             more,
+            held,
         })
     }
 
@@ -231,5 +249,21 @@ impl RetryStore for MemoryStore {
             pending: q.pending.len() as u64,
             reclaimed: q.reclaimed,
         })
+    }
+
+    async fn create_gate(
+        &self,
+        gate: &RetryGate,
+        now: Timestamp,
+    ) -> Result<CreateGate, StoreError> {
+        Ok(self.write().create_gate(gate, now))
+    }
+
+    async fn release_gate(&self, id: &GateId) -> Result<bool, StoreError> {
+        Ok(self.write().release_gate(id))
+    }
+
+    async fn list_gates(&self, now: Timestamp) -> Result<Vec<GateStatus>, StoreError> {
+        Ok(self.read().list_gates(now))
     }
 }

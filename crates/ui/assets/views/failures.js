@@ -10,6 +10,7 @@ import { h, replace } from '../dom.js';
 import { t, category, CATEGORIES } from '../i18n.js';
 import { time, count, toLocalInput, fromLocalInput } from '../format.js';
 import { features } from '../api.js';
+import { scopeOfFilters, holdRetries } from '../gates.js';
 
 /** The listing's filters, as the API names them (`retry` on servers with retries). */
 export const FILTERS = ['q', 'pathPrefix', 'category', 'taskType', 'clientId', 'errorCode', 'since', 'until', 'signature', 'retry'];
@@ -260,12 +261,15 @@ export function mount(ctx) {
 
   function bulkBar(total) {
     const matching = bulkFilters();
+    const scope = scopeOfFilters(filters);
     const retries = features.retries;
     return h('div', { class: 'bulk', id: 'bulk-actions' },
       retries ? h('button', { type: 'button', id: 'retry-selected', disabled: !selected.size, on: { click: retrySelected } },
         t('failures.retrySelected', { n: selected.size })) : null,
       retries ? h('button', { type: 'button', id: 'retry-matching', disabled: !matching, title: matching ? null : t('failures.needFilter'), on: { click: () => retryMatching(total) } },
         t('failures.retryMatching', { n: total })) : null,
+      retries ? h('button', { type: 'button', id: 'hold-matching', disabled: !scope, title: scope ? null : t('gates.needScope'), on: { click: () => holdRetries(ctx, scope) } },
+        t('gates.holdMatching')) : null,
       h('button', { type: 'button', id: 'delete-selected', class: 'danger', disabled: !selected.size, on: { click: deleteSelected } },
         t('failures.deleteSelected', { n: selected.size })),
       h('button', { type: 'button', id: 'delete-matching', class: 'danger', disabled: !matching, title: matching ? null : t('failures.needFilter'), on: { click: () => deleteMatching(total) } },

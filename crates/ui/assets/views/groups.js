@@ -7,6 +7,7 @@ import { t } from '../i18n.js';
 import { time, count } from '../format.js';
 import { categoryBadge, retriedText } from './failures.js';
 import { features } from '../api.js';
+import { holdRetries } from '../gates.js';
 
 const PAGE_SIZE = 50;
 const MAX_PREV = 100;
@@ -54,7 +55,9 @@ export function mount(ctx) {
           h('td', { class: 'num' }, count(g.ClientsAffected)),
           h('td', { class: 'time' }, time(g.FirstSeen)),
           h('td', { class: 'time' }, time(g.LastSeen)),
-          canRetry ? h('td', {}, h('button', { type: 'button', class: 'retry-group', on: { click: () => retryGroup(g) } }, t('groups.retry'))) : null)))))
+          canRetry ? h('td', { class: 'actions' },
+            h('button', { type: 'button', class: 'retry-group', on: { click: () => retryGroup(g) } }, t('groups.retry')),
+            h('button', { type: 'button', class: 'hold-group', on: { click: () => holdRetries(ctx, { Signature: g.Signature }) } }, t('gates.holdGroup'))) : null)))))
       : h('div', { class: 'empty', id: 'empty' }, h('p', {}, t('groups.empty')));
     const pager = h('nav', { class: 'pager', 'aria-label': t('common.page', { n: pageNo }) },
       h('button', {

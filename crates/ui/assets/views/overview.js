@@ -7,6 +7,7 @@ import { h, replace } from '../dom.js';
 import { t, category, CATEGORIES } from '../i18n.js';
 import { time, count, percent, figure } from '../format.js';
 import { timelineChart, barList } from '../chart.js';
+import { scopeText } from '../gates.js';
 
 const WINDOWS = ['5m', '15m', '1h', '6h', '24h', '7d'];
 const DEFAULT_WINDOW = '1h';
@@ -40,10 +41,50 @@ export function mount(ctx) {
   replace(ctx.controls, h('div', { class: 'filters' }, h('label', { class: 'field' }, h('span', {}, t('overview.window')), select)));
 
   async function load() {
-    render(await ctx.api.stats(win, ctx.signal));
+    // Gates come from their own route; a server without retries (501) has none to show.
+    const gates = ctx.api.gates(ctx.signal).catch((e) => {
+      if (e.status === 501) return null;
+      throw e;
+    });
+    const stats = await ctx.api.stats(win, ctx.signal);
+    render(stats, await gates);
   }
 
-  function render(s) {
+  async function release(g) {
+    const scope = scopeText(g.Scope);
+    if (!(await ctx.confirm(t('confirm.release', { id: g.GateId, scope })))) return;
+    try {
+      await ctx.api.releaseGate(g.GateId);
+      ctx.notify(t('done.released', { id: g.GateId }), 'ok');
+    } catch (e) {
+      ctx.notify(t('error.action', { message: e.message }), 'error');
+    }
+    ctx.reload();
+  }
+
+  /** The active gates: scope, mode, reason, who, held count, since, until; release. */
+  function gatesCard(data) {
+    const gates = data.Gates || [];
+    const canAct = ctx.canAct();
+    const body = gates.length
+      ? h('div', { class: 'table-wrap' }, h('table', { class: 'gates', id: 'gates' },
+        h('thead', {}, h('tr', {},
+          ['gates.scope', 'gates.mode', 'gates.reason', 'gates.by', 'gates.held', 'gates.since', 'gates.until'].map((k) => h('th', { scope: 'col' }, t(k))),
+          canAct ? h('th', { scope: 'col' }, t('groups.actions')) : null)),
+        h('tbody', {}, gates.map((g) => h('tr', { dataset: { gateId: g.GateId, mode: g.Mode } },
+          h('td', { class: 'scope' }, scopeText(g.Scope)),
+          h('td', { class: 'mode' }, g.Mode === 'limit' ? t('gates.limit', { n: count(g.PerSecond) }) : t('gates.hold')),
+          h('td', { class: 'reason' }, g.Reason),
+          h('td', { class: 'by' }, g.CreatedBy),
+          h('td', { class: 'num held' }, count(g.Held)),
+          h('td', { class: 'time' }, time(g.Since)),
+          h('td', { class: 'time' }, g.Until ? time(g.Until) : '—'),
+          canAct ? h('td', {}, h('button', { type: 'button', class: 'release-gate', on: { click: () => release(g) } }, t('gates.release'))) : null)))))
+      : h('p', { class: 'muted', id: 'gates-none' }, t('gates.none'));
+    return h('section', { class: 'card wide', id: 'gates-card' }, h('h2', {}, t('gates.title')), body);
+  }
+
+  function render(s, gates) {
     const since = { since: s.WindowStart };
     const cards = h('div', { class: 'cards' },
       h('a', { class: 'card stat', id: 'stat-total', href: ctx.href('failures', since) },
@@ -85,6 +126,7 @@ export function mount(ctx) {
       h('p', { class: 'summary', id: 'window-range' }, time(s.WindowStart), ' – ', time(s.WindowEnd)),
       cards,
       h('section', { class: 'card wide' }, h('h2', {}, t('overview.alerts')), alertList),
+      gates ? gatesCard(gates) : null,
       timeline,
       h('div', { class: 'grid' },
         byCategory,
