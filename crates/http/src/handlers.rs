@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use failed_tasks_domain::{ListQuery, TaskId, Timestamp, ValidationError};
+use failed_tasks_domain::{ClientId, ListQuery, TaskId, Timestamp, ValidationError};
 use failed_tasks_query::{CancelRetry, QueryError, RecordOutcome, Resolve, RetryNow};
 use hyper::StatusCode;
 
@@ -190,6 +190,27 @@ fn task_id(raw: &str) -> Result<TaskId, ValidationError> {
     TaskId::parse(decoded.as_ref()).map_err(|e| e.for_field("taskId"))
 }
 
+/// For a token limited to `client`: `Err(404)` when `{taskId}` is another client's task, as
+/// if it did not exist. A malformed or unknown id is left to the route's handler.
+pub(crate) async fn task_of_client(
+    app: &App,
+    raw_id: &str,
+    client: &ClientId,
+) -> Result<(), Box<Reply>> {
+    let Ok(id) = task_id(raw_id) else {
+        return Ok(());
+    };
+    match app.service.get_failed(&id).await {
+        Ok(task) if task.client_id() != client => Err(Box::new(Reply::error(
+            StatusCode::NOT_FOUND,
+            404,
+            format!("failed task {id} not found"),
+        ))),
+        Ok(_) | Err(QueryError::NotFound) => Ok(()),
+        Err(e) => Err(Box::new(Reply::from_query_error(app, e))),
+    }
+}
+
 /// `POST /codebase-embedder/api/v1/admin/failed-tasks`: one task or an array, all or nothing.
 pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
     let (query, body) = (call.query, &call.body[..]);
@@ -200,6 +221,21 @@ pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
         Ok(tasks) => tasks,
         Err(e) => return Reply::bad_body(&e),
     };
+    if let Some(token) = call.caller.filter(|t| t.client().is_some()) {
+        if let Some(other) = tasks.iter().find(|t| Some(t.client_id()) != token.client()) {
+            return Reply::error(
+                StatusCode::FORBIDDEN,
+                403,
+                format!(
+                    "the token {:?} is limited to client {} and cannot record task {} of client {}",
+                    token.name(),
+                    token.client().map(ClientId::as_str).unwrap_or_default(),
+                    other.task_id(),
+                    other.client_id()
+                ),
+            );
+        }
+    }
     match app.service.record_failures(&tasks).await {
         Ok(outcomes) => {
             let created = outcomes

@@ -59,7 +59,7 @@ mod ui;
 pub mod wire;
 
 pub use app::{App, HttpConfig};
-pub use auth::Token;
+pub use auth::{check_tokens, NamedToken, Role, Token};
 pub use metrics::Metrics;
 pub use routes::{BASE_PATH, ROUTES};
 pub use server::serve;

@@ -106,6 +106,39 @@ fn time_param(name: &str, value: &str) -> Result<Timestamp, ValidationError> {
     Timestamp::parse_rfc3339(name, &value.replace(' ', "+"))
 }
 
+/// The query string kept to `client`'s failures, for a token limited to that client:
+/// `clientId=client` added, or the query as it is when it names that client already. A query
+/// naming another client is `Err`. With `bare_stays_bare` (bulk routes), a query with no
+/// parameter stays empty, so it is refused as for anyone instead of meaning "all of this
+/// client's failures". A query that does not parse is left for the handler to refuse.
+pub fn limited_to_client(
+    query: Option<&str>,
+    client: &ClientId,
+    bare_stays_bare: bool,
+) -> Result<String, ()> {
+    let raw = query.unwrap_or("");
+    let Ok(pairs) = pairs(query) else {
+        return Ok(raw.to_owned());
+    };
+    if let Some((_, named)) = pairs.iter().find(|(n, _)| n == "clientId") {
+        return if named == client.as_str() {
+            Ok(raw.to_owned())
+        } else {
+            Err(())
+        };
+    }
+    if pairs.is_empty() && bare_stays_bare {
+        return Ok(String::new());
+    }
+    let encoded =
+        percent_encoding::utf8_percent_encode(client.as_str(), percent_encoding::NON_ALPHANUMERIC);
+    Ok(if raw.is_empty() {
+        format!("clientId={encoded}")
+    } else {
+        format!("{raw}&clientId={encoded}")
+    })
+}
+
 /// Parse the filters of a bulk removal or retry: the listing's filters only, at least one of
 /// them, so a bare request can never wipe (or retry) the whole store by accident.
 pub fn filter_only(query: Option<&str>) -> Result<TaskFilter, ValidationError> {

@@ -4,6 +4,7 @@
 //! entry here and one handler.
 
 use crate::app::App;
+use crate::auth::Role;
 use crate::export;
 use crate::handlers;
 use crate::request::{Answer, Call, Handler};
@@ -15,12 +16,28 @@ pub const BASE_PATH: &str = "/codebase-embedder/api/v1";
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
-    /// Anyone (health, metrics).
+    /// Anyone (health, metrics, the dashboard's files).
     Open,
-    /// The read token when one is configured (or the admin token).
-    Read,
-    /// The admin token; without one configured, 403.
-    Admin,
+    /// A token with this role or a higher one (reads: only once reads need a token,
+    /// `Tokens::reads_need_a_token`). Without any token of such a role, 403.
+    Role(Role),
+}
+
+/// What an endpoint does for a token limited to one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientLimit {
+    /// Its query takes the listing's filters: `clientId` is set to the token's client (a
+    /// different `clientId` is 403).
+    Filters,
+    /// A bulk route's filters: as `Filters`, but a request with no filter stays without one
+    /// (and is refused as for anyone) instead of meaning every failure of the client.
+    BulkFilters,
+    /// It names one task (`{taskId}`): another client's task is 404, as if it did not exist.
+    Task,
+    /// Its handler checks the body (every recorded task must be the token's client's).
+    Body,
+    /// It cannot be limited to one client: 403 for such a token.
+    Refused,
 }
 
 /// What body a method of a route reads before its handler runs.
@@ -43,6 +60,7 @@ pub struct Endpoint {
     pub method: &'static str,
     pub(crate) body: BodyKind,
     pub(crate) handler: Handler,
+    pub(crate) client: ClientLimit,
 }
 
 /// One route: a path template in OpenAPI style (`{taskId}` matches one non-empty path
@@ -83,12 +101,18 @@ macro_rules! handler {
     }};
 }
 
+/// An endpoint: method, body kind, handler and what it does for a token limited to one
+/// client (refused unless said).
 macro_rules! endpoint {
     ($method:literal, $body:ident, $f:path) => {
+        endpoint!($method, $body, $f, Refused)
+    };
+    ($method:literal, $body:ident, $f:path, $client:ident) => {
         Endpoint {
             method: $method,
             body: BodyKind::$body,
             handler: handler!($f),
+            client: ClientLimit::$client,
         }
     };
 }
@@ -101,83 +125,88 @@ pub static ROUTES: &[Route] = &[
         template: "/codebase-embedder/api/v1/tasks/failed",
         name: "list_failed",
         documented: true,
-        access: Access::Read,
-        endpoints: &[endpoint!("GET", None, handlers::list_failed)],
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::list_failed, Filters)],
     },
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed/export",
         name: "export_failed",
         documented: true,
-        access: Access::Read,
-        endpoints: &[endpoint!("GET", None, export::export_failed)],
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, export::export_failed, Filters)],
     },
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed/{taskId}",
         name: "get_failed",
         documented: true,
-        access: Access::Read,
-        endpoints: &[endpoint!("GET", None, handlers::get_failed)],
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::get_failed, Task)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/failed-tasks",
         name: "admin_tasks",
         documented: true,
-        access: Access::Admin,
+        access: Access::Role(Role::Admin),
         endpoints: &[
-            endpoint!("POST", Json, handlers::record_tasks),
-            endpoint!("DELETE", None, handlers::remove_matching),
+            endpoint!("POST", Json, handlers::record_tasks, Body),
+            endpoint!("DELETE", None, handlers::remove_matching, BulkFilters),
         ],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}",
         name: "admin_task",
         documented: true,
-        access: Access::Admin,
-        endpoints: &[endpoint!("DELETE", None, handlers::remove_task)],
+        access: Access::Role(Role::Admin),
+        endpoints: &[endpoint!("DELETE", None, handlers::remove_task, Task)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}/retry",
         name: "admin_task_retry",
         documented: true,
-        access: Access::Admin,
+        access: Access::Role(Role::Operate),
         endpoints: &[
-            endpoint!("POST", Any, handlers::retry_task),
-            endpoint!("DELETE", None, handlers::cancel_retry),
+            endpoint!("POST", Any, handlers::retry_task, Task),
+            endpoint!("DELETE", None, handlers::cancel_retry, Task),
         ],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}/resolve",
         name: "admin_task_resolve",
         documented: true,
-        access: Access::Admin,
-        endpoints: &[endpoint!("POST", Any, handlers::resolve_task)],
+        access: Access::Role(Role::Operate),
+        endpoints: &[endpoint!("POST", Any, handlers::resolve_task, Task)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/retries",
         name: "admin_retries",
         documented: true,
-        access: Access::Admin,
-        endpoints: &[endpoint!("POST", Any, handlers::retry_matching)],
+        access: Access::Role(Role::Operate),
+        endpoints: &[endpoint!(
+            "POST",
+            Any,
+            handlers::retry_matching,
+            BulkFilters
+        )],
     },
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed-stats",
         name: "failed_stats",
         documented: true,
-        access: Access::Read,
+        access: Access::Role(Role::Read),
         endpoints: &[endpoint!("GET", None, handlers::failure_stats)],
     },
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed-groups",
         name: "failed_groups",
         documented: true,
-        access: Access::Read,
+        access: Access::Role(Role::Read),
         endpoints: &[endpoint!("GET", None, handlers::failure_groups)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/task-attempts",
         name: "task_attempts",
         documented: true,
-        access: Access::Admin,
+        access: Access::Role(Role::Admin),
         endpoints: &[endpoint!("POST", Json, handlers::record_attempts)],
     },
     // Notifications: the targets' delivery.
@@ -185,7 +214,7 @@ pub static ROUTES: &[Route] = &[
         template: "/codebase-embedder/api/v1/notifications",
         name: "notifications",
         documented: true,
-        access: Access::Read,
+        access: Access::Role(Role::Read),
         endpoints: &[endpoint!("GET", None, handlers::notifications)],
     },
     Route {

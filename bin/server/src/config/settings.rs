@@ -134,12 +134,17 @@ pub static SETTINGS: &[&dyn Setting] = &[
     ),
     &Field::new(
         "admin_token",
-        "Bearer token of the admin routes (recording, removal). Unset: they answer 403",
+        "Bearer token named admin, with the admin role (also recording and removal). Without a token that may call them, the admin routes answer 403",
         |s| &mut s.http.admin_token,
     ),
     &Field::new(
+        "operate_token",
+        "Bearer token named operate, with the operate role (also retry, cancel, resolve)",
+        |s| &mut s.http.operate_token,
+    ),
+    &Field::new(
         "read_token",
-        "Bearer token the read routes require, when set (the admin token is accepted too)",
+        "Bearer token named read, with the read role; once set, the read routes need a token (any role)",
         |s| &mut s.http.read_token,
     ),
     &Field::new(

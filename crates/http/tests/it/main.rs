@@ -11,6 +11,7 @@ mod helpers;
 mod metrics;
 mod openapi;
 mod retries;
+mod roles;
 mod search;
 mod slow_readers;
 mod stats;
