@@ -23,6 +23,7 @@ mod support;
 use support::Server;
 const ADMIN_TOKEN: &str = "dashboard-admin-token";
 const READ_TOKEN: &str = "dashboard-read-token";
+const OPERATE_TOKEN: &str = "dashboard-operate-token";
 /// The whole browser run, at most (it takes about a minute).
 const RUN_LIMIT: Duration = Duration::from_secs(420);
 
@@ -90,6 +91,8 @@ fn start_server(redis_url: &str) -> Server {
             ADMIN_TOKEN,
             "--read-token",
             READ_TOKEN,
+            "--operate-token",
+            OPERATE_TOKEN,
             // Errors answer at once and ask the page to retry after 1 s.
             "--health-timeout",
             "1s",
@@ -174,6 +177,7 @@ fn the_dashboard_in_a_real_headless_chromium() {
         .env("BASE_URL", format!("http://{}", server.addr))
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("READ_TOKEN", READ_TOKEN)
+        .env("OPERATE_TOKEN", OPERATE_TOKEN)
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOT_DIR", &shots)
         .stdin(Stdio::piped())

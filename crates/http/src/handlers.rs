@@ -15,8 +15,8 @@ use crate::body::{Items, Payload};
 use crate::reply::Reply;
 use crate::request::Call;
 use crate::wire::{
-    AttemptsRecorded, AuditList, BulkRetried, GateAction, GroupList, Health, Recorded, Removed,
-    RetryAction, RetryGates, Stats, TaskDetail, TaskList,
+    AccessInfo, AttemptsRecorded, AuditList, BulkRetried, GateAction, GroupList, Health, Recorded,
+    Removed, RetryAction, RetryGates, Stats, TaskDetail, TaskList,
 };
 use crate::{ingest, params};
 
@@ -139,6 +139,24 @@ pub(crate) async fn get_failed(app: &App, call: Call<'_>) -> Reply {
         ),
         Err(e) => Reply::from_query_error(app, e),
     }
+}
+
+/// `GET /codebase-embedder/api/v1/access`: the presented token's name, role and client, so
+/// that a client (the dashboard) offers only what the token may do. Open: an unknown or
+/// missing token answers nulls, never 401.
+pub(crate) async fn access(app: &App, call: Call<'_>) -> Reply {
+    if let Err(e) = params::no_params(call.query) {
+        return Reply::bad_request(&e);
+    }
+    let caller = app.tokens.caller(call.headers);
+    Reply::ok(AccessInfo {
+        name: caller.map(|t| t.name().to_owned()),
+        role: caller.map(|t| t.role().as_str().to_owned()),
+        client_id: caller
+            .and_then(|t| t.client())
+            .map(|c| c.as_str().to_owned()),
+        reads_need_token: app.tokens.reads_need_a_token(),
+    })
 }
 
 /// `GET /healthz`: the process is alive; never touches the store.

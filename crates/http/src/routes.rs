@@ -231,6 +231,14 @@ pub static ROUTES: &[Route] = &[
         access: Access::Role(Role::Admin),
         endpoints: &[endpoint!("POST", Json, handlers::record_attempts)],
     },
+    // What the presented token may do (open: it answers nulls for no token).
+    Route {
+        template: "/codebase-embedder/api/v1/access",
+        name: "access",
+        documented: true,
+        access: Access::Open,
+        endpoints: &[endpoint!("GET", None, handlers::access)],
+    },
     // The audit log of actions.
     Route {
         template: "/codebase-embedder/api/v1/audit",

@@ -269,6 +269,23 @@ impl TaskList {
     }
 }
 
+/// `Data` of `GET /access`: what the presented token may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessInfo {
+    /// The token's name, or null when no known token was presented.
+    #[serde(rename = "Name")]
+    pub name: Option<String>,
+    /// Its role (`read`, `operate`, `admin`), or null.
+    #[serde(rename = "Role")]
+    pub role: Option<String>,
+    /// The one client it is limited to, or null.
+    #[serde(rename = "ClientId")]
+    pub client_id: Option<String>,
+    /// Whether the read routes need a token.
+    #[serde(rename = "ReadsNeedToken")]
+    pub reads_need_token: bool,
+}
+
 /// `Data` of `/healthz` and `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {

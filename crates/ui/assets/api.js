@@ -5,6 +5,13 @@ export const BASE = '/codebase-embedder/api/v1';
 const TOKEN_KEY = 'failed-tasks.token';
 /** No call waits longer than this for the server. */
 const TIMEOUT_MS = 15000;
+/** The reason the operator gave in the last confirmation (empty: none), sent with every
+ *  action as `X-Reason` for the audit log until the next confirmation. */
+let actionReason = '';
+
+export function setReason(reason) {
+  actionReason = (reason || '').trim().slice(0, 500);
+}
 
 export function token() {
   try {
@@ -42,6 +49,7 @@ async function call(method, path, { query, signal, body } = {}) {
   }
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && actionReason) headers['X-Reason'] = encodeURIComponent(actionReason);
   const t = token();
   if (t) headers.Authorization = `Bearer ${t}`;
   const timeout = AbortSignal.timeout(TIMEOUT_MS);
@@ -128,16 +136,13 @@ export const api = {
   /** A `hold` gate on `scope` (the API's Scope object) with the operator's reason. */
   hold: (scope, reason) => call('POST', '/admin/retry-gates', { body: { Scope: scope, Mode: 'hold', Reason: reason } }),
   releaseGate: (gateId) => call('DELETE', `/admin/retry-gates/${encodeURIComponent(gateId)}`),
-  /** Whether the token opens the admin API, without changing anything: a removal without a
-   *  filter is refused with 400 after the token check (401: not the admin token, 403: the
-   *  admin API is disabled). */
-  async isAdmin() {
-    if (!token()) return false;
+  /** The token's name, role and client (`GET /access`: nulls without a known token). */
+  async access() {
     try {
-      await call('DELETE', '/admin/failed-tasks');
-      return false;
-    } catch (e) {
-      return e.status === 400;
+      return await call('GET', '/access');
+    } catch {
+      return { Name: null, Role: null, ClientId: null };
     }
   },
+  audit: (query, signal) => call('GET', '/audit', { query, signal }),
 };

@@ -7,16 +7,17 @@
 // Retry-After (so the page recovers by itself when the store is back), and re-loads on the
 // auto-refresh timer.
 
-import { api, token, setToken } from './api.js';
+import { api, token, setToken, setReason } from './api.js';
 import { h, replace, byId } from './dom.js';
 import { t, lang, setLang, applyStatic } from './i18n.js';
 import * as failures from './views/failures.js';
 import * as task from './views/task.js';
 import * as overview from './views/overview.js';
 import * as groups from './views/groups.js';
+import * as audit from './views/audit.js';
 
-const VIEWS = { failures, task, overview, groups };
-const NAV = { failures: 'failures', task: 'failures', overview: 'overview', groups: 'groups' };
+const VIEWS = { failures, task, overview, groups, audit };
+const NAV = { failures: 'failures', task: 'failures', overview: 'overview', groups: 'groups', audit: 'audit' };
 const REFRESH_KEY = 'failed-tasks.refresh';
 /** Bounds of the wait before retrying a failed load, in seconds. */
 const RETRY_MIN = 1;
@@ -29,8 +30,11 @@ let retryTimer = null;
 let countdownTimer = null;
 let refreshTimer = null;
 let noticeTimer = null;
-/** Whether the token in sessionStorage is the admin token (asked once per token). */
-const admin = { token: null, ok: false };
+/** The role of the token in sessionStorage (`read`, `operate`, `admin` or null), asked once
+ *  per token: the views offer only what it may do. */
+const access = { token: null, role: null };
+const RANK = { read: 1, operate: 2, admin: 3 };
+const may = (role) => access.token === token() && (RANK[access.role] || 0) >= RANK[role];
 
 /** The route in the hash: `#/name/arg?query`. */
 function parseHash() {
@@ -75,12 +79,19 @@ export function notify(text, kind) {
   noticeTimer = setTimeout(() => { el.hidden = true; }, 8000);
 }
 
-/** Ask before an action; resolves to true when confirmed. */
+/** Ask before an action, with an optional reason (sent with the action for the audit log);
+ *  resolves to true when confirmed. */
 export function confirmAction(text) {
   const dialog = byId('confirm-dialog');
   byId('confirm-text').textContent = text;
+  const input = byId('confirm-reason');
+  input.value = '';
   return new Promise((resolve) => {
-    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+    dialog.addEventListener('close', () => {
+      const ok = dialog.returnValue === 'ok';
+      setReason(ok ? input.value : '');
+      resolve(ok);
+    }, { once: true });
     dialog.returnValue = '';
     dialog.showModal();
     byId('confirm-cancel').focus();
@@ -94,7 +105,11 @@ export function askReason(text) {
   const input = byId('hold-reason');
   input.value = '';
   return new Promise((resolve) => {
-    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok' && input.value.trim() ? input.value.trim() : null), { once: true });
+    dialog.addEventListener('close', () => {
+      const reason = dialog.returnValue === 'ok' && input.value.trim() ? input.value.trim() : null;
+      setReason(reason);
+      resolve(reason);
+    }, { once: true });
     dialog.returnValue = '';
     dialog.showModal();
     input.focus();
@@ -221,12 +236,12 @@ async function load(initial) {
   }
 }
 
-/** Whether the actions can be offered: the token is the admin one. */
-async function checkAdmin() {
+/** What the token may do, asked once per token. */
+async function checkAccess() {
   const t0 = token();
-  if (admin.token === t0) return;
-  admin.ok = await api.isAdmin();
-  admin.token = t0;
+  if (access.token === t0) return;
+  access.role = t0 ? (await api.access()).Role : null;
+  access.token = t0;
 }
 
 /** Mount the view the hash names and load it. */
@@ -235,12 +250,12 @@ async function route() {
   generation += 1;
   const gen = generation;
   if (current && current.abort) current.abort.abort();
-  await checkAdmin();
+  await checkAccess();
   if (gen !== generation) return;
   const focused = document.activeElement;
   const focusId = focused && focused !== document.body && byId('view').contains(focused) ? focused.id : '';
   const { name, arg, params } = parseHash();
-  for (const [view, id] of Object.entries({ failures: 'nav-failures', overview: 'nav-overview', groups: 'nav-groups' })) {
+  for (const [view, id] of Object.entries({ failures: 'nav-failures', overview: 'nav-overview', groups: 'nav-groups', audit: 'nav-audit' })) {
     const link = byId(id);
     if (NAV[name] === view) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
@@ -255,7 +270,8 @@ async function route() {
   const ctx = {
     name, arg, params, controls, data, signal: abort.signal,
     api, href, navigate, notify, confirm: confirmAction, askReason,
-    canAct: () => admin.ok && admin.token === token(),
+    canAct: () => may('operate'),
+    canDelete: () => may('admin'),
     reload: () => load(false),
   };
   current = { name, view: VIEWS[name].mount(ctx), state, data, abort, focusId };

@@ -91,6 +91,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("views/task.js", JS),
     asset!("views/overview.js", JS),
     asset!("views/groups.js", JS),
+    asset!("views/audit.js", JS),
 ];
 
 /// The page served at `/ui/` itself.

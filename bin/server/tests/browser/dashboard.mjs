@@ -3,7 +3,8 @@
 // starts a private redis-server and the server binary and passes:
 //
 //   BASE_URL        the server, e.g. http://127.0.0.1:41234
-//   ADMIN_TOKEN     its admin token; READ_TOKEN its read token (the read API needs one)
+//   ADMIN_TOKEN     its admin token; READ_TOKEN its read token (the read API needs one);
+//   OPERATE_TOKEN   its operate token (retry, cancel, resolve; no delete)
 //   CHROMIUM        the browser executable (default /usr/bin/chromium)
 //   SCREENSHOT_DIR  where the four views' screenshots go (docs/screenshots)
 //
@@ -21,6 +22,7 @@ import readline from 'node:readline';
 const BASE = process.env.BASE_URL;
 const ADMIN = process.env.ADMIN_TOKEN;
 const READ = process.env.READ_TOKEN;
+const OPERATE = process.env.OPERATE_TOKEN;
 const SHOTS = process.env.SCREENSHOT_DIR;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const API = `${BASE}/codebase-embedder/api/v1`;
@@ -629,6 +631,43 @@ test('resolve asks first and the task leaves the list, counted as recovered', as
   assert.equal((await api('GET', '/tasks/failed/paged-012', null, READ)).status, 404);
   await view(page, '#/overview?window=1h');
   assert.ok(Number(await page.textContent('#stat-recovered .stat-value')) >= 1);
+  return page;
+});
+
+test('an operate token may retry but is not offered delete; the reason it gives is in the audit view', async () => {
+  // Failed just now: its first retry is not due yet (30 s), so retrying it now schedules it.
+  const fail = iso(Date.now());
+  await record([{ TaskId: 'audit-1', TaskType: 'embedding', ClientId: 'client-audit', CodebasePath: '/projects/audit',
+    StartTime: fail, FailTime: fail, ErrorCode: 'TIMEOUT_ERROR', ErrorMessage: 'timed out', RetryCount: 0,
+    ProcessedFiles: 1, ErrorCategory: 'service_timeout' }]);
+  const page = await open({ token: OPERATE });
+  await view(page, '#/task/audit-1');
+  await page.waitForSelector('#retry-task');
+  assert.equal(await page.$('#delete-task'), null, 'no delete for the operate role');
+  await view(page, '#/failures?clientId=client-audit');
+  await page.waitForSelector('#retry-matching');
+  assert.equal(await page.$('#delete-matching'), null);
+  assert.equal(await page.$('#delete-selected'), null);
+  await view(page, '#/task/audit-1');
+  await page.click('#retry-task');
+  await page.waitForSelector('#confirm-dialog[open]');
+  await page.fill('#confirm-reason', 'provider back · 服务恢复');
+  await clickAndLoad(page, '#confirm-ok');
+  assert.match(await page.textContent('#notice'), /^Retries made due now: 1\./);
+  await view(page, '#/audit?actor=operate');
+  await page.waitForSelector('#audit tbody tr', { timeout: WAIT_MS }).catch(async () => {
+    assert.fail(`no audit rows: ${await page.textContent('#view')} · ${JSON.stringify((await api('GET', '/audit?pageSize=3', null, READ)).json)}`);
+  });
+  const first = await page.$eval('#audit tbody tr', (tr) => [...tr.cells].map((c) => c.textContent));
+  assert.equal(first[1], 'operate');
+  assert.equal(first[2], 'Retry now');
+  assert.equal(first[3], 'audit-1');
+  assert.equal(first[5], 'provider back · 服务恢复');
+  // The filter form: another action finds nothing of this actor's.
+  await page.selectOption('#audit-action', 'delete');
+  await clickAndLoad(page, '#audit-apply');
+  assert.equal(hashParams(page).get('action'), 'delete');
+  await page.waitForSelector('#empty');
   return page;
 });
 

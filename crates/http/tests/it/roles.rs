@@ -156,7 +156,14 @@ async fn every_route_answers_each_role_as_it_allows() {
     let matrix = matrix();
     // Every API route and method that needs a token is in the matrix.
     for route in ROUTES.iter().filter(|r| r.documented) {
-        if ["/healthz", "/readyz", "/metrics"].contains(&route.template) {
+        if [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/codebase-embedder/api/v1/access",
+        ]
+        .contains(&route.template)
+        {
             continue;
         }
         for method in route.methods() {
@@ -381,4 +388,36 @@ async fn a_client_limited_token_neither_sees_nor_touches_another_clients_failure
     )
     .await;
     assert_eq!(a.json()["Data"]["TotalTasks"], 1);
+}
+
+#[tokio::test]
+async fn access_tells_the_token_its_name_role_and_client() {
+    let server = server(Arc::new(MemoryStore::new())).await;
+    let path = format!("{BASE}/access");
+    for (token, want) in [
+        (
+            None,
+            json!({"Name": null, "Role": null, "ClientId": null, "ReadsNeedToken": true}),
+        ),
+        (
+            Some("nope"),
+            json!({"Name": null, "Role": null, "ClientId": null, "ReadsNeedToken": true}),
+        ),
+        (
+            Some("viewer-secret"),
+            json!({"Name": "viewer", "Role": "read", "ClientId": null, "ReadsNeedToken": true}),
+        ),
+        (
+            Some("operate-secret"),
+            json!({"Name": "operate", "Role": "operate", "ClientId": null, "ReadsNeedToken": true}),
+        ),
+        (
+            Some("c1-secret"),
+            json!({"Name": "ide-c1", "Role": "operate", "ClientId": "c1", "ReadsNeedToken": true}),
+        ),
+    ] {
+        let a = call(&server, &Method::GET, &path, token).await;
+        assert_eq!(a.status, StatusCode::OK, "{token:?}");
+        assert_eq!(a.json()["Data"], want, "{token:?}");
+    }
 }

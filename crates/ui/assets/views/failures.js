@@ -270,10 +270,10 @@ export function mount(ctx) {
         t('failures.retryMatching', { n: total })) : null,
       retries ? h('button', { type: 'button', id: 'hold-matching', disabled: !scope, title: scope ? null : t('gates.needScope'), on: { click: () => holdRetries(ctx, scope) } },
         t('gates.holdMatching')) : null,
-      h('button', { type: 'button', id: 'delete-selected', class: 'danger', disabled: !selected.size, on: { click: deleteSelected } },
-        t('failures.deleteSelected', { n: selected.size })),
-      h('button', { type: 'button', id: 'delete-matching', class: 'danger', disabled: !matching, title: matching ? null : t('failures.needFilter'), on: { click: () => deleteMatching(total) } },
-        t('failures.deleteMatching', { n: total })));
+      ctx.canDelete() ? h('button', { type: 'button', id: 'delete-selected', class: 'danger', disabled: !selected.size, on: { click: deleteSelected } },
+        t('failures.deleteSelected', { n: selected.size })) : null,
+      ctx.canDelete() ? h('button', { type: 'button', id: 'delete-matching', class: 'danger', disabled: !matching, title: matching ? null : t('failures.needFilter'), on: { click: () => deleteMatching(total) } },
+        t('failures.deleteMatching', { n: total })) : null);
   }
 
   async function retrySelected() {

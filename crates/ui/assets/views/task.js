@@ -56,7 +56,7 @@ export function mount(ctx) {
         retries ? h('button', { type: 'button', id: 'retry-task', on: { click: () => retry(task) } }, t('task.retry')) : null,
         scheduled ? h('button', { type: 'button', id: 'cancel-retry', on: { click: () => cancel(task) } }, t('task.cancelRetry')) : null,
         retries ? h('button', { type: 'button', id: 'resolve-task', on: { click: () => resolve(task) } }, t('task.resolve')) : null,
-        h('button', { type: 'button', id: 'delete-task', class: 'danger', on: { click: () => remove(task) } }, t('task.delete')))
+        ctx.canDelete() ? h('button', { type: 'button', id: 'delete-task', class: 'danger', on: { click: () => remove(task) } }, t('task.delete')) : null)
       : null;
     replace(ctx.data,
       h('h1', { class: 'task-title' }, task.TaskId),
