@@ -427,6 +427,40 @@ impl Settings {
     }
 }
 
+/// The tables of an array of tables (`[[key]]`) of the file: each read by `one`, which
+/// answers its value or its problems as `(field, reason)` pairs; every problem is reported
+/// as `key[i].field in FILE: reason` (never with a value).
+fn read_tables<T>(
+    value: &toml::Value,
+    key: &str,
+    file: &str,
+    mut one: impl FnMut(&toml::Table) -> Result<T, Vec<(String, String)>>,
+) -> Result<Vec<T>, Vec<String>> {
+    let Some(tables) = value.as_array() else {
+        return Err(vec![format!("{key} in {file}: expected [[{key}]] tables")]);
+    };
+    let mut read = Vec::with_capacity(tables.len());
+    let mut problems = Vec::new();
+    for (i, table) in tables.iter().enumerate() {
+        let Some(table) = table.as_table() else {
+            problems.push(format!("{key}[{i}] in {file}: expected a table"));
+            continue;
+        };
+        match one(table) {
+            Ok(t) => read.push(t),
+            Err(more) => problems.extend(
+                more.into_iter()
+                    .map(|(field, reason)| format!("{key}[{i}].{field} in {file}: {reason}")),
+            ),
+        }
+    }
+    if problems.is_empty() {
+        Ok(read)
+    } else {
+        Err(problems)
+    }
+}
+
 /// ` (did you mean KEY?)` for the known key nearest to an unknown one, if any is near.
 fn near(unknown: &str) -> String {
     let nearest = SETTINGS

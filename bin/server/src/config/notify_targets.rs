@@ -24,20 +24,11 @@ const FIELDS: [&str; 9] = [
 
 /// The targets of the file's `notify_targets` value; every problem, each naming its key.
 pub fn read(value: &toml::Value, file: &str) -> Result<Vec<TargetConfig>, Vec<String>> {
-    let Some(tables) = value.as_array() else {
-        return Err(vec![format!("{KEY} in {file}: expected [[{KEY}]] tables")]);
-    };
-    let mut targets = Vec::with_capacity(tables.len());
-    let mut problems = Vec::new();
-    for (i, table) in tables.iter().enumerate() {
-        let at = format!("{KEY}[{i}]");
-        let Some(table) = table.as_table() else {
-            problems.push(format!("{at} in {file}: expected a table"));
-            continue;
-        };
+    super::read_tables(value, KEY, file, |table| {
+        let mut problems = Vec::new();
         let mut t = TargetConfig::default();
         for (key, v) in table {
-            let mut bad = |reason: &str| problems.push(format!("{at}.{key} in {file}: {reason}"));
+            let mut bad = |reason: &str| problems.push((key.clone(), reason.to_owned()));
             let text = v.as_str().map(str::to_owned);
             match key.as_str() {
                 "name" | "url" | "secret" | "secret_env" | "secret_file" | "format"
@@ -81,11 +72,10 @@ pub fn read(value: &toml::Value, file: &str) -> Result<Vec<TargetConfig>, Vec<St
                 )),
             }
         }
-        targets.push(t);
-    }
-    if problems.is_empty() {
-        Ok(targets)
-    } else {
-        Err(problems)
-    }
+        if problems.is_empty() {
+            Ok(t)
+        } else {
+            Err(problems)
+        }
+    })
 }

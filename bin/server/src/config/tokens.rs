@@ -23,27 +23,7 @@ const FIELDS: [&str; 6] = [
 
 /// The tokens of the file's `tokens` value; every problem, each naming its key.
 pub fn read(value: &toml::Value, file: &str) -> Result<Vec<NamedToken>, Vec<String>> {
-    let Some(tables) = value.as_array() else {
-        return Err(vec![format!("{KEY} in {file}: expected [[{KEY}]] tables")]);
-    };
-    let mut tokens = Vec::with_capacity(tables.len());
-    let mut problems = Vec::new();
-    for (i, table) in tables.iter().enumerate() {
-        let at = format!("{KEY}[{i}]");
-        let Some(table) = table.as_table() else {
-            problems.push(format!("{at} in {file}: expected a table"));
-            continue;
-        };
-        match one(table) {
-            Ok(token) => tokens.push(token),
-            Err((key, reason)) => problems.push(format!("{at}.{key} in {file}: {reason}")),
-        }
-    }
-    if problems.is_empty() {
-        Ok(tokens)
-    } else {
-        Err(problems)
-    }
+    super::read_tables(value, KEY, file, |table| one(table).map_err(|p| vec![p]))
 }
 
 /// One table's token, or the key at fault and why (never a secret).
