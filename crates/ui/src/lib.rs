@@ -87,6 +87,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("i18n.js", JS),
     asset!("chart.js", JS),
     asset!("gates.js", JS),
+    asset!("pager.js", JS),
     asset!("views/failures.js", JS),
     asset!("views/task.js", JS),
     asset!("views/overview.js", JS),

@@ -4,9 +4,9 @@
 import { h, replace } from '../dom.js';
 import { t } from '../i18n.js';
 import { time, count } from '../format.js';
+import { cursorPager } from '../pager.js';
 
 const PAGE_SIZE = 50;
-const MAX_PREV = 100;
 const ACTIONS = ['retry', 'cancel_retry', 'resolve', 'delete', 'delete_matching', 'retry_matching', 'gate_created', 'gate_released'];
 
 export function mount(ctx) {
@@ -50,23 +50,8 @@ export function mount(ctx) {
           h('td', { class: 'reason' }, e.Reason || '—'),
           h('td', { class: 'code' }, e.RequestId || '—'))))))
       : h('div', { class: 'empty', id: 'empty' }, h('p', {}, t('audit.empty')));
-    const pager = h('nav', { class: 'pager', 'aria-label': t('common.page', { n: pageNo }) },
-      h('button', {
-        type: 'button', id: 'prev-page', disabled: !cursor,
-        on: { click: () => {
-          const stack = prev.slice();
-          const back = stack.pop() || null;
-          ctx.navigate('audit', { actor: actor || null, action: action || null, cursor: back, prev: stack.length ? stack.join('.') : null });
-        } },
-      }, t('common.previous')),
-      h('span', { id: 'page-number' }, t('common.page', { n: pageNo })),
-      h('button', {
-        type: 'button', id: 'next-page', disabled: !page.NextCursor,
-        on: { click: () => {
-          const stack = cursor ? [...prev, cursor].slice(-MAX_PREV) : [];
-          ctx.navigate('audit', { actor: actor || null, action: action || null, cursor: page.NextCursor, prev: stack.length ? stack.join('.') : null });
-        } },
-      }, t('common.next')));
+    const keep = (p) => ({ actor: actor || null, action: action || null, ...p });
+    const pager = cursorPager(ctx, { view: 'audit', cursor, prev, nextCursor: page.NextCursor, pageNo, keep });
     replace(ctx.data, body, pager);
   }
 

@@ -10,6 +10,7 @@ import { h, replace } from '../dom.js';
 import { t, category, CATEGORIES } from '../i18n.js';
 import { time, count, toLocalInput, fromLocalInput } from '../format.js';
 import { features } from '../api.js';
+import { cursorPager } from '../pager.js';
 import { scopeOfFilters, holdRetries } from '../gates.js';
 
 /** The listing's filters, as the API names them (`retry` on servers with retries). */
@@ -44,7 +45,6 @@ export function retriedText(retried, delivered) {
 }
 const PAGE_SIZES = ['25', '50', '100', '200'];
 const DEFAULT_PAGE_SIZE = '50';
-const MAX_PREV = 100;
 
 function filtersOf(params) {
   const out = {};
@@ -223,24 +223,7 @@ export function mount(ctx) {
   }
 
   function pager(nextCursor, pageNo) {
-    const hasPrev = prev.length > 0 || Boolean(cursor);
-    return h('nav', { class: 'pager', 'aria-label': t('common.page', { n: pageNo }) },
-      h('button', {
-        type: 'button', id: 'prev-page', disabled: !hasPrev,
-        on: { click: () => {
-          const stack = prev.slice();
-          const back = stack.pop() || null;
-          ctx.navigate('failures', state({ cursor: back, prev: stack.length ? stack.join('.') : null }));
-        } },
-      }, t('common.previous')),
-      h('span', { id: 'page-number', dataset: { page: String(pageNo) } }, t('common.page', { n: pageNo })),
-      h('button', {
-        type: 'button', id: 'next-page', disabled: !nextCursor,
-        on: { click: () => {
-          const stack = cursor ? [...prev, cursor].slice(-MAX_PREV) : [];
-          ctx.navigate('failures', state({ cursor: nextCursor, prev: stack.length ? stack.join('.') : null }));
-        } },
-      }, t('common.next')));
+    return cursorPager(ctx, { view: 'failures', cursor, prev, nextCursor, pageNo, keep: state });
   }
 
   function updateBulk() {

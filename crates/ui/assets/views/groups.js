@@ -8,9 +8,9 @@ import { time, count } from '../format.js';
 import { categoryBadge, retriedText } from './failures.js';
 import { features } from '../api.js';
 import { holdRetries } from '../gates.js';
+import { cursorPager } from '../pager.js';
 
 const PAGE_SIZE = 50;
-const MAX_PREV = 100;
 
 export function mount(ctx) {
   const cursor = ctx.params.get('cursor') || '';
@@ -59,23 +59,7 @@ export function mount(ctx) {
             h('button', { type: 'button', class: 'retry-group', on: { click: () => retryGroup(g) } }, t('groups.retry')),
             h('button', { type: 'button', class: 'hold-group', on: { click: () => holdRetries(ctx, { Signature: g.Signature }) } }, t('gates.holdGroup'))) : null)))))
       : h('div', { class: 'empty', id: 'empty' }, h('p', {}, t('groups.empty')));
-    const pager = h('nav', { class: 'pager', 'aria-label': t('common.page', { n: pageNo }) },
-      h('button', {
-        type: 'button', id: 'prev-page', disabled: !cursor,
-        on: { click: () => {
-          const stack = prev.slice();
-          const back = stack.pop() || null;
-          ctx.navigate('groups', { cursor: back, prev: stack.length ? stack.join('.') : null });
-        } },
-      }, t('common.previous')),
-      h('span', { id: 'page-number' }, t('common.page', { n: pageNo })),
-      h('button', {
-        type: 'button', id: 'next-page', disabled: !page.NextCursor,
-        on: { click: () => {
-          const stack = cursor ? [...prev, cursor].slice(-MAX_PREV) : [];
-          ctx.navigate('groups', { cursor: page.NextCursor, prev: stack.length ? stack.join('.') : null });
-        } },
-      }, t('common.next')));
+    const pager = cursorPager(ctx, { view: 'groups', cursor, prev, nextCursor: page.NextCursor, pageNo });
     replace(ctx.data, summary, body, pager);
   }
 
