@@ -14,7 +14,10 @@
 //! 6. retries: due retries moved into the stream per second by one scheduler, and the lag
 //!    from due to in the stream at 1,000 due retries per second (database 2);
 //! 7. sharding, on a private three-master Redis Cluster: 100k failures in 16 shards spread
-//!    over the masters, page latency and recording rate of 16 shards against 1.
+//!    over the masters, page latency and recording rate of 16 shards against 1;
+//! 8. search and export, on a store of their own with N failures in 1,000 groups: a `q` of
+//!    pattern text (groups) and a concrete one (a walk), page latency; the export of every
+//!    row as CSV and NDJSON, rows/s and the server's resident memory growth.
 //!
 //! The HTTP servers run in child processes of this executable (`--serve-child`), so their CPU
 //! time and memory are measured apart from the load generator and the data filler.
@@ -23,8 +26,8 @@
 //! - this file: the flags and the order of the phases.
 //! - `bench`: the run's state, its setup and report, and what the phases share.
 //! - one module per phase: `pages` (1), `upstream` (2), `throughput` (3), `recording` (4),
-//!   `memory` (5), `retries` (6), `shards` (7, on a private cluster), and `stats` (the
-//!   statistics request at each N).
+//!   `memory` (5), `retries` (6), `shards` (7, on a private cluster), `search` (8), and
+//!   `stats` (the statistics request at each N).
 //! - `data`: deterministic tasks and Go status records.
 //! - `raw`: direct Redis access (floor page, Go algorithm, INFO).
 //! - `load`: raw keep-alive HTTP client, built-in load generator, `wrk` driver.
@@ -43,6 +46,7 @@ mod raw;
 mod recording;
 mod report;
 mod retries;
+mod search;
 mod shards;
 mod stats;
 mod throughput;
@@ -96,10 +100,13 @@ struct Flags {
     /// Run only the sharding figures (a private three-master cluster; phase 7).
     #[arg(long)]
     only_shards: bool,
-    /// Run only the retry figures (phase 6: scheduling cost, moved per second with and
+    /// Run only the retry figures (phase 8: scheduling cost, moved per second with and
     /// without gates, lag, a limit gate's rate).
     #[arg(long)]
     only_retries: bool,
+    /// Run only the search and export figures (phase 8).
+    #[arg(long)]
+    only_search: bool,
     /// Internal: run one of the servers under test (started by the bench itself).
     #[arg(long, value_enum, hide = true)]
     serve_child: Option<Kind>,
@@ -176,6 +183,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         b.retries().await?;
         return b.report(flags.json.as_deref());
     }
+    if flags.only_search {
+        b.search_and_export().await?;
+        return b.report(flags.json.as_deref());
+    }
     b.record_one_at_a_time().await?;
     b.fill_reference().await?;
     for n in b.sizes.clone() {
@@ -191,6 +202,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     b.http_throughput().await?;
     b.redis_cpu_per_page().await?;
     b.server_memory()?;
+    b.search_and_export().await?;
     b.retries().await?;
     b.shards().await?;
     b.report(flags.json.as_deref())

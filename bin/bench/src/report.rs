@@ -217,6 +217,30 @@ pub const TARGETS: &[Target] = &[
         what: "Redis used_memory delta / N, all indexes",
     },
     Target {
+        key: "search_groups_p50_ms",
+        op: Op::AtMost,
+        bound: 5.0,
+        what: "search, N in 1,000 groups: page p50 of a q naming a group's pattern (HTTP)",
+    },
+    Target {
+        key: "search_walk_max_ms",
+        op: Op::AtMost,
+        bound: 10_000.0,
+        what: "search: slowest answer (page or Complete:false) of a q in 1 task of 997",
+    },
+    Target {
+        key: "export_rows_per_s",
+        op: Op::AtLeast,
+        bound: 100_000.0,
+        what: "export of every row (N), the slower of CSV and NDJSON",
+    },
+    Target {
+        key: "export_rss_growth_mb",
+        op: Op::AtMost,
+        bound: 32.0,
+        what: "server resident memory growth during an export of every row",
+    },
+    Target {
         key: "server_rss_mb",
         op: Op::AtMost,
         bound: 50.0,
@@ -297,6 +321,18 @@ pub fn table(f: &Figures, sizes: &[u64]) -> String {
         "shard_floor_one_master_p50_ms",
         "shard_floor_three_masters_p50_ms",
         "shard_floor_ratio",
+        "search_n",
+        "search_groups_p50_ms",
+        "search_groups_p99_ms",
+        "search_walk_p50_ms",
+        "search_walk_p99_ms",
+        "search_walk_complete_pct",
+        "export_csv_rows_per_s",
+        "export_csv_mb",
+        "export_csv_rss_growth_mb",
+        "export_ndjson_rows_per_s",
+        "export_ndjson_mb",
+        "export_ndjson_rss_growth_mb",
     ] {
         if let Some(v) = f.get(key) {
             out.push_str(&format!("  {key:<34} {:>12}\n", fmt(Some(v))));

@@ -191,8 +191,8 @@ async fn run(flags: Settings) -> anyhow::Result<()> {
     tracing::info!(
         %addr,
         store = ?flags.store,
-        admin_api = if app.config.admin_token.is_some() { "enabled" } else { "disabled" },
-        read_auth = app.config.read_token.is_some(),
+        admin_api = if app.admin_api_enabled() { "enabled" } else { "disabled" },
+        read_auth = app.reads_need_a_token(),
         "listening"
     );
 

@@ -810,13 +810,25 @@ fn reshard_moves_the_tasks_to_the_new_shard_count() {
 
 /// Ready means ready: the very first request after `listening` is answered by the store,
 /// on every store (the compat source used to answer 503 for about half a second: its
-/// connection was still being made when the server started listening).
+/// connection was still being made when the server started listening), and nothing warns
+/// on the way up.
 #[test]
 fn the_first_request_after_listening_is_answered() {
     let redis = failed_tasks_testkit::RedisServer::start();
     let url = redis.url();
     for store in ["compat", "redis", "memory"] {
         let server = start(&["--store", store, "--redis-url", &url], &[]);
+        // Nothing warns on the way up to a healthy store (the janitor's first run used to
+        // fail, and warn, while the connection was still being made).
+        let warned: Vec<&String> = server
+            .start_logs
+            .iter()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                v["level"] == "WARN" || v["level"] == "ERROR"
+            })
+            .collect();
+        assert!(warned.is_empty(), "{store}: {warned:#?}");
         let (status, body) = http_get(server.addr, "/codebase-embedder/api/v1/tasks/failed");
         assert_eq!(status, 200, "{store}: {body}");
         assert_eq!(body["Data"]["TotalTasks"], 0, "{store}");
@@ -886,6 +898,109 @@ fn notify_targets_are_read_from_the_file_and_shown_by_name_only() {
         let out = Command::new(BIN)
             .arg("--config")
             .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(key), "{name}: {stderr}");
+        assert!(!stderr.contains("TOPSECRET"), "{name}: {stderr}");
+    }
+}
+
+/// `[[tokens]]`: read from the file (secret by value, variable or file), shown by name and
+/// role only; a token limited to one client keeps to it on the running server; bad tokens are
+/// refused at start naming the key, no secret shown.
+#[test]
+fn named_tokens_are_read_from_the_file_and_shown_by_name_and_role_only() {
+    let secret_file = temp_file("ide-secret.txt", "TOPSECRET-FILE\n");
+    let good = temp_file(
+        "tokens.toml",
+        &format!(
+            "[[tokens]]\nname = \"alice\"\nrole = \"operate\"\nsecret = \"TOPSECRET-ALICE\"\n\
+             [[tokens]]\nname = \"bob\"\nrole = \"admin\"\nsecret_env = \"BOB_TOKEN\"\n\
+             [[tokens]]\nname = \"ide\"\nrole = \"read\"\nsecret_file = \"{}\"\nclient_id = \"client456\"\n",
+            secret_file.display()
+        ),
+    );
+    let env = [("BOB_TOKEN", "TOPSECRET-BOB")];
+    let shown = print_config(&["--config", good.to_str().unwrap()], &env);
+    assert!(!shown.contains("TOPSECRET"), "{shown}");
+    assert!(
+        shown.contains(
+            "# [[tokens]] (secrets not shown): alice (operate), bob (admin), ide (read, client client456)"
+        ),
+        "{shown}"
+    );
+
+    let server = start(&["--config", good.to_str().unwrap(), "--demo"], &env);
+    let listening: serde_json::Value =
+        serde_json::from_str(server.start_logs.last().unwrap()).unwrap();
+    assert_eq!(listening["admin_api"], "enabled");
+    assert_eq!(listening["read_auth"], true);
+    let list = "/codebase-embedder/api/v1/tasks/failed";
+    let (status, _) = http_call(server.addr, "GET", list, &[]);
+    assert_eq!(status, 401);
+    let (status, body) = http_call(
+        server.addr,
+        "GET",
+        list,
+        &["Authorization: Bearer TOPSECRET-FILE"],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["Data"]["TotalTasks"], 1,
+        "the ide token sees client456's task only"
+    );
+    let (status, body) = http_call(
+        server.addr,
+        "GET",
+        list,
+        &["Authorization: Bearer TOPSECRET-BOB"],
+    );
+    assert_eq!(
+        (status, body["Data"]["TotalTasks"].clone()),
+        (200, 3.into())
+    );
+    drop(server);
+
+    let table = [
+        (
+            "t-role.toml",
+            "name = \"x\"\nrole = \"root\"\nsecret = \"TOPSECRET\"",
+            "tokens[0].role",
+        ),
+        (
+            "t-key.toml",
+            "name = \"x\"\nrole = \"read\"\nsecrets = \"TOPSECRET\"",
+            "tokens[0].secrets",
+        ),
+        (
+            "t-none.toml",
+            "name = \"x\"\nrole = \"read\"",
+            "tokens[0].secret",
+        ),
+        (
+            "t-env.toml",
+            "name = \"x\"\nrole = \"read\"\nsecret_env = \"NO_SUCH_VARIABLE_HERE\"",
+            "tokens[0].secret_env",
+        ),
+        (
+            "t-client.toml",
+            "name = \"x\"\nrole = \"read\"\nsecret = \"TOPSECRET\"\nclient_id = \"\"",
+            "tokens[0].client_id",
+        ),
+        (
+            "t-dup.toml",
+            "name = \"admin\"\nrole = \"read\"\nsecret = \"TOPSECRET\"",
+            "two tokens are named \"admin\"",
+        ),
+    ];
+    for (name, rest, key) in table {
+        let file = temp_file(name, &format!("[[tokens]]\n{rest}\n"));
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .env("FAILED_TASKS_ADMIN_TOKEN", "TOPSECRET-ADMIN")
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{name}");

@@ -9,6 +9,9 @@
 //! - [`category`]: [`ErrorCategory`], the five failure classes, and a classifier from error codes.
 //! - [`query`]: [`ListQuery`], [`TaskFilter`], [`PageSize`], [`Cursor`] and the [`SortKey`]
 //!   that defines the one listing order.
+//! - [`search`]: the text filters without an index, [`SearchText`] (`q`, case-insensitive
+//!   over message, code, id and path, or over a group's pattern) and [`PathPrefix`] (a
+//!   directory).
 //! - [`retry`]: [`RetryPolicy`], which says "retry after this delay" or "give up" (a final
 //!   failure) from a failure's category, error code and retry count.
 //! - [`scheduling`]: what follows from the policy once a failure is stored: its
@@ -36,6 +39,7 @@ pub mod group;
 pub mod query;
 pub mod retry;
 pub mod scheduling;
+pub mod search;
 pub mod signature;
 pub mod stats;
 pub mod task;
@@ -52,6 +56,7 @@ pub use retry::{GiveUpReason, JitterRng, RetryConfig, RetryDecision, RetryPolicy
 pub use scheduling::{
     AttemptRecord, NextRetry, RetryPlan, RetryRequest, RetryState, RetryStatus, ScheduledBy,
 };
+pub use search::{PathPrefix, SearchText};
 pub use signature::{normalise_message, ErrorPattern, ErrorSignature};
 pub use task::{
     ClientId, CodebasePath, ErrorCode, ErrorMessage, FailedTask, NewFailedTask, TaskId, TaskType,

@@ -7,8 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::{
-    ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, RetryState, RetryStatus,
-    TaskId, TaskType, Timestamp, ValidationError,
+    ClientId, ErrorCategory, ErrorCode, ErrorSignature, FailedTask, PathPrefix, RetryState,
+    RetryStatus, SearchText, TaskId, TaskType, Timestamp, ValidationError,
 };
 
 /// A task's place in the listing: `FailTime` newest first, then `TaskId` descending.
@@ -212,6 +212,12 @@ pub struct TaskFilter {
     pub signature: Option<ErrorSignature>,
     /// Only tasks in this retry state (stores that schedule retries).
     pub retry: Option<RetryState>,
+    /// Only tasks whose message, error code, id or path contains this text (`q`). Not a
+    /// store's filter: the search use case matches it over pages of the other filters.
+    pub text: Option<SearchText>,
+    /// Only tasks whose path is this directory or under it (`pathPrefix`). Like `text`, the
+    /// search use case's.
+    pub path_prefix: Option<PathPrefix>,
 }
 
 impl TaskFilter {
@@ -259,6 +265,30 @@ impl TaskFilter {
                 .signature
                 .as_ref()
                 .is_none_or(|s| *s == ErrorSignature::of_task(task))
+            && self.matches_search(task)
+    }
+
+    /// Whether `task` matches `text` and `path_prefix` (the filters without an index).
+    pub fn matches_search(&self, task: &FailedTask) -> bool {
+        self.text.as_ref().is_none_or(|t| t.matches(task))
+            && self
+                .path_prefix
+                .as_ref()
+                .is_none_or(|p| p.contains(task.codebase_path().as_str()))
+    }
+
+    /// Whether `text` or `path_prefix` is set: the listing is then a search.
+    pub fn searches(&self) -> bool {
+        self.text.is_some() || self.path_prefix.is_some()
+    }
+
+    /// The filter without `text` and `path_prefix`: what a store is asked.
+    pub fn without_search(&self) -> TaskFilter {
+        TaskFilter {
+            text: None,
+            path_prefix: None,
+            ..self.clone()
+        }
     }
 
     /// Whether a task with retry status `status` matches the `retry` field (every status

@@ -35,16 +35,17 @@ pub(crate) enum WorkerSource {
 
 /// An opened store: its capabilities, its janitor (if it trims), where its workers' queue is,
 /// and the age beyond which it trims tasks (if it trims by age).
-#[derive(Debug)]
 pub(crate) struct Opened {
     pub(crate) stores: Stores,
-    pub(crate) janitor: Option<Background>,
+    /// Starts the janitor: called once the store's first connection attempt has settled, so
+    /// its first run does not fail (and warn) merely because the connection is being made.
+    pub(crate) janitor: Option<StartJanitor>,
     pub(crate) workers: WorkerSource,
     pub(crate) trims_after: Option<Duration>,
 }
 
 impl Backend {
-    /// Open the store and start its janitor. Fails only on a configuration problem; a store
+    /// Open the store (its janitor is started by [`Opened::start_janitor`]). Fails only on a configuration problem; a store
     /// that is down is connected in the background.
     pub(crate) async fn open(self) -> Result<Opened, Error> {
         match self {
@@ -52,10 +53,10 @@ impl Backend {
             #[cfg(feature = "redis")]
             Backend::Redis(config) => {
                 let store = RedisStore::connect(config.clone()).await?;
-                let janitor = store.spawn_janitor();
+                let janitor = store.clone();
                 Ok(Opened {
                     stores: Stores::from(store),
-                    janitor: Some(janitor),
+                    janitor: Some(Box::new(move || janitor.spawn_janitor())),
                     trims_after: Some(config.retention.max_age),
                     workers: WorkerSource::Redis(Box::new(config)),
                 })
@@ -71,12 +72,13 @@ impl Backend {
         }
     }
 
-    /// The memory store and its janitor: nothing here can fail or wait.
+    /// The memory store: nothing here can fail or wait.
     pub(crate) fn memory(config: MemoryConfig) -> Opened {
         let store = Arc::new(MemoryStore::with_config(config));
+        let janitor = store.clone();
         Opened {
             stores: Stores::from(store.clone()),
-            janitor: Some(store.spawn_janitor()),
+            janitor: Some(Box::new(move || janitor.spawn_janitor())),
             trims_after: Some(config.retention.max_age),
             workers: WorkerSource::Memory(store),
         }
@@ -93,6 +95,9 @@ impl Backend {
         }
     }
 }
+
+/// Starts a store's janitor on the current runtime.
+pub(crate) type StartJanitor = Box<dyn FnOnce() -> Background + Send>;
 
 /// How the store's first connection attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

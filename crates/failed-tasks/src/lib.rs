@@ -350,7 +350,7 @@ impl FailedTasksBuilder {
         FailedTasks {
             service,
             worker_source: opened.workers,
-            janitor: opened.janitor,
+            janitor: opened.janitor.map(|start| start()),
             scheduler,
             notifier,
             notify_loop,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use failed_tasks_domain::PageLimits;
 use failed_tasks_query::FailedTaskService;
 
-use crate::auth::Token;
+use crate::auth::{NamedToken, Token, Tokens};
 use crate::body::Budget;
 use crate::metrics::Metrics;
 
@@ -47,10 +47,20 @@ pub struct HttpConfig {
     pub h2_keep_alive_timeout: Duration,
     /// The `Retry-After` value sent with 503, in seconds.
     pub retry_after_secs: u32,
-    /// Bearer token of the admin routes; `None` disables them (403), never opens them.
+    /// Most rows an export writes; beyond it, a last line says it was cut.
+    pub export_max_rows: u64,
+    /// A token named `admin` with the admin role. Without any token of a role that may call
+    /// them, the admin routes answer 403, never open.
     pub admin_token: Option<Token>,
-    /// Bearer token the read routes require, when set (the admin token is accepted too).
+    /// A token named `operate` with the operate role (retry, cancel, resolve).
+    pub operate_token: Option<Token>,
+    /// A token named `read` with the read role; once a read token (or a token limited to one
+    /// client) is configured, the read routes need a token.
     pub read_token: Option<Token>,
+    /// More tokens, each named, with its role and optionally limited to one client. Names
+    /// and secrets must differ from each other and from the three above
+    /// ([`check_tokens`](crate::check_tokens)).
+    pub tokens: Vec<NamedToken>,
 }
 
 impl Default for HttpConfig {
@@ -70,8 +80,11 @@ impl Default for HttpConfig {
             h2_keep_alive_interval: Duration::from_secs(20),
             h2_keep_alive_timeout: Duration::from_secs(20),
             retry_after_secs: 5,
+            export_max_rows: 1_000_000,
             admin_token: None,
+            operate_token: None,
             read_token: None,
+            tokens: Vec::new(),
         }
     }
 }
@@ -88,6 +101,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The response-bytes caps of `config`, shared by every connection.
     pub(crate) budget: Budget,
+    /// Every token of `config`.
+    pub(crate) tokens: Tokens,
 }
 
 impl App {
@@ -102,11 +117,24 @@ impl App {
             config.max_connection_response_bytes,
             metrics.response_bytes(),
         );
+        let tokens = Tokens::of(&config);
         Self {
             service,
             config,
             metrics,
             budget,
+            tokens,
         }
+    }
+
+    /// Whether some token may call an admin route (the operate or the admin role).
+    pub fn admin_api_enabled(&self) -> bool {
+        self.tokens.any_with(crate::auth::Role::Operate)
+    }
+
+    /// Whether the read routes need a token (a read token, or a token limited to one
+    /// client, is configured).
+    pub fn reads_need_a_token(&self) -> bool {
+        self.tokens.reads_need_a_token()
     }
 }

@@ -13,9 +13,15 @@
 //! is dropped, instead of staying in malloc's arenas (glibc keeps freed blocks of that size
 //! for reuse: the server's RSS would never come down). Every part taken is progress for the
 //! connection's stall watch.
+//!
+//! An answer too large to build (the export) is streamed instead ([`Payload::streamed`]): its
+//! maker sends parts into a queue of [`STREAM_QUEUE`] and waits while it is full, so a slow
+//! client slows the maker down instead of making the server buffer; the body is counted as
+//! [`STREAM_HELD`] bytes. While the queue is empty the body waits for the server, which is
+//! no stall of the client's; a client gone drops the body, which closes the queue, and the
+//! maker stops.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +32,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use memmap2::MmapMut;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::{BodyWatch, Conn, RequestGuard};
 
@@ -211,13 +217,28 @@ struct Mapped {
     end: usize,
 }
 
-/// A built response body (see the module documentation).
+/// A built response body (see the module documentation), or a stream of parts made while
+/// it is sent ([`Payload::streamed`]).
 #[derive(Debug, Default)]
 pub(crate) struct Payload {
     head: Bytes,
     maps: VecDeque<Mapped>,
     len: usize,
+    /// The parts still to come of a streamed body (`None` once it ended, or when built).
+    stream: Option<mpsc::Receiver<io::Result<Bytes>>>,
 }
+
+/// A streamed body's parts waiting to be taken: at most this many, each at most [`PART`]
+/// bytes (what its maker holds besides is its own business: it waits to send).
+pub(crate) const STREAM_QUEUE: usize = 2;
+
+/// What a streamed body is counted as against the response-bytes caps: its queue, the part
+/// hyper holds and the one being made.
+pub(crate) const STREAM_HELD: usize = (STREAM_QUEUE + 2) * PART;
+
+/// The sending side of a streamed body: parts of at most [`PART`] bytes, or an error that
+/// ends the response abruptly (the client sees a cut transfer, not a complete one).
+pub(crate) type StreamSender = mpsc::Sender<io::Result<Bytes>>;
 
 impl Payload {
     /// A body built in memory: kept as it is when it fits in the first part (no copy),
@@ -231,8 +252,26 @@ impl Payload {
         Ok(w.finish())
     }
 
+    /// A body whose parts are sent on the returned sender while it is taken; it ends when
+    /// the sender is dropped. Dropping the body (its client gone) closes the sender's side:
+    /// [`mpsc::Sender::closed`] resolves and sends fail, so the maker stops.
+    pub(crate) fn streamed() -> (Payload, StreamSender) {
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let payload = Payload {
+            stream: Some(rx),
+            ..Payload::default()
+        };
+        (payload, tx)
+    }
+
+    /// The bytes of a built body; for a streamed one, what it is counted as
+    /// ([`STREAM_HELD`]).
     pub(crate) fn len(&self) -> usize {
-        self.len
+        if self.stream.is_some() {
+            STREAM_HELD
+        } else {
+            self.len
+        }
     }
 
     /// The next part to hand out, at most [`PART`] bytes; `None` at the end.
@@ -261,6 +300,7 @@ impl From<Bytes> for Payload {
             len: head.len(),
             head,
             maps: VecDeque::new(),
+            stream: None,
         }
     }
 }
@@ -279,6 +319,7 @@ impl PayloadWriter {
             head: Bytes::from(self.head),
             maps: self.maps.into(),
             len: self.len,
+            stream: None,
         }
     }
 }
@@ -349,20 +390,54 @@ impl ResponseBody {
     }
 }
 
+impl ResponseBody {
+    /// The next part of a streamed body: taken parts are progress; while none is made yet the
+    /// body waits for the server (no stall of the client's).
+    fn poll_stream(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let Some(rx) = self.payload.stream.as_mut() else {
+            self.held = None;
+            return Poll::Ready(None);
+        };
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(part))) => {
+                if let Some(held) = &self.held {
+                    held.watch.progress();
+                }
+                Poll::Ready(Some(Ok(Frame::data(part))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.payload.stream = None;
+                self.held = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.payload.stream = None;
+                self.held = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if let Some(held) = &self.held {
+                    held.watch.waiting();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         let this = &mut *self;
         let Some(part) = this.payload.next_part() else {
-            this.held = None;
-            return Poll::Ready(None);
+            return this.poll_stream(cx);
         };
-        if this.payload.len() == 0 {
+        if this.payload.len == 0 && this.payload.stream.is_none() {
             // The last part: what the body held is released; hyper buffers this part only.
             this.held = None;
         } else if let Some(held) = &this.held {
@@ -372,11 +447,15 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.payload.len() == 0
+        self.payload.len == 0 && self.payload.stream.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.payload.len() as u64)
+        if self.payload.stream.is_some() {
+            SizeHint::default()
+        } else {
+            SizeHint::with_exact(self.payload.len as u64)
+        }
     }
 }
 

@@ -35,7 +35,9 @@ struct State {
     /// `Some(t)`: nothing in flight since `t`.
     idle_since: Option<Instant>,
     /// Last progress of each response body not yet taken in full.
-    bodies: HashMap<u64, Instant>,
+    /// Each response body's last progress; `None` while it waits for the server (a stream
+    /// whose next part is not made yet), which is no stall of the client.
+    bodies: HashMap<u64, Option<Instant>>,
     /// A socket write pending since then.
     write_blocked_since: Option<Instant>,
 }
@@ -85,7 +87,7 @@ impl Conn {
     /// Watch a response body's progress from now on.
     pub(crate) fn watch_body(self: &Arc<Self>) -> BodyWatch {
         let id = self.next_body.fetch_add(1, Ordering::Relaxed);
-        self.state().bodies.insert(id, Instant::now());
+        self.state().bodies.insert(id, Some(Instant::now()));
         BodyWatch {
             conn: self.clone(),
             id,
@@ -108,6 +110,7 @@ impl Conn {
         let stalled_since = st
             .bodies
             .values()
+            .flatten()
             .copied()
             .chain(st.write_blocked_since)
             .min();
@@ -163,7 +166,15 @@ impl BodyWatch {
     /// A part of the body was taken.
     pub(crate) fn progress(&self) {
         if let Some(t) = self.conn.state().bodies.get_mut(&self.id) {
-            *t = Instant::now();
+            *t = Some(Instant::now());
+        }
+    }
+
+    /// The body waits for the server to make its next part (a stream): not the client's
+    /// stall; the watch starts again with the next part taken.
+    pub(crate) fn waiting(&self) {
+        if let Some(t) = self.conn.state().bodies.get_mut(&self.id) {
+            *t = None;
         }
     }
 }

@@ -5,7 +5,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use failed_tasks_domain::{GateId, ListQuery, TaskId, Timestamp, ValidationError};
+use failed_tasks_domain::{ClientId, GateId, ListQuery, TaskId, Timestamp, ValidationError};
+use failed_tasks_query::audit::{AuditAction, AuditEntry};
 use failed_tasks_query::{CancelRetry, QueryError, RecordOutcome, Resolve, RetryNow};
 use hyper::StatusCode;
 
@@ -14,8 +15,8 @@ use crate::body::{Items, Payload};
 use crate::reply::Reply;
 use crate::request::Call;
 use crate::wire::{
-    AttemptsRecorded, BulkRetried, GateAction, GroupList, Health, Recorded, Removed, RetryAction,
-    RetryGates, Stats, TaskDetail, TaskList,
+    AttemptsRecorded, AuditList, BulkRetried, GateAction, GroupList, Health, Recorded, Removed,
+    RetryAction, RetryGates, Stats, TaskDetail, TaskList,
 };
 use crate::{ingest, params};
 
@@ -80,6 +81,17 @@ async fn list_page(app: &App, q: &ListQuery) -> (Reply, usize) {
         }
         Ok(None) => {}
         Err(e) => return (Reply::from_query_error(app, e), 0),
+    }
+    if q.filter.searches() {
+        return match app.service.search_failed(q).await {
+            Ok(found) => {
+                app.metrics.corrupt_skipped(found.page.skipped_corrupt);
+                let n = found.page.tasks.len();
+                let list = TaskList::searched(&found, app.service.retry_policy());
+                (Reply::ok(list), n)
+            }
+            Err(e) => (Reply::from_query_error(app, e), 0),
+        };
     }
     match app.service.list_failed(q).await {
         Ok(page) => {
@@ -179,6 +191,27 @@ fn task_id(raw: &str) -> Result<TaskId, ValidationError> {
     TaskId::parse(decoded.as_ref()).map_err(|e| e.for_field("taskId"))
 }
 
+/// For a token limited to `client`: `Err(404)` when `{taskId}` is another client's task, as
+/// if it did not exist. A malformed or unknown id is left to the route's handler.
+pub(crate) async fn task_of_client(
+    app: &App,
+    raw_id: &str,
+    client: &ClientId,
+) -> Result<(), Box<Reply>> {
+    let Ok(id) = task_id(raw_id) else {
+        return Ok(());
+    };
+    match app.service.get_failed(&id).await {
+        Ok(task) if task.client_id() != client => Err(Box::new(Reply::error(
+            StatusCode::NOT_FOUND,
+            404,
+            format!("failed task {id} not found"),
+        ))),
+        Ok(_) | Err(QueryError::NotFound) => Ok(()),
+        Err(e) => Err(Box::new(Reply::from_query_error(app, e))),
+    }
+}
+
 /// `POST /codebase-embedder/api/v1/admin/failed-tasks`: one task or an array, all or nothing.
 pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
     let (query, body) = (call.query, &call.body[..]);
@@ -189,6 +222,21 @@ pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
         Ok(tasks) => tasks,
         Err(e) => return Reply::bad_body(&e),
     };
+    if let Some(token) = call.caller.filter(|t| t.client().is_some()) {
+        if let Some(other) = tasks.iter().find(|t| Some(t.client_id()) != token.client()) {
+            return Reply::error(
+                StatusCode::FORBIDDEN,
+                403,
+                format!(
+                    "the token {:?} is limited to client {} and cannot record task {} of client {}",
+                    token.name(),
+                    token.client().map(ClientId::as_str).unwrap_or_default(),
+                    other.task_id(),
+                    other.client_id()
+                ),
+            );
+        }
+    }
     match app.service.record_failures(&tasks).await {
         Ok(outcomes) => {
             let created = outcomes
@@ -220,6 +268,26 @@ pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
     }
 }
 
+/// Append what the caller did to the audit log (after it was done): the token's name, the
+/// reason it gave, the request's id. A request without a token (a route open to anyone)
+/// changes nothing that is audited.
+async fn audited(app: &App, call: &Call<'_>, action: AuditAction, target: String, count: u64) {
+    let Some(token) = call.caller else {
+        return;
+    };
+    app.service
+        .audit(AuditEntry {
+            time: Timestamp::now(),
+            actor: token.name().to_owned(),
+            action,
+            target,
+            reason: call.reason.clone(),
+            count,
+            request_id: Some(call.request_id.to_owned()),
+        })
+        .await;
+}
+
 /// `DELETE /codebase-embedder/api/v1/admin/failed-tasks/{taskId}`
 pub(crate) async fn remove_task(app: &App, call: Call<'_>) -> Reply {
     let (raw_id, query) = (call.param, call.query);
@@ -233,6 +301,7 @@ pub(crate) async fn remove_task(app: &App, call: Call<'_>) -> Reply {
     match app.service.remove_failed(&id).await {
         Ok(()) => {
             tracing::info!(task_id = %id, "failed task removed");
+            audited(app, &call, AuditAction::Remove, id.to_string(), 1).await;
             Reply::ok(Removed {
                 removed: 1,
                 complete: true,
@@ -261,6 +330,15 @@ pub(crate) async fn remove_matching(app: &App, call: Call<'_>) -> Reply {
                 complete = done.complete,
                 "bulk removal"
             );
+            let target = query.unwrap_or_default().to_owned();
+            audited(
+                app,
+                &call,
+                AuditAction::RemoveMatching,
+                target,
+                done.removed,
+            )
+            .await;
             Reply::ok(Removed {
                 removed: done.removed,
                 complete: done.complete,
@@ -379,6 +457,18 @@ pub(crate) async fn failure_groups(app: &App, call: Call<'_>) -> Reply {
     .await
 }
 
+/// `GET /codebase-embedder/api/v1/audit?since&until&actor&action&pageSize&cursor`
+pub(crate) async fn audit_log(app: &App, call: Call<'_>) -> Reply {
+    let q = match params::audit_query(call.query, app.config.page_limits) {
+        Ok(q) => q,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.audit_log(&q).await {
+        Ok(page) => Reply::ok(AuditList::from(&page)),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
 /// `GET /codebase-embedder/api/v1/notifications`: each target and its delivery.
 pub(crate) async fn notifications(app: &App, call: Call<'_>) -> Reply {
     if let Err(e) = params::no_params(call.query) {
@@ -454,6 +544,7 @@ pub(crate) async fn retry_task(app: &App, call: Call<'_>) -> Reply {
     match app.service.retry_now(&id, Timestamp::now()).await {
         Ok(RetryNow::Scheduled { attempt }) => {
             tracing::info!(task_id = %id, attempt, "retry made due now by an operator");
+            audited(app, &call, AuditAction::RetryNow, id.to_string(), 1).await;
             action(&id, Some(attempt), "scheduled")
         }
         Ok(RetryNow::AlreadyDelivered { attempt }) => {
@@ -478,6 +569,7 @@ pub(crate) async fn cancel_retry(app: &App, call: Call<'_>) -> Reply {
     match app.service.cancel_retry(&id).await {
         Ok(CancelRetry::Cancelled { attempt }) => {
             tracing::info!(task_id = %id, attempt, "scheduled retry cancelled");
+            audited(app, &call, AuditAction::CancelRetry, id.to_string(), 1).await;
             action(&id, Some(attempt), "cancelled")
         }
         Ok(CancelRetry::NotScheduled) => action(&id, None, "not_scheduled"),
@@ -501,6 +593,7 @@ pub(crate) async fn resolve_task(app: &App, call: Call<'_>) -> Reply {
     match app.service.resolve(&id, Timestamp::now()).await {
         Ok(Resolve::Resolved) => {
             tracing::info!(task_id = %id, "failed task resolved");
+            audited(app, &call, AuditAction::Resolve, id.to_string(), 1).await;
             action(&id, None, "resolved")
         }
         Ok(Resolve::AlreadyResolved) => action(&id, None, "already_resolved"),
@@ -530,6 +623,8 @@ pub(crate) async fn retry_matching(app: &App, call: Call<'_>) -> Reply {
                 complete = done.complete,
                 "bulk retry"
             );
+            let target = query.unwrap_or_default().to_owned();
+            audited(app, &call, AuditAction::RetryMatching, target, done.retried).await;
             Reply::ok(BulkRetried {
                 retried: done.retried,
                 already_delivered: done.already_delivered,
@@ -552,6 +647,7 @@ pub(crate) async fn create_gate(app: &App, call: Call<'_>) -> Reply {
     };
     match app.service.create_gate(request, Timestamp::now()).await {
         Ok(Some(gate)) => {
+            audited(app, &call, AuditAction::CreateGate, gate.id.to_string(), 1).await;
             tracing::info!(
                 gate = %gate.id,
                 mode = gate.mode.as_str(),
@@ -595,6 +691,7 @@ pub(crate) async fn release_gate(app: &App, call: Call<'_>) -> Reply {
     };
     match app.service.release_gate(&id).await {
         Ok(true) => {
+            audited(app, &call, AuditAction::ReleaseGate, id.to_string(), 1).await;
             tracing::info!(gate = %id, "retry gate released");
             Reply::ok(GateAction {
                 gate_id: id.to_string(),

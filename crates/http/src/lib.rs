@@ -8,7 +8,9 @@
 //!   responses and writes): idle connections are closed and make room at the cap, stalled
 //!   ones are dropped.
 //! - `body`: response bodies, counted against the response-bytes caps until sent, large ones
-//!   in anonymous memory maps.
+//!   in anonymous memory maps, or streamed through a queue of two parts (the export).
+//! - `export`: `GET …/tasks/failed/export`: every match as CSV or NDJSON, page after page,
+//!   at the client's pace, stopped when the client leaves.
 //! - [`app`](App): the state every request shares ([`App`], [`HttpConfig`]).
 //! - [`routes`]: the route table, [`ROUTES`]: path template, methods, access, body and
 //!   handler of every route; dispatch, `Allow`, the metrics' labels and the OpenAPI check
@@ -43,6 +45,7 @@ mod app;
 mod auth;
 mod body;
 mod conn;
+mod export;
 mod handlers;
 pub mod ingest;
 pub mod metrics;
@@ -56,7 +59,7 @@ mod ui;
 pub mod wire;
 
 pub use app::{App, HttpConfig};
-pub use auth::Token;
+pub use auth::{check_tokens, NamedToken, Role, Token};
 pub use metrics::Metrics;
 pub use routes::{BASE_PATH, ROUTES};
 pub use server::serve;

@@ -139,7 +139,7 @@ impl Collector for RetryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.0;
         let get = RetryCounters::get;
-        let plain: [(&str, &str, u64); 4] = [
+        let plain: [(&str, &str, u64); 5] = [
             (
                 "failed_tasks_retries_delivered",
                 "Due retries this replica's scheduler moved into the workers' queue",
@@ -159,6 +159,11 @@ impl Collector for RetryCollector {
                 "failed_tasks_final_failures",
                 "Failures recorded through this replica that the retry policy gives up on",
                 get(&c.finals),
+            ),
+            (
+                "failed_tasks_audit_append_failures",
+                "Audit entries of actions through this replica that could not be appended (the action itself was done)",
+                get(&c.audit_failures),
             ),
         ];
         for (name, help, value) in plain {

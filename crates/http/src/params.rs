@@ -2,11 +2,13 @@
 
 use failed_tasks_domain::{
     ClientId, Cursor, ErrorCategory, ErrorCode, ErrorSignature, GroupCursor, GroupQuery, ListQuery,
-    PageLimits, PageSize, RetryState, TaskFilter, TaskType, Timestamp, ValidationError,
+    PageLimits, PageSize, PathPrefix, RetryState, SearchText, TaskFilter, TaskType, Timestamp,
+    ValidationError,
 };
+use failed_tasks_query::audit::{AuditAction, AuditCursor, AuditQuery};
 
 /// The parameters the listing understands, as the contract spells them.
-const LIST_PARAMS: [&str; 10] = [
+const LIST_PARAMS: [&str; 12] = [
     "pageSize",
     "cursor",
     "category",
@@ -17,6 +19,8 @@ const LIST_PARAMS: [&str; 10] = [
     "until",
     "signature",
     "retry",
+    "q",
+    "pathPrefix",
 ];
 
 const NOT_UTF8: &str = "is not valid UTF-8 once percent-decoded";
@@ -56,8 +60,16 @@ fn decode(raw: &str) -> Result<String, String> {
 /// Parse the listing's query string. Unknown or repeated parameters are errors too, so a
 /// typo (`pagesize`) is reported instead of silently ignored.
 pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, ValidationError> {
+    list_from_pairs(pairs(query)?, limits)
+}
+
+/// [`list_query`] of decoded pairs.
+fn list_from_pairs(
+    pairs: Vec<(String, String)>,
+    limits: PageLimits,
+) -> Result<ListQuery, ValidationError> {
     let mut q = ListQuery::first_page(limits);
-    for (name, value) in pairs(query)? {
+    for (name, value) in pairs {
         if !LIST_PARAMS.contains(&name.as_str()) {
             return Err(ValidationError::new(
                 name,
@@ -80,6 +92,8 @@ pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, 
             "until" => q.filter.until = Some(time_param("until", value)?),
             "signature" => q.filter.signature = Some(ErrorSignature::parse(value)?),
             "retry" => q.filter.retry = Some(RetryState::parse(value)?),
+            "q" => q.filter.text = Some(SearchText::parse(value)?),
+            "pathPrefix" => q.filter.path_prefix = Some(PathPrefix::parse(value)?),
             _ => {}
         }
     }
@@ -91,6 +105,39 @@ pub fn list_query(query: Option<&str>, limits: PageLimits) -> Result<ListQuery, 
 /// (form encoding); RFC 3339 times never contain spaces, so it is read back as `+`.
 fn time_param(name: &str, value: &str) -> Result<Timestamp, ValidationError> {
     Timestamp::parse_rfc3339(name, &value.replace(' ', "+"))
+}
+
+/// The query string kept to `client`'s failures, for a token limited to that client:
+/// `clientId=client` added, or the query as it is when it names that client already. A query
+/// naming another client is `Err`. With `bare_stays_bare` (bulk routes), a query with no
+/// parameter stays empty, so it is refused as for anyone instead of meaning "all of this
+/// client's failures". A query that does not parse is left for the handler to refuse.
+pub fn limited_to_client(
+    query: Option<&str>,
+    client: &ClientId,
+    bare_stays_bare: bool,
+) -> Result<String, ()> {
+    let raw = query.unwrap_or("");
+    let Ok(pairs) = pairs(query) else {
+        return Ok(raw.to_owned());
+    };
+    if let Some((_, named)) = pairs.iter().find(|(n, _)| n == "clientId") {
+        return if named == client.as_str() {
+            Ok(raw.to_owned())
+        } else {
+            Err(())
+        };
+    }
+    if pairs.is_empty() && bare_stays_bare {
+        return Ok(String::new());
+    }
+    let encoded =
+        percent_encoding::utf8_percent_encode(client.as_str(), percent_encoding::NON_ALPHANUMERIC);
+    Ok(if raw.is_empty() {
+        format!("clientId={encoded}")
+    } else {
+        format!("{raw}&clientId={encoded}")
+    })
 }
 
 /// Parse the filters of a bulk removal or retry: the listing's filters only, at least one of
@@ -106,10 +153,45 @@ pub fn filter_only(query: Option<&str>) -> Result<TaskFilter, ValidationError> {
     if pairs.is_empty() {
         return Err(ValidationError::new(
             "filter",
-            "a bulk removal or retry needs at least one of category, taskType, clientId, errorCode, since, until, signature, retry",
+            "a bulk removal or retry needs at least one of category, taskType, clientId, errorCode, since, until, signature, retry, q, pathPrefix",
         ));
     }
     Ok(list_query(query, PageLimits::DEFAULT)?.filter)
+}
+
+/// What an export writes: CSV or NDJSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// RFC 4180 CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// Parse an export's query string: `format` (`csv` or `ndjson`, required) and the listing's
+/// filters (none required: an export of everything is a read).
+pub fn export_query(query: Option<&str>) -> Result<(ExportFormat, TaskFilter), ValidationError> {
+    let mut pairs = pairs(query)?;
+    if let Some((name, _)) = pairs.iter().find(|(n, _)| n == "pageSize" || n == "cursor") {
+        return Err(ValidationError::new(
+            name.clone(),
+            "not accepted by an export (it writes every match)",
+        ));
+    }
+    let format = match pairs.iter().position(|(n, _)| n == "format") {
+        Some(i) => match pairs.remove(i).1.as_str() {
+            "csv" => ExportFormat::Csv,
+            "ndjson" => ExportFormat::Ndjson,
+            other => {
+                return Err(ValidationError::new(
+                    "format",
+                    format!("{other:?} is not a format; use csv or ndjson"),
+                ))
+            }
+        },
+        None => return Err(ValidationError::new("format", "is required: csv or ndjson")),
+    };
+    Ok((format, list_from_pairs(pairs, PageLimits::DEFAULT)?.filter))
 }
 
 /// Parse the groups listing's query string: `pageSize` and `cursor` only.
@@ -128,6 +210,42 @@ pub fn group_query(query: Option<&str>, limits: PageLimits) -> Result<GroupQuery
                     "unknown parameter; known ones are pageSize, cursor",
                 ))
             }
+        }
+    }
+    Ok(q)
+}
+
+/// Parse the audit log's query string: `since`, `until`, `actor`, `action`, `pageSize`,
+/// `cursor`.
+pub fn audit_query(query: Option<&str>, limits: PageLimits) -> Result<AuditQuery, ValidationError> {
+    let mut q = AuditQuery {
+        since: None,
+        until: None,
+        actor: None,
+        action: None,
+        page_size: limits.default_size().get(),
+        cursor: None,
+    };
+    for (name, value) in pairs(query)? {
+        match name.as_str() {
+            "since" => q.since = Some(time_param("since", &value)?),
+            "until" => q.until = Some(time_param("until", &value)?),
+            "actor" if value.is_empty() || value.chars().count() > 200 => {
+                return Err(ValidationError::new("actor", "must be 1 to 200 characters"))
+            }
+            "actor" => q.actor = Some(value),
+            "action" => q.action = Some(AuditAction::parse(&value)?),
+            "pageSize" => q.page_size = PageSize::parse(&value, limits)?.get(),
+            "cursor" => q.cursor = Some(AuditCursor::decode(&value)?),
+            _ => return Err(ValidationError::new(
+                name,
+                "unknown parameter; known ones are since, until, actor, action, pageSize, cursor",
+            )),
+        }
+    }
+    if let (Some(since), Some(until)) = (q.since, q.until) {
+        if since > until {
+            return Err(ValidationError::new("since", "is after until"));
         }
     }
     Ok(q)
@@ -198,6 +316,11 @@ mod tests {
             ("clientId=%FF%FE", "clientId"),
             ("%FF=1", "\u{FFFD}"),
             ("clientId=a&clientId=a", "clientId"),
+            ("q=", "q"),
+            ("q=+", "q"),
+            ("q=a&q=b", "q"),
+            ("pathPrefix=projects", "pathPrefix"),
+            ("pathPrefix=", "pathPrefix"),
             (
                 "since=2025-01-02T00:00:00Z&until=2025-01-01T00:00:00Z",
                 "since",
@@ -205,6 +328,29 @@ mod tests {
         ];
         for (q, field) in table {
             assert_eq!(err(q).field, field, "{q}");
+        }
+    }
+
+    #[test]
+    fn exports_take_a_format_and_the_filters() {
+        let (f, filter) = export_query(Some("format=ndjson&q=boom&category=data_error")).unwrap();
+        assert_eq!(f, ExportFormat::Ndjson);
+        assert_eq!(filter.text.unwrap().as_str(), "boom");
+        assert_eq!(
+            export_query(Some("format=csv")).unwrap().0,
+            ExportFormat::Csv
+        );
+        for (q, field) in [
+            ("", "format"),
+            ("format=xml", "format"),
+            ("format=CSV", "format"),
+            ("format=csv&format=csv", "format"),
+            ("format=csv&pageSize=5", "pageSize"),
+            ("format=csv&cursor=x", "cursor"),
+            ("format=csv&q=", "q"),
+            ("format=csv&nope=1", "nope"),
+        ] {
+            assert_eq!(export_query(Some(q)).unwrap_err().field, field, "{q}");
         }
     }
 
@@ -223,5 +369,14 @@ mod tests {
         assert_eq!(q.filter.until.unwrap().to_rfc3339(), "2025-01-24T09:00:00Z");
         let q = list_query(None, PageLimits::DEFAULT).unwrap();
         assert_eq!(q, ListQuery::first_page(PageLimits::DEFAULT));
+        let q = list_query(
+            Some("q=context+Deadline&pathPrefix=%2Fprojects%2Ffoo%2F"),
+            PageLimits::DEFAULT,
+        )
+        .unwrap();
+        assert_eq!(q.filter.text.unwrap().as_str(), "context Deadline");
+        assert_eq!(q.filter.path_prefix.unwrap().as_str(), "/projects/foo");
+        let long = format!("q={}", "x".repeat(201));
+        assert_eq!(err(&long).field, "q");
     }
 }

@@ -113,6 +113,17 @@ impl Reply {
         }
     }
 
+    /// A 200 whose body is streamed (see [`Payload::streamed`]), with these headers.
+    pub(crate) fn streamed(
+        body: Payload,
+        content_type: &'static str,
+        extra: Vec<(HeaderName, HeaderValue)>,
+    ) -> Reply {
+        let mut r = Self::plain(StatusCode::OK, body, content_type, true);
+        r.extra = extra;
+        r
+    }
+
     /// The same answer with these headers added.
     pub(crate) fn with_headers(mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Reply {
         self.extra.extend(headers);

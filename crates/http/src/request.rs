@@ -8,6 +8,7 @@ use bytes::Bytes;
 use hyper::HeaderMap;
 
 use crate::app::App;
+use crate::auth::NamedToken;
 use crate::reply::Reply;
 
 /// One request, as its handler sees it.
@@ -22,6 +23,12 @@ pub(crate) struct Call<'a> {
     pub(crate) body: Bytes,
     /// The request's headers (the dashboard's files read `If-None-Match`).
     pub(crate) headers: &'a HeaderMap,
+    /// The token the request presented, when it is one of ours.
+    pub(crate) caller: Option<&'a NamedToken>,
+    /// Why, as the caller said in `X-Reason` (checked by the router), for the audit log.
+    pub(crate) reason: Option<String>,
+    /// The request's id (`X-Request-Id`), for the audit log.
+    pub(crate) request_id: &'a str,
 }
 
 /// A handler's answer, boxed so that handlers fit one table.

@@ -4,6 +4,8 @@
 //! entry here and one handler.
 
 use crate::app::App;
+use crate::auth::Role;
+use crate::export;
 use crate::handlers;
 use crate::request::{Answer, Call, Handler};
 use crate::ui;
@@ -14,12 +16,28 @@ pub const BASE_PATH: &str = "/codebase-embedder/api/v1";
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
-    /// Anyone (health, metrics).
+    /// Anyone (health, metrics, the dashboard's files).
     Open,
-    /// The read token when one is configured (or the admin token).
-    Read,
-    /// The admin token; without one configured, 403.
-    Admin,
+    /// A token with this role or a higher one (reads: only once reads need a token,
+    /// `Tokens::reads_need_a_token`). Without any token of such a role, 403.
+    Role(Role),
+}
+
+/// What an endpoint does for a token limited to one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientLimit {
+    /// Its query takes the listing's filters: `clientId` is set to the token's client (a
+    /// different `clientId` is 403).
+    Filters,
+    /// A bulk route's filters: as `Filters`, but a request with no filter stays without one
+    /// (and is refused as for anyone) instead of meaning every failure of the client.
+    BulkFilters,
+    /// It names one task (`{taskId}`): another client's task is 404, as if it did not exist.
+    Task,
+    /// Its handler checks the body (every recorded task must be the token's client's).
+    Body,
+    /// It cannot be limited to one client: 403 for such a token.
+    Refused,
 }
 
 /// What body a method of a route reads before its handler runs.
@@ -42,6 +60,7 @@ pub struct Endpoint {
     pub method: &'static str,
     pub(crate) body: BodyKind,
     pub(crate) handler: Handler,
+    pub(crate) client: ClientLimit,
 }
 
 /// One route: a path template in OpenAPI style (`{taskId}` matches one non-empty path
@@ -82,122 +101,150 @@ macro_rules! handler {
     }};
 }
 
+/// An endpoint: method, body kind, handler and what it does for a token limited to one
+/// client (refused unless said).
 macro_rules! endpoint {
     ($method:literal, $body:ident, $f:path) => {
+        endpoint!($method, $body, $f, Refused)
+    };
+    ($method:literal, $body:ident, $f:path, $client:ident) => {
         Endpoint {
             method: $method,
             body: BodyKind::$body,
             handler: handler!($f),
+            client: ClientLimit::$client,
         }
     };
 }
 
-/// Every route served, in no particular order (no two templates match the same path).
+/// Every route served, in no particular order: a path matches one template, or a literal
+/// one and a template (`…/tasks/failed/export` and `…/tasks/failed/{taskId}`), and then the
+/// literal one is its route ([`find`]).
 pub static ROUTES: &[Route] = &[
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed",
         name: "list_failed",
         documented: true,
-        access: Access::Read,
-        endpoints: &[endpoint!("GET", None, handlers::list_failed)],
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::list_failed, Filters)],
+    },
+    Route {
+        template: "/codebase-embedder/api/v1/tasks/failed/export",
+        name: "export_failed",
+        documented: true,
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, export::export_failed, Filters)],
     },
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed/{taskId}",
         name: "get_failed",
         documented: true,
-        access: Access::Read,
-        endpoints: &[endpoint!("GET", None, handlers::get_failed)],
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::get_failed, Task)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/failed-tasks",
         name: "admin_tasks",
         documented: true,
-        access: Access::Admin,
+        access: Access::Role(Role::Admin),
         endpoints: &[
-            endpoint!("POST", Json, handlers::record_tasks),
-            endpoint!("DELETE", None, handlers::remove_matching),
+            endpoint!("POST", Json, handlers::record_tasks, Body),
+            endpoint!("DELETE", None, handlers::remove_matching, BulkFilters),
         ],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}",
         name: "admin_task",
         documented: true,
-        access: Access::Admin,
-        endpoints: &[endpoint!("DELETE", None, handlers::remove_task)],
+        access: Access::Role(Role::Admin),
+        endpoints: &[endpoint!("DELETE", None, handlers::remove_task, Task)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}/retry",
         name: "admin_task_retry",
         documented: true,
-        access: Access::Admin,
+        access: Access::Role(Role::Operate),
         endpoints: &[
-            endpoint!("POST", Any, handlers::retry_task),
-            endpoint!("DELETE", None, handlers::cancel_retry),
+            endpoint!("POST", Any, handlers::retry_task, Task),
+            endpoint!("DELETE", None, handlers::cancel_retry, Task),
         ],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/failed-tasks/{taskId}/resolve",
         name: "admin_task_resolve",
         documented: true,
-        access: Access::Admin,
-        endpoints: &[endpoint!("POST", Any, handlers::resolve_task)],
+        access: Access::Role(Role::Operate),
+        endpoints: &[endpoint!("POST", Any, handlers::resolve_task, Task)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/retries",
         name: "admin_retries",
         documented: true,
-        access: Access::Admin,
-        endpoints: &[endpoint!("POST", Any, handlers::retry_matching)],
+        access: Access::Role(Role::Operate),
+        endpoints: &[endpoint!(
+            "POST",
+            Any,
+            handlers::retry_matching,
+            BulkFilters
+        )],
     },
     // Retry gates: hold or pace the retries of a scope.
     Route {
         template: "/codebase-embedder/api/v1/retry-gates",
         name: "retry_gates",
         documented: true,
-        access: Access::Read,
+        access: Access::Role(Role::Read),
         endpoints: &[endpoint!("GET", None, handlers::retry_gates)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/retry-gates",
         name: "admin_retry_gates",
         documented: true,
-        access: Access::Admin,
+        access: Access::Role(Role::Operate),
         endpoints: &[endpoint!("POST", Json, handlers::create_gate)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/retry-gates/{gateId}",
         name: "admin_retry_gate",
         documented: true,
-        access: Access::Admin,
+        access: Access::Role(Role::Operate),
         endpoints: &[endpoint!("DELETE", None, handlers::release_gate)],
     },
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed-stats",
         name: "failed_stats",
         documented: true,
-        access: Access::Read,
+        access: Access::Role(Role::Read),
         endpoints: &[endpoint!("GET", None, handlers::failure_stats)],
     },
     Route {
         template: "/codebase-embedder/api/v1/tasks/failed-groups",
         name: "failed_groups",
         documented: true,
-        access: Access::Read,
+        access: Access::Role(Role::Read),
         endpoints: &[endpoint!("GET", None, handlers::failure_groups)],
     },
     Route {
         template: "/codebase-embedder/api/v1/admin/task-attempts",
         name: "task_attempts",
         documented: true,
-        access: Access::Admin,
+        access: Access::Role(Role::Admin),
         endpoints: &[endpoint!("POST", Json, handlers::record_attempts)],
+    },
+    // The audit log of actions.
+    Route {
+        template: "/codebase-embedder/api/v1/audit",
+        name: "audit",
+        documented: true,
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::audit_log)],
     },
     // Notifications: the targets' delivery.
     Route {
         template: "/codebase-embedder/api/v1/notifications",
         name: "notifications",
         documented: true,
-        access: Access::Read,
+        access: Access::Role(Role::Read),
         endpoints: &[endpoint!("GET", None, handlers::notifications)],
     },
     Route {
@@ -274,8 +321,13 @@ fn match_template<'p>(template: &str, path: &'p str) -> Option<&'p str> {
 /// trailing slash that matches nothing is tried without it (`/tasks/failed/` is the list).
 pub(crate) fn find(path: &str) -> Option<(&'static Route, &str)> {
     fn exact(p: &str) -> Option<(&'static Route, &str)> {
+        // A literal path wins over a template that also matches it (`tasks/failed/export`
+        // over `tasks/failed/{taskId}`).
+        let literal = |r: &&Route| !r.template.contains('{');
         ROUTES
             .iter()
+            .filter(literal)
+            .chain(ROUTES.iter().filter(|r| !literal(r)))
             .find_map(|r| match_template(r.template, p).map(|param| (r, param)))
     }
     exact(path).or_else(|| {
@@ -309,6 +361,14 @@ mod tests {
                 Some(("get_failed", "task_001")),
             ),
             ("/codebase-embedder/api/v1/tasks/failed/a/b", None),
+            (
+                "/codebase-embedder/api/v1/tasks/failed/export",
+                Some(("export_failed", "")),
+            ),
+            (
+                "/codebase-embedder/api/v1/tasks/failed/exports",
+                Some(("get_failed", "exports")),
+            ),
             (
                 "/codebase-embedder/api/v1/admin/failed-tasks",
                 Some(("admin_tasks", "")),

@@ -53,7 +53,7 @@ async fn handle(
     async move {
         let app = &shared.app;
         let route = routes::find(&path).map_or(routes::NOT_FOUND, |(r, _)| r.name);
-        let mut reply = router::dispatch(app, req).await;
+        let mut reply = router::dispatch(app, req, &id).await;
         let room = reply.take_room();
         let admitted = if reply.capped() {
             app.budget.reserve(&conn, reply.body_len(), room)

@@ -4,8 +4,9 @@ use failed_tasks_domain::stats::{minute_start, FailureStats};
 use failed_tasks_domain::{
     AttemptRecord, FailedTask, FailureGroup, GroupPage, RetryPolicy, RetryStatus, Timestamp,
 };
+use failed_tasks_query::audit::AuditPage;
 use failed_tasks_query::{stored, StoredPage};
-use failed_tasks_query::{FailedTaskPage, RetryDetails};
+use failed_tasks_query::{FailedTaskPage, RetryDetails, SearchPage};
 use serde::{Deserialize, Serialize};
 
 /// The contract's message when the store is unreachable (exact text).
@@ -125,6 +126,17 @@ impl WireTask {
     }
 }
 
+/// The last line of an NDJSON export cut at its cap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportTruncated {
+    /// Always `true`: the export stopped before every match was written.
+    #[serde(rename = "Truncated")]
+    pub truncated: bool,
+    /// The rows written (the cap).
+    #[serde(rename = "Rows")]
+    pub rows: u64,
+}
+
 /// One failed attempt in a task's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireAttempt {
@@ -221,12 +233,30 @@ pub struct TaskList {
     /// The cursor of the next page, or `null` on the last page.
     #[serde(rename = "NextCursor")]
     pub next_cursor: Option<String>,
+    /// With `q` or `pathPrefix` only: how the tasks were found, `groups` or `walk`.
+    #[serde(rename = "Search", default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
+    /// With `q` or `pathPrefix` only: `false` when the walk's time ran out before the page
+    /// was full; `NextCursor` then continues after the last task examined.
+    #[serde(rename = "Complete", default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
 }
 
 impl TaskList {
+    /// The wire form of a search's page.
+    pub fn searched(found: &SearchPage, policy: &RetryPolicy) -> Self {
+        Self {
+            search: Some(found.way.as_str().to_owned()),
+            complete: Some(found.complete),
+            ..Self::new(&found.page, policy)
+        }
+    }
+
     /// The wire form of `page`, with `FinalFailure` judged by `policy`.
     pub fn new(page: &FailedTaskPage, policy: &RetryPolicy) -> Self {
         Self {
+            search: None,
+            complete: None,
             total_tasks: page.total,
             tasks: page
                 .tasks
@@ -532,6 +562,65 @@ impl From<&GroupPage> for GroupList {
         Self {
             total_groups: p.total,
             groups: p.groups.iter().map(WireGroup::from).collect(),
+            next_cursor: p.next_cursor.as_ref().map(|c| c.encode()),
+        }
+    }
+}
+
+/// One entry of `GET /audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireAuditEntry {
+    /// When it was done.
+    #[serde(rename = "Time")]
+    pub time: String,
+    /// Who did it: a token's name (or `breaker`, `janitor`).
+    #[serde(rename = "Actor")]
+    pub actor: String,
+    /// What was done (`retry`, `cancel_retry`, `resolve`, `delete`, `delete_matching`,
+    /// `retry_matching`, `create_gate`, `release_gate`).
+    #[serde(rename = "Action")]
+    pub action: String,
+    /// A `TaskId`, or the filters as a query string.
+    #[serde(rename = "Target")]
+    pub target: String,
+    /// Why, as the actor said (`X-Reason`), or null.
+    #[serde(rename = "Reason")]
+    pub reason: Option<String>,
+    /// How many tasks it changed.
+    #[serde(rename = "Count")]
+    pub count: u64,
+    /// The request that did it, or null.
+    #[serde(rename = "RequestId")]
+    pub request_id: Option<String>,
+}
+
+/// `Data` of `GET /audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditList {
+    /// This page, newest first.
+    #[serde(rename = "Entries")]
+    pub entries: Vec<WireAuditEntry>,
+    /// The cursor of the next page, or null.
+    #[serde(rename = "NextCursor")]
+    pub next_cursor: Option<String>,
+}
+
+impl From<&AuditPage> for AuditList {
+    fn from(p: &AuditPage) -> Self {
+        Self {
+            entries: p
+                .entries
+                .iter()
+                .map(|e| WireAuditEntry {
+                    time: e.time.to_rfc3339(),
+                    actor: e.actor.clone(),
+                    action: e.action.as_str().to_owned(),
+                    target: e.target.clone(),
+                    reason: e.reason.clone(),
+                    count: e.count,
+                    request_id: e.request_id.clone(),
+                })
+                .collect(),
             next_cursor: p.next_cursor.as_ref().map(|c| c.encode()),
         }
     }

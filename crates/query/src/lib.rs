@@ -30,6 +30,8 @@ mod scheduler;
 mod service;
 mod stats_gate;
 
+/// The audit log's entries and queries, as the adapters write and read them.
+pub use failed_tasks_store::audit;
 /// The notifier's delivery figures, as the status route shows them.
 pub use failed_tasks_store::notify::{Pending, TargetDelivery};
 /// What the use cases answer with, from the store port, re-exported so that an adapter on
@@ -41,5 +43,6 @@ pub use failed_tasks_store::{
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
     BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, GateRequest,
-    NotifyTargetInfo, QueryError, RecordCounters, RecordedLabels, RetryCounters,
+    NotifyTargetInfo, QueryError, RecordCounters, RecordedLabels, RetryCounters, SearchPage,
+    SearchWay, MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH,
 };

@@ -239,6 +239,14 @@ impl Keys {
     }
 }
 
+/// The audit log (`failed_tasks_store::audit`), in the first write shard's slot.
+impl Keys {
+    /// `PREFIX:audit`: the audit log (capped stream).
+    pub(crate) fn audit(&self) -> String {
+        format!("{}:audit", self.prefix)
+    }
+}
+
 /// The notifier's keys (`failed_tasks_store::notify`), all in the first write shard's slot.
 impl Keys {
     /// `PREFIX:notify:lease`: the notifier holding the lease (string, expiring).

@@ -79,6 +79,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 pub mod compat;
 pub mod config;
 mod conn;

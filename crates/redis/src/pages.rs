@@ -597,6 +597,10 @@ impl<'a> Filling<'a> {
 impl RedisStore {
     /// The index each shard walks for `query`, when it has at most one equality filter.
     fn single_indexes(&self, query: &ListQuery) -> Option<Vec<String>> {
+        if query.filter.searches() {
+            // Text filters are checked record by record (the combined walk does).
+            return None;
+        }
         self.shards()
             .readers()
             .iter()

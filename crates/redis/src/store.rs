@@ -559,7 +559,8 @@ impl From<RedisStore> for Stores {
             .with_stats(store.clone())
             .with_stored(store.clone())
             .with_retries(store.clone())
-            .with_notify(store)
+            .with_notify(store.clone())
+            .with_audit(store)
     }
 }
 

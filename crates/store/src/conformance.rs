@@ -24,6 +24,7 @@ use failed_tasks_domain::{
 
 use crate::{RecordOutcome, StatsStore, StatusStore, StoredPages, Stores};
 
+pub mod audit;
 pub mod gates;
 pub mod notify;
 pub mod retries;
@@ -309,6 +310,8 @@ pub async fn filters_match_brute_force(store: &dyn StatusStore) {
             until: ts(90_000),
             signature: None,
             retry: None,
+            text: None,
+            path_prefix: None,
         },
     ];
     for f in &filters {
@@ -865,7 +868,7 @@ pub async fn stored_matches_decoded(
 /// Run every check of every capability `fresh`'s stores claim, but retries
 /// ([`run_retries`]), each on a fresh empty store: the tasks always; statistics and groups
 /// with [`Stores::stats`]; stored-record pages with [`Stores::stored`]; the notifier's store with
-/// [`Stores::notify`].
+/// [`Stores::notify`]; the audit log with [`Stores::audit`].
 pub async fn run_all<F, Fut>(fresh: F)
 where
     F: FnMut() -> Fut,
@@ -925,6 +928,9 @@ where
                 _ => notify::groups_walk_by_last_seen(&*stores.tasks, store).await,
             }
         }
+    }
+    if let Some(store) = fresh().await.audit.as_deref() {
+        audit::entries_read_back_newest_first(store).await;
     }
     if probe.stored.is_some() {
         for with_retries in [false, true] {

@@ -21,6 +21,8 @@
 //!   retries, retry now, cancel, resolve) and [`RetryQueue`] (what workers claim and ack).
 //! - [`notify`]: the notifications capability, [`NotifyStore`]: the notifier's lease, state,
 //!   per-target outboxes and deliveries, written fenced by the lease.
+//! - [`audit`]: the audit capability, [`AuditStore`]: one entry per state-changing action,
+//!   newest first, capped.
 //! - [`stored`]: the stored form of a task (one owner: encode, decode, render a page
 //!   without a JSON parser), used by the Redis adapter and the tools.
 //! - [`memory`]: [`MemoryStore`], the embedded default adapter (tasks, statistics, retries,
@@ -38,6 +40,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod background;
 mod condition;
 #[cfg(any(test, feature = "conformance"))]
@@ -50,6 +53,7 @@ pub mod retry;
 pub mod stored;
 mod stores;
 
+pub use audit::AuditStore;
 pub use background::Background;
 pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
@@ -62,6 +66,8 @@ pub use retry::{
 };
 pub use stores::{Capability, Retention, Stores};
 
+#[cfg(any(test, feature = "mocks"))]
+pub use audit::MockAuditStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use notify::MockNotifyStore;
 #[cfg(any(test, feature = "mocks"))]

@@ -101,7 +101,10 @@ pub trait StatusStore: Send + Sync {
     }
 
     /// One page of the failed tasks matching `query.filter`, newest first, starting after
-    /// `query.cursor`, with the total count of matches.
+    /// `query.cursor`, with the total count of matches. The text filters (`text`,
+    /// `path_prefix`) have no index: the search use case asks without them and checks each
+    /// task itself; a store asked with them checks them task by task, and its total may
+    /// then count the other filters only.
     async fn list(&self, query: &ListQuery) -> Result<FailedTaskPage, StoreError>;
 
     /// The failed task with this id, if stored.

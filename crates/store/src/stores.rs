@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{NotifyStore, RetryStore, StatsStore, StatusStore, StoredPages};
+use crate::{AuditStore, NotifyStore, RetryStore, StatsStore, StatusStore, StoredPages};
 
 /// What a store can do beyond listing and reading failed tasks ([`StatusStore`], which every
 /// store is).
@@ -23,20 +23,23 @@ pub enum Capability {
     Retries,
     /// The notifier's lease, state, outboxes and deliveries ([`NotifyStore`]).
     Notifications,
+    /// The audit log of actions ([`AuditStore`]).
+    Audit,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Writes,
         Capability::Statistics,
         Capability::StoredRecords,
         Capability::Retries,
         Capability::Notifications,
+        Capability::Audit,
     ];
 
     /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_records`,
-    /// `retries`, `notifications`.
+    /// `retries`, `notifications`, `audit`.
     pub fn label(self) -> &'static str {
         match self {
             Capability::Writes => "writes",
@@ -44,6 +47,7 @@ impl Capability {
             Capability::StoredRecords => "stored_records",
             Capability::Retries => "retries",
             Capability::Notifications => "notifications",
+            Capability::Audit => "audit",
         }
     }
 }
@@ -57,6 +61,7 @@ impl fmt::Display for Capability {
             Capability::StoredRecords => "pages of stored records",
             Capability::Retries => "retries",
             Capability::Notifications => "notifications",
+            Capability::Audit => "an audit log",
         })
     }
 }
@@ -84,6 +89,8 @@ pub struct Stores {
     pub retries: Option<Arc<dyn RetryStore>>,
     /// The notifier's store, when the store keeps one.
     pub notify: Option<Arc<dyn NotifyStore>>,
+    /// The audit log, when the store keeps one.
+    pub audit: Option<Arc<dyn AuditStore>>,
 }
 
 impl Stores {
@@ -98,6 +105,7 @@ impl Stores {
             stored: None,
             retries: None,
             notify: None,
+            audit: None,
         }
     }
 
@@ -138,6 +146,13 @@ impl Stores {
         self
     }
 
+    /// The same, keeping the audit log in `audit` (the same store).
+    #[must_use]
+    pub fn with_audit(mut self, audit: Arc<dyn AuditStore>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
     /// Whether the store has `capability`.
     pub fn has(&self, capability: Capability) -> bool {
         match capability {
@@ -146,6 +161,7 @@ impl Stores {
             Capability::StoredRecords => self.stored.is_some(),
             Capability::Retries => self.retries.is_some(),
             Capability::Notifications => self.notify.is_some(),
+            Capability::Audit => self.audit.is_some(),
         }
     }
 
@@ -179,6 +195,9 @@ pub struct Retention {
     pub max_count: u64,
     /// How often the retention janitor trims: 1 minute by default.
     pub janitor_interval: Duration,
+    /// At most this many audit entries are kept; the oldest beyond it leave: 100,000 by
+    /// default.
+    pub audit_max_len: u64,
 }
 
 impl Default for Retention {
@@ -187,6 +206,7 @@ impl Default for Retention {
             max_age: Duration::from_secs(30 * 24 * 3600),
             max_count: 1_000_000,
             janitor_interval: Duration::from_secs(60),
+            audit_max_len: crate::audit::DEFAULT_AUDIT_MAX_LEN,
         }
     }
 }

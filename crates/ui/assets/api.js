@@ -72,6 +72,36 @@ async function call(method, path, { query, signal, body } = {}) {
   );
 }
 
+/** The export of `query` as a file (a Blob): no deadline of its own, it may be long. */
+async function download(path, query) {
+  const url = new URL(BASE + path, window.location.origin);
+  for (const [key, value] of Object.entries(query || {})) {
+    if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, value);
+  }
+  const headers = {};
+  const t = token();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  let response;
+  try {
+    response = await fetch(url, { headers, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer' });
+  } catch {
+    throw new ApiError(0, 0, null, null);
+  }
+  if (response.ok) return response.blob();
+  let envelope = null;
+  try {
+    envelope = await response.json();
+  } catch {
+    envelope = null;
+  }
+  throw new ApiError(
+    response.status,
+    envelope && typeof envelope.Code === 'number' ? envelope.Code : response.status,
+    envelope && typeof envelope.Message === 'string' ? envelope.Message : response.statusText,
+    null,
+  );
+}
+
 const id = (taskId) => encodeURIComponent(taskId);
 
 /** What this server can do, learned from its answers: `retries` is true once a task came
@@ -97,6 +127,7 @@ export const api = {
   /** A `hold` gate on `scope` (the API's Scope object) with the operator's reason. */
   hold: (scope, reason) => call('POST', '/admin/retry-gates', { body: { Scope: scope, Mode: 'hold', Reason: reason } }),
   releaseGate: (gateId) => call('DELETE', `/admin/retry-gates/${encodeURIComponent(gateId)}`),
+  exportFile: (format, filters) => download('/tasks/failed/export', { ...filters, format }),
   /** Whether the token opens the admin API, without changing anything: a removal without a
    *  filter is refused with 400 after the token check (401: not the admin token, 403: the
    *  admin API is disabled). */

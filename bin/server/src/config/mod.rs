@@ -25,6 +25,7 @@ use failed_tasks_http::HttpConfig;
 mod field;
 mod notify_targets;
 mod settings;
+mod tokens;
 
 pub use settings::SETTINGS;
 
@@ -228,6 +229,13 @@ impl Settings {
         })?;
         let mut problems = Vec::new();
         for (key, value) in &table {
+            if key == tokens::KEY {
+                match tokens::read(value, &shown) {
+                    Ok(tokens) => self.http.tokens = tokens,
+                    Err(more) => problems.extend(more),
+                }
+                continue;
+            }
             if key == notify_targets::KEY {
                 match notify_targets::read(value, &shown) {
                     Ok(targets) => self.notify.targets = targets,
@@ -262,6 +270,7 @@ impl Settings {
                 return Err(format!("{key} must be between 1 and {max_shards}"));
             }
         }
+        failed_tasks_http::check_tokens(&self.http).map_err(|e| format!("tokens: {e}"))?;
         if self.page_size_default == 0 || self.page_size_default > self.page_size_max {
             return Err(format!(
                 "page_size_default ({}) must be between 1 and page_size_max ({})",
@@ -390,6 +399,22 @@ impl Settings {
             .iter()
             .filter_map(|s| Some(format!("{} = {}\n", s.key(), s.shown(&mut shown)?)))
             .collect();
+        if !self.http.tokens.is_empty() {
+            let names: Vec<String> = self
+                .http
+                .tokens
+                .iter()
+                .map(|t| match t.client() {
+                    Some(client) => format!("{} ({}, client {client})", t.name(), t.role()),
+                    None => format!("{} ({})", t.name(), t.role()),
+                })
+                .collect();
+            out.push_str(&format!(
+                "# [[{}]] (secrets not shown): {}\n",
+                tokens::KEY,
+                names.join(", ")
+            ));
+        }
         if !self.notify.targets.is_empty() {
             let names: Vec<String> = self.notify.targets.iter().map(|t| t.name.clone()).collect();
             out.push_str(&format!(

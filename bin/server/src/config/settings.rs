@@ -69,6 +69,11 @@ pub static SETTINGS: &[&dyn Setting] = &[
         |s| &mut s.redis.retention.janitor_interval,
     ),
     &Field::new(
+        "audit_max_len",
+        "The audit log keeps about this many entries; the oldest beyond it leave (memory and Redis stores)",
+        |s| &mut s.redis.retention.audit_max_len,
+    ),
+    &Field::new(
         "archive_dir",
         "Directory where trimmed tasks are archived as JSON lines, one file per UTC day \
          (Redis store). Unset: trimmed tasks are dropped",
@@ -134,12 +139,17 @@ pub static SETTINGS: &[&dyn Setting] = &[
     ),
     &Field::new(
         "admin_token",
-        "Bearer token of the admin routes (recording, removal). Unset: they answer 403",
+        "Bearer token named admin, with the admin role (also recording and removal). Without a token that may call them, the admin routes answer 403",
         |s| &mut s.http.admin_token,
     ),
     &Field::new(
+        "operate_token",
+        "Bearer token named operate, with the operate role (also retry, cancel, resolve)",
+        |s| &mut s.http.operate_token,
+    ),
+    &Field::new(
         "read_token",
-        "Bearer token the read routes require, when set (the admin token is accepted too)",
+        "Bearer token named read, with the read role; once set, the read routes need a token (any role)",
         |s| &mut s.http.read_token,
     ),
     &Field::new(
@@ -205,6 +215,11 @@ pub static SETTINGS: &[&dyn Setting] = &[
         "retry_after_secs",
         "`Retry-After` seconds sent with 503 answers",
         |s| &mut s.http.retry_after_secs,
+    ),
+    &Field::new(
+        "export_max_rows",
+        "Most rows an export writes; past it, its last line says it was cut",
+        |s| &mut s.http.export_max_rows,
     ),
     &Field::new(
         "shutdown_grace",

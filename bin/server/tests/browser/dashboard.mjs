@@ -320,6 +320,57 @@ test('a group click shows its tasks', async () => {
   return page;
 });
 
+test('the search box finds by text and by directory, says how, and Export downloads the current filters', async () => {
+  const page = await open();
+  await view(page, '#/failures');
+  // A text of one failure group's pattern: the group's tasks, found by the group.
+  await page.fill('#f-q', 'QUOTA exceeded');
+  await clickAndLoad(page, '#apply-filters');
+  assert.equal(hashParams(page).get('q'), 'QUOTA exceeded');
+  assert.equal(await page.getAttribute('#search-way', 'data-way'), 'groups');
+  assert.equal(await page.getAttribute('#total-count', 'data-count'), '84');
+  const quota = PAGED.filter((t) => t.ErrorCode === 'QUOTA_EXCEEDED').map((t) => t.TaskId);
+  for (const id of await rowIds(page)) assert.ok(quota.includes(id), id);
+  // A concrete value (digits): each failure read, in the API's order.
+  await page.fill('#f-q', 'file_11');
+  await clickAndLoad(page, '#apply-filters');
+  assert.equal(await page.getAttribute('#search-way', 'data-way'), 'walk');
+  const want = await listIds({ q: 'file_11' });
+  assert.ok(want.length > 0);
+  assert.deepEqual(await rowIds(page), want);
+  assert.deepEqual(want, PAGED.filter((t) => t.ErrorMessage.includes('file_11')).map((t) => t.TaskId).filter((id) => want.includes(id)));
+  // A directory, with the text cleared: /repos/r1 holds r1's tasks only.
+  await page.fill('#f-q', '');
+  await page.fill('#f-pathPrefix', '/repos/r1');
+  await page.selectOption('#f-pageSize', '200');
+  await clickAndLoad(page, '#apply-filters');
+  const r1 = PAGED.filter((t) => t.CodebasePath === '/repos/r1').map((t) => t.TaskId);
+  assert.deepEqual([...await rowIds(page)].sort(), [...r1].sort());
+
+  // Export of the current filters (q=timed out: the timeout group), in both formats.
+  await view(page, '#/failures?q=timed+out');
+  const expected = await listIds({ q: 'timed out' });
+  assert.ok(expected.length > 100, `${expected.length} timeouts`);
+  const fetchExport = async (button) => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click(button)]);
+    return fs.readFileSync(await download.path(), 'utf8');
+  };
+  const csv = await fetchExport('#export-csv');
+  const lines = csv.split('\r\n').filter(Boolean);
+  assert.ok(lines[0].startsWith('TaskId,TaskType,ClientId,CodebasePath,'), lines[0]);
+  assert.deepEqual(lines.slice(1).map((l) => l.split(',')[0]), expected);
+  const ndjson = await fetchExport('#export-ndjson');
+  const rows = ndjson.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  assert.deepEqual(rows.map((r) => r.TaskId), expected);
+  assert.ok(rows.every((r) => /timed out/.test(r.ErrorMessage)));
+  await page.waitForSelector('#notice');
+  // A bad search is the API's 400, shown as an error.
+  await page.goto(`${BASE}/ui/#/failures?pathPrefix=repos`);
+  await page.waitForSelector('#state[data-state="error"] #error-message');
+  assert.match(await page.textContent('#error-message'), /pathPrefix/);
+  return page;
+});
+
 test('the overview shows the window, alerts with their levels linking to their tasks, and the timeline', async () => {
   const page = await open();
   await view(page, '#/overview?window=1h');

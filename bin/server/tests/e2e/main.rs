@@ -133,4 +133,5 @@ on_every_store!(
     one_task_and_removals,
     stats_and_groups_follow_writes,
     retry_routes_refuse_bad_input,
+    search_and_export_match_the_listing,
 );

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::client::{call, get, post};
+use crate::client::{call, get, get_text, post};
 use crate::Env;
 
 const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
@@ -471,4 +471,70 @@ pub async fn retry_routes_refuse_bad_input(env: &Env) {
     );
     assert_eq!(get(env, LIST).await, before, "nothing written");
     assert_eq!(get(env, &format!("{LIST}/e0001")).await, before_one);
+}
+
+/// `q`, `pathPrefix` and the export, the same on every store: the export is the paged
+/// listing row by row, and a search is the brute-force filter of what was recorded.
+pub async fn search_and_export_match_the_listing(env: &Env) {
+    let batch: Vec<Value> = (0..60)
+        .map(|i| {
+            task(
+                &format!("s{i:02}"),
+                i,
+                ["service_timeout", "data_error"][i as usize % 2],
+                &format!("client{}", i % 4),
+                ["TIMEOUT_ERROR", "PARSE_ERROR"][i as usize % 2],
+                "embedding",
+            )
+        })
+        .collect();
+    post(env, Value::Array(batch)).await;
+    let listed = |page: &Value| -> Vec<Value> { page["Data"]["Tasks"].as_array().unwrap().clone() };
+    let all = get(env, &format!("{LIST}?pageSize=1000")).await;
+    let ndjson = get_text(
+        env,
+        "/codebase-embedder/api/v1/tasks/failed/export?format=ndjson",
+    )
+    .await;
+    let rows: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows, listed(&all));
+    let csv = get_text(
+        env,
+        "/codebase-embedder/api/v1/tasks/failed/export?format=csv&clientId=client1",
+    )
+    .await;
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 16, "a header and client1's 15: {csv}");
+    assert!(
+        lines[1].starts_with("s57,embedding,client1,/projects/client1,"),
+        "{}",
+        lines[1]
+    );
+
+    // A code names its group (groups); a concrete id is walked.
+    let by_code = get(env, &format!("{LIST}?q=parse_error&pageSize=1000")).await;
+    assert_eq!(by_code["Data"]["Search"], "groups");
+    assert_eq!(by_code["Data"]["TotalTasks"], 30);
+    let want: Vec<String> = (0..60)
+        .rev()
+        .filter(|i| i % 2 == 1)
+        .map(|i| format!("s{i:02}"))
+        .collect();
+    assert_eq!(ids(&by_code), want);
+    let by_id = get(env, &format!("{LIST}?q=S1&pathPrefix=/projects/client2/")).await;
+    assert_eq!(by_id["Data"]["Search"], "walk");
+    assert_eq!(ids(&by_id), ["s18", "s14", "s10"]);
+    let exported = get_text(
+        env,
+        "/codebase-embedder/api/v1/tasks/failed/export?format=ndjson&q=S1&pathPrefix=/projects/client2/",
+    )
+    .await;
+    let rows: Vec<Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows, listed(&by_id));
 }

@@ -9,6 +9,9 @@ use failed_tasks_testkit::RedisServer;
 /// The example itself (`examples/embed.rs`), so that what README points to is what runs.
 mod root;
 
+/// Search (`q`, `pathPrefix`) against a brute-force filter on every store.
+mod search;
+
 /// Notifications to a receiver on a loopback port, steps driven by the tests.
 mod notify;
 
@@ -78,7 +81,8 @@ async fn the_example_runs_in_memory() {
             Capability::Writes,
             Capability::Statistics,
             Capability::Retries,
-            Capability::Notifications
+            Capability::Notifications,
+            Capability::Audit
         ]
     );
     let report = embed::run(&failures, "task_007").await.unwrap();

@@ -153,6 +153,7 @@ async fn the_store_keeps_what_its_retention_allows() {
                 max_age: Duration::from_secs(3600),
                 max_count: 2,
                 janitor_interval: Duration::from_millis(20),
+                ..Retention::default()
             },
             ..MemoryConfig::default()
         })

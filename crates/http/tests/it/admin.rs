@@ -311,5 +311,10 @@ async fn a_read_token_protects_the_read_routes_only() {
         "{}",
     )
     .await;
-    assert_eq!(reader_cannot_write.status, StatusCode::UNAUTHORIZED);
+    // A known token without the role: 403 naming the role it needs and the one it has.
+    assert_eq!(reader_cannot_write.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reader_cannot_write.json()["Message"],
+        "this needs the admin role; the token \"read\" has the read role"
+    );
 }

@@ -4,13 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod admin;
+mod audit;
 mod conns;
+mod export;
 mod gates;
 mod groups;
 mod helpers;
 mod metrics;
 mod openapi;
 mod retries;
+mod roles;
+mod search;
 mod slow_readers;
 mod stats;
 mod stored;

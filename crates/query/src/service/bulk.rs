@@ -44,7 +44,8 @@ pub struct BulkRetry {
 }
 
 impl FailedTaskService {
-    /// Call `visit` with the id of every task matching `filter`, a page of 500 at a time,
+    /// Call `visit` with the id of every task matching `filter` (text filters: searched,
+    /// see `search`), a page of 500 at a time,
     /// until none is left, the request deadline passes or the store fails (the bulk removal
     /// and the bulk retry).
     async fn walk_matching<F, Fut>(
@@ -67,7 +68,11 @@ impl FailedTaskService {
                     page_size,
                     cursor: cursor.take(),
                 };
-                let page = self.store.list(&query).await?;
+                let page = if filter.searches() {
+                    self.search_page(&query, deadline).await?.page
+                } else {
+                    self.store.list(&query).await?
+                };
                 for task in page.tasks {
                     visit(task.task_id().clone()).await?;
                 }

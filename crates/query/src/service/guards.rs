@@ -29,7 +29,7 @@ impl Default for Deadlines {
 }
 
 impl FailedTaskService {
-    fn not_supported(&self, capability: Capability) -> QueryError {
+    pub(super) fn not_supported(&self, capability: Capability) -> QueryError {
         QueryError::NotSupported {
             capability,
             store: self.stores.name,

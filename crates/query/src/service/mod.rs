@@ -11,9 +11,11 @@
 //! - `bulk`: remove or retry every match of a filter ([`BulkRemoval`], [`BulkRetry`])
 //! - `retries`: the retry policy, retry now, cancel, resolve, deliver due
 //! - `gates`: retry gates ([`GateRequest`]): make, list, release
+//! - `search`: the text filters `q` and `pathPrefix` ([`SearchPage`], [`SearchWay`])
 //! - `stats`: statistics, groups, attempts, the alert thresholds
 //! - `notify`: the notification targets in force and their delivery ([`NotifyTargetInfo`])
 
+mod audit;
 mod bulk;
 mod counters;
 mod error;
@@ -23,6 +25,7 @@ mod guards;
 mod health;
 mod notify;
 mod retries;
+mod search;
 mod stats;
 mod tasks;
 
@@ -42,6 +45,7 @@ pub use fail_times::FailTimeLimits;
 pub use gates::GateRequest;
 pub use guards::Deadlines;
 pub use notify::NotifyTargetInfo;
+pub use search::{SearchPage, SearchWay, MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH};
 
 /// The use cases over one store, through the capabilities it has ([`Stores`]): what needs a
 /// capability the store lacks answers [`QueryError::NotSupported`]. Cheap to clone; share
@@ -64,6 +68,11 @@ pub struct FailedTaskService {
     stats_gate: Arc<StatsGate>,
     /// The notification targets whose delivery the service shows (`notify`).
     notify_targets: Arc<Vec<NotifyTargetInfo>>,
+    /// How long a search walk reads before answering an incomplete page (`None`: half the
+    /// request deadline).
+    search_budget: Option<std::time::Duration>,
+    /// The failure groups' patterns as last read (`search`).
+    group_patterns: Arc<search::GroupPatterns>,
 }
 
 /// A jitter seed that differs between processes and starts.
@@ -105,6 +114,8 @@ impl FailedTaskService {
                 Self::DEFAULT_STATS_CACHE_TTL,
             )),
             notify_targets: Arc::new(Vec::new()),
+            search_budget: None,
+            group_patterns: Arc::default(),
         }
     }
 

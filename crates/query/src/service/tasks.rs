@@ -1,14 +1,20 @@
 //! The use cases on failed tasks themselves: list a page, get one, record, remove one.
 
-use failed_tasks_domain::{FailedTask, ListQuery, RetryPlan, TaskId};
+use failed_tasks_domain::{
+    Cursor, FailedTask, ListQuery, PageLimits, PageSize, RetryPlan, TaskFilter, TaskId,
+};
 use failed_tasks_store::{FailedTaskPage, RecordOutcome, RetryDetails, StoredPage};
 
 use super::{FailedTaskService, QueryError, RetryCounters};
 
 impl FailedTaskService {
-    /// One page of failed tasks (the contract's `GET /tasks/failed`).
+    /// One page of failed tasks (the contract's `GET /tasks/failed`); with text filters,
+    /// [`search_failed`](Self::search_failed)'s page.
     pub async fn list_failed(&self, query: &ListQuery) -> Result<FailedTaskPage, QueryError> {
         self.check_filter(&query.filter)?;
+        if query.filter.searches() {
+            return self.search_failed(query).await.map(|s| s.page);
+        }
         self.checked(self.store.list(query)).await
     }
 
@@ -24,7 +30,33 @@ impl FailedTaskService {
         let Some(json) = &self.stores.stored else {
             return Ok(None);
         };
+        if query.filter.searches() {
+            return Ok(None);
+        }
         self.checked(json.list_stored(query)).await.map(Some)
+    }
+
+    /// The next `n` (at most) tasks matching `filter` after `cursor`, for an export that
+    /// reads every match page by page: the store's page, or with text filters a search's
+    /// (which may hold fewer, even none, and still have a next cursor). Each page under the
+    /// request deadline.
+    pub async fn export_page(
+        &self,
+        filter: &TaskFilter,
+        cursor: Option<Cursor>,
+        n: u32,
+    ) -> Result<FailedTaskPage, QueryError> {
+        self.check_filter(filter)?;
+        let limits = PageLimits::new(n.max(1), n.max(1))?;
+        let query = ListQuery {
+            filter: filter.clone(),
+            page_size: PageSize::new(n.max(1), limits)?,
+            cursor,
+        };
+        if filter.searches() {
+            return self.search_failed(&query).await.map(|s| s.page);
+        }
+        self.checked(self.store.list(&query)).await
     }
 
     /// One failed task by id; [`QueryError::NotFound`] when absent.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic on failure
 
 mod bulk;
+mod search;
 
 use std::sync::Arc;
 use std::time::Duration;

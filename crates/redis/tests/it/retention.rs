@@ -218,3 +218,60 @@ fn failed_tasks_store_now() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// The audit log is one capped stream on the first shard (`XADD MAXLEN ~`: trimmed in whole
+/// stream nodes of 100 entries, so about the cap), with 4 shards too; it reads back newest
+/// first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_one_capped_stream() {
+    use failed_tasks_store::audit::{AuditAction, AuditEntry, AuditQuery};
+    use failed_tasks_store::AuditStore;
+    let redis = RedisServer::start();
+    let mut config = helpers::config(&redis.url());
+    config.retention.audit_max_len = 50;
+    config.shards = 4;
+    let prefix = config.key_prefix.clone();
+    let store = helpers::store_with(config).await;
+    for i in 0..1000i64 {
+        let entry = AuditEntry {
+            time: failed_tasks_domain::Timestamp::from_unix_millis(NOW + i).unwrap(),
+            actor: "alice".into(),
+            action: AuditAction::Remove,
+            target: format!("t{i}"),
+            reason: None,
+            count: 1,
+            request_id: None,
+        };
+        store.audit_append(&entry).await.unwrap();
+    }
+    let raw = helpers::raw(&redis.url()).await;
+    let streams: Vec<String> = helpers::keys_of(&raw, "")
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(":audit"))
+        .collect();
+    assert_eq!(streams.len(), 1, "{streams:?}");
+    assert!(
+        streams[0].starts_with(&prefix[..prefix.len() - 1]),
+        "{streams:?}"
+    );
+    let len: i64 = helpers::cmd(&raw, &streams[0], "XLEN", vec![streams[0].as_str().into()]).await;
+    assert!(
+        (50..=150).contains(&len),
+        "{len} entries kept for a cap of 50"
+    );
+    let page = store
+        .audit_list(&AuditQuery {
+            since: None,
+            until: None,
+            actor: Some("alice".into()),
+            action: None,
+            page_size: 3,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    let targets: Vec<&str> = page.entries.iter().map(|e| e.target.as_str()).collect();
+    assert_eq!(targets, ["t999", "t998", "t997"]);
+    assert!(page.next_cursor.is_some());
+}

@@ -269,7 +269,8 @@ impl Indexes {
         .iter()
         .filter(|set| **set)
         .count()
-            <= 1;
+            <= 1
+            && !filter.searches();
         let timeless = filter.since.is_none() && filter.until.is_none();
 
         // Start of the time window: the first key that failed at or before `until`.

@@ -31,6 +31,8 @@
 //! - `gates`: the retry gates, their token buckets and the retries they park
 //! - `notify`: the notifier's lease, state, outboxes and deliveries; [`NotifyStore`] (in
 //!   this process only: lost on restart)
+//! - `audit`: the audit log, newest first, capped; [`AuditStore`](crate::AuditStore) (in
+//!   this process only: lost on restart)
 //! - `queue`: [`MemoryRetryQueue`], what workers claim
 //! - `retention`: the trim and its janitor ([`MemoryTrimReport`], [`MemoryJanitor`])
 //!
@@ -39,6 +41,7 @@
 //! [`RetryStore`]: crate::RetryStore
 //! [`NotifyStore`]: crate::NotifyStore
 
+mod audit;
 mod gates;
 mod indexes;
 mod notify;
@@ -89,6 +92,8 @@ pub struct MemoryStore {
     retention: Retention,
     /// The notifier's lease, state, outboxes and deliveries (`notify`).
     notify: std::sync::Mutex<notify::NotifyMemory>,
+    /// The audit log (`audit`).
+    audit: std::sync::Mutex<audit::AuditMemory>,
 }
 
 impl Default for MemoryStore {
@@ -114,6 +119,7 @@ impl MemoryStore {
             queue: Arc::new(Queue::new(config.retry_queue_cap.max(1))),
             retention: config.retention,
             notify: std::sync::Mutex::default(),
+            audit: std::sync::Mutex::default(),
         }
     }
 
@@ -178,7 +184,8 @@ impl From<Arc<MemoryStore>> for Stores {
         Stores::new("memory", store.clone())
             .with_stats(store.clone())
             .with_retries(store.clone())
-            .with_notify(store)
+            .with_notify(store.clone())
+            .with_audit(store)
     }
 }
 

@@ -31,7 +31,8 @@ fn memory_store_claims_tasks_statistics_and_retries() {
             Capability::Writes,
             Capability::Statistics,
             Capability::Retries,
-            Capability::Notifications
+            Capability::Notifications,
+            Capability::Audit
         ],
         "the memory store keeps decoded tasks: no stored-JSON pages"
     );
@@ -120,4 +121,43 @@ async fn a_blocked_claim_is_woken_by_the_scheduler() {
         .unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].request.task_id.as_str(), "w1");
+}
+
+/// The memory store keeps at most `audit_max_len` audit entries: the oldest leave.
+#[tokio::test]
+async fn the_memory_audit_log_keeps_its_cap() {
+    use failed_tasks_store::audit::{AuditAction, AuditEntry, AuditQuery};
+    use failed_tasks_store::{AuditStore, MemoryConfig, Retention};
+    let store = MemoryStore::with_config(MemoryConfig {
+        retention: Retention {
+            audit_max_len: 3,
+            ..Retention::default()
+        },
+        ..MemoryConfig::default()
+    });
+    for i in 0..5u64 {
+        let entry = AuditEntry {
+            time: failed_tasks_domain::Timestamp::from_unix_millis(1_000 * i as i64).unwrap(),
+            actor: "a".into(),
+            action: AuditAction::Remove,
+            target: format!("t{i}"),
+            reason: None,
+            count: 1,
+            request_id: None,
+        };
+        store.audit_append(&entry).await.unwrap();
+    }
+    let page = store
+        .audit_list(&AuditQuery {
+            since: None,
+            until: None,
+            actor: None,
+            action: None,
+            page_size: 10,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    let targets: Vec<&str> = page.entries.iter().map(|e| e.target.as_str()).collect();
+    assert_eq!(targets, ["t4", "t3", "t2"]);
 }

@@ -16,6 +16,7 @@ fn store(max_count: u64, max_age: Duration) -> MemoryStore {
             max_age,
             max_count,
             janitor_interval: Duration::from_secs(60),
+            ..Retention::default()
         },
         ..MemoryConfig::default()
     })

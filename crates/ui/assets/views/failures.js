@@ -1,5 +1,6 @@
-// Failures: the listing, newest first, with every filter of the API, cursor paging and the
-// bulk actions. State in the URL: #/failures?category=..&cursor=..&prev=..&pageSize=..
+// Failures: the listing, newest first, with every filter of the API (the search box `q` and
+// `pathPrefix` included), cursor paging, the export of the current filters and the bulk
+// actions. State in the URL: #/failures?category=..&q=..&cursor=..&prev=..&pageSize=..
 //
 // `prev` is the stack of the cursors of the pages between the first page and this one,
 // joined by '.', which a base64url cursor never contains; so Previous works from a shared
@@ -12,7 +13,7 @@ import { features } from '../api.js';
 import { scopeOfFilters, holdRetries } from '../gates.js';
 
 /** The listing's filters, as the API names them (`retry` on servers with retries). */
-export const FILTERS = ['category', 'taskType', 'clientId', 'errorCode', 'since', 'until', 'signature', 'retry'];
+export const FILTERS = ['q', 'pathPrefix', 'category', 'taskType', 'clientId', 'errorCode', 'since', 'until', 'signature', 'retry'];
 const RETRY_STATES = ['scheduled', 'final', 'none'];
 /** Parallel single requests of an action on a selection. */
 const PARALLEL = 4;
@@ -86,7 +87,10 @@ export function mount(ctx) {
     h('option', { value: '' }, t('common.all')),
     RETRY_STATES.map((r) => h('option', { value: r, selected: filters.retry === r }, t(`retry.${r}`)))));
   const sizeField = h('label', { class: 'field' }, h('span', {}, t('common.pageSize')), sizeSelect);
+  const search = h('input', { type: 'search', id: 'f-q', name: 'q', value: filters.q || '', maxlength: '200', autocomplete: 'off', spellcheck: 'false', placeholder: t('filter.qHint') });
   const form = h('form', { class: 'filters', id: 'filters', on: { submit: apply } },
+    h('label', { class: 'field search' }, h('span', {}, t('filter.q')), search),
+    field('pathPrefix', text('pathPrefix')),
     field('category', categorySelect),
     field('taskType', text('taskType')),
     field('clientId', text('clientId')),
@@ -125,6 +129,9 @@ export function mount(ctx) {
     if (features.retries && !form.elements.retry) form.insertBefore(retryField(), sizeField);
     const tasks = page.Tasks || [];
     const total = page.TotalTasks;
+    // A search that walked counts only its page: the total is not known.
+    const walked = page.Search === 'walk';
+    const shownTotal = walked ? '?' : count(total);
     const canAct = ctx.canAct();
     const hasRetry = tasks.some((task) => 'NextRetryAt' in task);
     for (const id of [...selected]) if (!tasks.some((task) => task.TaskId === id)) selected.delete(id);
@@ -132,17 +139,24 @@ export function mount(ctx) {
     const pageNo = cursor ? prev.length + 2 : 1;
     const from = tasks.length ? (pageNo - 1) * Number(pageSize) + 1 : 0;
     const summary = h('p', { class: 'summary', id: 'total' },
-      h('strong', { id: 'total-count', dataset: { count: String(total) } }, t('failures.total', { n: count(total) })),
-      tasks.length ? ` · ${t('failures.range', { from: count(from), to: count(from + tasks.length - 1), n: count(total) })}` : '');
+      walked
+        ? h('strong', { id: 'total-count', dataset: { count: String(total), found: 'page' } }, t('failures.foundOnPage', { n: count(tasks.length) }))
+        : h('strong', { id: 'total-count', dataset: { count: String(total) } }, t('failures.total', { n: count(total) })),
+      tasks.length && !walked ? ` · ${t('failures.range', { from: count(from), to: count(from + tasks.length - 1), n: count(total) })}` : '',
+      page.Search ? h('span', { class: 'search-way', id: 'search-way', dataset: { way: page.Search } }, ` · ${t(`failures.search.${page.Search}`)}`) : null,
+      exportButtons());
+    const incomplete = page.Complete === false
+      ? h('p', { class: 'notice incomplete', id: 'search-incomplete', role: 'status' }, t('failures.incomplete'))
+      : null;
 
     if (!tasks.length) {
       const empty = h('div', { class: 'empty', id: 'empty' },
         h('p', {}, Object.keys(filters).length || cursor ? t('failures.empty') : t('failures.emptyAll')));
-      replace(ctx.data, summary, empty, pager(null, pageNo));
+      replace(ctx.data, summary, incomplete, empty, pager(page.NextCursor || null, pageNo));
       return;
     }
 
-    const bulk = canAct ? bulkBar(total) : null;
+    const bulk = canAct ? bulkBar(shownTotal) : null;
     // Selecting updates the checkboxes and the bulk buttons in place (no re-render).
     const selectAll = canAct
       ? h('input', { type: 'checkbox', id: 'select-all', 'aria-label': t('failures.selectAll'), checked: tasks.every((x) => selected.has(x.TaskId)), on: { change: (e) => {
@@ -176,7 +190,36 @@ export function mount(ctx) {
       hasRetry ? h('td', { class: 'time next-retry', title: task.NextRetryAt ? t(new Date(task.NextRetryAt).getTime() > Date.now() ? 'retry.due' : 'retry.delivered') : null }, time(task.NextRetryAt)) : null));
     const table = h('div', { class: 'table-wrap' },
       h('table', { class: 'tasks', id: 'tasks' }, h('thead', {}, head), h('tbody', {}, rows)));
-    replace(ctx.data, summary, bulk, table, pager(page.NextCursor, pageNo));
+    replace(ctx.data, summary, incomplete, bulk, table, pager(page.NextCursor, pageNo));
+  }
+
+  /** Export CSV / NDJSON: every match of the current filters, as a file. */
+  function exportButtons() {
+    const button = (format) => {
+      const b = h('button', { type: 'button', id: `export-${format}`, class: 'export' }, t(`failures.export.${format}`));
+      b.addEventListener('click', () => exportAs(format, b));
+      return b;
+    };
+    return h('span', { class: 'exports', id: 'export' }, button('csv'), button('ndjson'));
+  }
+
+  async function exportAs(format, button) {
+    const current = {};
+    for (const key of FILTERS) if (filters[key]) current[key] = filters[key];
+    button.disabled = true;
+    try {
+      const blob = await ctx.api.exportFile(format, current);
+      const link = h('a', { href: URL.createObjectURL(blob), download: `failed-tasks.${format}`, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+      ctx.notify(t('done.exported'), 'ok');
+    } catch (e) {
+      ctx.notify(t('error.action', { message: e.message }), 'error');
+    } finally {
+      button.disabled = false;
+    }
   }
 
   function pager(nextCursor, pageNo) {
@@ -224,13 +267,13 @@ export function mount(ctx) {
       retries ? h('button', { type: 'button', id: 'retry-selected', disabled: !selected.size, on: { click: retrySelected } },
         t('failures.retrySelected', { n: selected.size })) : null,
       retries ? h('button', { type: 'button', id: 'retry-matching', disabled: !matching, title: matching ? null : t('failures.needFilter'), on: { click: () => retryMatching(total) } },
-        t('failures.retryMatching', { n: count(total) })) : null,
+        t('failures.retryMatching', { n: total })) : null,
       retries ? h('button', { type: 'button', id: 'hold-matching', disabled: !scope, title: scope ? null : t('gates.needScope'), on: { click: () => holdRetries(ctx, scope) } },
         t('gates.holdMatching')) : null,
       h('button', { type: 'button', id: 'delete-selected', class: 'danger', disabled: !selected.size, on: { click: deleteSelected } },
         t('failures.deleteSelected', { n: selected.size })),
       h('button', { type: 'button', id: 'delete-matching', class: 'danger', disabled: !matching, title: matching ? null : t('failures.needFilter'), on: { click: () => deleteMatching(total) } },
-        t('failures.deleteMatching', { n: count(total) })));
+        t('failures.deleteMatching', { n: total })));
   }
 
   async function retrySelected() {
@@ -245,7 +288,7 @@ export function mount(ctx) {
 
   async function retryMatching(total) {
     const matching = bulkFilters();
-    if (!matching || !(await ctx.confirm(t('confirm.retryMatching', { n: count(total) })))) return;
+    if (!matching || !(await ctx.confirm(t('confirm.retryMatching', { n: total })))) return;
     try {
       const r = await ctx.api.retryMatching(matching);
       const text = retriedText(r.Retried, r.AlreadyDelivered);
@@ -267,7 +310,7 @@ export function mount(ctx) {
 
   async function deleteMatching(total) {
     const matching = bulkFilters();
-    if (!matching || !(await ctx.confirm(t('confirm.deleteMatching', { n: count(total) })))) return;
+    if (!matching || !(await ctx.confirm(t('confirm.deleteMatching', { n: total })))) return;
     try {
       const r = await ctx.api.removeMatching(matching);
       ctx.notify(t(r.Complete ? 'done.deleted' : 'done.deletedPartly', { n: count(r.Removed) }), 'ok');
