@@ -100,13 +100,13 @@ struct Flags {
     /// Run only the sharding figures (a private three-master cluster; phase 7).
     #[arg(long)]
     only_shards: bool,
+    /// Run only the search and export figures (phase 8).
+    #[arg(long)]
+    only_search: bool,
     /// Run only the retry figures (phase 8: scheduling cost, moved per second with and
     /// without gates, lag, a limit gate's rate).
     #[arg(long)]
     only_retries: bool,
-    /// Run only the search and export figures (phase 8).
-    #[arg(long)]
-    only_search: bool,
     /// Internal: run one of the servers under test (started by the bench itself).
     #[arg(long, value_enum, hide = true)]
     serve_child: Option<Kind>,
@@ -179,12 +179,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         b.shards().await?;
         return b.report(flags.json.as_deref());
     }
-    if flags.only_retries {
-        b.retries().await?;
-        return b.report(flags.json.as_deref());
-    }
     if flags.only_search {
         b.search_and_export().await?;
+        return b.report(flags.json.as_deref());
+    }
+    if flags.only_retries {
+        b.retries().await?;
         return b.report(flags.json.as_deref());
     }
     b.record_one_at_a_time().await?;

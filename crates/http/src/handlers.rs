@@ -647,7 +647,6 @@ pub(crate) async fn create_gate(app: &App, call: Call<'_>) -> Reply {
     };
     match app.service.create_gate(request, Timestamp::now()).await {
         Ok(Some(gate)) => {
-            audited(app, &call, AuditAction::CreateGate, gate.id.to_string(), 1).await;
             tracing::info!(
                 gate = %gate.id,
                 mode = gate.mode.as_str(),
@@ -655,6 +654,15 @@ pub(crate) async fn create_gate(app: &App, call: Call<'_>) -> Reply {
                 reason = gate.reason.as_str(),
                 "retry gate created"
             );
+            let reason = call
+                .reason
+                .clone()
+                .unwrap_or_else(|| gate.reason.as_str().to_owned());
+            let call = Call {
+                reason: Some(reason),
+                ..call
+            };
+            audited(app, &call, AuditAction::GateCreated, gate.id.to_string(), 0).await;
             Reply::ok(GateAction {
                 gate_id: gate.id.to_string(),
                 status: "created".to_owned(),
@@ -691,8 +699,8 @@ pub(crate) async fn release_gate(app: &App, call: Call<'_>) -> Reply {
     };
     match app.service.release_gate(&id).await {
         Ok(true) => {
-            audited(app, &call, AuditAction::ReleaseGate, id.to_string(), 1).await;
             tracing::info!(gate = %id, "retry gate released");
+            audited(app, &call, AuditAction::GateReleased, id.to_string(), 0).await;
             Reply::ok(GateAction {
                 gate_id: id.to_string(),
                 status: "released".to_owned(),

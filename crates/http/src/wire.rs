@@ -577,7 +577,7 @@ pub struct WireAuditEntry {
     #[serde(rename = "Actor")]
     pub actor: String,
     /// What was done (`retry`, `cancel_retry`, `resolve`, `delete`, `delete_matching`,
-    /// `retry_matching`, `create_gate`, `release_gate`).
+    /// `retry_matching`, `gate_created`, `gate_released`).
     #[serde(rename = "Action")]
     pub action: String,
     /// A `TaskId`, or the filters as a query string.

@@ -29,10 +29,10 @@ pub enum AuditAction {
     RemoveMatching,
     /// Every task matching filters retried now.
     RetryMatching,
-    /// A retry gate made (`POST …/admin/retry-gates`); the target is the gate's id.
-    CreateGate,
-    /// A retry gate released (`DELETE …/admin/retry-gates/{gateId}`).
-    ReleaseGate,
+    /// A retry gate made (hold or limit).
+    GateCreated,
+    /// A retry gate released.
+    GateReleased,
 }
 
 impl AuditAction {
@@ -44,8 +44,8 @@ impl AuditAction {
         AuditAction::Remove,
         AuditAction::RemoveMatching,
         AuditAction::RetryMatching,
-        AuditAction::CreateGate,
-        AuditAction::ReleaseGate,
+        AuditAction::GateCreated,
+        AuditAction::GateReleased,
     ];
 
     /// The action's name (`retry`, `cancel_retry`, …).
@@ -57,8 +57,8 @@ impl AuditAction {
             AuditAction::Remove => "delete",
             AuditAction::RemoveMatching => "delete_matching",
             AuditAction::RetryMatching => "retry_matching",
-            AuditAction::CreateGate => "create_gate",
-            AuditAction::ReleaseGate => "release_gate",
+            AuditAction::GateCreated => "gate_created",
+            AuditAction::GateReleased => "gate_released",
         }
     }
 

@@ -123,11 +123,11 @@ export const api = {
   cancelRetry: (taskId) => call('DELETE', `/admin/failed-tasks/${id(taskId)}/retry`),
   resolve: (taskId) => call('POST', `/admin/failed-tasks/${id(taskId)}/resolve`),
   retryMatching: (filters) => call('POST', '/admin/retries', { query: filters }),
+  exportFile: (format, filters) => download('/tasks/failed/export', { ...filters, format }),
   gates: (signal) => call('GET', '/retry-gates', { signal }),
   /** A `hold` gate on `scope` (the API's Scope object) with the operator's reason. */
   hold: (scope, reason) => call('POST', '/admin/retry-gates', { body: { Scope: scope, Mode: 'hold', Reason: reason } }),
   releaseGate: (gateId) => call('DELETE', `/admin/retry-gates/${encodeURIComponent(gateId)}`),
-  exportFile: (format, filters) => download('/tasks/failed/export', { ...filters, format }),
   /** Whether the token opens the admin API, without changing anything: a removal without a
    *  filter is refused with 400 after the token check (401: not the admin token, 403: the
    *  admin API is disabled). */

@@ -266,3 +266,60 @@ async fn a_bad_reason_is_400_and_changes_nothing() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn gates_made_and_released_are_audited_with_the_gates_reason() {
+    let server = server().await;
+    let body =
+        json!({"Scope": {"TaskType": "embedding"}, "Mode": "hold", "Reason": "provider outage"})
+            .to_string();
+    let a = call(
+        &server,
+        Method::POST,
+        &format!("{BASE}/admin/retry-gates"),
+        "alice-secret",
+        &[],
+        body,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
+    let gate = a.json()["Data"]["GateId"].as_str().unwrap().to_owned();
+    let a = call(
+        &server,
+        Method::DELETE,
+        &format!("{BASE}/admin/retry-gates/{gate}"),
+        "alice-secret",
+        &[("x-reason", "provider back")],
+        String::new(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json());
+    let log = audit(&server, "").await;
+    let entries: Vec<(String, String, String)> = log["Entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["Action"].as_str().unwrap().to_owned(),
+                e["Target"].as_str().unwrap().to_owned(),
+                e["Reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (
+                "gate_released".to_owned(),
+                gate.clone(),
+                "provider back".to_owned()
+            ),
+            (
+                "gate_created".to_owned(),
+                gate,
+                "provider outage".to_owned()
+            ),
+        ]
+    );
+}

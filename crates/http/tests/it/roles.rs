@@ -50,6 +50,10 @@ async fn call(server: &TestServer, method: &Method, path: &str, token: Option<&s
     }
     let body = match (method.as_str(), path) {
         ("POST", p) if p.ends_with("/admin/failed-tasks") => task("new-task", "c1").to_string(),
+        ("POST", p) if p.ends_with("/admin/retry-gates") => {
+            json!({"Scope": {"TaskType": "nothing-here"}, "Mode": "hold", "Reason": "roles test"})
+                .to_string()
+        }
         ("POST", p) if p.ends_with("/admin/task-attempts") => {
             json!({"TaskType": "embedding", "Count": 3}).to_string()
         }
@@ -90,7 +94,7 @@ fn matrix() -> Vec<(Method, String, Role)> {
         ),
         (
             Method::DELETE,
-            format!("{BASE}/admin/retry-gates/g1"),
+            format!("{BASE}/admin/retry-gates/no-such-gate"),
             Role::Operate,
         ),
         (Method::POST, format!("{admin}/t2/retry"), Role::Operate),
@@ -291,7 +295,7 @@ async fn a_client_limited_token_neither_sees_nor_touches_another_clients_failure
         );
     }
 
-    // The export is kept to c1 too.
+    // Its export and its search hold c1's failures only; asking for c2's is refused.
     let a = call(
         &server,
         &Method::GET,
@@ -300,11 +304,13 @@ async fn a_client_limited_token_neither_sees_nor_touches_another_clients_failure
     )
     .await;
     assert_eq!(a.status, StatusCode::OK);
-    let text = String::from_utf8_lossy(&a.body).into_owned();
-    assert!(
-        text.contains("\"mine\"") && !text.contains("\"theirs\""),
-        "{text}"
-    );
+    let body = String::from_utf8(a.body.to_vec()).unwrap();
+    let rows: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{body}");
+    assert_eq!(rows[0]["TaskId"], "mine");
     let a = call(
         &server,
         &Method::GET,
@@ -313,6 +319,14 @@ async fn a_client_limited_token_neither_sees_nor_touches_another_clients_failure
     )
     .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = call(&server, &Method::GET, &format!("{failed}?q=I"), c1).await;
+    let ids: Vec<String> = a.json()["Data"]["Tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["TaskId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["mine"], "both ids hold an i; c2's is not shown");
 
     // Another client's task does not exist for it, whatever it does with it.
     for (method, path) in [
@@ -346,6 +360,8 @@ async fn a_client_limited_token_neither_sees_nor_touches_another_clients_failure
         "tasks/failed-stats?window=1h",
         "tasks/failed-groups",
         "notifications",
+        "audit",
+        "retry-gates",
     ] {
         let a = call(&server, &Method::GET, &format!("{BASE}/{path}"), c1).await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}");

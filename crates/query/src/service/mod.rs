@@ -10,8 +10,8 @@
 //! - `tasks`: list, get, record, remove
 //! - `bulk`: remove or retry every match of a filter ([`BulkRemoval`], [`BulkRetry`])
 //! - `retries`: the retry policy, retry now, cancel, resolve, deliver due
-//! - `gates`: retry gates ([`GateRequest`]): make, list, release
 //! - `search`: the text filters `q` and `pathPrefix` ([`SearchPage`], [`SearchWay`])
+//! - `gates`: retry gates ([`GateRequest`]): make, list, release
 //! - `stats`: statistics, groups, attempts, the alert thresholds
 //! - `notify`: the notification targets in force and their delivery ([`NotifyTargetInfo`])
 
