@@ -750,13 +750,19 @@ return gate_release(ARGV[1], KEYS[1], ARGV[2])
 "#;
 
 /// The gates in force at `now` (lapsed ones are released). KEYS: gates. ARGV: prefix, now
-/// (ms). Returns `{id, line, held, ...}`, oldest first.
+/// (ms), `full`: `1` every gate with its line, `0` only the gates holding anything, without
+/// their line (every shard keeps every gate: one shard answers the lines, the others only
+/// their held counts). Returns `{id, line, held, ...}`, oldest first.
 const GATE_LIST: &str = r#"
 local out = {}
+local full = ARGV[3] == '1'
 for _, g in ipairs(gates_in_force(ARGV[1], KEYS[1], tonumber(ARGV[2]))) do
-  table.insert(out, g.id)
-  table.insert(out, g.line)
-  table.insert(out, redis.call('ZCARD', ARGV[1] .. ':retry:held:' .. g.id))
+  local held = redis.call('ZCARD', ARGV[1] .. ':retry:held:' .. g.id)
+  if full or held > 0 then
+    table.insert(out, g.id)
+    table.insert(out, full and g.line or '')
+    table.insert(out, held)
+  end
 end
 return out
 "#;
