@@ -103,7 +103,7 @@ struct Flags {
     /// Run only the search and export figures (phase 8).
     #[arg(long)]
     only_search: bool,
-    /// Run only the retry figures (phase 6: scheduling cost, moved per second with and
+    /// Run only the retry figures (phase 8: scheduling cost, moved per second with and
     /// without gates, lag, a limit gate's rate).
     #[arg(long)]
     only_retries: bool,

@@ -46,7 +46,7 @@ pub enum EventKind {
     GroupNew,
     /// A signature failing again after a quiet period.
     GroupReturned,
-    /// A retry gate was made (by an operator or the breaker).
+    /// A retry gate was made.
     GateCreated,
     /// A retry gate was released, or lapsed.
     GateReleased,

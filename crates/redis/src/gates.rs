@@ -118,14 +118,24 @@ impl Shard {
         Ok(released == 1)
     }
 
-    async fn list_gates(&self, now: Timestamp) -> Result<Vec<(String, String, u64)>, StoreError> {
+    /// Each gate in force as `(id, line, held)`; with `full` false only those holding
+    /// anything, without their line.
+    async fn list_gates(
+        &self,
+        now: Timestamp,
+        full: bool,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
         let k = &self.keys;
         let flat: Vec<Value> = self
             .conn
             .eval(
                 &Scripts::get().gate_list,
                 vec![k.gates().into()],
-                vec![k.prefix().into(), now.unix_millis().into()],
+                vec![
+                    k.prefix().into(),
+                    now.unix_millis().into(),
+                    if full { "1" } else { "0" }.into(),
+                ],
             )
             .await?;
         let mut out = Vec::with_capacity(flat.len() / 3);
@@ -185,25 +195,33 @@ impl RedisStore {
         Ok(any)
     }
 
-    /// Every shard's gates, merged by id (the held counts added up), oldest first.
+    /// The first shard's gates (every shard keeps every gate), each with the held counts
+    /// of every shard added up, oldest first. The other shards answer only the gates that
+    /// hold something there, so the answer does not grow with shards × gates.
     pub(crate) async fn list_gates_everywhere(
         &self,
         now: Timestamp,
     ) -> Result<Vec<GateStatus>, StoreError> {
+        let readers = self.shards().readers();
+        let (first, rest) = tokio::join!(
+            readers[0].list_gates(now, true),
+            futures_util::future::join_all(readers[1..].iter().map(|s| s.list_gates(now, false)))
+        );
         let mut merged: std::collections::BTreeMap<String, GateStatus> = Default::default();
-        for r in self.every_shard(|s| s.list_gates(now)).await {
-            for (id, line, held) in r? {
+        for (id, line, held) in first? {
+            match gate_of(&id, &line) {
+                Some(gate) => {
+                    merged.insert(id, GateStatus { gate, held });
+                }
+                None => {
+                    tracing::warn!(gate = %id, %line, "skipping a gate this version cannot read")
+                }
+            }
+        }
+        for r in rest {
+            for (id, _, held) in r? {
                 if let Some(status) = merged.get_mut(&id) {
                     status.held += held;
-                    continue;
-                }
-                match gate_of(&id, &line) {
-                    Some(gate) => {
-                        merged.insert(id, GateStatus { gate, held });
-                    }
-                    None => {
-                        tracing::warn!(gate = %id, %line, "skipping a gate this version cannot read")
-                    }
                 }
             }
         }

@@ -606,25 +606,32 @@ if #gates == 0 then
     if f and retrying(f) and f[F_STATE] == 's' then send(id, f, v) else dropped = dropped + 1 end
   end
 else
-  -- Gates by the first scope field they name (a retry looks only at the lists of its own
-  -- values), and the limits' buckets.
+  -- Gates by the set of scope fields they name (a mask): per mask, a table from the values
+  -- of those fields (tab-joined; no value holds a tab) to its gates. A retry looks up its
+  -- own values once per mask in use, so gates that do not match cost nothing per gate.
   local shards = tonumber(ARGV[7])
   local bucket = prefix .. ':gates:bucket'
   local FIELDS = {F_TASK_TYPE, F_CATEGORY, F_ERROR_CODE, F_CLIENT_ID, F_SIGNATURE}
-  local any, by = {}, {{}, {}, {}, {}, {}}
+  local masks, mask_of = {}, {}
   for _, g in ipairs(gates) do
-    local placed = false
+    local bits, idx, vals = 0, {}, {}
     for i = 1, 5 do
-      local want = g.scope[i]
-      if want ~= '' then
-        local list = by[i][want]
-        if not list then list = {} by[i][want] = list end
-        table.insert(list, g)
-        placed = true
-        break
+      if g.scope[i] ~= '' then
+        bits = bits + 2 ^ (i - 1)
+        table.insert(idx, FIELDS[i])
+        table.insert(vals, g.scope[i])
       end
     end
-    if not placed then table.insert(any, g) end
+    local m = mask_of[bits]
+    if not m then
+      m = {idx = idx, map = {}}
+      mask_of[bits] = m
+      table.insert(masks, m)
+    end
+    local k = table.concat(vals, '\t')
+    local list = m.map[k]
+    if not list then list = {} m.map[k] = list end
+    table.insert(list, g)
     if g.mode == 'limit' then
       local rate = g.rate / shards
       local tokens, at = 0, now
@@ -641,35 +648,38 @@ else
       g.tokens, g.at = tokens, at
     end
   end
-  local hold, spent, charge
-  local function look(list, f)
-    for _, g in ipairs(list) do
-      local ok = true
-      for i = 1, 5 do
-        local want = g.scope[i]
-        if want ~= '' and want ~= f[FIELDS[i]] then ok = false break end
+  -- The gate that stops a retry (the oldest hold, else the oldest spent limit of its
+  -- scope), or nil after spending a token of every limit of its scope.
+  local function stopper(f)
+    local hold, spent, charge = nil, nil, nil
+    for _, m in ipairs(masks) do
+      local k
+      if #m.idx == 1 then
+        k = f[m.idx[1]]
+      else
+        local vals = {}
+        for j, fi in ipairs(m.idx) do vals[j] = f[fi] end
+        k = table.concat(vals, '\t')
       end
-      if ok then
-        if g.mode == 'hold' then
-          if not hold or g.id < hold.id then hold = g end
-        elseif g.tokens < 1 then
-          if not spent or g.id < spent.id then spent = g end
-        else
-          table.insert(charge, g)
+      local list = m.map[k]
+      if list then
+        for _, g in ipairs(list) do
+          if g.mode == 'hold' then
+            if not hold or g.id < hold.id then hold = g end
+          elseif g.tokens < 1 then
+            if not spent or g.id < spent.id then spent = g end
+          else
+            charge = charge or {}
+            table.insert(charge, g)
+          end
         end
       end
     end
-  end
-  local function stopper(f)
-    hold, spent, charge = nil, nil, {}
-    look(any, f)
-    for i = 1, 5 do
-      local list = by[i][f[FIELDS[i]]]
-      if list then look(list, f) end
-    end
     if hold then return hold end
     if spent then return spent end
-    for _, g in ipairs(charge) do g.tokens = g.tokens - 1 end
+    if charge then
+      for _, g in ipairs(charge) do g.tokens = g.tokens - 1 end
+    end
     return nil
   end
   local function consider(id, score)
@@ -740,13 +750,19 @@ return gate_release(ARGV[1], KEYS[1], ARGV[2])
 "#;
 
 /// The gates in force at `now` (lapsed ones are released). KEYS: gates. ARGV: prefix, now
-/// (ms). Returns `{id, line, held, ...}`, oldest first.
+/// (ms), `full`: `1` every gate with its line, `0` only the gates holding anything, without
+/// their line (every shard keeps every gate: one shard answers the lines, the others only
+/// their held counts). Returns `{id, line, held, ...}`, oldest first.
 const GATE_LIST: &str = r#"
 local out = {}
+local full = ARGV[3] == '1'
 for _, g in ipairs(gates_in_force(ARGV[1], KEYS[1], tonumber(ARGV[2]))) do
-  table.insert(out, g.id)
-  table.insert(out, g.line)
-  table.insert(out, redis.call('ZCARD', ARGV[1] .. ':retry:held:' .. g.id))
+  local held = redis.call('ZCARD', ARGV[1] .. ':retry:held:' .. g.id)
+  if full or held > 0 then
+    table.insert(out, g.id)
+    table.insert(out, full and g.line or '')
+    table.insert(out, held)
+  end
 end
 return out
 "#;

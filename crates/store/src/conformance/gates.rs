@@ -244,3 +244,44 @@ pub async fn cap_and_order(store: &dyn Both, queue: &dyn RetryQueue) {
     assert_eq!(deliver_all(store, at(8_000), 1000).await, 1);
     assert_eq!(drain(queue).await.len(), 1);
 }
+
+/// Releasing a `hold` under a `limit` of the same retries: what the hold kept goes out at
+/// the limit's pace, not all at once, and all of it in the end.
+pub async fn released_under_a_limit(store: &dyn Both, queue: &dyn RetryQueue) {
+    store
+        .record_planned(&due_batch("e", "embedding", 40))
+        .await
+        .unwrap();
+    let hold = gate("g1", embedding_timeouts(), GateMode::Hold, None);
+    let rate = 10.0;
+    let limit = gate(
+        "g2",
+        GateScope::default(),
+        GateMode::Limit(PerSecond::new(rate).unwrap()),
+        None,
+    );
+    store.create_gate(&hold, at(0)).await.unwrap();
+    store.create_gate(&limit, at(0)).await.unwrap();
+    assert_eq!(deliver_all(store, at(20_000), 1000).await, 0);
+    assert_eq!(
+        held(store, at(20_000)).await,
+        vec![("g1".to_owned(), 40), ("g2".to_owned(), 0)],
+        "the hold, the oldest gate, keeps them"
+    );
+    assert!(store.release_gate(&hold.id).await.unwrap());
+    // At +20 s the limit's bucket is full (one second's worth, at least one a shard).
+    let first = deliver_all(store, at(20_000), 1000).await;
+    assert!((1..=16).contains(&first), "{first} delivered at once");
+    let mut delivered = first;
+    let mut t = 20_000;
+    while delivered < 40 {
+        t += 500;
+        assert!(t <= 80_000, "only {delivered} delivered by +{t} ms");
+        delivered += deliver_all(store, at(t), 1000).await;
+        let earned = rate * (t - 20_000) as f64 / 1000.0 + 16.0;
+        assert!(delivered as f64 <= earned, "{delivered} by +{t} ms");
+    }
+    assert_eq!(delivered, 40);
+    assert_eq!(drain(queue).await.len(), 40);
+    assert_eq!(held(store, at(t)).await, vec![("g2".to_owned(), 0)]);
+}

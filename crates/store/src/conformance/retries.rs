@@ -574,4 +574,6 @@ where
     super::gates::lapse(&s, &q).await;
     let (s, q, _) = fresh().await;
     super::gates::cap_and_order(&s, &q).await;
+    let (s, q, _) = fresh().await;
+    super::gates::released_under_a_limit(&s, &q).await;
 }
