@@ -13,18 +13,22 @@ use crate::bench::{connect_store, now_ms, without_retries, Bench, REF_PREFIX};
 use crate::data;
 
 /// Record tasks `from..to` as the server does, with their retry plans from the default
-/// policy (scheduling included), `in_flight` batches at a time.
-async fn fill(store: &RedisStore, from: u64, to: u64, base_ms: i64) -> anyhow::Result<Duration> {
+/// policy (scheduling included): batches of 500, `in_flight` at a time. The time it took.
+pub(crate) async fn fill(
+    store: &RedisStore,
+    from: u64,
+    to: u64,
+    base_ms: i64,
+    in_flight: usize,
+) -> anyhow::Result<Duration> {
     const BATCH: u64 = 500;
-    const IN_FLIGHT: usize = 4;
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     let mut next = from;
     while next < to || !set.is_empty() {
-        while next < to && set.len() < IN_FLIGHT {
-            let end = (next + BATCH).min(to);
+        while next < to && set.len() < in_flight {
+            let (a, b) = (next, (next + BATCH).min(to));
             let store = store.clone();
-            let (a, b) = (next, end);
             set.spawn(async move {
                 let planned = data::planned(a, b, base_ms)?;
                 store
@@ -33,7 +37,7 @@ async fn fill(store: &RedisStore, from: u64, to: u64, base_ms: i64) -> anyhow::R
                     .map_err(|e| anyhow!("recording tasks {a}..{b}: {e}"))?;
                 Ok::<_, anyhow::Error>(())
             });
-            next = end;
+            next = b;
         }
         if let Some(r) = set.join_next().await {
             r.context("fill task panicked")??;
@@ -41,6 +45,9 @@ async fn fill(store: &RedisStore, from: u64, to: u64, base_ms: i64) -> anyhow::R
     }
     Ok(start.elapsed())
 }
+
+/// Batches in flight while filling the main stores.
+const IN_FLIGHT: usize = 4;
 
 /// `record` one task at a time from `concurrency` tasks: the port's basic path.
 async fn record_singly(store: &RedisStore, n: u64, concurrency: u64) -> anyhow::Result<f64> {
@@ -84,7 +91,7 @@ impl Bench {
     /// The 1k reference store, whose page is timed interleaved with the big store's.
     pub(crate) async fn fill_reference(&mut self) -> anyhow::Result<()> {
         let ref_store = connect_store(&self.url0, REF_PREFIX).await?;
-        fill(&ref_store, 0, 1_000, now_ms() - 3_600_000 * 24).await?;
+        fill(&ref_store, 0, 1_000, now_ms() - 3_600_000 * 24, IN_FLIGHT).await?;
         self.ref_keys = ref_store.keys().clone();
         self.ref_service = Some(FailedTaskService::new(
             without_retries(ref_store),
@@ -99,7 +106,7 @@ impl Bench {
             self.f
                 .set("redis_baseline_used_memory", self.raw0.used_memory().await?);
         }
-        let took = fill(&self.store, self.stored, n, self.base_ms).await?;
+        let took = fill(&self.store, self.stored, n, self.base_ms, IN_FLIGHT).await?;
         let rate = (n - self.stored) as f64 / took.as_secs_f64();
         eprintln!(
             "  filled {}..{n} in {:.1} s ({rate:.0}/s)",

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use failed_tasks_domain::ListQuery;
 use failed_tasks_redis::{RedisConfig, RedisStore};
-use failed_tasks_store::{RetryStore, StatusStore, StoredPages};
+use failed_tasks_store::{StatusStore, StoredPages};
 use failed_tasks_testkit::RedisCluster;
 
+use crate::now_ms;
 use crate::raw::Raw;
+use crate::recording::fill;
 use crate::report::{Figures, Latency};
-use crate::{data, now_ms};
 
 /// Tasks per store.
 const N: u64 = 100_000;
@@ -34,34 +35,6 @@ async fn connect(url: &str, shards: u32) -> anyhow::Result<RedisStore> {
     Ok(store)
 }
 
-/// Record `0..N` as the server does (batches of 500 with their retry plans), `in_flight`
-/// batches at once; the rate per second.
-async fn fill(store: &RedisStore, base_ms: i64, in_flight: usize) -> anyhow::Result<f64> {
-    const BATCH: u64 = 500;
-    let start = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    let mut next = 0;
-    while next < N || !set.is_empty() {
-        while next < N && set.len() < in_flight {
-            let (a, b) = (next, (next + BATCH).min(N));
-            let store = store.clone();
-            set.spawn(async move {
-                let planned = data::planned(a, b, base_ms)?;
-                store
-                    .record_planned(&planned)
-                    .await
-                    .map_err(|e| anyhow!("recording tasks {a}..{b}: {e}"))?;
-                Ok::<_, anyhow::Error>(())
-            });
-            next = b;
-        }
-        if let Some(r) = set.join_next().await {
-            r.map_err(|e| anyhow!("fill task panicked: {e}"))??;
-        }
-    }
-    Ok(N as f64 / start.elapsed().as_secs_f64())
-}
-
 /// Every figure of the phase.
 pub async fn figures(samples: usize, query: &ListQuery, f: &mut Figures) -> anyhow::Result<()> {
     let cluster = RedisCluster::start();
@@ -76,12 +49,15 @@ pub async fn figures(samples: usize, query: &ListQuery, f: &mut Figures) -> anyh
     // The same in-flight batches for both: one shard runs them one after the other on its
     // master; sixteen split each batch into parts that run on all three.
     let in_flight = 8;
-    let rate_one = fill(&one, base_ms, in_flight).await?;
+    let rate_one = N as f64 / fill(&one, 0, N, base_ms, in_flight).await?.as_secs_f64();
     let mut before = Vec::new();
     for m in &masters {
         before.push(m.dbsize().await?);
     }
-    let rate_sixteen = fill(&sixteen, base_ms, in_flight).await?;
+    let rate_sixteen = N as f64
+        / fill(&sixteen, 0, N, base_ms, in_flight)
+            .await?
+            .as_secs_f64();
     let mut keys = Vec::new();
     for (m, b) in masters.iter().zip(&before) {
         keys.push((m.dbsize().await? - b) as f64);

@@ -290,6 +290,19 @@ pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
 /// reason it gave, the request's id. A request without a token (a route open to anyone)
 /// changes nothing that is audited.
 async fn audited(app: &App, call: &Call<'_>, action: AuditAction, target: String, count: u64) {
+    audited_because(app, call, action, target, count, None).await;
+}
+
+/// [`audited`], with the reason the action itself carries (a gate's `Reason`) when the
+/// caller sent no `X-Reason`.
+async fn audited_because(
+    app: &App,
+    call: &Call<'_>,
+    action: AuditAction,
+    target: String,
+    count: u64,
+    own_reason: Option<&str>,
+) {
     let Some(token) = call.caller else {
         return;
     };
@@ -299,7 +312,10 @@ async fn audited(app: &App, call: &Call<'_>, action: AuditAction, target: String
             actor: token.name().to_owned(),
             action,
             target,
-            reason: call.reason.clone(),
+            reason: call
+                .reason
+                .clone()
+                .or_else(|| own_reason.map(str::to_owned)),
             count,
             request_id: Some(call.request_id.to_owned()),
         })
@@ -672,15 +688,8 @@ pub(crate) async fn create_gate(app: &App, call: Call<'_>) -> Reply {
                 reason = gate.reason.as_str(),
                 "retry gate created"
             );
-            let reason = call
-                .reason
-                .clone()
-                .unwrap_or_else(|| gate.reason.as_str().to_owned());
-            let call = Call {
-                reason: Some(reason),
-                ..call
-            };
-            audited(app, &call, AuditAction::GateCreated, gate.id.to_string(), 0).await;
+            let (id, reason) = (gate.id.to_string(), Some(gate.reason.as_str()));
+            audited_because(app, &call, AuditAction::GateCreated, id, 0, reason).await;
             Reply::ok(GateAction {
                 gate_id: gate.id.to_string(),
                 status: "created".to_owned(),
