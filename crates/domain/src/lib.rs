@@ -17,6 +17,8 @@
 //! - [`scheduling`]: what follows from the policy once a failure is stored: its
 //!   [`RetryStatus`] (scheduled, final, unscheduled), the [`RetryRequest`] handed to workers,
 //!   the [`AttemptRecord`]s of its history.
+//! - [`breaker`]: the retry circuit breaker's keys, outcome counts, settings and states, and
+//!   its rules (when it opens, what its canaries decide).
 //! - [`signature`]: [`ErrorSignature`], the stable id of "the same failure", from the
 //!   category, the error code and the message with its varying parts normalised away.
 //! - [`group`]: failure groups by error signature, and their paging.
@@ -32,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod category;
 pub mod error;
 pub mod gate;
@@ -44,6 +47,7 @@ pub mod signature;
 pub mod stats;
 pub mod task;
 
+pub use breaker::{BreakerConfig, BreakerKey, BreakerPhase, BreakerState, OutcomeCounts, Verdict};
 pub use category::ErrorCategory;
 pub use error::ValidationError;
 pub use gate::{

@@ -187,6 +187,17 @@ impl Timestamp {
         self.0
     }
 
+    /// `d` later, clamped into the representable range.
+    pub fn saturating_add(self, d: std::time::Duration) -> Self {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Self::saturating_from_unix_millis(self.0.saturating_add(ms))
+    }
+
+    /// How long after `earlier` this is (zero when it is not after).
+    pub fn since(self, earlier: Timestamp) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.saturating_sub(earlier.0).max(0) as u64)
+    }
+
     /// Parse an RFC 3339 time with any offset (`2025-01-24T17:00:00+08:00`), converted to UTC
     /// and truncated to the millisecond. Errors name `field`.
     pub fn parse_rfc3339(field: &str, text: &str) -> Result<Self, ValidationError> {

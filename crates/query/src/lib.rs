@@ -26,10 +26,12 @@
 
 #![forbid(unsafe_code)]
 
+mod breaker;
 mod scheduler;
 mod service;
 mod stats_gate;
 
+pub use breaker::{BreakerHandle, BreakerReport, RetryBreaker, Transition, BREAKER_ACTOR};
 /// The audit log's entries and queries, as the adapters write and read them.
 pub use failed_tasks_store::audit;
 /// The notifier's delivery figures, as the status route shows them.
@@ -42,7 +44,7 @@ pub use failed_tasks_store::{
 };
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
-    BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, GateRequest,
+    BreakerView, BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, GateRequest,
     NotifyTargetInfo, QueryError, RecordCounters, RecordedLabels, RetryCounters, SearchPage,
     SearchWay, MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH,
 };

@@ -118,6 +118,23 @@ impl Shard {
         Ok(released == 1)
     }
 
+    async fn pass_gate(&self, id: &GateId, passes: u32) -> Result<bool, StoreError> {
+        let k = &self.keys;
+        let done: i64 = self
+            .conn
+            .eval(
+                &Scripts::get().gate_pass,
+                vec![k.gates().into()],
+                vec![
+                    k.prefix().into(),
+                    id.as_str().into(),
+                    i64::from(passes).into(),
+                ],
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
     /// Each gate in force as `(id, line, held)`; with `full` false only those holding
     /// anything, without their line.
     async fn list_gates(
@@ -190,6 +207,21 @@ impl RedisStore {
     pub(crate) async fn release_gate_everywhere(&self, id: &GateId) -> Result<bool, StoreError> {
         let mut any = false;
         for r in self.every_shard(|s| s.release_gate(id)).await {
+            any |= r?;
+        }
+        Ok(any)
+    }
+
+    /// `ceil(passes / shards)` passes on every shard (each keeps every gate).
+    pub(crate) async fn pass_gate_everywhere(
+        &self,
+        id: &GateId,
+        passes: u32,
+    ) -> Result<bool, StoreError> {
+        let n = u32::try_from(self.shards().readers().len().max(1)).unwrap_or(u32::MAX);
+        let each = passes.div_ceil(n);
+        let mut any = false;
+        for r in self.every_shard(|s| s.pass_gate(id, each)).await {
             any |= r?;
         }
         Ok(any)

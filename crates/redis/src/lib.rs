@@ -80,6 +80,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod breaker;
 pub mod compat;
 pub mod config;
 mod conn;

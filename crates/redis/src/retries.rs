@@ -454,6 +454,10 @@ impl RetryStore for RedisStore {
         self.release_gate_everywhere(id).await
     }
 
+    async fn pass_gate(&self, id: &GateId, passes: u32) -> Result<bool, StoreError> {
+        self.pass_gate_everywhere(id, passes).await
+    }
+
     async fn list_gates(&self, now: Timestamp) -> Result<Vec<GateStatus>, StoreError> {
         self.list_gates_everywhere(now).await
     }

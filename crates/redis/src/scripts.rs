@@ -505,7 +505,8 @@ return n
 /// The gates (docs/retries.md#gates), for `deliver` and the gate scripts: `P:gates` (hash:
 /// gate id -> its line), `P:gates:bucket` (hash: a `limit` gate's id -> `tokens\tcounted
 /// ms`), `P:gates:released` (set: released gates whose parked retries are not all back in
-/// the due set yet). A line is `mode \t rate \t until ms \t task type \t category \t code \t
+/// the due set yet), `P:gates:pass` (hash: a `hold` gate's id -> the retries it still lets
+/// through, the breaker's canaries). A line is `mode \t rate \t until ms \t task type \t category \t code \t
 /// client \t signature \t since ms \t by \t reason` (`crate::gates`; empty: none).
 const GATES: &str = r#"
 local function gate_of(gid, line)
@@ -524,6 +525,7 @@ end
 local function gate_release(prefix, gates, gid)
   if redis.call('HDEL', gates, gid) == 0 then return 0 end
   redis.call('HDEL', prefix .. ':gates:bucket', gid)
+  redis.call('HDEL', prefix .. ':gates:pass', gid)
   if redis.call('EXISTS', prefix .. ':retry:held:' .. gid) == 1 then
     redis.call('SADD', prefix .. ':gates:released', gid)
   end
@@ -554,9 +556,10 @@ end
 /// With gates ([`GATES`]): lapsed gates are released; released gates' parked retries go
 /// back to the due set (at most `max` a step); each `limit` gate's bucket earns `rate /
 /// shards` tokens a second (at most one second's worth, at least 1) and first delivers the
-/// retries it parked while spent; then every due retry looked at is delivered unless a
-/// gate of its scope stops it (a `hold`, else a spent `limit`; the oldest such gate parks
-/// it); a delivery spends a token of every `limit` of its scope. At most `max` retries are
+/// retries it parked while spent (a `hold` with passes: as many as its passes); then every
+/// due retry looked at is delivered unless a gate of its scope stops it (a `hold` without
+/// passes, else a spent `limit`; the oldest such gate parks it); a delivery spends a token
+/// of every `limit` and a pass of every `hold` with passes of its scope. At most `max` retries are
 /// looked at in all.
 ///
 /// KEYS: due, stream, lock, gates. ARGV: prefix, now (ms), max entries, stream MAXLEN
@@ -611,6 +614,12 @@ else
   -- own values once per mask in use, so gates that do not match cost nothing per gate.
   local shards = tonumber(ARGV[7])
   local bucket = prefix .. ':gates:bucket'
+  local pass = prefix .. ':gates:pass'
+  local passes = {}
+  if redis.call('EXISTS', pass) == 1 then
+    local all = redis.call('HGETALL', pass)
+    for i = 1, #all, 2 do passes[all[i]] = tonumber(all[i + 1]) or 0 end
+  end
   local FIELDS = {F_TASK_TYPE, F_CATEGORY, F_ERROR_CODE, F_CLIENT_ID, F_SIGNATURE}
   local masks, mask_of = {}, {}
   for _, g in ipairs(gates) do
@@ -632,6 +641,7 @@ else
     local list = m.map[k]
     if not list then list = {} m.map[k] = list end
     table.insert(list, g)
+    if g.mode == 'hold' then g.tokens = passes[g.id] or 0 end
     if g.mode == 'limit' then
       local rate = g.rate / shards
       local tokens, at = 0, now
@@ -664,7 +674,7 @@ else
       local list = m.map[k]
       if list then
         for _, g in ipairs(list) do
-          if g.mode == 'hold' then
+          if g.mode == 'hold' and g.tokens < 1 then
             if not hold or g.id < hold.id then hold = g end
           elseif g.tokens < 1 then
             if not spent or g.id < spent.id then spent = g end
@@ -699,7 +709,7 @@ else
     end
   end
   for _, g in ipairs(gates) do
-    if g.mode == 'limit' and g.tokens >= 1 and looked < max then
+    if g.tokens and g.tokens >= 1 and looked < max then
       local h = prefix .. ':retry:held:' .. g.id
       local n = math.min(math.floor(g.tokens), max - looked)
       local ids = redis.call('ZRANGE', h, 0, n - 1, 'WITHSCORES')
@@ -721,6 +731,12 @@ else
   for _, g in ipairs(gates) do
     if g.mode == 'limit' then
       redis.call('HSET', bucket, g.id, string.format('%.6f\t%.0f', g.tokens, g.at))
+    elseif passes[g.id] and passes[g.id] ~= g.tokens then
+      if g.tokens >= 1 then
+        redis.call('HSET', pass, g.id, string.format('%d', g.tokens))
+      else
+        redis.call('HDEL', pass, g.id)
+      end
     end
   end
 end
@@ -740,6 +756,19 @@ end
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
 if ARGV[6] == 'limit' then
   redis.call('HSET', ARGV[1] .. ':gates:bucket', ARGV[4], '0\t' .. ARGV[2])
+end
+return 1
+"#;
+
+/// Let retries through a `hold` gate (its passes, replaced; 0 takes them back). KEYS: gates.
+/// ARGV: prefix, gate id, passes. Returns 1, or 0 when no such `hold` is active.
+const GATE_PASS: &str = r#"
+local line = redis.call('HGET', KEYS[1], ARGV[2])
+if not line or string.sub(line, 1, 5) ~= 'hold\t' then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HSET', ARGV[1] .. ':gates:pass', ARGV[2], ARGV[3])
+else
+  redis.call('HDEL', ARGV[1] .. ':gates:pass', ARGV[2])
 end
 return 1
 "#;
@@ -902,6 +931,7 @@ pub(crate) struct Scripts {
     pub(crate) deliver: Script,
     pub(crate) gate_create: Script,
     pub(crate) gate_release: Script,
+    pub(crate) gate_pass: Script,
     pub(crate) gate_list: Script,
     pub(crate) retry_now: Script,
     pub(crate) cancel: Script,
@@ -958,6 +988,7 @@ impl Scripts {
             deliver: Script::new("deliver", with_helpers(&format!("{GATES}{DELIVER}"))),
             gate_create: Script::new("gate_create", format!("{GATES}{GATE_CREATE}")),
             gate_release: Script::new("gate_release", format!("{GATES}{GATE_RELEASE}")),
+            gate_pass: Script::new("gate_pass", GATE_PASS.to_owned()),
             gate_list: Script::new("gate_list", format!("{GATES}{GATE_LIST}")),
             retry_now: Script::new("retry_now", with_helpers(&format!("{LOOKUP}{RETRY_NOW}"))),
             cancel: Script::new("cancel", with_helpers(&format!("{LOOKUP}{CANCEL}"))),

@@ -33,11 +33,17 @@ pub enum AuditAction {
     GateCreated,
     /// A retry gate released.
     GateReleased,
+    /// A retry circuit breaker opened (or opened again after its canaries failed).
+    BreakerOpened,
+    /// A retry circuit breaker half-opened: its canaries may pass.
+    BreakerHalfOpened,
+    /// A retry circuit breaker closed (its gate released).
+    BreakerClosed,
 }
 
 impl AuditAction {
     /// Every action, in a stable order.
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 11] = [
         AuditAction::RetryNow,
         AuditAction::CancelRetry,
         AuditAction::Resolve,
@@ -46,6 +52,9 @@ impl AuditAction {
         AuditAction::RetryMatching,
         AuditAction::GateCreated,
         AuditAction::GateReleased,
+        AuditAction::BreakerOpened,
+        AuditAction::BreakerHalfOpened,
+        AuditAction::BreakerClosed,
     ];
 
     /// The action's name (`retry`, `cancel_retry`, …).
@@ -59,6 +68,9 @@ impl AuditAction {
             AuditAction::RetryMatching => "retry_matching",
             AuditAction::GateCreated => "gate_created",
             AuditAction::GateReleased => "gate_released",
+            AuditAction::BreakerOpened => "breaker_opened",
+            AuditAction::BreakerHalfOpened => "breaker_half_opened",
+            AuditAction::BreakerClosed => "breaker_closed",
         }
     }
 

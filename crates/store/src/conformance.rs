@@ -25,6 +25,7 @@ use failed_tasks_domain::{
 use crate::{RecordOutcome, StatsStore, StatusStore, StoredPages, Stores};
 
 pub mod audit;
+pub mod breaker;
 pub mod gates;
 pub mod notify;
 pub mod retries;
@@ -931,6 +932,12 @@ where
     }
     if let Some(store) = fresh().await.audit.as_deref() {
         audit::entries_read_back_newest_first(store).await;
+    }
+    if let Some(store) = fresh().await.breaker.as_deref() {
+        breaker::outcomes_add_up_per_second(store).await;
+    }
+    if let Some(store) = fresh().await.breaker.as_deref() {
+        breaker::states_and_lease(store).await;
     }
     if probe.stored.is_some() {
         for with_retries in [false, true] {

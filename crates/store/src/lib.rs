@@ -23,6 +23,8 @@
 //!   per-target outboxes and deliveries, written fenced by the lease.
 //! - [`audit`]: the audit capability, [`AuditStore`]: one entry per state-changing action,
 //!   newest first, capped.
+//! - [`breaker`]: the breaker capability, [`BreakerStore`]: retry outcome counters per
+//!   second, the states of open breakers, the decider's lease.
 //! - [`stored`]: the stored form of a task (one owner: encode, decode, render a page
 //!   without a JSON parser), used by the Redis adapter and the tools.
 //! - [`memory`]: [`MemoryStore`], the embedded default adapter (tasks, statistics, retries,
@@ -42,6 +44,7 @@
 
 pub mod audit;
 mod background;
+pub mod breaker;
 mod condition;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -55,6 +58,7 @@ mod stores;
 
 pub use audit::AuditStore;
 pub use background::Background;
+pub use breaker::BreakerStore;
 pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
 pub use memory::{MemoryConfig, MemoryJanitor, MemoryRetryQueue, MemoryStore, MemoryTrimReport};
@@ -68,6 +72,8 @@ pub use stores::{Capability, Retention, Stores};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use audit::MockAuditStore;
+#[cfg(any(test, feature = "mocks"))]
+pub use breaker::MockBreakerStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use notify::MockNotifyStore;
 #[cfg(any(test, feature = "mocks"))]

@@ -195,6 +195,13 @@ pub trait RetryStore: Send + Sync {
     /// The gates active at `now` (not lapsed), oldest first, each with the due retries it
     /// holds back.
     async fn list_gates(&self, now: Timestamp) -> Result<Vec<GateStatus>, StoreError>;
+
+    /// Let `passes` retries through a `hold` gate (the breaker's canaries), replacing any
+    /// passes it had (0 takes them back): the next scheduler steps deliver up to that many
+    /// of the retries it parks or that come due in its scope, as if it were not there, then
+    /// it holds again. With `redis_shards` = n each shard lets `ceil(passes / n)` through.
+    /// `false` when no such gate is active (or it is a `limit`).
+    async fn pass_gate(&self, id: &GateId, passes: u32) -> Result<bool, StoreError>;
 }
 
 /// How long a worker may hold a claimed request without acknowledging it before another

@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{AuditStore, NotifyStore, RetryStore, StatsStore, StatusStore, StoredPages};
+use crate::{
+    AuditStore, BreakerStore, NotifyStore, RetryStore, StatsStore, StatusStore, StoredPages,
+};
 
 /// What a store can do beyond listing and reading failed tasks ([`StatusStore`], which every
 /// store is).
@@ -25,21 +27,24 @@ pub enum Capability {
     Notifications,
     /// The audit log of actions ([`AuditStore`]).
     Audit,
+    /// The retry circuit breaker's counters, states and lease ([`BreakerStore`]).
+    Breaker,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Writes,
         Capability::Statistics,
         Capability::StoredRecords,
         Capability::Retries,
         Capability::Notifications,
         Capability::Audit,
+        Capability::Breaker,
     ];
 
     /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_records`,
-    /// `retries`, `notifications`, `audit`.
+    /// `retries`, `notifications`, `audit`, `breaker`.
     pub fn label(self) -> &'static str {
         match self {
             Capability::Writes => "writes",
@@ -48,6 +53,7 @@ impl Capability {
             Capability::Retries => "retries",
             Capability::Notifications => "notifications",
             Capability::Audit => "audit",
+            Capability::Breaker => "breaker",
         }
     }
 }
@@ -62,6 +68,7 @@ impl fmt::Display for Capability {
             Capability::Retries => "retries",
             Capability::Notifications => "notifications",
             Capability::Audit => "an audit log",
+            Capability::Breaker => "a retry circuit breaker",
         })
     }
 }
@@ -91,6 +98,8 @@ pub struct Stores {
     pub notify: Option<Arc<dyn NotifyStore>>,
     /// The audit log, when the store keeps one.
     pub audit: Option<Arc<dyn AuditStore>>,
+    /// The breaker's counters, states and lease, when the store keeps them.
+    pub breaker: Option<Arc<dyn BreakerStore>>,
 }
 
 impl Stores {
@@ -106,6 +115,7 @@ impl Stores {
             retries: None,
             notify: None,
             audit: None,
+            breaker: None,
         }
     }
 
@@ -153,6 +163,14 @@ impl Stores {
         self
     }
 
+    /// The same, keeping the breaker's counters, states and lease in `breaker` (the same
+    /// store).
+    #[must_use]
+    pub fn with_breaker(mut self, breaker: Arc<dyn BreakerStore>) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
     /// Whether the store has `capability`.
     pub fn has(&self, capability: Capability) -> bool {
         match capability {
@@ -162,6 +180,7 @@ impl Stores {
             Capability::Retries => self.retries.is_some(),
             Capability::Notifications => self.notify.is_some(),
             Capability::Audit => self.audit.is_some(),
+            Capability::Breaker => self.breaker.is_some(),
         }
     }
 

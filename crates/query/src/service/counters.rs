@@ -26,10 +26,18 @@ pub struct RetryCounters {
     pub cancelled: AtomicU64,
     /// Audit entries of operator actions that could not be appended (the action was done).
     pub audit_failures: AtomicU64,
+    /// Breakers this process's decider opened (first opens and reopens).
+    pub breaker_opened: AtomicU64,
+    /// Breakers this process's decider half-opened.
+    pub breaker_half_opened: AtomicU64,
+    /// Breakers this process's decider closed.
+    pub breaker_closed: AtomicU64,
+    /// Retry outcomes that could not be counted for the breaker (the outcome was recorded).
+    pub breaker_count_failures: AtomicU64,
 }
 
 impl RetryCounters {
-    pub(super) fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 

@@ -66,6 +66,13 @@ impl FailedTaskService {
         self.checked(retries.release_gate(id)).await
     }
 
+    /// Let `passes` retries through a `hold` gate (the breaker's canaries; 0 takes them
+    /// back); `false` when no such hold is active.
+    pub async fn pass_gate(&self, id: &GateId, passes: u32) -> Result<bool, QueryError> {
+        let retries = self.retry_store()?;
+        self.checked(retries.pass_gate(id, passes)).await
+    }
+
     /// The gates active at `now`, oldest first, with what each holds back.
     pub async fn retry_gates(&self, now: Timestamp) -> Result<Vec<GateStatus>, QueryError> {
         let retries = self.retry_store()?;

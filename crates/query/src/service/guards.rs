@@ -29,7 +29,7 @@ impl Default for Deadlines {
 }
 
 impl FailedTaskService {
-    pub(super) fn not_supported(&self, capability: Capability) -> QueryError {
+    pub(crate) fn not_supported(&self, capability: Capability) -> QueryError {
         QueryError::NotSupported {
             capability,
             store: self.stores.name,
@@ -65,7 +65,7 @@ impl FailedTaskService {
     }
 
     /// Run `work` after a connection check, the whole under the request deadline.
-    pub(super) async fn checked<T, F>(&self, work: F) -> Result<T, QueryError>
+    pub(crate) async fn checked<T, F>(&self, work: F) -> Result<T, QueryError>
     where
         F: Future<Output = Result<T, StoreError>>,
     {

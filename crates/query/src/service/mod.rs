@@ -11,11 +11,13 @@
 //! - `bulk`: remove or retry every match of a filter ([`BulkRemoval`], [`BulkRetry`])
 //! - `retries`: the retry policy, retry now, cancel, resolve, deliver due
 //! - `search`: the text filters `q` and `pathPrefix` ([`SearchPage`], [`SearchWay`])
+//! - `breaker`: the circuit breaker's outcome counts, settings and states ([`BreakerView`])
 //! - `gates`: retry gates ([`GateRequest`]): make, list, release
 //! - `stats`: statistics, groups, attempts, the alert thresholds
 //! - `notify`: the notification targets in force and their delivery ([`NotifyTargetInfo`])
 
 mod audit;
+mod breaker;
 mod bulk;
 mod counters;
 mod error;
@@ -32,12 +34,13 @@ mod tasks;
 use std::sync::{Arc, Mutex};
 
 use failed_tasks_domain::stats::AlertThresholds;
-use failed_tasks_domain::{JitterRng, RetryPolicy};
+use failed_tasks_domain::{BreakerConfig, JitterRng, RetryPolicy};
 use failed_tasks_store::{StatusStore, Stores};
 
 use crate::stats_gate::StatsGate;
 use health::RecentHealth;
 
+pub use breaker::BreakerView;
 pub use bulk::{BulkRemoval, BulkRetry};
 pub use counters::{RecordCounters, RecordedLabels, RetryCounters};
 pub use error::QueryError;
@@ -57,6 +60,8 @@ pub struct FailedTaskService {
     deadlines: Deadlines,
     alert_thresholds: Arc<AlertThresholds>,
     retry_policy: Arc<RetryPolicy>,
+    /// The retry circuit breaker's settings (`breaker`).
+    breaker: Arc<BreakerConfig>,
     jitter: Arc<Mutex<JitterRng>>,
     retry_counters: Arc<RetryCounters>,
     record_counters: Arc<RecordCounters>,
@@ -104,6 +109,7 @@ impl FailedTaskService {
             deadlines,
             alert_thresholds: Arc::new(AlertThresholds::default()),
             retry_policy: Arc::new(RetryPolicy::default()),
+            breaker: Arc::new(BreakerConfig::default()),
             jitter: Arc::new(Mutex::new(JitterRng::new(jitter_seed()))),
             retry_counters: Arc::new(RetryCounters::default()),
             record_counters: Arc::new(RecordCounters::default()),

@@ -74,14 +74,24 @@ impl FailedTaskService {
         Ok(outcome)
     }
 
-    /// A task's retry succeeded: it leaves the failed tasks and counts as recovered.
+    /// A task's retry succeeded: it leaves the failed tasks and counts as recovered (and,
+    /// for the breaker, as a retry of its task type and category that resolved).
     pub async fn resolve(&self, task_id: &TaskId, at: Timestamp) -> Result<Resolve, QueryError> {
         let retries = self.retry_store()?;
+        // The breaker counts a resolved retry by its task type and category: read first.
+        let task = if self.breaks_circuits() {
+            self.checked(self.store.get(task_id)).await?
+        } else {
+            None
+        };
         let outcome = self
             .writing(self.checked(retries.resolve(task_id, at)))
             .await?;
         if outcome == Resolve::Resolved {
             RetryCounters::add(&self.retry_counters.recovered, 1);
+            if let Some(task) = &task {
+                self.count_resolved(task, at).await;
+            }
         }
         Ok(outcome)
     }

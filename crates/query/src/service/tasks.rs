@@ -133,6 +133,7 @@ impl FailedTaskService {
             .writing(self.checked(retries.record_planned(&planned)))
             .await?;
         self.record_counters.add_recorded(tasks);
+        self.count_failed_again(tasks).await;
         let scheduled = planned
             .iter()
             .filter(|(_, p)| matches!(p, RetryPlan::Retry { .. }))

@@ -285,3 +285,49 @@ pub async fn released_under_a_limit(store: &dyn Both, queue: &dyn RetryQueue) {
     assert_eq!(drain(queue).await.len(), 40);
     assert_eq!(held(store, at(t)).await, vec![("g2".to_owned(), 0)]);
 }
+
+/// Passes let a few retries through a `hold` (the breaker's canaries): at most the passes
+/// (with shards, `ceil(passes / shards)` on each shard), each with the attempt it had; then
+/// the gate holds again. Passes are only for a `hold` that exists; 0 takes them back.
+pub async fn passes_let_canaries_through(store: &dyn Both, queue: &dyn RetryQueue) {
+    store
+        .record_planned(&due_batch("e", "embedding", 10))
+        .await
+        .unwrap();
+    let g = gate("g1", embedding_timeouts(), GateMode::Hold, None);
+    store.create_gate(&g, at(0)).await.unwrap();
+    assert_eq!(deliver_all(store, at(20_000), 1000).await, 0);
+    assert_eq!(held(store, at(20_000)).await, vec![("g1".to_owned(), 10)]);
+    assert!(store.pass_gate(&g.id, 3).await.unwrap());
+    let passed = deliver_all(store, at(21_000), 1000).await;
+    assert!((1..=10).contains(&passed), "{passed} passed");
+    let got = drain(queue).await;
+    assert_eq!(got.len() as u64, passed);
+    assert!(got.iter().all(|d| d.request.attempt == 3));
+    // Spent: it holds again, however late.
+    assert_eq!(deliver_all(store, at(3_600_000), 1000).await, 0);
+    assert_eq!(
+        held(store, at(3_600_000)).await,
+        vec![("g1".to_owned(), 10 - passed)]
+    );
+    // Passes given and taken back let nothing through.
+    assert!(store.pass_gate(&g.id, 5).await.unwrap());
+    assert!(store.pass_gate(&g.id, 0).await.unwrap());
+    assert_eq!(deliver_all(store, at(3_600_000), 1000).await, 0);
+    // Only for an active hold.
+    let limit = gate(
+        "g2",
+        embedding_timeouts(),
+        GateMode::Limit(PerSecond::new(1.0).unwrap()),
+        None,
+    );
+    store.create_gate(&limit, at(0)).await.unwrap();
+    assert!(!store.pass_gate(&limit.id, 3).await.unwrap());
+    assert!(!store
+        .pass_gate(&GateId::parse("nope").unwrap(), 3)
+        .await
+        .unwrap());
+    assert!(store.release_gate(&limit.id).await.unwrap());
+    assert!(store.release_gate(&g.id).await.unwrap());
+    assert_eq!(deliver_all(store, at(3_600_000), 1000).await, 10 - passed);
+}

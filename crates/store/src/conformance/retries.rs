@@ -576,4 +576,6 @@ where
     super::gates::cap_and_order(&s, &q).await;
     let (s, q, _) = fresh().await;
     super::gates::released_under_a_limit(&s, &q).await;
+    let (s, q, _) = fresh().await;
+    super::gates::passes_let_canaries_through(&s, &q).await;
 }

@@ -22,6 +22,8 @@ pub(super) struct ActiveGate {
     counted_ms: i64,
     /// The retries it parks, by due time.
     held: BTreeSet<(i64, TaskId)>,
+    /// Retries a `hold` gate still lets through (the breaker's canaries).
+    passes: u32,
 }
 
 impl ActiveGate {
@@ -76,6 +78,7 @@ impl Gates {
                 continue;
             }
             match g.gate.mode {
+                GateMode::Hold if g.passes > 0 => charge.push(id.clone()),
                 GateMode::Hold => return Some(id.clone()),
                 GateMode::Limit(_) if g.tokens < 1.0 => {
                     spent.get_or_insert_with(|| id.clone());
@@ -88,7 +91,10 @@ impl Gates {
         }
         for id in charge {
             if let Some(g) = self.active.get_mut(&id) {
-                g.tokens -= 1.0;
+                match g.gate.mode {
+                    GateMode::Hold => g.passes -= 1,
+                    GateMode::Limit(_) => g.tokens -= 1.0,
+                }
             }
         }
         None
@@ -131,9 +137,21 @@ impl Indexes {
                 tokens: 0.0,
                 counted_ms: now.unix_millis(),
                 held: BTreeSet::new(),
+                passes: 0,
             },
         );
         CreateGate::Created
+    }
+
+    /// Let `passes` retries through a `hold` gate (replacing what it had).
+    pub(super) fn pass_gate(&mut self, id: &GateId, passes: u32) -> bool {
+        match self.gates.active.get_mut(id) {
+            Some(g) if g.gate.mode == GateMode::Hold => {
+                g.passes = passes;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Release a gate: its parked retries go back to the due set.
@@ -175,7 +193,8 @@ impl Indexes {
     }
 
     /// One scheduler step under gates: first the retries `limit` gates parked while their
-    /// rate was spent (as many as their tokens allow), then the due set; each either
+    /// rate was spent (as many as their tokens allow) and those `hold` gates with passes
+    /// parked (as many as their passes), then the due set; each either
     /// delivered (taken out of `due_of`) or parked again. At most `max` retries are looked
     /// at.
     pub(super) fn take_due_gated(&mut self, now: Timestamp, max: usize) -> Step {
@@ -190,8 +209,14 @@ impl Indexes {
             .gates
             .active
             .iter()
-            .filter(|(_, g)| g.tokens >= 1.0 && !g.held.is_empty())
-            .map(|(id, g)| (id.clone(), g.tokens as usize))
+            .filter(|(_, g)| !g.held.is_empty())
+            .filter_map(|(id, g)| {
+                let n = match g.gate.mode {
+                    GateMode::Hold => g.passes as usize,
+                    GateMode::Limit(_) => g.tokens as usize,
+                };
+                (n > 0).then(|| (id.clone(), n))
+            })
             .collect();
         for (gid, n) in waiting {
             for _ in 0..n {

@@ -33,6 +33,8 @@
 //!   this process only: lost on restart)
 //! - `audit`: the audit log, newest first, capped; [`AuditStore`](crate::AuditStore) (in
 //!   this process only: lost on restart)
+//! - `breaker`: the breaker's outcome counters, states and lease;
+//!   [`BreakerStore`](crate::BreakerStore) (in this process only: lost on restart)
 //! - `queue`: [`MemoryRetryQueue`], what workers claim
 //! - `retention`: the trim and its janitor ([`MemoryTrimReport`], [`MemoryJanitor`])
 //!
@@ -42,6 +44,7 @@
 //! [`NotifyStore`]: crate::NotifyStore
 
 mod audit;
+mod breaker;
 mod gates;
 mod indexes;
 mod notify;
@@ -94,6 +97,7 @@ pub struct MemoryStore {
     notify: std::sync::Mutex<notify::NotifyMemory>,
     /// The audit log (`audit`).
     audit: std::sync::Mutex<audit::AuditMemory>,
+    breaker: std::sync::Mutex<breaker::BreakerMemory>,
 }
 
 impl Default for MemoryStore {
@@ -120,6 +124,7 @@ impl MemoryStore {
             retention: config.retention,
             notify: std::sync::Mutex::default(),
             audit: std::sync::Mutex::default(),
+            breaker: std::sync::Mutex::default(),
         }
     }
 
@@ -185,7 +190,8 @@ impl From<Arc<MemoryStore>> for Stores {
             .with_stats(store.clone())
             .with_retries(store.clone())
             .with_notify(store.clone())
-            .with_audit(store)
+            .with_audit(store.clone())
+            .with_breaker(store)
     }
 }
 

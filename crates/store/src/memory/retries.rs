@@ -263,6 +263,10 @@ impl RetryStore for MemoryStore {
         Ok(self.write().release_gate(id))
     }
 
+    async fn pass_gate(&self, id: &GateId, passes: u32) -> Result<bool, StoreError> {
+        Ok(self.write().pass_gate(id, passes))
+    }
+
     async fn list_gates(&self, now: Timestamp) -> Result<Vec<GateStatus>, StoreError> {
         Ok(self.read().list_gates(now))
     }
