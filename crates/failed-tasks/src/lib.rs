@@ -58,8 +58,8 @@ pub use failed_tasks_store as store;
 
 pub use failed_tasks_domain::stats::AlertThresholds;
 pub use failed_tasks_domain::{
-    ErrorCategory, FailedTask, ListQuery, NewFailedTask, PageLimits, RetryConfig, RetryPolicy,
-    RetryRequest, TaskFilter, TaskId, Timestamp, ValidationError,
+    BreakerConfig, ErrorCategory, FailedTask, ListQuery, NewFailedTask, PageLimits, RetryConfig,
+    RetryPolicy, RetryRequest, TaskFilter, TaskId, Timestamp, ValidationError,
 };
 pub use failed_tasks_notify::{Notifier, NotifyConfig, StepReport, TargetConfig};
 pub use failed_tasks_query::{
@@ -73,7 +73,7 @@ pub use failed_tasks_store::{
     StoreProblem,
 };
 
-use failed_tasks_query::RetryScheduler;
+use failed_tasks_query::{RetryBreaker, RetryScheduler};
 use failed_tasks_store::Background;
 
 mod backend;
@@ -134,6 +134,9 @@ pub struct ServiceConfig {
     pub alert_thresholds: AlertThresholds,
     /// Which failures are retried, after what delay (validated by [`RetryPolicy::new`]).
     pub retry: RetryConfig,
+    /// The retry circuit breaker (validated by [`BreakerConfig::validate`]); its decider
+    /// runs where the retry scheduler runs.
+    pub breaker: BreakerConfig,
 }
 
 impl Default for ServiceConfig {
@@ -146,6 +149,7 @@ impl Default for ServiceConfig {
             clock_skew_allowance: FailTimeLimits::default().clock_skew,
             alert_thresholds: AlertThresholds::default(),
             retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -269,6 +273,10 @@ impl FailedTasksBuilder {
         }
         let policy = RetryPolicy::new(self.service.retry.clone())
             .map_err(|e| Error::Config(format!("retry {}: {}", e.field, e.reason)))?;
+        self.service
+            .breaker
+            .validate()
+            .map_err(|e| Error::Config(format!("{}: {}", e.field, e.reason)))?;
         let targets = self
             .notify
             .check()
@@ -323,6 +331,7 @@ impl FailedTasksBuilder {
                     .collect(),
             )
             .with_retry_policy(policy)
+            .with_breaker_config(config.breaker)
             .with_alert_thresholds(config.alert_thresholds)
             .with_connection_check_reuse(config.connection_check_reuse)
             .with_stats_concurrency(config.stats_concurrency)
@@ -335,6 +344,11 @@ impl FailedTasksBuilder {
             .scheduler
             .filter(|_| service.schedules_retries())
             .map(|config| RetryScheduler::new(service.clone(), config).spawn());
+        // One decider at a time across replicas (a lease): it runs where a scheduler runs.
+        let breaker_loop = scheduler
+            .as_ref()
+            .filter(|_| service.breaks_circuits())
+            .map(|_| RetryBreaker::new(service.clone(), lease_holder()).spawn());
         let notify = NotifyConfig {
             forget_after: opened.trims_after,
             ..self.notify
@@ -352,10 +366,23 @@ impl FailedTasksBuilder {
             worker_source: opened.workers,
             janitor: opened.janitor.map(|start| start()),
             scheduler,
+            breaker_loop,
             notifier,
             notify_loop,
         }
     }
+}
+
+/// This process's name for a lease: its id and a random part.
+fn lease_holder() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{}-{:016x}", std::process::id(), h.finish())
 }
 
 /// The failed-task use cases over one store, with its janitor and retry scheduler running
@@ -367,6 +394,7 @@ pub struct FailedTasks {
     worker_source: WorkerSource,
     janitor: Option<Background>,
     scheduler: Option<Background>,
+    breaker_loop: Option<Background>,
     notifier: Option<Notifier>,
     notify_loop: Option<Background>,
 }
@@ -448,7 +476,8 @@ impl FailedTasks {
         }
     }
 
-    /// Stop the notifier (giving up its lease), the janitor and the retry scheduler and wait until they have ended (a step in
+    /// Stop the notifier (giving up its lease), the janitor, the retry scheduler and the
+    /// breaker's decider and wait until they have ended (a step in
     /// progress is abandoned: each store call is atomic). Dropping does the same without
     /// waiting.
     pub async fn shutdown(mut self) {
@@ -458,6 +487,9 @@ impl FailedTasks {
         if let Some(notifier) = self.notifier.take() {
             // Another replica takes over at once instead of after the lease.
             notifier.release().await;
+        }
+        if let Some(breaker) = self.breaker_loop.take() {
+            breaker.shutdown().await;
         }
         if let Some(scheduler) = self.scheduler.take() {
             scheduler.shutdown().await;

@@ -16,7 +16,7 @@ use crate::reply::Reply;
 use crate::request::Call;
 use crate::wire::{
     AccessInfo, AttemptsRecorded, AuditList, BulkRetried, GateAction, GroupList, Health, Recorded,
-    Removed, RetryAction, RetryGates, Stats, TaskDetail, TaskList,
+    Removed, RetryAction, RetryBreakers, RetryGates, Stats, TaskDetail, TaskList,
 };
 use crate::{ingest, params};
 
@@ -432,6 +432,15 @@ pub(crate) async fn metrics(app: &App, call: Call<'_>) -> Reply {
                 Err(_) => {}
             }
         }
+        if app.service.breaks_circuits() {
+            match app.service.breaker_states().await {
+                Ok(states) => app.metrics.set_breaker_gauges(&states),
+                Err(QueryError::Unavailable { kind, .. } | QueryError::Internal { kind, .. }) => {
+                    app.metrics.store_error(kind);
+                }
+                Err(_) => {}
+            }
+        }
     }
     Reply::openmetrics(Bytes::from(app.metrics.encode()))
 }
@@ -711,6 +720,18 @@ pub(crate) async fn retry_gates(app: &App, call: Call<'_>) -> Reply {
     }
     match app.service.retry_gates(Timestamp::now()).await {
         Ok(gates) => Reply::ok(RetryGates::from(gates.as_slice())),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `GET /codebase-embedder/api/v1/retry-breakers`: the breakers open, half-open or closed
+/// lately, and their settings.
+pub(crate) async fn retry_breakers(app: &App, call: Call<'_>) -> Reply {
+    if let Err(e) = params::no_params(call.query) {
+        return Reply::bad_request(&e);
+    }
+    match app.service.retry_breakers(Timestamp::now()).await {
+        Ok(views) => Reply::ok(RetryBreakers::new(&views, app.service.breaker_config())),
         Err(e) => Reply::from_query_error(app, e),
     }
 }

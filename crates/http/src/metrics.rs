@@ -65,6 +65,12 @@ struct CategoryLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    task_type: String,
+    category: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     target: String,
 }
@@ -101,6 +107,7 @@ pub struct Metrics {
     retry_reclaimed: Gauge,
     retry_gates: Gauge,
     retries_held: Gauge,
+    breaker_open: Family<BreakerLabels, Gauge>,
     notify: NotifyGauges,
 }
 
@@ -139,7 +146,7 @@ impl Collector for RetryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.0;
         let get = RetryCounters::get;
-        let plain: [(&str, &str, u64); 5] = [
+        let plain: [(&str, &str, u64); 6] = [
             (
                 "failed_tasks_retries_delivered",
                 "Due retries this replica's scheduler moved into the workers' queue",
@@ -165,6 +172,11 @@ impl Collector for RetryCollector {
                 "Audit entries of actions through this replica that could not be appended (the action itself was done)",
                 get(&c.audit_failures),
             ),
+            (
+                "failed_tasks_retry_breaker_count_failures",
+                "Retry outcomes reported through this replica that could not be counted for the circuit breaker (the outcome itself was recorded)",
+                get(&c.breaker_count_failures),
+            ),
         ];
         for (name, help, value) in plain {
             let counter = ConstCounter::new(value);
@@ -184,6 +196,22 @@ impl Collector for RetryCollector {
         )?;
         for (by, value) in scheduled {
             let labels = [("by", by)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        let transitions = [
+            ("opened", get(&c.breaker_opened)),
+            ("half_opened", get(&c.breaker_half_opened)),
+            ("closed", get(&c.breaker_closed)),
+        ];
+        let mut family = encoder.encode_descriptor(
+            "failed_tasks_retry_breaker_transitions",
+            "Circuit breaker transitions this replica's decider made (opened counts reopens too)",
+            None,
+            probe.metric_type(),
+        )?;
+        for (transition, value) in transitions {
+            let labels = [("transition", transition)];
             let metric = family.encode_family(&labels)?;
             ConstCounter::new(value).encode(metric)?;
         }
@@ -360,10 +388,17 @@ impl Metrics {
             "Due retries the active retry gates hold back (or that wait for a limit's rate)",
             retries_held.clone(),
         );
+        let breaker_open = Family::<BreakerLabels, Gauge>::default();
+        registry.register(
+            "failed_tasks_retry_breaker_open",
+            "1 while the circuit breaker of a task type and category holds its retries (open or half-open), 0 for a breaker closed lately; read from the store",
+            breaker_open.clone(),
+        );
         let notify = NotifyGauges::default();
         notify.register(&mut registry);
         Self {
             notify,
+            breaker_open,
             retry_gates,
             retries_held,
             retry_waiting,
@@ -442,6 +477,20 @@ impl Metrics {
         self.retry_gates.set(int(gates.len() as u64));
         self.retries_held
             .set(int(gates.iter().map(|g| g.held).sum::<u64>()));
+    }
+
+    /// Set the breaker gauges from the breakers' states (those forgotten leave).
+    pub fn set_breaker_gauges(&self, states: &[failed_tasks_domain::BreakerState]) {
+        self.breaker_open.clear();
+        for s in states {
+            let open = s.phase != failed_tasks_domain::BreakerPhase::Closed;
+            self.breaker_open
+                .get_or_create(&BreakerLabels {
+                    task_type: s.key.task_type.to_string(),
+                    category: s.key.category.as_str().to_owned(),
+                })
+                .set(i64::from(open));
+        }
     }
 
     /// Set the notification gauges from the targets' delivery.

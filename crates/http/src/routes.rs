@@ -197,6 +197,13 @@ pub static ROUTES: &[Route] = &[
         endpoints: &[endpoint!("GET", None, handlers::retry_gates)],
     },
     Route {
+        template: "/codebase-embedder/api/v1/retry-breakers",
+        name: "retry_breakers",
+        documented: true,
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::retry_breakers)],
+    },
+    Route {
         template: "/codebase-embedder/api/v1/admin/retry-gates",
         name: "admin_retry_gates",
         documented: true,

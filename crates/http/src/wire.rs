@@ -594,7 +594,7 @@ pub struct WireAuditEntry {
     #[serde(rename = "Actor")]
     pub actor: String,
     /// What was done (`retry`, `cancel_retry`, `resolve`, `delete`, `delete_matching`,
-    /// `retry_matching`, `gate_created`, `gate_released`).
+    /// `retry_matching`, `gate_created`, `gate_released`, `breaker_opened`, `breaker_half_opened`, `breaker_closed`).
     #[serde(rename = "Action")]
     pub action: String,
     /// A `TaskId`, or the filters as a query string.
@@ -905,6 +905,113 @@ impl From<&[failed_tasks_domain::GateStatus]> for RetryGates {
                     held: s.held,
                 })
                 .collect(),
+        }
+    }
+}
+
+// --- Retry breakers (`…/retry-breakers`) -----------------------------------------------------
+
+/// One breaker that is open, half-open or closed lately.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireBreaker {
+    /// The task type it watches.
+    pub task_type: String,
+    /// The error category it watches.
+    pub error_category: String,
+    /// `open`, `half_open` or `closed`.
+    pub state: String,
+    /// Its `hold` gate, while active (`null` once closed).
+    pub gate_id: Option<String>,
+    /// Due retries its gate holds back now.
+    pub held: u64,
+    /// Why its gate exists (`null` once closed).
+    pub reason: Option<String>,
+    /// When it opened.
+    pub opened: String,
+    /// When its state began.
+    pub since: String,
+    /// When an open breaker's cool-down ends (its canaries pass then); `null` otherwise.
+    pub cooldown_ends: Option<String>,
+    /// Its current (or last) cool-down, in seconds.
+    pub cooldown_seconds: u64,
+    /// How many times it opened since it was last closed.
+    pub opens: u32,
+    /// Retries that failed again among the outcomes that opened it (or its last canaries).
+    pub failed_again: u64,
+    /// Those outcomes in all (failed again and resolved).
+    pub outcomes: u64,
+}
+
+/// The breaker settings in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireBreakerSettings {
+    /// Whether breakers open at all.
+    pub enabled: bool,
+    /// The window of outcomes, in seconds.
+    pub window_seconds: u64,
+    /// Fewest outcomes in the window before a breaker may open.
+    pub min_retries: u64,
+    /// The share failed again that opens it, in percent.
+    pub failure_percent: u8,
+    /// The first cool-down, in seconds.
+    pub cooldown_seconds: u64,
+    /// The longest cool-down, in seconds.
+    pub max_cooldown_seconds: u64,
+    /// Retries let through when half-open.
+    pub canaries: u32,
+}
+
+/// `Data` of `GET …/retry-breakers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RetryBreakers {
+    /// Breakers open, half-open or closed within the last window, by task type and category.
+    pub breakers: Vec<WireBreaker>,
+    /// The settings in force.
+    pub settings: WireBreakerSettings,
+}
+
+impl RetryBreakers {
+    /// The breakers of `views` under `config`.
+    pub fn new(
+        views: &[failed_tasks_query::BreakerView],
+        config: &failed_tasks_domain::BreakerConfig,
+    ) -> Self {
+        use failed_tasks_domain::BreakerPhase;
+        Self {
+            breakers: views
+                .iter()
+                .map(|v| {
+                    let s = &v.state;
+                    WireBreaker {
+                        task_type: s.key.task_type.to_string(),
+                        error_category: s.key.category.as_str().to_owned(),
+                        state: s.phase.as_str().to_owned(),
+                        gate_id: v.gate.as_ref().map(|g| g.gate.id.to_string()),
+                        held: v.gate.as_ref().map_or(0, |g| g.held),
+                        reason: v.gate.as_ref().map(|g| g.gate.reason.as_str().to_owned()),
+                        opened: s.opened.to_rfc3339(),
+                        since: s.phase_since.to_rfc3339(),
+                        cooldown_ends: (s.phase == BreakerPhase::Open)
+                            .then(|| s.cooldown_ends().to_rfc3339()),
+                        cooldown_seconds: s.cooldown.as_secs(),
+                        opens: s.opens,
+                        failed_again: s.trigger.failed_again,
+                        outcomes: s.trigger.total(),
+                    }
+                })
+                .collect(),
+            settings: WireBreakerSettings {
+                enabled: config.enabled,
+                window_seconds: config.window.as_secs(),
+                min_retries: config.min_retries,
+                failure_percent: config.failure_percent,
+                cooldown_seconds: config.cooldown.as_secs(),
+                max_cooldown_seconds: config.max_cooldown.as_secs(),
+                canaries: config.canaries,
+            },
         }
     }
 }

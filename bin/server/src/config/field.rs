@@ -255,7 +255,7 @@ macro_rules! whole_numbers {
         }
     )*};
 }
-whole_numbers!(u32, u64, usize);
+whole_numbers!(u8, u32, u64, usize);
 
 impl<T: Value> Value for Option<T> {
     const SECRET: bool = T::SECRET;

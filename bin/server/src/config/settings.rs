@@ -319,6 +319,48 @@ pub static SETTINGS: &[&dyn Setting] = &[
         |s| &mut s.scheduler.batch,
     ),
     &Field::new(
+        "breaker_enabled",
+        "Retry circuit breaker: hold the retries of a task type and category while most of them \
+         fail again",
+        |s| &mut s.service.breaker.enabled,
+    ),
+    &Field::new(
+        "breaker_window",
+        "Retry circuit breaker: the window of retry outcomes looked at (1s to 1h); also how \
+         long a half-open breaker waits for its canaries",
+        |s| &mut s.service.breaker.window,
+    ),
+    &Field::new(
+        "breaker_min_retries",
+        "Retry circuit breaker: fewest retry outcomes in the window before it may open",
+        |s| &mut s.service.breaker.min_retries,
+    ),
+    &Field::new(
+        "breaker_failure_percent",
+        "Retry circuit breaker: the share of those outcomes failed again that opens it (1 to 100)",
+        |s| &mut s.service.breaker.failure_percent,
+    ),
+    &Field::new(
+        "breaker_cooldown",
+        "Retry circuit breaker: how long it holds before its canaries, doubled at each reopen",
+        |s| &mut s.service.breaker.cooldown,
+    ),
+    &Field::new(
+        "breaker_max_cooldown",
+        "Retry circuit breaker: the longest cool-down",
+        |s| &mut s.service.breaker.max_cooldown,
+    ),
+    &Field::new(
+        "breaker_canaries",
+        "Retry circuit breaker: retries let through when it half-opens (1 to 1000)",
+        |s| &mut s.service.breaker.canaries,
+    ),
+    &Field::new(
+        "breaker_interval",
+        "Retry circuit breaker: time between the decider's steps (one replica decides at a time)",
+        |s| &mut s.service.breaker.interval,
+    ),
+    &Field::new(
         "retry_stream_key",
         "Redis key of the retry request stream workers read; must hold the key prefix's hash \
          tag. Unset: {redis_key_prefix}:retries",

@@ -87,6 +87,7 @@ fn matrix() -> Vec<(Method, String, Role)> {
         (Method::GET, format!("{BASE}/notifications"), Role::Read),
         (Method::GET, format!("{BASE}/audit"), Role::Read),
         (Method::GET, format!("{BASE}/retry-gates"), Role::Read),
+        (Method::GET, format!("{BASE}/retry-breakers"), Role::Read),
         (
             Method::POST,
             format!("{BASE}/admin/retry-gates"),
@@ -369,6 +370,7 @@ async fn a_client_limited_token_neither_sees_nor_touches_another_clients_failure
         "notifications",
         "audit",
         "retry-gates",
+        "retry-breakers",
     ] {
         let a = call(&server, &Method::GET, &format!("{BASE}/{path}"), c1).await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}");

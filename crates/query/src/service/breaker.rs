@@ -99,17 +99,22 @@ impl FailedTaskService {
         }
     }
 
-    /// The breakers that are not closed, each with its gate as the store lists it now.
-    /// [`QueryError::NotSupported`] on a store without breakers.
-    pub async fn retry_breakers(&self, now: Timestamp) -> Result<Vec<BreakerView>, QueryError> {
+    /// The breakers open, half-open or closed lately. [`QueryError::NotSupported`] on a
+    /// store without breakers.
+    pub async fn breaker_states(&self) -> Result<Vec<BreakerState>, QueryError> {
         let store = self
             .stores
             .breaker
             .clone()
             .ok_or_else(|| self.not_supported(Capability::Breaker))?;
-        let states = self
-            .checked(async move { store.breaker_states().await })
-            .await?;
+        self.checked(async move { store.breaker_states().await })
+            .await
+    }
+
+    /// The breakers open, half-open or closed lately, each with its gate as the store lists
+    /// it now. [`QueryError::NotSupported`] on a store without breakers.
+    pub async fn retry_breakers(&self, now: Timestamp) -> Result<Vec<BreakerView>, QueryError> {
+        let states = self.breaker_states().await?;
         if states.is_empty() {
             return Ok(Vec::new());
         }
