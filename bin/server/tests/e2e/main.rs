@@ -9,6 +9,7 @@
 mod client;
 mod edges;
 mod faults;
+mod outage;
 mod retries;
 mod scenarios;
 
