@@ -560,7 +560,8 @@ impl From<RedisStore> for Stores {
             .with_stored(store.clone())
             .with_retries(store.clone())
             .with_notify(store.clone())
-            .with_audit(store)
+            .with_audit(store.clone())
+            .with_replays(store)
     }
 }
 

@@ -23,6 +23,8 @@
 //!   per-target outboxes and deliveries, written fenced by the lease.
 //! - [`audit`]: the audit capability, [`AuditStore`]: one entry per state-changing action,
 //!   newest first, capped.
+//! - [`replay`]: the replays capability, [`ReplayStore`]: each replay, its saved position
+//!   (written only while it runs), the retries it made due, the runners' lease.
 //! - [`stored`]: the stored form of a task (one owner: encode, decode, render a page
 //!   without a JSON parser), used by the Redis adapter and the tools.
 //! - [`memory`]: [`MemoryStore`], the embedded default adapter (tasks, statistics, retries,
@@ -49,6 +51,7 @@ mod error;
 pub mod memory;
 pub mod notify;
 mod port;
+pub mod replay;
 pub mod retry;
 pub mod stored;
 mod stores;
@@ -60,6 +63,7 @@ pub use error::StoreError;
 pub use memory::{MemoryConfig, MemoryJanitor, MemoryRetryQueue, MemoryStore, MemoryTrimReport};
 pub use notify::NotifyStore;
 pub use port::{FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoredPage, StoredPages};
+pub use replay::ReplayStore;
 pub use retry::{
     CancelRetry, CreateGate, DeliverReport, Delivery, Resolve, RetryDetails, RetryGauges, RetryNow,
     RetryQueue, RetryStore,
@@ -72,5 +76,7 @@ pub use audit::MockAuditStore;
 pub use notify::MockNotifyStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use port::{MockStatsStore, MockStatusStore, MockStoredPages};
+#[cfg(any(test, feature = "mocks"))]
+pub use replay::MockReplayStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use retry::{MockRetryQueue, MockRetryStore};

@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{AuditStore, NotifyStore, RetryStore, StatsStore, StatusStore, StoredPages};
+use crate::{
+    AuditStore, NotifyStore, ReplayStore, RetryStore, StatsStore, StatusStore, StoredPages,
+};
 
 /// What a store can do beyond listing and reading failed tasks ([`StatusStore`], which every
 /// store is).
@@ -25,21 +27,25 @@ pub enum Capability {
     Notifications,
     /// The audit log of actions ([`AuditStore`]).
     Audit,
+    /// Replays: paced retries of every match of a filter, their state and position
+    /// ([`ReplayStore`]).
+    Replays,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Writes,
         Capability::Statistics,
         Capability::StoredRecords,
         Capability::Retries,
         Capability::Notifications,
         Capability::Audit,
+        Capability::Replays,
     ];
 
     /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_records`,
-    /// `retries`, `notifications`, `audit`.
+    /// `retries`, `notifications`, `audit`, `replays`.
     pub fn label(self) -> &'static str {
         match self {
             Capability::Writes => "writes",
@@ -48,6 +54,7 @@ impl Capability {
             Capability::Retries => "retries",
             Capability::Notifications => "notifications",
             Capability::Audit => "audit",
+            Capability::Replays => "replays",
         }
     }
 }
@@ -62,6 +69,7 @@ impl fmt::Display for Capability {
             Capability::Retries => "retries",
             Capability::Notifications => "notifications",
             Capability::Audit => "an audit log",
+            Capability::Replays => "replays",
         })
     }
 }
@@ -91,6 +99,8 @@ pub struct Stores {
     pub notify: Option<Arc<dyn NotifyStore>>,
     /// The audit log, when the store keeps one.
     pub audit: Option<Arc<dyn AuditStore>>,
+    /// Replays, when the store keeps them.
+    pub replays: Option<Arc<dyn ReplayStore>>,
 }
 
 impl Stores {
@@ -106,6 +116,7 @@ impl Stores {
             retries: None,
             notify: None,
             audit: None,
+            replays: None,
         }
     }
 
@@ -153,6 +164,13 @@ impl Stores {
         self
     }
 
+    /// The same, keeping replays in `replays` (the same store).
+    #[must_use]
+    pub fn with_replays(mut self, replays: Arc<dyn ReplayStore>) -> Self {
+        self.replays = Some(replays);
+        self
+    }
+
     /// Whether the store has `capability`.
     pub fn has(&self, capability: Capability) -> bool {
         match capability {
@@ -162,6 +180,7 @@ impl Stores {
             Capability::Retries => self.retries.is_some(),
             Capability::Notifications => self.notify.is_some(),
             Capability::Audit => self.audit.is_some(),
+            Capability::Replays => self.replays.is_some(),
         }
     }
 

@@ -82,7 +82,8 @@ async fn the_example_runs_in_memory() {
             Capability::Statistics,
             Capability::Retries,
             Capability::Notifications,
-            Capability::Audit
+            Capability::Audit,
+            Capability::Replays
         ]
     );
     let report = embed::run(&failures, "task_007").await.unwrap();

@@ -33,6 +33,8 @@
 //!   this process only: lost on restart)
 //! - `audit`: the audit log, newest first, capped; [`AuditStore`](crate::AuditStore) (in
 //!   this process only: lost on restart)
+//! - `replays`: the replays, their progress and scheduled retries, the runners' lease;
+//!   [`ReplayStore`](crate::ReplayStore) (in this process only: lost on restart)
 //! - `queue`: [`MemoryRetryQueue`], what workers claim
 //! - `retention`: the trim and its janitor ([`MemoryTrimReport`], [`MemoryJanitor`])
 //!
@@ -46,6 +48,7 @@ mod gates;
 mod indexes;
 mod notify;
 mod queue;
+mod replays;
 mod retention;
 mod retries;
 mod stats;
@@ -94,6 +97,8 @@ pub struct MemoryStore {
     notify: std::sync::Mutex<notify::NotifyMemory>,
     /// The audit log (`audit`).
     audit: std::sync::Mutex<audit::AuditMemory>,
+    /// The replays (`replays`).
+    replays: std::sync::Mutex<replays::ReplayMemory>,
 }
 
 impl Default for MemoryStore {
@@ -120,6 +125,7 @@ impl MemoryStore {
             retention: config.retention,
             notify: std::sync::Mutex::default(),
             audit: std::sync::Mutex::default(),
+            replays: std::sync::Mutex::default(),
         }
     }
 
@@ -178,14 +184,16 @@ impl MemoryStore {
     }
 }
 
-/// The memory store's capabilities: tasks, statistics, retries and notifications.
+/// The memory store's capabilities: tasks, statistics, retries, notifications, the audit
+/// log and replays.
 impl From<Arc<MemoryStore>> for Stores {
     fn from(store: Arc<MemoryStore>) -> Self {
         Stores::new("memory", store.clone())
             .with_stats(store.clone())
             .with_retries(store.clone())
             .with_notify(store.clone())
-            .with_audit(store)
+            .with_audit(store.clone())
+            .with_replays(store)
     }
 }
 

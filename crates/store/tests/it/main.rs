@@ -32,7 +32,8 @@ fn memory_store_claims_tasks_statistics_and_retries() {
             Capability::Statistics,
             Capability::Retries,
             Capability::Notifications,
-            Capability::Audit
+            Capability::Audit,
+            Capability::Replays
         ],
         "the memory store keeps decoded tasks: no stored-JSON pages"
     );
