@@ -320,6 +320,7 @@ async fn zero_reuse_checks_before_every_request_and_readiness_always_checks() {
     svc.check_connection().await.unwrap();
 }
 
+mod replays;
 mod retries;
 
 #[tokio::test]
