@@ -33,11 +33,15 @@ pub enum AuditAction {
     GateCreated,
     /// A retry gate released.
     GateReleased,
+    /// A replay made (a paced retry of every match of filters).
+    ReplayCreated,
+    /// A replay aborted.
+    ReplayAborted,
 }
 
 impl AuditAction {
     /// Every action, in a stable order.
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 10] = [
         AuditAction::RetryNow,
         AuditAction::CancelRetry,
         AuditAction::Resolve,
@@ -46,6 +50,8 @@ impl AuditAction {
         AuditAction::RetryMatching,
         AuditAction::GateCreated,
         AuditAction::GateReleased,
+        AuditAction::ReplayCreated,
+        AuditAction::ReplayAborted,
     ];
 
     /// The action's name (`retry`, `cancel_retry`, …).
@@ -59,6 +65,8 @@ impl AuditAction {
             AuditAction::RetryMatching => "retry_matching",
             AuditAction::GateCreated => "gate_created",
             AuditAction::GateReleased => "gate_released",
+            AuditAction::ReplayCreated => "replay_created",
+            AuditAction::ReplayAborted => "replay_aborted",
         }
     }
 
