@@ -22,6 +22,9 @@
 //! - [`signature`]: [`ErrorSignature`], the stable id of "the same failure", from the
 //!   category, the error code and the message with its varying parts normalised away.
 //! - [`group`]: failure groups by error signature, and their paging.
+//! - [`gate`]: retry gates (hold or limit the delivery of a scope's retries).
+//! - [`replay`]: [`Replay`], an operator's paced retry of every match of a filter: its id,
+//!   state, pace ([`ReplayPace`]: how many tasks a step may take) and saved position.
 //! - [`stats`]: per-minute failure counters, window statistics and the alert rules.
 //! - [`error`]: [`ValidationError`], the only error this crate produces.
 //!
@@ -40,6 +43,7 @@ pub mod error;
 pub mod gate;
 pub mod group;
 pub mod query;
+pub mod replay;
 pub mod retry;
 pub mod scheduling;
 pub mod search;
@@ -56,6 +60,7 @@ pub use gate::{
 };
 pub use group::{FailureGroup, GroupCursor, GroupPage, GroupQuery};
 pub use query::{Cursor, ListQuery, PageLimits, PageSize, SortKey, TaskFilter};
+pub use replay::{Replay, ReplayId, ReplayPace, ReplayProgress, ReplayState};
 pub use retry::{GiveUpReason, JitterRng, RetryConfig, RetryDecision, RetryPolicy};
 pub use scheduling::{
     AttemptRecord, NextRetry, RetryPlan, RetryRequest, RetryState, RetryStatus, ScheduledBy,

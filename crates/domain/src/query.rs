@@ -301,6 +301,102 @@ impl TaskFilter {
     pub fn matches_time(&self, fail_time: Timestamp) -> bool {
         self.since.is_none_or(|s| fail_time >= s) && self.until.is_none_or(|u| fail_time <= u)
     }
+
+    /// The listing's filter parameters, as the contract spells them (the query string of
+    /// the listing and the bulk routes, a replay's `Filters`).
+    pub const PARAMS: [&'static str; 10] = [
+        "category",
+        "taskType",
+        "clientId",
+        "errorCode",
+        "since",
+        "until",
+        "signature",
+        "retry",
+        "q",
+        "pathPrefix",
+    ];
+
+    /// Set the field of parameter `name` (one of [`PARAMS`](Self::PARAMS)) from its text;
+    /// errors name the parameter. `Ok(false)` when `name` is no filter parameter (nothing
+    /// set). The cross-field rule is [`validate`](Self::validate)'s.
+    pub fn set_param(&mut self, name: &str, value: &str) -> Result<bool, ValidationError> {
+        let named = |e: ValidationError| e.for_field(name.to_owned());
+        match name {
+            "category" => self.category = Some(ErrorCategory::parse(value)?),
+            "taskType" => self.task_type = Some(TaskType::parse(value).map_err(named)?),
+            "clientId" => self.client_id = Some(ClientId::parse(value).map_err(named)?),
+            "errorCode" => self.error_code = Some(ErrorCode::parse(value).map_err(named)?),
+            // An unencoded `+` of an offset arrives as a space (form encoding); RFC 3339
+            // times never contain spaces, so it is read back as `+`.
+            "since" => self.since = Some(Timestamp::parse_rfc3339(name, &value.replace(' ', "+"))?),
+            "until" => self.until = Some(Timestamp::parse_rfc3339(name, &value.replace(' ', "+"))?),
+            "signature" => self.signature = Some(ErrorSignature::parse(value)?),
+            "retry" => self.retry = Some(RetryState::parse(value)?),
+            "q" => self.text = Some(SearchText::parse(value)?),
+            "pathPrefix" => self.path_prefix = Some(PathPrefix::parse(value)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The set fields as `(parameter, text)` pairs in the order of [`PARAMS`](Self::PARAMS):
+    /// what [`set_param`](Self::set_param) reads back into the same filter.
+    pub fn params(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut put = |name: &'static str, value: Option<String>| {
+            if let Some(v) = value {
+                out.push((name, v));
+            }
+        };
+        put("category", self.category.map(|c| c.as_str().to_owned()));
+        put(
+            "taskType",
+            self.task_type.as_ref().map(|v| v.as_str().to_owned()),
+        );
+        put(
+            "clientId",
+            self.client_id.as_ref().map(|v| v.as_str().to_owned()),
+        );
+        put(
+            "errorCode",
+            self.error_code.as_ref().map(|v| v.as_str().to_owned()),
+        );
+        put("since", self.since.map(Timestamp::to_rfc3339));
+        put("until", self.until.map(Timestamp::to_rfc3339));
+        put(
+            "signature",
+            self.signature.as_ref().map(|v| v.as_str().to_owned()),
+        );
+        put("retry", self.retry.map(|v| v.as_str().to_owned()));
+        put("q", self.text.as_ref().map(|v| v.as_str().to_owned()));
+        put(
+            "pathPrefix",
+            self.path_prefix.as_ref().map(|v| v.as_str().to_owned()),
+        );
+        out
+    }
+
+    /// A filter from `(parameter, text)` pairs ([`params`](Self::params)' form): every name
+    /// must be a filter parameter; the cross-field rule is checked.
+    pub fn from_params<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<TaskFilter, ValidationError> {
+        let mut filter = TaskFilter::default();
+        for (name, value) in pairs {
+            if !filter.set_param(name, value)? {
+                return Err(ValidationError::new(
+                    name,
+                    format!(
+                        "is not a filter; the filters are {}",
+                        Self::PARAMS.join(", ")
+                    ),
+                ));
+            }
+        }
+        filter.validate()?;
+        Ok(filter)
+    }
 }
 
 /// One request for a page of failed tasks.
@@ -371,6 +467,36 @@ mod tests {
         }
         assert!(PageLimits::new(0, 10).is_err());
         assert!(PageLimits::new(11, 10).is_err());
+    }
+
+    #[test]
+    fn filter_params_read_back_into_the_same_filter() {
+        let mut f = TaskFilter::default();
+        for (name, value) in [
+            ("category", "service_timeout"),
+            ("clientId", "c 1"),
+            ("since", "2025-01-24T09:00:00Z"),
+            ("retry", "final"),
+            ("q", "timeout"),
+        ] {
+            assert_eq!(f.set_param(name, value), Ok(true), "{name}");
+        }
+        let pairs = f.params();
+        assert_eq!(pairs.len(), 5);
+        let back = TaskFilter::from_params(pairs.iter().map(|(n, v)| (*n, v.as_str())));
+        assert_eq!(back, Ok(f));
+        assert_eq!(
+            TaskFilter::from_params([("pageSize", "5")])
+                .unwrap_err()
+                .field,
+            "pageSize"
+        );
+        assert_eq!(
+            TaskFilter::from_params([("category", "nope")])
+                .unwrap_err()
+                .field,
+            "category"
+        );
     }
 
     #[test]

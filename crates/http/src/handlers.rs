@@ -5,9 +5,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use failed_tasks_domain::{ClientId, GateId, ListQuery, TaskId, Timestamp, ValidationError};
+use failed_tasks_domain::{
+    ClientId, GateId, ListQuery, ReplayId, TaskId, Timestamp, ValidationError,
+};
 use failed_tasks_query::audit::{AuditAction, AuditEntry};
-use failed_tasks_query::{CancelRetry, QueryError, RecordOutcome, Resolve, RetryNow};
+use failed_tasks_query::{CancelRetry, QueryError, RecordOutcome, ReplayAbort, Resolve, RetryNow};
 use hyper::StatusCode;
 
 use crate::app::App;
@@ -16,7 +18,8 @@ use crate::reply::Reply;
 use crate::request::Call;
 use crate::wire::{
     AccessInfo, AttemptsRecorded, AuditList, BulkRetried, GateAction, GroupList, Health, Recorded,
-    Removed, RetryAction, RetryBreakers, RetryGates, Stats, TaskDetail, TaskList,
+    Removed, ReplayAborted, ReplayCreated, ReplayList, ReplayPreview, RetryAction, RetryBreakers,
+    RetryGates, Stats, TaskDetail, TaskList, WireReplay,
 };
 use crate::{ingest, params};
 
@@ -668,10 +671,16 @@ pub(crate) async fn retry_matching(app: &App, call: Call<'_>) -> Reply {
             );
             let target = query.unwrap_or_default().to_owned();
             audited(app, &call, AuditAction::RetryMatching, target, done.retried).await;
+            let replay_id = if done.complete {
+                done_replay(app, &call, filter, done.retried, done.already_delivered).await
+            } else {
+                None
+            };
             Reply::ok(BulkRetried {
                 retried: done.retried,
                 already_delivered: done.already_delivered,
                 complete: done.complete,
+                replay_id,
             })
         }
         Err(e) => Reply::from_query_error(app, e),
@@ -759,6 +768,178 @@ pub(crate) async fn release_gate(app: &App, call: Call<'_>) -> Reply {
             404,
             format!("retry gate {id} not found"),
         ),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// Who a replay is by: the token's name (`anonymous` when the server needs no token).
+fn actor(call: &Call<'_>) -> String {
+    call.caller
+        .map_or_else(|| "anonymous".to_owned(), |t| t.name().to_owned())
+}
+
+/// Keep a complete bulk retry as a replay that is done: its id, or `None` (a store without
+/// replays, or one that failed to keep it: logged, the retry stands).
+async fn done_replay(
+    app: &App,
+    call: &Call<'_>,
+    filter: failed_tasks_domain::TaskFilter,
+    retried: u64,
+    already_delivered: u64,
+) -> Option<String> {
+    let reason = call
+        .reason
+        .as_deref()
+        .and_then(|r| failed_tasks_domain::GateReason::parse(r).ok())
+        .or_else(|| failed_tasks_domain::GateReason::parse("bulk retry").ok())?;
+    let request = failed_tasks_query::ReplayRequest {
+        filter,
+        reason,
+        actor: actor(call),
+        pace: None,
+    };
+    let visited = retried + already_delivered;
+    match app
+        .service
+        .record_done_replay(request, visited, retried, Timestamp::now())
+        .await
+    {
+        Ok(id) => id.map(|id| id.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "the bulk retry's replay could not be kept");
+            None
+        }
+    }
+}
+
+/// `POST /codebase-embedder/api/v1/admin/replays`: a dry run, or a replay that retries
+/// every match of the filters at its pace in the background.
+pub(crate) async fn create_replay(app: &App, call: Call<'_>) -> Reply {
+    if let Err(e) = params::no_params(call.query) {
+        return Reply::bad_request(&e);
+    }
+    let ask = match ingest::parse_replay(&call.body) {
+        Ok(a) => a,
+        Err(e) => return Reply::bad_body(&e),
+    };
+    if ask.dry_run {
+        return match app.service.preview_replay(&ask.filter).await {
+            Ok(p) => Reply::ok(ReplayPreview {
+                matching: p.matching,
+                sample_task_ids: p.sample.iter().map(ToString::to_string).collect(),
+            }),
+            Err(QueryError::BadRequest(e)) => Reply::bad_body(&e),
+            Err(e) => Reply::from_query_error(app, e),
+        };
+    }
+    let request = failed_tasks_query::ReplayRequest {
+        filter: ask.filter,
+        reason: ask.reason,
+        actor: actor(&call),
+        pace: ask.pace,
+    };
+    match app.service.create_replay(request, Timestamp::now()).await {
+        Ok(replay) => {
+            tracing::info!(
+                replay = %replay.id,
+                matched = replay.matched,
+                per_second = replay.pace.map(failed_tasks_domain::ReplayPace::get),
+                reason = replay.reason.as_str(),
+                "replay created"
+            );
+            let (id, reason) = (replay.id.to_string(), Some(replay.reason.as_str()));
+            audited_because(
+                app,
+                &call,
+                AuditAction::ReplayCreated,
+                id,
+                replay.matched,
+                reason,
+            )
+            .await;
+            Reply::ok(ReplayCreated {
+                replay_id: replay.id.to_string(),
+                matching: replay.matched,
+            })
+        }
+        Err(QueryError::BadRequest(e)) => Reply::bad_body(&e),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// The replay id of the path; errors name `replayId`.
+fn replay_id(raw: &str) -> Result<ReplayId, ValidationError> {
+    ReplayId::parse(raw).map_err(|e| e.for_field("replayId"))
+}
+
+fn replay_not_found(id: &ReplayId) -> Reply {
+    Reply::error(StatusCode::NOT_FOUND, 404, format!("replay {id} not found"))
+}
+
+/// `GET /codebase-embedder/api/v1/replays`: the most recent replays, newest first.
+pub(crate) async fn list_replays(app: &App, call: Call<'_>) -> Reply {
+    if let Err(e) = params::no_params(call.query) {
+        return Reply::bad_request(&e);
+    }
+    match app.service.replays(RECENT_REPLAYS).await {
+        Ok(all) => Reply::ok(ReplayList {
+            replays: all.iter().map(WireReplay::from).collect(),
+        }),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// How many replays `GET …/replays` shows.
+const RECENT_REPLAYS: usize = 100;
+
+/// `GET /codebase-embedder/api/v1/replays/{replayId}`: one replay and its progress.
+pub(crate) async fn get_replay(app: &App, call: Call<'_>) -> Reply {
+    if let Err(e) = params::no_params(call.query) {
+        return Reply::bad_request(&e);
+    }
+    let id = match replay_id(call.param) {
+        Ok(id) => id,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.replay(&id).await {
+        Ok(r) => Reply::ok(WireReplay::from(&r)),
+        Err(QueryError::NotFound) => replay_not_found(&id),
+        Err(e) => Reply::from_query_error(app, e),
+    }
+}
+
+/// `DELETE /codebase-embedder/api/v1/admin/replays/{replayId}`: abort a running replay and
+/// cancel the retries it made due that still wait.
+pub(crate) async fn abort_replay(app: &App, call: Call<'_>) -> Reply {
+    if let Err(e) = params::no_params(call.query) {
+        return Reply::bad_request(&e);
+    }
+    let id = match replay_id(call.param) {
+        Ok(id) => id,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    match app.service.abort_replay(&id, Timestamp::now()).await {
+        Ok(ReplayAbort::Aborted { replay, cancelled }) => {
+            tracing::info!(replay = %id, cancelled, visited = replay.progress.visited, "replay aborted");
+            audited(
+                app,
+                &call,
+                AuditAction::ReplayAborted,
+                id.to_string(),
+                cancelled,
+            )
+            .await;
+            Reply::ok(ReplayAborted {
+                replay_id: id.to_string(),
+                status: "aborted".to_owned(),
+                cancelled,
+            })
+        }
+        Ok(ReplayAbort::Finished(state)) => conflict(format!(
+            "replay {id} has ended already ({})",
+            state.as_str()
+        )),
+        Ok(ReplayAbort::NotFound) => replay_not_found(&id),
         Err(e) => Reply::from_query_error(app, e),
     }
 }

@@ -260,6 +260,69 @@ pub fn parse_gate(body: &[u8]) -> Result<failed_tasks_query::GateRequest, Valida
     })
 }
 
+/// A replay as `POST …/admin/replays` asks for it: the filter (at least one, under the
+/// listing's query-parameter names, each a string), the reason, the pace, whether a dry
+/// run. Errors name the field (`Filters.category`, `Reason`, `PerSecond`, …).
+pub fn parse_replay(body: &[u8]) -> Result<ReplayAsk, ValidationError> {
+    use crate::wire::ReplayBody;
+    use failed_tasks_domain::{GateReason, ReplayPace, TaskFilter};
+    let b: ReplayBody = serde_json::from_slice(body)
+        .map_err(|e| ValidationError::new("body", format!("is not a replay ({e})")))?;
+    let filters = b.filters.unwrap_or_default();
+    if filters.is_empty() {
+        return Err(ValidationError::new(
+            "Filters",
+            format!(
+                "a replay needs at least one of {}",
+                TaskFilter::PARAMS.join(", ")
+            ),
+        ));
+    }
+    let mut pairs = Vec::with_capacity(filters.len());
+    for (name, value) in &filters {
+        let Value::String(v) = value else {
+            return Err(ValidationError::new(
+                format!("Filters.{name}"),
+                "must be a string",
+            ));
+        };
+        pairs.push((name.as_str(), v.as_str()));
+    }
+    let filter = TaskFilter::from_params(pairs.iter().copied()).map_err(|e| {
+        let field = format!("Filters.{}", e.field);
+        e.for_field(field)
+    })?;
+    let reason = GateReason::parse(&b.reason.ok_or_else(|| missing("Reason"))?)?;
+    let pace = match b.per_second {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            Some(ReplayPace::new(n.as_f64().ok_or_else(|| {
+                ValidationError::new("PerSecond", "must be a number")
+            })?)?)
+        }
+        Some(_) => return Err(ValidationError::new("PerSecond", "must be a number")),
+    };
+    Ok(ReplayAsk {
+        filter,
+        reason,
+        pace,
+        dry_run: b.dry_run.unwrap_or(false),
+    })
+}
+
+/// What `POST …/admin/replays` asks for ([`parse_replay`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayAsk {
+    /// Which tasks (at least one filter).
+    pub filter: failed_tasks_domain::TaskFilter,
+    /// Why.
+    pub reason: failed_tasks_domain::GateReason,
+    /// The pace; `None`: unpaced.
+    pub pace: Option<failed_tasks_domain::ReplayPace>,
+    /// Only count and show what would be retried.
+    pub dry_run: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

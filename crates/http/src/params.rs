@@ -1,27 +1,14 @@
 //! Query strings to validated domain queries; every problem names its parameter.
 
 use failed_tasks_domain::{
-    ClientId, Cursor, ErrorCategory, ErrorCode, ErrorSignature, GroupCursor, GroupQuery, ListQuery,
-    PageLimits, PageSize, PathPrefix, RetryState, SearchText, TaskFilter, TaskType, Timestamp,
-    ValidationError,
+    ClientId, Cursor, GroupCursor, GroupQuery, ListQuery, PageLimits, PageSize, TaskFilter,
+    Timestamp, ValidationError,
 };
 use failed_tasks_query::audit::{AuditAction, AuditCursor, AuditQuery};
 
-/// The parameters the listing understands, as the contract spells them.
-const LIST_PARAMS: [&str; 12] = [
-    "pageSize",
-    "cursor",
-    "category",
-    "taskType",
-    "clientId",
-    "errorCode",
-    "since",
-    "until",
-    "signature",
-    "retry",
-    "q",
-    "pathPrefix",
-];
+/// The parameters the listing understands besides the filters
+/// ([`TaskFilter::PARAMS`]), as the contract spells them.
+const PAGING_PARAMS: [&str; 2] = ["pageSize", "cursor"];
 
 const NOT_UTF8: &str = "is not valid UTF-8 once percent-decoded";
 
@@ -70,31 +57,22 @@ fn list_from_pairs(
 ) -> Result<ListQuery, ValidationError> {
     let mut q = ListQuery::first_page(limits);
     for (name, value) in pairs {
-        if !LIST_PARAMS.contains(&name.as_str()) {
+        if !PAGING_PARAMS.contains(&name.as_str()) && !TaskFilter::PARAMS.contains(&name.as_str()) {
             return Err(ValidationError::new(
                 name,
                 format!(
-                    "unknown parameter; known ones are {}",
-                    LIST_PARAMS.join(", ")
+                    "unknown parameter; known ones are {}, {}",
+                    PAGING_PARAMS.join(", "),
+                    TaskFilter::PARAMS.join(", ")
                 ),
             ));
         }
-        let value = value.as_str();
-        let named = |e: ValidationError| e.for_field(name.clone());
         match name.as_str() {
-            "pageSize" => q.page_size = PageSize::parse(value, limits)?,
-            "cursor" => q.cursor = Some(Cursor::decode(value)?),
-            "category" => q.filter.category = Some(ErrorCategory::parse(value)?),
-            "taskType" => q.filter.task_type = Some(TaskType::parse(value).map_err(named)?),
-            "clientId" => q.filter.client_id = Some(ClientId::parse(value).map_err(named)?),
-            "errorCode" => q.filter.error_code = Some(ErrorCode::parse(value).map_err(named)?),
-            "since" => q.filter.since = Some(time_param("since", value)?),
-            "until" => q.filter.until = Some(time_param("until", value)?),
-            "signature" => q.filter.signature = Some(ErrorSignature::parse(value)?),
-            "retry" => q.filter.retry = Some(RetryState::parse(value)?),
-            "q" => q.filter.text = Some(SearchText::parse(value)?),
-            "pathPrefix" => q.filter.path_prefix = Some(PathPrefix::parse(value)?),
-            _ => {}
+            "pageSize" => q.page_size = PageSize::parse(&value, limits)?,
+            "cursor" => q.cursor = Some(Cursor::decode(&value)?),
+            _ => {
+                q.filter.set_param(&name, &value)?;
+            }
         }
     }
     TaskFilter::validate(&q.filter)?;
@@ -292,6 +270,7 @@ pub fn no_params(query: Option<&str>) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use failed_tasks_domain::ErrorCategory;
 
     fn err(q: &str) -> ValidationError {
         list_query(Some(q), PageLimits::DEFAULT).unwrap_err()

@@ -188,6 +188,35 @@ pub static ROUTES: &[Route] = &[
             BulkFilters
         )],
     },
+    // Replays: paced retries of every match of filters, followed and stoppable.
+    Route {
+        template: "/codebase-embedder/api/v1/replays",
+        name: "replays",
+        documented: true,
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::list_replays)],
+    },
+    Route {
+        template: "/codebase-embedder/api/v1/replays/{replayId}",
+        name: "replay",
+        documented: true,
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::get_replay)],
+    },
+    Route {
+        template: "/codebase-embedder/api/v1/admin/replays",
+        name: "admin_replays",
+        documented: true,
+        access: Access::Role(Role::Operate),
+        endpoints: &[endpoint!("POST", Json, handlers::create_replay)],
+    },
+    Route {
+        template: "/codebase-embedder/api/v1/admin/replays/{replayId}",
+        name: "admin_replay",
+        documented: true,
+        access: Access::Role(Role::Operate),
+        endpoints: &[endpoint!("DELETE", None, handlers::abort_replay)],
+    },
     // Retry gates: hold or pace the retries of a scope.
     Route {
         template: "/codebase-embedder/api/v1/retry-gates",
@@ -426,6 +455,14 @@ mod tests {
                 "/codebase-embedder/api/v1/admin/retry-gates/g1",
                 Some(("admin_retry_gate", "g1")),
             ),
+            (
+                "/codebase-embedder/api/v1/replays/r1",
+                Some(("replay", "r1")),
+            ),
+            (
+                "/codebase-embedder/api/v1/admin/replays",
+                Some(("admin_replays", "")),
+            ),
             ("/codebase-embedder/api/v1/tasks", None),
             ("/codebase-embedder/api/v2/tasks/failed", None),
             ("/healthz", Some(("healthz", ""))),
@@ -463,6 +500,7 @@ mod tests {
                 .template
                 .replace("{taskId}", "t1")
                 .replace("{gateId}", "g1")
+                .replace("{replayId}", "r1")
                 .replace("{asset*}", "a.js");
             let (found, _) = find(&path).unwrap_or_else(|| panic!("{} finds nothing", r.template));
             assert_eq!(found.template, r.template);

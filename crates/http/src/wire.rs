@@ -219,6 +219,10 @@ pub struct BulkRetried {
     /// `false` when the request deadline stopped it; repeat it to continue.
     #[serde(rename = "Complete")]
     pub complete: bool,
+    /// The replay that records it (state `done`), when the store keeps replays and the
+    /// retry was complete.
+    #[serde(rename = "ReplayId", default, skip_serializing_if = "Option::is_none")]
+    pub replay_id: Option<String>,
 }
 
 /// `Data` of the listing.
@@ -1014,4 +1018,114 @@ impl RetryBreakers {
             },
         }
     }
+}
+// --- Replays (`…/replays`, `…/admin/replays`) ----------------------------------------------
+
+/// The body of `POST …/admin/replays`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ReplayBody {
+    /// The listing's filters under their query-parameter names (at least one).
+    #[serde(default)]
+    pub filters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Why (required).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Tasks a second (kept as sent, checked by the handler); absent: unpaced.
+    #[serde(default)]
+    pub per_second: Option<serde_json::Value>,
+    /// Only count and show what would be retried.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// `Data` of a dry run of `POST …/admin/replays`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplayPreview {
+    /// How many tasks match.
+    pub matching: u64,
+    /// The first 20 of them, in the listing's order.
+    pub sample_task_ids: Vec<String>,
+}
+
+/// `Data` of `POST …/admin/replays` (not a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplayCreated {
+    /// The replay's id.
+    pub replay_id: String,
+    /// How many tasks matched when it was made.
+    pub matching: u64,
+}
+
+/// One replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireReplay {
+    /// Its id.
+    pub replay_id: String,
+    /// `running`, `done`, `aborted` or `failed`.
+    pub state: String,
+    /// Its filters, under their query-parameter names.
+    pub filters: std::collections::BTreeMap<String, String>,
+    /// Why.
+    pub reason: String,
+    /// Who made it: a token's name.
+    pub actor: String,
+    /// When it was made.
+    pub created: String,
+    /// When it ended, or `null`.
+    pub finished: Option<String>,
+    /// Its pace, tasks a second; `null`: unpaced.
+    pub per_second: Option<f64>,
+    /// Tasks matching when it was made.
+    pub matched: u64,
+    /// Matching tasks visited so far.
+    pub visited: u64,
+    /// Of those, retries made due.
+    pub scheduled: u64,
+}
+
+impl From<&failed_tasks_domain::Replay> for WireReplay {
+    fn from(r: &failed_tasks_domain::Replay) -> Self {
+        Self {
+            replay_id: r.id.to_string(),
+            state: r.state.as_str().to_owned(),
+            filters: r
+                .filter
+                .params()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            reason: r.reason.as_str().to_owned(),
+            actor: r.actor.clone(),
+            created: r.created.to_rfc3339(),
+            finished: r.finished.map(Timestamp::to_rfc3339),
+            per_second: r.pace.map(failed_tasks_domain::ReplayPace::get),
+            matched: r.matched,
+            visited: r.progress.visited,
+            scheduled: r.progress.scheduled,
+        }
+    }
+}
+
+/// `Data` of `GET …/replays`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplayList {
+    /// The most recent replays, newest first.
+    pub replays: Vec<WireReplay>,
+}
+
+/// `Data` of `DELETE …/admin/replays/{replayId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplayAborted {
+    /// The replay.
+    pub replay_id: String,
+    /// `aborted`.
+    pub status: String,
+    /// Retries it had made due that were still waiting, now cancelled.
+    pub cancelled: u64,
 }

@@ -13,7 +13,8 @@
 //! With a store that schedules retries ([`Stores::retries`]), recording a
 //! failure schedules its retry by the [`RetryPolicy`](failed_tasks_domain::RetryPolicy) in
 //! the same write; operators retry now, cancel, resolve and retry a whole selection; and the
-//! [`RetryScheduler`] moves due retries into the workers' queue.
+//! [`RetryScheduler`] moves due retries into the workers' queue; replays retry every match of a
+//! filter at a pace, advanced by the [`ReplayRunner`].
 //!
 //! # Invariants
 //! - No call outlives its deadline, whatever the store does: every store call is wrapped in
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod breaker;
+mod replay_runner;
 mod scheduler;
 mod service;
 mod stats_gate;
@@ -36,15 +38,19 @@ pub use breaker::{BreakerHandle, BreakerReport, RetryBreaker, Transition, BREAKE
 pub use failed_tasks_store::audit;
 /// The notifier's delivery figures, as the status route shows them.
 pub use failed_tasks_store::notify::{Pending, TargetDelivery};
+/// Replays as the store keeps them.
+pub use failed_tasks_store::replay;
 /// What the use cases answer with, from the store port, re-exported so that an adapter on
 /// top (HTTP) depends on this crate and the domain only.
 pub use failed_tasks_store::{
     stored, CancelRetry, Capability, CreateGate, FailedTaskPage, RecordOutcome, Resolve,
     RetryDetails, RetryGauges, RetryNow, StoreCondition, StoreProblem, StoredPage, Stores,
 };
+pub use replay_runner::{ReplayRunner, ReplayRunnerConfig, ReplayRunnerHandle, ReplayStepReport};
 pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport};
 pub use service::{
     BreakerView, BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, GateRequest,
-    NotifyTargetInfo, QueryError, RecordCounters, RecordedLabels, RetryCounters, SearchPage,
-    SearchWay, MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH,
+    NotifyTargetInfo, QueryError, RecordCounters, RecordedLabels, ReplayAbort, ReplayAdvance,
+    ReplayPreview, ReplayRequest, RetryCounters, SearchPage, SearchWay, MAX_GROUPS_READ,
+    MAX_SEARCH_GROUPS, SAMPLE_TASK_IDS, WALK_BATCH,
 };

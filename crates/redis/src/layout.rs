@@ -247,6 +247,35 @@ impl Keys {
     }
 }
 
+/// The replays' keys (`failed_tasks_store::replay`), all in the first write shard's slot.
+impl Keys {
+    /// `PREFIX:replay:ID`: one replay (hash, `crate::replays`).
+    pub(crate) fn replay(&self, id: &str) -> String {
+        format!("{}:replay:{id}", self.prefix)
+    }
+
+    /// `PREFIX:replay:ID:sched`: the retries the replay made due (sorted set, member
+    /// `{attempt}:{task id}`, score their order).
+    pub(crate) fn replay_scheduled(&self, id: &str) -> String {
+        format!("{}:replay:{id}:sched", self.prefix)
+    }
+
+    /// `PREFIX:replays`: the most recent replays (sorted set, score the creation ms).
+    pub(crate) fn replays(&self) -> String {
+        format!("{}:replays", self.prefix)
+    }
+
+    /// `PREFIX:replays:running`: the running replays (sorted set, score the creation ms).
+    pub(crate) fn replays_running(&self) -> String {
+        format!("{}:replays:running", self.prefix)
+    }
+
+    /// `PREFIX:replays:lease`: the replay runner holding the lease (string, expiring).
+    pub(crate) fn replays_lease(&self) -> String {
+        format!("{}:replays:lease", self.prefix)
+    }
+}
+
 /// The notifier's keys (`failed_tasks_store::notify`), all in the first write shard's slot.
 impl Keys {
     /// `PREFIX:notify:lease`: the notifier holding the lease (string, expiring).

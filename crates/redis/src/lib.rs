@@ -93,6 +93,7 @@ pub mod migrate;
 mod notify;
 mod pages;
 mod queue;
+mod replays;
 pub mod reshard;
 mod retries;
 mod scripts;

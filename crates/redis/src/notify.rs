@@ -25,7 +25,7 @@ use crate::stats::pairs;
 use crate::store::{millis_of, value_text, RedisStore};
 
 /// Take the lease, or renew it for its holder. KEYS: lease. ARGV: holder, ttl (ms).
-const LEASE: &str = r"
+pub(crate) const LEASE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -39,7 +39,7 @@ return 0
 ";
 
 /// Give the lease up if held by ARGV[1]. KEYS: lease.
-const RELEASE: &str = r"
+pub(crate) const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 ";

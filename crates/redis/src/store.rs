@@ -561,7 +561,8 @@ impl From<RedisStore> for Stores {
             .with_retries(store.clone())
             .with_notify(store.clone())
             .with_audit(store.clone())
-            .with_breaker(store)
+            .with_breaker(store.clone())
+            .with_replays(store)
     }
 }
 

@@ -39,11 +39,15 @@ pub enum AuditAction {
     BreakerHalfOpened,
     /// A retry circuit breaker closed (its gate released).
     BreakerClosed,
+    /// A replay made (a paced retry of every match of filters).
+    ReplayCreated,
+    /// A replay aborted.
+    ReplayAborted,
 }
 
 impl AuditAction {
     /// Every action, in a stable order.
-    pub const ALL: [AuditAction; 11] = [
+    pub const ALL: [AuditAction; 13] = [
         AuditAction::RetryNow,
         AuditAction::CancelRetry,
         AuditAction::Resolve,
@@ -55,6 +59,8 @@ impl AuditAction {
         AuditAction::BreakerOpened,
         AuditAction::BreakerHalfOpened,
         AuditAction::BreakerClosed,
+        AuditAction::ReplayCreated,
+        AuditAction::ReplayAborted,
     ];
 
     /// The action's name (`retry`, `cancel_retry`, …).
@@ -71,6 +77,8 @@ impl AuditAction {
             AuditAction::BreakerOpened => "breaker_opened",
             AuditAction::BreakerHalfOpened => "breaker_half_opened",
             AuditAction::BreakerClosed => "breaker_closed",
+            AuditAction::ReplayCreated => "replay_created",
+            AuditAction::ReplayAborted => "replay_aborted",
         }
     }
 

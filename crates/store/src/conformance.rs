@@ -28,6 +28,7 @@ pub mod audit;
 pub mod breaker;
 pub mod gates;
 pub mod notify;
+pub mod replays;
 pub mod retries;
 pub use retries::run_retries;
 
@@ -869,7 +870,7 @@ pub async fn stored_matches_decoded(
 /// Run every check of every capability `fresh`'s stores claim, but retries
 /// ([`run_retries`]), each on a fresh empty store: the tasks always; statistics and groups
 /// with [`Stores::stats`]; stored-record pages with [`Stores::stored`]; the notifier's store with
-/// [`Stores::notify`]; the audit log with [`Stores::audit`].
+/// [`Stores::notify`]; the audit log with [`Stores::audit`]; replays with [`Stores::replays`].
 pub async fn run_all<F, Fut>(fresh: F)
 where
     F: FnMut() -> Fut,
@@ -938,6 +939,20 @@ where
     }
     if let Some(store) = fresh().await.breaker.as_deref() {
         breaker::states_and_lease(store).await;
+    }
+    if probe.replays.is_some() {
+        for check in 0..3 {
+            let stores = fresh().await;
+            let store = stores
+                .replays
+                .as_deref()
+                .expect("the same adapter claims the same");
+            match check {
+                0 => replays::replays_read_back(store).await,
+                1 => replays::progress_only_while_running(store).await,
+                _ => replays::lease_has_one_holder(store).await,
+            }
+        }
     }
     if probe.stored.is_some() {
         for with_retries in [false, true] {

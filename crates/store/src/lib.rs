@@ -25,6 +25,8 @@
 //!   newest first, capped.
 //! - [`breaker`]: the breaker capability, [`BreakerStore`]: retry outcome counters per
 //!   second, the states of open breakers, the decider's lease.
+//! - [`replay`]: the replays capability, [`ReplayStore`]: each replay, its saved position
+//!   (written only while it runs), the retries it made due, the runners' lease.
 //! - [`stored`]: the stored form of a task (one owner: encode, decode, render a page
 //!   without a JSON parser), used by the Redis adapter and the tools.
 //! - [`memory`]: [`MemoryStore`], the embedded default adapter (tasks, statistics, retries,
@@ -52,6 +54,7 @@ mod error;
 pub mod memory;
 pub mod notify;
 mod port;
+pub mod replay;
 pub mod retry;
 pub mod stored;
 mod stores;
@@ -64,6 +67,7 @@ pub use error::StoreError;
 pub use memory::{MemoryConfig, MemoryJanitor, MemoryRetryQueue, MemoryStore, MemoryTrimReport};
 pub use notify::NotifyStore;
 pub use port::{FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoredPage, StoredPages};
+pub use replay::ReplayStore;
 pub use retry::{
     CancelRetry, CreateGate, DeliverReport, Delivery, Resolve, RetryDetails, RetryGauges, RetryNow,
     RetryQueue, RetryStore,
@@ -78,5 +82,7 @@ pub use breaker::MockBreakerStore;
 pub use notify::MockNotifyStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use port::{MockStatsStore, MockStatusStore, MockStoredPages};
+#[cfg(any(test, feature = "mocks"))]
+pub use replay::MockReplayStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use retry::{MockRetryQueue, MockRetryStore};

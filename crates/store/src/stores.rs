@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    AuditStore, BreakerStore, NotifyStore, RetryStore, StatsStore, StatusStore, StoredPages,
+    AuditStore, BreakerStore, NotifyStore, ReplayStore, RetryStore, StatsStore, StatusStore,
+    StoredPages,
 };
 
 /// What a store can do beyond listing and reading failed tasks ([`StatusStore`], which every
@@ -29,11 +30,14 @@ pub enum Capability {
     Audit,
     /// The retry circuit breaker's counters, states and lease ([`BreakerStore`]).
     Breaker,
+    /// Replays: paced retries of every match of a filter, their state and position
+    /// ([`ReplayStore`]).
+    Replays,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Writes,
         Capability::Statistics,
         Capability::StoredRecords,
@@ -41,10 +45,11 @@ impl Capability {
         Capability::Notifications,
         Capability::Audit,
         Capability::Breaker,
+        Capability::Replays,
     ];
 
     /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_records`,
-    /// `retries`, `notifications`, `audit`, `breaker`.
+    /// `retries`, `notifications`, `audit`, `breaker`, `replays`.
     pub fn label(self) -> &'static str {
         match self {
             Capability::Writes => "writes",
@@ -54,6 +59,7 @@ impl Capability {
             Capability::Notifications => "notifications",
             Capability::Audit => "audit",
             Capability::Breaker => "breaker",
+            Capability::Replays => "replays",
         }
     }
 }
@@ -69,6 +75,7 @@ impl fmt::Display for Capability {
             Capability::Notifications => "notifications",
             Capability::Audit => "an audit log",
             Capability::Breaker => "a retry circuit breaker",
+            Capability::Replays => "replays",
         })
     }
 }
@@ -100,6 +107,8 @@ pub struct Stores {
     pub audit: Option<Arc<dyn AuditStore>>,
     /// The breaker's counters, states and lease, when the store keeps them.
     pub breaker: Option<Arc<dyn BreakerStore>>,
+    /// Replays, when the store keeps them.
+    pub replays: Option<Arc<dyn ReplayStore>>,
 }
 
 impl Stores {
@@ -116,6 +125,7 @@ impl Stores {
             notify: None,
             audit: None,
             breaker: None,
+            replays: None,
         }
     }
 
@@ -171,6 +181,13 @@ impl Stores {
         self
     }
 
+    /// The same, keeping replays in `replays` (the same store).
+    #[must_use]
+    pub fn with_replays(mut self, replays: Arc<dyn ReplayStore>) -> Self {
+        self.replays = Some(replays);
+        self
+    }
+
     /// Whether the store has `capability`.
     pub fn has(&self, capability: Capability) -> bool {
         match capability {
@@ -181,6 +198,7 @@ impl Stores {
             Capability::Notifications => self.notify.is_some(),
             Capability::Audit => self.audit.is_some(),
             Capability::Breaker => self.breaker.is_some(),
+            Capability::Replays => self.replays.is_some(),
         }
     }
 

@@ -83,7 +83,8 @@ async fn the_example_runs_in_memory() {
             Capability::Retries,
             Capability::Notifications,
             Capability::Audit,
-            Capability::Breaker
+            Capability::Breaker,
+            Capability::Replays
         ]
     );
     let report = embed::run(&failures, "task_007").await.unwrap();

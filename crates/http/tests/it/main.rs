@@ -12,6 +12,7 @@ mod groups;
 mod helpers;
 mod metrics;
 mod openapi;
+mod replays;
 mod retries;
 mod roles;
 mod search;

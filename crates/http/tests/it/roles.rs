@@ -54,6 +54,10 @@ async fn call(server: &TestServer, method: &Method, path: &str, token: Option<&s
             json!({"Scope": {"TaskType": "nothing-here"}, "Mode": "hold", "Reason": "roles test"})
                 .to_string()
         }
+        ("POST", p) if p.ends_with("/admin/replays") => {
+            json!({"Filters": {"clientId": "nobody"}, "Reason": "roles test", "DryRun": true})
+                .to_string()
+        }
         ("POST", p) if p.ends_with("/admin/task-attempts") => {
             json!({"TaskType": "embedding", "Count": 3}).to_string()
         }
@@ -88,6 +92,18 @@ fn matrix() -> Vec<(Method, String, Role)> {
         (Method::GET, format!("{BASE}/audit"), Role::Read),
         (Method::GET, format!("{BASE}/retry-gates"), Role::Read),
         (Method::GET, format!("{BASE}/retry-breakers"), Role::Read),
+        (Method::GET, format!("{BASE}/replays"), Role::Read),
+        (
+            Method::GET,
+            format!("{BASE}/replays/no-such-replay"),
+            Role::Read,
+        ),
+        (Method::POST, format!("{BASE}/admin/replays"), Role::Operate),
+        (
+            Method::DELETE,
+            format!("{BASE}/admin/replays/no-such-replay"),
+            Role::Operate,
+        ),
         (
             Method::POST,
             format!("{BASE}/admin/retry-gates"),

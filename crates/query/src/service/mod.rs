@@ -14,6 +14,7 @@
 //! - `breaker`: the circuit breaker's outcome counts, settings and states ([`BreakerView`])
 //! - `gates`: retry gates ([`GateRequest`]): make, list, release
 //! - `stats`: statistics, groups, attempts, the alert thresholds
+//! - `replays`: replays ([`ReplayRequest`]): dry run, make, read, list, abort, advance
 //! - `notify`: the notification targets in force and their delivery ([`NotifyTargetInfo`])
 
 mod audit;
@@ -26,6 +27,7 @@ mod gates;
 mod guards;
 mod health;
 mod notify;
+mod replays;
 mod retries;
 mod search;
 mod stats;
@@ -48,6 +50,7 @@ pub use fail_times::FailTimeLimits;
 pub use gates::GateRequest;
 pub use guards::Deadlines;
 pub use notify::NotifyTargetInfo;
+pub use replays::{ReplayAbort, ReplayAdvance, ReplayPreview, ReplayRequest, SAMPLE_TASK_IDS};
 pub use search::{SearchPage, SearchWay, MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH};
 
 /// The use cases over one store, through the capabilities it has ([`Stores`]): what needs a

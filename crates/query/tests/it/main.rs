@@ -321,6 +321,7 @@ async fn zero_reuse_checks_before_every_request_and_readiness_always_checks() {
 }
 
 mod breaker;
+mod replays;
 mod retries;
 
 #[tokio::test]

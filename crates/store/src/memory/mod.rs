@@ -35,6 +35,8 @@
 //!   this process only: lost on restart)
 //! - `breaker`: the breaker's outcome counters, states and lease;
 //!   [`BreakerStore`](crate::BreakerStore) (in this process only: lost on restart)
+//! - `replays`: the replays, their progress and scheduled retries, the runners' lease;
+//!   [`ReplayStore`](crate::ReplayStore) (in this process only: lost on restart)
 //! - `queue`: [`MemoryRetryQueue`], what workers claim
 //! - `retention`: the trim and its janitor ([`MemoryTrimReport`], [`MemoryJanitor`])
 //!
@@ -49,6 +51,7 @@ mod gates;
 mod indexes;
 mod notify;
 mod queue;
+mod replays;
 mod retention;
 mod retries;
 mod stats;
@@ -98,6 +101,8 @@ pub struct MemoryStore {
     /// The audit log (`audit`).
     audit: std::sync::Mutex<audit::AuditMemory>,
     breaker: std::sync::Mutex<breaker::BreakerMemory>,
+    /// The replays (`replays`).
+    replays: std::sync::Mutex<replays::ReplayMemory>,
 }
 
 impl Default for MemoryStore {
@@ -125,6 +130,7 @@ impl MemoryStore {
             notify: std::sync::Mutex::default(),
             audit: std::sync::Mutex::default(),
             breaker: std::sync::Mutex::default(),
+            replays: std::sync::Mutex::default(),
         }
     }
 
@@ -183,7 +189,8 @@ impl MemoryStore {
     }
 }
 
-/// The memory store's capabilities: tasks, statistics, retries and notifications.
+/// The memory store's capabilities: tasks, statistics, retries, notifications, the audit
+/// log and replays.
 impl From<Arc<MemoryStore>> for Stores {
     fn from(store: Arc<MemoryStore>) -> Self {
         Stores::new("memory", store.clone())
@@ -191,7 +198,8 @@ impl From<Arc<MemoryStore>> for Stores {
             .with_retries(store.clone())
             .with_notify(store.clone())
             .with_audit(store.clone())
-            .with_breaker(store)
+            .with_breaker(store.clone())
+            .with_replays(store)
     }
 }
 

@@ -33,7 +33,8 @@ fn memory_store_claims_tasks_statistics_and_retries() {
             Capability::Retries,
             Capability::Notifications,
             Capability::Audit,
-            Capability::Breaker
+            Capability::Breaker,
+            Capability::Replays
         ],
         "the memory store keeps decoded tasks: no stored-JSON pages"
     );

@@ -7,7 +7,7 @@ import { time, count } from '../format.js';
 import { cursorPager } from '../pager.js';
 
 const PAGE_SIZE = 50;
-const ACTIONS = ['retry', 'cancel_retry', 'resolve', 'delete', 'delete_matching', 'retry_matching', 'gate_created', 'gate_released'];
+const ACTIONS = ['retry', 'cancel_retry', 'resolve', 'delete', 'delete_matching', 'retry_matching', 'gate_created', 'gate_released', 'replay_created', 'replay_aborted'];
 
 export function mount(ctx) {
   const actor = ctx.params.get('actor') || '';

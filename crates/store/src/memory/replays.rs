@@ -1,0 +1,141 @@
+//! Replays in process memory ([`ReplayStore`]): the most recent
+//! [`MAX_KEPT_REPLAYS`] replays (older ones are forgotten), each with its last
+//! [`MAX_TRACKED_SCHEDULED`] scheduled retries, and the runners' lease; lost on restart.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use failed_tasks_domain::{Replay, ReplayId, ReplayState, Timestamp};
+
+use super::MemoryStore;
+use crate::replay::{
+    AbortReplay, ReplaySave, ReplayStore, ScheduledRetry, MAX_KEPT_REPLAYS, MAX_TRACKED_SCHEDULED,
+};
+use crate::StoreError;
+
+/// The replays, oldest first, and the lease.
+#[derive(Debug, Default)]
+pub(super) struct ReplayMemory {
+    order: VecDeque<ReplayId>,
+    replays: HashMap<ReplayId, (Replay, VecDeque<ScheduledRetry>)>,
+    lease: Option<(String, Instant)>,
+}
+
+impl MemoryStore {
+    fn replay_memory(&self) -> std::sync::MutexGuard<'_, ReplayMemory> {
+        self.replays
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl ReplayStore for MemoryStore {
+    async fn replay_create(&self, replay: &Replay) -> Result<(), StoreError> {
+        let mut m = self.replay_memory();
+        m.order.push_back(replay.id.clone());
+        m.replays
+            .insert(replay.id.clone(), (replay.clone(), VecDeque::new()));
+        while m.order.len() > MAX_KEPT_REPLAYS {
+            if let Some(old) = m.order.pop_front() {
+                m.replays.remove(&old);
+            }
+        }
+        Ok(())
+    }
+
+    async fn replay_get(&self, id: &ReplayId) -> Result<Option<Replay>, StoreError> {
+        Ok(self.replay_memory().replays.get(id).map(|(r, _)| r.clone()))
+    }
+
+    async fn replay_list(&self, max: usize) -> Result<Vec<Replay>, StoreError> {
+        let m = self.replay_memory();
+        Ok(m.order
+            .iter()
+            .rev()
+            .take(max.min(MAX_KEPT_REPLAYS))
+            .filter_map(|id| m.replays.get(id).map(|(r, _)| r.clone()))
+            .collect())
+    }
+
+    async fn replay_running(&self, max: usize) -> Result<Vec<ReplayId>, StoreError> {
+        let m = self.replay_memory();
+        Ok(m.order
+            .iter()
+            .filter(|id| {
+                m.replays
+                    .get(*id)
+                    .is_some_and(|(r, _)| r.state == ReplayState::Running)
+            })
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    async fn replay_save(&self, id: &ReplayId, save: &ReplaySave) -> Result<bool, StoreError> {
+        let mut m = self.replay_memory();
+        let Some((replay, scheduled)) = m.replays.get_mut(id) else {
+            return Ok(false);
+        };
+        if replay.state != ReplayState::Running {
+            return Ok(false);
+        }
+        replay.progress = save.progress.clone();
+        if let Some((state, at)) = save.finish {
+            replay.state = state;
+            replay.finished = Some(at);
+        }
+        scheduled.extend(save.scheduled.iter().cloned());
+        while scheduled.len() > MAX_TRACKED_SCHEDULED {
+            scheduled.pop_front();
+        }
+        Ok(true)
+    }
+
+    async fn replay_abort(&self, id: &ReplayId, now: Timestamp) -> Result<AbortReplay, StoreError> {
+        let mut m = self.replay_memory();
+        let Some((replay, _)) = m.replays.get_mut(id) else {
+            return Ok(AbortReplay::NotFound);
+        };
+        if replay.state.is_finished() {
+            return Ok(AbortReplay::Finished(replay.state));
+        }
+        replay.state = ReplayState::Aborted;
+        replay.finished = Some(now);
+        Ok(AbortReplay::Aborted(Box::new(replay.clone())))
+    }
+
+    async fn replay_scheduled(
+        &self,
+        id: &ReplayId,
+        max: usize,
+    ) -> Result<Vec<ScheduledRetry>, StoreError> {
+        let m = self.replay_memory();
+        Ok(m.replays
+            .get(id)
+            .map(|(_, s)| s.iter().take(max).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn replay_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut m = self.replay_memory();
+        let now = Instant::now();
+        let free = match &m.lease {
+            None => true,
+            Some((h, until)) => h == holder || *until <= now,
+        };
+        if free {
+            m.lease = Some((holder.to_owned(), now + ttl));
+        }
+        Ok(free)
+    }
+
+    async fn replay_release(&self, holder: &str) -> Result<(), StoreError> {
+        let mut m = self.replay_memory();
+        if m.lease.as_ref().is_some_and(|(h, _)| h == holder) {
+            m.lease = None;
+        }
+        Ok(())
+    }
+}
