@@ -19,6 +19,8 @@
 //!   the [`AttemptRecord`]s of its history.
 //! - [`breaker`]: the retry circuit breaker's keys, outcome counts, settings and states, and
 //!   its rules (when it opens, what its canaries decide).
+//! - [`success`]: [`TaskSuccess`], a successful run that supersedes the older failures of its
+//!   task type, client and codebase.
 //! - [`signature`]: [`ErrorSignature`], the stable id of "the same failure", from the
 //!   category, the error code and the message with its varying parts normalised away.
 //! - [`group`]: failure groups by error signature, and their paging.
@@ -49,6 +51,7 @@ pub mod scheduling;
 pub mod search;
 pub mod signature;
 pub mod stats;
+pub mod success;
 pub mod task;
 
 pub use breaker::{BreakerConfig, BreakerKey, BreakerPhase, BreakerState, OutcomeCounts, Verdict};
@@ -67,6 +70,7 @@ pub use scheduling::{
 };
 pub use search::{PathPrefix, SearchText};
 pub use signature::{normalise_message, ErrorPattern, ErrorSignature};
+pub use success::TaskSuccess;
 pub use task::{
     ClientId, CodebasePath, ErrorCode, ErrorMessage, FailedTask, NewFailedTask, TaskId, TaskType,
     Timestamp,

@@ -66,6 +66,9 @@ pub struct MinuteCounts {
     /// Failed tasks resolved (their retry succeeded) in this minute. Not part of `total`:
     /// a resolved task's failure stays counted in the minute it failed.
     pub recovered: u64,
+    /// Failed tasks superseded in this minute (a later run of the same task type, client
+    /// and codebase succeeded). Not part of `total` either, nor of `recovered`.
+    pub superseded: u64,
 }
 
 /// The most distinct values of one [`Dimension`] a [`Bucket`] counts by name; a value first
@@ -469,6 +472,9 @@ pub struct FailureStats {
     pub timeline: Vec<(i64, u64)>,
     /// Failed tasks resolved in the window (their retry succeeded).
     pub recovered: u64,
+    /// Failed tasks superseded in the window (a later run of the same task type, client and
+    /// codebase succeeded).
+    pub superseded: u64,
     /// Task attempts reported in the window, if any were.
     pub attempts: Option<u64>,
     /// `total / attempts`, when attempts were reported.
@@ -541,9 +547,11 @@ pub fn summarize(
         ErrorCategory::ALL.iter().map(|c| (*c, 0)).collect();
     let mut total = 0u64;
     let mut recovered = 0u64;
+    let mut superseded = 0u64;
     for c in per_minute.values() {
         total += c.total;
         recovered += c.recovered;
+        superseded += c.superseded;
         for (k, v) in &c.by_category {
             *by_category.entry(*k).or_default() += v;
         }
@@ -732,6 +740,7 @@ pub fn summarize(
         breakdowns_exact,
         timeline,
         recovered,
+        superseded,
         attempts: (attempts_total > 0).then_some(attempts_total),
         failure_rate,
         alerts,

@@ -13,7 +13,7 @@ use failed_tasks_domain::scheduling::MAX_ATTEMPT_HISTORY;
 use failed_tasks_domain::stats::minute_of;
 use failed_tasks_domain::{
     AttemptRecord, ErrorCategory, ErrorCode, FailedTask, GateId, GateStatus, RetryGate, RetryPlan,
-    ScheduledBy, TaskId, Timestamp,
+    ScheduledBy, TaskId, TaskSuccess, Timestamp,
 };
 use failed_tasks_store::{
     CancelRetry, CreateGate, DeliverReport, RecordOutcome, Resolve, RetryDetails, RetryGauges,
@@ -169,6 +169,50 @@ impl Shard {
             1 => Ok(Resolve::Resolved),
             2 => Ok(Resolve::AlreadyResolved),
             _ => Ok(Resolve::NotFound),
+        }
+    }
+
+    /// Supersede on this shard, a bounded walk of the client's index per script call.
+    async fn supersede(&self, success: &TaskSuccess) -> Result<u64, StoreError> {
+        /// Index members one call looks at.
+        const WALK: i64 = 2_000;
+        let k = &self.keys;
+        let now = now_ms();
+        let at_ms = success.time.unix_millis();
+        let tombstone_ttl = self.retained_until(at_ms, now).saturating_sub(now).max(1);
+        let counters_until =
+            self.retained_until(hour_end_ms(hour_of(minute_of(success.time))), now);
+        let index = k.index(crate::layout::IndexKind::Client, success.client_id.as_str());
+        let mut after = String::new();
+        let mut total = 0u64;
+        loop {
+            let reply: Vec<Value> = self
+                .conn
+                .eval(
+                    &Scripts::get().supersede,
+                    vec![index.as_str().into()],
+                    vec![
+                        k.prefix().into(),
+                        success.task_type.as_str().into(),
+                        success.codebase_path.as_str().into(),
+                        at_ms.into(),
+                        tombstone_ttl.into(),
+                        counters_until.into(),
+                        after.as_str().into(),
+                        WALK.into(),
+                    ],
+                )
+                .await?;
+            let [n, last] = reply.as_slice() else {
+                return Err(StoreError::Internal(
+                    "supersede answered something else than {count, last}".to_owned(),
+                ));
+            };
+            total += n.as_u64().unwrap_or(0);
+            match last.as_string().filter(|l| !l.is_empty()) {
+                Some(l) => after = l,
+                None => return Ok(total),
+            }
         }
     }
 
@@ -383,6 +427,14 @@ impl RetryStore for RedisStore {
             |s| s.resolve(task_id, at),
         )
         .await
+    }
+
+    async fn supersede(&self, success: &TaskSuccess) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for r in self.every_shard(|s| s.supersede(success)).await {
+            total += r?;
+        }
+        Ok(total)
     }
 
     async fn retry_details(&self, task_id: &TaskId) -> Result<Option<RetryDetails>, StoreError> {

@@ -902,6 +902,49 @@ flush(acc, prefix)
 return 1
 "#;
 
+/// Resolve as superseded the failures of one client's index that failed before a success
+/// and have its task type and codebase path: each as `RESOLVE` does (out of every index,
+/// group and the due set, the record and history deleted, a tombstone), counted in the
+/// success's minute as `:s`. At most ARGV[8] index members are looked at per call.
+/// KEYS: the client's index. ARGV: prefix, task type, codebase path, success ms, tombstone
+/// ttl (ms), counters expiry (ms), the member to start after ('' for the oldest), max.
+/// Returns `{superseded, last member looked at or ''}` ('' when the walk is done).
+const SUPERSEDE: &str = r#"
+local prefix = ARGV[1]
+local bound = string.format('%0' .. MS_DIGITS .. 'd', tonumber(ARGV[4]))
+local from = '-'
+if ARGV[7] ~= '' then from = '(' .. ARGV[7] end
+local max = tonumber(ARGV[8])
+local members = redis.call('ZRANGE', KEYS[1], from, '(' .. bound, 'BYLEX', 'LIMIT', 0, max)
+local acc = acc_new()
+local n = 0
+for _, m in ipairs(members) do
+  local id = string.sub(m, MS_DIGITS + 2)
+  local key = prefix .. ':task:' .. id
+  local v = redis.call('GET', key)
+  local f = v and header(v)
+  if f and #f >= F_CODEBASE_PATH and f[F_TASK_TYPE] == ARGV[2] and f[F_CODEBASE_PATH] == ARGV[3]
+    and f[F_MEMBER] == m then
+    unrecord(acc, prefix, f, false)
+    redis.call('DEL', key)
+    redis.call('DEL', prefix .. ':hist:' .. id)
+    redis.call('SET', prefix .. ':resolved:' .. id, ARGV[4], 'PX', ARGV[5])
+    n = n + 1
+  end
+end
+if n > 0 then
+  local minute = math.floor(tonumber(ARGV[4]) / 60000)
+  local k = prefix .. ':cnt:' .. string.format('%d', math.floor(minute / 60))
+  acc_add(acc, k, string.format('%d', minute) .. ':s', n)
+  local at = tonumber(ARGV[6])
+  if not acc.expiry[k] or acc.expiry[k] < at then acc.expiry[k] = at end
+  flush(acc, prefix)
+end
+local last = ''
+if #members == max then last = members[#members] end
+return {n, last}
+"#;
+
 /// Release a lock only if we still own it. KEYS: lock. ARGV: token.
 const UNLOCK: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -932,6 +975,7 @@ pub(crate) struct Scripts {
     pub(crate) gate_create: Script,
     pub(crate) gate_release: Script,
     pub(crate) gate_pass: Script,
+    pub(crate) supersede: Script,
     pub(crate) gate_list: Script,
     pub(crate) retry_now: Script,
     pub(crate) cancel: Script,
@@ -993,6 +1037,8 @@ impl Scripts {
             retry_now: Script::new("retry_now", with_helpers(&format!("{LOOKUP}{RETRY_NOW}"))),
             cancel: Script::new("cancel", with_helpers(&format!("{LOOKUP}{CANCEL}"))),
             resolve: Script::new("resolve", with_helpers(RESOLVE)),
+            // Counts add up when run twice: one write attempt.
+            supersede: Script::adding("supersede", with_helpers(SUPERSEDE)),
             migrate: Script::new("migrate", with_helpers(MIGRATE)),
         })
     }
@@ -1020,6 +1066,7 @@ mod tests {
             ("retry_now", RETRY_NOW),
             ("cancel", CANCEL),
             ("resolve", RESOLVE),
+            ("supersede", SUPERSEDE),
         ] {
             for line in lua.lines() {
                 assert!(

@@ -70,14 +70,19 @@ fn split_minute(field: &str) -> Option<(i64, &str)> {
     Some((minute.parse().ok()?, rest))
 }
 
+/// How many fields [`minute_fields`] names per minute.
+const PER_MINUTE: usize = 3 + ErrorCategory::ALL.len();
+
 /// The fields of `P:cnt:{hour}` that a read of minute `m` asks for, in this order: total,
-/// recovered, then one per category of `ErrorCategory::ALL`.
+/// recovered, superseded, then one per category of `ErrorCategory::ALL` ([`PER_MINUTE`]).
 fn minute_fields(m: i64) -> impl Iterator<Item = String> {
-    [format!("{m}:t"), format!("{m}:r")].into_iter().chain(
-        ErrorCategory::ALL
-            .iter()
-            .map(move |c| format!("{m}:c:{}", c.as_str())),
-    )
+    [format!("{m}:t"), format!("{m}:r"), format!("{m}:s")]
+        .into_iter()
+        .chain(
+            ErrorCategory::ALL
+                .iter()
+                .map(move |c| format!("{m}:c:{}", c.as_str())),
+        )
 }
 
 /// The minute's counts from the values of its [`minute_fields`], in their order; `None`
@@ -88,15 +93,16 @@ fn minute_of_fields(minute: i64, values: &[Option<u64>]) -> Option<MinuteCounts>
         minute,
         total: get(0),
         recovered: get(1),
+        superseded: get(2),
         ..MinuteCounts::default()
     };
     for (i, cat) in ErrorCategory::ALL.iter().enumerate() {
-        let n = get(2 + i);
+        let n = get(3 + i);
         if n > 0 {
             c.by_category.insert(*cat, n);
         }
     }
-    (c.total > 0 || c.recovered > 0).then_some(c)
+    (c.total > 0 || c.recovered > 0 || c.superseded > 0).then_some(c)
 }
 
 /// The values of an `HMGET` reply, each a positive count or `None` (absent, zero, not a
@@ -221,7 +227,7 @@ impl Shard {
             return Ok(Vec::new());
         }
         let keys = &self.keys;
-        let per_minute = 2 + ErrorCategory::ALL.len();
+        let per_minute = PER_MINUTE;
         let hours: Vec<i64> = (hour_of(from_minute)..=hour_of(to_minute - 1)).collect();
         let mut out = Vec::new();
         for chunk in hours.chunks(PIPELINE_CHUNK) {
@@ -380,6 +386,7 @@ impl Shard {
 fn add_counts(a: &mut MinuteCounts, b: MinuteCounts) {
     a.total += b.total;
     a.recovered += b.recovered;
+    a.superseded += b.superseded;
     for (k, v) in b.by_category {
         *a.by_category.entry(k).or_default() += v;
     }
@@ -519,13 +526,15 @@ mod tests {
     #[test]
     fn hour_fields_are_parsed_and_bad_ones_ignored() {
         let fields: Vec<String> = minute_fields(7).collect();
-        assert_eq!(fields[..3], ["7:t", "7:r", "7:c:service_timeout"]);
-        let mut values = vec![Some(3), None];
+        assert_eq!(fields[..4], ["7:t", "7:r", "7:s", "7:c:service_timeout"]);
+        let mut values = vec![Some(3), None, Some(4)];
         values.extend((0..ErrorCategory::ALL.len()).map(|i| (i == 1).then_some(2)));
         let c = minute_of_fields(7, &values).unwrap();
-        assert_eq!((c.minute, c.total, c.recovered), (7, 3, 0));
+        assert_eq!((c.minute, c.total, c.recovered, c.superseded), (7, 3, 0, 4));
         assert_eq!(c.by_category.len(), 1);
-        assert_eq!(minute_of_fields(7, &[None, None]), None);
+        assert_eq!(c.by_category.get(&ErrorCategory::ALL[1]).copied(), Some(2));
+        assert_eq!(minute_of_fields(7, &[None, None, None]), None);
+        assert!(minute_of_fields(7, &[None, None, Some(1)]).is_some());
         let reply = Value::Array(vec!["3".into(), Value::Null, "x".into(), "0".into()]);
         assert_eq!(counts_of(reply), vec![Some(3), None, None, None]);
         // ZRANGE WITHSCORES: RESP2 flat, RESP3 pairs; bad scores left out.

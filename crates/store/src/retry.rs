@@ -31,7 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use failed_tasks_domain::{
     AttemptRecord, FailedTask, GateId, GateStatus, RetryGate, RetryPlan, RetryRequest, RetryStatus,
-    TaskId, Timestamp,
+    TaskId, TaskSuccess, Timestamp,
 };
 
 use crate::{RecordOutcome, StoreError};
@@ -169,6 +169,12 @@ pub trait RetryStore: Send + Sync {
     /// group, is counted as recovered in the minute of `at`, and is remembered as resolved
     /// for the retention period (so a late retry request answers [`RetryNow::Resolved`]).
     async fn resolve(&self, task_id: &TaskId, at: Timestamp) -> Result<Resolve, StoreError>;
+
+    /// A later run succeeded: resolve every stored failure `success` supersedes (the same
+    /// task type, client and codebase, failed before it) as [`resolve`](Self::resolve) does,
+    /// but counted as superseded (not recovered) in the minute of the success; their
+    /// scheduled retries are dropped. Atomic per shard. Answers how many it resolved.
+    async fn supersede(&self, success: &TaskSuccess) -> Result<u64, StoreError>;
 
     /// The task's retry status and history; `None` when no such task is stored.
     async fn retry_details(&self, task_id: &TaskId) -> Result<Option<RetryDetails>, StoreError>;

@@ -578,4 +578,85 @@ where
     super::gates::released_under_a_limit(&s, &q).await;
     let (s, q, _) = fresh().await;
     super::gates::passes_let_canaries_through(&s, &q).await;
+    let (s, q, _) = fresh().await;
+    superseded_by_a_later_success(&s, &q).await;
+}
+
+/// A success supersedes exactly the failures of its task type, client and codebase that
+/// failed before it: they leave the listing and its groups, their scheduled retries are
+/// dropped, they count as superseded (not recovered) in the success's minute, and a late
+/// retry request finds them resolved. A newer failure, another type, client or codebase
+/// stays. Superseding again finds nothing.
+pub async fn superseded_by_a_later_success(store: &dyn Both, queue: &dyn RetryQueue) {
+    let make = |id: &str, task_type: &str, client: &str, path: &str, fail_ms: i64| {
+        let mut raw = task(
+            id,
+            fail_ms,
+            ErrorCategory::ServiceTimeout,
+            task_type,
+            client,
+            "TIMEOUT_ERROR",
+        )
+        .into_parts();
+        raw.codebase_path = path.to_owned();
+        let t = FailedTask::new(raw).unwrap();
+        (t, RetryPlan::Retry { due: at(40_000) })
+    };
+    let batch = vec![
+        make("old1", "embedding", "c1", "/repo", 0),
+        make("old2", "embedding", "c1", "/repo", 5_000),
+        make("newer", "embedding", "c1", "/repo", 30_000),
+        make("other-type", "indexing", "c1", "/repo", 0),
+        make("other-client", "embedding", "c2", "/repo", 0),
+        make("other-path", "embedding", "c1", "/repo/sub", 0),
+    ];
+    store.record_planned(&batch).await.unwrap();
+    let success = failed_tasks_domain::TaskSuccess::new(
+        failed_tasks_domain::TaskType::parse("embedding").unwrap(),
+        failed_tasks_domain::ClientId::parse("c1").unwrap(),
+        failed_tasks_domain::CodebasePath::parse("/repo").unwrap(),
+        at(20_000),
+    )
+    .unwrap();
+    assert_eq!(store.supersede(&success).await.unwrap(), 2);
+    let (ids, totals) = walk(store, &TaskFilter::default(), 100).await;
+    assert_eq!(totals, vec![4]);
+    let listed: BTreeSet<String> = ids.into_iter().collect();
+    let want: BTreeSet<String> = ["newer", "other-type", "other-client", "other-path"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listed, want);
+    for id in ["old1", "old2"] {
+        let id = TaskId::parse(id).unwrap();
+        assert_eq!(store.get(&id).await.unwrap(), None);
+        assert_eq!(
+            store.retry_now(&id, at(50_000)).await.unwrap(),
+            RetryNow::Resolved
+        );
+    }
+    // Their retries are gone: only the four others are delivered.
+    assert_eq!(deliver_all(store, at(3_600_000), 100).await, 4);
+    let delivered: BTreeSet<String> = drain(queue)
+        .await
+        .into_iter()
+        .map(|d| d.request.task_id.to_string())
+        .collect();
+    assert_eq!(delivered, want);
+    // Counted as superseded in the success's minute, never as recovered; the failures stay
+    // counted where they failed.
+    let minute = minute_of(at(20_000));
+    let counts = store.failure_counts(minute - 5, minute + 5).await.unwrap();
+    let superseded: u64 = counts.iter().map(|c| c.superseded).sum();
+    let recovered: u64 = counts.iter().map(|c| c.recovered).sum();
+    let total: u64 = counts.iter().map(|c| c.total).sum();
+    assert_eq!((superseded, recovered, total), (2, 0, 6));
+    assert_eq!(
+        counts
+            .iter()
+            .find(|c| c.minute == minute)
+            .map(|c| c.superseded),
+        Some(2)
+    );
+    assert_eq!(store.supersede(&success).await.unwrap(), 0);
 }

@@ -215,7 +215,7 @@ impl Indexes {
             let minute = minute_of(task.fail_time());
             if let Some(counts) = self.minutes.get_mut(&minute) {
                 counts.apply(&task, -1);
-                if counts.total == 0 && counts.recovered == 0 {
+                if counts.total == 0 && counts.recovered == 0 && counts.superseded == 0 {
                     self.minutes.remove(&minute);
                 }
             }

@@ -2,16 +2,26 @@
 //! [`RetryStore`] over them (due retries move into the [`queue`](super::queue) under the
 //! store's lock).
 
+use std::cmp::Reverse;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use failed_tasks_domain::stats::{minute_of, MinuteCounts};
 use failed_tasks_domain::{
     FailedTask, GateId, GateStatus, NextRetry, RetryGate, RetryPlan, RetryRequest, RetryStatus,
-    ScheduledBy, TaskId, Timestamp,
+    ScheduledBy, TaskId, TaskSuccess, Timestamp,
 };
 
 use super::indexes::Indexes;
+
+/// How a resolved task is counted.
+#[derive(Debug, Clone, Copy)]
+enum Resolution {
+    /// Its retry succeeded.
+    Recovered,
+    /// A later run of its task type, client and codebase succeeded.
+    Superseded,
+}
 use super::MemoryStore;
 use crate::{
     CancelRetry, CreateGate, DeliverReport, RecordOutcome, Resolve, RetryDetails, RetryGauges,
@@ -102,12 +112,21 @@ impl Indexes {
     }
 
     fn resolve(&mut self, id: &TaskId, at: Timestamp) -> Resolve {
-        if self.unrecord(id, false).is_none() {
+        if !self.resolve_as(id, at, Resolution::Recovered) {
             return if self.resolved.contains_key(id) {
                 Resolve::AlreadyResolved
             } else {
                 Resolve::NotFound
             };
+        }
+        Resolve::Resolved
+    }
+
+    /// Take `id` out of the failed tasks (every index, group, the due set), remember it as
+    /// resolved, and count it in the minute of `at` as `how`; `false` when not stored.
+    fn resolve_as(&mut self, id: &TaskId, at: Timestamp, how: Resolution) -> bool {
+        if self.unrecord(id, false).is_none() {
+            return false;
         }
         self.history.remove(id);
         self.resolved_seq += 1;
@@ -122,14 +141,32 @@ impl Indexes {
             }
         }
         let minute = minute_of(at);
-        self.minutes
-            .entry(minute)
-            .or_insert_with(|| MinuteCounts {
-                minute,
-                ..MinuteCounts::default()
-            })
-            .recovered += 1;
-        Resolve::Resolved
+        let counts = self.minutes.entry(minute).or_insert_with(|| MinuteCounts {
+            minute,
+            ..MinuteCounts::default()
+        });
+        match how {
+            Resolution::Recovered => counts.recovered += 1,
+            Resolution::Superseded => counts.superseded += 1,
+        }
+        true
+    }
+
+    /// Resolve as superseded every failure `success` supersedes (from the client's index).
+    fn supersede(&mut self, success: &TaskSuccess) -> u64 {
+        let before = success.time.unix_millis();
+        let ids: Vec<TaskId> = self
+            .by_client
+            .get(&success.client_id)
+            .into_iter()
+            .flat_map(|keys| keys.iter())
+            .filter(|(Reverse(ms), _)| *ms < before)
+            .filter_map(|(_, Reverse(id))| TaskId::parse(id.as_str()).ok())
+            .filter(|id| self.by_id.get(id).is_some_and(|t| success.supersedes(t)))
+            .collect();
+        ids.iter()
+            .filter(|id| self.resolve_as(id, success.time, Resolution::Superseded))
+            .count() as u64
     }
 
     /// Take up to `max` retries due at `now` out of the due set, as requests.
@@ -193,6 +230,10 @@ impl RetryStore for MemoryStore {
 
     async fn resolve(&self, task_id: &TaskId, at: Timestamp) -> Result<Resolve, StoreError> {
         Ok(self.write().resolve(task_id, at))
+    }
+
+    async fn supersede(&self, success: &TaskSuccess) -> Result<u64, StoreError> {
+        Ok(self.write().supersede(success))
     }
 
     async fn retry_details(&self, task_id: &TaskId) -> Result<Option<RetryDetails>, StoreError> {
