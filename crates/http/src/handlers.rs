@@ -19,7 +19,7 @@ use crate::request::Call;
 use crate::wire::{
     AccessInfo, AttemptsRecorded, AuditList, BulkRetried, GateAction, GroupList, Health, Recorded,
     Removed, ReplayAborted, ReplayCreated, ReplayList, ReplayPreview, RetryAction, RetryBreakers,
-    RetryGates, Stats, TaskDetail, TaskList, WireReplay,
+    RetryGates, Stats, SuccessesRecorded, TaskDetail, TaskList, WireReplay,
 };
 use crate::{ingest, params};
 
@@ -484,6 +484,52 @@ pub(crate) async fn record_attempts(app: &App, call: Call<'_>) -> Reply {
         recorded += count;
     }
     Reply::ok(AttemptsRecorded { recorded })
+}
+
+/// `POST /codebase-embedder/api/v1/admin/task-successes`: later runs succeeded; the older
+/// failures of the same task type, client and codebase are superseded.
+pub(crate) async fn record_successes(app: &App, call: Call<'_>) -> Reply {
+    let (query, body) = (call.query, &call.body[..]);
+    if let Err(e) = params::no_params(query) {
+        return Reply::bad_request(&e);
+    }
+    let successes = match ingest::parse_successes(body, Timestamp::now()) {
+        Ok(s) => s,
+        Err(e) => return Reply::bad_body(&e),
+    };
+    if let Some(token) = call.caller.filter(|t| t.client().is_some()) {
+        if let Some(other) = successes
+            .iter()
+            .find(|s| Some(&s.client_id) != token.client())
+        {
+            return Reply::error(
+                StatusCode::FORBIDDEN,
+                403,
+                format!(
+                    "the token {:?} is limited to client {} and cannot report a success of client {}",
+                    token.name(),
+                    token.client().map(ClientId::as_str).unwrap_or_default(),
+                    other.client_id
+                ),
+            );
+        }
+    }
+    match app.service.record_successes(&successes).await {
+        Ok(superseded) => {
+            tracing::info!(
+                reported = successes.len(),
+                superseded,
+                "successes reported"
+            );
+            Reply::ok(SuccessesRecorded {
+                reported: successes.len() as u64,
+                superseded,
+            })
+        }
+        // A Time refused by the use case is a body field.
+        Err(QueryError::BadRequest(e)) => Reply::bad_body(&e),
+        Err(e) => Reply::from_query_error(app, e),
+    }
 }
 
 /// `GET /codebase-embedder/api/v1/tasks/failed-groups?pageSize&cursor`

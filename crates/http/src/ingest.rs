@@ -26,19 +26,32 @@ const FIELDS: [&str; 11] = [
 /// Parse a body holding one task object or an array of 1..=1000 of them. All or nothing:
 /// the first invalid item rejects the whole body.
 pub fn parse_tasks(body: &[u8]) -> Result<Vec<FailedTask>, ValidationError> {
+    one_or_many(body, "task", parse_task)
+}
+
+/// A body holding one `noun` object or an array of 1..=[`MAX_BATCH`] of them, each read by
+/// `one`; an item's error names it (`[3].TaskType`). All or nothing.
+fn one_or_many<T>(
+    body: &[u8],
+    noun: &str,
+    one: impl Fn(&Map<String, Value>) -> Result<T, ValidationError>,
+) -> Result<Vec<T>, ValidationError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ValidationError::new("body", format!("is not valid JSON ({e})")))?;
     match value {
-        Value::Object(obj) => Ok(vec![parse_task(&obj)?]),
+        Value::Object(obj) => Ok(vec![one(&obj)?]),
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(ValidationError::new("body", "the array holds no task"));
+                return Err(ValidationError::new(
+                    "body",
+                    format!("the array holds no {noun}"),
+                ));
             }
             if items.len() > MAX_BATCH {
                 return Err(ValidationError::new(
                     "body",
                     format!(
-                        "the array holds {} tasks; at most {MAX_BATCH} are accepted",
+                        "the array holds {} {noun}s; at most {MAX_BATCH} are accepted",
                         items.len()
                     ),
                 ));
@@ -47,20 +60,48 @@ pub fn parse_tasks(body: &[u8]) -> Result<Vec<FailedTask>, ValidationError> {
                 .iter()
                 .enumerate()
                 .map(|(i, item)| match item {
-                    Value::Object(obj) => parse_task(obj)
+                    Value::Object(obj) => one(obj)
                         .map_err(|e| ValidationError::new(format!("[{i}].{}", e.field), e.reason)),
                     _ => Err(ValidationError::new(
                         format!("[{i}]"),
-                        "must be a task object",
+                        format!("must be a {noun} object"),
                     )),
                 })
                 .collect()
         }
         _ => Err(ValidationError::new(
             "body",
-            "must be a task object or an array of them",
+            format!("must be a {noun} object or an array of them"),
         )),
     }
+}
+
+/// Parse success reports (`POST …/admin/task-successes`): `{"TaskType", "ClientId",
+/// "CodebasePath", "Time"}` (`Time` defaults to `now`; `CodebasePath` is required and not
+/// empty) or an array of up to 1000 of them; all or nothing.
+pub fn parse_successes(
+    body: &[u8],
+    now: Timestamp,
+) -> Result<Vec<failed_tasks_domain::TaskSuccess>, ValidationError> {
+    use failed_tasks_domain::{ClientId, CodebasePath, TaskSuccess};
+    const FIELDS: [&str; 4] = ["TaskType", "ClientId", "CodebasePath", "Time"];
+    one_or_many(body, "success", |obj| {
+        if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(ValidationError::new(
+                unknown.clone(),
+                format!("unknown field; known ones are {}", FIELDS.join(", ")),
+            ));
+        }
+        let task_type =
+            TaskType::parse(text(obj, "TaskType")?.ok_or_else(|| missing("TaskType"))?)?;
+        let client_id =
+            ClientId::parse(text(obj, "ClientId")?.ok_or_else(|| missing("ClientId"))?)?;
+        let codebase_path = CodebasePath::parse(
+            text(obj, "CodebasePath")?.ok_or_else(|| missing("CodebasePath"))?,
+        )?;
+        let time = time(obj, "Time")?.unwrap_or(now);
+        TaskSuccess::new(task_type, client_id, codebase_path, time)
+    })
 }
 
 fn parse_task(obj: &Map<String, Value>) -> Result<FailedTask, ValidationError> {

@@ -146,7 +146,7 @@ impl Collector for RetryCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.0;
         let get = RetryCounters::get;
-        let plain: [(&str, &str, u64); 6] = [
+        let plain: [(&str, &str, u64); 7] = [
             (
                 "failed_tasks_retries_delivered",
                 "Due retries this replica's scheduler moved into the workers' queue",
@@ -156,6 +156,11 @@ impl Collector for RetryCollector {
                 "failed_tasks_retries_recovered",
                 "Failed tasks resolved (their retry succeeded) through this replica",
                 get(&c.recovered),
+            ),
+            (
+                "failed_tasks_superseded",
+                "Failed tasks superseded through this replica (a later run of the same task type, client and codebase succeeded)",
+                get(&c.superseded),
             ),
             (
                 "failed_tasks_retries_cancelled",

@@ -267,6 +267,15 @@ pub static ROUTES: &[Route] = &[
         access: Access::Role(Role::Admin),
         endpoints: &[endpoint!("POST", Json, handlers::record_attempts)],
     },
+    // Successful runs: the older failures of the same task type, client and codebase are
+    // superseded.
+    Route {
+        template: "/codebase-embedder/api/v1/admin/task-successes",
+        name: "task_successes",
+        documented: true,
+        access: Access::Role(Role::Admin),
+        endpoints: &[endpoint!("POST", Json, handlers::record_successes, Body)],
+    },
     // What the presented token may do (open: it answers nulls for no token).
     Route {
         template: "/codebase-embedder/api/v1/access",

@@ -414,6 +414,10 @@ pub struct Stats {
     /// failure stays counted in `TotalFailures`.
     #[serde(rename = "Recovered")]
     pub recovered: u64,
+    /// Failed tasks superseded in the window (a later run of the same task type, client and
+    /// codebase succeeded), apart from `Recovered`.
+    #[serde(rename = "Superseded")]
+    pub superseded: u64,
     /// Failures per category (all five).
     #[serde(rename = "ByCategory")]
     pub by_category: Vec<NamedCount>,
@@ -465,6 +469,7 @@ impl From<&FailureStats> for Stats {
             window_end: minute_start(s.window.to_minute()).to_rfc3339(),
             total_failures: s.total,
             recovered: s.recovered,
+            superseded: s.superseded,
             by_category: s
                 .by_category
                 .iter()
@@ -514,6 +519,17 @@ pub struct AttemptsRecorded {
     /// Attempts added.
     #[serde(rename = "Recorded")]
     pub recorded: u64,
+}
+
+/// `Data` of `POST /admin/task-successes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuccessesRecorded {
+    /// Success reports taken.
+    #[serde(rename = "Reported")]
+    pub reported: u64,
+    /// Stored failures they superseded.
+    #[serde(rename = "Superseded")]
+    pub superseded: u64,
 }
 
 /// One failure group on the wire.

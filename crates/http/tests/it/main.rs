@@ -19,6 +19,7 @@ mod search;
 mod slow_readers;
 mod stats;
 mod stored;
+mod successes;
 mod strict;
 mod ui;
 

@@ -61,6 +61,10 @@ async fn call(server: &TestServer, method: &Method, path: &str, token: Option<&s
         ("POST", p) if p.ends_with("/admin/task-attempts") => {
             json!({"TaskType": "embedding", "Count": 3}).to_string()
         }
+        ("POST", p) if p.ends_with("/admin/task-successes") => {
+            json!({"TaskType": "embedding", "ClientId": "c1", "CodebasePath": "/nowhere"})
+                .to_string()
+        }
         _ => String::new(),
     };
     request_with_body(server, method.clone(), path, &headers, body).await
@@ -132,6 +136,11 @@ fn matrix() -> Vec<(Method, String, Role)> {
         (
             Method::POST,
             format!("{BASE}/admin/task-attempts"),
+            Role::Admin,
+        ),
+        (
+            Method::POST,
+            format!("{BASE}/admin/task-successes"),
             Role::Admin,
         ),
     ]

@@ -24,6 +24,8 @@ pub struct RetryCounters {
     pub recovered: AtomicU64,
     /// Scheduled retries cancelled through this process.
     pub cancelled: AtomicU64,
+    /// Failed tasks superseded (a later run succeeded) through this process.
+    pub superseded: AtomicU64,
     /// Audit entries of operator actions that could not be appended (the action was done).
     pub audit_failures: AtomicU64,
     /// Breakers this process's decider opened (first opens and reopens).

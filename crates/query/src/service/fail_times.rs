@@ -60,8 +60,18 @@ impl FailedTaskService {
         task: &FailedTask,
         field: impl Fn() -> String,
     ) -> Result<(), QueryError> {
+        self.check_not_ahead(task.fail_time(), field)
+    }
+
+    /// Refuse a reported time further ahead of this server's clock than the allowed clock
+    /// skew; `field` names it for the client.
+    pub(super) fn check_not_ahead(
+        &self,
+        time: failed_tasks_domain::Timestamp,
+        field: impl Fn() -> String,
+    ) -> Result<(), QueryError> {
         let latest = now_ms().saturating_add(millis(self.fail_times.clock_skew));
-        if task.fail_time().unix_millis() > latest {
+        if time.unix_millis() > latest {
             return Err(QueryError::BadRequest(ValidationError::new(
                 field(),
                 format!(

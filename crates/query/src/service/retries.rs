@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use failed_tasks_domain::{FailedTask, JitterRng, RetryPlan, RetryPolicy, TaskId, Timestamp};
+use failed_tasks_domain::{
+    FailedTask, JitterRng, RetryPlan, RetryPolicy, TaskId, TaskSuccess, Timestamp,
+};
 use failed_tasks_store::{CancelRetry, DeliverReport, Resolve, RetryGauges, RetryNow};
 
 use super::{FailedTaskService, QueryError, RetryCounters};
@@ -94,6 +96,32 @@ impl FailedTaskService {
             }
         }
         Ok(outcome)
+    }
+
+    /// Later runs succeeded: every stored failure of the same task type, client and codebase
+    /// that failed before one of `successes` is resolved as superseded (its retry dropped,
+    /// counted in `Superseded`). Every `Time` is checked against the clock skew first
+    /// ([`QueryError::BadRequest`] naming `Time`, or `[i].Time` in a batch). Answers how
+    /// many failures were superseded.
+    pub async fn record_successes(&self, successes: &[TaskSuccess]) -> Result<u64, QueryError> {
+        let retries = self.retry_store()?;
+        for (i, s) in successes.iter().enumerate() {
+            self.check_not_ahead(s.time, || {
+                if successes.len() == 1 {
+                    "Time".to_owned()
+                } else {
+                    format!("[{i}].Time")
+                }
+            })?;
+        }
+        let mut superseded = 0;
+        for s in successes {
+            superseded += self
+                .writing(self.checked(retries.supersede(s)))
+                .await?;
+        }
+        RetryCounters::add(&self.retry_counters.superseded, superseded);
+        Ok(superseded)
     }
 
     /// One scheduler step: move up to `max` retries due at `now` to the workers' queue
