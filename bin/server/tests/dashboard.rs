@@ -106,6 +106,14 @@ fn start_server(redis_url: &str) -> Server {
             // task_001 (3 retries made) is a final failure, as the retry-now test expects.
             "--retry-max-retries",
             "3",
+            // A breaker opens on two retries failing again within 10 s (the breaker test);
+            // the older fixtures, failed a minute or more before, are outside that window.
+            "--breaker-min-retries",
+            "2",
+            "--breaker-window",
+            "10s",
+            "--breaker-interval",
+            "1s",
         ],
         &[("RUST_LOG", "warn,failed_tasks_server=info")],
     )

@@ -35,7 +35,7 @@ impl Level {
 }
 
 /// The kinds of events. A new kind is one entry here (its name, the words of its digest)
-/// and a source that produces it (`alerts`, `groups`, `gates`).
+/// and a source that produces it (`alerts`, `groups`, `gates`, `breakers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
     /// A server-side alert rule started firing, or changed level.
@@ -50,17 +50,23 @@ pub enum EventKind {
     GateCreated,
     /// A retry gate was released, or lapsed.
     GateReleased,
+    /// A retry circuit breaker opened: the retries of a task type and category are held.
+    BreakerOpened,
+    /// An open retry circuit breaker closed (its canaries resolved, or its gate released).
+    BreakerClosed,
 }
 
 impl EventKind {
     /// Every kind, in the documented order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::AlertFiring,
         EventKind::AlertResolved,
         EventKind::GroupNew,
         EventKind::GroupReturned,
         EventKind::GateCreated,
         EventKind::GateReleased,
+        EventKind::BreakerOpened,
+        EventKind::BreakerClosed,
     ];
 
     /// The kind's name in payloads and in the `events` of a target.
@@ -72,6 +78,8 @@ impl EventKind {
             EventKind::GroupReturned => "group.returned",
             EventKind::GateCreated => "gate.created",
             EventKind::GateReleased => "gate.released",
+            EventKind::BreakerOpened => "breaker.opened",
+            EventKind::BreakerClosed => "breaker.closed",
         }
     }
 
@@ -89,6 +97,8 @@ impl EventKind {
             EventKind::GroupReturned => format!("{n} error signatures failing again"),
             EventKind::GateCreated => format!("{n} retry gates made"),
             EventKind::GateReleased => format!("{n} retry gates released"),
+            EventKind::BreakerOpened => format!("{n} retry circuit breakers opened"),
+            EventKind::BreakerClosed => format!("{n} retry circuit breakers closed"),
         }
     }
 
@@ -98,7 +108,9 @@ impl EventKind {
             EventKind::AlertFiring
             | EventKind::AlertResolved
             | EventKind::GateCreated
-            | EventKind::GateReleased => "#/overview",
+            | EventKind::GateReleased
+            | EventKind::BreakerOpened
+            | EventKind::BreakerClosed => "#/overview",
             EventKind::GroupNew | EventKind::GroupReturned => "#/groups",
         }
     }

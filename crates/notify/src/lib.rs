@@ -7,8 +7,9 @@
 //! - [`config`]: [`NotifyConfig`], every default in its `Default`.
 //! - Sources, each turning a change of what the store shows into events: `alerts` (the
 //!   server-side alert rules: `alert.firing`, `alert.resolved`), `groups` (failure
-//!   groups by last seen: `group.new`, `group.returned`) and `gates` (the retry gates:
-//!   `gate.created`, `gate.released`).
+//!   groups by last seen: `group.new`, `group.returned`), `gates` (the retry gates:
+//!   `gate.created`, `gate.released`) and `breakers` (the retry circuit breakers:
+//!   `breaker.opened`, `breaker.closed`).
 //! - `digest`: a target's next message from its outbox (one event, or a digest of many).
 //! - `render`: bodies, `json` (the event) or `slack`; [`sign`]: the signature header.
 //! - [`webhook`]: the bounded HTTP client.
@@ -37,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 mod alerts;
+mod breakers;
 pub mod config;
 mod digest;
 pub mod event;
@@ -258,6 +260,10 @@ impl Notifier {
         if inner.service.schedules_retries() {
             let gates = inner.service.retry_gates(now).await?;
             gates::observe(&values, &gates, now, &inner.links, &mut out);
+        }
+        if inner.service.stores().breaker.is_some() {
+            let states = inner.service.breaker_states().await?;
+            breakers::observe(&values, &states, now, &inner.links, &mut out);
         }
         let now_ms = now.unix_millis();
         if alerts::due(&values, now_ms, millis(config.alert_interval)) {

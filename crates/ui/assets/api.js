@@ -136,6 +136,8 @@ export const api = {
   /** A `hold` gate on `scope` (the API's Scope object) with the operator's reason. */
   hold: (scope, reason) => call('POST', '/admin/retry-gates', { body: { Scope: scope, Mode: 'hold', Reason: reason } }),
   releaseGate: (gateId) => call('DELETE', `/admin/retry-gates/${encodeURIComponent(gateId)}`),
+  /** The retry circuit breakers open, half-open or closed lately, and their settings. */
+  breakers: (signal) => call('GET', '/retry-breakers', { signal }),
   /** The token's name, role and client (`GET /access`: nulls without a known token). */
   async access() {
     try {

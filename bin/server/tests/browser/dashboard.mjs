@@ -619,6 +619,77 @@ test('retries are held from a filtered listing or a group, shown on the overview
   return page;
 });
 
+test('a circuit breaker that opened is on the overview with its state, and an operate token releases it', async () => {
+  // Retries of one task type failing again with a retryable category: the server's breaker
+  // (two outcomes within its 10 s window, the harness's settings) opens on them.
+  const failed = iso(Date.now());
+  await record([1, 2, 3].map((i) => ({
+    TaskId: `breaker-${i}`, TaskType: 'reranking', ClientId: 'client-breaker', CodebasePath: '/repos/breaker',
+    StartTime: failed, FailTime: failed, ErrorCode: 'TIMEOUT_ERROR', ErrorCategory: 'service_timeout',
+    ErrorMessage: `reranker timed out on retry ${i}`, RetryCount: 1, ProcessedFiles: 0,
+  })));
+  const breakerOf = async () => {
+    const r = await api('GET', '/retry-breakers', null, READ);
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    return r.json.Data.Breakers.find((b) => b.TaskType === 'reranking' && b.ErrorCategory === 'service_timeout');
+  };
+  const until = async (what, ok) => {
+    const deadline = Date.now() + WAIT_MS;
+    for (;;) {
+      const b = await breakerOf();
+      if (ok(b)) return b;
+      assert.ok(Date.now() < deadline, `${what} within ${WAIT_MS} ms: ${JSON.stringify(b)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const breaker = await until('the breaker opened', (b) => b && b.State === 'open');
+  assert.equal(breaker.Opens, 1);
+  assert.equal(breaker.FailedAgain, 3);
+  const gate = (await api('GET', '/retry-gates', null, READ)).json.Data.Gates.find((g) => g.GateId === breaker.GateId);
+  assert.equal(gate.CreatedBy, 'breaker');
+  assert.deepEqual(gate.Scope, { TaskType: 'reranking', ErrorCategory: 'service_timeout' });
+  // A read token sees the breaker but cannot release it.
+  const reader = await open();
+  await view(reader, '#/overview?window=1h');
+  const seen = reader.locator('#breakers tbody tr[data-task-type="reranking"]');
+  assert.equal(await seen.locator('td.breaker-state .badge').textContent(), 'open');
+  assert.equal(await reader.locator('button.release-breaker').count(), 0);
+  await reader.context().close();
+  // The operate token: the row with its state, reason, held count, cool-down and opens.
+  const page = await open({ token: OPERATE });
+  await view(page, '#/overview?window=1h');
+  const row = page.locator('#breakers tbody tr[data-task-type="reranking"][data-category="service_timeout"]');
+  assert.equal(await row.getAttribute('data-state'), 'open');
+  assert.equal(await row.locator('td.category').textContent(), 'Service timeout');
+  assert.equal(await row.locator('td.breaker-state .badge.breaker-open').textContent(), 'open');
+  assert.equal(await row.locator('td.reason').textContent(), breaker.Reason);
+  assert.match(await row.locator('td.held').textContent(), /^\d+$/);
+  assert.equal(await row.locator('td.cooldown time').getAttribute('datetime'), breaker.CooldownEnds);
+  assert.equal(await row.locator('td.opens').textContent(), '1');
+  assert.equal(await row.locator('td.failed-again').textContent(), '3 of 3');
+  assert.match(await page.textContent('#breaker-settings'), /at least 2 retries .* within 10 s/);
+  // Release asks first (with a reason); confirming releases its gate, and the breaker closes.
+  await row.locator('button.release-breaker').click();
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), new RegExp(`${breaker.GateId}.*TaskType=reranking, ErrorCategory=service_timeout`));
+  await page.fill('#confirm-reason', 'reranker is back');
+  await clickAndLoad(page, '#confirm-ok');
+  assert.match(await page.textContent('#notice'), new RegExp(`^Gate ${breaker.GateId} released: the circuit breaker of TaskType=reranking`));
+  const gates = (await api('GET', '/retry-gates', null, READ)).json.Data.Gates;
+  assert.ok(!gates.some((g) => g.GateId === breaker.GateId), JSON.stringify(gates));
+  await until('the breaker closed', (b) => !b || b.State === 'closed');
+  const before = await page.evaluate(() => document.body.dataset.loaded);
+  await page.reload();
+  await waitLoaded(page, before);
+  assert.equal(await row.locator('button.release-breaker').count(), 0, 'nothing to release once closed');
+  // Its opening is in the audit log, by the breaker, found by the action filter.
+  await view(page, '#/audit?action=breaker_opened');
+  const opened = await page.$eval('#audit tbody tr', (tr) => [...tr.cells].map((c) => c.textContent));
+  assert.equal(opened[1], 'breaker');
+  assert.equal(opened[2], 'Breaker opened');
+  return page;
+});
+
 test('resolve asks first and the task leaves the list, counted as recovered', async () => {
   const page = await open({ token: ADMIN });
   await view(page, '#/task/paged-012');

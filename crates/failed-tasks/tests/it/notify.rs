@@ -568,3 +568,95 @@ async fn retry_gates_made_and_released_are_notified_once() {
     assert_eq!(released, want);
     failures.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_breakers_opened_and_closed_are_notified_once() {
+    use failed_tasks::domain::BreakerConfig;
+    use failed_tasks::query::{RetryBreaker, Transition};
+    let receiver = Receiver::start().await;
+    let mut ops = target("ops", &receiver.url);
+    ops.events = vec!["breaker.opened".into(), "breaker.closed".into()];
+    let service = ServiceConfig {
+        breaker: BreakerConfig {
+            min_retries: 2,
+            ..BreakerConfig::default()
+        },
+        ..ServiceConfig::default()
+    };
+    // No scheduler, so no decider loop: the test steps the decider itself.
+    let failures = FailedTasks::builder()
+        .service(service)
+        .notify(config(vec![ops]))
+        .without_notify_loop()
+        .without_scheduler()
+        .start()
+        .await
+        .unwrap();
+    let n = failures.notifier().unwrap();
+    let decider = RetryBreaker::new(failures.service().clone(), "test-decider");
+    let t0 = Timestamp::now();
+    step(n, t0).await;
+    // Three retries of `embedding` failing again with a timeout: the breaker opens.
+    let again: Vec<FailedTask> = (0..3)
+        .map(|i| {
+            FailedTask::new(NewFailedTask {
+                task_id: format!("again-{i}"),
+                task_type: "embedding".into(),
+                client_id: "client1".into(),
+                start_time: t0,
+                fail_time: t0,
+                error_code: "TIMEOUT_ERROR".into(),
+                error_message: "timed out".into(),
+                retry_count: 1,
+                ..NewFailedTask::default()
+            })
+            .unwrap()
+        })
+        .collect();
+    failures.record_failures(&again).await.unwrap();
+    // The decider counts outcomes by the second: its steps are whole seconds apart.
+    let report = decider.step(later(t0, 1000)).await.unwrap();
+    assert!(
+        matches!(report.transitions.as_slice(), [Transition::Opened(_)]),
+        "{report:?}"
+    );
+    let gate = failures.breaker_states().await.unwrap()[0].gate.clone();
+    step(n, later(t0, 1100)).await;
+    step(n, later(t0, 1200)).await; // still open: nothing sent again
+    let got = receiver.accepted();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = got[0].json();
+    assert_eq!(body["Event"], "breaker.opened");
+    assert_eq!(body["Level"], "warning");
+    let d = &body["Details"];
+    assert_eq!(d["TaskType"], "embedding");
+    assert_eq!(d["ErrorCategory"], "service_timeout");
+    assert_eq!(d["GateId"], gate.as_str());
+    assert_eq!(d["FailedAgain"], 3);
+    assert_eq!(d["Outcomes"], 3);
+    assert_eq!(d["Opens"], 1);
+    assert_eq!(d["CooldownSeconds"], 60);
+    assert_eq!(d["Scope"]["TaskType"], "embedding");
+    assert_eq!(body["Link"], "https://failures.example/ui/#/overview");
+    // An operator releases its gate: the decider closes it, and that is sent once.
+    assert!(failures.release_gate(&gate).await.unwrap());
+    let report = decider.step(later(t0, 2000)).await.unwrap();
+    assert!(
+        matches!(report.transitions.as_slice(), [Transition::Closed(_)]),
+        "{report:?}"
+    );
+    step(n, later(t0, 2100)).await;
+    step(n, later(t0, 2200)).await;
+    let got = receiver.accepted();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let body = got[1].json();
+    assert_eq!(body["Event"], "breaker.closed");
+    assert_eq!(body["Level"], "info");
+    assert_eq!(body["Details"]["GateId"], gate.as_str());
+    assert_eq!(
+        body["Summary"],
+        "Circuit breaker closed for TaskType=embedding, ErrorCategory=service_timeout: \
+         its retries go to the workers again"
+    );
+    failures.shutdown().await;
+}

@@ -1,6 +1,7 @@
 // Overview: one statistics window (5m to 7d) from one API call: totals, failure rate, the
 // alert rules that fire with their levels, the per-minute timeline, counts by category and
-// the top error codes, task types and clients, each linking to the matching listing.
+// the top error codes, task types and clients, each linking to the matching listing; the
+// retry gates and circuit breakers, with their release for operators.
 // State in the URL: #/overview?window=1h
 
 import { h, replace } from '../dom.js';
@@ -11,6 +12,8 @@ import { scopeText } from '../gates.js';
 
 const WINDOWS = ['5m', '15m', '1h', '6h', '24h', '7d'];
 const DEFAULT_WINDOW = '1h';
+/** A breaker's states, each with its badge. */
+const BREAKER_STATES = ['open', 'half_open', 'closed'];
 
 /** A label with a node in place of its one placeholder (filled with NUL). */
 function around(label, node) {
@@ -41,13 +44,18 @@ export function mount(ctx) {
   replace(ctx.controls, h('div', { class: 'filters' }, h('label', { class: 'field' }, h('span', {}, t('overview.window')), select)));
 
   async function load() {
-    // Gates come from their own route; a server without retries (501) has none to show.
-    const gates = ctx.api.gates(ctx.signal).catch((e) => {
+    // Gates and breakers come from their own routes; a server without retries (501) has
+    // none to show.
+    const optional = (call) => call.catch((e) => {
       if (e.status === 501) return null;
       throw e;
     });
-    const stats = await ctx.api.stats(win, ctx.signal);
-    render(stats, await gates);
+    const [stats, gates, breakers] = await Promise.all([
+      ctx.api.stats(win, ctx.signal),
+      optional(ctx.api.gates(ctx.signal)),
+      optional(ctx.api.breakers(ctx.signal)),
+    ]);
+    render(stats, gates, breakers);
   }
 
   async function release(g) {
@@ -60,6 +68,56 @@ export function mount(ctx) {
       ctx.notify(t('error.action', { message: e.message }), 'error');
     }
     ctx.reload();
+  }
+
+  /** Close a breaker by releasing its gate (the decider then closes it). */
+  async function releaseBreaker(b) {
+    const scope = scopeText({ TaskType: b.TaskType, ErrorCategory: b.ErrorCategory });
+    if (!(await ctx.confirm(t('confirm.releaseBreaker', { id: b.GateId, scope })))) return;
+    try {
+      await ctx.api.releaseGate(b.GateId);
+      ctx.notify(t('done.breakerReleased', { id: b.GateId, scope }), 'ok');
+    } catch (e) {
+      ctx.notify(t('error.action', { message: e.message }), 'error');
+    }
+    ctx.reload();
+  }
+
+  /** The breakers open, half-open or closed lately: key, state, reason, held count, since,
+   *  cool-down end, opens; release (its gate) while it has one. */
+  function breakersCard(data) {
+    const breakers = data.Breakers || [];
+    const canAct = ctx.canAct();
+    const body = breakers.length
+      ? h('div', { class: 'table-wrap' }, h('table', { class: 'gates breakers', id: 'breakers' },
+        h('thead', {}, h('tr', {},
+          ['breakers.taskType', 'breakers.category', 'breakers.state', 'breakers.reason', 'breakers.held', 'breakers.since', 'breakers.cooldownEnds', 'breakers.opens', 'breakers.failedAgain']
+            .map((k) => h('th', { scope: 'col' }, t(k))),
+          canAct ? h('th', { scope: 'col' }, t('groups.actions')) : null)),
+        h('tbody', {}, breakers.map((b) => h('tr', { dataset: { taskType: b.TaskType, category: b.ErrorCategory, state: b.State } },
+          h('td', { class: 'type' }, b.TaskType),
+          h('td', { class: 'category' }, category(b.ErrorCategory)),
+          h('td', { class: 'breaker-state' }, BREAKER_STATES.includes(b.State)
+            ? h('span', { class: ['badge', `breaker-${b.State}`] }, t(`breakers.state.${b.State}`))
+            : h('span', { class: 'badge' }, b.State)),
+          h('td', { class: 'reason' }, b.Reason || '—'),
+          h('td', { class: 'num held' }, count(b.Held)),
+          h('td', { class: 'time since' }, time(b.Since)),
+          h('td', { class: 'time cooldown' }, b.State === 'open' && b.CooldownEnds ? time(b.CooldownEnds) : '—'),
+          h('td', { class: 'num opens' }, count(b.Opens)),
+          h('td', { class: 'num failed-again' }, t('breakers.ofOutcomes', { n: count(b.FailedAgain), m: count(b.Outcomes) })),
+          canAct ? h('td', {}, b.GateId
+            ? h('button', { type: 'button', class: 'release-breaker', on: { click: () => releaseBreaker(b) } }, t('breakers.release'))
+            : null) : null)))))
+      : h('p', { class: 'muted', id: 'breakers-none' }, t('breakers.none'));
+    const s = data.Settings;
+    const settings = !s ? null : h('p', { class: 'muted', id: 'breaker-settings' }, s.Enabled
+      ? t('breakers.settings', {
+        min: count(s.MinRetries), window: count(s.WindowSeconds), percent: s.FailurePercent,
+        cooldown: count(s.CooldownSeconds), canaries: count(s.Canaries),
+      })
+      : t('breakers.disabled'));
+    return h('section', { class: 'card wide', id: 'breakers-card' }, h('h2', {}, t('breakers.title')), body, settings);
   }
 
   /** The active gates: scope, mode, reason, who, held count, since, until; release. */
@@ -84,7 +142,7 @@ export function mount(ctx) {
     return h('section', { class: 'card wide', id: 'gates-card' }, h('h2', {}, t('gates.title')), body);
   }
 
-  function render(s, gates) {
+  function render(s, gates, breakers) {
     const since = { since: s.WindowStart };
     const cards = h('div', { class: 'cards' },
       h('a', { class: 'card stat', id: 'stat-total', href: ctx.href('failures', since) },
@@ -127,6 +185,7 @@ export function mount(ctx) {
       cards,
       h('section', { class: 'card wide' }, h('h2', {}, t('overview.alerts')), alertList),
       gates ? gatesCard(gates) : null,
+      breakers ? breakersCard(breakers) : null,
       timeline,
       h('div', { class: 'grid' },
         byCategory,
