@@ -35,7 +35,7 @@ impl Level {
 }
 
 /// The kinds of events. A new kind is one entry here (its name, the words of its digest)
-/// and a source that produces it (`alerts`, `groups`, `gates`).
+/// and a source that produces it (`alerts`, `groups`, `gates`, `replays`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
     /// A server-side alert rule started firing, or changed level.
@@ -50,17 +50,20 @@ pub enum EventKind {
     GateCreated,
     /// A retry gate was released, or lapsed.
     GateReleased,
+    /// A replay visited every match.
+    ReplayDone,
 }
 
 impl EventKind {
     /// Every kind, in the documented order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::AlertFiring,
         EventKind::AlertResolved,
         EventKind::GroupNew,
         EventKind::GroupReturned,
         EventKind::GateCreated,
         EventKind::GateReleased,
+        EventKind::ReplayDone,
     ];
 
     /// The kind's name in payloads and in the `events` of a target.
@@ -72,6 +75,7 @@ impl EventKind {
             EventKind::GroupReturned => "group.returned",
             EventKind::GateCreated => "gate.created",
             EventKind::GateReleased => "gate.released",
+            EventKind::ReplayDone => "replay.done",
         }
     }
 
@@ -89,6 +93,7 @@ impl EventKind {
             EventKind::GroupReturned => format!("{n} error signatures failing again"),
             EventKind::GateCreated => format!("{n} retry gates made"),
             EventKind::GateReleased => format!("{n} retry gates released"),
+            EventKind::ReplayDone => format!("{n} replays done"),
         }
     }
 
@@ -100,6 +105,7 @@ impl EventKind {
             | EventKind::GateCreated
             | EventKind::GateReleased => "#/overview",
             EventKind::GroupNew | EventKind::GroupReturned => "#/groups",
+            EventKind::ReplayDone => "#/replays",
         }
     }
 }
