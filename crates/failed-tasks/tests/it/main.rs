@@ -15,6 +15,9 @@ mod search;
 /// Notifications to a receiver on a loopback port, steps driven by the tests.
 mod notify;
 
+/// A replay on Redis across a restart, its runner driven by the test.
+mod replays;
+
 #[path = "../../examples/embed.rs"]
 #[allow(dead_code)] // its `main`
 mod embed;
