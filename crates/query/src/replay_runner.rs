@@ -111,12 +111,17 @@ impl ReplayRunner {
         for id in running {
             match self
                 .service
-                .advance_replay(&id, now, self.config.batch)
+                .advance_replay(&self.holder, &id, now, self.config.batch)
                 .await
             {
                 Ok(a) => {
                     report.visited += a.visited;
                     report.scheduled += a.scheduled;
+                    if a.lease_lost {
+                        report.locked_out = true;
+                        tracing::warn!(replay = %id, "the replay runner lost its lease; another goes on");
+                        break;
+                    }
                     if matches!(a.ended, Some(ReplayState::Done | ReplayState::Failed)) {
                         report.ended += 1;
                         tracing::info!(replay = %id, state = ?a.ended, "replay ended");
