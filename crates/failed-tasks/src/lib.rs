@@ -25,7 +25,8 @@
 //! [`FailedTasks`] is the use cases ([`FailedTaskService`], which it dereferences to: record,
 //! list, get, statistics, retry now, resolve, …) over one store, with the store's background
 //! jobs running for it: the retention janitor (both stores), the retry scheduler, which
-//! moves due retries into the workers' queue, and with targets configured
+//! moves due retries into the workers' queue, the replay runner, which advances the running
+//! replays (one replica at a time, under the store's lease), and with targets configured
 //! ([`FailedTasksBuilder::notify`]) the [`Notifier`]. They stop when it is dropped, or with
 //! [`FailedTasks::shutdown`], which waits for them. Workers take retry requests with
 //! [`FailedTasks::retry_worker`].
@@ -63,8 +64,8 @@ pub use failed_tasks_domain::{
 };
 pub use failed_tasks_notify::{Notifier, NotifyConfig, StepReport, TargetConfig};
 pub use failed_tasks_query::{
-    Capability, Deadlines, FailTimeLimits, FailedTaskService, QueryError, RecordOutcome, Resolve,
-    RetryNow, SchedulerConfig, Stores,
+    Capability, Deadlines, FailTimeLimits, FailedTaskService, QueryError, RecordOutcome,
+    ReplayRunnerConfig, Resolve, RetryNow, SchedulerConfig, Stores,
 };
 #[cfg(feature = "redis")]
 pub use failed_tasks_redis::{CompatConfig, RedisConfig, RedisRetryQueue, RedisStore};
@@ -73,7 +74,7 @@ pub use failed_tasks_store::{
     StoreProblem,
 };
 
-use failed_tasks_query::{RetryBreaker, RetryScheduler};
+use failed_tasks_query::{ReplayRunner, RetryBreaker, RetryScheduler};
 use failed_tasks_store::Background;
 
 mod backend;
@@ -161,6 +162,7 @@ impl Default for ServiceConfig {
 pub struct FailedTasksBuilder {
     backend: Backend,
     scheduler: Option<SchedulerConfig>,
+    replay_runner: Option<ReplayRunnerConfig>,
     service: ServiceConfig,
     notify: NotifyConfig,
     /// Whether the notifier runs its own loop (tests drive its steps instead).
@@ -172,6 +174,7 @@ impl Default for FailedTasksBuilder {
         Self {
             backend: Backend::Memory(MemoryConfig::default()),
             scheduler: Some(SchedulerConfig::default()),
+            replay_runner: Some(ReplayRunnerConfig::default()),
             service: ServiceConfig::default(),
             notify: NotifyConfig::default(),
             notify_loop: true,
@@ -216,6 +219,21 @@ impl FailedTasksBuilder {
     #[must_use]
     pub fn without_scheduler(mut self) -> Self {
         self.scheduler = None;
+        self
+    }
+
+    /// Run the replay runner with `config` (it runs with the default one otherwise).
+    #[must_use]
+    pub fn replay_runner(mut self, config: ReplayRunnerConfig) -> Self {
+        self.replay_runner = Some(config);
+        self
+    }
+
+    /// Run no replay runner in this process: another replica advances the replays (or the
+    /// caller drives [`ReplayRunner::step`](failed_tasks_query::ReplayRunner::step): tests).
+    #[must_use]
+    pub fn without_replay_runner(mut self) -> Self {
+        self.replay_runner = None;
         self
     }
 
@@ -349,6 +367,14 @@ impl FailedTasksBuilder {
             .as_ref()
             .filter(|_| service.breaks_circuits())
             .map(|_| RetryBreaker::new(service.clone(), lease_holder()).spawn());
+        let replay_runner = self
+            .replay_runner
+            .filter(|_| service.schedules_retries() && service.stores().replays.is_some())
+            .map(|config| {
+                let runner = ReplayRunner::new(service.clone(), config);
+                let holder = runner.holder().to_owned();
+                (runner.spawn(), holder)
+            });
         let notify = NotifyConfig {
             forget_after: opened.trims_after,
             ..self.notify
@@ -367,6 +393,7 @@ impl FailedTasksBuilder {
             janitor: opened.janitor.map(|start| start()),
             scheduler,
             breaker_loop,
+            replay_runner,
             notifier,
             notify_loop,
         }
@@ -395,6 +422,8 @@ pub struct FailedTasks {
     janitor: Option<Background>,
     scheduler: Option<Background>,
     breaker_loop: Option<Background>,
+    /// The replay runner's loop and the name it holds the lease under.
+    replay_runner: Option<(Background, String)>,
     notifier: Option<Notifier>,
     notify_loop: Option<Background>,
 }
@@ -476,8 +505,8 @@ impl FailedTasks {
         }
     }
 
-    /// Stop the notifier (giving up its lease), the janitor, the retry scheduler and the
-    /// breaker's decider and wait until they have ended (a step in
+    /// Stop the notifier and the replay runner (giving up their leases), the janitor, the
+    /// retry scheduler and the breaker's decider and wait until they have ended (a step in
     /// progress is abandoned: each store call is atomic). Dropping does the same without
     /// waiting.
     pub async fn shutdown(mut self) {
@@ -490,6 +519,13 @@ impl FailedTasks {
         }
         if let Some(breaker) = self.breaker_loop.take() {
             breaker.shutdown().await;
+        }
+        if let Some((runner, holder)) = self.replay_runner.take() {
+            runner.shutdown().await;
+            // Another replica takes over at once instead of after the lease.
+            if let Err(e) = self.service.replay_release(&holder).await {
+                tracing::warn!(error = %e, "the replay runner's lease could not be given up");
+            }
         }
         if let Some(scheduler) = self.scheduler.take() {
             scheduler.shutdown().await;

@@ -516,11 +516,7 @@ pub(crate) async fn record_successes(app: &App, call: Call<'_>) -> Reply {
     }
     match app.service.record_successes(&successes).await {
         Ok(superseded) => {
-            tracing::info!(
-                reported = successes.len(),
-                superseded,
-                "successes reported"
-            );
+            tracing::info!(reported = successes.len(), superseded, "successes reported");
             Reply::ok(SuccessesRecorded {
                 reported: successes.len() as u64,
                 superseded,

@@ -35,7 +35,7 @@ impl Level {
 }
 
 /// The kinds of events. A new kind is one entry here (its name, the words of its digest)
-/// and a source that produces it (`alerts`, `groups`, `gates`, `breakers`).
+/// and a source that produces it (`alerts`, `groups`, `gates`, `breakers`, `replays`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
     /// A server-side alert rule started firing, or changed level.
@@ -54,11 +54,13 @@ pub enum EventKind {
     BreakerOpened,
     /// An open retry circuit breaker closed (its canaries resolved, or its gate released).
     BreakerClosed,
+    /// A replay visited every match.
+    ReplayDone,
 }
 
 impl EventKind {
     /// Every kind, in the documented order.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::AlertFiring,
         EventKind::AlertResolved,
         EventKind::GroupNew,
@@ -67,6 +69,7 @@ impl EventKind {
         EventKind::GateReleased,
         EventKind::BreakerOpened,
         EventKind::BreakerClosed,
+        EventKind::ReplayDone,
     ];
 
     /// The kind's name in payloads and in the `events` of a target.
@@ -80,6 +83,7 @@ impl EventKind {
             EventKind::GateReleased => "gate.released",
             EventKind::BreakerOpened => "breaker.opened",
             EventKind::BreakerClosed => "breaker.closed",
+            EventKind::ReplayDone => "replay.done",
         }
     }
 
@@ -99,6 +103,7 @@ impl EventKind {
             EventKind::GateReleased => format!("{n} retry gates released"),
             EventKind::BreakerOpened => format!("{n} retry circuit breakers opened"),
             EventKind::BreakerClosed => format!("{n} retry circuit breakers closed"),
+            EventKind::ReplayDone => format!("{n} replays done"),
         }
     }
 
@@ -112,6 +117,7 @@ impl EventKind {
             | EventKind::BreakerOpened
             | EventKind::BreakerClosed => "#/overview",
             EventKind::GroupNew | EventKind::GroupReturned => "#/groups",
+            EventKind::ReplayDone => "#/replays",
         }
     }
 }

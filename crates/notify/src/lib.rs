@@ -8,8 +8,8 @@
 //! - Sources, each turning a change of what the store shows into events: `alerts` (the
 //!   server-side alert rules: `alert.firing`, `alert.resolved`), `groups` (failure
 //!   groups by last seen: `group.new`, `group.returned`), `gates` (the retry gates:
-//!   `gate.created`, `gate.released`) and `breakers` (the retry circuit breakers:
-//!   `breaker.opened`, `breaker.closed`).
+//!   `gate.created`, `gate.released`), `breakers` (the retry circuit breakers:
+//!   `breaker.opened`, `breaker.closed`) and `replays` (replays that ended: `replay.done`).
 //! - `digest`: a target's next message from its outbox (one event, or a digest of many).
 //! - `render`: bodies, `json` (the event) or `slack`; [`sign`]: the signature header.
 //! - [`webhook`]: the bounded HTTP client.
@@ -46,6 +46,7 @@ mod gates;
 mod groups;
 mod links;
 mod render;
+mod replays;
 pub mod sign;
 pub mod target;
 pub mod webhook;
@@ -264,6 +265,10 @@ impl Notifier {
         if inner.service.stores().breaker.is_some() {
             let states = inner.service.breaker_states().await?;
             breakers::observe(&values, &states, now, &inner.links, &mut out);
+        }
+        if inner.service.stores().replays.is_some() {
+            let recent = inner.service.replays(replays::RECENT).await?;
+            replays::observe(&values, &recent, now, &inner.links, &mut out);
         }
         let now_ms = now.unix_millis();
         if alerts::due(&values, now_ms, millis(config.alert_interval)) {

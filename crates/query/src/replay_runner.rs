@@ -1,7 +1,8 @@
 //! The replay runner: a loop that advances the running replays.
 //!
-//! Every [`ReplayRunnerConfig::interval`] it runs one [`ReplayRunner::step`]: it takes (or
-//! renews) the store's replay lease, so one runner at a time works across replicas, then
+//! Every [`ReplayRunnerConfig::interval`] it runs one [`ReplayRunner::step`]: when a replay
+//! runs, it takes (or renews) the store's replay lease, so one runner at a time works across
+//! replicas (an idle step reads the running replays and writes nothing), then
 //! advances each running replay ([`FailedTaskService::advance_replay`]) by what its pace
 //! allows since its last step (unpaced: [`ReplayRunnerConfig::batch`] tasks). Progress is
 //! saved in the store after each page, so another replica (or this one after a restart)
@@ -90,6 +91,14 @@ impl ReplayRunner {
     /// One step as of `now`: take the lease, then advance each running replay.
     pub async fn step(&self, now: Timestamp) -> Result<ReplayStepReport, QueryError> {
         let mut report = ReplayStepReport::default();
+        // Idle (no replay runs): one read, no lease taken, nothing written.
+        let running = self
+            .service
+            .running_replays(self.config.max_running)
+            .await?;
+        if running.is_empty() {
+            return Ok(report);
+        }
         if !self
             .service
             .replay_lease(&self.holder, self.config.lease)
@@ -98,20 +107,21 @@ impl ReplayRunner {
             report.locked_out = true;
             return Ok(report);
         }
-        let running = self
-            .service
-            .running_replays(self.config.max_running)
-            .await?;
         let mut failed = None;
         for id in running {
             match self
                 .service
-                .advance_replay(&id, now, self.config.batch)
+                .advance_replay(&self.holder, &id, now, self.config.batch)
                 .await
             {
                 Ok(a) => {
                     report.visited += a.visited;
                     report.scheduled += a.scheduled;
+                    if a.lease_lost {
+                        report.locked_out = true;
+                        tracing::warn!(replay = %id, "the replay runner lost its lease; another goes on");
+                        break;
+                    }
                     if matches!(a.ended, Some(ReplayState::Done | ReplayState::Failed)) {
                         report.ended += 1;
                         tracing::info!(replay = %id, state = ?a.ended, "replay ended");

@@ -10,7 +10,8 @@
 //!   `MAX_KEPT_REPLAYS` replays; `PREFIX:replays:running` (same scores): the running ones.
 //! - `PREFIX:replays:lease` (string, expiring): the runner holding the lease.
 //!
-//! A replay's two keys expire after the retention's maximum age, counted again at each save.
+//! A replay's two keys expire after the retention's maximum age, counted again at each save;
+//! a save is written only by the lease's holder.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -22,7 +23,8 @@ use failed_tasks_domain::{
     TaskId, Timestamp,
 };
 use failed_tasks_store::replay::{
-    AbortReplay, ReplaySave, ReplayStore, ScheduledRetry, MAX_KEPT_REPLAYS, MAX_TRACKED_SCHEDULED,
+    AbortReplay, ReplaySave, ReplayStore, SaveReplay, ScheduledRetry, MAX_KEPT_REPLAYS,
+    MAX_TRACKED_SCHEDULED,
 };
 use failed_tasks_store::StoreError;
 use fred::types::Value;
@@ -51,11 +53,12 @@ end
 return 1
 ";
 
-/// Save a running replay's progress. KEYS: hash, sched, running. ARGV: id, ttl ms, kept
-/// scheduled, cursor ('' for none), visited, scheduled, paced until ms, end state ('' for
-/// none), end ms, then per retry made due its score and member. 1 when saved, 0 when not
-/// running.
+/// Save a running replay's progress under the lease. KEYS: hash, sched, running, lease.
+/// ARGV: id, ttl ms, kept scheduled, cursor ('' for none), visited, scheduled, paced until
+/// ms, end state ('' for none), end ms, holder, then per retry made due its score and
+/// member. 1 when saved, 0 when not running, -1 without the lease.
 const SAVE: &str = r"
+if redis.call('GET', KEYS[4]) ~= ARGV[10] then return -1 end
 if redis.call('HGET', KEYS[1], 's') ~= 'running' then return 0 end
 if ARGV[4] == '' then
   redis.call('HDEL', KEYS[1], 'cur')
@@ -67,9 +70,9 @@ if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[1], 's', ARGV[8], 'fin', ARGV[9])
   redis.call('ZREM', KEYS[3], ARGV[1])
 end
-if #ARGV > 9 then
+if #ARGV > 10 then
   local add = {}
-  for i = 10, #ARGV do add[#add + 1] = ARGV[i] end
+  for i = 11, #ARGV do add[#add + 1] = ARGV[i] end
   redis.call('ZADD', KEYS[2], unpack(add))
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -312,7 +315,12 @@ impl ReplayStore for RedisStore {
             .collect())
     }
 
-    async fn replay_save(&self, id: &ReplayId, save: &ReplaySave) -> Result<bool, StoreError> {
+    async fn replay_save(
+        &self,
+        holder: &str,
+        id: &ReplayId,
+        save: &ReplaySave,
+    ) -> Result<SaveReplay, StoreError> {
         let s = self.replay_shard();
         let p = &save.progress;
         let (state, fin) = match save.finish {
@@ -332,6 +340,7 @@ impl ReplayStore for RedisStore {
             p.paced_until.unix_millis().into(),
             state.into(),
             fin,
+            holder.into(),
         ];
         // Scores continue the order: the i-th retry made due of `scheduled` in all.
         let first = p.scheduled.saturating_sub(save.scheduled.len() as u64);
@@ -347,11 +356,16 @@ impl ReplayStore for RedisStore {
                     s.keys.replay(id.as_str()).into(),
                     s.keys.replay_scheduled(id.as_str()).into(),
                     s.keys.replays_running().into(),
+                    s.keys.replays_lease().into(),
                 ],
                 args,
             )
             .await?;
-        Ok(saved == 1)
+        Ok(match saved {
+            1 => SaveReplay::Saved,
+            0 => SaveReplay::NotRunning,
+            _ => SaveReplay::LeaseLost,
+        })
     }
 
     async fn replay_abort(&self, id: &ReplayId, now: Timestamp) -> Result<AbortReplay, StoreError> {

@@ -4,9 +4,11 @@
 //! waiting), and the runner's lease (one runner at a time across replicas).
 //!
 //! Invariants every adapter keeps:
-//! - **Progress only while running.** [`ReplayStore::replay_save`] writes a replay's
-//!   position, counts and scheduled retries in one atomic step, and only while the replay
-//!   is running: a runner that saves after an abort writes nothing and learns it.
+//! - **Progress only while running, under the lease.** [`ReplayStore::replay_save`] writes a
+//!   replay's position, counts and scheduled retries in one atomic step, and only while the
+//!   replay is running and the caller holds the runners' lease: a runner that saves after an
+//!   abort, or after another runner took the lease over (it was paused past the lease),
+//!   writes nothing and learns it.
 //! - **Bounded.** At most [`MAX_KEPT_REPLAYS`] replays are listed (the oldest leave the list
 //!   and are forgotten with the retention period), at most [`MAX_TRACKED_SCHEDULED`]
 //!   scheduled retries are kept per replay (the most recent ones).
@@ -44,6 +46,17 @@ pub struct ReplaySave {
     pub finish: Option<(ReplayState, Timestamp)>,
 }
 
+/// What [`ReplayStore::replay_save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveReplay {
+    /// Written.
+    Saved,
+    /// The replay is not running (ended, aborted) or not kept: nothing written.
+    NotRunning,
+    /// The caller does not hold the runners' lease: nothing written.
+    LeaseLost,
+}
+
 /// What [`ReplayStore::replay_abort`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AbortReplay {
@@ -73,9 +86,14 @@ pub trait ReplayStore: Send + Sync {
     /// The ids of running replays, oldest first, at most `max`.
     async fn replay_running(&self, max: usize) -> Result<Vec<ReplayId>, StoreError>;
 
-    /// Save a running replay's progress (see [`ReplaySave`]) in one atomic step; `false`
-    /// (nothing written) when it is not running any more or not kept.
-    async fn replay_save(&self, id: &ReplayId, save: &ReplaySave) -> Result<bool, StoreError>;
+    /// Save a running replay's progress (see [`ReplaySave`]) in one atomic step, if `holder`
+    /// holds the runners' lease ([`replay_lease`](Self::replay_lease)).
+    async fn replay_save(
+        &self,
+        holder: &str,
+        id: &ReplayId,
+        save: &ReplaySave,
+    ) -> Result<SaveReplay, StoreError>;
 
     /// Abort a running replay at `now`.
     async fn replay_abort(&self, id: &ReplayId, now: Timestamp) -> Result<AbortReplay, StoreError>;

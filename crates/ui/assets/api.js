@@ -147,4 +147,6 @@ export const api = {
     }
   },
   audit: (query, signal) => call('GET', '/audit', { query, signal }),
+  replays: (signal) => call('GET', '/replays', { signal }),
+  abortReplay: (replayId) => call('DELETE', `/admin/replays/${encodeURIComponent(replayId)}`),
 };

@@ -15,9 +15,10 @@ import * as task from './views/task.js';
 import * as overview from './views/overview.js';
 import * as groups from './views/groups.js';
 import * as audit from './views/audit.js';
+import * as replays from './views/replays.js';
 
-const VIEWS = { failures, task, overview, groups, audit };
-const NAV = { failures: 'failures', task: 'failures', overview: 'overview', groups: 'groups', audit: 'audit' };
+const VIEWS = { failures, task, overview, groups, audit, replays };
+const NAV = { failures: 'failures', task: 'failures', overview: 'overview', groups: 'groups', audit: 'audit', replays: 'replays' };
 const REFRESH_KEY = 'failed-tasks.refresh';
 /** Bounds of the wait before retrying a failed load, in seconds. */
 const RETRY_MIN = 1;
@@ -255,7 +256,7 @@ async function route() {
   const focused = document.activeElement;
   const focusId = focused && focused !== document.body && byId('view').contains(focused) ? focused.id : '';
   const { name, arg, params } = parseHash();
-  for (const [view, id] of Object.entries({ failures: 'nav-failures', overview: 'nav-overview', groups: 'nav-groups', audit: 'nav-audit' })) {
+  for (const [view, id] of Object.entries({ failures: 'nav-failures', overview: 'nav-overview', groups: 'nav-groups', replays: 'nav-replays', audit: 'nav-audit' })) {
     const link = byId(id);
     if (NAV[name] === view) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');

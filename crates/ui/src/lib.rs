@@ -14,7 +14,7 @@
 //!   from data), times and numbers, English and Chinese labels, SVG charts.
 //! - `gates.js`: retry gates in the views (a scope from the filters or a group, as text; the
 //!   "Hold retries" action).
-//! - `views/*.js`: Failures, Task, Overview (with the retry gates) and Groups.
+//! - `views/*.js`: Failures, Task, Overview (with the retry gates), Groups, Replays and Audit.
 //!
 //! # Invariants (checked by this crate's tests)
 //! - Every file under `assets/` is in [`ASSETS`], and every file a page or module refers to is.
@@ -93,6 +93,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("views/overview.js", JS),
     asset!("views/groups.js", JS),
     asset!("views/audit.js", JS),
+    asset!("views/replays.js", JS),
 ];
 
 /// The page served at `/ui/` itself.

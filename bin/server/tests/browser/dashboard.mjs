@@ -742,6 +742,53 @@ test('an operate token may retry but is not offered delete; the reason it gives 
   return page;
 });
 
+test('a replay shows its progress in the Replays view, and an operator aborts it there with a reason', async () => {
+  // A slow replay of the parsing failures: it stays running while the test looks at it.
+  const made = await api('POST', '/admin/replays', { Filters: { errorCode: 'PARSE_ERROR' }, Reason: 'parser fixed', PerSecond: 0.5 }, OPERATE);
+  assert.equal(made.status, 200, JSON.stringify(made.json));
+  const id = made.json.Data.ReplayId;
+  const matched = made.json.Data.Matching;
+  assert.ok(matched > 0, 'parsing failures to replay');
+  // A reader follows it (state, filters, reason, progress of the matches) and may not abort.
+  const reader = await open();
+  await view(reader, '#/replays');
+  const seen = reader.locator(`#replays tbody tr[data-replay-id="${id}"]`);
+  assert.equal(await seen.getAttribute('data-state'), 'running');
+  assert.equal(await seen.locator('td.filters').textContent(), 'errorCode=PARSE_ERROR');
+  assert.equal(await seen.locator('td.reason').textContent(), 'parser fixed');
+  assert.equal(await seen.locator('td.actor').textContent(), 'operate');
+  assert.match(await seen.locator('td.progress').textContent(), new RegExp(`^ \\d+ of ${matched}$`));
+  assert.equal(await seen.locator('td.progress progress').getAttribute('max'), String(matched));
+  assert.equal(await reader.locator('button.abort-replay').count(), 0);
+  assert.equal(await reader.getAttribute('#nav-replays', 'aria-current'), 'page');
+  await reader.context().close();
+  // The operator is asked first: cancelling keeps it running, confirming aborts it.
+  const page = await open({ token: OPERATE });
+  await view(page, '#/replays');
+  const row = page.locator(`#replays tbody tr[data-replay-id="${id}"]`);
+  await row.locator('button.abort-replay').click();
+  await page.waitForSelector('#confirm-dialog[open]');
+  assert.match(await page.textContent('#confirm-text'), new RegExp(`${id} \\(errorCode=PARSE_ERROR\\)`));
+  await page.click('#confirm-cancel');
+  assert.equal((await api('GET', `/replays/${id}`, null, READ)).json.Data.State, 'running');
+  await row.locator('button.abort-replay').click();
+  await page.waitForSelector('#confirm-dialog[open]');
+  await page.fill('#confirm-reason', 'wrong filter');
+  await clickAndLoad(page, '#confirm-ok');
+  assert.match(await page.textContent('#notice'), new RegExp(`^Replay ${id} aborted; \\d+ waiting retries cancelled\\.$`));
+  assert.equal(await row.getAttribute('data-state'), 'aborted');
+  assert.equal(await row.locator('button.abort-replay').count(), 0);
+  const after = (await api('GET', `/replays/${id}`, null, READ)).json.Data;
+  assert.equal(after.State, 'aborted');
+  assert.ok(after.Finished);
+  // The abort is in the audit log with who and why.
+  const entries = (await api('GET', '/audit?action=replay_aborted', null, READ)).json.Data.Entries;
+  assert.equal(entries[0].Target, id);
+  assert.equal(entries[0].Actor, 'operate');
+  assert.equal(entries[0].Reason, 'wrong filter');
+  return page;
+});
+
 test('screenshots of the four views', async () => {
   fs.mkdirSync(SHOTS, { recursive: true });
   // Wide enough for every column of the listing, NextRetryAt included.

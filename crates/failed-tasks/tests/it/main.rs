@@ -15,6 +15,9 @@ mod search;
 /// Notifications to a receiver on a loopback port, steps driven by the tests.
 mod notify;
 
+/// A replay on Redis across a restart, its runner driven by the test.
+mod replays;
+
 #[path = "../../examples/embed.rs"]
 #[allow(dead_code)] // its `main`
 mod embed;
@@ -118,5 +121,60 @@ async fn bad_scheduler_settings_are_refused_naming_them() {
         .await
         .unwrap();
     assert!(failures.schedules_retries());
+    failures.shutdown().await;
+}
+
+/// The facade runs the replay runner: a replay made through it ends by itself (time paused,
+/// so the loop's ticks cost no waiting), and the runner stops with the facade.
+#[tokio::test(start_paused = true)]
+async fn the_replay_runner_runs_with_the_facade() {
+    use failed_tasks::domain::{GateReason, ReplayState};
+    use failed_tasks::query::ReplayRequest;
+    use failed_tasks::{FailedTask, NewFailedTask, TaskFilter};
+
+    let failures = FailedTasks::memory();
+    let now = Timestamp::now();
+    let tasks: Vec<FailedTask> = (0..3)
+        .map(|i| {
+            FailedTask::new(NewFailedTask {
+                task_id: format!("replayed-{i}"),
+                task_type: "embedding".into(),
+                client_id: "c1".into(),
+                codebase_path: "/p".into(),
+                start_time: now,
+                fail_time: now,
+                error_code: "TIMEOUT_ERROR".into(),
+                error_message: "timed out".into(),
+                retry_count: 0,
+                processed_files: 1,
+                error_category: None,
+            })
+            .unwrap()
+        })
+        .collect();
+    failures.record_failures(&tasks).await.unwrap();
+    let replay = failures
+        .create_replay(
+            ReplayRequest {
+                filter: TaskFilter::from_params([("clientId", "c1")]).unwrap(),
+                reason: GateReason::parse("facade test").unwrap(),
+                actor: "test".to_owned(),
+                pace: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let mut state = ReplayState::Running;
+    for _ in 0..50 {
+        let r = failures.replay(&replay.id).await.unwrap();
+        state = r.state;
+        if state == ReplayState::Done {
+            assert_eq!(r.progress.scheduled, 3);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(state, ReplayState::Done);
     failures.shutdown().await;
 }

@@ -660,3 +660,47 @@ async fn retry_breakers_opened_and_closed_are_notified_once() {
     );
     failures.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_done_are_notified_once() {
+    use failed_tasks::domain::GateReason;
+    use failed_tasks::query::ReplayRequest;
+    let receiver = Receiver::start().await;
+    let mut ops = target("ops", &receiver.url);
+    ops.events = vec!["replay.done".into()];
+    let failures = memory_with(config(vec![ops]), ServiceConfig::default()).await;
+    let n = failures.notifier().unwrap();
+    let request = |reason: &str| ReplayRequest {
+        filter: failed_tasks::TaskFilter::from_params([("clientId", "c1")]).unwrap(),
+        reason: GateReason::parse(reason).unwrap(),
+        actor: "ops".to_owned(),
+        pace: None,
+    };
+    let t0 = Timestamp::now();
+    // A replay that ended before the notifier's first step: no event.
+    failures
+        .record_done_replay(request("before"), 2, 2, later(t0, -1_000))
+        .await
+        .unwrap();
+    step(n, t0).await;
+    assert!(receiver.got().is_empty());
+    let id = failures
+        .record_done_replay(request("provider back"), 5, 4, later(t0, 1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    step(n, later(t0, 2_000)).await;
+    step(n, later(t0, 3_000)).await; // nothing new: nothing sent again
+    let got = receiver.accepted();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = got[0].json();
+    assert_eq!(body["Event"], "replay.done");
+    assert_eq!(body["Level"], "info");
+    assert_eq!(body["Details"]["ReplayId"], id.as_str());
+    assert_eq!(body["Details"]["Scheduled"], 4);
+    assert_eq!(body["Details"]["Visited"], 5);
+    assert_eq!(body["Details"]["Reason"], "provider back");
+    assert_eq!(body["Details"]["Filters"]["clientId"], "c1");
+    assert_eq!(body["Link"], "https://failures.example/ui/#/replays");
+    failures.shutdown().await;
+}

@@ -19,8 +19,8 @@ mod search;
 mod slow_readers;
 mod stats;
 mod stored;
-mod successes;
 mod strict;
+mod successes;
 mod ui;
 
 use std::sync::Arc;

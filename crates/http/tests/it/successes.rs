@@ -39,7 +39,10 @@ async fn post(server: &TestServer, path: &str, body: Value) -> (StatusCode, Valu
         server,
         Method::POST,
         path,
-        &[("authorization", "Bearer t"), ("content-type", "application/json")],
+        &[
+            ("authorization", "Bearer t"),
+            ("content-type", "application/json"),
+        ],
         body.to_string(),
     )
     .await;
@@ -88,9 +91,12 @@ async fn a_success_supersedes_the_older_failures_of_its_codebase() {
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, ["newer", "other-client", "other-path", "other-type"]);
-    let stats = get(&server, "/codebase-embedder/api/v1/tasks/failed-stats?window=1h")
-        .await
-        .json();
+    let stats = get(
+        &server,
+        "/codebase-embedder/api/v1/tasks/failed-stats?window=1h",
+    )
+    .await
+    .json();
     assert_eq!(stats["Data"]["Superseded"], 2);
     assert_eq!(stats["Data"]["Recovered"], 0);
     assert_eq!(stats["Data"]["TotalFailures"], 6);
@@ -104,12 +110,18 @@ async fn bad_success_reports_are_400s_naming_the_field_and_change_nothing() {
     assert_eq!(post(&server, FAILED, batch).await.0, StatusCode::OK);
     let ok = json!({"TaskType": "embedding", "ClientId": "c1", "CodebasePath": "/repo"});
     let cases = [
-        (json!({"TaskType": "embedding", "ClientId": "c1"}), "CodebasePath"),
+        (
+            json!({"TaskType": "embedding", "ClientId": "c1"}),
+            "CodebasePath",
+        ),
         (
             json!({"TaskType": "embedding", "ClientId": "c1", "CodebasePath": ""}),
             "CodebasePath",
         ),
-        (json!({"ClientId": "c1", "CodebasePath": "/repo"}), "TaskType"),
+        (
+            json!({"ClientId": "c1", "CodebasePath": "/repo"}),
+            "TaskType",
+        ),
         (
             json!({"TaskType": "embedding", "ClientId": "c1", "CodebasePath": "/repo",
                 "Time": "yesterday"}),
@@ -125,7 +137,10 @@ async fn bad_success_reports_are_400s_naming_the_field_and_change_nothing() {
                 "Color": "blue"}),
             "Color",
         ),
-        (json!([ok.clone(), {"TaskType": "embedding", "CodebasePath": "/repo"}]), "[1].ClientId"),
+        (
+            json!([ok.clone(), {"TaskType": "embedding", "CodebasePath": "/repo"}]),
+            "[1].ClientId",
+        ),
         (json!([]), "body"),
         (Value::Array(vec![ok.clone(); 1001]), "body"),
         (json!("text"), "body"),

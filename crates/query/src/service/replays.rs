@@ -9,7 +9,7 @@ use failed_tasks_domain::{
     ReplayProgress, ReplayState, RetryStatus, TaskFilter, TaskId, Timestamp,
 };
 use failed_tasks_store::replay::{
-    AbortReplay, ReplaySave, ScheduledRetry, MAX_KEPT_REPLAYS, MAX_TRACKED_SCHEDULED,
+    AbortReplay, ReplaySave, SaveReplay, ScheduledRetry, MAX_KEPT_REPLAYS, MAX_TRACKED_SCHEDULED,
 };
 use failed_tasks_store::{CancelRetry, Capability, ReplayStore, RetryNow};
 use futures_util::StreamExt;
@@ -75,6 +75,8 @@ pub struct ReplayAdvance {
     pub scheduled: u64,
     /// The replay ended in this state (done or failed), or was found ended (aborted).
     pub ended: Option<ReplayState>,
+    /// The runner lost the lease (another took it over): nothing more was written.
+    pub lease_lost: bool,
 }
 
 impl FailedTaskService {
@@ -311,9 +313,11 @@ impl FailedTaskService {
     /// each one's next retry due (the per-task retry now: a retry already delivered is left
     /// alone), and save the position and counts after each page, so a restart goes on from
     /// there. The end of the matches ends it (`done`); a filter the store no longer takes
-    /// ends it `failed`. A replay aborted meanwhile is left as it is.
+    /// ends it `failed`. A replay aborted meanwhile is left as it is. Every save is fenced by
+    /// the runners' lease, which `holder` must hold.
     pub async fn advance_replay(
         &self,
+        holder: &str,
         id: &ReplayId,
         now: Timestamp,
         max: u64,
@@ -348,8 +352,10 @@ impl FailedTaskService {
                         scheduled: Vec::new(),
                         finish: Some((ReplayState::Failed, now)),
                     };
-                    if self.checked(store.replay_save(id, &save)).await? {
-                        report.ended = Some(ReplayState::Failed);
+                    match self.checked(store.replay_save(holder, id, &save)).await? {
+                        SaveReplay::Saved => report.ended = Some(ReplayState::Failed),
+                        SaveReplay::LeaseLost => report.lease_lost = true,
+                        SaveReplay::NotRunning => {}
                     }
                     return Ok(report);
                 }
@@ -397,14 +403,24 @@ impl FailedTaskService {
                 scheduled: made,
                 finish: end.then_some((ReplayState::Done, now)),
             };
-            let saved = self.checked(store.replay_save(id, &save)).await?;
+            let saved = self.checked(store.replay_save(holder, id, &save)).await?;
             if let Some(e) = failure {
                 return Err(e);
             }
-            if !saved {
-                // Aborted meanwhile: nothing more.
-                report.ended = Some(ReplayState::Aborted);
-                return Ok(report);
+            match saved {
+                SaveReplay::Saved => {}
+                SaveReplay::NotRunning => {
+                    // Aborted meanwhile: nothing more.
+                    report.ended = Some(ReplayState::Aborted);
+                    return Ok(report);
+                }
+                SaveReplay::LeaseLost => {
+                    // Another runner took over (this one was paused past the lease): it goes
+                    // on from the last saved position; what this page made due is made due
+                    // again there for the same attempt, never delivered twice.
+                    report.lease_lost = true;
+                    return Ok(report);
+                }
             }
             if end {
                 report.ended = Some(ReplayState::Done);

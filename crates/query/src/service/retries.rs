@@ -116,9 +116,7 @@ impl FailedTaskService {
         }
         let mut superseded = 0;
         for s in successes {
-            superseded += self
-                .writing(self.checked(retries.supersede(s)))
-                .await?;
+            superseded += self.writing(self.checked(retries.supersede(s))).await?;
         }
         RetryCounters::add(&self.retry_counters.superseded, superseded);
         Ok(superseded)

@@ -233,3 +233,37 @@ async fn an_abort_stops_the_replay_and_cancels_what_waits() {
         ReplayAbort::NotFound
     );
 }
+
+#[tokio::test]
+async fn a_runner_that_lost_its_lease_writes_nothing() {
+    let (service, store) = service_with(50, 0).await;
+    let replay = service.create_replay(request(None), ts(0)).await.unwrap();
+    let a = runner(&service, 10);
+    assert_eq!(a.step(ts(100)).await.unwrap().visited, 10);
+    let b = runner(&service, 10);
+    assert!(b.step(ts(150)).await.unwrap().locked_out);
+    // a's lease ends (released here, as if it ran out); b takes over.
+    a.release().await.unwrap();
+    assert_eq!(b.step(ts(200)).await.unwrap().visited, 10);
+    // a, paused meanwhile, goes on with its work: its save is refused, nothing is written.
+    let late = service
+        .advance_replay(a.holder(), &replay.id, ts(300), 10)
+        .await
+        .unwrap();
+    assert!(late.lease_lost);
+    let saved = service.replay(&replay.id).await.unwrap();
+    assert_eq!((saved.progress.visited, saved.progress.scheduled), (20, 20));
+    // b goes on from there; what a made due is made due again for the same attempt and
+    // delivered once.
+    let mut t = 200;
+    loop {
+        t += 100;
+        if b.step(ts(t)).await.unwrap().ended == 1 {
+            break;
+        }
+        assert!(t < 2_000, "the replay did not end");
+    }
+    let delivered = deliver(&service, &store, ts(t)).await;
+    assert_eq!(delivered.len(), 50);
+    assert_eq!(delivered.iter().collect::<HashSet<_>>().len(), 50);
+}

@@ -10,7 +10,7 @@ use failed_tasks_domain::{
 };
 
 use super::BASE_MS;
-use crate::replay::{AbortReplay, ReplaySave, ReplayStore, ScheduledRetry};
+use crate::replay::{AbortReplay, ReplaySave, ReplayStore, SaveReplay, ScheduledRetry};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -98,10 +98,11 @@ pub async fn replays_read_back(store: &dyn ReplayStore) {
     assert_eq!(running, ids);
 }
 
-/// Progress is saved while the replay runs (position, counts, retries made due, oldest
-/// first), and ends it when it says so; nothing is written after it ended or was aborted;
-/// an abort ends a running replay once.
+/// Progress is saved while the replay runs, by the lease's holder only (position, counts,
+/// retries made due, oldest first), and ends it when it says so; nothing is written after
+/// it ended or was aborted; an abort ends a running replay once.
 pub async fn progress_only_while_running(store: &dyn ReplayStore) {
+    assert!(store.replay_lease("runner", LEASE).await.unwrap());
     let a = replay(1, filter(&[("category", "service_timeout")]), Some(50.0));
     let b = replay(2, filter(&[("taskType", "embedding")]), None);
     store.replay_create(&a).await.unwrap();
@@ -117,7 +118,16 @@ pub async fn progress_only_while_running(store: &dyn ReplayStore) {
         scheduled: scheduled(&["t3", "t:1 é"]),
         finish: None,
     };
-    assert!(store.replay_save(&a.id, &first).await.unwrap());
+    // Not the lease's holder: nothing written.
+    assert_eq!(
+        store.replay_save("other", &a.id, &first).await.unwrap(),
+        SaveReplay::LeaseLost
+    );
+    assert_eq!(store.replay_get(&a.id).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(
+        store.replay_save("runner", &a.id, &first).await.unwrap(),
+        SaveReplay::Saved
+    );
     let second = ReplaySave {
         progress: ReplayProgress {
             cursor: None,
@@ -128,7 +138,10 @@ pub async fn progress_only_while_running(store: &dyn ReplayStore) {
         scheduled: scheduled(&["t9"]),
         finish: Some((ReplayState::Done, at(4))),
     };
-    assert!(store.replay_save(&a.id, &second).await.unwrap());
+    assert_eq!(
+        store.replay_save("runner", &a.id, &second).await.unwrap(),
+        SaveReplay::Saved
+    );
     let got = store.replay_get(&a.id).await.unwrap().unwrap();
     assert_eq!(got.progress, second.progress);
     assert_eq!(got.state, ReplayState::Done);
@@ -140,7 +153,10 @@ pub async fn progress_only_while_running(store: &dyn ReplayStore) {
     assert_eq!(store.replay_running(10).await.unwrap(), vec![b.id.clone()]);
 
     // Ended: nothing more is written, and it cannot be aborted.
-    assert!(!store.replay_save(&a.id, &first).await.unwrap());
+    assert_eq!(
+        store.replay_save("runner", &a.id, &first).await.unwrap(),
+        SaveReplay::NotRunning
+    );
     assert_eq!(store.replay_get(&a.id).await.unwrap(), Some(got));
     assert_eq!(
         store.replay_abort(&a.id, at(9)).await.unwrap(),
@@ -158,7 +174,10 @@ pub async fn progress_only_while_running(store: &dyn ReplayStore) {
         store.replay_abort(&b.id, at(8)).await.unwrap(),
         AbortReplay::Finished(ReplayState::Aborted)
     );
-    assert!(!store.replay_save(&b.id, &first).await.unwrap());
+    assert_eq!(
+        store.replay_save("runner", &b.id, &first).await.unwrap(),
+        SaveReplay::NotRunning
+    );
     assert_eq!(store.replay_get(&b.id).await.unwrap(), Some(*aborted));
     assert!(store.replay_scheduled(&b.id, 10).await.unwrap().is_empty());
     assert!(store.replay_running(10).await.unwrap().is_empty());
@@ -168,7 +187,10 @@ pub async fn progress_only_while_running(store: &dyn ReplayStore) {
         store.replay_abort(&unknown, at(9)).await.unwrap(),
         AbortReplay::NotFound
     );
-    assert!(!store.replay_save(&unknown, &first).await.unwrap());
+    assert_eq!(
+        store.replay_save("runner", &unknown, &first).await.unwrap(),
+        SaveReplay::NotRunning
+    );
 }
 
 /// One holder of the runners' lease at a time; a released lease is free at once.

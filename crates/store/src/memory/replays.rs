@@ -10,7 +10,8 @@ use failed_tasks_domain::{Replay, ReplayId, ReplayState, Timestamp};
 
 use super::MemoryStore;
 use crate::replay::{
-    AbortReplay, ReplaySave, ReplayStore, ScheduledRetry, MAX_KEPT_REPLAYS, MAX_TRACKED_SCHEDULED,
+    AbortReplay, ReplaySave, ReplayStore, SaveReplay, ScheduledRetry, MAX_KEPT_REPLAYS,
+    MAX_TRACKED_SCHEDULED,
 };
 use crate::StoreError;
 
@@ -73,13 +74,25 @@ impl ReplayStore for MemoryStore {
             .collect())
     }
 
-    async fn replay_save(&self, id: &ReplayId, save: &ReplaySave) -> Result<bool, StoreError> {
+    async fn replay_save(
+        &self,
+        holder: &str,
+        id: &ReplayId,
+        save: &ReplaySave,
+    ) -> Result<SaveReplay, StoreError> {
         let mut m = self.replay_memory();
+        let holds = m
+            .lease
+            .as_ref()
+            .is_some_and(|(h, until)| h == holder && *until > Instant::now());
+        if !holds {
+            return Ok(SaveReplay::LeaseLost);
+        }
         let Some((replay, scheduled)) = m.replays.get_mut(id) else {
-            return Ok(false);
+            return Ok(SaveReplay::NotRunning);
         };
         if replay.state != ReplayState::Running {
-            return Ok(false);
+            return Ok(SaveReplay::NotRunning);
         }
         replay.progress = save.progress.clone();
         if let Some((state, at)) = save.finish {
@@ -90,7 +103,7 @@ impl ReplayStore for MemoryStore {
         while scheduled.len() > MAX_TRACKED_SCHEDULED {
             scheduled.pop_front();
         }
-        Ok(true)
+        Ok(SaveReplay::Saved)
     }
 
     async fn replay_abort(&self, id: &ReplayId, now: Timestamp) -> Result<AbortReplay, StoreError> {
