@@ -140,13 +140,19 @@ impl RetryBreaker {
             {
                 continue;
             }
-            // What a breaker saw before it closed does not open it again.
+            // What a breaker saw before it closed does not open it again: outcomes count by
+            // the second, so only those from the second after the close on.
             let closed_at = closed_now
                 .get(key)
                 .copied()
                 .or_else(|| closed.get(key).map(|s| s.phase_since));
             let counts = match closed_at {
-                Some(t) if t > from => self.outcomes_of(key, t, now).await?,
+                Some(t) if t > from => {
+                    let next_second = Timestamp::saturating_from_unix_millis(
+                        (t.unix_millis().div_euclid(1_000) + 1) * 1_000,
+                    );
+                    self.outcomes_of(key, next_second, now).await?
+                }
                 _ => *counts,
             };
             if config.trips(counts) {

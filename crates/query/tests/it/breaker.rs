@@ -221,6 +221,12 @@ async fn resolving_retries_keep_it_closed_and_an_operator_release_closes_it() {
         [Transition::Closed(_)]
     ));
     assert!(breaker.step(at(6)).await.unwrap().transitions.is_empty());
+    // Failures reported in the very second it closed, before the close, do not reopen it.
+    let same_second: Vec<FailedTask> = (50..70)
+        .map(|i| timeout(&format!("e{i:02}"), "embedding", 1, at(5)))
+        .collect();
+    service.record_failures(&same_second).await.unwrap();
+    assert!(breaker.step(at(6)).await.unwrap().transitions.is_empty());
     let again: Vec<FailedTask> = (30..50)
         .map(|i| timeout(&format!("e{i:02}"), "embedding", 1, at(7)))
         .collect();
