@@ -705,6 +705,23 @@ test('resolve asks first and the task leaves the list, counted as recovered', as
   return page;
 });
 
+test('a later successful run supersedes the older failures of its codebase: gone from the list, counted apart', async () => {
+  const fail = iso(Date.now() - 60_000);
+  await record([0, 1].map((i) => ({ TaskId: `stale-${i}`, TaskType: 'embedding', ClientId: 'client-sync', CodebasePath: '/projects/sync',
+    StartTime: fail, FailTime: fail, ErrorCode: 'TIMEOUT_ERROR', ErrorMessage: 'timed out', RetryCount: 0 })));
+  const page = await open({ token: READ });
+  await view(page, '#/overview?window=1h');
+  const before = Number(await page.textContent('#stat-superseded .stat-value'));
+  const r = await api('POST', '/admin/task-successes', { TaskType: 'embedding', ClientId: 'client-sync', CodebasePath: '/projects/sync' });
+  assert.equal(r.status, 200);
+  assert.equal(r.json.Data.Superseded, 2);
+  await view(page, '#/failures?clientId=client-sync');
+  await page.waitForSelector('#empty');
+  await view(page, '#/overview?window=1h');
+  assert.equal(Number(await page.textContent('#stat-superseded .stat-value')), before + 2);
+  return page;
+});
+
 test('an operate token may retry but is not offered delete; the reason it gives is in the audit view', async () => {
   // Failed just now: its first retry is not due yet (30 s), so retrying it now schedules it.
   const fail = iso(Date.now());

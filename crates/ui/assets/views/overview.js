@@ -149,6 +149,8 @@ export function mount(ctx) {
         h('span', { class: 'stat-label' }, t('overview.total')), h('span', { class: 'stat-value' }, count(s.TotalFailures))),
       'Recovered' in s ? h('div', { class: 'card stat', id: 'stat-recovered' },
         h('span', { class: 'stat-label' }, t('overview.recovered')), h('span', { class: 'stat-value' }, count(s.Recovered))) : null,
+      'Superseded' in s ? h('div', { class: 'card stat', id: 'stat-superseded', title: t('overview.supersededHint') },
+        h('span', { class: 'stat-label' }, t('overview.superseded')), h('span', { class: 'stat-value' }, count(s.Superseded))) : null,
       h('div', { class: 'card stat', id: 'stat-attempts' },
         h('span', { class: 'stat-label' }, t('overview.attempts')), s.Attempts === null ? h('span', { class: 'stat-value none' }, t('overview.none')) : h('span', { class: 'stat-value' }, count(s.Attempts))),
       h('div', { class: 'card stat', id: 'stat-rate' },
