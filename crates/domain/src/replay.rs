@@ -145,8 +145,11 @@ impl ReplayPace {
     /// Where the pace's clock stands at `now`: `paced_until`, or the start of the longest
     /// pause counted (a second, or one task's time when that is longer).
     fn from(self, paced_until: Timestamp, now: Timestamp) -> i64 {
+        // (A float-to-int cast saturates: the slowest pace's window is i64::MAX.)
         let window = MAX_CATCH_UP_MS.max((1000.0 / self.0).ceil() as i64);
-        paced_until.unix_millis().max(now.unix_millis() - window)
+        paced_until
+            .unix_millis()
+            .max(now.unix_millis().saturating_sub(window))
     }
 
     /// `paced_until` after `n` more tasks at `now`: it moves on by their time at this pace
@@ -253,5 +256,9 @@ mod tests {
         assert_eq!(slow.allowance(at(0), at(2000), 10), 1);
         assert_eq!(slow.allowance(at(0), at(9000), 10), 1);
         assert_eq!(slow.used(at(0), at(2000), 1), at(2000));
+        // The slowest pace neither overflows nor allows anything soon.
+        let slowest = ReplayPace::new(f64::MIN_POSITIVE).unwrap();
+        assert_eq!(slowest.allowance(at(0), at(60_000), 10), 0);
+        assert_eq!(slowest.used(at(0), at(60_000), 0), at(0));
     }
 }

@@ -279,14 +279,32 @@ impl ReplayStore for RedisStore {
                 ],
             )
             .await?;
-        let mut out = Vec::new();
-        for id in texts(ids) {
-            let Ok(id) = ReplayId::parse(&id) else {
-                continue;
-            };
+        let ids: Vec<ReplayId> = texts(ids)
+            .iter()
+            .filter_map(|id| ReplayId::parse(id).ok())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every replay's hash in one round trip.
+        let commands = ids
+            .iter()
+            .map(|id| {
+                let key: Value = s.keys.replay(id.as_str()).into();
+                (&s.conn, "HGETALL", vec![key])
+            })
+            .collect();
+        let replies = s.conn.cmd_many("reading replays", commands).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, reply) in ids.iter().zip(replies) {
+            let h: HashMap<String, String> = pairs(reply).into_iter().collect();
             // Forgotten (expired) replays are left out.
-            if let Some(r) = self.replay_get(&id).await? {
-                out.push(r);
+            if h.is_empty() {
+                continue;
+            }
+            match replay_of(id, &h) {
+                Some(r) => out.push(r),
+                None => tracing::warn!(replay = %id, "skipping a malformed replay"),
             }
         }
         Ok(out)
