@@ -614,7 +614,8 @@ pub struct WireAuditEntry {
     #[serde(rename = "Actor")]
     pub actor: String,
     /// What was done (`retry`, `cancel_retry`, `resolve`, `delete`, `delete_matching`,
-    /// `retry_matching`, `gate_created`, `gate_released`, `breaker_opened`, `breaker_half_opened`, `breaker_closed`).
+    /// `retry_matching`, `gate_created`, `gate_released`, `breaker_opened`,
+    /// `breaker_half_opened`, `breaker_closed`, `replay_created`, `replay_aborted`, `trim`).
     #[serde(rename = "Action")]
     pub action: String,
     /// A `TaskId`, or the filters as a query string.

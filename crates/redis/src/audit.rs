@@ -87,6 +87,15 @@ impl AuditStore for RedisStore {
             .conn
             .cmd("appending to the audit log", "XADD", args)
             .await?;
+        if let Some(dir) = s.config.archive_dir.clone() {
+            // Kept beyond the stream's cap: one JSON line per entry, a file per UTC day.
+            let day = entry.time.to_rfc3339()[..10].to_owned();
+            let path = dir.join(format!("audit-{day}.jsonl"));
+            let line = format!("{}\n", entry.to_json_line());
+            tokio::task::spawn_blocking(move || crate::janitor::append(dir, path, line))
+                .await
+                .map_err(|e| StoreError::Internal(format!("audit archive writer failed: {e}")))??;
+        }
         Ok(())
     }
 

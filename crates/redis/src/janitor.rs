@@ -105,6 +105,17 @@ impl RedisStore {
             total.removed_by_count += r.removed_by_count;
             total.archived += r.archived;
         }
+        if total.removed_by_age + total.removed_by_count > 0 {
+            let entry = failed_tasks_store::audit::AuditEntry::janitor_trim(
+                Timestamp::saturating_from_unix_millis(now_ms),
+                total.removed_by_age,
+                total.removed_by_count,
+            );
+            // The trim is done: an entry that cannot be appended is logged, not returned.
+            if let Err(e) = failed_tasks_store::AuditStore::audit_append(self, &entry).await {
+                tracing::warn!(error = %e, "the janitor's audit entry could not be appended");
+            }
+        }
         Ok(total)
     }
 }
@@ -291,7 +302,7 @@ fn corrupt_line(key: &Value, raw: &str) -> String {
     serde_json::json!({ "CorruptRecordKey": key, "Raw": raw }).to_string()
 }
 
-fn append(dir: PathBuf, path: PathBuf, lines: String) -> Result<(), StoreError> {
+pub(crate) fn append(dir: PathBuf, path: PathBuf, lines: String) -> Result<(), StoreError> {
     let fail = |what: &str, e: std::io::Error| {
         StoreError::Internal(format!("archive {what} {}: {e}", path.display()))
     };

@@ -43,11 +43,14 @@ pub enum AuditAction {
     ReplayCreated,
     /// A replay aborted.
     ReplayAborted,
+    /// The retention janitor trimmed tasks (older than the maximum age, or beyond the
+    /// maximum count).
+    Trim,
 }
 
 impl AuditAction {
     /// Every action, in a stable order.
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 14] = [
         AuditAction::RetryNow,
         AuditAction::CancelRetry,
         AuditAction::Resolve,
@@ -61,6 +64,7 @@ impl AuditAction {
         AuditAction::BreakerClosed,
         AuditAction::ReplayCreated,
         AuditAction::ReplayAborted,
+        AuditAction::Trim,
     ];
 
     /// The action's name (`retry`, `cancel_retry`, …).
@@ -79,6 +83,7 @@ impl AuditAction {
             AuditAction::BreakerClosed => "breaker_closed",
             AuditAction::ReplayCreated => "replay_created",
             AuditAction::ReplayAborted => "replay_aborted",
+            AuditAction::Trim => "trim",
         }
     }
 
@@ -124,6 +129,41 @@ pub struct AuditEntry {
     pub count: u64,
     /// The request that did it (`X-Request-Id`), when a request did.
     pub request_id: Option<String>,
+}
+
+/// The actor of the retention janitor's entries.
+pub const JANITOR_ACTOR: &str = "janitor";
+
+impl AuditEntry {
+    /// The entry of a janitor run at `time` that removed tasks: `by_age` older than the
+    /// maximum age, `by_count` beyond the maximum count.
+    pub fn janitor_trim(time: Timestamp, by_age: u64, by_count: u64) -> Self {
+        Self {
+            time,
+            actor: JANITOR_ACTOR.to_owned(),
+            action: AuditAction::Trim,
+            target: "retention".to_owned(),
+            reason: Some(format!(
+                "retention: {by_age} older than retention_max_age, {by_count} beyond retention_max_count"
+            )),
+            count: by_age.saturating_add(by_count),
+            request_id: None,
+        }
+    }
+
+    /// The entry as one JSON line of an archive (the API's field names).
+    pub fn to_json_line(&self) -> String {
+        serde_json::json!({
+            "Time": self.time.to_rfc3339(),
+            "Actor": self.actor,
+            "Action": self.action.as_str(),
+            "Target": self.target,
+            "Reason": self.reason,
+            "Count": self.count,
+            "RequestId": self.request_id,
+        })
+        .to_string()
+    }
 }
 
 /// Which entries to read, newest first.

@@ -48,6 +48,9 @@ fn archived_ids(dir: &std::path::Path) -> Vec<String> {
     for e in entries {
         let path = e.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("audit-") {
+            continue;
+        }
         assert!(
             name.starts_with("failed-tasks-") && name.ends_with(".jsonl"),
             "{name}"
@@ -117,6 +120,38 @@ async fn trims_by_age_and_archives_first() {
     // A second run finds nothing.
     let again = store.trim_once(NOW).await.unwrap();
     assert_eq!(again.removed_by_age + again.removed_by_count, 0);
+    // The run is in the audit log once, as the janitor's, and in the audit archive.
+    use failed_tasks_store::audit::{AuditAction, AuditQuery, AuditStore};
+    let log = store
+        .audit_list(&AuditQuery {
+            since: None,
+            until: None,
+            actor: None,
+            action: None,
+            page_size: 10,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    let trims: Vec<_> = log
+        .entries
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action, e.count))
+        .collect();
+    assert_eq!(trims, [("janitor", AuditAction::Trim, 20)]);
+    let day = failed_tasks_domain::Timestamp::from_unix_millis(NOW)
+        .unwrap()
+        .to_rfc3339()[..10]
+        .to_owned();
+    let archived = std::fs::read_to_string(dir.join(format!("audit-{day}.jsonl"))).unwrap();
+    let lines: Vec<serde_json::Value> = archived
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["Actor"], "janitor");
+    assert_eq!(lines[0]["Action"], "trim");
+    assert_eq!(lines[0]["Count"], 20);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -21,11 +21,9 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
 
-#[async_trait]
-impl AuditStore for MemoryStore {
-    async fn audit_append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+    /// Append `entry`, dropping the oldest beyond the cap.
+    pub(super) fn audit_push(&self, entry: &AuditEntry) {
         let cap = usize::try_from(self.retention.audit_max_len.max(1)).unwrap_or(usize::MAX);
         let mut log = self.audit_memory();
         // Ids increase even when the clock does not (as Redis stream ids do).
@@ -38,6 +36,13 @@ impl AuditStore for MemoryStore {
         while log.entries.len() > cap {
             log.entries.pop_front();
         }
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn audit_append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.audit_push(entry);
         Ok(())
     }
 

@@ -73,6 +73,14 @@ impl MemoryStore {
         let mut indexes = self.write();
         let removed_by_age = indexes.trim_older_than(oldest);
         let removed_by_count = indexes.trim_to_count(self.retention.max_count);
+        drop(indexes);
+        if removed_by_age + removed_by_count > 0 {
+            self.audit_push(&crate::audit::AuditEntry::janitor_trim(
+                now,
+                removed_by_age,
+                removed_by_count,
+            ));
+        }
         MemoryTrimReport {
             removed_by_age,
             removed_by_count,

@@ -134,6 +134,28 @@ async fn a_trim_step_removes_tasks_past_the_max_age_and_their_counters() {
         store.trim_at(at(60_000 + 3_600_000)),
         MemoryTrimReport::default()
     );
+    // The step that trimmed is in the audit log once, as the janitor's.
+    use failed_tasks_store::audit::{AuditAction, AuditQuery, AuditStore};
+    let log = store
+        .audit_list(&AuditQuery {
+            since: None,
+            until: None,
+            actor: None,
+            action: None,
+            page_size: 10,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    let entries: Vec<_> = log
+        .entries
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action, e.count, e.time))
+        .collect();
+    assert_eq!(
+        entries,
+        [("janitor", AuditAction::Trim, 1, at(60_000 + 3_600_000))]
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,7 +8,7 @@ import { cursorPager } from '../pager.js';
 
 const PAGE_SIZE = 50;
 const ACTIONS = ['retry', 'cancel_retry', 'resolve', 'delete', 'delete_matching', 'retry_matching', 'gate_created', 'gate_released',
-  'breaker_opened', 'breaker_half_opened', 'breaker_closed', 'replay_created', 'replay_aborted'];
+  'breaker_opened', 'breaker_half_opened', 'breaker_closed', 'replay_created', 'replay_aborted', 'trim'];
 
 export function mount(ctx) {
   const actor = ctx.params.get('actor') || '';
