@@ -147,3 +147,75 @@ async fn a_replay_on_redis_resumes_after_a_restart_and_delivers_each_task_once()
     second.shutdown().await;
     scheduler.shutdown().await;
 }
+
+/// Every key of the Redis server and its serialized value (`DUMP`), sorted: the store byte
+/// for byte. The janitors' locks are left out: the janitor's first run (at start, on each
+/// shard in turn) may still hold one, and it writes nothing here (nothing is old enough).
+fn snapshot(redis: &RedisServer) -> Vec<(String, String)> {
+    let mut keys: Vec<String> = redis
+        .cli(&["--scan"])
+        .lines()
+        .filter(|k| !k.ends_with(":janitor:lock"))
+        .map(str::to_owned)
+        .collect();
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let dump = redis.cli(&["DUMP", &k]);
+            (k, dump)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_changes_not_one_byte_of_the_store() {
+    let redis = RedisServer::start();
+    // No loop of its own writes while the test looks: the janitor's first run is at start,
+    // its next an hour later.
+    let failures = FailedTasks::builder()
+        .redis(RedisConfig {
+            url: redis.url(),
+            shards: 4,
+            retention: failed_tasks::Retention {
+                janitor_interval: Duration::from_secs(3_600),
+                ..failed_tasks::Retention::default()
+            },
+            ..RedisConfig::default()
+        })
+        .without_scheduler()
+        .without_replay_runner()
+        .start()
+        .await
+        .unwrap();
+    let t0 = Timestamp::now();
+    let tasks: Vec<FailedTask> = (0..60)
+        .map(|i| {
+            let code = if i % 2 == 0 {
+                "TIMEOUT_ERROR"
+            } else {
+                "PARSE_ERROR"
+            };
+            failed(&format!("dry-{i:03}"), code, at(t0, -60_000 - i))
+        })
+        .collect();
+    failures.record_failures(&tasks).await.unwrap();
+    let before = snapshot(&redis);
+    assert!(before.len() > 10, "{} keys", before.len());
+    let mut filter = TaskFilter::default();
+    filter.error_code = Some(failed_tasks::domain::ErrorCode::parse("TIMEOUT_ERROR").unwrap());
+    let preview = failures.preview_replay(&filter).await.unwrap();
+    assert_eq!(preview.matching, 30);
+    assert_eq!(preview.sample.len(), 20);
+    let after = snapshot(&redis);
+    let changed: Vec<&String> = before
+        .iter()
+        .chain(after.iter())
+        .filter(|kv| !(before.contains(kv) && after.contains(kv)))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "a dry run wrote to the store: {changed:?}"
+    );
+    failures.shutdown().await;
+}
