@@ -201,8 +201,10 @@ async fn a_dry_run_changes_not_one_byte_of_the_store() {
     failures.record_failures(&tasks).await.unwrap();
     let before = snapshot(&redis);
     assert!(before.len() > 10, "{} keys", before.len());
-    let mut filter = TaskFilter::default();
-    filter.error_code = Some(failed_tasks::domain::ErrorCode::parse("TIMEOUT_ERROR").unwrap());
+    let filter = TaskFilter {
+        error_code: Some(failed_tasks::domain::ErrorCode::parse("TIMEOUT_ERROR").unwrap()),
+        ..TaskFilter::default()
+    };
     let preview = failures.preview_replay(&filter).await.unwrap();
     assert_eq!(preview.matching, 30);
     assert_eq!(preview.sample.len(), 20);
