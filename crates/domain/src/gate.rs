@@ -7,8 +7,6 @@
 //! made it, since when and until when. Stores apply gates when they move due retries to the
 //! workers (`RetryStore::deliver_due`); a held retry stays due and keeps its attempt.
 
-use std::fmt;
-
 use crate::{
     ClientId, ErrorCategory, ErrorCode, ErrorSignature, TaskType, Timestamp, ValidationError,
 };
@@ -19,51 +17,14 @@ pub const MAX_ACTIVE_GATES: usize = 1_000;
 pub const MAX_PER_SECOND: f64 = 1_000_000.0;
 /// Longest accepted reason, in bytes.
 pub const MAX_REASON_BYTES: usize = 500;
-/// Longest accepted gate id, in bytes.
-const MAX_GATE_ID_BYTES: usize = 64;
 
-/// A gate's id: 1 to 64 ASCII letters, digits, `-` or `_`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GateId(String);
-
-impl GateId {
-    /// A fresh id from the creation time and a random number: `g` + 12 hex digits of the
-    /// time in ms + 8 of the number (sorted by creation time).
-    pub fn new(now: Timestamp, nonce: u32) -> Self {
-        Self(format!(
-            "g{:012x}{nonce:08x}",
-            now.unix_millis().max(0) as u64 & 0xffff_ffff_ffff
-        ))
-    }
-
-    /// Accept an id as [`as_str`](Self::as_str) shows it; errors name `GateId`.
-    pub fn parse(text: &str) -> Result<Self, ValidationError> {
-        let ok = !text.is_empty()
-            && text.len() <= MAX_GATE_ID_BYTES
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(ValidationError::new(
-                "GateId",
-                format!("{text:?} is not a gate id (1 to 64 letters, digits, - or _)"),
-            ))
-        }
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for GateId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::made_id::made_id!(
+    /// A gate's id: 1 to 64 ASCII letters, digits, `-` or `_`.
+    GateId,
+    "g",
+    "GateId",
+    "gate id"
+);
 
 /// Which due retries a gate applies to: those matching every field that is set (none set:
 /// every retry).

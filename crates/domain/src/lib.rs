@@ -44,6 +44,7 @@ pub mod category;
 pub mod error;
 pub mod gate;
 pub mod group;
+mod made_id;
 pub mod query;
 pub mod replay;
 pub mod retry;

@@ -7,60 +7,21 @@
 //! the listing's order from the saved position, makes each one's next retry due, and saves
 //! the position after each batch; the store keeps it all, so a replay survives a restart.
 
-use std::fmt;
-
 use crate::{Cursor, GateReason, TaskFilter, Timestamp, ValidationError};
 
 /// The largest accepted `PerSecond` of a replay.
 pub const MAX_REPLAY_PER_SECOND: f64 = 10_000.0;
-/// Longest accepted replay id, in bytes.
-const MAX_REPLAY_ID_BYTES: usize = 64;
 /// How long a pause a paced replay may catch up at once (a runner that was away, a
 /// restart): its allowance never counts more than this, or one task's time at a slower pace.
 pub const MAX_CATCH_UP_MS: i64 = 1_000;
 
-/// A replay's id: 1 to 64 ASCII letters, digits, `-` or `_`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReplayId(String);
-
-impl ReplayId {
-    /// A fresh id from the creation time and a random number: `r` + 12 hex digits of the
-    /// time in ms + 8 of the number (sorted by creation time).
-    pub fn new(now: Timestamp, nonce: u32) -> Self {
-        Self(format!(
-            "r{:012x}{nonce:08x}",
-            now.unix_millis().max(0) as u64 & 0xffff_ffff_ffff
-        ))
-    }
-
-    /// Accept an id as [`as_str`](Self::as_str) shows it; errors name `ReplayId`.
-    pub fn parse(text: &str) -> Result<Self, ValidationError> {
-        let ok = !text.is_empty()
-            && text.len() <= MAX_REPLAY_ID_BYTES
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(Self(text.to_owned()))
-        } else {
-            Err(ValidationError::new(
-                "ReplayId",
-                format!("{text:?} is not a replay id (1 to 64 letters, digits, - or _)"),
-            ))
-        }
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ReplayId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::made_id::made_id!(
+    /// A replay's id: 1 to 64 ASCII letters, digits, `-` or `_`.
+    ReplayId,
+    "r",
+    "ReplayId",
+    "replay id"
+);
 
 /// Where a replay stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

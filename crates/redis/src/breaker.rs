@@ -2,7 +2,7 @@
 //! `P:breaker:o:SECOND` (hash per unix second, fields `task type \t category \t f|r`:
 //! retries failed again or resolved, expiring after `OUTCOME_KEEP`), `P:breaker:state`
 //! (hash: `task type \t category` -> the state's line, `BreakerState::to_line`) and
-//! `P:breaker:lease` (the decider's lease, expiring).
+//! `P:breaker:lease` (the decider's lease, expiring; the notifier's lease script).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -15,19 +15,10 @@ use failed_tasks_store::StoreError;
 use fred::types::Value;
 
 use crate::conn::Script;
+use crate::notify::LEASE;
 use crate::shard::Shard;
 use crate::stats::pairs;
 use crate::store::{millis_of, RedisStore};
-
-/// Take the lease, or renew it for its holder. KEYS: lease. ARGV: holder, ttl (ms).
-const LEASE: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if not cur or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-";
 
 /// Add outcomes to one second's hash. KEYS: the second's hash. ARGV: keep (ms), then pairs
 /// (field, count).

@@ -2,7 +2,7 @@
 //! restart like the rest of this store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use failed_tasks_domain::{BreakerKey, BreakerState, OutcomeCounts, Timestamp};
@@ -16,7 +16,7 @@ use crate::StoreError;
 pub(super) struct BreakerMemory {
     outcomes: BTreeMap<i64, HashMap<BreakerKey, OutcomeCounts>>,
     states: BTreeMap<BreakerKey, BreakerState>,
-    lease: Option<(String, Instant)>,
+    lease: super::lease::Lease,
 }
 
 fn second_of(t: Timestamp) -> i64 {
@@ -92,15 +92,6 @@ impl BreakerStore for MemoryStore {
     }
 
     async fn breaker_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut m = self.breaker_memory();
-        let now = Instant::now();
-        let free = match &m.lease {
-            None => true,
-            Some((h, until)) => h == holder || *until <= now,
-        };
-        if free {
-            m.lease = Some((holder.to_owned(), now + ttl));
-        }
-        Ok(free)
+        Ok(self.breaker_memory().lease.take(holder, ttl))
     }
 }

@@ -49,6 +49,7 @@ mod audit;
 mod breaker;
 mod gates;
 mod indexes;
+mod lease;
 mod notify;
 mod queue;
 mod replays;

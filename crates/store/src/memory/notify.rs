@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use failed_tasks_domain::{ErrorSignature, FailureGroup};
@@ -20,7 +20,7 @@ use crate::StoreError;
 /// The notifier's memory.
 #[derive(Debug, Default)]
 pub(super) struct NotifyMemory {
-    lease: Option<(String, Instant)>,
+    lease: super::lease::Lease,
     values: BTreeMap<String, String>,
     seen: HashMap<ErrorSignature, i64>,
     targets: HashMap<String, TargetMemory>,
@@ -36,9 +36,7 @@ struct TargetMemory {
 
 impl NotifyMemory {
     fn holds(&self, holder: &str) -> bool {
-        self.lease
-            .as_ref()
-            .is_some_and(|(h, until)| h == holder && *until > Instant::now())
+        self.lease.holds(holder)
     }
 }
 
@@ -58,23 +56,11 @@ fn entry_id(n: u64) -> String {
 #[async_trait]
 impl NotifyStore for MemoryStore {
     async fn notify_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut m = self.notify_memory();
-        let now = Instant::now();
-        let free = match &m.lease {
-            None => true,
-            Some((h, until)) => h == holder || *until <= now,
-        };
-        if free {
-            m.lease = Some((holder.to_owned(), now + ttl));
-        }
-        Ok(free)
+        Ok(self.notify_memory().lease.take(holder, ttl))
     }
 
     async fn notify_release(&self, holder: &str) -> Result<(), StoreError> {
-        let mut m = self.notify_memory();
-        if m.lease.as_ref().is_some_and(|(h, _)| h == holder) {
-            m.lease = None;
-        }
+        self.notify_memory().lease.release(holder);
         Ok(())
     }
 

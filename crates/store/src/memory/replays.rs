@@ -3,7 +3,7 @@
 //! [`MAX_TRACKED_SCHEDULED`] scheduled retries, and the runners' lease; lost on restart.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use failed_tasks_domain::{Replay, ReplayId, ReplayState, Timestamp};
@@ -20,7 +20,7 @@ use crate::StoreError;
 pub(super) struct ReplayMemory {
     order: VecDeque<ReplayId>,
     replays: HashMap<ReplayId, (Replay, VecDeque<ScheduledRetry>)>,
-    lease: Option<(String, Instant)>,
+    lease: super::lease::Lease,
 }
 
 impl MemoryStore {
@@ -81,11 +81,7 @@ impl ReplayStore for MemoryStore {
         save: &ReplaySave,
     ) -> Result<SaveReplay, StoreError> {
         let mut m = self.replay_memory();
-        let holds = m
-            .lease
-            .as_ref()
-            .is_some_and(|(h, until)| h == holder && *until > Instant::now());
-        if !holds {
+        if !m.lease.holds(holder) {
             return Ok(SaveReplay::LeaseLost);
         }
         let Some((replay, scheduled)) = m.replays.get_mut(id) else {
@@ -132,23 +128,11 @@ impl ReplayStore for MemoryStore {
     }
 
     async fn replay_lease(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut m = self.replay_memory();
-        let now = Instant::now();
-        let free = match &m.lease {
-            None => true,
-            Some((h, until)) => h == holder || *until <= now,
-        };
-        if free {
-            m.lease = Some((holder.to_owned(), now + ttl));
-        }
-        Ok(free)
+        Ok(self.replay_memory().lease.take(holder, ttl))
     }
 
     async fn replay_release(&self, holder: &str) -> Result<(), StoreError> {
-        let mut m = self.replay_memory();
-        if m.lease.as_ref().is_some_and(|(h, _)| h == holder) {
-            m.lease = None;
-        }
+        self.replay_memory().lease.release(holder);
         Ok(())
     }
 }
