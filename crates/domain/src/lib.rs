@@ -19,6 +19,8 @@
 //!   the [`AttemptRecord`]s of its history.
 //! - [`breaker`]: the retry circuit breaker's keys, outcome counts, settings and states, and
 //!   its rules (when it opens, what its canaries decide).
+//! - [`files`]: [`TaskFiles`], the files of a codebase task that failed (`FailedFiles`,
+//!   `Files`), validated, and their pages by path with counts per error code.
 //! - [`success`]: [`TaskSuccess`], a successful run that supersedes the older failures of its
 //!   task type, client and codebase.
 //! - [`signature`]: [`ErrorSignature`], the stable id of "the same failure", from the
@@ -42,6 +44,7 @@
 pub mod breaker;
 pub mod category;
 pub mod error;
+pub mod files;
 pub mod gate;
 pub mod group;
 mod made_id;
@@ -58,6 +61,10 @@ pub mod task;
 pub use breaker::{BreakerConfig, BreakerKey, BreakerPhase, BreakerState, OutcomeCounts, Verdict};
 pub use category::ErrorCategory;
 pub use error::ValidationError;
+pub use files::{
+    FailedFile, FileOperation, FilePath, FilesCursor, FilesError, FilesPage, FilesQuery,
+    NewFailedFile, TaskFiles, DEFAULT_MAX_FAILED_FILES,
+};
 pub use gate::{
     GateCreator, GateId, GateMode, GateReason, GateScope, GateStatus, GateSubject, PerSecond,
     RetryGate,

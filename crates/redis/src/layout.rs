@@ -232,6 +232,12 @@ impl Keys {
         format!("{}:hist:{id}", self.prefix)
     }
 
+    /// `PREFIX:files:ID`: the task's failed files (string, the stored form of
+    /// `failed_tasks_store::files`), kept and removed with its record.
+    pub fn files(&self, id: &str) -> String {
+        format!("{}:files:{id}", self.prefix)
+    }
+
     /// `PREFIX:att:HOUR`: the task attempts of the minutes of one hour (hash, fields
     /// `MINUTE:TASK_TYPE`).
     pub(crate) fn attempts(&self, hour: i64) -> String {

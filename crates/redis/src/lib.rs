@@ -84,6 +84,7 @@ mod breaker;
 pub mod compat;
 pub mod config;
 mod conn;
+mod files;
 mod gates;
 mod groups;
 mod health;

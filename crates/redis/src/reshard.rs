@@ -4,9 +4,9 @@
 //! one). See `docs/operations.md#changing-the-shard-count`.
 //!
 //! A move is: the task recorded in its new shard (one `record_many` script per target
-//! shard and batch, with its retry plan; its attempt history copied), then removed from
-//! its old shard (the `remove` script, which also takes back its counters and group
-//! membership there). Between the two a reader can meet it in both shards; readers show
+//! shard and batch, with its retry plan; its attempt history and failed files copied), then
+//! removed from its old shard (the `remove` script, which also takes back its counters and
+//! group membership there). Between the two a reader can meet it in both shards; readers show
 //! it once. A task the new shard already holds (a server recorded it there since) is not
 //! copied, only removed from the old shard: the server's copy is the newer one.
 //!
@@ -208,6 +208,9 @@ async fn move_batch(
     for (t, tasks) in &per {
         for (task, _) in tasks {
             copy_history(source, &new[*t], task.task_id()).await?;
+            if let Some(files) = source.files_text(task.task_id()).await? {
+                new[*t].put_files(task.task_id(), &files).await?;
+            }
         }
     }
     for id in &ids {

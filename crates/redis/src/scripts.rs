@@ -219,9 +219,12 @@ local function rank(prefix, sig)
   end
 end
 -- Take a record (by its header) out of its indexes, group, due set and (unless `uncount` is
--- false: a resolve keeps the failure counted) its minute's counters.
+-- false: a resolve keeps the failure counted) its minute's counters. Its failed files
+-- (`P:files:ID`) leave with it: every script that takes a record out, or upserts one, comes
+-- through here.
 local function unrecord(acc, prefix, f, uncount)
   local m = f[F_MEMBER]
+  redis.call('DEL', prefix .. ':files:' .. string.sub(m, MS_DIGITS + 2))
   redis.call('ZREM', prefix .. ':idx:all', m)
   for _, ix in ipairs(FIELD_INDEXES) do
     if #f >= ix[2] then redis.call('ZREM', prefix .. ':idx:' .. ix[1] .. ':' .. f[ix[2]], m) end
@@ -449,7 +452,7 @@ local old = redis.call('GET', KEYS[1])
 if not old then return 0 end
 local f = header(old)
 local acc = acc_new()
-if f then unrecord(acc, ARGV[1], f, true) end
+if f then unrecord(acc, ARGV[1], f, true) else redis.call('DEL', ARGV[1] .. ':files:' .. string.sub(KEYS[1], #ARGV[1] + 7)) end
 redis.call('DEL', KEYS[1])
 redis.call('DEL', ARGV[1] .. ':hist:' .. string.sub(KEYS[1], #ARGV[1] + 7))
 flush(acc, ARGV[1])
@@ -478,6 +481,7 @@ for i = 2, #ARGV do
       removed = removed + 1
     elseif not f then
       redis.call('DEL', key)
+      redis.call('DEL', ARGV[1] .. ':files:' .. id)
       redis.call('ZREM', KEYS[1], m)
       removed = removed + 1
     else
@@ -889,7 +893,7 @@ if not v then
 end
 local f = header(v)
 local acc = acc_new()
-if f then unrecord(acc, prefix, f, false) end
+if f then unrecord(acc, prefix, f, false) else redis.call('DEL', prefix .. ':files:' .. id) end
 redis.call('DEL', KEYS[1])
 redis.call('DEL', prefix .. ':hist:' .. id)
 redis.call('SET', tomb, ARGV[2], 'PX', ARGV[3])

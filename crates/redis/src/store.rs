@@ -562,7 +562,8 @@ impl From<RedisStore> for Stores {
             .with_notify(store.clone())
             .with_audit(store.clone())
             .with_breaker(store.clone())
-            .with_replays(store)
+            .with_replays(store.clone())
+            .with_files(store)
     }
 }
 

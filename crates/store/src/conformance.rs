@@ -26,6 +26,7 @@ use crate::{RecordOutcome, StatsStore, StatusStore, StoredPages, Stores};
 
 pub mod audit;
 pub mod breaker;
+pub mod files;
 pub mod gates;
 pub mod notify;
 pub mod replays;
@@ -870,7 +871,8 @@ pub async fn stored_matches_decoded(
 /// Run every check of every capability `fresh`'s stores claim, but retries
 /// ([`run_retries`]), each on a fresh empty store: the tasks always; statistics and groups
 /// with [`Stores::stats`]; stored-record pages with [`Stores::stored`]; the notifier's store with
-/// [`Stores::notify`]; the audit log with [`Stores::audit`]; replays with [`Stores::replays`].
+/// [`Stores::notify`]; the audit log with [`Stores::audit`]; replays with [`Stores::replays`];
+/// failed files with [`Stores::files`] (resolve and supersede too with [`Stores::retries`]).
 pub async fn run_all<F, Fut>(fresh: F)
 where
     F: FnMut() -> Fut,
@@ -952,6 +954,18 @@ where
                 1 => replays::progress_only_while_running(store).await,
                 _ => replays::lease_has_one_holder(store).await,
             }
+        }
+    }
+    if probe.files.is_some() {
+        let stores = fresh().await;
+        let files = stores
+            .files
+            .as_deref()
+            .expect("the same adapter claims the same");
+        files::stored_paged_and_replaced(&*stores.tasks, files).await;
+        let stores = fresh().await;
+        if let (Some(files), Some(retries)) = (stores.files.as_deref(), stores.retries.as_deref()) {
+            files::gone_when_resolved_or_superseded(&*stores.tasks, retries, files).await;
         }
     }
     if probe.stored.is_some() {

@@ -27,6 +27,8 @@
 //!   second, the states of open breakers, the decider's lease.
 //! - [`replay`]: the replays capability, [`ReplayStore`]: each replay, its saved position
 //!   (written only while it runs), the retries it made due, the runners' lease.
+//! - [`files`]: the failed-files capability, [`FilesStore`]: the files of a codebase task
+//!   that failed, kept apart from its record and removed with it; their stored form.
 //! - [`stored`]: the stored form of a task (one owner: encode, decode, render a page
 //!   without a JSON parser), used by the Redis adapter and the tools.
 //! - [`memory`]: [`MemoryStore`], the embedded default adapter (tasks, statistics, retries,
@@ -51,6 +53,7 @@ mod condition;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod error;
+pub mod files;
 pub mod memory;
 pub mod notify;
 mod port;
@@ -64,6 +67,7 @@ pub use background::Background;
 pub use breaker::BreakerStore;
 pub use condition::{StoreCondition, StoreProblem};
 pub use error::StoreError;
+pub use files::FilesStore;
 pub use memory::{MemoryConfig, MemoryJanitor, MemoryRetryQueue, MemoryStore, MemoryTrimReport};
 pub use notify::NotifyStore;
 pub use port::{FailedTaskPage, RecordOutcome, StatsStore, StatusStore, StoredPage, StoredPages};
@@ -78,6 +82,8 @@ pub use stores::{Capability, Retention, Stores};
 pub use audit::MockAuditStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use breaker::MockBreakerStore;
+#[cfg(any(test, feature = "mocks"))]
+pub use files::MockFilesStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use notify::MockNotifyStore;
 #[cfg(any(test, feature = "mocks"))]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    AuditStore, BreakerStore, NotifyStore, ReplayStore, RetryStore, StatsStore, StatusStore,
-    StoredPages,
+    AuditStore, BreakerStore, FilesStore, NotifyStore, ReplayStore, RetryStore, StatsStore,
+    StatusStore, StoredPages,
 };
 
 /// What a store can do beyond listing and reading failed tasks ([`StatusStore`], which every
@@ -33,11 +33,13 @@ pub enum Capability {
     /// Replays: paced retries of every match of a filter, their state and position
     /// ([`ReplayStore`]).
     Replays,
+    /// The files of a codebase task that failed, kept apart from its record ([`FilesStore`]).
+    Files,
 }
 
 impl Capability {
     /// Every capability, in a stable order.
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Writes,
         Capability::Statistics,
         Capability::StoredRecords,
@@ -46,10 +48,11 @@ impl Capability {
         Capability::Audit,
         Capability::Breaker,
         Capability::Replays,
+        Capability::Files,
     ];
 
     /// A short, stable label, for logs and metrics: `writes`, `statistics`, `stored_records`,
-    /// `retries`, `notifications`, `audit`, `breaker`, `replays`.
+    /// `retries`, `notifications`, `audit`, `breaker`, `replays`, `files`.
     pub fn label(self) -> &'static str {
         match self {
             Capability::Writes => "writes",
@@ -60,6 +63,7 @@ impl Capability {
             Capability::Audit => "audit",
             Capability::Breaker => "breaker",
             Capability::Replays => "replays",
+            Capability::Files => "files",
         }
     }
 }
@@ -76,6 +80,7 @@ impl fmt::Display for Capability {
             Capability::Audit => "an audit log",
             Capability::Breaker => "a retry circuit breaker",
             Capability::Replays => "replays",
+            Capability::Files => "files",
         })
     }
 }
@@ -109,6 +114,8 @@ pub struct Stores {
     pub breaker: Option<Arc<dyn BreakerStore>>,
     /// Replays, when the store keeps them.
     pub replays: Option<Arc<dyn ReplayStore>>,
+    /// The failed files of tasks, when the store keeps them.
+    pub files: Option<Arc<dyn FilesStore>>,
 }
 
 impl Stores {
@@ -126,6 +133,7 @@ impl Stores {
             audit: None,
             breaker: None,
             replays: None,
+            files: None,
         }
     }
 
@@ -188,6 +196,13 @@ impl Stores {
         self
     }
 
+    /// The same, keeping the failed files of tasks in `files` (the same store).
+    #[must_use]
+    pub fn with_files(mut self, files: Arc<dyn FilesStore>) -> Self {
+        self.files = Some(files);
+        self
+    }
+
     /// Whether the store has `capability`.
     pub fn has(&self, capability: Capability) -> bool {
         match capability {
@@ -199,6 +214,7 @@ impl Stores {
             Capability::Audit => self.audit.is_some(),
             Capability::Breaker => self.breaker.is_some(),
             Capability::Replays => self.replays.is_some(),
+            Capability::Files => self.files.is_some(),
         }
     }
 

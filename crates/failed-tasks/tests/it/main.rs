@@ -87,7 +87,8 @@ async fn the_example_runs_in_memory() {
             Capability::Notifications,
             Capability::Audit,
             Capability::Breaker,
-            Capability::Replays
+            Capability::Replays,
+            Capability::Files
         ]
     );
     let report = embed::run(&failures, "task_007").await.unwrap();

@@ -11,6 +11,7 @@ mod batch_faults;
 mod compat;
 mod conformance;
 mod faults;
+mod files;
 mod gate_faults;
 mod health;
 mod integrity;

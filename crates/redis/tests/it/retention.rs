@@ -77,11 +77,28 @@ async fn assert_no_leftovers(store: &RedisStore, url: &str, live: usize) {
     }
     // all, category, type, client, code, signature, retry state
     assert_eq!(index_entries, 7 * live as u64, "index entries left");
-    // Attempt histories only of live records.
-    for h in keys.iter().filter(|k| k.contains(":hist:")) {
-        let record = h.replace(":hist:", ":task:");
+    // Attempt histories and failed files only of live records.
+    for h in keys
+        .iter()
+        .filter(|k| k.contains(":hist:") || k.contains(":files:"))
+    {
+        let record = h.replace(":hist:", ":task:").replace(":files:", ":task:");
         assert!(keys.contains(&record), "{h} outlived its record");
     }
+}
+
+/// Store three failed files for `t`.
+async fn put_files(store: &RedisStore, t: &FailedTask) {
+    use failed_tasks_store::FilesStore;
+    let files = failed_tasks_store::conformance::files::files_of("src", 3);
+    assert!(store.put_files(t.task_id(), &files).await.unwrap());
+}
+
+/// How many tasks have failed files stored.
+async fn files_keys(store: &RedisStore, url: &str) -> usize {
+    let raw = helpers::raw(url).await;
+    let keys = helpers::keys_of(&raw, &store.config().key_prefix).await;
+    keys.iter().filter(|k| k.contains(":files:")).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +113,7 @@ async fn trims_by_age_and_archives_first() {
     for i in 0..30 {
         let t = task_at(&format!("t{i:02}"), NOW - (i as i64) * HOUR - 1, i);
         store.record(&t).await.unwrap();
+        put_files(&store, &t).await;
     }
     let report = store.trim_once(NOW).await.unwrap();
     assert!(!report.locked_out);
@@ -117,6 +135,7 @@ async fn trims_by_age_and_archives_first() {
         .unwrap()
         .is_some());
     assert_no_leftovers(&store, &server.url(), 10).await;
+    assert_eq!(files_keys(&store, &server.url()).await, 10);
     // A second run finds nothing.
     let again = store.trim_once(NOW).await.unwrap();
     assert_eq!(again.removed_by_age + again.removed_by_count, 0);
@@ -164,6 +183,7 @@ async fn trims_by_count_oldest_first() {
     for i in 0..25 {
         let t = task_at(&format!("c{i:02}"), NOW - (i as i64) * 1000, i);
         store.record(&t).await.unwrap();
+        put_files(&store, &t).await;
     }
     let report = store.trim_once(NOW).await.unwrap();
     assert_eq!(report.removed_by_count, 15);
@@ -175,6 +195,7 @@ async fn trims_by_count_oldest_first() {
     assert_eq!(ids, want);
     assert_eq!(totals, vec![10]);
     assert_no_leftovers(&store, &server.url(), 10).await;
+    assert_eq!(files_keys(&store, &server.url()).await, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

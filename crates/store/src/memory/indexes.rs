@@ -72,6 +72,9 @@ pub(super) struct Indexes {
     pub(super) resolved: HashMap<TaskId, (Timestamp, u64)>,
     pub(super) resolved_order: VecDeque<(TaskId, u64)>,
     pub(super) resolved_seq: u64,
+    /// The failed files of stored tasks ([`FilesStore`](crate::FilesStore)), apart from the
+    /// tasks the pages read; leaving with the task in `unrecord`.
+    pub(super) files: HashMap<TaskId, std::sync::Arc<failed_tasks_domain::TaskFiles>>,
 }
 
 fn insert_into<K: Hash + Eq>(map: &mut HashMap<K, BTreeSet<IndexKey>>, k: K, key: IndexKey) {
@@ -192,9 +195,11 @@ impl Indexes {
     }
 
     /// Take `id` out of every index, its group, its schedule and the due set, and (when
-    /// `uncount`) out of its minute's counters. Its history stays.
+    /// `uncount`) out of its minute's counters; its failed files leave with it (an upsert
+    /// stores the new failure's afterwards). Its history stays.
     pub(super) fn unrecord(&mut self, id: &TaskId, uncount: bool) -> Option<Unrecorded> {
         let task = self.by_id.remove(id)?;
+        self.files.remove(id);
         let key = index_key(&task);
         self.all.remove(&key);
         remove_from(&mut self.by_category, &task.error_category(), &key);

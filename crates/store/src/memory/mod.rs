@@ -6,7 +6,8 @@
 //! total is counted over that index's range, so both cost O(matches of that index), never a
 //! sort. Nothing survives a restart: this store is for development, demos and tests.
 //!
-//! It implements [`StatusStore`], [`StatsStore`] and [`RetryStore`] (not
+//! It implements [`StatusStore`], [`StatsStore`], [`RetryStore`] and
+//! [`FilesStore`](crate::FilesStore) (a map beside the indexes; not
 //! [`StoredPages`](crate::StoredPages): it keeps decoded tasks), and
 //! [`Stores::from`] claims exactly those.
 //!
@@ -60,10 +61,10 @@ mod stats;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use failed_tasks_domain::{FailedTask, ListQuery, RetryPlan, TaskId};
+use failed_tasks_domain::{FailedTask, ListQuery, RetryPlan, TaskFiles, TaskId};
 
 use crate::Retention;
-use crate::{FailedTaskPage, RecordOutcome, StatusStore, StoreError, Stores};
+use crate::{FailedTaskPage, FilesStore, RecordOutcome, StatusStore, StoreError, Stores};
 use indexes::Indexes;
 use queue::Queue;
 
@@ -200,7 +201,8 @@ impl From<Arc<MemoryStore>> for Stores {
             .with_notify(store.clone())
             .with_audit(store.clone())
             .with_breaker(store.clone())
-            .with_replays(store)
+            .with_replays(store.clone())
+            .with_files(store)
     }
 }
 
@@ -238,5 +240,25 @@ impl StatusStore for MemoryStore {
 
     async fn remove(&self, task_id: &TaskId) -> Result<bool, StoreError> {
         Ok(self.write().remove(task_id).is_some())
+    }
+}
+
+/// A map by task id beside the indexes, under the same lock; `unrecord` empties a task's
+/// entry whenever the task leaves or is recorded again.
+#[async_trait]
+impl FilesStore for MemoryStore {
+    async fn put_files(&self, task_id: &TaskId, files: &TaskFiles) -> Result<bool, StoreError> {
+        let mut indexes = self.write();
+        if !indexes.by_id.contains_key(task_id) {
+            return Ok(false);
+        }
+        indexes
+            .files
+            .insert(task_id.clone(), Arc::new(files.clone()));
+        Ok(true)
+    }
+
+    async fn files(&self, task_id: &TaskId) -> Result<Option<TaskFiles>, StoreError> {
+        Ok(self.read().files.get(task_id).map(|f| TaskFiles::clone(f)))
     }
 }

@@ -34,7 +34,8 @@ fn memory_store_claims_tasks_statistics_and_retries() {
             Capability::Notifications,
             Capability::Audit,
             Capability::Breaker,
-            Capability::Replays
+            Capability::Replays,
+            Capability::Files
         ],
         "the memory store keeps decoded tasks: no stored-JSON pages"
     );

@@ -178,3 +178,50 @@ async fn the_janitor_runs_the_trim_step_and_stops_with_its_handle() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(store.len(), 1, "a stopped janitor trims nothing");
 }
+
+/// A trimmed task's failed files leave with it, by age and by count.
+#[tokio::test]
+async fn trimmed_tasks_take_their_files() {
+    use failed_tasks_store::FilesStore;
+    let store = store(2, Duration::from_secs(3600));
+    let tasks = [
+        task(
+            "old",
+            0,
+            ErrorCategory::ServiceTimeout,
+            "embedding",
+            "c",
+            "E",
+        ),
+        task(
+            "mid",
+            10,
+            ErrorCategory::ServiceTimeout,
+            "embedding",
+            "c",
+            "E",
+        ),
+        task(
+            "new",
+            7_200_000,
+            ErrorCategory::ServiceTimeout,
+            "embedding",
+            "c",
+            "E",
+        ),
+    ];
+    for t in &tasks {
+        store.record(t).await.unwrap();
+        // "old" is trimmed by count as "new" is recorded.
+        store
+            .put_files(t.task_id(), &conformance::files::files_of("src", 3))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.files(tasks[0].task_id()).await.unwrap(), None);
+    assert!(store.files(tasks[1].task_id()).await.unwrap().is_some());
+    let report = store.trim_at(at(7_200_000));
+    assert_eq!(report.removed_by_age, 1);
+    assert_eq!(store.files(tasks[1].task_id()).await.unwrap(), None);
+    assert!(store.files(tasks[2].task_id()).await.unwrap().is_some());
+}
