@@ -18,8 +18,8 @@ use crate::reply::Reply;
 use crate::request::Call;
 use crate::wire::{
     AccessInfo, AttemptsRecorded, AuditList, BulkRetried, GateAction, GroupList, Health, Recorded,
-    Removed, ReplayAborted, ReplayCreated, ReplayList, ReplayPreview, RetryAction, RetryBreakers,
-    RetryGates, Stats, SuccessesRecorded, TaskDetail, TaskList, WireReplay,
+    Removed, ReplayAborted, ReplayCreated, ReplayDetail, ReplayList, ReplayPreview, RetryAction,
+    RetryBreakers, RetryGates, Stats, SuccessesRecorded, TaskDetail, TaskList, WireReplay,
 };
 use crate::{ingest, params};
 
@@ -943,9 +943,19 @@ pub(crate) async fn get_replay(app: &App, call: Call<'_>) -> Reply {
         Ok(id) => id,
         Err(e) => return Reply::bad_request(&e),
     };
-    match app.service.replay(&id).await {
-        Ok(r) => Reply::ok(WireReplay::from(&r)),
-        Err(QueryError::NotFound) => replay_not_found(&id),
+    let replay = match app.service.replay(&id).await {
+        Ok(r) => r,
+        Err(QueryError::NotFound) => return replay_not_found(&id),
+        Err(e) => return Reply::from_query_error(app, e),
+    };
+    match app.service.replay_outcomes(&id).await {
+        Ok(o) => Reply::ok(ReplayDetail {
+            replay: WireReplay::from(&replay),
+            tracked: o.tracked,
+            delivered: o.delivered,
+            resolved: o.resolved,
+            failed_again: o.failed_again,
+        }),
         Err(e) => Reply::from_query_error(app, e),
     }
 }

@@ -1127,6 +1127,24 @@ impl From<&failed_tasks_domain::Replay> for WireReplay {
     }
 }
 
+/// `Data` of `GET …/replays/{replayId}`: the replay and what became of the retries it made
+/// due (of the last 10,000), read from their tasks now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplayDetail {
+    /// The replay.
+    #[serde(flatten)]
+    pub replay: WireReplay,
+    /// Retries looked at for the counts below (the last 10,000 it made due).
+    pub tracked: u64,
+    /// Of those, handed to workers (no longer waiting).
+    pub delivered: u64,
+    /// Of those, tasks no longer failed (resolved, superseded or removed).
+    pub resolved: u64,
+    /// Of those, retries reported failed again.
+    pub failed_again: u64,
+}
+
 /// `Data` of `GET …/replays`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

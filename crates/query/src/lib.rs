@@ -51,6 +51,6 @@ pub use scheduler::{RetryScheduler, SchedulerConfig, SchedulerHandle, StepReport
 pub use service::{
     BreakerView, BulkRemoval, BulkRetry, Deadlines, FailTimeLimits, FailedTaskService, GateRequest,
     NotifyTargetInfo, QueryError, RecordCounters, RecordedLabels, ReplayAbort, ReplayAdvance,
-    ReplayPreview, ReplayRequest, RetryCounters, SearchPage, SearchWay, MAX_GROUPS_READ,
-    MAX_SEARCH_GROUPS, SAMPLE_TASK_IDS, WALK_BATCH,
+    ReplayOutcomes, ReplayPreview, ReplayRequest, RetryCounters, SearchPage, SearchWay,
+    MAX_GROUPS_READ, MAX_SEARCH_GROUPS, SAMPLE_TASK_IDS, WALK_BATCH,
 };

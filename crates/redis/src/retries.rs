@@ -232,7 +232,21 @@ impl Shard {
                 (MAX_ATTEMPT_HISTORY as i64 - 2).into(),
             ],
         );
-        let (value, hist) = tokio::join!(get, hist);
+        let due = conn.cmd::<Value>(
+            "reading a task's due entry",
+            "ZSCORE",
+            vec![k.due().into(), task_id.as_str().into()],
+        );
+        let parked = conn.cmd::<i64>(
+            "reading a task's parked retry",
+            "HEXISTS",
+            vec![
+                format!("{}:retry:parked", k.prefix()).into(),
+                task_id.as_str().into(),
+            ],
+        );
+        let (value, hist, due, parked) = tokio::join!(get, hist, due, parked);
+        let waiting = !matches!(due?, Value::Null) || parked? == 1;
         let (status, newest) = match value_text(value?) {
             None => return Ok(None),
             Some(Err(_)) => {
@@ -269,7 +283,11 @@ impl Shard {
                 parsed
             }))
             .collect();
-        Ok(Some(RetryDetails { status, attempts }))
+        Ok(Some(RetryDetails {
+            status,
+            attempts,
+            waiting,
+        }))
     }
 
     /// One `deliver` script call: lock check (or renewal), then up to `max` due entries

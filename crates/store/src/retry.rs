@@ -97,6 +97,9 @@ pub struct RetryDetails {
     /// At most [`MAX_ATTEMPT_HISTORY`](failed_tasks_domain::scheduling::MAX_ATTEMPT_HISTORY)
     /// failed attempts, newest first.
     pub attempts: Vec<AttemptRecord>,
+    /// Whether its scheduled retry still waits to be handed to workers (in the due set, or
+    /// parked by a gate); `false` once delivered, and when none is scheduled.
+    pub waiting: bool,
 }
 
 /// What one [`RetryStore::deliver_due`] call did.

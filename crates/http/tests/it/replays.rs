@@ -151,6 +151,11 @@ async fn a_replay_is_made_followed_aborted_and_audited() {
         (r["State"].clone(), r["Scheduled"].clone()),
         (json!("running"), json!(20))
     );
+    // Made due, not handed out yet: none delivered.
+    assert_eq!(
+        (r["Tracked"].clone(), r["Delivered"].clone()),
+        (json!(20), json!(0))
+    );
     assert_eq!(runner.step(at(2_000)).await.unwrap().scheduled, 10);
     let r = replay(&server, &id).await;
     assert_eq!(r["State"], "done");
@@ -173,6 +178,50 @@ async fn a_replay_is_made_followed_aborted_and_audited() {
         .map(|d| d.request.task_id.to_string())
         .collect();
     assert_eq!((c1.len(), claimed.len()), (30, 35));
+    // Handed out: all 30 delivered. Then the workers report: 10 resolved, 5 failed again.
+    let r = replay(&server, &id).await;
+    assert_eq!(
+        [
+            &r["Tracked"],
+            &r["Delivered"],
+            &r["Resolved"],
+            &r["FailedAgain"]
+        ],
+        [&json!(30), &json!(30), &json!(0), &json!(0)]
+    );
+    let mine: Vec<_> = claimed
+        .iter()
+        .filter(|d| d.request.client_id.as_str() == "c1")
+        .collect();
+    for d in &mine[..10] {
+        service
+            .resolve(&d.request.task_id, at(3_000))
+            .await
+            .unwrap();
+    }
+    for d in &mine[10..15] {
+        let mut again = failed_tasks_store::StatusStore::get(&*store, &d.request.task_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_parts();
+        again.retry_count = d.request.attempt;
+        again.fail_time = at(3_000);
+        service
+            .record_failure(&failed_tasks_domain::FailedTask::new(again).unwrap())
+            .await
+            .unwrap();
+    }
+    let r = replay(&server, &id).await;
+    assert_eq!(
+        [
+            &r["Tracked"],
+            &r["Delivered"],
+            &r["Resolved"],
+            &r["FailedAgain"]
+        ],
+        [&json!(30), &json!(30), &json!(10), &json!(5)]
+    );
 
     // Ended: an abort is 409.
     let a = delete(&server, &format!("/admin/replays/{id}")).await;

@@ -50,7 +50,9 @@ pub use fail_times::FailTimeLimits;
 pub use gates::GateRequest;
 pub use guards::Deadlines;
 pub use notify::NotifyTargetInfo;
-pub use replays::{ReplayAbort, ReplayAdvance, ReplayPreview, ReplayRequest, SAMPLE_TASK_IDS};
+pub use replays::{
+    ReplayAbort, ReplayAdvance, ReplayOutcomes, ReplayPreview, ReplayRequest, SAMPLE_TASK_IDS,
+};
 pub use search::{SearchPage, SearchWay, MAX_GROUPS_READ, MAX_SEARCH_GROUPS, WALK_BATCH};
 
 /// The use cases over one store, through the capabilities it has ([`Stores`]): what needs a

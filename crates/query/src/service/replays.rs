@@ -23,6 +23,20 @@ const WALK_PAGE: u32 = 500;
 /// Retries an abort cancels at once.
 const CANCEL_CONCURRENCY: usize = 16;
 
+/// What became of the retries a replay made due (of the last [`MAX_TRACKED_SCHEDULED`]),
+/// read from each task's retry status when asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplayOutcomes {
+    /// Retries looked at (the kept ones).
+    pub tracked: u64,
+    /// Handed to workers: no longer waiting (resolved, failed again, or being run).
+    pub delivered: u64,
+    /// Of those, tasks that are no longer failed (resolved, superseded or removed).
+    pub resolved: u64,
+    /// Of those, retries reported failed again (the task failed at that attempt or later).
+    pub failed_again: u64,
+}
+
 /// A replay as a caller asks for it (validated parts; the use case adds the id, the times
 /// and the count).
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +224,61 @@ impl FailedTaskService {
         self.checked(store.replay_get(id))
             .await?
             .ok_or(QueryError::NotFound)
+    }
+
+    /// What became of the retries replay `id` made due, from each one's task now (see
+    /// [`ReplayOutcomes`]); within the request deadline.
+    pub async fn replay_outcomes(&self, id: &ReplayId) -> Result<ReplayOutcomes, QueryError> {
+        let store = self.replay_store()?;
+        let retries = self.retry_store()?.clone();
+        let made = self
+            .checked(store.replay_scheduled(id, MAX_TRACKED_SCHEDULED))
+            .await?;
+        let work = async {
+            let each = futures_util::stream::iter(made)
+                .map(|r: ScheduledRetry| {
+                    let retries = retries.clone();
+                    async move {
+                        let mut o = ReplayOutcomes {
+                            tracked: 1,
+                            ..ReplayOutcomes::default()
+                        };
+                        match retries.retry_details(&r.task_id).await? {
+                            None => {
+                                o.delivered = 1;
+                                o.resolved = 1;
+                            }
+                            Some(d) => {
+                                let failed_at = d.attempts.first().map_or(0, |a| a.attempt);
+                                if failed_at >= r.attempt {
+                                    o.delivered = 1;
+                                    o.failed_again = 1;
+                                } else if matches!(
+                                    d.status,
+                                    RetryStatus::Scheduled(next) if next.attempt == r.attempt
+                                ) && !d.waiting
+                                {
+                                    o.delivered = 1;
+                                }
+                            }
+                        }
+                        Ok::<ReplayOutcomes, failed_tasks_store::StoreError>(o)
+                    }
+                })
+                .buffer_unordered(CANCEL_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            let mut sum = ReplayOutcomes::default();
+            for o in each {
+                let o = o?;
+                sum.tracked += o.tracked;
+                sum.delivered += o.delivered;
+                sum.resolved += o.resolved;
+                sum.failed_again += o.failed_again;
+            }
+            Ok(sum)
+        };
+        self.checked(work).await
     }
 
     /// The most recent replays, newest first, at most `max` (at most

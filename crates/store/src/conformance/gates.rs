@@ -98,6 +98,7 @@ pub async fn hold_and_release(store: &dyn Both, queue: &dyn RetryQueue) {
         d.status.next().map(|n| (n.attempt, n.due)),
         Some((3, at(10_000)))
     );
+    assert!(d.waiting, "a held retry still waits");
     // Cancel takes one out of the gate; retry now makes one due now (held again next step).
     let e1 = TaskId::parse("e01").unwrap();
     assert_eq!(

@@ -208,8 +208,19 @@ pub async fn delivered_once_when_due(store: &dyn Both, queue: &dyn RetryQueue) {
     assert_eq!(d.scheduled_by, ScheduledBy::Policy);
     assert_eq!(d.error_category, ErrorCategory::ServiceTimeout);
     assert_eq!(d.codebase_path.as_str(), "/projects/client1");
-    // Delivered tasks stay listed as scheduled, with the due time they had.
+    // Delivered tasks stay listed as scheduled, with the due time they had; they no longer
+    // wait, the others do.
     assert_eq!(status(store, "d05").await.next_retry_at(), Some(at(15_000)));
+    let waiting = |id: &'static str| async move {
+        store
+            .retry_details(&TaskId::parse(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .waiting
+    };
+    assert!(!waiting("d05").await);
+    assert!(waiting("d40").await);
     let g = store.retry_gauges(at(39_000)).await.unwrap();
     assert_eq!((g.scheduled, g.due), (29, 0));
     // The rest, later.

@@ -248,6 +248,7 @@ impl RetryStore for MemoryStore {
                 .get(task_id)
                 .map(|h| h.iter().cloned().collect())
                 .unwrap_or_default(),
+            waiting: indexes.due_of.contains_key(task_id),
         }))
     }
 
