@@ -41,6 +41,7 @@ mod child;
 mod data;
 mod load;
 mod memory;
+mod notify;
 mod pages;
 mod raw;
 mod recording;
@@ -107,6 +108,10 @@ struct Flags {
     /// without gates, lag, a limit gate's rate).
     #[arg(long)]
     only_retries: bool,
+    /// Run only the notification figure (phase 9: recording with two notification targets
+    /// and a receiver, against recording without).
+    #[arg(long)]
+    only_notify: bool,
     /// Internal: run one of the servers under test (started by the bench itself).
     #[arg(long, value_enum, hide = true)]
     serve_child: Option<Kind>,
@@ -185,6 +190,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if flags.only_retries {
         b.retries().await?;
+        return b.report(flags.json.as_deref());
+    }
+    if flags.only_notify {
+        b.notify_cost().await?;
         return b.report(flags.json.as_deref());
     }
     b.record_one_at_a_time().await?;

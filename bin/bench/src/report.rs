@@ -199,6 +199,12 @@ pub const TARGETS: &[Target] = &[
         what: "the same with 100 retry gates, none matching",
     },
     Target {
+        key: "records_per_s_notify_ratio",
+        op: Op::AtLeast,
+        bound: 0.95,
+        what: "recording with two notification targets (receiver answering) / without",
+    },
+    Target {
         key: "limit_gate_rate_error",
         op: Op::AtMost,
         bound: 0.05,
