@@ -22,6 +22,8 @@ pub struct HttpConfig {
     pub body_read_timeout: Duration,
     /// Largest accepted request body, in bytes (413 beyond).
     pub max_body_bytes: u64,
+    /// Most files one recorded failure may list (`Files`; 413 beyond): 10,000 by default.
+    pub max_failed_files: usize,
     /// Largest accepted request head, in bytes (431 beyond).
     pub max_header_bytes: usize,
     /// Most connections served at once. At the cap, a new connection closes the connection
@@ -70,6 +72,7 @@ impl Default for HttpConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             max_body_bytes: 1024 * 1024,
+            max_failed_files: failed_tasks_domain::DEFAULT_MAX_FAILED_FILES,
             max_header_bytes: 16 * 1024,
             max_connections: 4096,
             idle_timeout: Duration::from_secs(10),

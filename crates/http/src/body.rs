@@ -61,6 +61,8 @@ pub(crate) enum Items {
     Tasks = 0,
     /// Failure groups.
     Groups = 1,
+    /// The failed files of a task.
+    Files = 2,
 }
 
 /// The size of one item in an answer before any was measured: about the largest task the
@@ -75,7 +77,7 @@ pub(crate) struct Budget {
     connection_cap: u32,
     gauge: Gauge,
     /// Learned bytes per item of each [`Items`] kind in recent answers (0: none yet).
-    per_item: [AtomicUsize; 2],
+    per_item: [AtomicUsize; 3],
 }
 
 impl Budget {
@@ -86,7 +88,11 @@ impl Budget {
             overall_cap,
             connection_cap: cap(per_connection),
             gauge,
-            per_item: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            per_item: [
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+            ],
         }
     }
 

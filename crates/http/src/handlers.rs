@@ -17,9 +17,10 @@ use crate::body::{Items, Payload};
 use crate::reply::Reply;
 use crate::request::Call;
 use crate::wire::{
-    AccessInfo, AttemptsRecorded, AuditList, BulkRetried, GateAction, GroupList, Health, Recorded,
-    Removed, ReplayAborted, ReplayCreated, ReplayDetail, ReplayList, ReplayPreview, RetryAction,
-    RetryBreakers, RetryGates, Stats, SuccessesRecorded, TaskDetail, TaskList, WireReplay,
+    AccessInfo, AttemptsRecorded, AuditList, BulkRetried, FileList, GateAction, GroupList, Health,
+    Recorded, Removed, ReplayAborted, ReplayCreated, ReplayDetail, ReplayList, ReplayPreview,
+    RetryAction, RetryBreakers, RetryGates, Stats, SuccessesRecorded, TaskDetail, TaskList,
+    WireReplay,
 };
 use crate::{ingest, params};
 
@@ -133,7 +134,16 @@ pub(crate) async fn get_failed(app: &App, call: Call<'_>) -> Reply {
     };
     match app.service.get_failed_with_retries(&id).await {
         Ok((task, details)) => {
-            Reply::ok(TaskDetail::new(&task, &details, app.service.retry_policy()))
+            let failed_files = match app.service.failed_files_count(&id).await {
+                Ok(n) => n,
+                Err(e) => return Reply::from_query_error(app, e),
+            };
+            Reply::ok(TaskDetail::new(
+                &task,
+                &details,
+                app.service.retry_policy(),
+                failed_files,
+            ))
         }
         Err(QueryError::NotFound) => Reply::error(
             StatusCode::NOT_FOUND,
@@ -142,6 +152,28 @@ pub(crate) async fn get_failed(app: &App, call: Call<'_>) -> Reply {
         ),
         Err(e) => Reply::from_query_error(app, e),
     }
+}
+
+/// `GET /codebase-embedder/api/v1/tasks/failed/{taskId}/files`: one page of the task's
+/// failed files, by path, with counts per error code.
+pub(crate) async fn failed_files(app: &App, call: Call<'_>) -> Reply {
+    let id = match task_id(call.param) {
+        Ok(id) => id,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    let q = match params::files_query(call.query, app.config.page_limits) {
+        Ok(q) => q,
+        Err(e) => return Reply::bad_request(&e),
+    };
+    let items = q.page_size.get() as usize;
+    paged(app, Items::Files, items, async {
+        match app.service.failed_files(&id, &q).await {
+            Ok(page) => (Reply::ok(FileList::from(&page)), page.files.len()),
+            Err(QueryError::NotFound) => (not_found(&id), 0),
+            Err(e) => (Reply::from_query_error(app, e), 0),
+        }
+    })
+    .await
 }
 
 /// `GET /codebase-embedder/api/v1/access`: the presented token's name, role and client, so
@@ -239,10 +271,18 @@ pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
     if let Err(e) = params::no_params(query) {
         return Reply::bad_request(&e);
     }
-    let tasks = match ingest::parse_tasks(body) {
+    let parsed = match ingest::parse_tasks(body) {
         Ok(tasks) => tasks,
         Err(e) => return Reply::bad_body(&e),
     };
+    if let Some((field, e)) = ingest::too_many_files(&parsed, app.config.max_failed_files) {
+        return Reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            413,
+            format!("invalid body: {field}: {e} (setting max_failed_files)"),
+        );
+    }
+    let (tasks, files): (Vec<_>, Vec<_>) = parsed.into_iter().unzip();
     if let Some(token) = call.caller.filter(|t| t.client().is_some()) {
         if let Some(other) = tasks.iter().find(|t| Some(t.client_id()) != token.client()) {
             return Reply::error(
@@ -258,7 +298,7 @@ pub(crate) async fn record_tasks(app: &App, call: Call<'_>) -> Reply {
             );
         }
     }
-    match app.service.record_failures(&tasks).await {
+    match app.service.record_failures_with_files(&tasks, &files).await {
         Ok(outcomes) => {
             let created = outcomes
                 .iter()

@@ -2,14 +2,15 @@
 //! so every error names the field (and the item) that is wrong.
 
 use failed_tasks_domain::{
-    ErrorCategory, FailedTask, NewFailedTask, TaskType, Timestamp, ValidationError,
+    ErrorCategory, FailedTask, FilesError, NewFailedFile, NewFailedTask, TaskFiles, TaskType,
+    Timestamp, ValidationError,
 };
 use serde_json::{Map, Value};
 
 /// Most tasks accepted in one request.
 pub const MAX_BATCH: usize = 1000;
 
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 13] = [
     "TaskId",
     "TaskType",
     "ClientId",
@@ -21,12 +22,82 @@ const FIELDS: [&str; 11] = [
     "RetryCount",
     "ProcessedFiles",
     "ErrorCategory",
+    "FailedFiles",
+    "Files",
 ];
 
+/// The fields of one entry of `Files`.
+const FILE_FIELDS: [&str; 4] = ["Path", "Operation", "ErrorCode", "ErrorMessage"];
+
+/// One recorded failure as a body carries it: the task and the files that failed, if it
+/// names them (`FailedFiles`, `Files`).
+pub type TaskWithFiles = (FailedTask, Option<TaskFiles>);
+
 /// Parse a body holding one task object or an array of 1..=1000 of them. All or nothing:
-/// the first invalid item rejects the whole body.
-pub fn parse_tasks(body: &[u8]) -> Result<Vec<FailedTask>, ValidationError> {
-    one_or_many(body, "task", parse_task)
+/// the first invalid item rejects the whole body. The number of `Files` of a task is not
+/// limited here: [`too_many_files`] checks it against the setting (a 413).
+pub fn parse_tasks(body: &[u8]) -> Result<Vec<TaskWithFiles>, ValidationError> {
+    one_or_many(body, "task", |obj| {
+        Ok((parse_task(obj)?, parse_files(obj)?))
+    })
+}
+
+/// The first task of `tasks` listing more than `limit` files, as the error that names the
+/// limit (`[2].Files` in a batch).
+pub fn too_many_files(tasks: &[TaskWithFiles], limit: usize) -> Option<(String, FilesError)> {
+    tasks.iter().enumerate().find_map(|(i, (_, f))| {
+        let got = f.as_ref()?.files()?.len();
+        let field = if tasks.len() == 1 {
+            "Files".to_owned()
+        } else {
+            format!("[{i}].Files")
+        };
+        (got > limit).then_some((field, FilesError::TooMany { got, limit }))
+    })
+}
+
+/// `FailedFiles` and `Files` of one task object; `None` when it has neither.
+fn parse_files(obj: &Map<String, Value>) -> Result<Option<TaskFiles>, ValidationError> {
+    let count = count(obj, "FailedFiles", u64::MAX)?;
+    let files = match obj.get("Files") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| parse_file(i, item))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(ValidationError::new("Files", "must be an array of files")),
+    };
+    TaskFiles::new(count, files, usize::MAX, "").map_err(|e| match e {
+        FilesError::Invalid(e) => e,
+        // No limit here: the caller checks it.
+        other @ FilesError::TooMany { .. } => ValidationError::new("Files", other.to_string()),
+    })
+}
+
+fn parse_file(i: usize, item: &Value) -> Result<NewFailedFile, ValidationError> {
+    let at = |name: &str| format!("Files[{i}].{name}");
+    let Value::Object(obj) = item else {
+        return Err(ValidationError::new(
+            format!("Files[{i}]"),
+            "must be a file object",
+        ));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !FILE_FIELDS.contains(&k.as_str())) {
+        return Err(ValidationError::new(
+            at(unknown),
+            format!("unknown field; known ones are {}", FILE_FIELDS.join(", ")),
+        ));
+    }
+    let field = |name: &str| text(obj, name).map_err(|e| e.for_field(at(name)));
+    Ok(NewFailedFile {
+        path: field("Path")?.ok_or_else(|| missing(&at("Path")))?,
+        operation: field("Operation")?.ok_or_else(|| missing(&at("Operation")))?,
+        error_code: field("ErrorCode")?.ok_or_else(|| missing(&at("ErrorCode")))?,
+        error_message: field("ErrorMessage")?.unwrap_or_default(),
+    })
 }
 
 /// A body holding one `noun` object or an array of 1..=[`MAX_BATCH`] of them, each read by
@@ -374,7 +445,8 @@ mod tests {
     fn one_task_with_defaults() {
         let tasks = parse_tasks(GOOD.as_bytes()).unwrap();
         assert_eq!(tasks.len(), 1);
-        let t = &tasks[0];
+        let (t, files) = &tasks[0];
+        assert_eq!(files, &None);
         assert_eq!(t.start_time(), t.fail_time());
         assert_eq!(t.error_category(), ErrorCategory::ServiceTimeout);
         assert_eq!(t.retry_count(), 0);
@@ -417,6 +489,38 @@ mod tests {
             (
                 r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","Extra":1}"#,
                 "Extra",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","Files":[{"Path":"a","Operation":"add","ErrorCode":"E"},{"Path":"b","Operation":"rename","ErrorCode":"E"}]}"#,
+                "Files[1].Operation",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","Files":[{"Path":"","Operation":"add","ErrorCode":"E"}]}"#,
+                "Files[0].Path",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","Files":[{"Path":"a","Operation":"add","ErrorCode":"E"},{"Path":"a","Operation":"add","ErrorCode":"E"}]}"#,
+                "Files[1].Path",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","Files":[{"Path":7,"Operation":"add","ErrorCode":"E"}]}"#,
+                "Files[0].Path",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","Files":[{"Path":"a","Operation":"add"}]}"#,
+                "Files[0].ErrorCode",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","Files":[{"Path":"a","Operation":"add","ErrorCode":"E","Size":1}]}"#,
+                "Files[0].Size",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","FailedFiles":0,"Files":[{"Path":"a","Operation":"add","ErrorCode":"E"}]}"#,
+                "FailedFiles",
+            ),
+            (
+                r#"{"TaskId":"t","TaskType":"x","ClientId":"c","FailTime":"2025-01-24T09:15:00Z","ErrorCode":"E","Files":{}}"#,
+                "Files",
             ),
         ];
         for (body, field) in table {

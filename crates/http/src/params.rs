@@ -193,6 +193,41 @@ pub fn group_query(query: Option<&str>, limits: PageLimits) -> Result<GroupQuery
     Ok(q)
 }
 
+/// Parse the query string of a task's failed files: `pageSize`, `cursor`, `errorCode`,
+/// each at most once.
+pub fn files_query(
+    query: Option<&str>,
+    limits: PageLimits,
+) -> Result<failed_tasks_domain::FilesQuery, ValidationError> {
+    use failed_tasks_domain::{ErrorCode, FilesCursor, FilesQuery};
+    let mut q = FilesQuery {
+        page_size: limits.default_size(),
+        after: None,
+        error_code: None,
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (name, value) in pairs(query)? {
+        if seen.contains(&name) {
+            return Err(ValidationError::new(name, "is given more than once"));
+        }
+        match name.as_str() {
+            "pageSize" => q.page_size = PageSize::parse(&value, limits)?,
+            "cursor" => q.after = Some(FilesCursor::decode(&value)?),
+            "errorCode" => {
+                q.error_code = Some(ErrorCode::parse(value).map_err(|e| e.for_field("errorCode"))?)
+            }
+            _ => {
+                return Err(ValidationError::new(
+                    name,
+                    "unknown parameter; known ones are pageSize, cursor, errorCode",
+                ))
+            }
+        }
+        seen.push(name);
+    }
+    Ok(q)
+}
+
 /// Parse the audit log's query string: `since`, `until`, `actor`, `action`, `pageSize`,
 /// `cursor`.
 pub fn audit_query(query: Option<&str>, limits: PageLimits) -> Result<AuditQuery, ValidationError> {

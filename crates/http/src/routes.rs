@@ -143,6 +143,13 @@ pub static ROUTES: &[Route] = &[
         endpoints: &[endpoint!("GET", None, handlers::get_failed, Task)],
     },
     Route {
+        template: "/codebase-embedder/api/v1/tasks/failed/{taskId}/files",
+        name: "failed_files",
+        documented: true,
+        access: Access::Role(Role::Read),
+        endpoints: &[endpoint!("GET", None, handlers::failed_files, Task)],
+    },
+    Route {
         template: "/codebase-embedder/api/v1/admin/failed-tasks",
         name: "admin_tasks",
         documented: true,

@@ -179,14 +179,104 @@ pub struct TaskDetail {
     /// Its last failed attempts (at most 20), newest first; empty when the store keeps none.
     #[serde(rename = "Attempts")]
     pub attempts: Vec<WireAttempt>,
+    /// How many of the codebase's files failed (`FailedFiles` as recorded; 0 when the
+    /// failure named none). The files themselves: `GET …/tasks/failed/{taskId}/files`.
+    #[serde(rename = "FailedFiles", default)]
+    pub failed_files: u64,
 }
 
 impl TaskDetail {
-    /// The detail of `t` with its retry `details`.
-    pub fn new(t: &FailedTask, details: &RetryDetails, policy: &RetryPolicy) -> Self {
+    /// The detail of `t` with its retry `details` and its count of failed files.
+    pub fn new(
+        t: &FailedTask,
+        details: &RetryDetails,
+        policy: &RetryPolicy,
+        failed_files: u64,
+    ) -> Self {
         Self {
             task: WireTask::new(t, &details.status, policy),
             attempts: details.attempts.iter().map(WireAttempt::from).collect(),
+            failed_files,
+        }
+    }
+}
+
+/// One failed file of a task on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireFile {
+    /// Its path in the codebase.
+    #[serde(rename = "Path")]
+    pub path: String,
+    /// `add`, `modify` or `delete`.
+    #[serde(rename = "Operation")]
+    pub operation: String,
+    /// Machine-readable error code.
+    #[serde(rename = "ErrorCode")]
+    pub error_code: String,
+    /// Human-readable error text.
+    #[serde(rename = "ErrorMessage")]
+    pub error_message: String,
+}
+
+/// How many listed files have one error code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCodeCount {
+    /// The error code.
+    #[serde(rename = "ErrorCode")]
+    pub error_code: String,
+    /// Listed files with it.
+    #[serde(rename = "Count")]
+    pub count: u64,
+}
+
+/// `Data` of `GET /tasks/failed/{taskId}/files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileList {
+    /// How many of the codebase's files failed, as recorded (may exceed the files listed).
+    #[serde(rename = "FailedFiles")]
+    pub failed_files: u64,
+    /// How many files the failure listed.
+    #[serde(rename = "ListedFiles")]
+    pub listed_files: u64,
+    /// How many listed files match `errorCode` (all of them without it), over all pages.
+    #[serde(rename = "TotalFiles")]
+    pub total_files: u64,
+    /// This page, by path.
+    #[serde(rename = "Files")]
+    pub files: Vec<WireFile>,
+    /// The cursor of the next page, or `null` on the last page.
+    #[serde(rename = "NextCursor")]
+    pub next_cursor: Option<String>,
+    /// Listed files per error code, by code (all listed files, whatever `errorCode`).
+    #[serde(rename = "ErrorCodes")]
+    pub error_codes: Vec<WireCodeCount>,
+}
+
+impl From<&failed_tasks_domain::FilesPage> for FileList {
+    fn from(p: &failed_tasks_domain::FilesPage) -> Self {
+        Self {
+            failed_files: p.failed_files,
+            listed_files: p.listed,
+            total_files: p.matched,
+            files: p
+                .files
+                .iter()
+                .map(|f| WireFile {
+                    path: f.path.as_str().to_owned(),
+                    operation: f.operation.as_str().to_owned(),
+                    error_code: f.error_code.as_str().to_owned(),
+                    error_message: f.error_message.as_str().to_owned(),
+                })
+                .collect(),
+            next_cursor: p.next_cursor.as_ref().map(|c| c.encode()),
+            error_codes: p
+                .by_error_code
+                .iter()
+                .map(|(c, n)| WireCodeCount {
+                    error_code: c.as_str().to_owned(),
+                    count: *n,
+                })
+                .collect(),
         }
     }
 }

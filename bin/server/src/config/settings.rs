@@ -158,6 +158,11 @@ pub static SETTINGS: &[&dyn Setting] = &[
         |s| &mut s.http.max_body_bytes,
     ),
     &Field::new(
+        "max_failed_files",
+        "Most files one recorded failure may list (Files), 413 beyond",
+        |s| &mut s.http.max_failed_files,
+    ),
+    &Field::new(
         "max_header_bytes",
         "Largest accepted request head in bytes, 431 beyond",
         |s| &mut s.http.max_header_bytes,

@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod conns;
 mod export;
+mod files;
 mod gates;
 mod groups;
 mod helpers;

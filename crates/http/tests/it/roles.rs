@@ -82,6 +82,7 @@ fn matrix() -> Vec<(Method, String, Role)> {
             Role::Read,
         ),
         (Method::GET, format!("{failed}/t1"), Role::Read),
+        (Method::GET, format!("{failed}/t1/files"), Role::Read),
         (
             Method::GET,
             format!("{BASE}/tasks/failed-stats?window=1h"),

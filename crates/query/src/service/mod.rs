@@ -8,6 +8,7 @@
 //! - `fail_times`: [`FailTimeLimits`] (clock skew, retention)
 //! - `counters`: [`RecordCounters`] and [`RetryCounters`] for the metrics
 //! - `tasks`: list, get, record, remove
+//! - `files`: the failed files of codebase tasks: recorded with their failure, paged
 //! - `bulk`: remove or retry every match of a filter ([`BulkRemoval`], [`BulkRetry`])
 //! - `retries`: the retry policy, retry now, cancel, resolve, deliver due
 //! - `search`: the text filters `q` and `pathPrefix` ([`SearchPage`], [`SearchWay`])
@@ -23,6 +24,7 @@ mod bulk;
 mod counters;
 mod error;
 mod fail_times;
+mod files;
 mod gates;
 mod guards;
 mod health;
