@@ -74,7 +74,8 @@ pub use query::{Cursor, ListQuery, PageLimits, PageSize, SortKey, TaskFilter};
 pub use replay::{Replay, ReplayId, ReplayPace, ReplayProgress, ReplayState};
 pub use retry::{GiveUpReason, JitterRng, RetryConfig, RetryDecision, RetryPolicy};
 pub use scheduling::{
-    AttemptRecord, NextRetry, RetryPlan, RetryRequest, RetryState, RetryStatus, ScheduledBy,
+    AttemptRecord, NextRetry, RetryFiles, RetryPlan, RetryRequest, RetryState, RetryStatus,
+    ScheduledBy,
 };
 pub use search::{PathPrefix, SearchText};
 pub use signature::{normalise_message, ErrorPattern, ErrorSignature};

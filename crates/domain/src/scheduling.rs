@@ -247,10 +247,29 @@ pub struct RetryRequest {
     pub due_at: Timestamp,
     /// Who scheduled it.
     pub scheduled_by: ScheduledBy,
+    /// The files of the codebase that failed, when the failure named them: a worker
+    /// re-embeds only those (`None`: the failure named no files, retry the whole task).
+    pub files: Option<RetryFiles>,
+}
+
+/// The failed files a retry carries: how many, and which, inline (at most a few) or where
+/// to read them (`FilesKey`, the store's key of the task's files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryFiles {
+    /// How many of the codebase's files failed (`FailedFiles`).
+    pub failed_files: u64,
+    /// Their paths, when the retry carries them inline (at most the store's inline limit),
+    /// by path.
+    pub paths: Option<Vec<String>>,
+    /// Where the list is (the Redis store: `PREFIX:files:ID`, the stored form of
+    /// `failed_tasks_store::files`), when the paths are not inline and the failure listed
+    /// files; read the page API (`GET …/tasks/failed/{taskId}/files`) or the key.
+    pub files_key: Option<String>,
 }
 
 impl RetryRequest {
-    /// The request for `task`'s scheduled retry `next`.
+    /// The request for `task`'s scheduled retry `next` (without files: the store adds those
+    /// it keeps).
     pub fn for_task(task: &FailedTask, next: &NextRetry) -> Self {
         Self {
             task_id: task.task_id().clone(),
@@ -262,6 +281,7 @@ impl RetryRequest {
             error_category: task.error_category(),
             due_at: next.due,
             scheduled_by: next.by,
+            files: None,
         }
     }
 

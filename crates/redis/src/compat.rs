@@ -20,6 +20,7 @@
 //! | `ErrorCategory` | `system_error` |
 //! | `ErrorMessage` | says the cause is not recorded by the original service |
 //! | `RetryCount` | 0 |
+//! | failed files (`GET …/tasks/failed/{taskId}/files`, `FailedFiles`) | the `fileList` entries whose `status` is `failed` (case-insensitive), each path once; `operate` `add`/`create`/`new` → `add`, `delete`/`remove` → `delete`, anything else → `modify`; `ErrorCode` `UNKNOWN`, no message |
 //!
 //! # Cost
 //! There is no index: every `list` walks the keyspace with `SCAN MATCH prefix* COUNT n`
@@ -34,9 +35,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use failed_tasks_domain::{
-    Cursor, ErrorCategory, FailedTask, ListQuery, NewFailedTask, TaskId, Timestamp,
+    Cursor, ErrorCategory, ErrorCode, ErrorMessage, FailedFile, FailedTask, FileOperation,
+    FilePath, ListQuery, NewFailedTask, TaskFiles, TaskId, Timestamp, DEFAULT_MAX_FAILED_FILES,
 };
-use failed_tasks_store::{FailedTaskPage, RecordOutcome, StatusStore, StoreError, Stores};
+use failed_tasks_store::{
+    FailedTaskPage, FilesStore, RecordOutcome, StatusStore, StoreError, Stores,
+};
 use fred::prelude::ClientLike;
 use fred::types::scan::Scanner;
 use fred::types::Value;
@@ -93,6 +97,66 @@ struct GoStatus {
 struct GoFile {
     #[serde(default)]
     status: Option<serde_json::Value>,
+    #[serde(default)]
+    path: Option<serde_json::Value>,
+    #[serde(default)]
+    operate: Option<serde_json::Value>,
+}
+
+/// The operation of a Go `operate` value: `add`/`create`/`new` are added, `delete`/`remove`
+/// deleted, anything else (`modify`, `update`, unknown) modified: re-embedding is what a
+/// retry of it does.
+fn operation_of(operate: Option<&serde_json::Value>) -> FileOperation {
+    let text = match operate {
+        Some(serde_json::Value::String(s)) => s.to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    match text.as_str() {
+        "add" | "create" | "new" | "added" | "created" => FileOperation::Add,
+        "delete" | "remove" | "deleted" | "removed" => FileOperation::Delete,
+        _ => FileOperation::Modify,
+    }
+}
+
+/// The failed files of a Go record: the `fileList` entries whose `status` is `failed`
+/// (case-insensitive), each path once (the first entry wins; an entry without a usable path
+/// is skipped), with error code `UNKNOWN` and no message (the Go service records neither),
+/// at most [`DEFAULT_MAX_FAILED_FILES`] listed; `FailedFiles` counts them all. `None` when
+/// the record is not a failure or names no failed file.
+fn failed_files_of(status: &GoStatus) -> Option<TaskFiles> {
+    if !status.process.eq_ignore_ascii_case("failed") {
+        return None;
+    }
+    let failed: Vec<&GoFile> = status
+        .file_list
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter(|f| matches!(&f.status, Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("failed")))
+        .collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let code = ErrorCode::parse("UNKNOWN").ok()?;
+    let message = ErrorMessage::parse("").ok()?;
+    let mut seen = std::collections::HashSet::new();
+    let files: Vec<FailedFile> = failed
+        .iter()
+        .filter_map(|f| {
+            let Some(serde_json::Value::String(p)) = &f.path else {
+                return None;
+            };
+            let path = FilePath::parse("path", p.as_str()).ok()?;
+            seen.insert(p.clone()).then(|| FailedFile {
+                path,
+                operation: operation_of(f.operate.as_ref()),
+                error_code: code.clone(),
+                error_message: message.clone(),
+            })
+        })
+        .take(DEFAULT_MAX_FAILED_FILES)
+        .collect();
+    Some(TaskFiles::from_valid(failed.len() as u64, Some(files)))
 }
 
 const DONE_STATUSES: &[&str] = &[
@@ -354,10 +418,48 @@ impl StatusStore for CompatStore {
     }
 }
 
-/// The compat source's capabilities: reading failed tasks only (it is read-only; the Go
-/// service keeps no statistics, groups or retries, and its records are not in the wire form).
+/// The failed files of a Go record, read from its `fileList` (see [`failed_files_of`]); it
+/// stores none.
+#[async_trait]
+impl FilesStore for CompatStore {
+    async fn put_files(&self, _task_id: &TaskId, _files: &TaskFiles) -> Result<bool, StoreError> {
+        Err(StoreError::Rejected(
+            "compat source is read-only".to_owned(),
+        ))
+    }
+
+    async fn files(&self, task_id: &TaskId) -> Result<Option<TaskFiles>, StoreError> {
+        let key = format!("{}{}", self.config.key_prefix, task_id);
+        let mut read = self.read_group(std::slice::from_ref(&key)).await?;
+        let Some((value, _)) = read.pop() else {
+            return Ok(None);
+        };
+        match value_text(value) {
+            None => Ok(None),
+            Some(Err(_)) => Err(StoreError::Corrupt {
+                key,
+                reason: "status record is not UTF-8 text".to_owned(),
+            }),
+            Some(Ok(text)) => {
+                let status: GoStatus =
+                    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                        key,
+                        reason: format!("bad status JSON: {e}"),
+                    })?;
+                Ok(failed_files_of(&status))
+            }
+        }
+    }
+}
+
+/// The compat source's capabilities: reading failed tasks and their failed files only (it
+/// is read-only; the Go service keeps no statistics, groups or retries, and its records are
+/// not in the wire form).
 impl From<CompatStore> for Stores {
     fn from(store: CompatStore) -> Self {
-        Stores::new("compat", std::sync::Arc::new(store)).read_only()
+        let store = std::sync::Arc::new(store);
+        Stores::new("compat", store.clone())
+            .read_only()
+            .with_files(store)
     }
 }

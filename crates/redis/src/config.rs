@@ -45,6 +45,10 @@ pub struct RedisConfig {
     /// About how many entries the retry stream keeps (`XADD … MAXLEN ~`): older entries are
     /// trimmed whether or not they were read (see docs/retries.md).
     pub retry_stream_max_len: u64,
+    /// A retry request of a task whose failure listed at most this many files carries their
+    /// paths inline (`Files`); with more it carries where they are (`FilesKey`). 10 by
+    /// default; 0: never inline. See docs/retries.md, "Retries of just the failed files".
+    pub retry_inline_files: usize,
     /// The consumer group of the workers: [`RedisRetryQueue`](crate::RedisRetryQueue)s join
     /// it, and the metrics read its pending count.
     pub retry_consumer_group: String,
@@ -81,6 +85,7 @@ impl Default for RedisConfig {
             allow_eviction: false,
             retry_stream_key: None,
             retry_stream_max_len: 1_000_000,
+            retry_inline_files: 10,
             retry_consumer_group: "embedders".to_owned(),
             retry_consumer_lease: failed_tasks_store::retry::DEFAULT_LEASE,
             shards: 1,

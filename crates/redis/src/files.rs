@@ -1,6 +1,7 @@
 //! The failed files of tasks ([`FilesStore`]): one string per task, `PREFIX:files:ID`, in
 //! the stored form of [`failed_tasks_store::files`], apart from the record so that pages
-//! never read it. It is written after the record (the `put_files` script: only while the
+//! never read it; and what its retry requests carry, a field of `PREFIX:retry:files`
+//! ([`retry_entry`]). It is written after the record (the `put_files` script: only while the
 //! record is there, with the record's expiry) and deleted with the record by the shared
 //! `unrecord` helper of every script that takes a record out (remove, resolve, supersede,
 //! trim, and the upsert of a task recorded again).
@@ -16,8 +17,9 @@ use crate::store::{value_text, RedisStore};
 
 /// Store a task's failed files while its record is there, expiring with it.
 ///
-/// KEYS: the record, the files key. ARGV: the stored form. Returns 1 when stored, 0 when
-/// the record is not there (nothing written).
+/// KEYS: the record, the files key, `P:retry:files`. ARGV: the stored form, the task id,
+/// its [`retry_entry`]. Returns 1 when stored, 0 when the record is not there (nothing
+/// written).
 const PUT_FILES: &str = r#"
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl == -2 then return 0 end
@@ -26,8 +28,26 @@ if ttl > 0 then
 else
   redis.call('SET', KEYS[2], ARGV[1])
 end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return 1
 "#;
+
+/// What a retry request of a task with `files` carries, as `P:retry:files` holds it (the
+/// deliver script copies it into the stream entry): `FailedFiles`, then, tab-separated,
+/// `i` and the paths joined by newlines when at most `inline` were listed, `k` when more
+/// were (the entry names the files key), nothing when none were. Paths hold no control
+/// characters, so neither separator can occur in one.
+pub(crate) fn retry_entry(files: &TaskFiles, inline: usize) -> String {
+    let n = files.failed_files();
+    match files.files() {
+        None => n.to_string(),
+        Some(list) if list.len() <= inline => {
+            let paths: Vec<&str> = list.iter().map(|f| f.path.as_str()).collect();
+            format!("{n}\ti{}", paths.join("\n"))
+        }
+        Some(_) => format!("{n}\tk"),
+    }
+}
 
 fn put_script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
@@ -38,13 +58,22 @@ fn put_script() -> &'static Script {
 impl Shard {
     /// One `put_files` script call.
     pub(crate) async fn put_files(&self, id: &TaskId, stored: &str) -> Result<bool, StoreError> {
+        let decoded = files::decode(stored).map_err(|reason| StoreError::Corrupt {
+            key: self.keys.files(id.as_str()),
+            reason,
+        })?;
+        let entry = retry_entry(&decoded, self.config.retry_inline_files);
         let k = &self.keys;
         let done: i64 = self
             .conn
             .eval(
                 put_script(),
-                vec![k.record(id.as_str()).into(), k.files(id.as_str()).into()],
-                vec![stored.into()],
+                vec![
+                    k.record(id.as_str()).into(),
+                    k.files(id.as_str()).into(),
+                    k.retry_files().into(),
+                ],
+                vec![stored.into(), id.as_str().into(), entry.into()],
             )
             .await?;
         Ok(done == 1)

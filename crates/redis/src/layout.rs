@@ -26,6 +26,11 @@ pub(crate) const STREAM_FIELDS: [&str; 9] = [
     "ScheduledBy",
 ];
 
+/// The fields a retry request of a task with failed files adds (docs/retries.md): where the
+/// list is (`FilesKey`) or the paths inline (`Files`, one per line), and how many failed
+/// (`FailedFiles`); the deliver script takes them from here, after [`STREAM_FIELDS`].
+pub(crate) const STREAM_FILE_FIELDS: [&str; 3] = ["FilesKey", "Files", "FailedFiles"];
+
 /// Width of the zero-padded fail time at the start of every member (the member's format is
 /// the stored record's: [`failed_tasks_store::stored::member`]).
 pub(crate) use failed_tasks_store::stored::MS_DIGITS;
@@ -236,6 +241,12 @@ impl Keys {
     /// `failed_tasks_store::files`), kept and removed with its record.
     pub fn files(&self, id: &str) -> String {
         format!("{}:files:{id}", self.prefix)
+    }
+
+    /// `PREFIX:retry:files`: what the retry requests of tasks with failed files carry (hash:
+    /// task id -> `crate::files::retry_entry`), kept and removed with the files.
+    pub(crate) fn retry_files(&self) -> String {
+        format!("{}:retry:files", self.prefix)
     }
 
     /// `PREFIX:att:HOUR`: the task attempts of the minutes of one hour (hash, fields

@@ -17,15 +17,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use failed_tasks_domain::{
-    ClientId, CodebasePath, ErrorCategory, ErrorCode, RetryRequest, ScheduledBy, TaskId, TaskType,
-    Timestamp,
+    ClientId, CodebasePath, ErrorCategory, ErrorCode, RetryFiles, RetryRequest, ScheduledBy,
+    TaskId, TaskType, Timestamp,
 };
 use failed_tasks_store::{Delivery, RetryQueue, StoreError};
 use fred::types::Value;
 
 use crate::config::RedisConfig;
 use crate::conn::Conn;
-use crate::layout::STREAM_FIELDS;
+use crate::layout::{STREAM_FIELDS, STREAM_FILE_FIELDS};
 use crate::shard::{Shard, Shards};
 
 /// The longest a claim blocks, whatever it asks for.
@@ -143,7 +143,28 @@ pub(crate) fn parse_request(fields: &[(String, String)]) -> Result<RetryRequest,
         error_category: ErrorCategory::parse(get(category)?).map_err(err)?,
         due_at: Timestamp::parse_rfc3339(due_at, get(due_at)?).map_err(err)?,
         scheduled_by: ScheduledBy::parse(get(by)?).map_err(err)?,
+        files: parse_files(&map)?,
     })
+}
+
+/// The failed files an entry carries (`FailedFiles` with `Files` or `FilesKey`), if any.
+fn parse_files(map: &HashMap<&str, &str>) -> Result<Option<RetryFiles>, String> {
+    let [files_key, files, failed_files] = STREAM_FILE_FIELDS;
+    let Some(n) = map.get(failed_files) else {
+        return Ok(None);
+    };
+    Ok(Some(RetryFiles {
+        failed_files: n
+            .parse()
+            .map_err(|_| format!("{failed_files} is not a whole number"))?,
+        paths: map.get(files).map(|p| {
+            p.split('\n')
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }),
+        files_key: map.get(files_key).map(|k| (*k).to_owned()),
+    }))
 }
 
 impl RedisRetryQueue {

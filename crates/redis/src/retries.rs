@@ -21,7 +21,7 @@ use failed_tasks_store::{
 };
 use fred::types::Value;
 
-use crate::layout::STREAM_FIELDS;
+use crate::layout::{STREAM_FIELDS, STREAM_FILE_FIELDS};
 use crate::scripts::Scripts;
 use crate::shard::Shard;
 use crate::store::{hour_end_ms, hour_of, millis_of, now_ms, value_text, RedisStore};
@@ -312,6 +312,7 @@ impl Shard {
             i64::try_from(shards.max(1)).unwrap_or(1).into(),
         ];
         args.extend(STREAM_FIELDS.iter().map(|f| Value::from(*f)));
+        args.extend(STREAM_FILE_FIELDS.iter().map(|f| Value::from(*f)));
         let reply: Vec<i64> = self
             .conn
             .eval(

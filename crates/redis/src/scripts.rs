@@ -224,7 +224,9 @@ end
 -- through here.
 local function unrecord(acc, prefix, f, uncount)
   local m = f[F_MEMBER]
-  redis.call('DEL', prefix .. ':files:' .. string.sub(m, MS_DIGITS + 2))
+  if redis.call('DEL', prefix .. ':files:' .. string.sub(m, MS_DIGITS + 2)) == 1 then
+    redis.call('HDEL', prefix .. ':retry:files', string.sub(m, MS_DIGITS + 2))
+  end
   redis.call('ZREM', prefix .. ':idx:all', m)
   for _, ix in ipairs(FIELD_INDEXES) do
     if #f >= ix[2] then redis.call('ZREM', prefix .. ':idx:' .. ix[1] .. ':' .. f[ix[2]], m) end
@@ -452,7 +454,10 @@ local old = redis.call('GET', KEYS[1])
 if not old then return 0 end
 local f = header(old)
 local acc = acc_new()
-if f then unrecord(acc, ARGV[1], f, true) else redis.call('DEL', ARGV[1] .. ':files:' .. string.sub(KEYS[1], #ARGV[1] + 7)) end
+if f then unrecord(acc, ARGV[1], f, true) else
+  redis.call('DEL', ARGV[1] .. ':files:' .. string.sub(KEYS[1], #ARGV[1] + 7))
+  redis.call('HDEL', ARGV[1] .. ':retry:files', string.sub(KEYS[1], #ARGV[1] + 7))
+end
 redis.call('DEL', KEYS[1])
 redis.call('DEL', ARGV[1] .. ':hist:' .. string.sub(KEYS[1], #ARGV[1] + 7))
 flush(acc, ARGV[1])
@@ -482,6 +487,7 @@ for i = 2, #ARGV do
     elseif not f then
       redis.call('DEL', key)
       redis.call('DEL', ARGV[1] .. ':files:' .. id)
+      redis.call('HDEL', ARGV[1] .. ':retry:files', id)
       redis.call('ZREM', KEYS[1], m)
       removed = removed + 1
     else
@@ -568,7 +574,8 @@ end
 ///
 /// KEYS: due, stream, lock, gates. ARGV: prefix, now (ms), max entries, stream MAXLEN
 /// (approximate), lock token, lock TTL (ms), shards, then the nine stream field names
-/// (`layout::STREAM_FIELDS`). Returns `{moved, dropped, more, held}`: `dropped` counts due
+/// (`layout::STREAM_FIELDS`) and the three of failed files (`layout::STREAM_FILE_FIELDS`:
+/// `FilesKey`, `Files`, `FailedFiles`, added for a task with files from `P:retry:files`). Returns `{moved, dropped, more, held}`: `dropped` counts due
 /// entries whose task is no longer scheduled (not delivered), `more` is 1 when due entries
 /// (or released gates' parked ones) are left, `held` counts retries parked now.
 const DELIVER: &str = r#"
@@ -579,12 +586,36 @@ local prefix, now, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local parked = prefix .. ':retry:parked'
 local released = prefix .. ':gates:released'
 local moved, dropped, held, looked = 0, 0, 0, 0
+-- The failed files retries carry (`P:retry:files`, see `files::retry_entry`): looked up per
+-- delivered retry only while some task of this shard has files (one EXISTS a step else).
+local files = prefix .. ':retry:files'
+local with_files = redis.call('EXISTS', files) == 1
 local function send(id, f, v)
   local _, body = split(v)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
-    ARGV[8], id, ARGV[9], f[F_TASK_TYPE], ARGV[10], f[F_CLIENT_ID], ARGV[11], f[F_CODEBASE_PATH], ARGV[12], f[F_ATTEMPT],
-    ARGV[13], f[F_ERROR_CODE], ARGV[14], f[F_CATEGORY], ARGV[15], due_at(f, body),
-    ARGV[16], f[F_BY])
+  local x = with_files and redis.call('HGET', files, id)
+  if not x then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+      ARGV[8], id, ARGV[9], f[F_TASK_TYPE], ARGV[10], f[F_CLIENT_ID], ARGV[11], f[F_CODEBASE_PATH], ARGV[12], f[F_ATTEMPT],
+      ARGV[13], f[F_ERROR_CODE], ARGV[14], f[F_CATEGORY], ARGV[15], due_at(f, body),
+      ARGV[16], f[F_BY])
+  else
+    local tab = string.find(x, '\t', 1, true)
+    local n, kind, what = x, '', ''
+    if tab then n, kind, what = string.sub(x, 1, tab - 1), string.sub(x, tab + 1, tab + 1), string.sub(x, tab + 2) end
+    local name = ARGV[17]
+    if kind == 'i' then name = ARGV[18] elseif kind == 'k' then what = prefix .. ':files:' .. id end
+    if kind == '' then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+        ARGV[8], id, ARGV[9], f[F_TASK_TYPE], ARGV[10], f[F_CLIENT_ID], ARGV[11], f[F_CODEBASE_PATH], ARGV[12], f[F_ATTEMPT],
+        ARGV[13], f[F_ERROR_CODE], ARGV[14], f[F_CATEGORY], ARGV[15], due_at(f, body),
+        ARGV[16], f[F_BY], ARGV[19], n)
+    else
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
+        ARGV[8], id, ARGV[9], f[F_TASK_TYPE], ARGV[10], f[F_CLIENT_ID], ARGV[11], f[F_CODEBASE_PATH], ARGV[12], f[F_ATTEMPT],
+        ARGV[13], f[F_ERROR_CODE], ARGV[14], f[F_CATEGORY], ARGV[15], due_at(f, body),
+        ARGV[16], f[F_BY], ARGV[19], n, name, what)
+    end
+  end
   moved = moved + 1
 end
 local gates = {}
@@ -893,7 +924,10 @@ if not v then
 end
 local f = header(v)
 local acc = acc_new()
-if f then unrecord(acc, prefix, f, false) else redis.call('DEL', prefix .. ':files:' .. id) end
+if f then unrecord(acc, prefix, f, false) else
+  redis.call('DEL', prefix .. ':files:' .. id)
+  redis.call('HDEL', prefix .. ':retry:files', id)
+end
 redis.call('DEL', KEYS[1])
 redis.call('DEL', prefix .. ':hist:' .. id)
 redis.call('SET', tomb, ARGV[2], 'PX', ARGV[3])

@@ -123,6 +123,8 @@ function note(tasks) {
 export const api = {
   list: (query, signal) => call('GET', '/tasks/failed', { query, signal }).then((d) => { note(d.Tasks || []); return d; }),
   task: (taskId, signal) => call('GET', `/tasks/failed/${id(taskId)}`, { signal }).then((d) => { note([d]); return d; }),
+  /** A page of a task's failed files (`pageSize`, `cursor`, `errorCode`), with counts per code. */
+  files: (taskId, query, signal) => call('GET', `/tasks/failed/${id(taskId)}/files`, { query, signal }),
   stats: (window, signal) => call('GET', '/tasks/failed-stats', { query: { window }, signal }),
   groups: (query, signal) => call('GET', '/tasks/failed-groups', { query, signal }),
   remove: (taskId) => call('DELETE', `/admin/failed-tasks/${id(taskId)}`),

@@ -378,6 +378,12 @@ pub static SETTINGS: &[&dyn Setting] = &[
         |s| &mut s.redis.retry_stream_max_len,
     ),
     &Field::new(
+        "retry_inline_files",
+        "A retry request carries the paths of its failed files inline (Files) when the failure \
+         listed at most this many, else where they are (FilesKey); 0: never inline",
+        |s| &mut s.redis.retry_inline_files,
+    ),
+    &Field::new(
         "retry_consumer_group",
         "Consumer group of the embedders' retry workers (Redis store; for the pending gauge)",
         |s| &mut s.redis.retry_consumer_group,

@@ -433,6 +433,39 @@ test('an ErrorMessage of <img src=x onerror=alert(1)> renders as text and no dia
   return page;
 });
 
+test('the task view lists its failed files, page after page, filtered by error code with counts per code', async () => {
+  const files = Array.from({ length: 60 }, (_, i) => ({
+    Path: `src/file_${String(i).padStart(2, '0')}.ts`, Operation: ['add', 'modify', 'delete'][i % 3],
+    ErrorCode: i % 4 === 0 ? 'RATE_LIMITED' : 'EMBED_TIMEOUT', ErrorMessage: i === 1 ? '<b>slow</b>' : '',
+  }));
+  await record([{
+    TaskId: 'files-1', TaskType: 'embedding', ClientId: 'client-files', CodebasePath: '/projects/files',
+    FailTime: iso(NOW - 20000), ErrorCode: 'PARTIAL', FailedFiles: 61, Files: files,
+  }]);
+  const page = await open();
+  await view(page, '#/task/files-1');
+  assert.equal(await page.textContent('dd[data-field="FailedFiles"]'), '61');
+  assert.equal(await page.locator('#files tbody tr').count(), 50);
+  assert.equal(await page.getAttribute('#files tbody tr:first-child', 'data-path'), 'src/file_00.ts');
+  assert.equal(await page.textContent('#files tbody tr[data-path="src/file_01.ts"] td.message'), '<b>slow</b>');
+  assert.equal(await page.locator('#failed-files b').count(), 0);
+  assert.equal(await page.textContent('#file-codes button[data-code="RATE_LIMITED"]'), 'RATE_LIMITED (15)');
+  assert.equal(await page.textContent('#file-codes button[data-code="EMBED_TIMEOUT"]'), 'EMBED_TIMEOUT (45)');
+  await page.click('#files-more');
+  await page.waitForFunction(() => document.querySelectorAll('#files tbody tr').length === 60);
+  assert.equal(await page.isVisible('#files-more'), false);
+  await page.click('#file-codes button[data-code="RATE_LIMITED"]');
+  await page.waitForFunction(() => document.querySelectorAll('#files tbody tr').length === 15);
+  assert.equal(await page.getAttribute('#file-codes button[data-code="RATE_LIMITED"]', 'aria-pressed'), 'true');
+  assert.match(await page.textContent('#files-shown'), /15 of 15/);
+  await page.click('#file-codes button[data-code=""]');
+  await page.waitForFunction(() => document.querySelectorAll('#files tbody tr').length === 50);
+  // A task whose failure named no files has no such card.
+  await view(page, '#/task/xss-1');
+  assert.equal(await page.locator('#failed-files').count(), 0);
+  return page;
+});
+
 test('delete asks first, cancelling keeps the task, confirming removes it and shows the count', async () => {
   const page = await open({ token: ADMIN });
   await view(page, '#/task/paged-007');

@@ -241,6 +241,8 @@ pub async fn one_task_and_removals(env: &Env) {
     let mut shown = seed_shown()[1].clone();
     shown["Attempts"] = json!([{"Attempt":0,"FailTime":"2025-01-24T09:22:00Z",
         "ErrorCode":"PERMISSION_DENIED","ErrorCategory":"authorization","ScheduledBy":null}]);
+    // Its failure named no files.
+    shown["FailedFiles"] = json!(0);
     assert_eq!(one["Data"], shown);
     let (status, _) = call(env, Method::GET, &format!("{LIST}/task_404"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -9,6 +9,9 @@ use failed_tasks_testkit::RedisServer;
 /// The example itself (`examples/embed.rs`), so that what README points to is what runs.
 mod root;
 
+/// A worker gets the failed files of a retry and reports a partial success.
+mod files;
+
 /// Search (`q`, `pathPrefix`) against a brute-force filter on every store.
 mod search;
 

@@ -169,6 +169,31 @@ async fn check(url: &str) {
         Err(StoreError::Corrupt { .. })
     ));
 
+    // The failed files: the fileList entries whose status is failed.
+    use failed_tasks_store::FilesStore;
+    let files = store.files(&id("req-a")).await.unwrap().unwrap();
+    assert_eq!(files.failed_files(), 1);
+    let list = files.files().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].path.as_str(), "src/f2.go");
+    assert_eq!(list[0].operation, failed_tasks_domain::FileOperation::Add);
+    assert_eq!(list[0].error_code.as_str(), "UNKNOWN");
+    assert_eq!(
+        store.files(&id("req-b")).await.unwrap(),
+        None,
+        "none failed"
+    );
+    assert_eq!(
+        store.files(&id("req-ok")).await.unwrap(),
+        None,
+        "not a failure"
+    );
+    assert_eq!(store.files(&id("nope")).await.unwrap(), None);
+    assert!(matches!(
+        store.put_files(&id("req-a"), &files).await,
+        Err(StoreError::Rejected(_))
+    ));
+
     let t = FailedTask::seed_examples().remove(0);
     assert!(
         matches!(store.record(&t).await, Err(StoreError::Rejected(m)) if m.contains("read-only"))

@@ -94,11 +94,21 @@ async fn put_files(store: &RedisStore, t: &FailedTask) {
     assert!(store.put_files(t.task_id(), &files).await.unwrap());
 }
 
-/// How many tasks have failed files stored.
+/// How many tasks have failed files stored (checking that as many retry entries are).
 async fn files_keys(store: &RedisStore, url: &str) -> usize {
     let raw = helpers::raw(url).await;
-    let keys = helpers::keys_of(&raw, &store.config().key_prefix).await;
-    keys.iter().filter(|k| k.contains(":files:")).count()
+    let prefix = &store.config().key_prefix;
+    let keys = helpers::keys_of(&raw, prefix).await;
+    let n = keys.iter().filter(|k| k.contains(":files:")).count();
+    let entries: usize = helpers::cmd(
+        &raw,
+        prefix,
+        "HLEN",
+        vec![format!("{prefix}:retry:files").into()],
+    )
+    .await;
+    assert_eq!(entries, n, "retry entries of failed files left");
+    n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

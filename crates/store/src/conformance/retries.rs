@@ -560,7 +560,7 @@ pub async fn queue_leases(store: &dyn Both, queue: &dyn RetryQueue, other: &dyn 
 /// Run every retry check, each on a fresh empty store with two queue handles from `fresh`.
 pub async fn run_retries<S, Q, F, Fut>(mut fresh: F)
 where
-    S: StatusStore + StatsStore + RetryStore,
+    S: StatusStore + StatsStore + RetryStore + crate::FilesStore,
     Q: RetryQueue,
     F: FnMut() -> Fut,
     Fut: Future<Output = (S, Q, Q)>,
@@ -591,6 +591,68 @@ where
     super::gates::passes_let_canaries_through(&s, &q).await;
     let (s, q, _) = fresh().await;
     superseded_by_a_later_success(&s, &q).await;
+    let (s, q, _) = fresh().await;
+    retries_carry_the_failed_files(&s, &s, &q).await;
+}
+
+/// A retry of a task whose failure listed files carries them: how many failed, and the
+/// paths inline or where the list is (reading it gives exactly the list); a task without
+/// files carries none, one with only a count carries the count.
+pub async fn retries_carry_the_failed_files(
+    store: &dyn Both,
+    files: &dyn crate::FilesStore,
+    queue: &dyn RetryQueue,
+) {
+    use super::files::files_of;
+    let plain = task_with_retries("f-none", 0, ErrorCategory::ServiceTimeout, 0);
+    let few = task_with_retries("f-few", 1, ErrorCategory::ServiceTimeout, 0);
+    let many = task_with_retries("f-many", 2, ErrorCategory::ServiceTimeout, 0);
+    let count = task_with_retries("f-count", 3, ErrorCategory::ServiceTimeout, 0);
+    let batch: Vec<(FailedTask, RetryPlan)> = [&plain, &few, &many, &count]
+        .into_iter()
+        .map(|t| (t.clone(), retry_at(1_000)))
+        .collect();
+    store.record_planned(&batch).await.unwrap();
+    let (few_files, many_files) = (files_of("src", 3), files_of("lib", 500));
+    let count_only = failed_tasks_domain::TaskFiles::new(Some(7), None, 10, "")
+        .unwrap()
+        .unwrap();
+    assert!(files.put_files(few.task_id(), &few_files).await.unwrap());
+    assert!(files.put_files(many.task_id(), &many_files).await.unwrap());
+    assert!(files.put_files(count.task_id(), &count_only).await.unwrap());
+    assert_eq!(deliver_all(store, at(5_000), 100).await, 4);
+    let got = drain(queue).await;
+    let of = |id: &str| {
+        got.iter()
+            .find(|d| d.request.task_id.as_str() == id)
+            .unwrap()
+            .request
+            .files
+            .clone()
+    };
+    assert_eq!(of("f-none"), None);
+    let c = of("f-count").unwrap();
+    assert_eq!((c.failed_files, c.paths, c.files_key), (7, None, None));
+    for (id, want) in [("f-few", &few_files), ("f-many", &many_files)] {
+        let f = of(id).unwrap();
+        assert_eq!(f.failed_files, want.failed_files(), "{id}");
+        let paths: Vec<String> = want
+            .files()
+            .unwrap()
+            .iter()
+            .map(|x| x.path.as_str().to_owned())
+            .collect();
+        match (&f.paths, &f.files_key) {
+            (Some(p), None) => assert_eq!(p, &paths, "{id}"),
+            (None, Some(_)) => {
+                let id = failed_tasks_domain::TaskId::parse(id).unwrap();
+                assert_eq!(files.files(&id).await.unwrap().as_ref(), Some(want));
+            }
+            other => panic!("{id}: neither inline nor a key: {other:?}"),
+        }
+    }
+    // Three files go inline on every store (the Redis default inlines up to 10).
+    assert!(of("f-few").unwrap().paths.is_some());
 }
 
 /// A success supersedes exactly the failures of its task type, client and codebase that

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use failed_tasks_domain::stats::{minute_of, MinuteCounts};
 use failed_tasks_domain::{
-    FailedTask, GateId, GateStatus, NextRetry, RetryGate, RetryPlan, RetryRequest, RetryStatus,
-    ScheduledBy, TaskId, TaskSuccess, Timestamp,
+    FailedTask, GateId, GateStatus, NextRetry, RetryFiles, RetryGate, RetryPlan, RetryRequest,
+    RetryStatus, ScheduledBy, TaskId, TaskSuccess, Timestamp,
 };
 
 use super::indexes::Indexes;
@@ -169,6 +169,20 @@ impl Indexes {
             .count() as u64
     }
 
+    /// The request for `task`'s retry `next`, with its failed files: in this process every
+    /// path is handed over inline (there is no key to read them from).
+    fn request_for(&self, task: &FailedTask, next: &NextRetry) -> RetryRequest {
+        let mut request = RetryRequest::for_task(task, next);
+        request.files = self.files.get(task.task_id()).map(|f| RetryFiles {
+            failed_files: f.failed_files(),
+            paths: f
+                .files()
+                .map(|list| list.iter().map(|x| x.path.as_str().to_owned()).collect()),
+            files_key: None,
+        });
+        request
+    }
+
     /// Take up to `max` retries due at `now` out of the due set, as requests.
     fn take_due(&mut self, now: Timestamp, max: usize) -> (Vec<RetryRequest>, u64, bool, u64) {
         self.lapse_gates(now);
@@ -178,7 +192,7 @@ impl Indexes {
                 .delivered
                 .iter()
                 .filter_map(|(_, id)| match (self.by_id.get(id), self.sched_of(id)) {
-                    (Some(task), Sched::Scheduled(n)) => Some(RetryRequest::for_task(task, &n)),
+                    (Some(task), Sched::Scheduled(n)) => Some(self.request_for(task, &n)),
                     _ => None,
                 })
                 .collect();
@@ -196,7 +210,7 @@ impl Indexes {
             self.due.remove(&(at, id.clone()));
             self.due_of.remove(&id);
             match (self.by_id.get(&id), self.sched_of(&id)) {
-                (Some(task), Sched::Scheduled(n)) => out.push(RetryRequest::for_task(task, &n)),
+                (Some(task), Sched::Scheduled(n)) => out.push(self.request_for(task, &n)),
                 _ => dropped += 1,
             }
         }

@@ -1,5 +1,6 @@
-// Task: every field of one failed task, its attempts when the server reports them, links to
-// related listings, and the actions. State in the URL: #/task/<TaskId>
+// Task: every field of one failed task, its attempts when the server reports them, the files
+// that failed (paged, filtered by error code, counted per code), links to related listings,
+// and the actions. State in the URL: #/task/<TaskId>
 
 import { h, replace } from '../dom.js';
 import { t } from '../i18n.js';
@@ -7,7 +8,8 @@ import { time, count } from '../format.js';
 import { categoryBadge, retriedText } from './failures.js';
 
 const TIMES = new Set(['StartTime', 'FailTime', 'NextRetryAt']);
-const ORDER = ['TaskId', 'TaskType', 'ClientId', 'CodebasePath', 'StartTime', 'FailTime', 'ErrorCategory', 'ErrorCode', 'ErrorMessage', 'RetryCount', 'ProcessedFiles', 'FinalFailure', 'NextRetryAt'];
+const ORDER = ['TaskId', 'TaskType', 'ClientId', 'CodebasePath', 'StartTime', 'FailTime', 'ErrorCategory', 'ErrorCode', 'ErrorMessage', 'RetryCount', 'ProcessedFiles', 'FailedFiles', 'FinalFailure', 'NextRetryAt'];
+const FILES_PAGE = 50;
 
 function value(key, v) {
   if (key === 'ErrorCategory') return categoryBadge(v);
@@ -32,10 +34,56 @@ function attemptsTable(attempts) {
 export function mount(ctx) {
   const id = ctx.arg;
   replace(ctx.controls, h('p', {}, h('a', { href: ctx.href('failures', {}), id: 'back' }, t('task.back'))));
+  // The failed files shown: the code filter, the pages loaded so far, where the next starts.
+  const files = { code: null, rows: [], next: null, page: null, card: null };
 
   async function load() {
     const task = await ctx.api.task(id, ctx.signal);
+    files.card = null;
+    if (task.FailedFiles > 0) await loadFiles(false);
     render(task);
+  }
+
+  /** The first page of files (with the current code), or the next one appended (`more`). */
+  async function loadFiles(more) {
+    const query = { pageSize: FILES_PAGE, errorCode: files.code || undefined, cursor: more ? files.next : undefined };
+    const page = await ctx.api.files(id, query, ctx.signal);
+    files.rows = more ? [...files.rows, ...page.Files] : page.Files;
+    files.next = page.NextCursor;
+    files.page = page;
+  }
+
+  async function showFiles(action) {
+    try {
+      await action();
+      const card = filesCard();
+      if (files.card) files.card.replaceWith(card);
+      files.card = card;
+    } catch (e) {
+      ctx.notify(t('error.action', { message: e.message }), 'error');
+    }
+  }
+
+  function filesCard() {
+    const p = files.page;
+    if (!p) return null;
+    const chip = (code, n) => h('button', {
+      type: 'button', class: ['chip', files.code === code ? 'active' : null], dataset: { code: code || '' },
+      'aria-pressed': files.code === code ? 'true' : 'false',
+      on: { click: () => showFiles(async () => { files.code = code; await loadFiles(false); }) },
+    }, code === null ? t('task.filesAll') : `${code} (${count(n)})`);
+    const keys = ['Path', 'Operation', 'ErrorCode', 'ErrorMessage'];
+    const card = h('section', { class: 'card', id: 'failed-files' },
+      h('h2', {}, t('task.files'), ' ', h('span', { class: 'muted', id: 'files-shown' },
+        t('task.filesShown', { n: count(files.rows.length), total: count(p.TotalFiles) }))),
+      h('p', { class: 'chips', id: 'file-codes' }, chip(null, p.ListedFiles), ' ',
+        p.ErrorCodes.map((c) => [chip(c.ErrorCode, c.Count), ' '])),
+      h('div', { class: 'table-wrap' }, h('table', { id: 'files' },
+        h('thead', {}, h('tr', {}, keys.map((k) => h('th', { scope: 'col' }, t(`field.${k}`))))),
+        h('tbody', {}, files.rows.map((f) => h('tr', { dataset: { path: f.Path } },
+          keys.map((k) => h('td', { class: k === 'ErrorMessage' ? 'message' : null }, value(k, f[k])))))))),
+      files.next ? h('button', { type: 'button', id: 'files-more', on: { click: () => showFiles(() => loadFiles(true)) } }, t('task.filesMore')) : null);
+    return card;
   }
 
   function render(task) {
@@ -58,11 +106,13 @@ export function mount(ctx) {
         retries ? h('button', { type: 'button', id: 'resolve-task', on: { click: () => resolve(task) } }, t('task.resolve')) : null,
         ctx.canDelete() ? h('button', { type: 'button', id: 'delete-task', class: 'danger', on: { click: () => remove(task) } }, t('task.delete')) : null)
       : null;
+    files.card = filesCard();
     replace(ctx.data,
       h('h1', { class: 'task-title' }, task.TaskId),
       actions,
       h('section', { class: 'card' }, fields),
       Array.isArray(task.Attempts) ? attemptsTable(task.Attempts) : null,
+      files.card,
       links);
   }
 
