@@ -69,11 +69,13 @@ pub async fn keys_of(client: &fred::clients::Client, prefix: &str) -> Vec<String
 }
 
 /// The keys under `prefix` that hold data: without batch receipts (`PREFIX:batch:*`, left by
-/// every `record_batch` and expiring by themselves after minutes).
+/// every `record_batch` and expiring by themselves after minutes) and the audit log.
 pub async fn data_keys_of(client: &fred::clients::Client, prefix: &str) -> Vec<String> {
     let receipt = format!("{prefix}:batch:");
+    // The audit log records actions (the janitor's trims among them), not failed tasks.
+    let audit = format!("{prefix}:audit");
     let mut keys = keys_of(client, prefix).await;
-    keys.retain(|k| !k.starts_with(&receipt));
+    keys.retain(|k| !k.starts_with(&receipt) && *k != audit);
     keys
 }
 

@@ -292,6 +292,15 @@ async fn janitor_trims_counters_and_groups_with_the_records() {
         helpers::data_keys_of(&raw, &prefix).await,
         Vec::<String>::new()
     );
+    // What is left is the audit log of the two trims.
+    let audited: u64 = helpers::cmd(
+        &raw,
+        &prefix,
+        "XLEN",
+        vec![format!("{prefix}:audit").into()],
+    )
+    .await;
+    assert_eq!(audited, 2);
 }
 
 /// `(calls of HMGET, HGETALL and ZRANGE, all commands)` Redis processed during `f`.
