@@ -38,6 +38,7 @@
 
 mod bench;
 mod child;
+mod codebase;
 mod data;
 mod load;
 mod memory;
@@ -112,6 +113,9 @@ struct Flags {
     /// and a receiver, against recording without).
     #[arg(long)]
     only_notify: bool,
+    /// Run only the codebase figures (phase 10: what a superseding report costs).
+    #[arg(long)]
+    only_codebase: bool,
     /// Internal: run one of the servers under test (started by the bench itself).
     #[arg(long, value_enum, hide = true)]
     serve_child: Option<Kind>,
@@ -194,6 +198,10 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if flags.only_notify {
         b.notify_cost().await?;
+        return b.report(flags.json.as_deref());
+    }
+    if flags.only_codebase {
+        b.codebase_costs().await?;
         return b.report(flags.json.as_deref());
     }
     b.record_one_at_a_time().await?;

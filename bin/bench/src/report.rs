@@ -205,6 +205,12 @@ pub const TARGETS: &[Target] = &[
         what: "recording with two notification targets (receiver answering) / without",
     },
     Target {
+        key: "supersede_1000_redis_ms",
+        op: Op::AtMost,
+        bound: 50.0,
+        what: "Redis time of a success report superseding 1,000 failures (of 10,000 of its client)",
+    },
+    Target {
         key: "limit_gate_rate_error",
         op: Op::AtMost,
         bound: 0.05,
