@@ -26,7 +26,6 @@ use failed_tasks_domain::{
     OutcomeCounts, Timestamp, Verdict,
 };
 use failed_tasks_store::audit::{AuditAction, AuditEntry};
-use failed_tasks_store::Capability;
 
 use crate::service::RetryCounters;
 use crate::{FailedTaskService, GateRequest, QueryError};
@@ -81,11 +80,7 @@ impl RetryBreaker {
     /// One step as of `now` (see the module).
     pub async fn step(&self, now: Timestamp) -> Result<BreakerReport, QueryError> {
         let svc = &self.service;
-        let store = svc
-            .stores()
-            .breaker
-            .clone()
-            .ok_or_else(|| svc.not_supported(Capability::Breaker))?;
+        let store = svc.breaker_store()?;
         let config = self.config();
         let mut report = BreakerReport::default();
         // The lease outlives a few steps, so a replica that stops is replaced soon.
@@ -335,11 +330,7 @@ impl RetryBreaker {
         now: Timestamp,
     ) -> Result<OutcomeCounts, QueryError> {
         let svc = &self.service;
-        let store = svc
-            .stores()
-            .breaker
-            .clone()
-            .ok_or_else(|| svc.not_supported(Capability::Breaker))?;
+        let store = svc.breaker_store()?;
         Ok(svc
             .checked(async move { store.outcomes(from, now).await })
             .await?
@@ -376,11 +367,7 @@ impl RetryBreaker {
 
     async fn save(&self, state: &BreakerState) -> Result<(), QueryError> {
         let svc = &self.service;
-        let store = svc
-            .stores()
-            .breaker
-            .clone()
-            .ok_or_else(|| svc.not_supported(Capability::Breaker))?;
+        let store = svc.breaker_store()?;
         let state = state.clone();
         svc.checked(async move { store.put_breaker_state(&state).await })
             .await

@@ -183,6 +183,20 @@ pub struct AuditQuery {
     pub cursor: Option<AuditCursor>,
 }
 
+impl AuditQuery {
+    /// Every entry, newest first, `page_size` a page.
+    pub fn newest(page_size: u32) -> Self {
+        Self {
+            since: None,
+            until: None,
+            actor: None,
+            action: None,
+            page_size,
+            cursor: None,
+        }
+    }
+}
+
 /// Where a page of entries ended: entries older than this come next. Opaque to clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditCursor {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use failed_tasks_domain::{
     BreakerConfig, BreakerKey, BreakerState, FailedTask, GateStatus, OutcomeCounts, Timestamp,
 };
-use failed_tasks_store::Capability;
+use failed_tasks_store::{BreakerStore, Capability};
 
 use super::counters::RetryCounters;
 use super::{FailedTaskService, QueryError};
@@ -35,6 +35,14 @@ impl FailedTaskService {
     /// The breaker settings in force.
     pub fn breaker_config(&self) -> &BreakerConfig {
         &self.breaker
+    }
+
+    /// The store's breaker capability; [`QueryError::NotSupported`] without one.
+    pub(crate) fn breaker_store(&self) -> Result<Arc<dyn BreakerStore>, QueryError> {
+        self.stores
+            .breaker
+            .clone()
+            .ok_or_else(|| self.not_supported(Capability::Breaker))
     }
 
     /// Whether breakers count and decide here: enabled, and the store keeps their counters
@@ -102,11 +110,7 @@ impl FailedTaskService {
     /// The breakers open, half-open or closed lately. [`QueryError::NotSupported`] on a
     /// store without breakers.
     pub async fn breaker_states(&self) -> Result<Vec<BreakerState>, QueryError> {
-        let store = self
-            .stores
-            .breaker
-            .clone()
-            .ok_or_else(|| self.not_supported(Capability::Breaker))?;
+        let store = self.breaker_store()?;
         self.checked(async move { store.breaker_states().await })
             .await
     }

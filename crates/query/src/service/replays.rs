@@ -226,59 +226,69 @@ impl FailedTaskService {
             .ok_or(QueryError::NotFound)
     }
 
-    /// What became of the retries replay `id` made due, from each one's task now (see
-    /// [`ReplayOutcomes`]); within the request deadline.
-    pub async fn replay_outcomes(&self, id: &ReplayId) -> Result<ReplayOutcomes, QueryError> {
+    /// `visit` each retry replay `id` made due (the last [`MAX_TRACKED_SCHEDULED`]), a few at
+    /// once, within the request deadline; the answers in no particular order.
+    async fn each_made<T, F, Fut>(&self, id: &ReplayId, visit: F) -> Result<Vec<T>, QueryError>
+    where
+        F: Fn(Arc<dyn failed_tasks_store::RetryStore>, ScheduledRetry) -> Fut,
+        Fut: std::future::Future<Output = Result<T, failed_tasks_store::StoreError>>,
+    {
         let store = self.replay_store()?;
         let retries = self.retry_store()?.clone();
         let made = self
             .checked(store.replay_scheduled(id, MAX_TRACKED_SCHEDULED))
             .await?;
         let work = async {
-            let each = futures_util::stream::iter(made)
-                .map(|r: ScheduledRetry| {
-                    let retries = retries.clone();
-                    async move {
-                        let mut o = ReplayOutcomes {
-                            tracked: 1,
-                            ..ReplayOutcomes::default()
-                        };
-                        match retries.retry_details(&r.task_id).await? {
-                            None => {
-                                o.delivered = 1;
-                                o.resolved = 1;
-                            }
-                            Some(d) => {
-                                let failed_at = d.attempts.first().map_or(0, |a| a.attempt);
-                                if failed_at >= r.attempt {
-                                    o.delivered = 1;
-                                    o.failed_again = 1;
-                                } else if matches!(
-                                    d.status,
-                                    RetryStatus::Scheduled(next) if next.attempt == r.attempt
-                                ) && !d.waiting
-                                {
-                                    o.delivered = 1;
-                                }
-                            }
-                        }
-                        Ok::<ReplayOutcomes, failed_tasks_store::StoreError>(o)
-                    }
-                })
+            futures_util::stream::iter(made)
+                .map(|r| visit(retries.clone(), r))
                 .buffer_unordered(CANCEL_CONCURRENCY)
                 .collect::<Vec<_>>()
-                .await;
-            let mut sum = ReplayOutcomes::default();
-            for o in each {
-                let o = o?;
-                sum.tracked += o.tracked;
-                sum.delivered += o.delivered;
-                sum.resolved += o.resolved;
-                sum.failed_again += o.failed_again;
-            }
-            Ok(sum)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<T>, _>>()
         };
         self.checked(work).await
+    }
+
+    /// What became of the retries replay `id` made due, from each one's task now (see
+    /// [`ReplayOutcomes`]); within the request deadline.
+    pub async fn replay_outcomes(&self, id: &ReplayId) -> Result<ReplayOutcomes, QueryError> {
+        let each = self
+            .each_made(id, |retries, r| async move {
+                let mut o = ReplayOutcomes {
+                    tracked: 1,
+                    ..ReplayOutcomes::default()
+                };
+                match retries.retry_details(&r.task_id).await? {
+                    None => {
+                        o.delivered = 1;
+                        o.resolved = 1;
+                    }
+                    Some(d) => {
+                        let failed_at = d.attempts.first().map_or(0, |a| a.attempt);
+                        if failed_at >= r.attempt {
+                            o.delivered = 1;
+                            o.failed_again = 1;
+                        } else if matches!(
+                            d.status,
+                            RetryStatus::Scheduled(next) if next.attempt == r.attempt
+                        ) && !d.waiting
+                        {
+                            o.delivered = 1;
+                        }
+                    }
+                }
+                Ok(o)
+            })
+            .await?;
+        let mut sum = ReplayOutcomes::default();
+        for o in each {
+            sum.tracked += o.tracked;
+            sum.delivered += o.delivered;
+            sum.resolved += o.resolved;
+            sum.failed_again += o.failed_again;
+        }
+        Ok(sum)
     }
 
     /// The most recent replays, newest first, at most `max` (at most
@@ -319,42 +329,25 @@ impl FailedTaskService {
 
     /// Cancel the retries replay `id` made due that are still waiting for that very attempt.
     async fn cancel_waiting(&self, id: &ReplayId) -> Result<u64, QueryError> {
-        let store = self.replay_store()?;
-        let retries = self.retry_store()?.clone();
-        let made = self
-            .checked(store.replay_scheduled(id, MAX_TRACKED_SCHEDULED))
-            .await?;
-        let work = async {
-            let cancelled = futures_util::stream::iter(made)
-                .map(|r: ScheduledRetry| {
-                    let retries = retries.clone();
-                    async move {
-                        let waiting = match retries.retry_details(&r.task_id).await? {
-                            Some(d) => matches!(
-                                d.status,
-                                RetryStatus::Scheduled(next) if next.attempt == r.attempt
-                            ),
-                            None => false,
-                        };
-                        if !waiting {
-                            return Ok::<u64, failed_tasks_store::StoreError>(0);
-                        }
-                        Ok(match retries.cancel_retry(&r.task_id).await? {
-                            CancelRetry::Cancelled { .. } => 1,
-                            _ => 0,
-                        })
-                    }
+        let cancelled = self
+            .writing(self.each_made(id, |retries, r| async move {
+                let waiting = match retries.retry_details(&r.task_id).await? {
+                    Some(d) => matches!(
+                        d.status,
+                        RetryStatus::Scheduled(next) if next.attempt == r.attempt
+                    ),
+                    None => false,
+                };
+                if !waiting {
+                    return Ok(0u64);
+                }
+                Ok(match retries.cancel_retry(&r.task_id).await? {
+                    CancelRetry::Cancelled { .. } => 1,
+                    _ => 0,
                 })
-                .buffer_unordered(CANCEL_CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await;
-            let mut n = 0;
-            for c in cancelled {
-                n += c?;
-            }
-            Ok(n)
-        };
-        let n = self.writing(self.checked(work)).await?;
+            }))
+            .await?;
+        let n = cancelled.iter().sum();
         super::RetryCounters::add(&self.retry_counters.cancelled, n);
         Ok(n)
     }

@@ -166,12 +166,8 @@ async fn an_outage_opens_holds_probes_and_closes() {
     assert_eq!(RetryCounters::get(&c.breaker_closed), 1);
     let log = service
         .audit_log(&AuditQuery {
-            since: None,
-            until: None,
             actor: Some(BREAKER_ACTOR.to_owned()),
-            action: None,
-            page_size: 100,
-            cursor: None,
+            ..AuditQuery::newest(100)
         })
         .await
         .unwrap();

@@ -151,17 +151,7 @@ async fn trims_by_age_and_archives_first() {
     assert_eq!(again.removed_by_age + again.removed_by_count, 0);
     // The run is in the audit log once, as the janitor's, and in the audit archive.
     use failed_tasks_store::audit::{AuditAction, AuditQuery, AuditStore};
-    let log = store
-        .audit_list(&AuditQuery {
-            since: None,
-            until: None,
-            actor: None,
-            action: None,
-            page_size: 10,
-            cursor: None,
-        })
-        .await
-        .unwrap();
+    let log = store.audit_list(&AuditQuery::newest(10)).await.unwrap();
     let trims: Vec<_> = log
         .entries
         .iter()

@@ -20,14 +20,7 @@ fn entry(i: i64, actor: &str, action: AuditAction) -> AuditEntry {
 }
 
 fn query(page_size: u32) -> AuditQuery {
-    AuditQuery {
-        since: None,
-        until: None,
-        actor: None,
-        action: None,
-        page_size,
-        cursor: None,
-    }
+    AuditQuery::newest(page_size)
 }
 
 /// All entries of `query`, page after page; the number of pages.

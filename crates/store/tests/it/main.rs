@@ -150,17 +150,7 @@ async fn the_memory_audit_log_keeps_its_cap() {
         };
         store.audit_append(&entry).await.unwrap();
     }
-    let page = store
-        .audit_list(&AuditQuery {
-            since: None,
-            until: None,
-            actor: None,
-            action: None,
-            page_size: 10,
-            cursor: None,
-        })
-        .await
-        .unwrap();
+    let page = store.audit_list(&AuditQuery::newest(10)).await.unwrap();
     let targets: Vec<&str> = page.entries.iter().map(|e| e.target.as_str()).collect();
     assert_eq!(targets, ["t4", "t3", "t2"]);
 }

@@ -136,17 +136,7 @@ async fn a_trim_step_removes_tasks_past_the_max_age_and_their_counters() {
     );
     // The step that trimmed is in the audit log once, as the janitor's.
     use failed_tasks_store::audit::{AuditAction, AuditQuery, AuditStore};
-    let log = store
-        .audit_list(&AuditQuery {
-            since: None,
-            until: None,
-            actor: None,
-            action: None,
-            page_size: 10,
-            cursor: None,
-        })
-        .await
-        .unwrap();
+    let log = store.audit_list(&AuditQuery::newest(10)).await.unwrap();
     let entries: Vec<_> = log
         .entries
         .iter()
