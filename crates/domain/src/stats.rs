@@ -2,12 +2,12 @@
 //! that the stores keep up to date on every write.
 //!
 //! Stores never scan tasks to answer a statistics request, and what one request reads is
-//! bounded whatever the number of distinct error codes, task types and clients:
+//! bounded whatever the number of distinct error codes, task types, clients and codebases:
 //! - one [`MinuteCounts`] per minute that had failures (total, per category, recovered:
 //!   categories are a closed set), incremented when a task is recorded, decremented when it
 //!   is removed, moved when an upsert changes it;
 //! - per [`Bucket`] (each minute, and each whole hour) and per [`Dimension`] (error code,
-//!   task type, client), a [`TrackedCounts`]: the counts of at most
+//!   task type, client, codebase path), a [`TrackedCounts`]: the counts of at most
 //!   [`TRACKED_PER_BUCKET`] distinct values; a value first seen when the bucket is full is
 //!   counted as *untracked*. A read takes the [`READ_PER_BUCKET`] most frequent values of
 //!   each bucket covering the window ([`buckets`]: whole hours as one bucket, the minutes at
@@ -54,7 +54,7 @@ pub fn minute_of(t: Timestamp) -> i64 {
 }
 
 /// Failures that happened within one minute, in all and by category (the breakdowns by
-/// error code, task type and client are kept per [`Bucket`], see [`BucketTops`]).
+/// error code, task type, client and codebase are kept per [`Bucket`], see [`BucketTops`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MinuteCounts {
     /// Minutes since the Unix epoch.
@@ -90,11 +90,28 @@ pub enum Dimension {
     TaskType,
     /// The client.
     Client,
+    /// The codebase (its path).
+    CodebasePath,
 }
 
 impl Dimension {
     /// Every dimension.
-    pub const ALL: [Dimension; 3] = [Dimension::ErrorCode, Dimension::TaskType, Dimension::Client];
+    pub const ALL: [Dimension; 4] = [
+        Dimension::ErrorCode,
+        Dimension::TaskType,
+        Dimension::Client,
+        Dimension::CodebasePath,
+    ];
+
+    /// Its value in `task`.
+    pub fn of(self, task: &crate::FailedTask) -> &str {
+        match self {
+            Dimension::ErrorCode => task.error_code().as_str(),
+            Dimension::TaskType => task.task_type().as_str(),
+            Dimension::Client => task.client_id().as_str(),
+            Dimension::CodebasePath => task.codebase_path().as_str(),
+        }
+    }
 }
 
 /// A span of time whose breakdowns are counted together: one minute, or one whole hour
@@ -203,6 +220,8 @@ pub struct Untracked {
     pub task_types: u64,
     /// Failures whose client was not tracked.
     pub clients: u64,
+    /// Failures whose codebase was not tracked.
+    pub codebase_paths: u64,
 }
 
 impl Untracked {
@@ -212,6 +231,7 @@ impl Untracked {
             Dimension::ErrorCode => self.error_codes,
             Dimension::TaskType => self.task_types,
             Dimension::Client => self.clients,
+            Dimension::CodebasePath => self.codebase_paths,
         }
     }
 
@@ -221,6 +241,7 @@ impl Untracked {
             Dimension::ErrorCode => &mut self.error_codes,
             Dimension::TaskType => &mut self.task_types,
             Dimension::Client => &mut self.clients,
+            Dimension::CodebasePath => &mut self.codebase_paths,
         }
     }
 }
@@ -238,6 +259,8 @@ pub struct BucketTops {
     pub by_task_type: Vec<(String, u64)>,
     /// Clients, in the same order.
     pub by_client: Vec<(String, u64)>,
+    /// Codebases, in the same order.
+    pub by_codebase_path: Vec<(String, u64)>,
     /// Failures of the bucket whose value was not tracked.
     pub untracked: Untracked,
 }
@@ -250,6 +273,7 @@ impl BucketTops {
             by_error_code: Vec::new(),
             by_task_type: Vec::new(),
             by_client: Vec::new(),
+            by_codebase_path: Vec::new(),
             untracked: Untracked::default(),
         }
     }
@@ -260,6 +284,7 @@ impl BucketTops {
             Dimension::ErrorCode => &self.by_error_code,
             Dimension::TaskType => &self.by_task_type,
             Dimension::Client => &self.by_client,
+            Dimension::CodebasePath => &self.by_codebase_path,
         }
     }
 
@@ -269,6 +294,7 @@ impl BucketTops {
             Dimension::ErrorCode => &mut self.by_error_code,
             Dimension::TaskType => &mut self.by_task_type,
             Dimension::Client => &mut self.by_client,
+            Dimension::CodebasePath => &mut self.by_codebase_path,
         }
     }
 
@@ -280,41 +306,34 @@ impl BucketTops {
     }
 }
 
-/// The three dimensions' counts of one bucket, as the memory store keeps them.
+/// Every dimension's counts of one bucket (in the order of [`Dimension::ALL`]), as the
+/// memory store keeps them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BucketCounts {
-    by_error_code: TrackedCounts,
-    by_task_type: TrackedCounts,
-    by_client: TrackedCounts,
+    by: [TrackedCounts; Dimension::ALL.len()],
 }
 
 impl BucketCounts {
     /// Add (`+1`) or take away (`-1`) one failure of `task`.
     pub fn apply(&mut self, task: &crate::FailedTask, delta: i64) {
-        self.by_error_code.add(task.error_code().as_str(), delta);
-        self.by_task_type.add(task.task_type().as_str(), delta);
-        self.by_client.add(task.client_id().as_str(), delta);
+        for (counts, d) in self.by.iter_mut().zip(Dimension::ALL) {
+            counts.add(d.of(task), delta);
+        }
     }
 
     /// What a read of `bucket` answers: [`READ_PER_BUCKET`] + 1 values of each dimension.
     pub fn tops(&self, bucket: Bucket) -> BucketTops {
-        let n = READ_PER_BUCKET + 1;
-        BucketTops {
-            bucket,
-            by_error_code: self.by_error_code.top(n),
-            by_task_type: self.by_task_type.top(n),
-            by_client: self.by_client.top(n),
-            untracked: Untracked {
-                error_codes: self.by_error_code.untracked(),
-                task_types: self.by_task_type.untracked(),
-                clients: self.by_client.untracked(),
-            },
+        let mut out = BucketTops::empty(bucket);
+        for (counts, d) in self.by.iter().zip(Dimension::ALL) {
+            *out.of_mut(d) = counts.top(READ_PER_BUCKET + 1);
+            *out.untracked.get_mut(d) = counts.untracked();
         }
+        out
     }
 
     /// Whether it counts nothing.
     pub fn is_empty(&self) -> bool {
-        self.by_error_code.is_empty() && self.by_task_type.is_empty() && self.by_client.is_empty()
+        self.by.iter().all(TrackedCounts::is_empty)
     }
 }
 
@@ -461,10 +480,12 @@ pub struct FailureStats {
     pub by_task_type: Vec<(String, u64)>,
     /// By client, most frequent first, at most `top` of them.
     pub top_clients: Vec<(String, u64)>,
+    /// By codebase, most frequent first, at most `top` of them.
+    pub by_codebase_path: Vec<(String, u64)>,
     /// Failures in the window counted in no breakdown of their dimension (their value was
     /// first seen in a bucket that already tracked [`TRACKED_PER_BUCKET`] values).
     pub untracked: Untracked,
-    /// Whether the three breakdowns are exact: no bucket of the window had more values of a
+    /// Whether the four breakdowns are exact: no bucket of the window had more values of a
     /// dimension than a read takes ([`READ_PER_BUCKET`]) and none was untracked. When not,
     /// each count is a lower bound and a value may be missing (see the module docs).
     pub breakdowns_exact: bool,
@@ -556,7 +577,7 @@ pub fn summarize(
             *by_category.entry(*k).or_default() += v;
         }
     }
-    let mut merged: [HashMap<String, u64>; 3] = Default::default();
+    let mut merged: [HashMap<String, u64>; Dimension::ALL.len()] = Default::default();
     let mut untracked = Untracked::default();
     let mut breakdowns_exact = true;
     for t in per_bucket.values() {
@@ -569,7 +590,7 @@ pub fn summarize(
             *untracked.get_mut(d) += t.untracked.get(d);
         }
     }
-    let [by_code, by_type, by_client] = merged;
+    let [by_code, by_type, by_client, by_codebase] = merged;
     let timeline: Vec<(i64, u64)> = (window.from_minute..window.to_minute)
         .map(|m| (m, per_minute.get(&m).map_or(0, |c| c.total)))
         .collect();
@@ -736,6 +757,7 @@ pub fn summarize(
         by_error_code: top(by_code, top_n),
         by_task_type: top(by_type, READ_PER_BUCKET),
         top_clients: top(by_client, top_n),
+        by_codebase_path: top(by_codebase, top_n),
         untracked,
         breakdowns_exact,
         timeline,

@@ -452,6 +452,9 @@ pub struct WireUntracked {
     /// Failures whose client was not tracked.
     #[serde(rename = "Clients")]
     pub clients: u64,
+    /// Failures whose codebase was not tracked.
+    #[serde(rename = "CodebasePaths")]
+    pub codebase_paths: u64,
 }
 
 /// One minute of the timeline.
@@ -520,12 +523,15 @@ pub struct Stats {
     /// Clients with the most failures.
     #[serde(rename = "TopClients")]
     pub top_clients: Vec<NamedCount>,
+    /// Codebases (their `CodebasePath`) with the most failures.
+    #[serde(rename = "ByCodebasePath")]
+    pub by_codebase_path: Vec<NamedCount>,
     /// Failures in the window counted in no breakdown of their kind (additive; see
-    /// `failed_tasks_domain::stats`): their error code, task type or client was first seen
-    /// when its minute or hour already tracked the most values the store keeps.
+    /// `failed_tasks_domain::stats`): their error code, task type, client or codebase was
+    /// first seen when its minute or hour already tracked the most values the store keeps.
     #[serde(rename = "Untracked")]
     pub untracked: WireUntracked,
-    /// Whether `ByErrorCode`, `ByTaskType` and `TopClients` are exact (additive). When
+    /// Whether `ByErrorCode`, `ByTaskType`, `TopClients` and `ByCodebasePath` are exact. When
     /// false, a count may be below the true one and a value may be missing.
     #[serde(rename = "BreakdownsExact")]
     pub breakdowns_exact: bool,
@@ -571,10 +577,12 @@ impl From<&FailureStats> for Stats {
             by_error_code: named(&s.by_error_code),
             by_task_type: named(&s.by_task_type),
             top_clients: named(&s.top_clients),
+            by_codebase_path: named(&s.by_codebase_path),
             untracked: WireUntracked {
                 error_codes: s.untracked.error_codes,
                 task_types: s.untracked.task_types,
                 clients: s.untracked.clients,
+                codebase_paths: s.untracked.codebase_paths,
             },
             breakdowns_exact: s.breakdowns_exact,
             timeline: s

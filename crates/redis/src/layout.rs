@@ -323,12 +323,13 @@ impl Keys {
 }
 
 /// The letter of a dimension in the counter keys and fields (as the record script writes
-/// them: `e` error code, `y` task type, `l` client).
+/// them: `e` error code, `y` task type, `l` client, `p` codebase path).
 pub(crate) fn dimension_letter(dimension: Dimension) -> &'static str {
     match dimension {
         Dimension::ErrorCode => "e",
         Dimension::TaskType => "y",
         Dimension::Client => "l",
+        Dimension::CodebasePath => "p",
     }
 }
 

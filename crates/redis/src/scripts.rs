@@ -136,7 +136,9 @@ local function acc_add(acc, key, field, d)
   end
   per.by[field] = per.by[field] + d
 end
--- Breakdowns by task type (y), client (l) and error code (e): a sorted set per minute and
+-- Breakdowns by task type (y), client (l), error code (e) and codebase path (p; a header
+-- before v3 has none: such a record is in no codebase breakdown, neither when counted nor
+-- when taken away): a sorted set per minute and
 -- per hour (P:top:m:{minute}:{d}, P:top:h:{hour}:{d}) of at most TOP_CAP members; a value
 -- first seen when its set is full counts in its hour hash's field {minute}:u:{d} or h:u:{d}
 -- (untracked) instead. A decrement lowers the member while it is there, the untracked field
@@ -191,7 +193,9 @@ local function count(acc, prefix, f, d)
   acc_add(acc, k, m .. 'c:' .. f[F_CATEGORY], d)
   local mz = prefix .. ':top:m:' .. string.format('%d', minute) .. ':'
   local hz = prefix .. ':top:h:' .. hour .. ':'
-  for _, dv in ipairs({{'y', f[F_TASK_TYPE]}, {'l', f[F_CLIENT_ID]}, {'e', f[F_ERROR_CODE]}}) do
+  local dims = {{'y', f[F_TASK_TYPE]}, {'l', f[F_CLIENT_ID]}, {'e', f[F_ERROR_CODE]}}
+  if #f >= F_CODEBASE_PATH then table.insert(dims, {'p', f[F_CODEBASE_PATH]}) end
+  for _, dv in ipairs(dims) do
     acc_top(acc, k, mz .. dv[1], m .. 'u:' .. dv[1], dv[2], d)
     acc_top(acc, k, hz .. dv[1], 'h:u:' .. dv[1], dv[2], d)
   end

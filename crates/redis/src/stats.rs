@@ -257,7 +257,7 @@ impl Shard {
     }
 
     /// The breakdowns of `[from, to)`: for each bucket of [`buckets`], the
-    /// `READ_PER_BUCKET` + 1 highest members of its three sets (`ZRANGE … REV LIMIT`), and,
+    /// `READ_PER_BUCKET` + 1 highest members of its four sets (`ZRANGE … REV LIMIT`), and,
     /// per hour, one `HMGET` of the untracked fields of its buckets; pipelined in chunks.
     /// Buckets that count nothing are left out.
     pub(crate) async fn read_failure_tops(
@@ -330,7 +330,11 @@ impl Shard {
                 let (idx, values) = r?;
                 for (n, &i) in idx.iter().enumerate() {
                     for (k, d) in Dimension::ALL.into_iter().enumerate() {
-                        let v = values.get(n * 3 + k).copied().flatten().unwrap_or(0);
+                        let v = values
+                            .get(n * Dimension::ALL.len() + k)
+                            .copied()
+                            .flatten()
+                            .unwrap_or(0);
                         *tops[i].untracked.get_mut(d) = v;
                     }
                 }
@@ -403,9 +407,9 @@ fn add_tops(a: &mut BucketTops, b: BucketTops) {
             }
         }
     }
-    a.untracked.error_codes += b.untracked.error_codes;
-    a.untracked.task_types += b.untracked.task_types;
-    a.untracked.clients += b.untracked.clients;
+    for d in Dimension::ALL {
+        *a.untracked.get_mut(d) += b.untracked.get(d);
+    }
 }
 
 #[async_trait]
@@ -437,7 +441,7 @@ impl StatsStore for RedisStore {
         Ok(per.into_values().collect())
     }
 
-    /// Every shard's most frequent values per bucket (three `ZRANGE … REV LIMIT` per
+    /// Every shard's most frequent values per bucket (four `ZRANGE … REV LIMIT` per
     /// bucket, `P:top:m:MINUTE:D`, `P:top:h:HOUR:D`, and one `HMGET` of untracked fields per
     /// hour, pipelined), added up by name (and the untracked counts), cut to what one shard
     /// answers. With several shards a value cut from one shard's list can be missing or low

@@ -62,6 +62,24 @@ pub fn task(
     .expect("conformance task is valid")
 }
 
+/// `t` in another codebase (everything else the same).
+pub fn in_codebase(t: &FailedTask, codebase: &str) -> FailedTask {
+    FailedTask::new(NewFailedTask {
+        task_id: t.task_id().as_str().into(),
+        task_type: t.task_type().as_str().into(),
+        client_id: t.client_id().as_str().into(),
+        codebase_path: codebase.into(),
+        start_time: t.start_time(),
+        fail_time: t.fail_time(),
+        error_code: t.error_code().as_str().into(),
+        error_message: t.error_message().as_str().into(),
+        retry_count: t.retry_count(),
+        processed_files: t.processed_files(),
+        error_category: Some(t.error_category()),
+    })
+    .expect("conformance task is valid")
+}
+
 /// A deterministic mixed set of `n` tasks: 4 categories, 3 task types, 5 clients, 6 codes,
 /// fail times with many ties.
 pub fn mixed_tasks(n: usize) -> Vec<FailedTask> {
@@ -436,6 +454,17 @@ pub async fn stats_follow_writes(store: &dyn StatusStore, stats: &dyn StatsStore
     for t in tasks.drain(100..110) {
         assert!(store.remove(t.task_id()).await.unwrap());
     }
+    // Move 15 tasks to other codebases of the same client (a codebase is otherwise the
+    // client's): 5 each to three, one of which gets one of them back with a new fail time.
+    for (i, slot) in tasks.iter_mut().skip(10).take(15).enumerate() {
+        let moved = in_codebase(slot, &format!("/work/repo-{}", i % 3));
+        store.record(&moved).await.unwrap();
+        *slot = moved;
+    }
+    // Remove one of the moved ones and record another's codebase again unchanged.
+    let gone = tasks.remove(12);
+    assert!(store.remove(gone.task_id()).await.unwrap());
+    store.record(&tasks[13]).await.unwrap();
     let mut want: BTreeMap<i64, MinuteCounts> = BTreeMap::new();
     for t in &tasks {
         let m = minute_of(t.fail_time());
@@ -574,15 +603,18 @@ pub async fn breakdowns_are_capped_with_ids(
         "only the minute with failures"
     );
     let t = &tops[0];
-    // 1,005 codes; 1,003 clients (`hot` has three tasks).
+    // 1,005 codes; 1,003 clients and codebases (`hot` has three tasks).
     let want = Untracked {
         error_codes: 5,
         task_types: 0,
         clients: 3,
+        codebase_paths: 3,
     };
     assert_eq!(t.untracked, want);
     assert_eq!(t.by_client.len(), READ_PER_BUCKET + 1);
     assert_eq!(t.by_client[0], ("hot".to_owned(), 3));
+    assert_eq!(t.by_codebase_path.len(), READ_PER_BUCKET + 1);
+    assert_eq!(t.by_codebase_path[0], ("/projects/hot".to_owned(), 3));
     // Equal counts by name descending: the tracked clients are the first recorded.
     assert_eq!(
         t.by_client[1],
@@ -606,6 +638,10 @@ pub async fn breakdowns_are_capped_with_ids(
     for (a, b) in [(from, to), (hour * 60, hour * 60 + 60)] {
         let t = &stats.failure_tops(a, b).await.unwrap()[0];
         assert_eq!(t.untracked.get(Dimension::Client), 1, "[{a}, {b})");
+        assert_eq!(t.untracked.get(Dimension::CodebasePath), 1, "[{a}, {b})");
+        assert!(t
+            .by_codebase_path
+            .contains(&("/projects/newcomer".to_owned(), 1)));
         assert_eq!(t.untracked.get(Dimension::ErrorCode), 3, "[{a}, {b})");
         assert!(
             t.by_client.contains(&("newcomer".to_owned(), 1)),

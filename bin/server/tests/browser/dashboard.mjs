@@ -745,6 +745,13 @@ test('a later successful run supersedes the older failures of its codebase: gone
   const page = await open({ token: READ });
   await view(page, '#/overview?window=1h');
   const before = Number(await page.textContent('#stat-superseded .stat-value'));
+  // The breakdown by codebase counts them and links to the listing of that directory.
+  const sync = page.locator('#by-codebase li[data-name="/projects/sync"]');
+  assert.equal(await sync.locator('.bar-count').textContent(), '2');
+  await clickAndLoad(page, '#by-codebase li[data-name="/projects/sync"] a');
+  assert.equal(hashParams(page).get('pathPrefix'), '/projects/sync');
+  assert.deepEqual([...await rowIds(page)].sort(), ['stale-0', 'stale-1']);
+  await view(page, '#/overview?window=1h');
   const r = await api('POST', '/admin/task-successes', { TaskType: 'embedding', ClientId: 'client-sync', CodebasePath: '/projects/sync' });
   assert.equal(r.status, 200);
   assert.equal(r.json.Data.Superseded, 2);

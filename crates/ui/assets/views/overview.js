@@ -177,9 +177,14 @@ export function mount(ctx) {
         className: `cat-${CATEGORIES.includes(c.Name) ? c.Name : 'unknown'}`,
         href: ctx.href('failures', { category: c.Name, since: s.WindowStart }),
       })), 'by-category'));
-    const top = (title, items, key, id) => h('section', { class: 'card' }, h('h2', {}, title),
+    // `key` is the listing filter a bar links to; `linkable` says whether a value can be one
+    // (a codebase links as `pathPrefix`, which must start with `/`); `label` names a value.
+    const top = (title, items, key, id, linkable = () => true, label = (name) => name) => h('section', { class: 'card' }, h('h2', {}, title),
       items.length
-        ? barList(items.map((c) => ({ name: c.Name, label: c.Name, count: c.Count, href: ctx.href('failures', { [key]: c.Name, since: s.WindowStart }) })), id)
+        ? barList(items.map((c) => ({
+          name: c.Name, label: label(c.Name), count: c.Count,
+          href: linkable(c.Name) ? ctx.href('failures', { [key]: c.Name, since: s.WindowStart }) : undefined,
+        })), id)
         : h('p', { class: 'muted' }, t('overview.empty')));
 
     replace(ctx.data,
@@ -193,10 +198,12 @@ export function mount(ctx) {
         byCategory,
         top(t('overview.byErrorCode'), s.ByErrorCode || [], 'errorCode', 'by-error-code'),
         top(t('overview.byTaskType'), s.ByTaskType || [], 'taskType', 'by-task-type'),
-        top(t('overview.topClients'), s.TopClients || [], 'clientId', 'top-clients')),
+        top(t('overview.topClients'), s.TopClients || [], 'clientId', 'top-clients'),
+        top(t('overview.byCodebase'), s.ByCodebasePath || [], 'pathPrefix', 'by-codebase',
+          (name) => name.startsWith('/'), (name) => name || t('overview.noCodebase'))),
       s.BreakdownsExact === false
         ? h('p', { class: 'muted', id: 'breakdowns-approximate' }, t('overview.approximate', {
-          n: Math.max(s.Untracked?.ErrorCodes || 0, s.Untracked?.TaskTypes || 0, s.Untracked?.Clients || 0),
+          n: Math.max(...Object.values(s.Untracked || {}).map((v) => v || 0), 0),
         }))
         : null);
   }
