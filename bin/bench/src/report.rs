@@ -376,6 +376,7 @@ pub fn table(f: &Figures, sizes: &[u64]) -> String {
         "record_no_files_wall_us",
         "files_key_memory_usage_bytes",
         "files_key_strlen_bytes",
+        "codebase_phase_redis_used_mb",
     ] {
         if let Some(v) = f.get(key) {
             out.push_str(&format!("  {key:<34} {:>12}\n", fmt(Some(v))));
