@@ -17,7 +17,11 @@
 //!    over the masters, page latency and recording rate of 16 shards against 1;
 //! 8. search and export, on a store of their own with N failures in 1,000 groups: a `q` of
 //!    pattern text (groups) and a concrete one (a walk), page latency; the export of every
-//!    row as CSV and NDJSON, rows/s and the server's resident memory growth.
+//!    row as CSV and NDJSON, rows/s and the server's resident memory growth;
+//! 9. (`--only-notify`) recording with notification targets against without;
+//! 10. (`--only-codebase`) a success report superseding 1,000 failures, and failed files: the
+//!     page p50 with files against without, recording a task with 1,000 files, Redis bytes a
+//!     file.
 //!
 //! The HTTP servers run in child processes of this executable (`--serve-child`), so their CPU
 //! time and memory are measured apart from the load generator and the data filler.
@@ -26,8 +30,8 @@
 //! - this file: the flags and the order of the phases.
 //! - `bench`: the run's state, its setup and report, and what the phases share.
 //! - one module per phase: `pages` (1), `upstream` (2), `throughput` (3), `recording` (4),
-//!   `memory` (5), `retries` (6), `shards` (7, on a private cluster), `search` (8), and
-//!   `stats` (the statistics request at each N).
+//!   `memory` (5), `retries` (6), `shards` (7, on a private cluster), `search` (8), `notify`
+//!   (9), `codebase` and `files` (10), and `stats` (the statistics request at each N).
 //! - `data`: deterministic tasks and Go status records.
 //! - `raw`: direct Redis access (floor page, Go algorithm, INFO).
 //! - `load`: raw keep-alive HTTP client, built-in load generator, `wrk` driver.
@@ -40,6 +44,7 @@ mod bench;
 mod child;
 mod codebase;
 mod data;
+mod files;
 mod load;
 mod memory;
 mod notify;
@@ -113,7 +118,8 @@ struct Flags {
     /// and a receiver, against recording without).
     #[arg(long)]
     only_notify: bool,
-    /// Run only the codebase figures (phase 10: what a superseding report costs).
+    /// Run only the codebase figures (phase 10: what a superseding report costs, and what
+    /// failed files cost: page p50 with and without, recording, Redis bytes a file).
     #[arg(long)]
     only_codebase: bool,
     /// Internal: run one of the servers under test (started by the bench itself).
@@ -202,6 +208,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     if flags.only_codebase {
         b.codebase_costs().await?;
+        b.files_costs().await?;
         return b.report(flags.json.as_deref());
     }
     b.record_one_at_a_time().await?;

@@ -90,6 +90,8 @@ impl Figures {
 pub enum Op {
     AtMost,
     AtLeast,
+    /// A ratio within `bound` of 1 either way.
+    NearOne,
 }
 
 impl Op {
@@ -97,6 +99,7 @@ impl Op {
         match self {
             Op::AtMost => "<=",
             Op::AtLeast => ">=",
+            Op::NearOne => "1 ±",
         }
     }
 }
@@ -115,6 +118,7 @@ impl Target {
         match self.op {
             Op::AtMost => v <= self.bound,
             Op::AtLeast => v >= self.bound,
+            Op::NearOne => (v - 1.0).abs() <= self.bound,
         }
     }
 }
@@ -209,6 +213,19 @@ pub const TARGETS: &[Target] = &[
         op: Op::AtMost,
         bound: 50.0,
         what: "Redis time of a success report superseding 1,000 failures (of 10,000 of its client)",
+    },
+    Target {
+        key: "files_page_p50_ratio",
+        op: Op::NearOne,
+        bound: 0.05,
+        what: "page p50, 10,000 tasks with 100 failed files each / without (use case, interleaved)",
+    },
+    Target {
+        key: "redis_bytes_per_file",
+        op: Op::AtMost,
+        bound: 120.0,
+        what:
+            "Redis used_memory delta / files, 1,000 tasks x 1,000 failed files (records excluded)",
     },
     Target {
         key: "limit_gate_rate_error",
@@ -345,6 +362,21 @@ pub fn table(f: &Figures, sizes: &[u64]) -> String {
         "export_ndjson_rows_per_s",
         "export_ndjson_mb",
         "export_ndjson_rss_growth_mb",
+        "supersede_1000_wall_ms",
+        "files_page_usecase_with_p50_ms",
+        "files_page_usecase_without_p50_ms",
+        "files_page_http_with_p50_ms",
+        "files_page_http_without_p50_ms",
+        "files_page_http_p50_ratio",
+        "record_1000_files_redis_us",
+        "record_1000_files_redis_cpu_us",
+        "record_1000_files_wall_us",
+        "record_no_files_redis_us",
+        "record_no_files_redis_cpu_us",
+        "record_no_files_wall_us",
+        "files_key_memory_usage_bytes",
+        "files_key_strlen_bytes",
+        "codebase_phase_redis_used_mb",
     ] {
         if let Some(v) = f.get(key) {
             out.push_str(&format!("  {key:<34} {:>12}\n", fmt(Some(v))));
