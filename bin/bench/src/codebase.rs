@@ -40,23 +40,6 @@ fn failure(i: u64, base_ms: i64) -> anyhow::Result<FailedTask> {
     .map_err(|e| anyhow!("bench failure {i}: {e}"))
 }
 
-/// The summed `usec` of the script commands in `INFO commandstats`.
-async fn script_usec(b: &Bench) -> anyhow::Result<f64> {
-    let info = b.raw0.info("commandstats").await?;
-    let mut usec = 0.0;
-    for (name, stats) in &info {
-        if !(name.starts_with("cmdstat_eval") || name.starts_with("cmdstat_fcall")) {
-            continue;
-        }
-        for part in stats.split(',') {
-            if let Some(v) = part.strip_prefix("usec=") {
-                usec += v.parse::<f64>().unwrap_or(0.0);
-            }
-        }
-    }
-    Ok(usec)
-}
-
 impl Bench {
     /// Phase 10: `supersede_1000_redis_ms` (see the module).
     pub(crate) async fn codebase_costs(&mut self) -> anyhow::Result<()> {
@@ -82,14 +65,14 @@ impl Bench {
             CodebasePath::parse("/projects/sync")?,
             Timestamp::saturating_from_unix_millis(now_ms()),
         )?;
-        self.raw0.run("CONFIG", vec!["RESETSTAT".into()]).await?;
+        self.raw0.reset_stats().await?;
         let start = Instant::now();
         let superseded = service
             .record_successes(&[success])
             .await
             .map_err(|e| anyhow!("superseding: {e}"))?;
         let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
-        let redis_ms = script_usec(self).await? / 1000.0;
+        let redis_ms = self.raw0.script_usec().await? / 1000.0;
         if superseded != FAILURES / 10 {
             bail!("superseded {superseded}, expected {}", FAILURES / 10);
         }

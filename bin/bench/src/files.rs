@@ -34,7 +34,7 @@ use crate::bench::{connect_store, now_ms, without_retries, Bench, LIST_PATH, PAG
 use crate::child::{ChildServer, Kind};
 use crate::data;
 use crate::load::HttpConn;
-use crate::raw::Raw;
+use crate::raw::{is_script, Raw};
 use crate::report::Latency;
 
 const WITH_PREFIX: &str = "{bench-files-with}";
@@ -92,30 +92,6 @@ fn failure(tag: &str, i: u64, fail_ms: i64) -> anyhow::Result<FailedTask> {
     .map_err(|e| anyhow!("bench failure {tag} {i}: {e}"))
 }
 
-/// `INFO commandstats` as (command, calls, usec).
-async fn command_stats(raw: &Raw) -> anyhow::Result<Vec<(String, u64, f64)>> {
-    let mut out = Vec::new();
-    for (name, stats) in raw.info("commandstats").await? {
-        let Some(cmd) = name.strip_prefix("cmdstat_") else {
-            continue;
-        };
-        let (mut calls, mut usec) = (0, 0.0);
-        for part in stats.split(',') {
-            if let Some(v) = part.strip_prefix("calls=") {
-                calls = v.parse().unwrap_or(0);
-            } else if let Some(v) = part.strip_prefix("usec=") {
-                usec = v.parse().unwrap_or(0.0);
-            }
-        }
-        out.push((cmd.to_owned(), calls, usec));
-    }
-    Ok(out)
-}
-
-fn is_script(cmd: &str) -> bool {
-    cmd.starts_with("eval") || cmd.starts_with("fcall")
-}
-
 /// `MEMORY USAGE key SAMPLES 0` and `STRLEN key`.
 async fn key_bytes(raw: &Raw, key: &str) -> anyhow::Result<(f64, f64)> {
     let int = |v: Value| match v {
@@ -161,7 +137,7 @@ async fn record_one_by_one(
     files: &[Option<TaskFiles>; 1],
     spent: &mut Spent,
 ) -> anyhow::Result<()> {
-    raw.run("CONFIG", vec!["RESETSTAT".into()]).await?;
+    raw.reset_stats().await?;
     let cpu0 = raw.cpu_seconds().await?;
     let start = Instant::now();
     for t in tasks {
@@ -172,7 +148,7 @@ async fn record_one_by_one(
     }
     spent.wall += start.elapsed();
     spent.cpu_s += raw.cpu_seconds().await? - cpu0;
-    for (cmd, calls, usec) in command_stats(raw).await? {
+    for (cmd, calls, usec) in raw.command_stats().await? {
         if is_script(&cmd) {
             spent.usec += usec;
         } else if cmd != "config|resetstat" && cmd != "info" {

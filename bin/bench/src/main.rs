@@ -122,6 +122,10 @@ struct Flags {
     /// failed files cost: page p50 with and without, recording, Redis bytes a file).
     #[arg(long)]
     only_codebase: bool,
+    /// Run only the recording figures (phase 4's fill from 1,000 to 100,000 tasks:
+    /// `records_per_s` and `record_redis_us_per_task`).
+    #[arg(long)]
+    only_recording: bool,
     /// Internal: run one of the servers under test (started by the bench itself).
     #[arg(long, value_enum, hide = true)]
     serve_child: Option<Kind>,
@@ -209,6 +213,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     if flags.only_codebase {
         b.codebase_costs().await?;
         b.files_costs().await?;
+        return b.report(flags.json.as_deref());
+    }
+    if flags.only_recording {
+        b.fill_to(1_000).await?;
+        b.fill_to(100_000).await?;
         return b.report(flags.json.as_deref());
     }
     b.record_one_at_a_time().await?;

@@ -79,6 +79,45 @@ impl Raw {
         self.info_f64("memory", "used_memory").await
     }
 
+    /// `CONFIG RESETSTAT`: the command statistics start again from zero.
+    pub async fn reset_stats(&self) -> anyhow::Result<()> {
+        self.run("CONFIG", vec!["RESETSTAT".into()]).await?;
+        Ok(())
+    }
+
+    /// `INFO commandstats` as (command, calls, usec).
+    pub async fn command_stats(&self) -> anyhow::Result<Vec<(String, u64, f64)>> {
+        let mut out = Vec::new();
+        for (name, stats) in self.info("commandstats").await? {
+            let Some(cmd) = name.strip_prefix("cmdstat_") else {
+                continue;
+            };
+            let (mut calls, mut usec) = (0, 0.0);
+            for part in stats.split(',') {
+                if let Some(v) = part.strip_prefix("calls=") {
+                    calls = v.parse().unwrap_or(0);
+                } else if let Some(v) = part.strip_prefix("usec=") {
+                    usec = v.parse().unwrap_or(0.0);
+                }
+            }
+            out.push((cmd.to_owned(), calls, usec));
+        }
+        Ok(out)
+    }
+
+    /// The summed `usec` of the scripts (`EVAL*`, `FCALL*`) since the last
+    /// [`Raw::reset_stats`]: the Redis time of everything the store sends as scripts (a
+    /// command a script calls is also counted on its own line, so only scripts are summed).
+    pub async fn script_usec(&self) -> anyhow::Result<f64> {
+        Ok(self
+            .command_stats()
+            .await?
+            .iter()
+            .filter(|(cmd, _, _)| is_script(cmd))
+            .map(|(_, _, usec)| usec)
+            .sum())
+    }
+
     /// CPU seconds (user + system) used by the Redis server so far.
     pub async fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let info = self.info("cpu").await?;
@@ -238,4 +277,9 @@ pub async fn timed<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     let start = Instant::now();
     let v = f.await?;
     Ok((v, start.elapsed()))
+}
+
+/// Whether a `commandstats` command name is a script call.
+pub fn is_script(cmd: &str) -> bool {
+    cmd.starts_with("eval") || cmd.starts_with("fcall")
 }

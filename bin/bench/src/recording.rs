@@ -106,15 +106,20 @@ impl Bench {
             self.f
                 .set("redis_baseline_used_memory", self.raw0.used_memory().await?);
         }
+        self.raw0.reset_stats().await?;
         let took = fill(&self.store, self.stored, n, self.base_ms, IN_FLIGHT).await?;
         let rate = (n - self.stored) as f64 / took.as_secs_f64();
+        // The Redis time the fill's scripts took, per task: far steadier than the rate,
+        // which the machine's other work moves.
+        let redis_us = self.raw0.script_usec().await? / (n - self.stored).max(1) as f64;
         eprintln!(
-            "  filled {}..{n} in {:.1} s ({rate:.0}/s)",
+            "  filled {}..{n} in {:.1} s ({rate:.0}/s, {redis_us:.1} µs of Redis time a task)",
             self.stored,
             took.as_secs_f64()
         );
         if self.stored > 0 && n <= 100_000 {
             self.f.set("records_per_s", rate);
+            self.f.set("record_redis_us_per_task", redis_us);
         } else if self.stored > 0 {
             self.f.set("records_per_s_to_max", rate);
         }

@@ -329,6 +329,7 @@ pub fn table(f: &Figures, sizes: &[u64]) -> String {
         "redis_list_json_cpu_us_per_page",
         "records_per_s_single",
         "records_per_s",
+        "record_redis_us_per_task",
         "records_per_s_to_max",
         "records_per_s_planned_one_batch",
         "records_per_s_unplanned_one_batch",
