@@ -57,12 +57,13 @@ fn put_script() -> &'static Script {
 
 impl Shard {
     /// One `put_files` script call.
-    pub(crate) async fn put_files(&self, id: &TaskId, stored: &str) -> Result<bool, StoreError> {
-        let decoded = files::decode(stored).map_err(|reason| StoreError::Corrupt {
-            key: self.keys.files(id.as_str()),
-            reason,
-        })?;
-        let entry = retry_entry(&decoded, self.config.retry_inline_files);
+    pub(crate) async fn put_files(
+        &self,
+        id: &TaskId,
+        files: &TaskFiles,
+    ) -> Result<bool, StoreError> {
+        let stored = files::encode(files);
+        let entry = retry_entry(files, self.config.retry_inline_files);
         let k = &self.keys;
         let done: i64 = self
             .conn
@@ -116,7 +117,7 @@ impl FilesStore for RedisStore {
     async fn put_files(&self, task_id: &TaskId, files: &TaskFiles) -> Result<bool, StoreError> {
         self.shards()
             .of(task_id.as_str())
-            .put_files(task_id, &files::encode(files))
+            .put_files(task_id, files)
             .await
     }
 

@@ -208,7 +208,7 @@ async fn move_batch(
     for (t, tasks) in &per {
         for (task, _) in tasks {
             copy_history(source, &new[*t], task.task_id()).await?;
-            if let Some(files) = source.files_text(task.task_id()).await? {
+            if let Some(files) = source.files(task.task_id()).await? {
                 new[*t].put_files(task.task_id(), &files).await?;
             }
         }

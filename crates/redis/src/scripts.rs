@@ -158,30 +158,35 @@ local function acc_top(acc, hash, zkey, ufield, name, d)
   end
   per.by[name] = per.by[name] + d
 end
+-- Per set: its size read once and kept up to date here, so that a value costs one command
+-- (`ZINCRBY`; `ZADD XX INCR` once the set is full, which leaves out a value it lacks), and the
+-- untracked count of the set's bucket one `HINCRBY` for the whole batch. A tracked value's
+-- score is at least 1, so `ZINCRBY` answering `d` means the value was new.
 local function flush_tops(acc)
   for _, z in ipairs(acc.zkeys) do
     local per = acc.tops[z]
+    local card = redis.call('ZCARD', z)
+    local untracked = 0
     for _, name in ipairs(per.names) do
       local d = per.by[name]
       if d > 0 then
-        if redis.call('ZSCORE', z, name) or redis.call('ZCARD', z) < TOP_CAP then
-          redis.call('ZINCRBY', z, d, name)
-        else
-          bump(per.hash, per.ufield, d)
+        if card < TOP_CAP then
+          if tonumber(redis.call('ZINCRBY', z, d, name)) == d then card = card + 1 end
+        elseif not redis.call('ZADD', z, 'XX', 'INCR', d, name) then
+          untracked = untracked + d
         end
       elseif d < 0 then
-        local rest = d
-        if redis.call('ZSCORE', z, name) then
-          local n = tonumber(redis.call('ZINCRBY', z, d, name))
-          rest = 0
-          if n <= 0 then
-            redis.call('ZREM', z, name)
-            rest = n
-          end
+        -- Taken off the value (an absent one starts at 0); what its count does not cover
+        -- comes off the untracked count.
+        local n = tonumber(redis.call('ZINCRBY', z, d, name))
+        if n <= 0 then
+          redis.call('ZREM', z, name)
+          if n - d > 0 then card = card - 1 end
+          untracked = untracked + n
         end
-        if rest < 0 then bump(per.hash, per.ufield, rest) end
       end
     end
+    if untracked ~= 0 then bump(per.hash, per.ufield, untracked) end
   end
 end
 local function count(acc, prefix, f, d)
@@ -250,6 +255,11 @@ local function unrecord(acc, prefix, f, uncount)
   dirty(acc, sig)
   if uncount ~= false then count(acc, prefix, f, -1) end
 end
+-- Make `key` expire at `at` unless it expires later already (no expiry counts as sooner):
+-- one read when it does, as it mostly does.
+local function expire_by(key, at)
+  if redis.call('PEXPIRETIME', key) < at then redis.call('PEXPIREAT', key, at) end
+end
 local function flush(acc, prefix)
   flush_tops(acc)
   for _, k in ipairs(acc.keys) do
@@ -261,17 +271,11 @@ local function flush(acc, prefix)
   end
   for _, k in ipairs(acc.keys) do
     local at = acc.expiry[k]
-    if at then
-      redis.call('PEXPIREAT', k, at, 'NX')
-      redis.call('PEXPIREAT', k, at, 'GT')
-    end
+    if at then expire_by(k, at) end
   end
   for _, z in ipairs(acc.zkeys) do
     local at = acc.expiry[acc.tops[z].hash]
-    if at then
-      redis.call('PEXPIREAT', z, at, 'NX')
-      redis.call('PEXPIREAT', z, at, 'GT')
-    end
+    if at then expire_by(z, at) end
   end
   for _, sig in ipairs(acc.sigs) do rank(prefix, sig) end
 end
