@@ -236,6 +236,26 @@ impl CompatStore {
     }
 
     /// Values and remaining TTLs of `keys` (all in one hash slot on a cluster).
+    /// One task's status record: its key, its text and its `PTTL` (`None`: no record).
+    async fn status_text(
+        &self,
+        task_id: &TaskId,
+    ) -> Result<Option<(String, String, i64)>, StoreError> {
+        let key = format!("{}{}", self.config.key_prefix, task_id);
+        let mut read = self.read_group(std::slice::from_ref(&key)).await?;
+        let Some((value, pttl)) = read.pop() else {
+            return Ok(None);
+        };
+        match value_text(value) {
+            None => Ok(None),
+            Some(Err(_)) => Err(StoreError::Corrupt {
+                key,
+                reason: "status record is not UTF-8 text".to_owned(),
+            }),
+            Some(Ok(text)) => Ok(Some((key, text, pttl))),
+        }
+    }
+
     async fn read_group(&self, keys: &[String]) -> Result<Vec<(Value, i64)>, StoreError> {
         let values = self.conn.cmd_by_key::<Vec<Value>>(
             "reading status records",
@@ -380,22 +400,13 @@ impl StatusStore for CompatStore {
     }
 
     async fn get(&self, task_id: &TaskId) -> Result<Option<FailedTask>, StoreError> {
-        let key = format!("{}{}", self.config.key_prefix, task_id);
-        let mut read = self.read_group(std::slice::from_ref(&key)).await?;
-        let Some((value, pttl)) = read.pop() else {
+        let Some((key, text, pttl)) = self.status_text(task_id).await? else {
             return Ok(None);
         };
-        match value_text(value) {
-            None => Ok(None),
-            Some(Err(_)) => Err(StoreError::Corrupt {
-                key,
-                reason: "status record is not UTF-8 text".to_owned(),
-            }),
-            Some(Ok(text)) => match self.parse(task_id.as_str(), &text, pttl, now_ms()) {
-                Ok(Parsed::Failed(t)) => Ok(Some(*t)),
-                Ok(Parsed::NotFailed) => Ok(None),
-                Err(reason) => Err(StoreError::Corrupt { key, reason }),
-            },
+        match self.parse(task_id.as_str(), &text, pttl, now_ms()) {
+            Ok(Parsed::Failed(t)) => Ok(Some(*t)),
+            Ok(Parsed::NotFailed) => Ok(None),
+            Err(reason) => Err(StoreError::Corrupt { key, reason }),
         }
     }
 
@@ -429,26 +440,14 @@ impl FilesStore for CompatStore {
     }
 
     async fn files(&self, task_id: &TaskId) -> Result<Option<TaskFiles>, StoreError> {
-        let key = format!("{}{}", self.config.key_prefix, task_id);
-        let mut read = self.read_group(std::slice::from_ref(&key)).await?;
-        let Some((value, _)) = read.pop() else {
+        let Some((key, text, _)) = self.status_text(task_id).await? else {
             return Ok(None);
         };
-        match value_text(value) {
-            None => Ok(None),
-            Some(Err(_)) => Err(StoreError::Corrupt {
-                key,
-                reason: "status record is not UTF-8 text".to_owned(),
-            }),
-            Some(Ok(text)) => {
-                let status: GoStatus =
-                    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                        key,
-                        reason: format!("bad status JSON: {e}"),
-                    })?;
-                Ok(failed_files_of(&status))
-            }
-        }
+        let status: GoStatus = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+            key,
+            reason: format!("bad status JSON: {e}"),
+        })?;
+        Ok(failed_files_of(&status))
     }
 }
 

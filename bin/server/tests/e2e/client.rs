@@ -7,7 +7,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::{Env, ADMIN_TOKEN};
+use crate::{Env, ADMIN_TOKEN, LIST};
 
 pub async fn call(
     env: &Env,
@@ -65,4 +65,11 @@ pub async fn get_text(env: &Env, path: &str) -> String {
     assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// How many tasks the listing counts for `query`.
+pub async fn total(env: &Env, query: &str) -> u64 {
+    get(env, &format!("{LIST}?{query}&pageSize=1")).await["Data"]["TotalTasks"]
+        .as_u64()
+        .unwrap()
 }

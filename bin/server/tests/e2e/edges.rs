@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::client::{get, post};
 
-const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
+use crate::LIST;
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 fn now_ms() -> i64 {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::client::{get, get_text, post};
 use failed_tasks_testkit::RedisServer;
 
-const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
+use crate::LIST;
 
 /// A batch of `n` tasks with ids `{name}-{j}`.
 fn batch(name: &str, n: usize) -> Value {

@@ -24,6 +24,9 @@ use failed_tasks_redis::{RedisConfig, RedisStore};
 use failed_tasks_store::{MemoryStore, Stores};
 use failed_tasks_testkit::RedisServer;
 
+/// The failed-task listing.
+pub const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
+
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
 /// A running server over one store.

@@ -20,10 +20,9 @@ use failed_tasks_testkit::RedisServer;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::client::{call, get, post};
+use crate::client::{call, get, post, total};
 use crate::Env;
 
-const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
 const ADMIN: &str = "/codebase-embedder/api/v1/admin/failed-tasks";
 const BREAKERS: &str = "/codebase-embedder/api/v1/retry-breakers";
 const TASKS: usize = 100;
@@ -75,12 +74,6 @@ async fn replica(config: &RedisConfig, policy: &RetryPolicy, name: &str) -> Repl
         service,
         _loops: [scheduler, breaker],
     }
-}
-
-async fn total(env: &Env, query: &str) -> u64 {
-    get(env, &format!("{LIST}?{query}&pageSize=1")).await["Data"]["TotalTasks"]
-        .as_u64()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

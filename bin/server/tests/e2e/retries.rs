@@ -17,10 +17,10 @@ use failed_tasks_testkit::RedisServer;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::client::{call, get, post};
+use crate::client::{call, get, post, total};
 use crate::Env;
 
-const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
+use crate::LIST;
 const ADMIN: &str = "/codebase-embedder/api/v1/admin/failed-tasks";
 const TASKS: usize = 1_000;
 
@@ -82,12 +82,6 @@ async fn replica(config: &RedisConfig, policy: &RetryPolicy) -> Replica {
 
 fn delivered(r: &Replica) -> u64 {
     RetryCounters::get(&r.service.retry_counters().delivered)
-}
-
-async fn total(env: &Env, query: &str) -> u64 {
-    get(env, &format!("{LIST}?{query}&pageSize=1")).await["Data"]["TotalTasks"]
-        .as_u64()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::client::{call, get, get_text, post};
 use crate::Env;
 
-const LIST: &str = "/codebase-embedder/api/v1/tasks/failed";
+use crate::LIST;
 const ADMIN: &str = "/codebase-embedder/api/v1/admin/failed-tasks";
 
 fn task(id: &str, minute: u32, category: &str, client: &str, code: &str, ty: &str) -> Value {

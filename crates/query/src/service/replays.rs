@@ -51,6 +51,37 @@ pub struct ReplayRequest {
     pub pace: Option<ReplayPace>,
 }
 
+impl ReplayRequest {
+    /// The replay of this request made at `now` in `state`, with `matched` tasks and
+    /// `(visited, scheduled)` so far; finished at `now` unless it is running.
+    fn replay(
+        self,
+        id: ReplayId,
+        now: Timestamp,
+        state: ReplayState,
+        matched: u64,
+        (visited, scheduled): (u64, u64),
+    ) -> Replay {
+        Replay {
+            id,
+            filter: self.filter,
+            reason: self.reason,
+            actor: self.actor,
+            created: now,
+            pace: self.pace,
+            state,
+            matched,
+            progress: ReplayProgress {
+                cursor: None,
+                visited,
+                scheduled,
+                paced_until: now,
+            },
+            finished: (state != ReplayState::Running).then_some(now),
+        }
+    }
+}
+
 /// What a dry run found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayPreview {
@@ -162,23 +193,13 @@ impl FailedTaskService {
         now: Timestamp,
     ) -> Result<Replay, QueryError> {
         let preview = self.preview_replay(&request.filter).await?;
-        let replay = Replay {
-            id: ReplayId::new(now, self.nonce()),
-            filter: request.filter,
-            reason: request.reason,
-            actor: request.actor,
-            created: now,
-            pace: request.pace,
-            state: ReplayState::Running,
-            matched: preview.matching,
-            progress: ReplayProgress {
-                cursor: None,
-                visited: 0,
-                scheduled: 0,
-                paced_until: now,
-            },
-            finished: None,
-        };
+        let replay = request.replay(
+            ReplayId::new(now, self.nonce()),
+            now,
+            ReplayState::Running,
+            preview.matching,
+            (0, 0),
+        );
         let store = self.replay_store()?;
         self.writing(self.checked(store.replay_create(&replay)))
             .await?;
@@ -197,23 +218,17 @@ impl FailedTaskService {
         let Ok(store) = self.replay_store() else {
             return Ok(None);
         };
-        let replay = Replay {
-            id: ReplayId::new(now, self.nonce()),
-            filter: request.filter,
-            reason: request.reason,
-            actor: request.actor,
-            created: now,
+        let replay = ReplayRequest {
             pace: None,
-            state: ReplayState::Done,
-            matched: visited,
-            progress: ReplayProgress {
-                cursor: None,
-                visited,
-                scheduled,
-                paced_until: now,
-            },
-            finished: Some(now),
-        };
+            ..request
+        }
+        .replay(
+            ReplayId::new(now, self.nonce()),
+            now,
+            ReplayState::Done,
+            visited,
+            (visited, scheduled),
+        );
         self.checked(store.replay_create(&replay)).await?;
         Ok(Some(replay.id))
     }
