@@ -355,7 +355,11 @@ async fn thirty_http1_clients_that_do_not_read_8mb_pages_cannot_grow_the_server(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_h2c_connections_of_200_zero_window_streams_cannot_grow_the_server() {
-    let server = start_server(&[]);
+    // The write-stall timeout runs from a connection's first stalled stream: on a loaded
+    // machine answering all 400 streams took longer than the default 10 s, and the server
+    // dropped a connection before the figure was taken. 25 s leaves room for that and still
+    // ends both connections within the 30 s the test waits for it.
+    let server = start_server(&["--write-stall-timeout", "25s"]);
     let base = baseline(&server, PAGE_100, 200).await;
     let (answered_before, refused_before) = server.listings_and_refusals().await;
     let mut zero = h2::client::Builder::new();
